@@ -1,0 +1,238 @@
+//! The CloudEvents HTTP protocol binding: requests in (binary, structured, batched) and
+//! requests out (binary or structured).
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue};
+
+use crate::event::{AttrValue, CloudEvent, InvalidEvent};
+use crate::json;
+
+/// A request body that could not be turned into events; `index` is set for batch members.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}{source}", index.map(|i| format!("event {i} of the batch: ")).unwrap_or_default())]
+pub struct DecodeError {
+    pub index: Option<usize>,
+    pub source: InvalidEvent,
+}
+
+impl From<InvalidEvent> for DecodeError {
+    fn from(source: InvalidEvent) -> Self {
+        Self { index: None, source }
+    }
+}
+
+/// The content mode of an incoming request, from its Content-Type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContentMode {
+    Binary,
+    Structured,
+    Batched,
+}
+
+pub fn content_mode(headers: &HeaderMap) -> ContentMode {
+    let content_type = headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    if content_type.starts_with("application/cloudevents-batch") {
+        ContentMode::Batched
+    } else if content_type.starts_with("application/cloudevents") {
+        ContentMode::Structured
+    } else {
+        ContentMode::Binary
+    }
+}
+
+/// Whether a response looks like it carries a CloudEvent at all (a reply candidate).
+pub fn has_cloudevent_markers(headers: &HeaderMap) -> bool {
+    headers.contains_key("ce-specversion") || content_mode(headers) != ContentMode::Binary
+}
+
+/// Decodes a request into one or more validated events.
+pub fn decode_request(headers: &HeaderMap, body: Bytes) -> Result<Vec<CloudEvent>, DecodeError> {
+    match content_mode(headers) {
+        ContentMode::Batched => {
+            require_json_format(headers)?;
+            json::parse_batch(&body).map_err(|(index, source)| DecodeError { index, source })
+        }
+        ContentMode::Structured => {
+            require_json_format(headers)?;
+            let event = json::parse_event(&body)?;
+            event.validate()?;
+            Ok(vec![event])
+        }
+        ContentMode::Binary => {
+            let event = decode_binary(headers, body)?;
+            event.validate()?;
+            Ok(vec![event])
+        }
+    }
+}
+
+fn require_json_format(headers: &HeaderMap) -> Result<(), InvalidEvent> {
+    let content_type = headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let essence = content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    if essence.ends_with("+json") {
+        Ok(())
+    } else {
+        Err(InvalidEvent::new(
+            "datacontenttype",
+            format!("unsupported event format {content_type:?}: only the JSON format is supported"),
+        ))
+    }
+}
+
+/// Binary mode: `ce-*` headers are attributes (percent-decoded), Content-Type is
+/// `datacontenttype`, the body is the data.
+pub fn decode_binary(headers: &HeaderMap, body: Bytes) -> Result<CloudEvent, InvalidEvent> {
+    let mut event = CloudEvent::new();
+    for (name, value) in headers {
+        let Some(attribute) = name.as_str().strip_prefix("ce-") else { continue };
+        let text = percent_decode(value.as_bytes())
+            .ok_or_else(|| InvalidEvent::new(attribute, "header value is not valid percent-encoded UTF-8"))?;
+        event.set(attribute, text);
+    }
+    if event.attribute("specversion").is_none() {
+        return Err(InvalidEvent::new(
+            "specversion",
+            "required attribute is missing (no ce-specversion header and not a structured content type)",
+        ));
+    }
+    if let Some(content_type) = headers.get(http::header::CONTENT_TYPE) {
+        let text = content_type
+            .to_str()
+            .map_err(|_| InvalidEvent::new("datacontenttype", "Content-Type is not valid ASCII"))?;
+        event.set("datacontenttype", text);
+    }
+    event.set_data((!body.is_empty()).then_some(body));
+    Ok(event)
+}
+
+/// An outgoing HTTP request body with the headers that describe it.
+pub struct EncodedRequest {
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub body: Bytes,
+}
+
+/// Binary mode: every attribute as a `ce-` header except `datacontenttype` (the Content-Type).
+pub fn encode_binary(event: &CloudEvent) -> EncodedRequest {
+    let mut headers = Vec::with_capacity(event.attributes().len() + 1);
+    for (name, value) in event.attributes() {
+        if name == "datacontenttype" {
+            if let Ok(v) = HeaderValue::from_str(&value.as_text()) {
+                headers.push((http::header::CONTENT_TYPE, v));
+            }
+            continue;
+        }
+        let Ok(header) = HeaderName::try_from(format!("ce-{name}")) else { continue };
+        let encoded = percent_encode(&value.as_text());
+        if let Ok(v) = HeaderValue::from_str(&encoded) {
+            headers.push((header, v));
+        }
+    }
+    EncodedRequest { headers, body: event.data().cloned().unwrap_or_default() }
+}
+
+/// Structured mode in the JSON format.
+pub fn encode_structured(event: &CloudEvent) -> EncodedRequest {
+    EncodedRequest {
+        headers: vec![(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/cloudevents+json; charset=utf-8"),
+        )],
+        body: Bytes::from(json::to_json(event)),
+    }
+}
+
+/// The HTTP binding's rule: space, `"`, `%` and anything outside printable ASCII are
+/// percent-encoded (as UTF-8 octets).
+fn percent_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if (0x21..=0x7e).contains(&byte) && byte != b'"' && byte != b'%' {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+fn percent_decode(bytes: &[u8]) -> Option<String> {
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes.get(i + 1..i + 3)?;
+            if !hex.iter().all(u8::is_ascii_hexdigit) {
+                return None;
+            }
+            out.push(u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+impl From<bool> for AttrValue {
+    fn from(value: bool) -> Self {
+        AttrValue::Boolean(value)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (k, v) in pairs {
+            map.insert(HeaderName::try_from(*k).unwrap(), HeaderValue::from_str(v).unwrap());
+        }
+        map
+    }
+
+    #[test]
+    fn binary_round_trip_with_escapes() {
+        let h = headers(&[
+            ("ce-specversion", "1.0"),
+            ("ce-id", "a%20b"),
+            ("ce-source", "/s"),
+            ("ce-type", "t"),
+            ("ce-myext", "caf%C3%A9%25"),
+            ("content-type", "application/octet-stream"),
+        ]);
+        let body = Bytes::from_static(&[0, 159, 146, 150]);
+        let events = decode_request(&h, body.clone()).unwrap();
+        let event = &events[0];
+        assert_eq!(event.id(), "a b");
+        assert_eq!(event.text("myext").unwrap(), "café%");
+        assert_eq!(event.data(), Some(&body));
+        let out = encode_binary(event);
+        let mut back = HeaderMap::new();
+        for (k, v) in out.headers {
+            back.insert(k, v);
+        }
+        assert_eq!(&decode_binary(&back, out.body).unwrap(), event);
+    }
+
+    #[test]
+    fn missing_specversion_in_binary_mode() {
+        let err = decode_request(&headers(&[("ce-id", "1")]), Bytes::new()).unwrap_err();
+        assert_eq!(err.source.attribute, "specversion");
+    }
+
+    #[test]
+    fn bad_percent_escape_is_rejected() {
+        assert_eq!(percent_decode(b"abc%"), None);
+        assert_eq!(percent_decode(b"%4"), None);
+        assert_eq!(percent_decode(b"%41"), Some("A".into()));
+    }
+}

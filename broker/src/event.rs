@@ -1,0 +1,295 @@
+//! The CloudEvent as Herald keeps it: attributes plus the producer's data bytes, untouched.
+//!
+//! cloudevents-sdk parses JSON data into a `serde_json::Value` and re-serialises it, which
+//! changes the bytes a producer sent (whitespace, number forms, key order); Herald promises
+//! subscribers the exact bytes, so it keeps its own small model and validates it against the
+//! CloudEvents 1.0 (and 0.3) rules itself.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::fmt;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+/// A context attribute value in the CloudEvents type system as it travels in JSON.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum AttrValue {
+    Boolean(bool),
+    Integer(i64),
+    String(String),
+}
+
+impl AttrValue {
+    /// The canonical string form (what binary mode sends in a header).
+    pub fn as_text(&self) -> Cow<'_, str> {
+        match self {
+            AttrValue::String(s) => Cow::Borrowed(s),
+            AttrValue::Integer(i) => Cow::Owned(i.to_string()),
+            AttrValue::Boolean(b) => Cow::Borrowed(if *b { "true" } else { "false" }),
+        }
+    }
+}
+
+impl From<&str> for AttrValue {
+    fn from(value: &str) -> Self {
+        AttrValue::String(value.to_owned())
+    }
+}
+
+impl From<String> for AttrValue {
+    fn from(value: String) -> Self {
+        AttrValue::String(value)
+    }
+}
+
+/// A CloudEvent: every context attribute (core ones included) in one map, and the data bytes.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CloudEvent {
+    attributes: BTreeMap<String, AttrValue>,
+    data: Option<Bytes>,
+}
+
+/// Why an event is invalid: the attribute at fault and the rule it broke.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("attribute {attribute:?}: {reason}")]
+pub struct InvalidEvent {
+    pub attribute: String,
+    pub reason: String,
+}
+
+impl InvalidEvent {
+    pub fn new(attribute: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self { attribute: attribute.into(), reason: reason.into() }
+    }
+}
+
+/// Spec versions Herald accepts; 0.3 is delivered unchanged, never upgraded.
+pub const SPEC_VERSIONS: [&str; 2] = ["1.0", "0.3"];
+
+impl CloudEvent {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn attributes(&self) -> &BTreeMap<String, AttrValue> {
+        &self.attributes
+    }
+
+    pub fn attribute(&self, name: &str) -> Option<&AttrValue> {
+        self.attributes.get(name)
+    }
+
+    /// The string form of an attribute, if present.
+    pub fn text(&self, name: &str) -> Option<Cow<'_, str>> {
+        self.attributes.get(name).map(AttrValue::as_text)
+    }
+
+    pub fn set(&mut self, name: impl Into<String>, value: impl Into<AttrValue>) {
+        self.attributes.insert(name.into(), value.into());
+    }
+
+    pub fn remove(&mut self, name: &str) -> Option<AttrValue> {
+        self.attributes.remove(name)
+    }
+
+    pub fn data(&self) -> Option<&Bytes> {
+        self.data.as_ref()
+    }
+
+    pub fn set_data(&mut self, data: Option<Bytes>) {
+        self.data = data;
+    }
+
+    pub fn id(&self) -> Cow<'_, str> {
+        self.text("id").unwrap_or_default()
+    }
+
+    pub fn event_type(&self) -> Cow<'_, str> {
+        self.text("type").unwrap_or_default()
+    }
+
+    pub fn spec_version(&self) -> Cow<'_, str> {
+        self.text("specversion").unwrap_or_default()
+    }
+
+    pub fn data_content_type(&self) -> Option<Cow<'_, str>> {
+        self.text("datacontenttype")
+    }
+
+    pub(crate) fn from_parts(attributes: BTreeMap<String, AttrValue>, data: Option<Bytes>) -> Self {
+        Self { attributes, data }
+    }
+
+    /// Checks the CloudEvents rules for the event's spec version.
+    pub fn validate(&self) -> Result<(), InvalidEvent> {
+        let version = match self.attributes.get("specversion") {
+            None => return Err(InvalidEvent::new("specversion", "required attribute is missing")),
+            Some(AttrValue::String(v)) if SPEC_VERSIONS.contains(&v.as_str()) => v.as_str(),
+            Some(other) => {
+                return Err(InvalidEvent::new(
+                    "specversion",
+                    format!("unsupported spec version {:?}: expected 1.0 or 0.3", other.as_text()),
+                ))
+            }
+        };
+        for required in ["id", "source", "type"] {
+            match self.attributes.get(required) {
+                None => return Err(InvalidEvent::new(required, "required attribute is missing")),
+                Some(AttrValue::String(s)) if s.is_empty() => {
+                    return Err(InvalidEvent::new(required, "must be a non-empty string"))
+                }
+                _ => {}
+            }
+        }
+        for (name, value) in &self.attributes {
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()) {
+                return Err(InvalidEvent::new(
+                    name.clone(),
+                    "attribute names must consist of lower-case ASCII letters and digits",
+                ));
+            }
+            let is_core = CORE_STRING_ATTRIBUTES.contains(&name.as_str());
+            if is_core && !matches!(value, AttrValue::String(_)) {
+                return Err(InvalidEvent::new(name.clone(), "must be a string"));
+            }
+            if let AttrValue::Integer(i) = value {
+                if i32::try_from(*i).is_err() {
+                    return Err(InvalidEvent::new(name.clone(), "integer out of the 32-bit signed range"));
+                }
+            }
+            let text = value.as_text();
+            match name.as_str() {
+                "source" => check_uri_reference(name, &text, false)?,
+                "dataschema" if version == "1.0" => check_uri_reference(name, &text, true)?,
+                "schemaurl" => check_uri_reference(name, &text, false)?,
+                "time" => {
+                    chrono::DateTime::parse_from_rfc3339(&text).map_err(|e| {
+                        InvalidEvent::new("time", format!("{text:?} is not an RFC 3339 timestamp: {e}"))
+                    })?;
+                }
+                "subject" | "datacontenttype" if text.is_empty() => {
+                    return Err(InvalidEvent::new(name.clone(), "must not be empty when present"));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Core attributes whose type is String (or URI/URI-reference/Timestamp, which travel as strings).
+const CORE_STRING_ATTRIBUTES: [&str; 9] =
+    ["specversion", "id", "source", "type", "subject", "time", "datacontenttype", "dataschema", "schemaurl"];
+
+/// RFC 3986 URI-reference syntax check: allowed characters, well-formed percent escapes, and a
+/// well-formed scheme when one is present (required when `absolute`).
+fn check_uri_reference(name: &str, text: &str, absolute: bool) -> Result<(), InvalidEvent> {
+    let bad = |why: &str| Err(InvalidEvent::new(name, format!("{text:?} is not a valid URI{}: {why}", if absolute { "" } else { "-reference" })));
+    if text.is_empty() {
+        return bad("empty");
+    }
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let c = bytes[i];
+        if c == b'%' {
+            if i + 2 >= bytes.len() {
+                return bad("incomplete percent escape");
+            }
+            if !(bytes[i + 1].is_ascii_hexdigit() && bytes[i + 2].is_ascii_hexdigit()) {
+                return bad("invalid percent escape");
+            }
+            i += 3;
+            continue;
+        }
+        let allowed = c.is_ascii_alphanumeric() || b"-._~:/?#[]@!$&'()*+,;=".contains(&c);
+        if !allowed {
+            return bad(&format!("character {:?} is not allowed", c as char));
+        }
+        i += 1;
+    }
+    let before_delim = text.split(['/', '?', '#']).next().unwrap_or_default();
+    match before_delim.split_once(':') {
+        Some((scheme, _)) => {
+            let ok = scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+                && scheme.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+            if !ok {
+                return bad("malformed scheme");
+            }
+        }
+        None if absolute => return bad("a scheme is required"),
+        None => {}
+    }
+    Ok(())
+}
+
+impl fmt::Display for CloudEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.id(), self.event_type())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn minimal() -> CloudEvent {
+        let mut e = CloudEvent::new();
+        e.set("specversion", "1.0");
+        e.set("id", "1");
+        e.set("source", "/my/source");
+        e.set("type", "com.example");
+        e
+    }
+
+    #[test]
+    fn minimal_event_is_valid() {
+        minimal().validate().unwrap();
+    }
+
+    #[test]
+    fn required_attributes() {
+        for name in ["specversion", "id", "source", "type"] {
+            let mut e = minimal();
+            e.remove(name);
+            assert_eq!(e.validate().unwrap_err().attribute, name);
+        }
+    }
+
+    #[test]
+    fn attribute_rules() {
+        let cases: [(&str, AttrValue); 7] = [
+            ("time", "yesterday".into()),
+            ("source", "has space".into()),
+            ("source", "%zz".into()),
+            ("dataschema", "relative/path".into()),
+            ("Bad-Name", "x".into()),
+            ("subject", "".into()),
+            ("myint", AttrValue::Integer(1 << 40)),
+        ];
+        for (name, value) in cases {
+            let mut e = minimal();
+            e.set(name, value.clone());
+            let err = e.validate().expect_err(&format!("{name}={value:?} must be rejected"));
+            assert_eq!(err.attribute, name);
+        }
+        let mut e = minimal();
+        e.set("time", "2024-01-02T03:04:05.123Z");
+        e.set("dataschema", "https://example.com/schema");
+        e.set("source", "urn:example:x%20y");
+        e.set("myext", AttrValue::Integer(42));
+        e.validate().unwrap();
+    }
+
+    #[test]
+    fn spec_version_03_is_accepted() {
+        let mut e = minimal();
+        e.set("specversion", "0.3");
+        e.set("schemaurl", "relative/is/fine");
+        e.validate().unwrap();
+        e.set("specversion", "2.0");
+        assert_eq!(e.validate().unwrap_err().attribute, "specversion");
+    }
+}

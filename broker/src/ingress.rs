@@ -1,0 +1,282 @@
+//! Broker ingress: `POST /{namespace}/{broker}` turns requests into durable log records.
+//!
+//! The answers follow Herald's contract (knative-contract.md section 0): 202 only after the
+//! append is durable, 400 naming the bad attribute, 404, 405 with `Allow`, the OPTIONS webhook
+//! handshake, 413 while the body is read, 503 with `Retry-After` when the log cannot take it.
+
+use std::collections::HashSet;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use bytes::Bytes;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use serde_json::json;
+
+use crate::event::{AttrValue, CloudEvent, InvalidEvent};
+use crate::binding::{decode_request, DecodeError};
+use crate::log::{BrokerKey, EventLog, LogError};
+use crate::record::Record;
+
+/// Default `--max-event-bytes`: 4 MiB.
+pub const DEFAULT_MAX_EVENT_BYTES: usize = 4 * 1024 * 1024;
+/// Knative's default (and maximum) `knativebrokerttl`.
+pub const DEFAULT_MAX_TTL: i64 = 255;
+/// A client must send its whole body within this time.
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
+pub const TTL_EXTENSION: &str = "knativebrokerttl";
+pub const ARRIVAL_TIME_EXTENSION: &str = "knativearrivaltime";
+const ALLOW: &str = "POST, OPTIONS";
+
+/// Ingress settings.
+#[derive(Clone, Debug)]
+pub struct IngressConfig {
+    pub max_event_bytes: usize,
+    pub max_ttl: i64,
+    pub body_timeout: Duration,
+}
+
+impl Default for IngressConfig {
+    fn default() -> Self {
+        Self { max_event_bytes: DEFAULT_MAX_EVENT_BYTES, max_ttl: DEFAULT_MAX_TTL, body_timeout: DEFAULT_BODY_TIMEOUT }
+    }
+}
+
+/// Everything that can go wrong between a request and the log, with its HTTP answer.
+#[derive(Debug, thiserror::Error)]
+pub enum IngressError {
+    #[error("invalid event: {0}")]
+    InvalidEvent(#[from] DecodeError),
+    #[error("no broker at /{0}")]
+    UnknownBroker(BrokerKey),
+    #[error("not found: brokers are addressed as /{{namespace}}/{{broker}}")]
+    NotFound,
+    #[error("method {0} is not allowed; use POST")]
+    MethodNotAllowed(Method),
+    #[error("request body exceeds the limit of {limit} bytes")]
+    TooLarge { limit: usize },
+    #[error("the request body was not received in time")]
+    BodyTimeout,
+    #[error("could not read the request body: {0}")]
+    BodyRead(String),
+    #[error("the broker cannot accept events right now: {0}")]
+    Unavailable(#[source] LogError),
+}
+
+impl IngressError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            IngressError::InvalidEvent(_) | IngressError::BodyRead(_) => StatusCode::BAD_REQUEST,
+            IngressError::UnknownBroker(_) | IngressError::NotFound => StatusCode::NOT_FOUND,
+            IngressError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            IngressError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            IngressError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            IngressError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+}
+
+impl IntoResponse for IngressError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let mut body = json!({ "error": status.canonical_reason().unwrap_or("error"), "message": self.to_string() });
+        if let IngressError::InvalidEvent(DecodeError { index, source }) = &self {
+            body["attribute"] = json!(source.attribute);
+            body["reason"] = json!(source.reason);
+            if let Some(index) = index {
+                body["index"] = json!(index);
+            }
+        }
+        if let IngressError::Unavailable(error) = &self {
+            tracing::warn!(%error, "ingress answered 503");
+        }
+        let mut response = (status, axum::Json(body)).into_response();
+        let headers = response.headers_mut();
+        headers.insert("allow", HeaderValue::from_static(ALLOW));
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            headers.insert("retry-after", HeaderValue::from_static("1"));
+        }
+        response
+    }
+}
+
+/// The brokers that exist; shared with the runtime that creates and removes them.
+#[derive(Default, Debug)]
+pub struct BrokerRegistry {
+    brokers: RwLock<HashSet<BrokerKey>>,
+}
+
+impl BrokerRegistry {
+    pub fn insert(&self, key: BrokerKey) {
+        if let Ok(mut brokers) = self.brokers.write() {
+            brokers.insert(key);
+        }
+    }
+
+    pub fn remove(&self, key: &BrokerKey) {
+        if let Ok(mut brokers) = self.brokers.write() {
+            brokers.remove(key);
+        }
+    }
+
+    pub fn contains(&self, key: &BrokerKey) -> bool {
+        self.brokers.read().map(|b| b.contains(key)).unwrap_or(false)
+    }
+}
+
+/// The ingress: validates events, stamps Knative's extensions and appends them to the log.
+pub struct Ingress {
+    log: Arc<dyn EventLog>,
+    brokers: Arc<BrokerRegistry>,
+    config: IngressConfig,
+}
+
+impl Ingress {
+    pub fn new(log: Arc<dyn EventLog>, brokers: Arc<BrokerRegistry>, config: IngressConfig) -> Self {
+        Self { log, brokers, config }
+    }
+
+    pub fn brokers(&self) -> &Arc<BrokerRegistry> {
+        &self.brokers
+    }
+
+    /// Publishes already-decoded events to a broker: TTL, arrival time, durable append.
+    /// Replies and sources use this path as well as HTTP producers.
+    pub async fn publish(
+        &self,
+        broker: &BrokerKey,
+        events: Vec<CloudEvent>,
+        headers: Vec<(String, String)>,
+    ) -> Result<(), IngressError> {
+        if !self.brokers.contains(broker) {
+            return Err(IngressError::UnknownBroker(broker.clone()));
+        }
+        let arrival = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+        let batch = events.len() > 1;
+        let mut records = Vec::with_capacity(events.len());
+        for (index, mut event) in events.into_iter().enumerate() {
+            self.apply_ttl(&mut event)
+                .map_err(|source| DecodeError { index: batch.then_some(index), source })?;
+            event.set(ARRIVAL_TIME_EXTENSION, arrival.as_str());
+            records.push(Record { event, headers: headers.clone() });
+        }
+        self.log.append(broker, records).await.map_err(|e| match e {
+            LogError::UnknownBroker(key) => IngressError::UnknownBroker(key),
+            other => IngressError::Unavailable(other),
+        })
+    }
+
+    /// Knative's loop protection: absent or unparsable → the maximum; present → one less;
+    /// reaching zero rejects the event.
+    fn apply_ttl(&self, event: &mut CloudEvent) -> Result<(), InvalidEvent> {
+        let ttl = match event.attribute(TTL_EXTENSION) {
+            None => self.config.max_ttl,
+            Some(value) => match value.as_text().trim().parse::<i64>() {
+                Ok(ttl) => ttl.saturating_sub(1).max(0),
+                Err(_) => self.config.max_ttl,
+            },
+        };
+        if ttl <= 0 {
+            return Err(InvalidEvent::new(
+                TTL_EXTENSION,
+                "the event's time to live is exhausted (a reply loop?); it was not accepted",
+            ));
+        }
+        event.set(TTL_EXTENSION, AttrValue::Integer(ttl));
+        Ok(())
+    }
+
+    async fn read_body(&self, headers: &HeaderMap, body: Body) -> Result<Bytes, IngressError> {
+        let limit = self.config.max_event_bytes;
+        let declared = headers
+            .get(axum::http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        if declared.is_some_and(|len| len > limit) {
+            return Err(IngressError::TooLarge { limit });
+        }
+        let collect = Limited::new(body, limit).collect();
+        match tokio::time::timeout(self.config.body_timeout, collect).await {
+            Err(_) => Err(IngressError::BodyTimeout),
+            Ok(Ok(collected)) => Ok(collected.to_bytes()),
+            Ok(Err(error)) if error.downcast_ref::<LengthLimitError>().is_some() => {
+                Err(IngressError::TooLarge { limit })
+            }
+            Ok(Err(error)) => Err(IngressError::BodyRead(error.to_string())),
+        }
+    }
+
+    async fn handle(&self, method: Method, uri: Uri, headers: HeaderMap, body: Body) -> Result<Response, IngressError> {
+        if method == Method::OPTIONS {
+            let mut response = StatusCode::OK.into_response();
+            let h = response.headers_mut();
+            h.insert("allow", HeaderValue::from_static(ALLOW));
+            h.insert("webhook-allowed-origin", HeaderValue::from_static("*"));
+            h.insert("webhook-allowed-rate", HeaderValue::from_static("*"));
+            return Ok(response);
+        }
+        if method != Method::POST {
+            return Err(IngressError::MethodNotAllowed(method));
+        }
+        let broker = broker_from_path(uri.path()).ok_or(IngressError::NotFound)?;
+        if !self.brokers.contains(&broker) {
+            return Err(IngressError::UnknownBroker(broker));
+        }
+        let body = self.read_body(&headers, body).await?;
+        let events = decode_request(&headers, body)?;
+        let count = events.len();
+        self.publish(&broker, events, pass_through_headers(&headers)).await?;
+        tracing::debug!(%broker, count, "accepted");
+        Ok(StatusCode::ACCEPTED.into_response())
+    }
+
+    /// The axum router for the ingress listener; other routes (webhooks) can be merged in.
+    pub fn router(self: Arc<Self>) -> Router {
+        Router::new().fallback(move |method: Method, uri: Uri, headers: HeaderMap, body: Body| {
+            let ingress = self.clone();
+            async move { ingress.handle(method, uri, headers, body).await.unwrap_or_else(IntoResponse::into_response) }
+        })
+    }
+}
+
+/// `/{ns}/{name}` with an optional trailing slash.
+fn broker_from_path(path: &str) -> Option<BrokerKey> {
+    let trimmed = path.strip_suffix('/').unwrap_or(path);
+    let mut parts = trimmed.strip_prefix('/')?.split('/');
+    let (namespace, name) = (parts.next()?, parts.next()?);
+    if parts.next().is_some() || namespace.is_empty() || name.is_empty() {
+        return None;
+    }
+    Some(BrokerKey::new(namespace, name))
+}
+
+/// Headers forwarded along with the event, as Knative's broker does.
+pub fn pass_through_headers(headers: &HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .filter(|(name, _)| {
+            let name = name.as_str();
+            matches!(name, "x-request-id" | "traceparent" | "tracestate")
+                || name.starts_with("knative-")
+                || name.starts_with("x-b3-")
+        })
+        .filter_map(|(name, value)| Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned())))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broker_paths() {
+        assert_eq!(broker_from_path("/ns/b"), Some(BrokerKey::new("ns", "b")));
+        assert_eq!(broker_from_path("/ns/b/"), Some(BrokerKey::new("ns", "b")));
+        for bad in ["/", "/ns", "/ns/", "/ns/b/c", "//b", "ns/b"] {
+            assert_eq!(broker_from_path(bad), None, "{bad}");
+        }
+    }
+}

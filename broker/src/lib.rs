@@ -1,0 +1,13 @@
+//! Herald's data plane entry: CloudEvents over HTTP in, a durable log per broker.
+
+pub mod event;
+pub mod binding;
+pub mod ingress;
+pub mod json;
+pub mod log;
+pub mod record;
+
+pub use event::{AttrValue, CloudEvent, InvalidEvent};
+pub use ingress::{BrokerRegistry, Ingress, IngressConfig, IngressError};
+pub use log::{BrokerKey, EventLog, LogConsumer, LogError, LogRecord, RecordId, StartFrom};
+pub use record::Record;

@@ -1,0 +1,154 @@
+//! The durable event log behind every broker.
+//!
+//! # Durability contract
+//!
+//! * [`EventLog::append`] returns `Ok` only once every record of the batch is durable: it
+//!   survives a crash of the process (and, for replicated backends, of one machine). Records of
+//!   one append keep their order; an error means none, some or all may have been stored, so a
+//!   caller may retry and a consumer may see duplicates (at-least-once, never loss).
+//! * A consumer is named and durable: it resumes after a restart from its committed position.
+//!   Progress is committed as a contiguous low-water mark: [`LogConsumer::commit`] never moves
+//!   past a record that was polled but not acknowledged, so a crash redelivers at most what was
+//!   in flight (plus what was acknowledged since the last commit).
+//! * Parked records (undeliverable, dead-letter sink missing or failing) are durable once
+//!   [`EventLog::park`] returns; only then may the consumer acknowledge them.
+//!
+//! The trait is shaped so that Kafka (topic per broker, consumer group per trigger, offsets per
+//! partition) and JetStream (stream per broker, durable consumer per trigger, per-message acks)
+//! fit it as naturally as the embedded sled log.
+
+use std::fmt;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::record::Record;
+
+#[cfg(feature = "sled")]
+pub mod sled;
+pub mod testsuite;
+
+/// Identifies a broker: its namespace and name.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct BrokerKey {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl BrokerKey {
+    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
+        Self { namespace: namespace.into(), name: name.into() }
+    }
+}
+
+impl fmt::Display for BrokerKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// The position of a record in a broker's log: a partition and an offset within it
+/// (sled and JetStream have a single partition 0; offsets are stream sequences there).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct RecordId {
+    pub partition: u32,
+    pub offset: u64,
+}
+
+/// A record handed to a consumer.
+#[derive(Clone, Debug)]
+pub struct LogRecord {
+    pub id: RecordId,
+    pub record: Record,
+}
+
+/// Where a consumer without a committed position starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum StartFrom {
+    /// Only records appended after the consumer was created (Knative's behaviour).
+    #[default]
+    Latest,
+    /// Every record still in the log.
+    Earliest,
+}
+
+/// Why a record was parked, kept with it so that people can see what went wrong.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Failure {
+    /// Delivery attempts made to the subscriber.
+    pub attempts: u32,
+    /// The last HTTP status seen, if any answer came.
+    pub last_status: Option<u16>,
+    /// The last error or the start of the last response body.
+    pub last_error: String,
+    /// Why the record was parked rather than dead-lettered.
+    pub reason: String,
+    /// When it was parked (RFC 3339).
+    pub parked_at: String,
+}
+
+/// A record in a consumer's dead-letter store.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ParkedRecord {
+    pub id: RecordId,
+    pub record: Record,
+    pub failure: Failure,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    /// The write queue is full: the caller should back off and retry.
+    #[error("the log is overloaded: its write queue is full")]
+    Overloaded,
+    /// The log cannot be reached or is shutting down.
+    #[error("the log is unavailable: {0}")]
+    Unavailable(String),
+    #[error("broker {0} has no log")]
+    UnknownBroker(BrokerKey),
+    #[error("stored record is corrupt: {0}")]
+    Corrupt(String),
+    #[error("log storage error: {0}")]
+    Storage(String),
+}
+
+/// A broker's durable log.
+#[async_trait]
+pub trait EventLog: Send + Sync + 'static {
+    /// Creates the broker's log if it does not exist (topic, stream, tree).
+    async fn ensure_broker(&self, broker: &BrokerKey) -> Result<(), LogError>;
+
+    /// Appends records durably, in order (see the contract above).
+    async fn append(&self, broker: &BrokerKey, records: Vec<Record>) -> Result<(), LogError>;
+
+    /// Opens the named durable consumer of a broker's log.
+    async fn consumer(
+        &self,
+        broker: &BrokerKey,
+        name: &str,
+        start: StartFrom,
+    ) -> Result<Box<dyn LogConsumer>, LogError>;
+
+    /// Keeps an undeliverable record in the consumer's dead-letter store.
+    async fn park(&self, broker: &BrokerKey, consumer: &str, parked: ParkedRecord) -> Result<(), LogError>;
+
+    /// Lists a consumer's parked records, oldest first.
+    async fn parked(&self, broker: &BrokerKey, consumer: &str) -> Result<Vec<ParkedRecord>, LogError>;
+
+    /// Flushes everything and releases resources; appends after this fail.
+    async fn close(&self) -> Result<(), LogError>;
+}
+
+/// A named, durable reader of one broker's log.
+#[async_trait]
+pub trait LogConsumer: Send {
+    /// Waits for records and returns between 1 and `max` of them. Cancel-safe: if the future
+    /// is dropped, no record is lost.
+    async fn poll(&mut self, max: usize) -> Result<Vec<LogRecord>, LogError>;
+
+    /// Marks a polled record finished (delivered, filtered out, dead-lettered or parked).
+    async fn ack(&mut self, id: RecordId) -> Result<(), LogError>;
+
+    /// Makes acknowledged progress durable up to the contiguous low-water mark.
+    async fn commit(&mut self) -> Result<(), LogError>;
+}

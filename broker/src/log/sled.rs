@@ -1,0 +1,338 @@
+//! The embedded log on sled: one tree per broker, keyed by big-endian offsets.
+//!
+//! Appends go through one writer thread that takes every request waiting in its bounded
+//! queue, inserts them, and flushes once for all of them (group commit): many concurrent
+//! producers share one fsync, and each gets its answer only after the flush that covers it.
+//! Consumers read only up to the durable high-water mark, which the writer publishes on a
+//! `watch` channel after each flush: they wait on it instead of polling.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::{
+    BrokerKey, EventLog, Failure, LogConsumer, LogError, LogRecord, ParkedRecord, RecordId, StartFrom,
+};
+use crate::record::Record;
+
+/// Default bound of the append queue; a full queue answers [`LogError::Overloaded`].
+pub const DEFAULT_QUEUE_CAPACITY: usize = 4096;
+/// Most requests one group commit takes.
+const MAX_BATCH_REQUESTS: usize = 1024;
+
+struct BrokerTree {
+    tree: sled::Tree,
+    /// Next offset to assign; only the writer thread advances it.
+    next: AtomicU64,
+    /// Offsets below this value are durable.
+    durable: watch::Sender<u64>,
+}
+
+struct AppendRequest {
+    broker: Arc<BrokerTree>,
+    records: Vec<Vec<u8>>,
+    done: oneshot::Sender<Result<(), LogError>>,
+}
+
+/// The sled-backed [`EventLog`].
+pub struct SledLog {
+    db: sled::Db,
+    offsets: sled::Tree,
+    parked: sled::Tree,
+    brokers: Mutex<HashMap<BrokerKey, Arc<BrokerTree>>>,
+    writer: Mutex<Option<mpsc::Sender<AppendRequest>>>,
+    writer_thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+fn storage(e: sled::Error) -> LogError {
+    LogError::Storage(e.to_string())
+}
+
+impl SledLog {
+    /// Opens (or creates) the log in `dir`.
+    pub fn open(dir: &Path, queue_capacity: usize) -> Result<Self, LogError> {
+        let db = sled::Config::new().path(dir).flush_every_ms(None).open().map_err(storage)?;
+        let offsets = db.open_tree("offsets").map_err(storage)?;
+        let parked = db.open_tree("parked").map_err(storage)?;
+        let (tx, rx) = mpsc::channel(queue_capacity.max(1));
+        let writer_db = db.clone();
+        let thread = std::thread::Builder::new()
+            .name("herald-sled-writer".into())
+            .spawn(move || run_writer(writer_db, rx))
+            .map_err(|e| LogError::Storage(format!("cannot start the writer thread: {e}")))?;
+        Ok(Self {
+            db,
+            offsets,
+            parked,
+            brokers: Mutex::new(HashMap::new()),
+            writer: Mutex::new(Some(tx)),
+            writer_thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    fn broker(&self, key: &BrokerKey) -> Result<Arc<BrokerTree>, LogError> {
+        let brokers = self.brokers.lock().map_err(|_| LogError::Storage("lock poisoned".into()))?;
+        brokers.get(key).cloned().ok_or_else(|| LogError::UnknownBroker(key.clone()))
+    }
+
+    fn open_broker(&self, key: &BrokerKey) -> Result<Arc<BrokerTree>, LogError> {
+        let mut brokers = self.brokers.lock().map_err(|_| LogError::Storage("lock poisoned".into()))?;
+        if let Some(existing) = brokers.get(key) {
+            return Ok(existing.clone());
+        }
+        let tree = self.db.open_tree(format!("log\0{}\0{}", key.namespace, key.name)).map_err(storage)?;
+        let next = match tree.last().map_err(storage)? {
+            Some((k, _)) => offset_from_key(&k)? + 1,
+            None => 0,
+        };
+        let (durable, _) = watch::channel(next);
+        let broker = Arc::new(BrokerTree { tree, next: AtomicU64::new(next), durable });
+        brokers.insert(key.clone(), broker.clone());
+        Ok(broker)
+    }
+}
+
+fn offset_from_key(key: &[u8]) -> Result<u64, LogError> {
+    let bytes: [u8; 8] = key.try_into().map_err(|_| LogError::Corrupt("log key is not 8 bytes".into()))?;
+    Ok(u64::from_be_bytes(bytes))
+}
+
+fn consumer_key(broker: &BrokerKey, consumer: &str) -> Vec<u8> {
+    format!("{}\0{}\0{}\0", broker.namespace, broker.name, consumer).into_bytes()
+}
+
+/// The group-commit loop: take all waiting requests, insert, flush once, answer all.
+fn run_writer(db: sled::Db, mut rx: mpsc::Receiver<AppendRequest>) {
+    while let Some(first) = rx.blocking_recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH_REQUESTS {
+            match rx.try_recv() {
+                Ok(request) => batch.push(request),
+                Err(_) => break,
+            }
+        }
+        let mut results = Vec::with_capacity(batch.len());
+        for request in &batch {
+            let mut result = Ok(());
+            for record in &request.records {
+                let offset = request.broker.next.fetch_add(1, Ordering::SeqCst);
+                if let Err(e) = request.broker.tree.insert(offset.to_be_bytes(), record.as_slice()) {
+                    result = Err(storage(e));
+                    break;
+                }
+            }
+            results.push(result);
+        }
+        let flushed = db.flush().map_err(storage);
+        for request in &batch {
+            let next = request.broker.next.load(Ordering::SeqCst);
+            request.broker.durable.send_if_modified(|durable| {
+                let moved = *durable != next;
+                *durable = next;
+                moved
+            });
+        }
+        for (request, result) in batch.into_iter().zip(results) {
+            let answer = match (&flushed, result) {
+                (Err(e), _) => Err(LogError::Storage(e.to_string())),
+                (Ok(_), result) => result,
+            };
+            let _ = request.done.send(answer);
+        }
+    }
+}
+
+#[async_trait]
+impl EventLog for SledLog {
+    async fn ensure_broker(&self, broker: &BrokerKey) -> Result<(), LogError> {
+        self.open_broker(broker).map(|_| ())
+    }
+
+    async fn append(&self, broker: &BrokerKey, records: Vec<Record>) -> Result<(), LogError> {
+        let tree = self.broker(broker)?;
+        let records = records.iter().map(Record::encode).collect();
+        let (done, answer) = oneshot::channel();
+        let sender = self
+            .writer
+            .lock()
+            .map_err(|_| LogError::Storage("lock poisoned".into()))?
+            .clone()
+            .ok_or_else(|| LogError::Unavailable("the log is closed".into()))?;
+        sender.try_send(AppendRequest { broker: tree, records, done }).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => LogError::Overloaded,
+            mpsc::error::TrySendError::Closed(_) => LogError::Unavailable("the log is closed".into()),
+        })?;
+        answer.await.map_err(|_| LogError::Unavailable("the writer stopped".into()))?
+    }
+
+    async fn consumer(
+        &self,
+        broker: &BrokerKey,
+        name: &str,
+        start: StartFrom,
+    ) -> Result<Box<dyn LogConsumer>, LogError> {
+        let tree = self.open_broker(broker)?;
+        let key = consumer_key(broker, name);
+        let committed = match self.offsets.get(&key).map_err(storage)? {
+            Some(value) => offset_from_key(&value)?,
+            None => {
+                let start_at = match start {
+                    StartFrom::Latest => *tree.durable.borrow(),
+                    StartFrom::Earliest => match tree.tree.first().map_err(storage)? {
+                        Some((k, _)) => offset_from_key(&k)?,
+                        None => 0,
+                    },
+                };
+                // Persist the starting point now, so that a crash before the first commit
+                // cannot make the consumer skip what was accepted meanwhile.
+                self.offsets.insert(&key, &start_at.to_be_bytes()).map_err(storage)?;
+                self.db.flush_async().await.map_err(storage)?;
+                start_at
+            }
+        };
+        Ok(Box::new(SledConsumer {
+            durable: tree.durable.subscribe(),
+            broker: tree,
+            db: self.db.clone(),
+            offsets: self.offsets.clone(),
+            key,
+            next_read: committed,
+            committed,
+            pending: BTreeSet::new(),
+        }))
+    }
+
+    async fn park(&self, broker: &BrokerKey, consumer: &str, parked: ParkedRecord) -> Result<(), LogError> {
+        let mut key = consumer_key(broker, consumer);
+        key.extend_from_slice(&parked.id.offset.to_be_bytes());
+        let meta = serde_json::to_vec(&(parked.id, &parked.failure)).map_err(|e| LogError::Storage(e.to_string()))?;
+        let mut value = Vec::with_capacity(4 + meta.len());
+        value.extend_from_slice(&(meta.len() as u32).to_be_bytes());
+        value.extend_from_slice(&meta);
+        value.extend_from_slice(&parked.record.encode());
+        self.parked.insert(key, value).map_err(storage)?;
+        self.db.flush_async().await.map_err(storage)?;
+        Ok(())
+    }
+
+    async fn parked(&self, broker: &BrokerKey, consumer: &str) -> Result<Vec<ParkedRecord>, LogError> {
+        let prefix = consumer_key(broker, consumer);
+        let mut out = Vec::new();
+        for entry in self.parked.scan_prefix(&prefix) {
+            let (_, value) = entry.map_err(storage)?;
+            out.push(decode_parked(&value)?);
+        }
+        Ok(out)
+    }
+
+    async fn close(&self) -> Result<(), LogError> {
+        // Dropping the sender ends the writer once the queue is drained.
+        self.writer.lock().map_err(|_| LogError::Storage("lock poisoned".into()))?.take();
+        let thread = self.writer_thread.lock().map_err(|_| LogError::Storage("lock poisoned".into()))?.take();
+        if let Some(thread) = thread {
+            tokio::task::spawn_blocking(move || thread.join())
+                .await
+                .map_err(|e| LogError::Storage(e.to_string()))?
+                .map_err(|_| LogError::Storage("the writer thread panicked".into()))?;
+        }
+        self.db.flush_async().await.map_err(storage)?;
+        Ok(())
+    }
+}
+
+fn decode_parked(value: &[u8]) -> Result<ParkedRecord, LogError> {
+    let corrupt = || LogError::Corrupt("parked record is malformed".into());
+    let len = u32::from_be_bytes(value.get(..4).ok_or_else(corrupt)?.try_into().map_err(|_| corrupt())?) as usize;
+    let meta = value.get(4..4 + len).ok_or_else(corrupt)?;
+    let (id, failure): (RecordId, Failure) = serde_json::from_slice(meta).map_err(|e| LogError::Corrupt(e.to_string()))?;
+    let record = Record::decode(Bytes::copy_from_slice(&value[4 + len..])).map_err(|e| LogError::Corrupt(e.to_string()))?;
+    Ok(ParkedRecord { id, record, failure })
+}
+
+struct SledConsumer {
+    broker: Arc<BrokerTree>,
+    durable: watch::Receiver<u64>,
+    db: sled::Db,
+    offsets: sled::Tree,
+    key: Vec<u8>,
+    next_read: u64,
+    committed: u64,
+    /// Polled but not yet acknowledged.
+    pending: BTreeSet<u64>,
+}
+
+#[async_trait]
+impl LogConsumer for SledConsumer {
+    async fn poll(&mut self, max: usize) -> Result<Vec<LogRecord>, LogError> {
+        loop {
+            let high_water = *self.durable.borrow_and_update();
+            if self.next_read < high_water {
+                let end = high_water.min(self.next_read.saturating_add(max.max(1) as u64));
+                let mut out = Vec::with_capacity((end - self.next_read) as usize);
+                for entry in self.broker.tree.range(self.next_read.to_be_bytes()..end.to_be_bytes()) {
+                    let (key, value) = entry.map_err(storage)?;
+                    let offset = offset_from_key(&key)?;
+                    let record = Record::decode(Bytes::copy_from_slice(&value))
+                        .map_err(|e| LogError::Corrupt(format!("offset {offset}: {e}")))?;
+                    out.push(LogRecord { id: RecordId { partition: 0, offset }, record });
+                }
+                for record in &out {
+                    self.pending.insert(record.id.offset);
+                }
+                self.next_read = end;
+                if !out.is_empty() {
+                    return Ok(out);
+                }
+                continue;
+            }
+            self.durable
+                .changed()
+                .await
+                .map_err(|_| LogError::Unavailable("the log is closed".into()))?;
+        }
+    }
+
+    async fn ack(&mut self, id: RecordId) -> Result<(), LogError> {
+        self.pending.remove(&id.offset);
+        Ok(())
+    }
+
+    async fn commit(&mut self) -> Result<(), LogError> {
+        let low_water = self.pending.first().copied().unwrap_or(self.next_read);
+        if low_water != self.committed {
+            self.offsets.insert(&self.key, &low_water.to_be_bytes()).map_err(storage)?;
+            self.db.flush_async().await.map_err(storage)?;
+            self.committed = low_water;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::testsuite::{self, LogHarness};
+
+    struct SledHarness {
+        dir: tempfile::TempDir,
+    }
+
+    #[async_trait]
+    impl LogHarness for SledHarness {
+        async fn open(&self) -> Arc<dyn EventLog> {
+            Arc::new(SledLog::open(self.dir.path(), 64).expect("open sled log"))
+        }
+    }
+
+    #[tokio::test]
+    async fn sled_passes_the_conformance_suite() {
+        testsuite::run_all(&|| async { Box::new(SledHarness { dir: tempfile::tempdir().unwrap() }) as Box<dyn LogHarness> })
+            .await;
+    }
+}

@@ -1,0 +1,247 @@
+//! The conformance suite every [`EventLog`] backend must pass.
+//!
+//! A backend's test calls [`run_all`] with a factory of [`LogHarness`]es; each harness stands
+//! for one storage (a directory, a Kafka cluster, a JetStream server) that can be reopened, so
+//! the suite can check that state survives a close and reopen.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use super::{BrokerKey, EventLog, Failure, LogConsumer, LogRecord, ParkedRecord, StartFrom};
+use crate::event::CloudEvent;
+use crate::record::Record;
+
+/// One backend storage that the suite can open, close and open again.
+#[async_trait]
+pub trait LogHarness: Send + Sync {
+    /// Opens a new handle on the same storage. The suite closes and drops earlier handles first.
+    async fn open(&self) -> Arc<dyn EventLog>;
+}
+
+/// How long the suite waits for records that must arrive.
+const DEADLINE: Duration = Duration::from_secs(20);
+
+/// Runs every check, each on a fresh harness.
+pub async fn run_all<F, Fut>(new_harness: &F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Box<dyn LogHarness>>,
+{
+    appends_are_read_in_order(&*new_harness().await).await;
+    latest_skips_earlier_records(&*new_harness().await).await;
+    consumers_are_independent(&*new_harness().await).await;
+    commit_is_a_contiguous_low_water_mark(&*new_harness().await).await;
+    parked_records_are_durable(&*new_harness().await).await;
+    poll_waits_for_appends(&*new_harness().await).await;
+    concurrent_appends_are_all_kept(&*new_harness().await).await;
+    unknown_broker_is_an_error(&*new_harness().await).await;
+}
+
+fn unique_broker(test: &str) -> BrokerKey {
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or_default();
+    BrokerKey::new("suite", format!("{test}-{nanos}"))
+}
+
+/// A record whose id is `id` and whose data holds arbitrary bytes.
+pub fn sample(id: &str) -> Record {
+    let mut event = CloudEvent::new();
+    event.set("specversion", "1.0");
+    event.set("id", id);
+    event.set("source", "/suite");
+    event.set("type", "dev.herald.suite");
+    event.set("datacontenttype", "application/octet-stream");
+    event.set_data(Some(Bytes::from(vec![0u8, 0xff, b'x', b'\n'])));
+    Record { event, headers: vec![("traceparent".into(), format!("00-{id}"))] }
+}
+
+async fn poll_exactly(consumer: &mut dyn LogConsumer, n: usize) -> Vec<LogRecord> {
+    let mut out = Vec::new();
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while out.len() < n {
+        let batch = tokio::time::timeout_at(deadline, consumer.poll(n - out.len()))
+            .await
+            .unwrap_or_else(|_| panic!("only {} of {n} records arrived before the deadline", out.len()))
+            .expect("poll");
+        out.extend(batch);
+    }
+    assert_eq!(out.len(), n, "poll returned more records than asked for");
+    out
+}
+
+async fn assert_nothing_more(consumer: &mut dyn LogConsumer) {
+    if let Ok(result) = tokio::time::timeout(Duration::from_millis(300), consumer.poll(10)).await {
+        let ids: Vec<String> = result.expect("poll").iter().map(|r| r.record.event.id().into_owned()).collect();
+        panic!("expected no more records, got {ids:?}");
+    }
+}
+
+fn ids(records: &[LogRecord]) -> Vec<String> {
+    records.iter().map(|r| r.record.event.id().into_owned()).collect()
+}
+
+async fn appends_are_read_in_order(harness: &dyn LogHarness) {
+    let log = harness.open().await;
+    let broker = unique_broker("order");
+    log.ensure_broker(&broker).await.unwrap();
+    let mut consumer = log.consumer(&broker, "t1", StartFrom::Earliest).await.unwrap();
+    log.append(&broker, vec![sample("a"), sample("b")]).await.unwrap();
+    log.append(&broker, vec![sample("c")]).await.unwrap();
+    let records = poll_exactly(&mut *consumer, 3).await;
+    assert_eq!(ids(&records), ["a", "b", "c"]);
+    assert_eq!(records[0].record, sample("a"), "a record must come back exactly as appended");
+    assert!(records.windows(2).all(|w| w[0].id < w[1].id), "ids must increase along the log");
+    log.close().await.unwrap();
+}
+
+async fn latest_skips_earlier_records(harness: &dyn LogHarness) {
+    let log = harness.open().await;
+    let broker = unique_broker("latest");
+    log.ensure_broker(&broker).await.unwrap();
+    log.append(&broker, vec![sample("old")]).await.unwrap();
+    let mut latest = log.consumer(&broker, "late", StartFrom::Latest).await.unwrap();
+    let mut earliest = log.consumer(&broker, "early", StartFrom::Earliest).await.unwrap();
+    log.append(&broker, vec![sample("new")]).await.unwrap();
+    assert_eq!(ids(&poll_exactly(&mut *latest, 1).await), ["new"]);
+    assert_eq!(ids(&poll_exactly(&mut *earliest, 2).await), ["old", "new"]);
+    log.close().await.unwrap();
+}
+
+async fn consumers_are_independent(harness: &dyn LogHarness) {
+    let log = harness.open().await;
+    let broker = unique_broker("independent");
+    log.ensure_broker(&broker).await.unwrap();
+    let mut one = log.consumer(&broker, "one", StartFrom::Earliest).await.unwrap();
+    let mut two = log.consumer(&broker, "two", StartFrom::Earliest).await.unwrap();
+    log.append(&broker, vec![sample("x"), sample("y")]).await.unwrap();
+    let first = poll_exactly(&mut *one, 2).await;
+    for record in &first {
+        one.ack(record.id).await.unwrap();
+    }
+    one.commit().await.unwrap();
+    assert_eq!(ids(&poll_exactly(&mut *two, 2).await), ["x", "y"]);
+    log.close().await.unwrap();
+}
+
+async fn commit_is_a_contiguous_low_water_mark(harness: &dyn LogHarness) {
+    let broker = unique_broker("lowwater");
+    {
+        let log = harness.open().await;
+        log.ensure_broker(&broker).await.unwrap();
+        let mut consumer = log.consumer(&broker, "t", StartFrom::Earliest).await.unwrap();
+        log.append(&broker, (0..5).map(|i| sample(&i.to_string())).collect()).await.unwrap();
+        let records = poll_exactly(&mut *consumer, 5).await;
+        for index in [0, 1, 3, 4] {
+            consumer.ack(records[index].id).await.unwrap();
+        }
+        consumer.commit().await.unwrap();
+        drop(consumer);
+        log.close().await.unwrap();
+    }
+    {
+        let log = harness.open().await;
+        log.ensure_broker(&broker).await.unwrap();
+        let mut consumer = log.consumer(&broker, "t", StartFrom::Latest).await.unwrap();
+        let again = poll_exactly(&mut *consumer, 3).await;
+        assert_eq!(ids(&again), ["2", "3", "4"], "resume must start at the first unacknowledged record");
+        for record in &again {
+            consumer.ack(record.id).await.unwrap();
+        }
+        consumer.commit().await.unwrap();
+        drop(consumer);
+        log.close().await.unwrap();
+    }
+    let log = harness.open().await;
+    log.ensure_broker(&broker).await.unwrap();
+    let mut consumer = log.consumer(&broker, "t", StartFrom::Earliest).await.unwrap();
+    assert_nothing_more(&mut *consumer).await;
+    log.append(&broker, vec![sample("5")]).await.unwrap();
+    assert_eq!(ids(&poll_exactly(&mut *consumer, 1).await), ["5"]);
+    drop(consumer);
+    log.close().await.unwrap();
+}
+
+async fn parked_records_are_durable(harness: &dyn LogHarness) {
+    let broker = unique_broker("parked");
+    let failure = Failure {
+        attempts: 3,
+        last_status: Some(503),
+        last_error: "unavailable".into(),
+        reason: "no dead-letter sink".into(),
+        parked_at: "2026-01-01T00:00:00Z".into(),
+    };
+    {
+        let log = harness.open().await;
+        log.ensure_broker(&broker).await.unwrap();
+        let mut consumer = log.consumer(&broker, "t", StartFrom::Earliest).await.unwrap();
+        log.append(&broker, vec![sample("p1"), sample("p2")]).await.unwrap();
+        for record in poll_exactly(&mut *consumer, 2).await {
+            let parked = ParkedRecord { id: record.id, record: record.record, failure: failure.clone() };
+            log.park(&broker, "t", parked).await.unwrap();
+            consumer.ack(record.id).await.unwrap();
+        }
+        consumer.commit().await.unwrap();
+        assert!(log.parked(&broker, "other").await.unwrap().is_empty(), "parking is per consumer");
+        drop(consumer);
+        log.close().await.unwrap();
+    }
+    let log = harness.open().await;
+    log.ensure_broker(&broker).await.unwrap();
+    let parked = log.parked(&broker, "t").await.unwrap();
+    let parked_ids: Vec<String> = parked.iter().map(|p| p.record.event.id().into_owned()).collect();
+    assert_eq!(parked_ids, ["p1", "p2"]);
+    assert_eq!(parked[0].failure, failure);
+    assert_eq!(parked[0].record, sample("p1"));
+    log.close().await.unwrap();
+}
+
+async fn poll_waits_for_appends(harness: &dyn LogHarness) {
+    let log = harness.open().await;
+    let broker = unique_broker("wait");
+    log.ensure_broker(&broker).await.unwrap();
+    let mut consumer = log.consumer(&broker, "t", StartFrom::Earliest).await.unwrap();
+    assert_nothing_more(&mut *consumer).await;
+    let appender = {
+        let log = log.clone();
+        let broker = broker.clone();
+        tokio::spawn(async move { log.append(&broker, vec![sample("late")]).await })
+    };
+    assert_eq!(ids(&poll_exactly(&mut *consumer, 1).await), ["late"]);
+    appender.await.unwrap().unwrap();
+    drop(consumer);
+    log.close().await.unwrap();
+}
+
+async fn concurrent_appends_are_all_kept(harness: &dyn LogHarness) {
+    let log = harness.open().await;
+    let broker = unique_broker("concurrent");
+    log.ensure_broker(&broker).await.unwrap();
+    let mut consumer = log.consumer(&broker, "t", StartFrom::Earliest).await.unwrap();
+    let tasks: Vec<_> = (0..50)
+        .map(|i| {
+            let log = log.clone();
+            let broker = broker.clone();
+            tokio::spawn(async move { log.append(&broker, vec![sample(&format!("c{i}"))]).await })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    let mut got = ids(&poll_exactly(&mut *consumer, 50).await);
+    got.sort();
+    let mut want: Vec<String> = (0..50).map(|i| format!("c{i}")).collect();
+    want.sort();
+    assert_eq!(got, want);
+    drop(consumer);
+    log.close().await.unwrap();
+}
+
+async fn unknown_broker_is_an_error(harness: &dyn LogHarness) {
+    let log = harness.open().await;
+    let result = log.append(&unique_broker("missing"), vec![sample("x")]).await;
+    assert!(result.is_err(), "appending to a broker that was never created must fail");
+    log.close().await.unwrap();
+}

@@ -1,0 +1,26 @@
+//! Herald's resource model: Knative-compatible Broker and Trigger types.
+//!
+//! The same structs parse YAML files under `herald serve`, bodies of the admin API and
+//! CRD objects on a cluster, so every shape here follows Knative's field names exactly.
+//! Validation returns [`FieldError`]s that name the JSON path of the bad field.
+
+pub mod broker;
+pub mod delivery;
+pub mod destination;
+pub mod duration;
+pub mod status;
+pub mod trigger;
+pub mod validation;
+
+pub use broker::{Broker, BrokerSpec, BrokerStatus};
+pub use delivery::{BackoffPolicy, DeliveryFormat, DeliverySpec};
+pub use destination::{Destination, KReference};
+pub use status::Condition;
+pub use trigger::{SubscriptionsApiFilter, Trigger, TriggerFilter, TriggerSpec, TriggerStatus};
+pub use validation::FieldError;
+
+/// The namespace a resource lives in when its metadata names none.
+pub const DEFAULT_NAMESPACE: &str = "default";
+
+/// The annotation that selects a broker implementation (Knative's broker class).
+pub const BROKER_CLASS_ANNOTATION: &str = "eventing.knative.dev/broker.class";

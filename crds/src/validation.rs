@@ -1,0 +1,170 @@
+//! Field-level validation of resources, run before anything starts.
+//!
+//! Every error carries the JSON path of the offending field so that file loading, the admin
+//! API and (later) admission can all say exactly what was wrong and where.
+
+use std::fmt;
+
+use crate::duration::parse_iso8601;
+use crate::{DeliverySpec, Destination, TriggerSpec};
+
+/// One invalid field: its path (e.g. `spec.delivery.backoffDelay`) and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    pub path: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { path: path.into(), message: message.into() }
+    }
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+impl std::error::Error for FieldError {}
+
+/// Whether `name` is a valid CloudEvents attribute name as Knative filters require it:
+/// `^[a-z][a-z0-9]*$`.
+pub fn is_filter_attribute_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some('a'..='z')) && chars.all(|c| matches!(c, 'a'..='z' | '0'..='9'))
+}
+
+/// Validates a Kubernetes object name (DNS-1123 subdomain, as Knative resources use).
+pub fn validate_name(path: &str, name: &str) -> Result<(), FieldError> {
+    let ok = !name.is_empty()
+        && name.len() <= 253
+        && name.chars().all(|c| matches!(c, 'a'..='z' | '0'..='9' | '-' | '.'))
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.ends_with(|c: char| c.is_ascii_alphanumeric());
+    if ok {
+        Ok(())
+    } else {
+        Err(FieldError::new(
+            path,
+            format!("{name:?} is not a valid name: lower-case letters, digits, '-' and '.', starting and ending with a letter or digit"),
+        ))
+    }
+}
+
+pub fn validate_destination(path: &str, dest: &Destination) -> Result<(), FieldError> {
+    match (&dest.reference, &dest.uri) {
+        (None, None) => Err(FieldError::new(path, "one of ref or uri is required")),
+        (Some(reference), _) => {
+            if reference.kind != "Broker" || !reference.api_version.starts_with("eventing.knative.dev/") {
+                return Err(FieldError::new(
+                    format!("{path}.ref"),
+                    format!(
+                        "{} {} cannot be resolved outside Kubernetes: only eventing.knative.dev Broker references are supported; use uri",
+                        reference.api_version, reference.kind
+                    ),
+                ));
+            }
+            validate_name(&format!("{path}.ref.name"), &reference.name)?;
+            if let Some(uri) = &dest.uri {
+                if !uri.starts_with('/') {
+                    return Err(FieldError::new(
+                        format!("{path}.uri"),
+                        "with ref, uri must be a path relative to the referenced address (starting with '/')",
+                    ));
+                }
+            }
+            Ok(())
+        }
+        (None, Some(uri)) => validate_absolute_http_uri(&format!("{path}.uri"), uri),
+    }
+}
+
+fn validate_absolute_http_uri(path: &str, uri: &str) -> Result<(), FieldError> {
+    let rest = uri
+        .strip_prefix("http://")
+        .or_else(|| uri.strip_prefix("https://"))
+        .ok_or_else(|| FieldError::new(path, format!("{uri:?} must be an absolute http:// or https:// URL")))?;
+    let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if host.is_empty() || uri.contains(char::is_whitespace) {
+        return Err(FieldError::new(path, format!("{uri:?} is not a valid URL")));
+    }
+    Ok(())
+}
+
+pub fn validate_delivery(path: &str, delivery: &DeliverySpec) -> Result<(), FieldError> {
+    if let Some(dls) = &delivery.dead_letter_sink {
+        validate_destination(&format!("{path}.deadLetterSink"), dls)?;
+    }
+    if let Some(retry) = delivery.retry {
+        if retry < 0 {
+            return Err(FieldError::new(format!("{path}.retry"), format!("must be >= 0, got {retry}")));
+        }
+    }
+    for (field, value) in [
+        ("backoffDelay", &delivery.backoff_delay),
+        ("timeout", &delivery.timeout),
+        ("retryAfterMax", &delivery.retry_after_max),
+    ] {
+        if let Some(text) = value {
+            let parsed = parse_iso8601(text).map_err(|e| FieldError::new(format!("{path}.{field}"), e))?;
+            if field == "timeout" && parsed.is_zero() {
+                return Err(FieldError::new(format!("{path}.timeout"), "must be greater than zero"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Validates a trigger's spec on its own (cross-resource checks, like the broker existing, are
+/// the loader's job).
+pub fn validate_trigger_spec(spec: &TriggerSpec) -> Result<(), FieldError> {
+    validate_name("spec.broker", &spec.broker)?;
+    if let Some(filter) = &spec.filter {
+        for name in filter.attributes.keys() {
+            if !is_filter_attribute_name(name) {
+                return Err(FieldError::new(
+                    format!("spec.filter.attributes.{name}"),
+                    format!("invalid attribute name {name:?}: must match ^[a-z][a-z0-9]*$"),
+                ));
+            }
+        }
+    }
+    validate_destination("spec.subscriber", &spec.subscriber)?;
+    if let Some(delivery) = &spec.delivery {
+        validate_delivery("spec.delivery", delivery)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attribute_names() {
+        assert!(is_filter_attribute_name("type"));
+        assert!(is_filter_attribute_name("myext1"));
+        for bad in ["", "Type", "1abc", "my-ext", "my_ext"] {
+            assert!(!is_filter_attribute_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn delivery_paths_name_the_field() {
+        let delivery = DeliverySpec { backoff_delay: Some("5s".into()), ..Default::default() };
+        let err = validate_delivery("spec.delivery", &delivery).unwrap_err();
+        assert_eq!(err.path, "spec.delivery.backoffDelay");
+        let delivery = DeliverySpec { retry: Some(-1), ..Default::default() };
+        assert_eq!(validate_delivery("spec.delivery", &delivery).unwrap_err().path, "spec.delivery.retry");
+    }
+
+    #[test]
+    fn destinations() {
+        let uri = |u: &str| Destination { uri: Some(u.into()), ..Default::default() };
+        assert!(validate_destination("d", &uri("http://localhost:8080/x")).is_ok());
+        assert!(validate_destination("d", &uri("localhost:8080")).is_err());
+        assert!(validate_destination("d", &Destination::default()).is_err());
+    }
+}

@@ -1,0 +1,66 @@
+//! Command-line interface. Every `serve` flag is also an environment variable `HERALD_<FLAG>`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Parser, Debug)]
+#[command(name = "herald", version, about = "An event broker and trigger system that speaks Knative Eventing")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run brokers and triggers declared in Knative YAML files.
+    Serve(ServeArgs),
+}
+
+/// The log backend.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// The embedded sled log in --data-dir.
+    Sled,
+}
+
+#[derive(Parser, Debug, Clone)]
+pub struct ServeArgs {
+    /// A YAML/JSON file or a folder of them (repeatable; env: comma-separated).
+    #[arg(long = "config", env = "HERALD_CONFIG", value_delimiter = ',')]
+    pub config: Vec<PathBuf>,
+
+    /// Ingress address; port 0 picks a free port (the chosen address is logged).
+    #[arg(long, env = "HERALD_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Admin address: /healthz, /readyz.
+    #[arg(long, env = "HERALD_ADMIN_LISTEN", default_value = "127.0.0.1:8081")]
+    pub admin_listen: SocketAddr,
+
+    /// Where the log, offsets and parked events are kept.
+    #[arg(long, env = "HERALD_DATA_DIR", default_value = "./herald-data")]
+    pub data_dir: PathBuf,
+
+    /// Log backend.
+    #[arg(long, env = "HERALD_BACKEND", value_enum, default_value_t = Backend::Sled)]
+    pub backend: Backend,
+
+    /// Largest accepted request body in bytes (413 above it).
+    #[arg(long, env = "HERALD_MAX_EVENT_BYTES", default_value_t = herald_broker::ingress::DEFAULT_MAX_EVENT_BYTES)]
+    pub max_event_bytes: usize,
+
+    /// Deliveries in flight per trigger.
+    #[arg(long, env = "HERALD_MAX_IN_FLIGHT", default_value_t = herald_triggers::plan::DEFAULT_MAX_IN_FLIGHT)]
+    pub max_in_flight: usize,
+
+    /// Bound of the log's append queue; a full queue answers 503 with Retry-After.
+    #[arg(long, env = "HERALD_APPEND_QUEUE", default_value_t = herald_broker::log::sled::DEFAULT_QUEUE_CAPACITY)]
+    pub append_queue: usize,
+
+    /// How long shutdown waits for in-flight requests and deliveries (e.g. 30s, 500ms).
+    #[arg(long, env = "HERALD_SHUTDOWN_GRACE", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub shutdown_grace: Duration,
+}

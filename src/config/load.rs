@@ -1,0 +1,161 @@
+//! Files and folders → typed resources.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde_yaml_ng::Value;
+
+use super::{ConfigError, Loaded, Resource};
+
+const TOP_LEVEL_FIELDS: [&str; 5] = ["apiVersion", "kind", "metadata", "spec", "status"];
+const METADATA_FIELDS: [&str; 10] = [
+    "name",
+    "namespace",
+    "labels",
+    "annotations",
+    "uid",
+    "resourceVersion",
+    "generation",
+    "creationTimestamp",
+    "finalizers",
+    "ownerReferences",
+];
+
+/// Reads every `--config` path: a file, or a folder whose `.yaml`/`.yml`/`.json` files are read
+/// in name order.
+pub fn load_paths(paths: &[PathBuf]) -> Result<Vec<Loaded>, ConfigError> {
+    let mut files = Vec::new();
+    for path in paths {
+        if path.is_dir() {
+            let entries = std::fs::read_dir(path).map_err(|e| io_error(path, e))?;
+            let mut found: Vec<PathBuf> = entries
+                .filter_map(|entry| entry.ok().map(|e| e.path()))
+                .filter(|p| p.is_file() && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml" | "json")))
+                .collect();
+            found.sort();
+            files.extend(found);
+        } else {
+            files.push(path.clone());
+        }
+    }
+    let mut loaded = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file).map_err(|e| io_error(&file, e))?;
+        loaded.extend(parse_documents(&file.display().to_string(), &text)?);
+    }
+    Ok(loaded)
+}
+
+fn io_error(path: &Path, error: std::io::Error) -> ConfigError {
+    ConfigError { origin: path.display().to_string(), resource: None, field: None, message: format!("cannot read: {error}") }
+}
+
+/// Parses multi-document YAML (JSON is YAML) into resources.
+pub fn parse_documents(origin: &str, text: &str) -> Result<Vec<Loaded>, ConfigError> {
+    let mut out = Vec::new();
+    for (index, document) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
+        let origin_doc = format!("{origin} (document {})", index + 1);
+        let value = Value::deserialize(document).map_err(|e| ConfigError {
+            origin: origin_doc.clone(),
+            resource: None,
+            field: None,
+            message: format!("invalid YAML: {e}"),
+        })?;
+        if value.is_null() {
+            continue;
+        }
+        out.push(Loaded { origin: origin.to_owned(), resource: parse_resource(&origin_doc, value)? });
+    }
+    Ok(out)
+}
+
+fn parse_resource(origin: &str, mut value: Value) -> Result<Resource, ConfigError> {
+    // A Broker may omit `spec` entirely (Knative defaults it).
+    if let Value::Mapping(map) = &mut value {
+        if map.get("kind").and_then(Value::as_str) == Some("Broker") && !map.contains_key("spec") {
+            map.insert(Value::from("spec"), Value::Mapping(Default::default()));
+        }
+    }
+    let error = |resource: Option<String>, field: Option<&str>, message: String| ConfigError {
+        origin: origin.to_owned(),
+        resource,
+        field: field.map(str::to_owned),
+        message,
+    };
+    let Value::Mapping(map) = &value else {
+        return Err(error(None, None, "a resource must be a mapping with apiVersion, kind, metadata and spec".into()));
+    };
+    let text = |key: &str| map.get(key).and_then(Value::as_str).map(str::to_owned);
+    let api_version = text("apiVersion").ok_or_else(|| error(None, Some("apiVersion"), "required field is missing".into()))?;
+    let kind = text("kind").ok_or_else(|| error(None, Some("kind"), "required field is missing".into()))?;
+    let metadata = map.get("metadata");
+    let name = metadata.and_then(|m| m.get("name")).and_then(Value::as_str).unwrap_or("<unnamed>");
+    let namespace =
+        metadata.and_then(|m| m.get("namespace")).and_then(Value::as_str).unwrap_or(herald_crds::DEFAULT_NAMESPACE);
+    let ident = Some(format!("{kind} {namespace}/{name}"));
+    for key in map.keys() {
+        let key = key.as_str().unwrap_or_default();
+        if !TOP_LEVEL_FIELDS.contains(&key) {
+            return Err(error(ident, Some(key), format!("unknown field `{key}`")));
+        }
+    }
+    if let Some(Value::Mapping(meta)) = metadata {
+        for key in meta.keys() {
+            let key = key.as_str().unwrap_or_default();
+            if !METADATA_FIELDS.contains(&key) {
+                return Err(error(ident, Some(&format!("metadata.{key}")), format!("unknown field `{key}`")));
+            }
+        }
+    }
+    let typed = |what: &str| -> Result<Resource, ConfigError> {
+        let result = match what {
+            "Broker" => serde_path_to_error::deserialize(value.clone()).map(Resource::Broker),
+            _ => serde_path_to_error::deserialize(value.clone()).map(Resource::Trigger),
+        };
+        result.map_err(|e| {
+            let path = e.path().to_string();
+            let field = (path != ".").then_some(path);
+            error(ident.clone(), field.as_deref(), e.into_inner().to_string())
+        })
+    };
+    match (api_version.as_str(), kind.as_str()) {
+        ("eventing.knative.dev/v1", "Broker") => typed("Broker"),
+        ("eventing.knative.dev/v1", "Trigger") => typed("Trigger"),
+        _ => Err(error(
+            ident,
+            Some("kind"),
+            format!("unsupported resource {api_version} {kind}: Herald serves eventing.knative.dev/v1 Broker and Trigger"),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn multi_document_yaml_and_json() {
+        let text = "apiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadata: {name: b}\n---\n{\"apiVersion\": \"eventing.knative.dev/v1\", \"kind\": \"Trigger\", \"metadata\": {\"name\": \"t\"}, \"spec\": {\"broker\": \"b\", \"subscriber\": {\"uri\": \"http://x\"}}}\n---\n";
+        let loaded = parse_documents("f.yaml", text).unwrap();
+        assert_eq!(loaded.len(), 2);
+        assert!(matches!(loaded[0].resource, Resource::Broker(_)));
+        assert!(matches!(loaded[1].resource, Resource::Trigger(_)));
+    }
+
+    #[test]
+    fn unknown_fields_name_the_path() {
+        let text = "apiVersion: eventing.knative.dev/v1\nkind: Trigger\nmetadata: {name: t}\nspec:\n  broker: b\n  subscriber: {uri: 'http://x'}\n  delivery: {retyr: 3}\n";
+        let err = parse_documents("f.yaml", text).unwrap_err();
+        assert_eq!(err.resource.as_deref(), Some("Trigger default/t"));
+        assert_eq!(err.field.as_deref(), Some("spec.delivery.retyr"));
+        assert!(err.message.contains("retyr"), "{err}");
+        let text = "apiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadata: {name: b, nmespace: x}\n";
+        assert_eq!(parse_documents("f.yaml", text).unwrap_err().field.as_deref(), Some("metadata.nmespace"));
+    }
+
+    #[test]
+    fn unknown_kinds_are_rejected() {
+        let err = parse_documents("f.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n").unwrap_err();
+        assert!(err.message.contains("unsupported resource"), "{err}");
+    }
+}

@@ -1,0 +1,146 @@
+//! Cross-resource validation: the desired state Herald will run.
+
+use std::collections::BTreeMap;
+
+use herald_broker::BrokerKey;
+use herald_crds::validation::{validate_delivery, validate_name, validate_trigger_spec};
+use herald_crds::{Broker, Destination, FieldError, Trigger, DEFAULT_NAMESPACE};
+
+use super::{ConfigError, Loaded, Resource};
+
+/// Namespaced name of a trigger.
+pub type TriggerKey = (String, String);
+
+/// The validated desired state: every broker and trigger to run.
+#[derive(Clone, Debug, Default)]
+pub struct Desired {
+    pub brokers: BTreeMap<BrokerKey, Broker>,
+    pub triggers: BTreeMap<TriggerKey, Trigger>,
+}
+
+fn namespace_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> String {
+    meta.namespace.clone().unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned())
+}
+
+/// Checks every resource and the references between them.
+pub fn build_desired(loaded: Vec<Loaded>) -> Result<Desired, ConfigError> {
+    let mut desired = Desired::default();
+    let mut origins: BTreeMap<String, String> = BTreeMap::new();
+    let mut triggers = Vec::new();
+    for Loaded { origin, resource } in loaded {
+        let (meta, kind) = match &resource {
+            Resource::Broker(b) => (&b.metadata, "Broker"),
+            Resource::Trigger(t) => (&t.metadata, "Trigger"),
+        };
+        let namespace = namespace_of(meta);
+        let name = meta.name.clone().unwrap_or_default();
+        let ident = format!("{kind} {namespace}/{name}");
+        let fail = |e: FieldError| ConfigError {
+            origin: origin.clone(),
+            resource: Some(ident.clone()),
+            field: Some(e.path),
+            message: e.message,
+        };
+        validate_name("metadata.name", &name).map_err(fail)?;
+        validate_name("metadata.namespace", &namespace).map_err(fail)?;
+        if let Some(first) = origins.insert(ident.clone(), origin.clone()) {
+            return Err(fail(FieldError::new("metadata.name", format!("{ident} is defined twice (first in {first})"))));
+        }
+        match resource {
+            Resource::Broker(broker) => {
+                if let Some(delivery) = &broker.spec.delivery {
+                    validate_delivery("spec.delivery", delivery).map_err(fail)?;
+                }
+                desired.brokers.insert(BrokerKey::new(namespace, name), broker);
+            }
+            Resource::Trigger(trigger) => {
+                validate_trigger_spec(&trigger.spec).map_err(fail)?;
+                if !trigger.spec.filters.is_empty() {
+                    return Err(fail(FieldError::new(
+                        "spec.filters",
+                        "Subscriptions API filters are not supported by this version of Herald; use spec.filter.attributes",
+                    )));
+                }
+                triggers.push((origin.clone(), ident, namespace, name, trigger));
+            }
+        }
+    }
+    for (origin, ident, namespace, name, trigger) in triggers {
+        let fail = |path: &str, message: String| ConfigError {
+            origin: origin.clone(),
+            resource: Some(ident.clone()),
+            field: Some(path.to_owned()),
+            message,
+        };
+        let broker = BrokerKey::new(namespace.clone(), trigger.spec.broker.clone());
+        if !desired.brokers.contains_key(&broker) {
+            return Err(fail("spec.broker", format!("broker {broker} does not exist")));
+        }
+        let destinations = [
+            ("spec.subscriber", Some(&trigger.spec.subscriber)),
+            ("spec.delivery.deadLetterSink", trigger.spec.delivery.as_ref().and_then(|d| d.dead_letter_sink.as_ref())),
+        ];
+        for (path, destination) in destinations {
+            if let Some(target) = destination.and_then(|d| referenced_broker(d, &namespace)) {
+                if !desired.brokers.contains_key(&target) {
+                    return Err(fail(&format!("{path}.ref"), format!("broker {target} does not exist")));
+                }
+            }
+        }
+        desired.triggers.insert((namespace, name), trigger);
+    }
+    Ok(desired)
+}
+
+/// The broker a destination's `ref` names, if any.
+pub fn referenced_broker(destination: &Destination, default_namespace: &str) -> Option<BrokerKey> {
+    let reference = destination.reference.as_ref()?;
+    let namespace = reference.namespace.clone().unwrap_or_else(|| default_namespace.to_owned());
+    Some(BrokerKey::new(namespace, reference.name.clone()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse_documents;
+
+    const BROKER: &str = "apiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadata: {name: b}\n---\n";
+
+    fn desired(text: &str) -> Result<Desired, ConfigError> {
+        build_desired(parse_documents("f.yaml", text)?)
+    }
+
+    fn trigger(spec: &str) -> String {
+        format!("{BROKER}apiVersion: eventing.knative.dev/v1\nkind: Trigger\nmetadata: {{name: t}}\nspec: {spec}\n")
+    }
+
+    #[test]
+    fn valid_config() {
+        let d = desired(&trigger("{broker: b, subscriber: {uri: 'http://localhost:1/x'}}")).unwrap();
+        assert_eq!(d.brokers.len(), 1);
+        assert_eq!(d.triggers.len(), 1);
+    }
+
+    #[test]
+    fn errors_name_resource_and_field() {
+        let cases = [
+            ("{broker: nope, subscriber: {uri: 'http://x'}}", "spec.broker"),
+            ("{broker: b, subscriber: {}}", "spec.subscriber"),
+            ("{broker: b, subscriber: {uri: 'http://x'}, delivery: {backoffDelay: 5s}}", "spec.delivery.backoffDelay"),
+            ("{broker: b, subscriber: {uri: 'http://x'}, filter: {attributes: {Bad-Name: x}}}", "spec.filter.attributes.Bad-Name"),
+            ("{broker: b, subscriber: {uri: 'http://x'}, filters: [{exact: {type: x}}]}", "spec.filters"),
+            ("{broker: b, subscriber: {ref: {apiVersion: eventing.knative.dev/v1, kind: Broker, name: other}}}", "spec.subscriber.ref"),
+        ];
+        for (spec, field) in cases {
+            let err = desired(&trigger(spec)).unwrap_err();
+            assert_eq!(err.resource.as_deref(), Some("Trigger default/t"), "{err}");
+            assert_eq!(err.field.as_deref(), Some(field), "{err}");
+        }
+    }
+
+    #[test]
+    fn duplicates_are_rejected() {
+        let err = desired(&format!("{BROKER}{BROKER}")).unwrap_err();
+        assert!(err.message.contains("defined twice"), "{err}");
+    }
+}

@@ -1,0 +1,92 @@
+//! `herald serve`: config → log → listeners → dispatchers, until SIGTERM/SIGINT.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use herald_broker::log::sled::SledLog;
+use herald_broker::{BrokerRegistry, EventLog, Ingress, IngressConfig};
+use herald_triggers::attempt::Sender;
+use herald_triggers::process::Deps;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::admin::{self, Readiness};
+use crate::cli::{Backend, ServeArgs};
+use crate::config::{build_desired, load_paths};
+use crate::runtime::Runtime;
+
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    // Validate everything before a port is bound or the data dir is touched.
+    let desired = build_desired(load_paths(&args.config)?)?;
+    tracing::info!(brokers = desired.brokers.len(), triggers = desired.triggers.len(), "configuration loaded");
+
+    let log: Arc<dyn EventLog> = match args.backend {
+        Backend::Sled => {
+            let dir = args.data_dir.join("log");
+            std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+            Arc::new(
+                SledLog::open(&dir, args.append_queue)
+                    .with_context(|| format!("cannot open the log in {}", dir.display()))?,
+            )
+        }
+    };
+
+    let ingress_listener =
+        TcpListener::bind(args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
+    let admin_listener = TcpListener::bind(args.admin_listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.admin_listen))?;
+    let ingress_addr = ingress_listener.local_addr()?;
+    let admin_addr = admin_listener.local_addr()?;
+
+    let ingress = Arc::new(Ingress::new(
+        log.clone(),
+        Arc::new(BrokerRegistry::default()),
+        IngressConfig { max_event_bytes: args.max_event_bytes, ..IngressConfig::default() },
+    ));
+    let deps = Deps { sender: Sender::new(args.max_event_bytes)?, log: log.clone(), ingress: ingress.clone() };
+    let mut runtime = Runtime::new(deps, format!("http://{ingress_addr}"), args.max_in_flight, args.shutdown_grace);
+    // Consumers exist before the first event can be accepted, so no trigger misses one.
+    runtime.reconcile(&desired).await.context("starting brokers and triggers")?;
+
+    let readiness = Readiness::default();
+    let stop_serving = CancellationToken::new();
+    let ingress_server = tokio::spawn(serve(ingress_listener, ingress.router(), stop_serving.clone()));
+    let admin_server = tokio::spawn(serve(admin_listener, admin::router(readiness.clone()), stop_serving.clone()));
+    tracing::info!(addr = %ingress_addr, "ingress listening");
+    tracing::info!(addr = %admin_addr, "admin listening");
+    readiness.set(true);
+
+    let signal = shutdown_signal().await?;
+    tracing::info!(signal, grace = ?args.shutdown_grace, "shutting down");
+    readiness.set(false);
+    stop_serving.cancel();
+    let drained = tokio::time::timeout(args.shutdown_grace, async {
+        let _ = ingress_server.await;
+        let _ = admin_server.await;
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!("open connections did not finish within the grace period");
+    }
+    runtime.shutdown().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn serve(listener: TcpListener, router: axum::Router, stop: CancellationToken) {
+    let result = axum::serve(listener, router).with_graceful_shutdown(stop.cancelled_owned()).await;
+    if let Err(error) = result {
+        tracing::error!(%error, "server failed");
+    }
+}
+
+async fn shutdown_signal() -> anyhow::Result<&'static str> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    })
+}

@@ -1,0 +1,105 @@
+//! One HTTP attempt: encode the event, send it, read a bounded answer.
+
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use herald_broker::binding::{encode_binary, encode_structured};
+use herald_broker::CloudEvent;
+use herald_crds::DeliveryFormat;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+
+/// Where and how one attempt is sent.
+pub struct Target<'a> {
+    pub url: &'a str,
+    pub format: DeliveryFormat,
+    /// `Prefer: reply` goes to subscribers only, not to dead-letter sinks.
+    pub prefer_reply: bool,
+    pub namespace: &'a str,
+    /// Pass-through headers stored with the event.
+    pub headers: &'a [(String, String)],
+    pub timeout: Duration,
+}
+
+/// What came back.
+#[derive(Debug)]
+pub enum Answer {
+    Http { status: u16, headers: HeaderMap, body: Bytes, truncated: bool },
+    /// No HTTP answer: connection refused, reset, timeout.
+    Transport(String),
+}
+
+/// Sends events over a shared connection pool.
+#[derive(Clone)]
+pub struct Sender {
+    client: reqwest::Client,
+    max_body_bytes: usize,
+}
+
+impl Sender {
+    /// `max_body_bytes` bounds how much of any answer is read (replies beyond it are refused).
+    pub fn new(max_body_bytes: usize) -> Result<Self, reqwest::Error> {
+        let client = reqwest::Client::builder()
+            .pool_idle_timeout(Duration::from_secs(30))
+            .pool_max_idle_per_host(256)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()?;
+        Ok(Self { client, max_body_bytes })
+    }
+
+    pub async fn send(&self, target: &Target<'_>, event: &CloudEvent) -> Answer {
+        let encoded = match target.format {
+            DeliveryFormat::Json => encode_structured(event),
+            DeliveryFormat::Binary => encode_binary(event),
+        };
+        let mut headers = HeaderMap::with_capacity(encoded.headers.len() + target.headers.len() + 2);
+        for (name, value) in target.headers {
+            if let (Ok(n), Ok(v)) = (HeaderName::try_from(name.as_str()), HeaderValue::from_str(value)) {
+                headers.insert(n, v);
+            }
+        }
+        for (name, value) in encoded.headers {
+            headers.insert(name, value);
+        }
+        if target.prefer_reply {
+            headers.insert("prefer", HeaderValue::from_static("reply"));
+        }
+        if let Ok(ns) = HeaderValue::from_str(target.namespace) {
+            headers.insert("kn-namespace", ns);
+        }
+        let request = self.client.post(target.url).headers(headers).body(encoded.body);
+        let exchange = async {
+            let mut response = request.send().await?;
+            let status = response.status().as_u16();
+            let headers = std::mem::take(response.headers_mut());
+            let mut body = BytesMut::new();
+            let mut truncated = false;
+            while let Some(chunk) = response.chunk().await? {
+                let room = self.max_body_bytes.saturating_sub(body.len());
+                if chunk.len() > room {
+                    body.extend_from_slice(&chunk[..room]);
+                    truncated = true;
+                    break;
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok::<_, reqwest::Error>(Answer::Http { status, headers, body: body.freeze(), truncated })
+        };
+        match tokio::time::timeout(target.timeout, exchange).await {
+            Err(_) => Answer::Transport(format!("timed out after {:?}", target.timeout)),
+            Ok(Err(error)) => Answer::Transport(describe(&error)),
+            Ok(Ok(answer)) => answer,
+        }
+    }
+}
+
+/// reqwest's top-level message hides the cause ("error sending request"); include the chain.
+fn describe(error: &reqwest::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

@@ -1,0 +1,114 @@
+//! One dispatcher per trigger: tail the broker's log, filter, deliver with bounded
+//! concurrency, and commit the contiguous low-water mark of finished records.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use herald_broker::{LogConsumer, LogRecord};
+use tokio::task::{JoinHandle, JoinSet};
+use tokio_util::sync::CancellationToken;
+
+use crate::plan::DEFAULT_COMMIT_INTERVAL;
+use crate::process::{process, Deps, Outcome};
+use crate::TriggerPlan;
+
+/// Controls a running dispatcher.
+pub struct DispatcherHandle {
+    /// Stop taking new records; in-flight deliveries go on.
+    shutdown: CancellationToken,
+    /// Cut in-flight deliveries short (they are redelivered after a restart).
+    abort: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl DispatcherHandle {
+    /// Stops the dispatcher: waits up to `grace` for in-flight deliveries, then aborts them,
+    /// and returns after the final commit.
+    pub async fn stop(mut self, grace: Duration) {
+        self.shutdown.cancel();
+        if tokio::time::timeout(grace, &mut self.task).await.is_err() {
+            self.abort.cancel();
+            let _ = self.task.await;
+        }
+    }
+}
+
+/// Starts a dispatcher for `plan` reading from `consumer`.
+pub fn run_dispatcher(plan: Arc<TriggerPlan>, consumer: Box<dyn LogConsumer>, deps: Deps) -> DispatcherHandle {
+    let shutdown = CancellationToken::new();
+    let abort = CancellationToken::new();
+    let task = tokio::spawn(dispatch_loop(plan, consumer, deps, shutdown.clone(), abort.clone()));
+    DispatcherHandle { shutdown, abort, task }
+}
+
+async fn dispatch_loop(
+    plan: Arc<TriggerPlan>,
+    mut consumer: Box<dyn LogConsumer>,
+    deps: Deps,
+    shutdown: CancellationToken,
+    abort: CancellationToken,
+) {
+    let max_in_flight = plan.max_in_flight.max(1);
+    let mut buffer: VecDeque<LogRecord> = VecDeque::with_capacity(max_in_flight);
+    let mut in_flight = JoinSet::new();
+    let mut commit_tick = tokio::time::interval(DEFAULT_COMMIT_INTERVAL);
+    commit_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut stopping = false;
+    tracing::info!(trigger = %plan.name, broker = %plan.broker, subscriber = %plan.subscriber, "dispatcher started");
+    loop {
+        // Start as much buffered work as the in-flight bound allows; filtered-out records
+        // finish right here.
+        while !stopping && in_flight.len() < max_in_flight {
+            let Some(record) = buffer.pop_front() else { break };
+            if !plan.filter.matches(&record.record.event) {
+                ack(&mut *consumer, &plan, record.id).await;
+                continue;
+            }
+            let (plan, deps, abort) = (plan.clone(), deps.clone(), abort.clone());
+            in_flight.spawn(async move {
+                let outcome = process(&plan, &deps, &record, &abort).await;
+                (record.id, outcome)
+            });
+        }
+        if stopping && in_flight.is_empty() {
+            break;
+        }
+        let can_poll = !stopping && buffer.is_empty() && in_flight.len() < max_in_flight;
+        let poll_max = max_in_flight - in_flight.len();
+        let busy = !in_flight.is_empty();
+        tokio::select! {
+            Some(done) = in_flight.join_next(), if busy => match done {
+                Ok((id, Outcome::Aborted)) => tracing::debug!(trigger = %plan.name, ?id, "delivery aborted by shutdown"),
+                Ok((id, _)) => ack(&mut *consumer, &plan, id).await,
+                Err(error) => tracing::error!(trigger = %plan.name, %error, "delivery task failed"),
+            },
+            _ = commit_tick.tick() => commit(&mut *consumer, &plan).await,
+            _ = shutdown.cancelled(), if !stopping => stopping = true,
+            polled = consumer.poll(poll_max), if can_poll => match polled {
+                Ok(records) => buffer.extend(records),
+                Err(error) => {
+                    tracing::error!(trigger = %plan.name, %error, "reading the log failed; retrying in 1s");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        _ = shutdown.cancelled() => stopping = true,
+                    }
+                }
+            },
+        }
+    }
+    commit(&mut *consumer, &plan).await;
+    tracing::info!(trigger = %plan.name, "dispatcher stopped");
+}
+
+async fn ack(consumer: &mut dyn LogConsumer, plan: &TriggerPlan, id: herald_broker::RecordId) {
+    if let Err(error) = consumer.ack(id).await {
+        tracing::error!(trigger = %plan.name, ?id, %error, "acknowledging a record failed");
+    }
+}
+
+async fn commit(consumer: &mut dyn LogConsumer, plan: &TriggerPlan) {
+    if let Err(error) = consumer.commit().await {
+        tracing::error!(trigger = %plan.name, %error, "committing the trigger's offset failed");
+    }
+}

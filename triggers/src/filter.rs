@@ -1,0 +1,55 @@
+//! `spec.filter.attributes`: Knative's spec semantics.
+
+use herald_broker::CloudEvent;
+
+/// Every listed attribute must be present; a non-empty value must equal the attribute's
+/// string form exactly; an empty value matches any value (but the attribute must be there).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AttributesFilter {
+    required: Vec<(String, String)>,
+}
+
+impl AttributesFilter {
+    pub fn new<I: IntoIterator<Item = (String, String)>>(attributes: I) -> Self {
+        Self { required: attributes.into_iter().collect() }
+    }
+
+    pub fn matches(&self, event: &CloudEvent) -> bool {
+        self.required.iter().all(|(name, wanted)| match event.attribute(name) {
+            None => false,
+            Some(value) => wanted.is_empty() || value.as_text() == wanted.as_str(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use herald_broker::AttrValue;
+
+    fn event() -> CloudEvent {
+        let mut e = CloudEvent::new();
+        e.set("type", "order.created");
+        e.set("source", "/shop");
+        e.set("subject", "");
+        e.set("count", AttrValue::Integer(3));
+        e
+    }
+
+    fn filter(pairs: &[(&str, &str)]) -> AttributesFilter {
+        AttributesFilter::new(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+    }
+
+    #[test]
+    fn exact_and_empty_value_rules() {
+        assert!(filter(&[]).matches(&event()));
+        assert!(filter(&[("type", "order.created")]).matches(&event()));
+        assert!(!filter(&[("type", "order.deleted")]).matches(&event()));
+        assert!(!filter(&[("type", "Order.created")]).matches(&event()), "case-sensitive");
+        assert!(filter(&[("source", "")]).matches(&event()), "empty value: any value");
+        assert!(filter(&[("subject", "")]).matches(&event()), "empty value matches a present empty attribute");
+        assert!(!filter(&[("missing", "")]).matches(&event()), "empty value still needs the attribute");
+        assert!(filter(&[("count", "3")]).matches(&event()), "typed values compare by string form");
+        assert!(!filter(&[("type", "order.created"), ("source", "/other")]).matches(&event()));
+    }
+}

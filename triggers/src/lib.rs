@@ -1,0 +1,14 @@
+//! Triggers: filters, delivery with Knative's retry semantics, and the dispatcher loop that
+//! moves each trigger along its broker's log.
+
+pub mod attempt;
+pub mod dispatcher;
+pub mod filter;
+pub mod plan;
+pub mod process;
+pub mod retry;
+
+pub use dispatcher::{run_dispatcher, DispatcherHandle};
+pub use filter::AttributesFilter;
+pub use plan::TriggerPlan;
+pub use retry::RetryPolicy;

@@ -1,0 +1,33 @@
+//! A trigger as the data plane runs it: resolved URLs, compiled filter, retry policy.
+
+use std::time::Duration;
+
+use herald_broker::BrokerKey;
+use herald_crds::DeliveryFormat;
+
+use crate::{AttributesFilter, RetryPolicy};
+
+/// Default bound of deliveries in flight per trigger.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 100;
+/// How often a dispatcher commits its low-water mark.
+pub const DEFAULT_COMMIT_INTERVAL: Duration = Duration::from_millis(100);
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct TriggerPlan {
+    pub namespace: String,
+    pub name: String,
+    pub broker: BrokerKey,
+    pub filter: AttributesFilter,
+    pub subscriber: String,
+    pub dead_letter_sink: Option<String>,
+    pub policy: RetryPolicy,
+    pub format: DeliveryFormat,
+    pub max_in_flight: usize,
+}
+
+impl TriggerPlan {
+    /// The name of the trigger's durable consumer of its broker's log.
+    pub fn consumer_name(&self) -> String {
+        format!("trigger-{}", self.name)
+    }
+}

@@ -1,0 +1,253 @@
+//! Finishing one record for one trigger: deliver with retries, take a reply, dead-letter,
+//! or park. A record is acknowledged only after one of these has happened.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use bytes::Bytes;
+use herald_broker::binding::{decode_request, has_cloudevent_markers};
+use herald_broker::ingress::TTL_EXTENSION;
+use herald_broker::log::{Failure, ParkedRecord};
+use herald_broker::{CloudEvent, EventLog, Ingress, IngressError, LogRecord};
+use tokio_util::sync::CancellationToken;
+
+use crate::attempt::{Answer, Sender, Target};
+use crate::retry::{classify, parse_retry_after, StatusClass};
+use crate::TriggerPlan;
+
+/// Knative's limit on `knativeerrordata`: the first 1024 bytes of the response.
+const ERROR_DATA_BYTES: usize = 1024;
+
+/// How a record left the trigger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Delivered,
+    DeadLettered,
+    Parked,
+    /// Shutdown cut the work short: not acknowledged, redelivered after restart.
+    Aborted,
+}
+
+/// What a dispatcher needs to finish records.
+#[derive(Clone)]
+pub struct Deps {
+    pub sender: Sender,
+    pub log: Arc<dyn EventLog>,
+    pub ingress: Arc<Ingress>,
+}
+
+/// A failed attempt, as much as is known of it.
+#[derive(Debug, Clone)]
+struct AttemptFailure {
+    status: Option<u16>,
+    /// Response body, or the transport error text.
+    body: Bytes,
+    retry_after: Option<Duration>,
+    retryable: bool,
+}
+
+impl AttemptFailure {
+    fn transport(message: String) -> Self {
+        Self { status: None, body: Bytes::from(format!("dispatch error: {message}")), retry_after: None, retryable: true }
+    }
+
+    fn http(status: u16, headers: &reqwest::header::HeaderMap, body: Bytes, retryable: bool) -> Self {
+        let retry_after = (status == 429 || status == 503)
+            .then(|| headers.get("retry-after")?.to_str().ok().and_then(parse_retry_after))
+            .flatten();
+        Self { status: Some(status), body, retry_after, retryable }
+    }
+
+    fn excerpt(&self) -> String {
+        String::from_utf8_lossy(&self.body[..self.body.len().min(ERROR_DATA_BYTES)]).into_owned()
+    }
+}
+
+enum RetryResult {
+    Succeeded,
+    Failed { attempts: u32, last: AttemptFailure },
+    Aborted,
+}
+
+/// Runs attempts until success, a permanent failure, or the retries run out.
+async fn with_retries<F, Fut>(plan: &TriggerPlan, event_id: &str, target: &str, abort: &CancellationToken, mut attempt: F) -> RetryResult
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), AttemptFailure>>,
+{
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let result = tokio::select! {
+            result = attempt() => result,
+            _ = abort.cancelled() => return RetryResult::Aborted,
+        };
+        let failure = match result {
+            Ok(()) => return RetryResult::Succeeded,
+            Err(failure) => failure,
+        };
+        tracing::warn!(
+            trigger = %plan.name,
+            ce.id = event_id,
+            attempt = attempts,
+            status = failure.status.map(i64::from).unwrap_or(-1),
+            target,
+            error = %failure.excerpt(),
+            "delivery attempt failed"
+        );
+        if !failure.retryable || attempts > plan.policy.retry {
+            return RetryResult::Failed { attempts, last: failure };
+        }
+        let wait = plan.policy.wait_before(attempts, failure.retry_after);
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = abort.cancelled() => return RetryResult::Aborted,
+        }
+    }
+}
+
+/// Delivers one record for `plan` and says how it ended.
+pub async fn process(plan: &TriggerPlan, deps: &Deps, record: &LogRecord, abort: &CancellationToken) -> Outcome {
+    let mut event = record.record.event.clone();
+    let ttl = event.remove(TTL_EXTENSION);
+    let event_id = event.id().into_owned();
+    let headers = &record.record.headers;
+    let target = Target {
+        url: &plan.subscriber,
+        format: plan.format,
+        prefer_reply: true,
+        namespace: &plan.namespace,
+        headers,
+        timeout: plan.policy.timeout,
+    };
+    let result = with_retries(plan, &event_id, &plan.subscriber, abort, || async {
+        let answer = deps.sender.send(&target, &event).await;
+        judge_subscriber_answer(plan, deps, answer, ttl.clone()).await
+    })
+    .await;
+    let (attempts, last) = match result {
+        RetryResult::Succeeded => return Outcome::Delivered,
+        RetryResult::Aborted => return Outcome::Aborted,
+        RetryResult::Failed { attempts, last } => (attempts, last),
+    };
+    let reason = match &plan.dead_letter_sink {
+        None => "the trigger has no dead-letter sink".to_owned(),
+        Some(sink) => match dead_letter(plan, deps, sink, &event, headers, &last, abort).await {
+            RetryResult::Succeeded => return Outcome::DeadLettered,
+            RetryResult::Aborted => return Outcome::Aborted,
+            RetryResult::Failed { last: dls_failure, .. } => format!(
+                "the dead-letter sink {sink} failed (status {}): {}",
+                dls_failure.status.map(|s| s.to_string()).unwrap_or_else(|| "none".into()),
+                dls_failure.excerpt()
+            ),
+        },
+    };
+    let parked = ParkedRecord {
+        id: record.id,
+        record: record.record.clone(),
+        failure: Failure {
+            attempts,
+            last_status: last.status,
+            last_error: last.excerpt(),
+            reason: reason.clone(),
+            parked_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        },
+    };
+    // Parking must succeed before the record may be acknowledged: keep trying until it does
+    // or shutdown aborts (then the record is redelivered after restart).
+    let mut wait = Duration::from_millis(100);
+    loop {
+        match deps.log.park(&plan.broker, &plan.consumer_name(), parked.clone()).await {
+            Ok(()) => {
+                tracing::warn!(trigger = %plan.name, ce.id = %event_id, attempts, %reason, "event parked in the dead-letter store");
+                return Outcome::Parked;
+            }
+            Err(error) => tracing::error!(trigger = %plan.name, ce.id = %event_id, %error, "cannot park event; retrying"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => wait = (wait * 2).min(Duration::from_secs(5)),
+            _ = abort.cancelled() => return Outcome::Aborted,
+        }
+    }
+}
+
+/// Success, reply handling and classification of a subscriber's answer (section 0).
+async fn judge_subscriber_answer(
+    plan: &TriggerPlan,
+    deps: &Deps,
+    answer: Answer,
+    ttl: Option<herald_broker::AttrValue>,
+) -> Result<(), AttemptFailure> {
+    let (status, headers, body, truncated) = match answer {
+        Answer::Transport(message) => return Err(AttemptFailure::transport(message)),
+        Answer::Http { status, headers, body, truncated } => (status, headers, body, truncated),
+    };
+    match classify(status) {
+        StatusClass::Retryable => return Err(AttemptFailure::http(status, &headers, body, true)),
+        StatusClass::Permanent => return Err(AttemptFailure::http(status, &headers, body, false)),
+        StatusClass::Success => {}
+    }
+    if status == 202 || !has_cloudevent_markers(&headers) {
+        return Ok(());
+    }
+    if truncated {
+        let message = Bytes::from("reply event exceeds the maximum event size");
+        return Err(AttemptFailure { status: Some(status), body: message, retry_after: None, retryable: false });
+    }
+    let replies = decode_request(&headers, body).map_err(|e| AttemptFailure {
+        status: Some(status),
+        body: Bytes::from(format!("invalid reply event: {e}")),
+        retry_after: None,
+        retryable: true,
+    })?;
+    let replies = replies
+        .into_iter()
+        .map(|mut reply: CloudEvent| {
+            match &ttl {
+                Some(value) => reply.set(TTL_EXTENSION, value.clone()),
+                None => {
+                    reply.remove(TTL_EXTENSION);
+                }
+            }
+            reply
+        })
+        .collect();
+    let forwarded = herald_broker::ingress::pass_through_headers(&headers);
+    deps.ingress.publish(&plan.broker, replies, forwarded).await.map_err(|e| AttemptFailure {
+        status: Some(status),
+        body: Bytes::from(format!("storing the reply failed: {e}")),
+        retry_after: None,
+        retryable: !matches!(e, IngressError::InvalidEvent(_)),
+    })
+}
+
+/// Sends the original event with Knative's `knativeerror*` extensions to the sink.
+async fn dead_letter(
+    plan: &TriggerPlan,
+    deps: &Deps,
+    sink: &str,
+    event: &CloudEvent,
+    headers: &[(String, String)],
+    failure: &AttemptFailure,
+    abort: &CancellationToken,
+) -> RetryResult {
+    let mut event = event.clone();
+    event.set("knativeerrordest", plan.subscriber.as_str());
+    event.set("knativeerrorcode", failure.status.unwrap_or(500).to_string());
+    let data = &failure.body[..failure.body.len().min(ERROR_DATA_BYTES)];
+    event.set("knativeerrordata", base64::engine::general_purpose::STANDARD.encode(data));
+    let target =
+        Target { url: sink, format: plan.format, prefer_reply: false, namespace: &plan.namespace, headers, timeout: plan.policy.timeout };
+    let event_id = event.id().into_owned();
+    with_retries(plan, &event_id, sink, abort, || async {
+        match deps.sender.send(&target, &event).await {
+            Answer::Transport(message) => Err(AttemptFailure::transport(message)),
+            Answer::Http { status, headers, body, .. } => match classify(status) {
+                StatusClass::Success => Ok(()),
+                class => Err(AttemptFailure::http(status, &headers, body, class == StatusClass::Retryable)),
+            },
+        }
+    })
+    .await
+}
