@@ -1,0 +1,158 @@
+//! Runs the real `herald` binary as a child process.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::DEADLINE;
+
+/// The log backend a scenario runs on; each adds its own `herald serve` flags.
+pub trait Backend: Send + Sync {
+    fn name(&self) -> &'static str;
+    fn args(&self) -> Vec<String>;
+}
+
+pub struct Sled;
+
+impl Backend for Sled {
+    fn name(&self) -> &'static str {
+        "sled"
+    }
+    fn args(&self) -> Vec<String> {
+        vec!["--backend".into(), "sled".into()]
+    }
+}
+
+/// A data dir and a config dir that outlive single Herald processes (for restarts).
+pub struct HeraldDirs {
+    pub data: tempfile::TempDir,
+    pub config: tempfile::TempDir,
+}
+
+impl HeraldDirs {
+    pub fn new(config_yaml: &str) -> Self {
+        let dirs = Self { data: tempfile::tempdir().unwrap(), config: tempfile::tempdir().unwrap() };
+        std::fs::write(dirs.config.path().join("config.yaml"), config_yaml).unwrap();
+        dirs
+    }
+
+    pub fn config_file(&self) -> PathBuf {
+        self.config.path().join("config.yaml")
+    }
+}
+
+/// A running Herald.
+pub struct Herald {
+    child: Child,
+    /// `http://127.0.0.1:PORT`
+    pub ingress: String,
+    pub admin: String,
+    logs: Arc<Mutex<Vec<String>>>,
+}
+
+pub fn herald_binary() -> &'static str {
+    env!("CARGO_BIN_EXE_herald")
+}
+
+impl Herald {
+    /// Starts `herald serve` on free ports and waits until both listeners are up.
+    pub async fn start(backend: &dyn Backend, dirs: &HeraldDirs, extra: &[&str]) -> Herald {
+        let mut command = Command::new(herald_binary());
+        command
+            .arg("serve")
+            .arg("--config")
+            .arg(dirs.config.path())
+            .arg("--data-dir")
+            .arg(dirs.data.path())
+            .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--shutdown-grace", "5s"])
+            .args(backend.args())
+            .args(extra)
+            .env("RUST_LOG", "info,herald_triggers=info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().expect("spawn herald");
+        let stderr = child.stderr.take().unwrap();
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let sink = logs.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let mut herald = Herald { child, ingress: String::new(), admin: String::new(), logs };
+        let deadline = std::time::Instant::now() + DEADLINE;
+        loop {
+            let found = |marker: &str| {
+                herald.logs.lock().unwrap().iter().find_map(|line| {
+                    let rest = line.split(marker).nth(1)?;
+                    Some(format!("http://{}", rest.split_whitespace().next()?))
+                })
+            };
+            if let (Some(ingress), Some(admin)) = (found("ingress listening addr="), found("admin listening addr=")) {
+                herald.ingress = ingress;
+                herald.admin = admin;
+                return herald;
+            }
+            if let Some(status) = herald.child.try_wait().unwrap() {
+                panic!("herald exited with {status} before listening:\n{}", herald.logs());
+            }
+            assert!(std::time::Instant::now() < deadline, "herald did not start:\n{}", herald.logs());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn broker_url(&self, namespace: &str, broker: &str) -> String {
+        format!("{}/{namespace}/{broker}", self.ingress)
+    }
+
+    pub fn logs(&self) -> String {
+        self.logs.lock().unwrap().join("\n")
+    }
+
+    pub fn log_contains(&self, needle: &str) -> bool {
+        self.logs.lock().unwrap().iter().any(|l| l.contains(needle))
+    }
+
+    /// SIGKILL: no shutdown code runs.
+    pub fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// SIGTERM, then waits for the exit.
+    pub async fn terminate(mut self) -> ExitStatus {
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        let deadline = std::time::Instant::now() + DEADLINE;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(std::time::Instant::now() < deadline, "herald did not stop:\n{}", self.logs());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Herald {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `herald serve` with a config that must be rejected; returns (exit status, stderr).
+pub fn run_invalid(config: &Path, data_dir: &Path) -> (ExitStatus, String) {
+    let output = Command::new(herald_binary())
+        .args(["serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .arg("--config")
+        .arg(config)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .output()
+        .expect("run herald");
+    (output.status, String::from_utf8_lossy(&output.stderr).into_owned())
+}

@@ -1,0 +1,27 @@
+//! Test harness: the real `herald` binary, real HTTP subscribers, and backends.
+#![allow(dead_code)]
+
+pub mod herald;
+pub mod subscriber;
+
+pub use herald::{Backend, Herald, HeraldDirs};
+pub use subscriber::{Reply, Subscriber};
+
+use std::time::Duration;
+
+/// How long any wait for an expected condition may take before the test fails.
+pub const DEADLINE: Duration = Duration::from_secs(30);
+
+/// A port with nothing listening on it (bound, read, released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Waits until `check` holds, polling on a short interval, or panics after the deadline.
+pub async fn wait_until<F: FnMut() -> bool>(what: &str, mut check: F) {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while !check() {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

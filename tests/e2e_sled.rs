@@ -1,0 +1,34 @@
+//! The end-to-end scenario list on the embedded sled log.
+
+mod common;
+mod scenarios;
+
+use common::herald::Sled;
+
+macro_rules! on_backend {
+    ($backend:expr => $($path:ident :: $scenario:ident),+ $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $scenario() {
+                scenarios::$path::$scenario(&$backend).await;
+            }
+        )+
+    };
+}
+
+on_backend!(Sled =>
+    ingress::status_codes,
+    ingress::content_modes_preserve_everything,
+    ingress::exact_filters,
+    ingress::invalid_config_is_rejected_before_binding,
+    delivery::linear_backoff,
+    delivery::exponential_backoff,
+    delivery::retry_after_is_honoured,
+    delivery::timeout_then_dead_letter,
+    delivery::dead_letter_extensions,
+    delivery::parked_when_dead_letter_sink_is_down,
+    delivery::replies_are_published_to_the_broker,
+    delivery::ttl_stops_reply_loops,
+    durability::accepted_events_survive_sigkill,
+    durability::readiness_and_health,
+);

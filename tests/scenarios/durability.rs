@@ -1,0 +1,57 @@
+//! Nothing accepted is lost: SIGKILL, restart, and clean restarts that redeliver nothing.
+
+use std::collections::BTreeSet;
+
+use super::*;
+use crate::common::{free_port, Backend, Herald, HeraldDirs};
+
+pub async fn accepted_events_survive_sigkill(backend: &dyn Backend) {
+    let port = free_port();
+    let subscriber_url = format!("http://127.0.0.1:{port}/");
+    // The subscriber is down at first: retries keep the events in flight, never dropped.
+    let delivery = "delivery: {retry: 60, backoffPolicy: linear, backoffDelay: PT0.02S}";
+    let dirs = HeraldDirs::new(&(broker_yaml("b", None) + &trigger_yaml("t", "b", &subscriber_url, delivery)));
+    let herald = Herald::start(backend, &dirs, &[]).await;
+    let url = herald.broker_url(NS, "b");
+    let mut accepted = BTreeSet::new();
+    let sends: Vec<_> = (0..60)
+        .map(|i| {
+            let url = url.clone();
+            tokio::spawn(async move { (i, send_binary(&url, &format!("ev-{i}"), "t", &[]).await) })
+        })
+        .collect();
+    for send in sends {
+        let (i, status) = send.await.unwrap();
+        assert_eq!(status, 202);
+        accepted.insert(format!("ev-{i}"));
+    }
+    herald.kill();
+
+    let herald = Herald::start(backend, &dirs, &[]).await;
+    let subscriber = Subscriber::start_on(port).await;
+    crate::common::wait_until("every accepted event to arrive after the restart", || {
+        let got: BTreeSet<String> = ids(&subscriber).into_iter().collect();
+        accepted.is_subset(&got)
+    })
+    .await;
+
+    // A clean stop commits; the next start must not redeliver finished events.
+    assert_eq!(herald.terminate().await.code(), Some(0), "SIGTERM exits 0");
+    let before = subscriber.received().len();
+    let herald = Herald::start(backend, &dirs, &[]).await;
+    assert_eq!(send_binary(&herald.broker_url(NS, "b"), "after-restart", "t", &[]).await, 202);
+    subscriber.wait_for_id("after-restart").await;
+    let after: Vec<String> = ids(&subscriber).split_off(before);
+    assert_eq!(after, ["after-restart"], "finished events were redelivered after a clean restart");
+}
+
+pub async fn readiness_and_health(backend: &dyn Backend) {
+    let dirs = HeraldDirs::new(&broker_yaml("b", None));
+    let herald = Herald::start(backend, &dirs, &[]).await;
+    let c = client();
+    let health = c.get(format!("{}/healthz", herald.admin)).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    let ready = c.get(format!("{}/readyz", herald.admin)).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+    assert_eq!(herald.terminate().await.code(), Some(0));
+}

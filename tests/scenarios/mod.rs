@@ -1,0 +1,49 @@
+//! The end-to-end scenario list. Each scenario takes the backend it runs on, so the same list
+//! runs over every backend (see `e2e_sled.rs`).
+#![allow(dead_code)]
+
+pub mod delivery;
+pub mod durability;
+pub mod ingress;
+
+use crate::common::Subscriber;
+
+pub const NS: &str = "default";
+
+pub fn broker_yaml(name: &str, delivery: Option<&str>) -> String {
+    let spec = delivery.map(|d| format!("spec:\n  delivery: {d}\n")).unwrap_or_default();
+    format!("apiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadata:\n  name: {name}\n  namespace: {NS}\n{spec}---\n")
+}
+
+/// A trigger; `extra` is spliced into `spec` as flow-style YAML members.
+pub fn trigger_yaml(name: &str, broker: &str, subscriber: &str, extra: &str) -> String {
+    format!(
+        "apiVersion: eventing.knative.dev/v1\nkind: Trigger\nmetadata:\n  name: {name}\n  namespace: {NS}\nspec: {{broker: {broker}, subscriber: {{uri: '{subscriber}'}}{}{extra}}}\n---\n",
+        if extra.is_empty() { "" } else { ", " }
+    )
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::new()
+}
+
+/// POSTs a binary-mode event with the given id and type; returns the status.
+pub async fn send_binary(url: &str, id: &str, event_type: &str, extra: &[(&str, &str)]) -> u16 {
+    let mut request = client()
+        .post(url)
+        .header("ce-specversion", "1.0")
+        .header("ce-id", id)
+        .header("ce-source", "/e2e")
+        .header("ce-type", event_type)
+        .header("content-type", "text/plain")
+        .body(format!("data of {id}"));
+    for (name, value) in extra {
+        request = request.header(*name, *value);
+    }
+    request.send().await.unwrap().status().as_u16()
+}
+
+/// Every `ce-id` a subscriber has received, in arrival order.
+pub fn ids(subscriber: &Subscriber) -> Vec<String> {
+    subscriber.received().iter().filter_map(|r| r.ce("id").map(str::to_owned)).collect()
+}
