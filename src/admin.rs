@@ -24,7 +24,10 @@ impl Readiness {
 
 pub fn router(readiness: Readiness) -> Router {
     Router::new()
-        .route("/healthz", get(|| async { Json(json!({ "status": "ok" })) }))
+        .route(
+            "/healthz",
+            get(|| async { Json(json!({ "status": "ok" })) }),
+        )
         .route(
             "/readyz",
             get(move || {
@@ -33,7 +36,10 @@ pub fn router(readiness: Readiness) -> Router {
                     if ready {
                         (StatusCode::OK, Json(json!({ "status": "ready" })))
                     } else {
-                        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "not ready" })))
+                        (
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            Json(json!({ "status": "not ready" })),
+                        )
                     }
                 }
             }),

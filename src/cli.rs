@@ -7,7 +7,11 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Parser, Debug)]
-#[command(name = "herald", version, about = "An event broker and trigger system that speaks Knative Eventing")]
+#[command(
+    name = "herald",
+    version,
+    about = "An event broker and trigger system that speaks Knative Eventing"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

@@ -8,7 +8,9 @@ use std::time::Duration;
 use herald_broker::{BrokerKey, EventLog, Ingress, StartFrom};
 use herald_crds::{Broker, DeliveryFormat, DeliverySpec, Destination, Trigger};
 use herald_triggers::process::Deps;
-use herald_triggers::{run_dispatcher, AttributesFilter, DispatcherHandle, RetryPolicy, TriggerPlan};
+use herald_triggers::{
+    run_dispatcher, AttributesFilter, DispatcherHandle, RetryPolicy, TriggerPlan,
+};
 
 use crate::config::{Desired, TriggerKey};
 
@@ -22,8 +24,19 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    pub fn new(deps: Deps, ingress_base_url: String, max_in_flight: usize, grace: Duration) -> Self {
-        Self { deps, ingress_base_url, max_in_flight, grace, dispatchers: HashMap::new() }
+    pub fn new(
+        deps: Deps,
+        ingress_base_url: String,
+        max_in_flight: usize,
+        grace: Duration,
+    ) -> Self {
+        Self {
+            deps,
+            ingress_base_url,
+            max_in_flight,
+            grace,
+            dispatchers: HashMap::new(),
+        }
     }
 
     fn log(&self) -> &Arc<dyn EventLog> {
@@ -45,7 +58,12 @@ impl Runtime {
             .dispatchers
             .iter()
             .filter(|(key, (plan, _))| {
-                desired.triggers.get(*key).map(|t| self.plan(key, t, desired)).as_ref() != Some(plan.as_ref())
+                desired
+                    .triggers
+                    .get(*key)
+                    .map(|t| self.plan(key, t, desired))
+                    .as_ref()
+                    != Some(plan.as_ref())
             })
             .map(|(key, _)| key.clone())
             .collect();
@@ -59,14 +77,22 @@ impl Runtime {
                 continue;
             }
             let plan = Arc::new(self.plan(key, trigger, desired));
-            let consumer = self.log().consumer(&plan.broker, &plan.consumer_name(), StartFrom::Latest).await?;
+            let consumer = self
+                .log()
+                .consumer(&plan.broker, &plan.consumer_name(), StartFrom::Latest)
+                .await?;
             let handle = run_dispatcher(plan.clone(), consumer, self.deps.clone());
             self.dispatchers.insert(key.clone(), (plan, handle));
         }
         Ok(())
     }
 
-    fn plan(&self, (namespace, name): &TriggerKey, trigger: &Trigger, desired: &Desired) -> TriggerPlan {
+    fn plan(
+        &self,
+        (namespace, name): &TriggerKey,
+        trigger: &Trigger,
+        desired: &Desired,
+    ) -> TriggerPlan {
         let broker_key = BrokerKey::new(namespace.clone(), trigger.spec.broker.clone());
         let broker: Option<&Broker> = desired.brokers.get(&broker_key);
         let delivery = trigger
@@ -75,14 +101,22 @@ impl Runtime {
             .clone()
             .or_else(|| broker.and_then(|b| b.spec.delivery.clone()))
             .unwrap_or_else(DeliverySpec::broker_default);
-        let filter = trigger.spec.filter.as_ref().map(|f| f.attributes.clone()).unwrap_or_default();
+        let filter = trigger
+            .spec
+            .filter
+            .as_ref()
+            .map(|f| f.attributes.clone())
+            .unwrap_or_default();
         TriggerPlan {
             namespace: namespace.clone(),
             name: name.clone(),
             broker: broker_key,
             filter: AttributesFilter::new(filter),
             subscriber: self.resolve(&trigger.spec.subscriber, namespace),
-            dead_letter_sink: delivery.dead_letter_sink.as_ref().map(|d| self.resolve(d, namespace)),
+            dead_letter_sink: delivery
+                .dead_letter_sink
+                .as_ref()
+                .map(|d| self.resolve(d, namespace)),
             policy: RetryPolicy::from_spec(&delivery),
             format: delivery.format.unwrap_or(DeliveryFormat::Binary),
             max_in_flight: self.max_in_flight,
@@ -95,7 +129,10 @@ impl Runtime {
             Some(reference) => {
                 let ns = reference.namespace.as_deref().unwrap_or(namespace);
                 let path = destination.uri.as_deref().unwrap_or_default();
-                format!("{}/{}/{}{}", self.ingress_base_url, ns, reference.name, path)
+                format!(
+                    "{}/{}/{}{}",
+                    self.ingress_base_url, ns, reference.name, path
+                )
             }
             None => destination.uri.clone().unwrap_or_default(),
         }
@@ -104,7 +141,11 @@ impl Runtime {
     /// Stops every dispatcher (in-flight deliveries get `grace`), then closes the log.
     pub async fn shutdown(mut self) {
         let grace = self.grace;
-        let stops: Vec<_> = self.dispatchers.drain().map(|(_, (_, handle))| handle.stop(grace)).collect();
+        let stops: Vec<_> = self
+            .dispatchers
+            .drain()
+            .map(|(_, (_, handle))| handle.stop(grace))
+            .collect();
         for stop in stops {
             stop.await;
         }

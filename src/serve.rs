@@ -18,12 +18,17 @@ use crate::runtime::Runtime;
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // Validate everything before a port is bound or the data dir is touched.
     let desired = build_desired(load_paths(&args.config)?)?;
-    tracing::info!(brokers = desired.brokers.len(), triggers = desired.triggers.len(), "configuration loaded");
+    tracing::info!(
+        brokers = desired.brokers.len(),
+        triggers = desired.triggers.len(),
+        "configuration loaded"
+    );
 
     let log: Arc<dyn EventLog> = match args.backend {
         Backend::Sled => {
             let dir = args.data_dir.join("log");
-            std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
             Arc::new(
                 SledLog::open(&dir, args.append_queue)
                     .with_context(|| format!("cannot open the log in {}", dir.display()))?,
@@ -31,8 +36,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
     };
 
-    let ingress_listener =
-        TcpListener::bind(args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
+    let ingress_listener = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
     let admin_listener = TcpListener::bind(args.admin_listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.admin_listen))?;
@@ -42,17 +48,40 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let ingress = Arc::new(Ingress::new(
         log.clone(),
         Arc::new(BrokerRegistry::default()),
-        IngressConfig { max_event_bytes: args.max_event_bytes, ..IngressConfig::default() },
+        IngressConfig {
+            max_event_bytes: args.max_event_bytes,
+            ..IngressConfig::default()
+        },
     ));
-    let deps = Deps { sender: Sender::new(args.max_event_bytes)?, log: log.clone(), ingress: ingress.clone() };
-    let mut runtime = Runtime::new(deps, format!("http://{ingress_addr}"), args.max_in_flight, args.shutdown_grace);
+    let deps = Deps {
+        sender: Sender::new(args.max_event_bytes)?,
+        log: log.clone(),
+        ingress: ingress.clone(),
+    };
+    let mut runtime = Runtime::new(
+        deps,
+        format!("http://{ingress_addr}"),
+        args.max_in_flight,
+        args.shutdown_grace,
+    );
     // Consumers exist before the first event can be accepted, so no trigger misses one.
-    runtime.reconcile(&desired).await.context("starting brokers and triggers")?;
+    runtime
+        .reconcile(&desired)
+        .await
+        .context("starting brokers and triggers")?;
 
     let readiness = Readiness::default();
     let stop_serving = CancellationToken::new();
-    let ingress_server = tokio::spawn(serve(ingress_listener, ingress.router(), stop_serving.clone()));
-    let admin_server = tokio::spawn(serve(admin_listener, admin::router(readiness.clone()), stop_serving.clone()));
+    let ingress_server = tokio::spawn(serve(
+        ingress_listener,
+        ingress.router(),
+        stop_serving.clone(),
+    ));
+    let admin_server = tokio::spawn(serve(
+        admin_listener,
+        admin::router(readiness.clone()),
+        stop_serving.clone(),
+    ));
     tracing::info!(addr = %ingress_addr, "ingress listening");
     tracing::info!(addr = %admin_addr, "admin listening");
     readiness.set(true);
@@ -75,7 +104,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 async fn serve(listener: TcpListener, router: axum::Router, stop: CancellationToken) {
-    let result = axum::serve(listener, router).with_graceful_shutdown(stop.cancelled_owned()).await;
+    let result = axum::serve(listener, router)
+        .with_graceful_shutdown(stop.cancelled_owned())
+        .await;
     if let Err(error) = result {
         tracing::error!(%error, "server failed");
     }

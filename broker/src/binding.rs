@@ -17,7 +17,10 @@ pub struct DecodeError {
 
 impl From<InvalidEvent> for DecodeError {
     fn from(source: InvalidEvent) -> Self {
-        Self { index: None, source }
+        Self {
+            index: None,
+            source,
+        }
     }
 }
 
@@ -75,7 +78,12 @@ fn require_json_format(headers: &HeaderMap) -> Result<(), InvalidEvent> {
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
-    let essence = content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
     if essence.ends_with("+json") {
         Ok(())
     } else {
@@ -91,9 +99,12 @@ fn require_json_format(headers: &HeaderMap) -> Result<(), InvalidEvent> {
 pub fn decode_binary(headers: &HeaderMap, body: Bytes) -> Result<CloudEvent, InvalidEvent> {
     let mut event = CloudEvent::new();
     for (name, value) in headers {
-        let Some(attribute) = name.as_str().strip_prefix("ce-") else { continue };
-        let text = percent_decode(value.as_bytes())
-            .ok_or_else(|| InvalidEvent::new(attribute, "header value is not valid percent-encoded UTF-8"))?;
+        let Some(attribute) = name.as_str().strip_prefix("ce-") else {
+            continue;
+        };
+        let text = percent_decode(value.as_bytes()).ok_or_else(|| {
+            InvalidEvent::new(attribute, "header value is not valid percent-encoded UTF-8")
+        })?;
         event.set(attribute, text);
     }
     if event.attribute("specversion").is_none() {
@@ -128,13 +139,18 @@ pub fn encode_binary(event: &CloudEvent) -> EncodedRequest {
             }
             continue;
         }
-        let Ok(header) = HeaderName::try_from(format!("ce-{name}")) else { continue };
+        let Ok(header) = HeaderName::try_from(format!("ce-{name}")) else {
+            continue;
+        };
         let encoded = percent_encode(&value.as_text());
         if let Ok(v) = HeaderValue::from_str(&encoded) {
             headers.push((header, v));
         }
     }
-    EncodedRequest { headers, body: event.data().cloned().unwrap_or_default() }
+    EncodedRequest {
+        headers,
+        body: event.data().cloned().unwrap_or_default(),
+    }
 }
 
 /// Structured mode in the JSON format.
@@ -194,7 +210,10 @@ mod tests {
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut map = HeaderMap::new();
         for (k, v) in pairs {
-            map.insert(HeaderName::try_from(*k).unwrap(), HeaderValue::from_str(v).unwrap());
+            map.insert(
+                HeaderName::try_from(*k).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
         }
         map
     }

@@ -61,7 +61,10 @@ pub struct InvalidEvent {
 
 impl InvalidEvent {
     pub fn new(attribute: impl Into<String>, reason: impl Into<String>) -> Self {
-        Self { attribute: attribute.into(), reason: reason.into() }
+        Self {
+            attribute: attribute.into(),
+            reason: reason.into(),
+        }
     }
 }
 
@@ -125,12 +128,20 @@ impl CloudEvent {
     /// Checks the CloudEvents rules for the event's spec version.
     pub fn validate(&self) -> Result<(), InvalidEvent> {
         let version = match self.attributes.get("specversion") {
-            None => return Err(InvalidEvent::new("specversion", "required attribute is missing")),
+            None => {
+                return Err(InvalidEvent::new(
+                    "specversion",
+                    "required attribute is missing",
+                ))
+            }
             Some(AttrValue::String(v)) if SPEC_VERSIONS.contains(&v.as_str()) => v.as_str(),
             Some(other) => {
                 return Err(InvalidEvent::new(
                     "specversion",
-                    format!("unsupported spec version {:?}: expected 1.0 or 0.3", other.as_text()),
+                    format!(
+                        "unsupported spec version {:?}: expected 1.0 or 0.3",
+                        other.as_text()
+                    ),
                 ))
             }
         };
@@ -144,7 +155,11 @@ impl CloudEvent {
             }
         }
         for (name, value) in &self.attributes {
-            if name.is_empty() || !name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()) {
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+            {
                 return Err(InvalidEvent::new(
                     name.clone(),
                     "attribute names must consist of lower-case ASCII letters and digits",
@@ -156,7 +171,10 @@ impl CloudEvent {
             }
             if let AttrValue::Integer(i) = value {
                 if i32::try_from(*i).is_err() {
-                    return Err(InvalidEvent::new(name.clone(), "integer out of the 32-bit signed range"));
+                    return Err(InvalidEvent::new(
+                        name.clone(),
+                        "integer out of the 32-bit signed range",
+                    ));
                 }
             }
             let text = value.as_text();
@@ -166,11 +184,17 @@ impl CloudEvent {
                 "schemaurl" => check_uri_reference(name, &text, false)?,
                 "time" => {
                     chrono::DateTime::parse_from_rfc3339(&text).map_err(|e| {
-                        InvalidEvent::new("time", format!("{text:?} is not an RFC 3339 timestamp: {e}"))
+                        InvalidEvent::new(
+                            "time",
+                            format!("{text:?} is not an RFC 3339 timestamp: {e}"),
+                        )
                     })?;
                 }
                 "subject" | "datacontenttype" if text.is_empty() => {
-                    return Err(InvalidEvent::new(name.clone(), "must not be empty when present"));
+                    return Err(InvalidEvent::new(
+                        name.clone(),
+                        "must not be empty when present",
+                    ));
                 }
                 _ => {}
             }
@@ -180,13 +204,30 @@ impl CloudEvent {
 }
 
 /// Core attributes whose type is String (or URI/URI-reference/Timestamp, which travel as strings).
-const CORE_STRING_ATTRIBUTES: [&str; 9] =
-    ["specversion", "id", "source", "type", "subject", "time", "datacontenttype", "dataschema", "schemaurl"];
+const CORE_STRING_ATTRIBUTES: [&str; 9] = [
+    "specversion",
+    "id",
+    "source",
+    "type",
+    "subject",
+    "time",
+    "datacontenttype",
+    "dataschema",
+    "schemaurl",
+];
 
 /// RFC 3986 URI-reference syntax check: allowed characters, well-formed percent escapes, and a
 /// well-formed scheme when one is present (required when `absolute`).
 fn check_uri_reference(name: &str, text: &str, absolute: bool) -> Result<(), InvalidEvent> {
-    let bad = |why: &str| Err(InvalidEvent::new(name, format!("{text:?} is not a valid URI{}: {why}", if absolute { "" } else { "-reference" })));
+    let bad = |why: &str| {
+        Err(InvalidEvent::new(
+            name,
+            format!(
+                "{text:?} is not a valid URI{}: {why}",
+                if absolute { "" } else { "-reference" }
+            ),
+        ))
+    };
     if text.is_empty() {
         return bad("empty");
     }
@@ -214,7 +255,9 @@ fn check_uri_reference(name: &str, text: &str, absolute: bool) -> Result<(), Inv
     match before_delim.split_once(':') {
         Some((scheme, _)) => {
             let ok = scheme.starts_with(|c: char| c.is_ascii_alphabetic())
-                && scheme.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+                && scheme
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
             if !ok {
                 return bad("malformed scheme");
             }
@@ -272,7 +315,9 @@ mod tests {
         for (name, value) in cases {
             let mut e = minimal();
             e.set(name, value.clone());
-            let err = e.validate().expect_err(&format!("{name}={value:?} must be rejected"));
+            let err = e
+                .validate()
+                .expect_err(&format!("{name}={value:?} must be rejected"));
             assert_eq!(err.attribute, name);
         }
         let mut e = minimal();

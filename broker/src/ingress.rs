@@ -16,8 +16,8 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde_json::json;
 
-use crate::event::{AttrValue, CloudEvent, InvalidEvent};
 use crate::binding::{decode_request, DecodeError};
+use crate::event::{AttrValue, CloudEvent, InvalidEvent};
 use crate::log::{BrokerKey, EventLog, LogError};
 use crate::record::Record;
 
@@ -41,7 +41,11 @@ pub struct IngressConfig {
 
 impl Default for IngressConfig {
     fn default() -> Self {
-        Self { max_event_bytes: DEFAULT_MAX_EVENT_BYTES, max_ttl: DEFAULT_MAX_TTL, body_timeout: DEFAULT_BODY_TIMEOUT }
+        Self {
+            max_event_bytes: DEFAULT_MAX_EVENT_BYTES,
+            max_ttl: DEFAULT_MAX_TTL,
+            body_timeout: DEFAULT_BODY_TIMEOUT,
+        }
     }
 }
 
@@ -123,7 +127,10 @@ impl BrokerRegistry {
     }
 
     pub fn contains(&self, key: &BrokerKey) -> bool {
-        self.brokers.read().map(|b| b.contains(key)).unwrap_or(false)
+        self.brokers
+            .read()
+            .map(|b| b.contains(key))
+            .unwrap_or(false)
     }
 }
 
@@ -135,8 +142,16 @@ pub struct Ingress {
 }
 
 impl Ingress {
-    pub fn new(log: Arc<dyn EventLog>, brokers: Arc<BrokerRegistry>, config: IngressConfig) -> Self {
-        Self { log, brokers, config }
+    pub fn new(
+        log: Arc<dyn EventLog>,
+        brokers: Arc<BrokerRegistry>,
+        config: IngressConfig,
+    ) -> Self {
+        Self {
+            log,
+            brokers,
+            config,
+        }
     }
 
     pub fn brokers(&self) -> &Arc<BrokerRegistry> {
@@ -158,10 +173,15 @@ impl Ingress {
         let batch = events.len() > 1;
         let mut records = Vec::with_capacity(events.len());
         for (index, mut event) in events.into_iter().enumerate() {
-            self.apply_ttl(&mut event)
-                .map_err(|source| DecodeError { index: batch.then_some(index), source })?;
+            self.apply_ttl(&mut event).map_err(|source| DecodeError {
+                index: batch.then_some(index),
+                source,
+            })?;
             event.set(ARRIVAL_TIME_EXTENSION, arrival.as_str());
-            records.push(Record { event, headers: headers.clone() });
+            records.push(Record {
+                event,
+                headers: headers.clone(),
+            });
         }
         self.log.append(broker, records).await.map_err(|e| match e {
             LogError::UnknownBroker(key) => IngressError::UnknownBroker(key),
@@ -209,7 +229,13 @@ impl Ingress {
         }
     }
 
-    async fn handle(&self, method: Method, uri: Uri, headers: HeaderMap, body: Body) -> Result<Response, IngressError> {
+    async fn handle(
+        &self,
+        method: Method,
+        uri: Uri,
+        headers: HeaderMap,
+        body: Body,
+    ) -> Result<Response, IngressError> {
         if method == Method::OPTIONS {
             let mut response = StatusCode::OK.into_response();
             let h = response.headers_mut();
@@ -228,17 +254,25 @@ impl Ingress {
         let body = self.read_body(&headers, body).await?;
         let events = decode_request(&headers, body)?;
         let count = events.len();
-        self.publish(&broker, events, pass_through_headers(&headers)).await?;
+        self.publish(&broker, events, pass_through_headers(&headers))
+            .await?;
         tracing::debug!(%broker, count, "accepted");
         Ok(StatusCode::ACCEPTED.into_response())
     }
 
     /// The axum router for the ingress listener; other routes (webhooks) can be merged in.
     pub fn router(self: Arc<Self>) -> Router {
-        Router::new().fallback(move |method: Method, uri: Uri, headers: HeaderMap, body: Body| {
-            let ingress = self.clone();
-            async move { ingress.handle(method, uri, headers, body).await.unwrap_or_else(IntoResponse::into_response) }
-        })
+        Router::new().fallback(
+            move |method: Method, uri: Uri, headers: HeaderMap, body: Body| {
+                let ingress = self.clone();
+                async move {
+                    ingress
+                        .handle(method, uri, headers, body)
+                        .await
+                        .unwrap_or_else(IntoResponse::into_response)
+                }
+            },
+        )
     }
 }
 
@@ -263,7 +297,9 @@ pub fn pass_through_headers(headers: &HeaderMap) -> Vec<(String, String)> {
                 || name.starts_with("knative-")
                 || name.starts_with("x-b3-")
         })
-        .filter_map(|(name, value)| Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned())))
+        .filter_map(|(name, value)| {
+            Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned()))
+        })
         .collect()
 }
 

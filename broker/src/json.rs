@@ -10,7 +10,12 @@ use crate::event::{AttrValue, CloudEvent, InvalidEvent};
 
 /// Whether a media type carries JSON (`application/json`, `text/json`, `*/*+json`).
 pub fn is_json_media_type(content_type: &str) -> bool {
-    let essence = content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
     essence == "application/json" || essence == "text/json" || essence.ends_with("+json")
 }
 
@@ -26,7 +31,13 @@ pub fn parse_event(bytes: &[u8]) -> Result<CloudEvent, InvalidEvent> {
 /// All or nothing: the error names the index of the first invalid event.
 pub fn parse_batch(bytes: &[u8]) -> Result<Vec<CloudEvent>, (Option<usize>, InvalidEvent)> {
     let items: Vec<BTreeMap<String, &RawValue>> = serde_json::from_slice(bytes).map_err(|e| {
-        (None, InvalidEvent::new("", format!("body is not a JSON array of event objects: {e}")))
+        (
+            None,
+            InvalidEvent::new(
+                "",
+                format!("body is not a JSON array of event objects: {e}"),
+            ),
+        )
     })?;
     items
         .into_iter()
@@ -57,9 +68,11 @@ fn event_from_members(members: BTreeMap<String, &RawValue>) -> Result<CloudEvent
                     serde_json::Value::Null => continue,
                     serde_json::Value::String(s) => AttrValue::String(s),
                     serde_json::Value::Bool(b) => AttrValue::Boolean(b),
-                    serde_json::Value::Number(n) => AttrValue::Integer(n.as_i64().ok_or_else(|| {
-                        InvalidEvent::new(name.clone(), format!("{n} is not an integer"))
-                    })?),
+                    serde_json::Value::Number(n) => {
+                        AttrValue::Integer(n.as_i64().ok_or_else(|| {
+                            InvalidEvent::new(name.clone(), format!("{n} is not an integer"))
+                        })?)
+                    }
                     _ => {
                         return Err(InvalidEvent::new(
                             name,
@@ -73,7 +86,10 @@ fn event_from_members(members: BTreeMap<String, &RawValue>) -> Result<CloudEvent
     }
     let data = match (data_raw, data_base64) {
         (Some(_), Some(_)) => {
-            return Err(InvalidEvent::new("data_base64", "data and data_base64 must not both be present"))
+            return Err(InvalidEvent::new(
+                "data_base64",
+                "data and data_base64 must not both be present",
+            ))
         }
         (None, Some(b64)) => Some(Bytes::from(
             base64::engine::general_purpose::STANDARD
@@ -87,7 +103,10 @@ fn event_from_members(members: BTreeMap<String, &RawValue>) -> Result<CloudEvent
                 if content_type.is_none() {
                     // The JSON format implies application/json for JSON data; binary mode
                     // needs it spelled out as the Content-Type.
-                    attributes.insert("datacontenttype".into(), AttrValue::String("application/json".into()));
+                    attributes.insert(
+                        "datacontenttype".into(),
+                        AttrValue::String("application/json".into()),
+                    );
                 }
                 Some(Bytes::copy_from_slice(raw.get().as_bytes()))
             } else {
@@ -123,14 +142,25 @@ pub fn to_json(event: &CloudEvent) -> Vec<u8> {
         member(&mut out, name, &encoded);
     }
     if let Some(data) = event.data() {
-        let json_type = event.data_content_type().as_deref().is_none_or(is_json_media_type);
+        let json_type = event
+            .data_content_type()
+            .as_deref()
+            .is_none_or(is_json_media_type);
         if json_type && serde_json::from_slice::<&RawValue>(data).is_ok() {
             member(&mut out, "data", data);
         } else if let (false, Ok(text)) = (json_type, std::str::from_utf8(data)) {
-            member(&mut out, "data", serde_json::to_string(text).unwrap_or_default().as_bytes());
+            member(
+                &mut out,
+                "data",
+                serde_json::to_string(text).unwrap_or_default().as_bytes(),
+            );
         } else {
             let b64 = base64::engine::general_purpose::STANDARD.encode(data);
-            member(&mut out, "data_base64", serde_json::to_string(&b64).unwrap_or_default().as_bytes());
+            member(
+                &mut out,
+                "data_base64",
+                serde_json::to_string(&b64).unwrap_or_default().as_bytes(),
+            );
         }
     }
     out.push(b'}');
@@ -145,7 +175,10 @@ mod tests {
     fn json_data_bytes_are_kept_exactly() {
         let body = br#"{"specversion":"1.0","id":"1","source":"/s","type":"t","data":{ "b" : 1.50,  "a":[1, 2] }}"#;
         let event = parse_event(body).unwrap();
-        assert_eq!(event.data().unwrap().as_ref(), br#"{ "b" : 1.50,  "a":[1, 2] }"#);
+        assert_eq!(
+            event.data().unwrap().as_ref(),
+            br#"{ "b" : 1.50,  "a":[1, 2] }"#
+        );
         assert_eq!(event.data_content_type().unwrap(), "application/json");
         let again = parse_event(&to_json(&event)).unwrap();
         assert_eq!(again, event);
@@ -170,7 +203,9 @@ mod tests {
         assert_eq!(event.attribute("count"), Some(&AttrValue::Integer(3)));
         assert_eq!(event.attribute("flag"), Some(&AttrValue::Boolean(true)));
         assert_eq!(event.attribute("gone"), None);
-        let err = parse_event(br#"{"specversion":"1.0","id":"1","source":"/s","type":"t","obj":{}}"#).unwrap_err();
+        let err =
+            parse_event(br#"{"specversion":"1.0","id":"1","source":"/s","type":"t","obj":{}}"#)
+                .unwrap_err();
         assert_eq!(err.attribute, "obj");
     }
 

@@ -1,7 +1,7 @@
 //! Herald's data plane entry: CloudEvents over HTTP in, a durable log per broker.
 
-pub mod event;
 pub mod binding;
+pub mod event;
 pub mod ingress;
 pub mod json;
 pub mod log;

@@ -41,7 +41,10 @@ pub enum RecordError {
 
 impl Record {
     pub fn new(event: CloudEvent) -> Self {
-        Self { event, headers: Vec::new() }
+        Self {
+            event,
+            headers: Vec::new(),
+        }
     }
 
     pub fn encode(&self) -> Vec<u8> {
@@ -66,10 +69,16 @@ impl Record {
             return Err(RecordError::Malformed);
         }
         let len = u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]) as usize;
-        let end = 5usize.checked_add(len).filter(|end| *end <= bytes.len()).ok_or(RecordError::Malformed)?;
+        let end = 5usize
+            .checked_add(len)
+            .filter(|end| *end <= bytes.len())
+            .ok_or(RecordError::Malformed)?;
         let meta: Meta = serde_json::from_slice(&bytes[5..end])?;
         let data = meta.has_data.then(|| bytes.slice(end..));
-        Ok(Self { event: CloudEvent::from_parts(meta.attributes, data), headers: meta.headers })
+        Ok(Self {
+            event: CloudEvent::from_parts(meta.attributes, data),
+            headers: meta.headers,
+        })
     }
 }
 
@@ -82,10 +91,20 @@ mod tests {
         let mut event = CloudEvent::new();
         event.set("id", "1");
         event.set("count", AttrValue::Integer(7));
-        for data in [None, Some(Bytes::new()), Some(Bytes::from_static(b"\x00\xffraw"))] {
+        for data in [
+            None,
+            Some(Bytes::new()),
+            Some(Bytes::from_static(b"\x00\xffraw")),
+        ] {
             event.set_data(data);
-            let record = Record { event: event.clone(), headers: vec![("traceparent".into(), "00-x".into())] };
-            assert_eq!(Record::decode(Bytes::from(record.encode())).unwrap(), record);
+            let record = Record {
+                event: event.clone(),
+                headers: vec![("traceparent".into(), "00-x".into())],
+            };
+            assert_eq!(
+                Record::decode(Bytes::from(record.encode())).unwrap(),
+                record
+            );
         }
     }
 

@@ -17,7 +17,10 @@ pub struct FieldError {
 
 impl FieldError {
     pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { path: path.into(), message: message.into() }
+        Self {
+            path: path.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -40,7 +43,9 @@ pub fn is_filter_attribute_name(name: &str) -> bool {
 pub fn validate_name(path: &str, name: &str) -> Result<(), FieldError> {
     let ok = !name.is_empty()
         && name.len() <= 253
-        && name.chars().all(|c| matches!(c, 'a'..='z' | '0'..='9' | '-' | '.'))
+        && name
+            .chars()
+            .all(|c| matches!(c, 'a'..='z' | '0'..='9' | '-' | '.'))
         && name.starts_with(|c: char| c.is_ascii_alphanumeric())
         && name.ends_with(|c: char| c.is_ascii_alphanumeric());
     if ok {
@@ -57,7 +62,9 @@ pub fn validate_destination(path: &str, dest: &Destination) -> Result<(), FieldE
     match (&dest.reference, &dest.uri) {
         (None, None) => Err(FieldError::new(path, "one of ref or uri is required")),
         (Some(reference), _) => {
-            if reference.kind != "Broker" || !reference.api_version.starts_with("eventing.knative.dev/") {
+            if reference.kind != "Broker"
+                || !reference.api_version.starts_with("eventing.knative.dev/")
+            {
                 return Err(FieldError::new(
                     format!("{path}.ref"),
                     format!(
@@ -85,7 +92,12 @@ fn validate_absolute_http_uri(path: &str, uri: &str) -> Result<(), FieldError> {
     let rest = uri
         .strip_prefix("http://")
         .or_else(|| uri.strip_prefix("https://"))
-        .ok_or_else(|| FieldError::new(path, format!("{uri:?} must be an absolute http:// or https:// URL")))?;
+        .ok_or_else(|| {
+            FieldError::new(
+                path,
+                format!("{uri:?} must be an absolute http:// or https:// URL"),
+            )
+        })?;
     let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
     if host.is_empty() || uri.contains(char::is_whitespace) {
         return Err(FieldError::new(path, format!("{uri:?} is not a valid URL")));
@@ -99,7 +111,10 @@ pub fn validate_delivery(path: &str, delivery: &DeliverySpec) -> Result<(), Fiel
     }
     if let Some(retry) = delivery.retry {
         if retry < 0 {
-            return Err(FieldError::new(format!("{path}.retry"), format!("must be >= 0, got {retry}")));
+            return Err(FieldError::new(
+                format!("{path}.retry"),
+                format!("must be >= 0, got {retry}"),
+            ));
         }
     }
     for (field, value) in [
@@ -108,9 +123,13 @@ pub fn validate_delivery(path: &str, delivery: &DeliverySpec) -> Result<(), Fiel
         ("retryAfterMax", &delivery.retry_after_max),
     ] {
         if let Some(text) = value {
-            let parsed = parse_iso8601(text).map_err(|e| FieldError::new(format!("{path}.{field}"), e))?;
+            let parsed =
+                parse_iso8601(text).map_err(|e| FieldError::new(format!("{path}.{field}"), e))?;
             if field == "timeout" && parsed.is_zero() {
-                return Err(FieldError::new(format!("{path}.timeout"), "must be greater than zero"));
+                return Err(FieldError::new(
+                    format!("{path}.timeout"),
+                    "must be greater than zero",
+                ));
             }
         }
     }
@@ -153,16 +172,30 @@ mod tests {
 
     #[test]
     fn delivery_paths_name_the_field() {
-        let delivery = DeliverySpec { backoff_delay: Some("5s".into()), ..Default::default() };
+        let delivery = DeliverySpec {
+            backoff_delay: Some("5s".into()),
+            ..Default::default()
+        };
         let err = validate_delivery("spec.delivery", &delivery).unwrap_err();
         assert_eq!(err.path, "spec.delivery.backoffDelay");
-        let delivery = DeliverySpec { retry: Some(-1), ..Default::default() };
-        assert_eq!(validate_delivery("spec.delivery", &delivery).unwrap_err().path, "spec.delivery.retry");
+        let delivery = DeliverySpec {
+            retry: Some(-1),
+            ..Default::default()
+        };
+        assert_eq!(
+            validate_delivery("spec.delivery", &delivery)
+                .unwrap_err()
+                .path,
+            "spec.delivery.retry"
+        );
     }
 
     #[test]
     fn destinations() {
-        let uri = |u: &str| Destination { uri: Some(u.into()), ..Default::default() };
+        let uri = |u: &str| Destination {
+            uri: Some(u.into()),
+            ..Default::default()
+        };
         assert!(validate_destination("d", &uri("http://localhost:8080/x")).is_ok());
         assert!(validate_destination("d", &uri("localhost:8080")).is_err());
         assert!(validate_destination("d", &Destination::default()).is_err());

@@ -30,7 +30,13 @@ pub fn load_paths(paths: &[PathBuf]) -> Result<Vec<Loaded>, ConfigError> {
             let entries = std::fs::read_dir(path).map_err(|e| io_error(path, e))?;
             let mut found: Vec<PathBuf> = entries
                 .filter_map(|entry| entry.ok().map(|e| e.path()))
-                .filter(|p| p.is_file() && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml" | "json")))
+                .filter(|p| {
+                    p.is_file()
+                        && matches!(
+                            p.extension().and_then(|e| e.to_str()),
+                            Some("yaml" | "yml" | "json")
+                        )
+                })
                 .collect();
             found.sort();
             files.extend(found);
@@ -47,7 +53,12 @@ pub fn load_paths(paths: &[PathBuf]) -> Result<Vec<Loaded>, ConfigError> {
 }
 
 fn io_error(path: &Path, error: std::io::Error) -> ConfigError {
-    ConfigError { origin: path.display().to_string(), resource: None, field: None, message: format!("cannot read: {error}") }
+    ConfigError {
+        origin: path.display().to_string(),
+        resource: None,
+        field: None,
+        message: format!("cannot read: {error}"),
+    }
 }
 
 /// Parses multi-document YAML (JSON is YAML) into resources.
@@ -64,7 +75,10 @@ pub fn parse_documents(origin: &str, text: &str) -> Result<Vec<Loaded>, ConfigEr
         if value.is_null() {
             continue;
         }
-        out.push(Loaded { origin: origin.to_owned(), resource: parse_resource(&origin_doc, value)? });
+        out.push(Loaded {
+            origin: origin.to_owned(),
+            resource: parse_resource(&origin_doc, value)?,
+        });
     }
     Ok(out)
 }
@@ -83,15 +97,26 @@ fn parse_resource(origin: &str, mut value: Value) -> Result<Resource, ConfigErro
         message,
     };
     let Value::Mapping(map) = &value else {
-        return Err(error(None, None, "a resource must be a mapping with apiVersion, kind, metadata and spec".into()));
+        return Err(error(
+            None,
+            None,
+            "a resource must be a mapping with apiVersion, kind, metadata and spec".into(),
+        ));
     };
     let text = |key: &str| map.get(key).and_then(Value::as_str).map(str::to_owned);
-    let api_version = text("apiVersion").ok_or_else(|| error(None, Some("apiVersion"), "required field is missing".into()))?;
-    let kind = text("kind").ok_or_else(|| error(None, Some("kind"), "required field is missing".into()))?;
+    let api_version = text("apiVersion")
+        .ok_or_else(|| error(None, Some("apiVersion"), "required field is missing".into()))?;
+    let kind = text("kind")
+        .ok_or_else(|| error(None, Some("kind"), "required field is missing".into()))?;
     let metadata = map.get("metadata");
-    let name = metadata.and_then(|m| m.get("name")).and_then(Value::as_str).unwrap_or("<unnamed>");
-    let namespace =
-        metadata.and_then(|m| m.get("namespace")).and_then(Value::as_str).unwrap_or(herald_crds::DEFAULT_NAMESPACE);
+    let name = metadata
+        .and_then(|m| m.get("name"))
+        .and_then(Value::as_str)
+        .unwrap_or("<unnamed>");
+    let namespace = metadata
+        .and_then(|m| m.get("namespace"))
+        .and_then(Value::as_str)
+        .unwrap_or(herald_crds::DEFAULT_NAMESPACE);
     let ident = Some(format!("{kind} {namespace}/{name}"));
     for key in map.keys() {
         let key = key.as_str().unwrap_or_default();
@@ -103,7 +128,11 @@ fn parse_resource(origin: &str, mut value: Value) -> Result<Resource, ConfigErro
         for key in meta.keys() {
             let key = key.as_str().unwrap_or_default();
             if !METADATA_FIELDS.contains(&key) {
-                return Err(error(ident, Some(&format!("metadata.{key}")), format!("unknown field `{key}`")));
+                return Err(error(
+                    ident,
+                    Some(&format!("metadata.{key}")),
+                    format!("unknown field `{key}`"),
+                ));
             }
         }
     }
@@ -149,13 +178,24 @@ mod tests {
         assert_eq!(err.resource.as_deref(), Some("Trigger default/t"));
         assert_eq!(err.field.as_deref(), Some("spec.delivery.retyr"));
         assert!(err.message.contains("retyr"), "{err}");
-        let text = "apiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadata: {name: b, nmespace: x}\n";
-        assert_eq!(parse_documents("f.yaml", text).unwrap_err().field.as_deref(), Some("metadata.nmespace"));
+        let text =
+            "apiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadata: {name: b, nmespace: x}\n";
+        assert_eq!(
+            parse_documents("f.yaml", text)
+                .unwrap_err()
+                .field
+                .as_deref(),
+            Some("metadata.nmespace")
+        );
     }
 
     #[test]
     fn unknown_kinds_are_rejected() {
-        let err = parse_documents("f.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n").unwrap_err();
+        let err = parse_documents(
+            "f.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n",
+        )
+        .unwrap_err();
         assert!(err.message.contains("unsupported resource"), "{err}");
     }
 }

@@ -19,7 +19,9 @@ pub struct Desired {
 }
 
 fn namespace_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> String {
-    meta.namespace.clone().unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned())
+    meta.namespace
+        .clone()
+        .unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned())
 }
 
 /// Checks every resource and the references between them.
@@ -44,14 +46,19 @@ pub fn build_desired(loaded: Vec<Loaded>) -> Result<Desired, ConfigError> {
         validate_name("metadata.name", &name).map_err(fail)?;
         validate_name("metadata.namespace", &namespace).map_err(fail)?;
         if let Some(first) = origins.insert(ident.clone(), origin.clone()) {
-            return Err(fail(FieldError::new("metadata.name", format!("{ident} is defined twice (first in {first})"))));
+            return Err(fail(FieldError::new(
+                "metadata.name",
+                format!("{ident} is defined twice (first in {first})"),
+            )));
         }
         match resource {
             Resource::Broker(broker) => {
                 if let Some(delivery) = &broker.spec.delivery {
                     validate_delivery("spec.delivery", delivery).map_err(fail)?;
                 }
-                desired.brokers.insert(BrokerKey::new(namespace, name), broker);
+                desired
+                    .brokers
+                    .insert(BrokerKey::new(namespace, name), broker);
             }
             Resource::Trigger(trigger) => {
                 validate_trigger_spec(&trigger.spec).map_err(fail)?;
@@ -74,16 +81,29 @@ pub fn build_desired(loaded: Vec<Loaded>) -> Result<Desired, ConfigError> {
         };
         let broker = BrokerKey::new(namespace.clone(), trigger.spec.broker.clone());
         if !desired.brokers.contains_key(&broker) {
-            return Err(fail("spec.broker", format!("broker {broker} does not exist")));
+            return Err(fail(
+                "spec.broker",
+                format!("broker {broker} does not exist"),
+            ));
         }
         let destinations = [
             ("spec.subscriber", Some(&trigger.spec.subscriber)),
-            ("spec.delivery.deadLetterSink", trigger.spec.delivery.as_ref().and_then(|d| d.dead_letter_sink.as_ref())),
+            (
+                "spec.delivery.deadLetterSink",
+                trigger
+                    .spec
+                    .delivery
+                    .as_ref()
+                    .and_then(|d| d.dead_letter_sink.as_ref()),
+            ),
         ];
         for (path, destination) in destinations {
             if let Some(target) = destination.and_then(|d| referenced_broker(d, &namespace)) {
                 if !desired.brokers.contains_key(&target) {
-                    return Err(fail(&format!("{path}.ref"), format!("broker {target} does not exist")));
+                    return Err(fail(
+                        &format!("{path}.ref"),
+                        format!("broker {target} does not exist"),
+                    ));
                 }
             }
         }
@@ -95,7 +115,10 @@ pub fn build_desired(loaded: Vec<Loaded>) -> Result<Desired, ConfigError> {
 /// The broker a destination's `ref` names, if any.
 pub fn referenced_broker(destination: &Destination, default_namespace: &str) -> Option<BrokerKey> {
     let reference = destination.reference.as_ref()?;
-    let namespace = reference.namespace.clone().unwrap_or_else(|| default_namespace.to_owned());
+    let namespace = reference
+        .namespace
+        .clone()
+        .unwrap_or_else(|| default_namespace.to_owned());
     Some(BrokerKey::new(namespace, reference.name.clone()))
 }
 
@@ -104,7 +127,8 @@ mod tests {
     use super::*;
     use crate::config::parse_documents;
 
-    const BROKER: &str = "apiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadata: {name: b}\n---\n";
+    const BROKER: &str =
+        "apiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadata: {name: b}\n---\n";
 
     fn desired(text: &str) -> Result<Desired, ConfigError> {
         build_desired(parse_documents("f.yaml", text)?)
@@ -116,7 +140,10 @@ mod tests {
 
     #[test]
     fn valid_config() {
-        let d = desired(&trigger("{broker: b, subscriber: {uri: 'http://localhost:1/x'}}")).unwrap();
+        let d = desired(&trigger(
+            "{broker: b, subscriber: {uri: 'http://localhost:1/x'}}",
+        ))
+        .unwrap();
         assert_eq!(d.brokers.len(), 1);
         assert_eq!(d.triggers.len(), 1);
     }

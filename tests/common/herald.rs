@@ -33,7 +33,10 @@ pub struct HeraldDirs {
 
 impl HeraldDirs {
     pub fn new(config_yaml: &str) -> Self {
-        let dirs = Self { data: tempfile::tempdir().unwrap(), config: tempfile::tempdir().unwrap() };
+        let dirs = Self {
+            data: tempfile::tempdir().unwrap(),
+            config: tempfile::tempdir().unwrap(),
+        };
         std::fs::write(dirs.config.path().join("config.yaml"), config_yaml).unwrap();
         dirs
     }
@@ -66,7 +69,14 @@ impl Herald {
             .arg(dirs.config.path())
             .arg("--data-dir")
             .arg(dirs.data.path())
-            .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--shutdown-grace", "5s"])
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "127.0.0.1:0",
+                "--shutdown-grace",
+                "5s",
+            ])
             .args(backend.args())
             .args(extra)
             .env("RUST_LOG", "info,herald_triggers=info")
@@ -81,7 +91,12 @@ impl Herald {
                 sink.lock().unwrap().push(line);
             }
         });
-        let mut herald = Herald { child, ingress: String::new(), admin: String::new(), logs };
+        let mut herald = Herald {
+            child,
+            ingress: String::new(),
+            admin: String::new(),
+            logs,
+        };
         let deadline = std::time::Instant::now() + DEADLINE;
         loop {
             let found = |marker: &str| {
@@ -90,15 +105,25 @@ impl Herald {
                     Some(format!("http://{}", rest.split_whitespace().next()?))
                 })
             };
-            if let (Some(ingress), Some(admin)) = (found("ingress listening addr="), found("admin listening addr=")) {
+            if let (Some(ingress), Some(admin)) = (
+                found("ingress listening addr="),
+                found("admin listening addr="),
+            ) {
                 herald.ingress = ingress;
                 herald.admin = admin;
                 return herald;
             }
             if let Some(status) = herald.child.try_wait().unwrap() {
-                panic!("herald exited with {status} before listening:\n{}", herald.logs());
+                panic!(
+                    "herald exited with {status} before listening:\n{}",
+                    herald.logs()
+                );
             }
-            assert!(std::time::Instant::now() < deadline, "herald did not start:\n{}", herald.logs());
+            assert!(
+                std::time::Instant::now() < deadline,
+                "herald did not start:\n{}",
+                herald.logs()
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -131,7 +156,11 @@ impl Herald {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status;
             }
-            assert!(std::time::Instant::now() < deadline, "herald did not stop:\n{}", self.logs());
+            assert!(
+                std::time::Instant::now() < deadline,
+                "herald did not stop:\n{}",
+                self.logs()
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -147,12 +176,21 @@ impl Drop for Herald {
 /// Runs `herald serve` with a config that must be rejected; returns (exit status, stderr).
 pub fn run_invalid(config: &Path, data_dir: &Path) -> (ExitStatus, String) {
     let output = Command::new(herald_binary())
-        .args(["serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
         .arg("--config")
         .arg(config)
         .arg("--data-dir")
         .arg(data_dir)
         .output()
         .expect("run herald");
-    (output.status, String::from_utf8_lossy(&output.stderr).into_owned())
+    (
+        output.status,
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
 }

@@ -23,7 +23,12 @@ pub struct Reply {
 
 impl Reply {
     pub fn status(status: u16) -> Self {
-        Self { status, headers: Vec::new(), body: Vec::new(), delay: Duration::ZERO }
+        Self {
+            status,
+            headers: Vec::new(),
+            body: Vec::new(),
+            delay: Duration::ZERO,
+        }
     }
     pub fn header(mut self, name: &str, value: &str) -> Self {
         self.headers.push((name.into(), value.into()));
@@ -92,7 +97,11 @@ impl Subscriber {
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        Subscriber { port, state, server }
+        Subscriber {
+            port,
+            state,
+            server,
+        }
     }
 
     pub fn url(&self) -> String {
@@ -122,7 +131,10 @@ impl Subscriber {
                 return got;
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                panic!("timed out waiting for {n} requests; got {}", self.received().len());
+                panic!(
+                    "timed out waiting for {n} requests; got {}",
+                    self.received().len()
+                );
             }
         }
     }
@@ -137,7 +149,10 @@ impl Subscriber {
                 return got;
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                panic!("timed out waiting for event {id}; got {} requests", got.len());
+                panic!(
+                    "timed out waiting for event {id}; got {} requests",
+                    got.len()
+                );
             }
         }
     }
@@ -148,7 +163,11 @@ impl Subscriber {
 }
 
 async fn answer(state: Arc<State>, headers: HeaderMap, body: Bytes) -> Response {
-    state.received.lock().unwrap().push(Received { at: Instant::now(), headers, body });
+    state.received.lock().unwrap().push(Received {
+        at: Instant::now(),
+        headers,
+        body,
+    });
     state.arrived.notify_waiters();
     let reply = state
         .script

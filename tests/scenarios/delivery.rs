@@ -8,16 +8,30 @@ use super::*;
 use crate::common::{Backend, Herald, HeraldDirs, Reply};
 
 fn gaps(subscriber: &Subscriber) -> Vec<Duration> {
-    subscriber.received().windows(2).map(|w| w[1].at - w[0].at).collect()
+    subscriber
+        .received()
+        .windows(2)
+        .map(|w| w[1].at - w[0].at)
+        .collect()
 }
 
 /// Each gap is at least the expected wait and not absurdly more.
 fn assert_spacing(actual: &[Duration], expected_ms: &[u64]) {
-    assert_eq!(actual.len(), expected_ms.len(), "attempt count: gaps {actual:?}");
+    assert_eq!(
+        actual.len(),
+        expected_ms.len(),
+        "attempt count: gaps {actual:?}"
+    );
     for (gap, want) in actual.iter().zip(expected_ms) {
         let want = Duration::from_millis(*want);
-        assert!(*gap + Duration::from_millis(15) >= want, "gap {gap:?} shorter than backoff {want:?} (all: {actual:?})");
-        assert!(*gap < want + Duration::from_millis(1500), "gap {gap:?} far above backoff {want:?} (all: {actual:?})");
+        assert!(
+            *gap + Duration::from_millis(15) >= want,
+            "gap {gap:?} shorter than backoff {want:?} (all: {actual:?})"
+        );
+        assert!(
+            *gap < want + Duration::from_millis(1500),
+            "gap {gap:?} far above backoff {want:?} (all: {actual:?})"
+        );
     }
 }
 
@@ -25,13 +39,26 @@ async fn backoff_case(backend: &dyn Backend, policy: &str, expected_ms: &[u64]) 
     let sub = Subscriber::start().await;
     sub.script([Reply::status(503), Reply::status(500), Reply::status(404)]);
     let delivery = format!("delivery: {{retry: 3, backoffPolicy: {policy}, backoffDelay: PT0.2S}}");
-    let dirs = HeraldDirs::new(&(broker_yaml("b", None) + &trigger_yaml("t", "b", &sub.url(), &delivery)));
+    let dirs =
+        HeraldDirs::new(&(broker_yaml("b", None) + &trigger_yaml("t", "b", &sub.url(), &delivery)));
     let herald = Herald::start(backend, &dirs, &[]).await;
-    assert_eq!(send_binary(&herald.broker_url(NS, "b"), "e1", "t", &[]).await, 202);
+    assert_eq!(
+        send_binary(&herald.broker_url(NS, "b"), "e1", "t", &[]).await,
+        202
+    );
     sub.wait_for(4).await;
     assert_spacing(&gaps(&sub), expected_ms);
-    let failed_lines = herald.logs().lines().filter(|l| l.contains("delivery attempt failed") && l.contains("e1")).count();
-    assert_eq!(failed_lines, 3, "one log line per failed attempt:\n{}", herald.logs());
+    let failed_lines = herald
+        .logs()
+        .lines()
+        .filter(|l| l.contains("delivery attempt failed") && l.contains("e1"))
+        .count();
+    assert_eq!(
+        failed_lines,
+        3,
+        "one log line per failed attempt:\n{}",
+        herald.logs()
+    );
 }
 
 pub async fn linear_backoff(backend: &dyn Backend) {
@@ -44,7 +71,10 @@ pub async fn exponential_backoff(backend: &dyn Backend) {
 
 pub async fn retry_after_is_honoured(backend: &dyn Backend) {
     let sub = Subscriber::start().await;
-    sub.script([Reply::status(429).header("retry-after", "1"), Reply::status(503).header("retry-after", "1")]);
+    sub.script([
+        Reply::status(429).header("retry-after", "1"),
+        Reply::status(503).header("retry-after", "1"),
+    ]);
     let capped = Subscriber::start().await;
     capped.script([Reply::status(503).header("retry-after", "30")]);
     let config = broker_yaml("b", None)
@@ -52,8 +82,14 @@ pub async fn retry_after_is_honoured(backend: &dyn Backend) {
         + &trigger_yaml("capped", "b", &capped.url(), "filter: {attributes: {type: capped}}, delivery: {retry: 1, backoffPolicy: linear, backoffDelay: PT0.05S, retryAfterMax: PT0.3S}");
     let dirs = HeraldDirs::new(&config);
     let herald = Herald::start(backend, &dirs, &[]).await;
-    assert_eq!(send_binary(&herald.broker_url(NS, "b"), "e1", "plain", &[]).await, 202);
-    assert_eq!(send_binary(&herald.broker_url(NS, "b"), "e2", "capped", &[]).await, 202);
+    assert_eq!(
+        send_binary(&herald.broker_url(NS, "b"), "e1", "plain", &[]).await,
+        202
+    );
+    assert_eq!(
+        send_binary(&herald.broker_url(NS, "b"), "e2", "capped", &[]).await,
+        202
+    );
     sub.wait_for(3).await;
     assert_spacing(&gaps(&sub), &[1000, 1000]);
     capped.wait_for(2).await;
@@ -64,19 +100,40 @@ pub async fn timeout_then_dead_letter(backend: &dyn Backend) {
     let sub = Subscriber::start().await;
     sub.set_default(Reply::status(200).delay(Duration::from_secs(3)));
     let dls = Subscriber::start().await;
-    let delivery = format!("delivery: {{retry: 1, timeout: PT0.3S, deadLetterSink: {{uri: '{}'}}}}", dls.url());
-    let dirs = HeraldDirs::new(&(broker_yaml("b", None) + &trigger_yaml("t", "b", &sub.url(), &delivery)));
+    let delivery = format!(
+        "delivery: {{retry: 1, timeout: PT0.3S, deadLetterSink: {{uri: '{}'}}}}",
+        dls.url()
+    );
+    let dirs =
+        HeraldDirs::new(&(broker_yaml("b", None) + &trigger_yaml("t", "b", &sub.url(), &delivery)));
     let herald = Herald::start(backend, &dirs, &[]).await;
-    assert_eq!(send_binary(&herald.broker_url(NS, "b"), "slow", "t", &[]).await, 202);
+    assert_eq!(
+        send_binary(&herald.broker_url(NS, "b"), "slow", "t", &[]).await,
+        202
+    );
     let got = dls.wait_for(1).await;
     assert_eq!(sub.received().len(), 2, "one attempt and one retry");
     let dead = &got[0];
     assert_eq!(dead.ce("id"), Some("slow"));
-    assert_eq!(dead.ce("knativeerrorcode"), Some("500"), "timeouts count as 500");
+    assert_eq!(
+        dead.ce("knativeerrorcode"),
+        Some("500"),
+        "timeouts count as 500"
+    );
     assert_eq!(dead.ce("knativeerrordest"), Some(sub.url().as_str()));
-    let data = base64::engine::general_purpose::STANDARD.decode(dead.ce("knativeerrordata").unwrap()).unwrap();
-    assert!(String::from_utf8_lossy(&data).contains("timed out"), "{}", String::from_utf8_lossy(&data));
-    assert_eq!(dead.header("prefer"), None, "dead-letter sinks are not asked for replies");
+    let data = base64::engine::general_purpose::STANDARD
+        .decode(dead.ce("knativeerrordata").unwrap())
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&data).contains("timed out"),
+        "{}",
+        String::from_utf8_lossy(&data)
+    );
+    assert_eq!(
+        dead.header("prefer"),
+        None,
+        "dead-letter sinks are not asked for replies"
+    );
 }
 
 pub async fn dead_letter_extensions(backend: &dyn Backend) {
@@ -84,18 +141,41 @@ pub async fn dead_letter_extensions(backend: &dyn Backend) {
     let long_body = "x".repeat(3000);
     sub.set_default(Reply::status(422).body(format!("bad thing {long_body}")));
     let dls = Subscriber::start().await;
-    let delivery = format!("delivery: {{retry: 5, deadLetterSink: {{uri: '{}'}}}}", dls.url());
-    let dirs = HeraldDirs::new(&(broker_yaml("b", None) + &trigger_yaml("t", "b", &sub.url(), &delivery)));
+    let delivery = format!(
+        "delivery: {{retry: 5, deadLetterSink: {{uri: '{}'}}}}",
+        dls.url()
+    );
+    let dirs =
+        HeraldDirs::new(&(broker_yaml("b", None) + &trigger_yaml("t", "b", &sub.url(), &delivery)));
     let herald = Herald::start(backend, &dirs, &[]).await;
-    assert_eq!(send_binary(&herald.broker_url(NS, "b"), "d1", "t", &[("ce-myext", "kept")]).await, 202);
+    assert_eq!(
+        send_binary(
+            &herald.broker_url(NS, "b"),
+            "d1",
+            "t",
+            &[("ce-myext", "kept")]
+        )
+        .await,
+        202
+    );
     let dead = dls.wait_for(1).await.remove(0);
     assert_eq!(sub.received().len(), 1, "422 is not retried");
     assert_eq!(dead.ce("knativeerrorcode"), Some("422"));
     assert_eq!(dead.ce("knativeerrordest"), Some(sub.url().as_str()));
     assert_eq!(dead.ce("myext"), Some("kept"));
-    assert_eq!(dead.body.as_ref(), b"data of d1", "the original data goes to the dead-letter sink");
-    let data = base64::engine::general_purpose::STANDARD.decode(dead.ce("knativeerrordata").unwrap()).unwrap();
-    assert_eq!(data.len(), 1024, "knativeerrordata holds the first 1024 bytes");
+    assert_eq!(
+        dead.body.as_ref(),
+        b"data of d1",
+        "the original data goes to the dead-letter sink"
+    );
+    let data = base64::engine::general_purpose::STANDARD
+        .decode(dead.ce("knativeerrordata").unwrap())
+        .unwrap();
+    assert_eq!(
+        data.len(),
+        1024,
+        "knativeerrordata holds the first 1024 bytes"
+    );
     assert!(data.starts_with(b"bad thing "));
 }
 
@@ -104,13 +184,28 @@ pub async fn parked_when_dead_letter_sink_is_down(backend: &dyn Backend) {
     sub.set_default(Reply::status(500).body("subscriber broke"));
     let dead_port = crate::common::free_port();
     let config = broker_yaml("b", None)
-        + &trigger_yaml("withdls", "b", &sub.url(), &format!("delivery: {{retry: 1, deadLetterSink: {{uri: 'http://127.0.0.1:{dead_port}/'}}}}"))
+        + &trigger_yaml(
+            "withdls",
+            "b",
+            &sub.url(),
+            &format!(
+                "delivery: {{retry: 1, deadLetterSink: {{uri: 'http://127.0.0.1:{dead_port}/'}}}}"
+            ),
+        )
         + &trigger_yaml("nodls", "b", &sub.url(), "delivery: {retry: 0}");
     let dirs = HeraldDirs::new(&config);
     let herald = Herald::start(backend, &dirs, &[]).await;
-    assert_eq!(send_binary(&herald.broker_url(NS, "b"), "p1", "t", &[]).await, 202);
+    assert_eq!(
+        send_binary(&herald.broker_url(NS, "b"), "p1", "t", &[]).await,
+        202
+    );
     crate::common::wait_until("both triggers to park p1", || {
-        herald.logs().lines().filter(|l| l.contains("event parked") && l.contains("p1")).count() == 2
+        herald
+            .logs()
+            .lines()
+            .filter(|l| l.contains("event parked") && l.contains("p1"))
+            .count()
+            == 2
     })
     .await;
     assert_eq!(herald.terminate().await.code(), Some(0));
@@ -126,7 +221,11 @@ pub async fn parked_when_dead_letter_sink_is_down(backend: &dyn Backend) {
     assert_eq!(with_dls[0].failure.attempts, 2);
     assert_eq!(with_dls[0].failure.last_status, Some(500));
     assert!(with_dls[0].failure.last_error.contains("subscriber broke"));
-    assert!(with_dls[0].failure.reason.contains("dead-letter sink"), "{:?}", with_dls[0].failure);
+    assert!(
+        with_dls[0].failure.reason.contains("dead-letter sink"),
+        "{:?}",
+        with_dls[0].failure
+    );
     let without = log.parked(&broker, "trigger-nodls").await.unwrap();
     assert_eq!(without.len(), 1);
     assert!(without[0].failure.reason.contains("no dead-letter sink"));
@@ -159,8 +258,18 @@ pub async fn replies_are_published_to_the_broker(backend: &dyn Backend) {
     ]);
     let replies = Subscriber::start().await;
     let config = broker_yaml("b", None)
-        + &trigger_yaml("responder", "b", &responder.url(), "filter: {attributes: {type: request}}, delivery: {retry: 0}")
-        + &trigger_yaml("replies", "b", &replies.url(), "filter: {attributes: {type: response}}");
+        + &trigger_yaml(
+            "responder",
+            "b",
+            &responder.url(),
+            "filter: {attributes: {type: request}}, delivery: {retry: 0}",
+        )
+        + &trigger_yaml(
+            "replies",
+            "b",
+            &replies.url(),
+            "filter: {attributes: {type: response}}",
+        );
     let dirs = HeraldDirs::new(&config);
     let herald = Herald::start(backend, &dirs, &["--max-in-flight", "1"]).await;
     let url = herald.broker_url(NS, "b");
@@ -176,7 +285,10 @@ pub async fn replies_are_published_to_the_broker(backend: &dyn Backend) {
     assert_eq!(got_ids, ["end", "reply-1", "reply-2"]);
     let first = got.iter().find(|r| r.ce("id") == Some("reply-1")).unwrap();
     assert_eq!(first.body.as_ref(), br#"{"answer":42}"#);
-    assert!(first.ce("knativearrivaltime").is_some(), "replies go through ingress");
+    assert!(
+        first.ce("knativearrivaltime").is_some(),
+        "replies go through ingress"
+    );
     let second = got.iter().find(|r| r.ce("id") == Some("reply-2")).unwrap();
     assert_eq!(second.body.as_ref(), br#"{"n":2}"#);
 }
@@ -192,12 +304,30 @@ pub async fn ttl_stops_reply_loops(backend: &dyn Backend) {
             .header("ce-type", "loop"),
     );
     let delivery = format!("filter: {{attributes: {{type: loop}}}}, delivery: {{retry: 2, deadLetterSink: {{uri: '{}'}}}}", dls.url());
-    let dirs = HeraldDirs::new(&(broker_yaml("b", None) + &trigger_yaml("t", "b", &looper.url(), &delivery)));
+    let dirs = HeraldDirs::new(
+        &(broker_yaml("b", None) + &trigger_yaml("t", "b", &looper.url(), &delivery)),
+    );
     let herald = Herald::start(backend, &dirs, &[]).await;
     // TTL 4 arrives as 3; the replies carry 3, 2, 1; the third reply would reach 0 and is refused.
-    assert_eq!(send_binary(&herald.broker_url(NS, "b"), "start", "loop", &[("ce-knativebrokerttl", "4")]).await, 202);
+    assert_eq!(
+        send_binary(
+            &herald.broker_url(NS, "b"),
+            "start",
+            "loop",
+            &[("ce-knativebrokerttl", "4")]
+        )
+        .await,
+        202
+    );
     let dead = dls.wait_for(1).await.remove(0);
-    assert_eq!(looper.received().len(), 3, "three hops, then the loop is cut");
+    assert_eq!(
+        looper.received().len(),
+        3,
+        "three hops, then the loop is cut"
+    );
     assert_eq!(dead.ce("id"), Some("again"));
-    assert!(looper.received().iter().all(|r| r.ce("knativebrokerttl").is_none()));
+    assert!(looper
+        .received()
+        .iter()
+        .all(|r| r.ce("knativebrokerttl").is_none()));
 }

@@ -10,7 +10,9 @@ pub async fn accepted_events_survive_sigkill(backend: &dyn Backend) {
     let subscriber_url = format!("http://127.0.0.1:{port}/");
     // The subscriber is down at first: retries keep the events in flight, never dropped.
     let delivery = "delivery: {retry: 60, backoffPolicy: linear, backoffDelay: PT0.02S}";
-    let dirs = HeraldDirs::new(&(broker_yaml("b", None) + &trigger_yaml("t", "b", &subscriber_url, delivery)));
+    let dirs = HeraldDirs::new(
+        &(broker_yaml("b", None) + &trigger_yaml("t", "b", &subscriber_url, delivery)),
+    );
     let herald = Herald::start(backend, &dirs, &[]).await;
     let url = herald.broker_url(NS, "b");
     let mut accepted = BTreeSet::new();
@@ -39,19 +41,34 @@ pub async fn accepted_events_survive_sigkill(backend: &dyn Backend) {
     assert_eq!(herald.terminate().await.code(), Some(0), "SIGTERM exits 0");
     let before = subscriber.received().len();
     let herald = Herald::start(backend, &dirs, &[]).await;
-    assert_eq!(send_binary(&herald.broker_url(NS, "b"), "after-restart", "t", &[]).await, 202);
+    assert_eq!(
+        send_binary(&herald.broker_url(NS, "b"), "after-restart", "t", &[]).await,
+        202
+    );
     subscriber.wait_for_id("after-restart").await;
     let after: Vec<String> = ids(&subscriber).split_off(before);
-    assert_eq!(after, ["after-restart"], "finished events were redelivered after a clean restart");
+    assert_eq!(
+        after,
+        ["after-restart"],
+        "finished events were redelivered after a clean restart"
+    );
 }
 
 pub async fn readiness_and_health(backend: &dyn Backend) {
     let dirs = HeraldDirs::new(&broker_yaml("b", None));
     let herald = Herald::start(backend, &dirs, &[]).await;
     let c = client();
-    let health = c.get(format!("{}/healthz", herald.admin)).send().await.unwrap();
+    let health = c
+        .get(format!("{}/healthz", herald.admin))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(health.status(), 200);
-    let ready = c.get(format!("{}/readyz", herald.admin)).send().await.unwrap();
+    let ready = c
+        .get(format!("{}/readyz", herald.admin))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(ready.status(), 200);
     assert_eq!(herald.terminate().await.code(), Some(0));
 }

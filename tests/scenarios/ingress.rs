@@ -13,9 +13,17 @@ pub async fn status_codes(backend: &dyn Backend) {
     let c = client();
 
     assert_eq!(send_binary(&url, "ok-1", "t", &[]).await, 202);
-    assert_eq!(send_binary(&format!("{url}/"), "ok-2", "t", &[]).await, 202, "trailing slash is tolerated");
+    assert_eq!(
+        send_binary(&format!("{url}/"), "ok-2", "t", &[]).await,
+        202,
+        "trailing slash is tolerated"
+    );
 
-    let missing_id = c.post(&url).header("ce-specversion", "1.0").header("ce-source", "/s").header("ce-type", "t");
+    let missing_id = c
+        .post(&url)
+        .header("ce-specversion", "1.0")
+        .header("ce-source", "/s")
+        .header("ce-type", "t");
     let response = missing_id.send().await.unwrap();
     assert_eq!(response.status(), 400);
     let body: serde_json::Value = json_body(response).await;
@@ -31,7 +39,10 @@ pub async fn status_codes(backend: &dyn Backend) {
     let body: serde_json::Value = json_body(bad_time.send().await.unwrap()).await;
     assert_eq!(body["attribute"], "time", "{body}");
 
-    let bad_json = c.post(&url).header("content-type", "application/cloudevents+json").body("{not json");
+    let bad_json = c
+        .post(&url)
+        .header("content-type", "application/cloudevents+json")
+        .body("{not json");
     assert_eq!(bad_json.send().await.unwrap().status(), 400);
 
     let batch = r#"[{"specversion":"1.0","id":"b1","source":"/s","type":"t"},{"specversion":"1.0","id":"b2","type":"t"}]"#;
@@ -44,17 +55,40 @@ pub async fn status_codes(backend: &dyn Backend) {
         .unwrap();
     assert_eq!(response.status(), 400);
     let body: serde_json::Value = json_body(response).await;
-    assert_eq!((body["index"].as_u64(), body["attribute"].as_str()), (Some(1), Some("source")), "{body}");
+    assert_eq!(
+        (body["index"].as_u64(), body["attribute"].as_str()),
+        (Some(1), Some("source")),
+        "{body}"
+    );
 
-    assert_eq!(send_binary(&herald.broker_url(NS, "nope"), "x", "t", &[]).await, 404);
-    assert_eq!(send_binary(&format!("{}/only-one-segment", herald.ingress), "x", "t", &[]).await, 404);
-    assert_eq!(send_binary(&format!("{url}/extra"), "x", "t", &[]).await, 404);
+    assert_eq!(
+        send_binary(&herald.broker_url(NS, "nope"), "x", "t", &[]).await,
+        404
+    );
+    assert_eq!(
+        send_binary(
+            &format!("{}/only-one-segment", herald.ingress),
+            "x",
+            "t",
+            &[]
+        )
+        .await,
+        404
+    );
+    assert_eq!(
+        send_binary(&format!("{url}/extra"), "x", "t", &[]).await,
+        404
+    );
 
     let get = c.get(&url).send().await.unwrap();
     assert_eq!(get.status(), 405);
     assert_eq!(get.headers()["allow"], "POST, OPTIONS");
 
-    let options = c.request(reqwest::Method::OPTIONS, &url).send().await.unwrap();
+    let options = c
+        .request(reqwest::Method::OPTIONS, &url)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(options.status(), 200);
     assert_eq!(options.headers()["allow"], "POST, OPTIONS");
     assert_eq!(options.headers()["webhook-allowed-origin"], "*");
@@ -79,7 +113,11 @@ pub async fn status_codes(backend: &dyn Backend) {
         .body(reqwest::Body::wrap_stream(chunks));
     assert_eq!(streamed.send().await.unwrap().status(), 413);
 
-    assert_eq!(send_binary(&url, "ttl-1", "t", &[("ce-knativebrokerttl", "1")]).await, 400, "TTL 1 is exhausted");
+    assert_eq!(
+        send_binary(&url, "ttl-1", "t", &[("ce-knativebrokerttl", "1")]).await,
+        400,
+        "TTL 1 is exhausted"
+    );
 
     // Only the accepted events were delivered; rejected ones changed nothing.
     assert_eq!(send_binary(&url, "last", "t", &[]).await, 202);
@@ -89,7 +127,9 @@ pub async fn status_codes(backend: &dyn Backend) {
     assert_eq!(got, ["last", "ok-1", "ok-2"]);
 }
 
-fn futures_stream(chunks: Vec<Vec<u8>>) -> impl futures_core::Stream<Item = Result<Vec<u8>, std::io::Error>> {
+fn futures_stream(
+    chunks: Vec<Vec<u8>>,
+) -> impl futures_core::Stream<Item = Result<Vec<u8>, std::io::Error>> {
     tokio_stream::iter(chunks.into_iter().map(Ok))
 }
 
@@ -98,7 +138,12 @@ pub async fn content_modes_preserve_everything(backend: &dyn Backend) {
     let structured = Subscriber::start().await;
     let config = broker_yaml("b", None)
         + &trigger_yaml("binary", "b", &sub.url(), "")
-        + &trigger_yaml("structured", "b", &structured.url(), "delivery: {format: json}");
+        + &trigger_yaml(
+            "structured",
+            "b",
+            &structured.url(),
+            "delivery: {format: json}",
+        );
     let dirs = HeraldDirs::new(&config);
     let herald = Herald::start(backend, &dirs, &[]).await;
     let url = herald.broker_url(NS, "b");
@@ -115,7 +160,10 @@ pub async fn content_modes_preserve_everything(backend: &dyn Backend) {
         .header("ce-time", "2024-05-06T07:08:09.123Z")
         .header("ce-myext", "value-1")
         .header("content-type", "application/octet-stream")
-        .header("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+        .header(
+            "traceparent",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        )
         .header("x-request-id", "req-42")
         .body(raw.clone())
         .send()
@@ -129,7 +177,10 @@ pub async fn content_modes_preserve_everything(backend: &dyn Backend) {
     );
     let response = c
         .post(&url)
-        .header("content-type", "application/cloudevents+json; charset=utf-8")
+        .header(
+            "content-type",
+            "application/cloudevents+json; charset=utf-8",
+        )
         .body(structured_body)
         .send()
         .await
@@ -138,36 +189,72 @@ pub async fn content_modes_preserve_everything(backend: &dyn Backend) {
 
     let batch = r#"[{"specversion":"1.0","id":"batch-1","source":"/s","type":"t","data_base64":"AAEC"},
                    {"specversion":"0.3","id":"batch-2","source":"/s","type":"t","datacontenttype":"text/plain","data":"hello"}]"#;
-    let response =
-        c.post(&url).header("content-type", "application/cloudevents-batch+json").body(batch).send().await.unwrap();
+    let response = c
+        .post(&url)
+        .header("content-type", "application/cloudevents-batch+json")
+        .body(batch)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 202);
 
     let got = sub.wait_for(4).await;
-    let by_id = |id: &str| got.iter().find(|r| r.ce("id") == Some(id)).unwrap_or_else(|| panic!("{id} missing"));
+    let by_id = |id: &str| {
+        got.iter()
+            .find(|r| r.ce("id") == Some(id))
+            .unwrap_or_else(|| panic!("{id} missing"))
+    };
     let bin = by_id("bin-1");
-    assert_eq!(bin.body.as_ref(), raw.as_slice(), "binary data must arrive byte for byte");
+    assert_eq!(
+        bin.body.as_ref(),
+        raw.as_slice(),
+        "binary data must arrive byte for byte"
+    );
     assert_eq!(bin.ce("source"), Some("urn:e2e:source"));
     assert_eq!(bin.ce("type"), Some("com.example.binary"));
-    assert_eq!(bin.ce("subject"), Some("caf%C3%A9%20%22quoted%22"), "percent-encoding per the HTTP binding");
+    assert_eq!(
+        bin.ce("subject"),
+        Some("caf%C3%A9%20%22quoted%22"),
+        "percent-encoding per the HTTP binding"
+    );
     assert_eq!(bin.ce("time"), Some("2024-05-06T07:08:09.123Z"));
     assert_eq!(bin.ce("myext"), Some("value-1"));
     assert_eq!(bin.header("content-type"), Some("application/octet-stream"));
     assert_eq!(bin.header("prefer"), Some("reply"));
     assert_eq!(bin.header("kn-namespace"), Some(NS));
-    assert_eq!(bin.header("traceparent"), Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"));
+    assert_eq!(
+        bin.header("traceparent"),
+        Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+    );
     assert_eq!(bin.header("x-request-id"), Some("req-42"));
-    assert!(bin.ce("knativearrivaltime").is_some_and(|t| t.contains('T')), "arrival time is stamped");
-    assert_eq!(bin.ce("knativebrokerttl"), None, "the TTL never reaches subscribers");
+    assert!(
+        bin.ce("knativearrivaltime")
+            .is_some_and(|t| t.contains('T')),
+        "arrival time is stamped"
+    );
+    assert_eq!(
+        bin.ce("knativebrokerttl"),
+        None,
+        "the TTL never reaches subscribers"
+    );
 
     let st = by_id("str-1");
-    assert_eq!(st.body.as_ref(), json_data.as_bytes(), "JSON data must not be re-encoded");
+    assert_eq!(
+        st.body.as_ref(),
+        json_data.as_bytes(),
+        "JSON data must not be re-encoded"
+    );
     assert_eq!(st.header("content-type"), Some("application/json"));
     assert_eq!((st.ce("count"), st.ce("flag")), (Some("7"), Some("true")));
 
     let b1 = by_id("batch-1");
     assert_eq!(b1.body.as_ref(), &[0, 1, 2]);
     let b2 = by_id("batch-2");
-    assert_eq!(b2.ce("specversion"), Some("0.3"), "0.3 is delivered unchanged");
+    assert_eq!(
+        b2.ce("specversion"),
+        Some("0.3"),
+        "0.3 is delivered unchanged"
+    );
     assert_eq!(b2.body.as_ref(), b"hello");
 
     // Structured delivery: the JSON format with the data inline, untouched.
@@ -176,7 +263,10 @@ pub async fn content_modes_preserve_everything(backend: &dyn Backend) {
         .iter()
         .find(|r| r.body.windows(7).any(|w| w == b"\"str-1\""))
         .expect("structured copy of str-1");
-    assert_eq!(st.header("content-type"), Some("application/cloudevents+json; charset=utf-8"));
+    assert_eq!(
+        st.header("content-type"),
+        Some("application/cloudevents+json; charset=utf-8")
+    );
     let text = std::str::from_utf8(&st.body).unwrap();
     assert!(text.contains(&format!("\"data\":{json_data}")), "{text}");
     let bin = got
@@ -184,7 +274,9 @@ pub async fn content_modes_preserve_everything(backend: &dyn Backend) {
         .map(|r| serde_json::from_slice::<serde_json::Value>(&r.body).unwrap())
         .find(|v| v["id"] == "bin-1")
         .expect("structured copy of bin-1");
-    let decoded = base64::engine::general_purpose::STANDARD.decode(bin["data_base64"].as_str().unwrap()).unwrap();
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(bin["data_base64"].as_str().unwrap())
+        .unwrap();
     assert_eq!(decoded, raw);
     assert_eq!(bin["subject"], "café \"quoted\"");
     assert!(bin.get("knativebrokerttl").is_none());
@@ -195,9 +287,24 @@ pub async fn exact_filters(backend: &dyn Backend) {
     let any_ext = Subscriber::start().await;
     let both = Subscriber::start().await;
     let config = broker_yaml("b", None)
-        + &trigger_yaml("typed", "b", &typed.url(), "filter: {attributes: {type: order.created}}")
-        + &trigger_yaml("anyext", "b", &any_ext.url(), "filter: {attributes: {region: ''}}")
-        + &trigger_yaml("both", "b", &both.url(), "filter: {attributes: {type: order.created, region: eu}}");
+        + &trigger_yaml(
+            "typed",
+            "b",
+            &typed.url(),
+            "filter: {attributes: {type: order.created}}",
+        )
+        + &trigger_yaml(
+            "anyext",
+            "b",
+            &any_ext.url(),
+            "filter: {attributes: {region: ''}}",
+        )
+        + &trigger_yaml(
+            "both",
+            "b",
+            &both.url(),
+            "filter: {attributes: {type: order.created, region: eu}}",
+        );
     let dirs = HeraldDirs::new(&config);
     let herald = Herald::start(backend, &dirs, &[]).await;
     let url = herald.broker_url(NS, "b");
@@ -212,7 +319,10 @@ pub async fn exact_filters(backend: &dyn Backend) {
         assert_eq!(send_binary(&url, id, ty, &ext).await, 202);
     }
     // A last event every trigger takes: once it arrives, everything before it was decided.
-    assert_eq!(send_binary(&url, "end", "order.created", &[("ce-region", "eu")]).await, 202);
+    assert_eq!(
+        send_binary(&url, "end", "order.created", &[("ce-region", "eu")]).await,
+        202
+    );
     typed.wait_for_id("end").await;
     any_ext.wait_for_id("end").await;
     both.wait_for_id("end").await;
@@ -222,7 +332,11 @@ pub async fn exact_filters(backend: &dyn Backend) {
         v
     };
     assert_eq!(sorted(&typed), ["1", "2", "5", "end"]);
-    assert_eq!(sorted(&any_ext), ["2", "3", "4", "5", "end"], "empty value: attribute present, any value");
+    assert_eq!(
+        sorted(&any_ext),
+        ["2", "3", "4", "5", "end"],
+        "empty value: attribute present, any value"
+    );
     assert_eq!(sorted(&both), ["2", "end"]);
 }
 
@@ -239,7 +353,13 @@ pub async fn invalid_config_is_rejected_before_binding(_backend: &dyn Backend) {
         let dirs = HeraldDirs::new(&config);
         let port = crate::common::free_port();
         let output = std::process::Command::new(crate::common::herald::herald_binary())
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--admin-listen", "127.0.0.1:0"])
+            .args([
+                "serve",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--admin-listen",
+                "127.0.0.1:0",
+            ])
             .arg("--config")
             .arg(dirs.config_file())
             .arg("--data-dir")
@@ -248,13 +368,28 @@ pub async fn invalid_config_is_rejected_before_binding(_backend: &dyn Backend) {
             .unwrap();
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(!output.status.success(), "{what}: must exit non-zero");
-        assert!(stderr.contains("config.yaml"), "{what}: must name the file: {stderr}");
-        assert!(stderr.contains(field), "{what}: must name {field}: {stderr}");
+        assert!(
+            stderr.contains("config.yaml"),
+            "{what}: must name the file: {stderr}"
+        );
+        assert!(
+            stderr.contains(field),
+            "{what}: must name {field}: {stderr}"
+        );
         if what != "bad yaml" {
-            assert!(stderr.contains("Trigger default/t"), "{what}: must name the resource: {stderr}");
+            assert!(
+                stderr.contains("Trigger default/t"),
+                "{what}: must name the resource: {stderr}"
+            );
         }
-        assert!(!stderr.contains("ingress listening"), "{what}: must not bind: {stderr}");
-        assert!(!dirs.data.path().join("log").exists(), "{what}: must not touch the data dir");
+        assert!(
+            !stderr.contains("ingress listening"),
+            "{what}: must not bind: {stderr}"
+        );
+        assert!(
+            !dirs.data.path().join("log").exists(),
+            "{what}: must not touch the data dir"
+        );
     }
 }
 

@@ -11,7 +11,9 @@ use crate::common::Subscriber;
 pub const NS: &str = "default";
 
 pub fn broker_yaml(name: &str, delivery: Option<&str>) -> String {
-    let spec = delivery.map(|d| format!("spec:\n  delivery: {d}\n")).unwrap_or_default();
+    let spec = delivery
+        .map(|d| format!("spec:\n  delivery: {d}\n"))
+        .unwrap_or_default();
     format!("apiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadata:\n  name: {name}\n  namespace: {NS}\n{spec}---\n")
 }
 
@@ -45,5 +47,9 @@ pub async fn send_binary(url: &str, id: &str, event_type: &str, extra: &[(&str, 
 
 /// Every `ce-id` a subscriber has received, in arrival order.
 pub fn ids(subscriber: &Subscriber) -> Vec<String> {
-    subscriber.received().iter().filter_map(|r| r.ce("id").map(str::to_owned)).collect()
+    subscriber
+        .received()
+        .iter()
+        .filter_map(|r| r.ce("id").map(str::to_owned))
+        .collect()
 }

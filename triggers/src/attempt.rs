@@ -23,7 +23,12 @@ pub struct Target<'a> {
 /// What came back.
 #[derive(Debug)]
 pub enum Answer {
-    Http { status: u16, headers: HeaderMap, body: Bytes, truncated: bool },
+    Http {
+        status: u16,
+        headers: HeaderMap,
+        body: Bytes,
+        truncated: bool,
+    },
     /// No HTTP answer: connection refused, reset, timeout.
     Transport(String),
 }
@@ -43,7 +48,10 @@ impl Sender {
             .pool_max_idle_per_host(256)
             .redirect(reqwest::redirect::Policy::none())
             .build()?;
-        Ok(Self { client, max_body_bytes })
+        Ok(Self {
+            client,
+            max_body_bytes,
+        })
     }
 
     pub async fn send(&self, target: &Target<'_>, event: &CloudEvent) -> Answer {
@@ -51,9 +59,13 @@ impl Sender {
             DeliveryFormat::Json => encode_structured(event),
             DeliveryFormat::Binary => encode_binary(event),
         };
-        let mut headers = HeaderMap::with_capacity(encoded.headers.len() + target.headers.len() + 2);
+        let mut headers =
+            HeaderMap::with_capacity(encoded.headers.len() + target.headers.len() + 2);
         for (name, value) in target.headers {
-            if let (Ok(n), Ok(v)) = (HeaderName::try_from(name.as_str()), HeaderValue::from_str(value)) {
+            if let (Ok(n), Ok(v)) = (
+                HeaderName::try_from(name.as_str()),
+                HeaderValue::from_str(value),
+            ) {
                 headers.insert(n, v);
             }
         }
@@ -66,7 +78,11 @@ impl Sender {
         if let Ok(ns) = HeaderValue::from_str(target.namespace) {
             headers.insert("kn-namespace", ns);
         }
-        let request = self.client.post(target.url).headers(headers).body(encoded.body);
+        let request = self
+            .client
+            .post(target.url)
+            .headers(headers)
+            .body(encoded.body);
         let exchange = async {
             let mut response = request.send().await?;
             let status = response.status().as_u16();
@@ -82,7 +98,12 @@ impl Sender {
                 }
                 body.extend_from_slice(&chunk);
             }
-            Ok::<_, reqwest::Error>(Answer::Http { status, headers, body: body.freeze(), truncated })
+            Ok::<_, reqwest::Error>(Answer::Http {
+                status,
+                headers,
+                body: body.freeze(),
+                truncated,
+            })
         };
         match tokio::time::timeout(target.timeout, exchange).await {
             Err(_) => Answer::Transport(format!("timed out after {:?}", target.timeout)),

@@ -35,11 +35,25 @@ impl DispatcherHandle {
 }
 
 /// Starts a dispatcher for `plan` reading from `consumer`.
-pub fn run_dispatcher(plan: Arc<TriggerPlan>, consumer: Box<dyn LogConsumer>, deps: Deps) -> DispatcherHandle {
+pub fn run_dispatcher(
+    plan: Arc<TriggerPlan>,
+    consumer: Box<dyn LogConsumer>,
+    deps: Deps,
+) -> DispatcherHandle {
     let shutdown = CancellationToken::new();
     let abort = CancellationToken::new();
-    let task = tokio::spawn(dispatch_loop(plan, consumer, deps, shutdown.clone(), abort.clone()));
-    DispatcherHandle { shutdown, abort, task }
+    let task = tokio::spawn(dispatch_loop(
+        plan,
+        consumer,
+        deps,
+        shutdown.clone(),
+        abort.clone(),
+    ));
+    DispatcherHandle {
+        shutdown,
+        abort,
+        task,
+    }
 }
 
 async fn dispatch_loop(
@@ -60,7 +74,9 @@ async fn dispatch_loop(
         // Start as much buffered work as the in-flight bound allows; filtered-out records
         // finish right here.
         while !stopping && in_flight.len() < max_in_flight {
-            let Some(record) = buffer.pop_front() else { break };
+            let Some(record) = buffer.pop_front() else {
+                break;
+            };
             if !plan.filter.matches(&record.record.event) {
                 ack(&mut *consumer, &plan, record.id).await;
                 continue;

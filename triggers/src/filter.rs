@@ -11,14 +11,18 @@ pub struct AttributesFilter {
 
 impl AttributesFilter {
     pub fn new<I: IntoIterator<Item = (String, String)>>(attributes: I) -> Self {
-        Self { required: attributes.into_iter().collect() }
+        Self {
+            required: attributes.into_iter().collect(),
+        }
     }
 
     pub fn matches(&self, event: &CloudEvent) -> bool {
-        self.required.iter().all(|(name, wanted)| match event.attribute(name) {
-            None => false,
-            Some(value) => wanted.is_empty() || value.as_text() == wanted.as_str(),
-        })
+        self.required
+            .iter()
+            .all(|(name, wanted)| match event.attribute(name) {
+                None => false,
+                Some(value) => wanted.is_empty() || value.as_text() == wanted.as_str(),
+            })
     }
 }
 
@@ -45,11 +49,26 @@ mod tests {
         assert!(filter(&[]).matches(&event()));
         assert!(filter(&[("type", "order.created")]).matches(&event()));
         assert!(!filter(&[("type", "order.deleted")]).matches(&event()));
-        assert!(!filter(&[("type", "Order.created")]).matches(&event()), "case-sensitive");
-        assert!(filter(&[("source", "")]).matches(&event()), "empty value: any value");
-        assert!(filter(&[("subject", "")]).matches(&event()), "empty value matches a present empty attribute");
-        assert!(!filter(&[("missing", "")]).matches(&event()), "empty value still needs the attribute");
-        assert!(filter(&[("count", "3")]).matches(&event()), "typed values compare by string form");
+        assert!(
+            !filter(&[("type", "Order.created")]).matches(&event()),
+            "case-sensitive"
+        );
+        assert!(
+            filter(&[("source", "")]).matches(&event()),
+            "empty value: any value"
+        );
+        assert!(
+            filter(&[("subject", "")]).matches(&event()),
+            "empty value matches a present empty attribute"
+        );
+        assert!(
+            !filter(&[("missing", "")]).matches(&event()),
+            "empty value still needs the attribute"
+        );
+        assert!(
+            filter(&[("count", "3")]).matches(&event()),
+            "typed values compare by string form"
+        );
         assert!(!filter(&[("type", "order.created"), ("source", "/other")]).matches(&event()));
     }
 }

@@ -49,14 +49,35 @@ struct AttemptFailure {
 
 impl AttemptFailure {
     fn transport(message: String) -> Self {
-        Self { status: None, body: Bytes::from(format!("dispatch error: {message}")), retry_after: None, retryable: true }
+        Self {
+            status: None,
+            body: Bytes::from(format!("dispatch error: {message}")),
+            retry_after: None,
+            retryable: true,
+        }
     }
 
-    fn http(status: u16, headers: &reqwest::header::HeaderMap, body: Bytes, retryable: bool) -> Self {
+    fn http(
+        status: u16,
+        headers: &reqwest::header::HeaderMap,
+        body: Bytes,
+        retryable: bool,
+    ) -> Self {
         let retry_after = (status == 429 || status == 503)
-            .then(|| headers.get("retry-after")?.to_str().ok().and_then(parse_retry_after))
+            .then(|| {
+                headers
+                    .get("retry-after")?
+                    .to_str()
+                    .ok()
+                    .and_then(parse_retry_after)
+            })
             .flatten();
-        Self { status: Some(status), body, retry_after, retryable }
+        Self {
+            status: Some(status),
+            body,
+            retry_after,
+            retryable,
+        }
     }
 
     fn excerpt(&self) -> String {
@@ -71,7 +92,13 @@ enum RetryResult {
 }
 
 /// Runs attempts until success, a permanent failure, or the retries run out.
-async fn with_retries<F, Fut>(plan: &TriggerPlan, event_id: &str, target: &str, abort: &CancellationToken, mut attempt: F) -> RetryResult
+async fn with_retries<F, Fut>(
+    plan: &TriggerPlan,
+    event_id: &str,
+    target: &str,
+    abort: &CancellationToken,
+    mut attempt: F,
+) -> RetryResult
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<(), AttemptFailure>>,
@@ -97,7 +124,10 @@ where
             "delivery attempt failed"
         );
         if !failure.retryable || attempts > plan.policy.retry {
-            return RetryResult::Failed { attempts, last: failure };
+            return RetryResult::Failed {
+                attempts,
+                last: failure,
+            };
         }
         let wait = plan.policy.wait_before(attempts, failure.retry_after);
         tokio::select! {
@@ -108,7 +138,12 @@ where
 }
 
 /// Delivers one record for `plan` and says how it ended.
-pub async fn process(plan: &TriggerPlan, deps: &Deps, record: &LogRecord, abort: &CancellationToken) -> Outcome {
+pub async fn process(
+    plan: &TriggerPlan,
+    deps: &Deps,
+    record: &LogRecord,
+    abort: &CancellationToken,
+) -> Outcome {
     let mut event = record.record.event.clone();
     let ttl = event.remove(TTL_EXTENSION);
     let event_id = event.id().into_owned();
@@ -136,9 +171,14 @@ pub async fn process(plan: &TriggerPlan, deps: &Deps, record: &LogRecord, abort:
         Some(sink) => match dead_letter(plan, deps, sink, &event, headers, &last, abort).await {
             RetryResult::Succeeded => return Outcome::DeadLettered,
             RetryResult::Aborted => return Outcome::Aborted,
-            RetryResult::Failed { last: dls_failure, .. } => format!(
+            RetryResult::Failed {
+                last: dls_failure, ..
+            } => format!(
                 "the dead-letter sink {sink} failed (status {}): {}",
-                dls_failure.status.map(|s| s.to_string()).unwrap_or_else(|| "none".into()),
+                dls_failure
+                    .status
+                    .map(|s| s.to_string())
+                    .unwrap_or_else(|| "none".into()),
                 dls_failure.excerpt()
             ),
         },
@@ -158,12 +198,18 @@ pub async fn process(plan: &TriggerPlan, deps: &Deps, record: &LogRecord, abort:
     // or shutdown aborts (then the record is redelivered after restart).
     let mut wait = Duration::from_millis(100);
     loop {
-        match deps.log.park(&plan.broker, &plan.consumer_name(), parked.clone()).await {
+        match deps
+            .log
+            .park(&plan.broker, &plan.consumer_name(), parked.clone())
+            .await
+        {
             Ok(()) => {
                 tracing::warn!(trigger = %plan.name, ce.id = %event_id, attempts, %reason, "event parked in the dead-letter store");
                 return Outcome::Parked;
             }
-            Err(error) => tracing::error!(trigger = %plan.name, ce.id = %event_id, %error, "cannot park event; retrying"),
+            Err(error) => {
+                tracing::error!(trigger = %plan.name, ce.id = %event_id, %error, "cannot park event; retrying")
+            }
         }
         tokio::select! {
             _ = tokio::time::sleep(wait) => wait = (wait * 2).min(Duration::from_secs(5)),
@@ -181,7 +227,12 @@ async fn judge_subscriber_answer(
 ) -> Result<(), AttemptFailure> {
     let (status, headers, body, truncated) = match answer {
         Answer::Transport(message) => return Err(AttemptFailure::transport(message)),
-        Answer::Http { status, headers, body, truncated } => (status, headers, body, truncated),
+        Answer::Http {
+            status,
+            headers,
+            body,
+            truncated,
+        } => (status, headers, body, truncated),
     };
     match classify(status) {
         StatusClass::Retryable => return Err(AttemptFailure::http(status, &headers, body, true)),
@@ -193,7 +244,12 @@ async fn judge_subscriber_answer(
     }
     if truncated {
         let message = Bytes::from("reply event exceeds the maximum event size");
-        return Err(AttemptFailure { status: Some(status), body: message, retry_after: None, retryable: false });
+        return Err(AttemptFailure {
+            status: Some(status),
+            body: message,
+            retry_after: None,
+            retryable: false,
+        });
     }
     let replies = decode_request(&headers, body).map_err(|e| AttemptFailure {
         status: Some(status),
@@ -214,12 +270,15 @@ async fn judge_subscriber_answer(
         })
         .collect();
     let forwarded = herald_broker::ingress::pass_through_headers(&headers);
-    deps.ingress.publish(&plan.broker, replies, forwarded).await.map_err(|e| AttemptFailure {
-        status: Some(status),
-        body: Bytes::from(format!("storing the reply failed: {e}")),
-        retry_after: None,
-        retryable: !matches!(e, IngressError::InvalidEvent(_)),
-    })
+    deps.ingress
+        .publish(&plan.broker, replies, forwarded)
+        .await
+        .map_err(|e| AttemptFailure {
+            status: Some(status),
+            body: Bytes::from(format!("storing the reply failed: {e}")),
+            retry_after: None,
+            retryable: !matches!(e, IngressError::InvalidEvent(_)),
+        })
 }
 
 /// Sends the original event with Knative's `knativeerror*` extensions to the sink.
@@ -234,18 +293,40 @@ async fn dead_letter(
 ) -> RetryResult {
     let mut event = event.clone();
     event.set("knativeerrordest", plan.subscriber.as_str());
-    event.set("knativeerrorcode", failure.status.unwrap_or(500).to_string());
+    event.set(
+        "knativeerrorcode",
+        failure.status.unwrap_or(500).to_string(),
+    );
     let data = &failure.body[..failure.body.len().min(ERROR_DATA_BYTES)];
-    event.set("knativeerrordata", base64::engine::general_purpose::STANDARD.encode(data));
-    let target =
-        Target { url: sink, format: plan.format, prefer_reply: false, namespace: &plan.namespace, headers, timeout: plan.policy.timeout };
+    event.set(
+        "knativeerrordata",
+        base64::engine::general_purpose::STANDARD.encode(data),
+    );
+    let target = Target {
+        url: sink,
+        format: plan.format,
+        prefer_reply: false,
+        namespace: &plan.namespace,
+        headers,
+        timeout: plan.policy.timeout,
+    };
     let event_id = event.id().into_owned();
     with_retries(plan, &event_id, sink, abort, || async {
         match deps.sender.send(&target, &event).await {
             Answer::Transport(message) => Err(AttemptFailure::transport(message)),
-            Answer::Http { status, headers, body, .. } => match classify(status) {
+            Answer::Http {
+                status,
+                headers,
+                body,
+                ..
+            } => match classify(status) {
                 StatusClass::Success => Ok(()),
-                class => Err(AttemptFailure::http(status, &headers, body, class == StatusClass::Retryable)),
+                class => Err(AttemptFailure::http(
+                    status,
+                    &headers,
+                    body,
+                    class == StatusClass::Retryable,
+                )),
             },
         }
     })

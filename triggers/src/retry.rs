@@ -45,9 +45,9 @@ impl RetryPolicy {
         match self.backoff_policy {
             None => Duration::ZERO,
             Some(BackoffPolicy::Linear) => self.backoff_delay.saturating_mul(k),
-            Some(BackoffPolicy::Exponential) => {
-                self.backoff_delay.saturating_mul(2u32.saturating_pow(k.saturating_sub(1)))
-            }
+            Some(BackoffPolicy::Exponential) => self
+                .backoff_delay
+                .saturating_mul(2u32.saturating_pow(k.saturating_sub(1))),
         }
     }
 
@@ -91,7 +91,10 @@ pub fn parse_retry_after(value: &str) -> Option<Duration> {
         return Some(Duration::from_secs(seconds));
     }
     let at = httpdate::parse_http_date(value).ok()?;
-    Some(at.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO))
+    Some(
+        at.duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
 }
 
 #[cfg(test)]
@@ -114,19 +117,34 @@ mod tests {
         let exp = policy(BackoffPolicy::Exponential, 100);
         let ms = |d: Duration| d.as_millis();
         assert_eq!([1, 2, 3].map(|k| ms(linear.backoff(k))), [100, 200, 300]);
-        assert_eq!([1, 2, 3, 4].map(|k| ms(exp.backoff(k))), [100, 200, 400, 800]);
+        assert_eq!(
+            [1, 2, 3, 4].map(|k| ms(exp.backoff(k))),
+            [100, 200, 400, 800]
+        );
         assert_eq!(RetryPolicy::default().backoff(3), Duration::ZERO);
     }
 
     #[test]
     fn retry_after_is_the_larger_and_capped() {
         let mut p = policy(BackoffPolicy::Linear, 100);
-        assert_eq!(p.wait_before(1, Some(Duration::from_secs(2))), Duration::from_secs(2));
-        assert_eq!(p.wait_before(1, Some(Duration::from_millis(10))), Duration::from_millis(100));
+        assert_eq!(
+            p.wait_before(1, Some(Duration::from_secs(2))),
+            Duration::from_secs(2)
+        );
+        assert_eq!(
+            p.wait_before(1, Some(Duration::from_millis(10))),
+            Duration::from_millis(100)
+        );
         p.retry_after_max = Some(Duration::from_millis(500));
-        assert_eq!(p.wait_before(1, Some(Duration::from_secs(2))), Duration::from_millis(500));
+        assert_eq!(
+            p.wait_before(1, Some(Duration::from_secs(2))),
+            Duration::from_millis(500)
+        );
         p.retry_after_max = Some(Duration::ZERO);
-        assert_eq!(p.wait_before(1, Some(Duration::from_secs(2))), Duration::from_millis(100));
+        assert_eq!(
+            p.wait_before(1, Some(Duration::from_secs(2))),
+            Duration::from_millis(100)
+        );
     }
 
     #[test]
@@ -145,7 +163,10 @@ mod tests {
     #[test]
     fn retry_after_forms() {
         assert_eq!(parse_retry_after("3"), Some(Duration::from_secs(3)));
-        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), Some(Duration::ZERO));
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
+            Some(Duration::ZERO)
+        );
         assert_eq!(parse_retry_after("soon"), None);
     }
 

@@ -37,7 +37,10 @@ pub struct BrokerKey {
 
 impl BrokerKey {
     pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
-        Self { namespace: namespace.into(), name: name.into() }
+        Self {
+            namespace: namespace.into(),
+            name: name.into(),
+        }
     }
 }
 
@@ -130,10 +133,19 @@ pub trait EventLog: Send + Sync + 'static {
     ) -> Result<Box<dyn LogConsumer>, LogError>;
 
     /// Keeps an undeliverable record in the consumer's dead-letter store.
-    async fn park(&self, broker: &BrokerKey, consumer: &str, parked: ParkedRecord) -> Result<(), LogError>;
+    async fn park(
+        &self,
+        broker: &BrokerKey,
+        consumer: &str,
+        parked: ParkedRecord,
+    ) -> Result<(), LogError>;
 
     /// Lists a consumer's parked records, oldest first.
-    async fn parked(&self, broker: &BrokerKey, consumer: &str) -> Result<Vec<ParkedRecord>, LogError>;
+    async fn parked(
+        &self,
+        broker: &BrokerKey,
+        consumer: &str,
+    ) -> Result<Vec<ParkedRecord>, LogError>;
 
     /// Flushes everything and releases resources; appends after this fail.
     async fn close(&self) -> Result<(), LogError>;

@@ -17,7 +17,8 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::{
-    BrokerKey, EventLog, Failure, LogConsumer, LogError, LogRecord, ParkedRecord, RecordId, StartFrom,
+    BrokerKey, EventLog, Failure, LogConsumer, LogError, LogRecord, ParkedRecord, RecordId,
+    StartFrom,
 };
 use crate::record::Record;
 
@@ -57,7 +58,11 @@ fn storage(e: sled::Error) -> LogError {
 impl SledLog {
     /// Opens (or creates) the log in `dir`.
     pub fn open(dir: &Path, queue_capacity: usize) -> Result<Self, LogError> {
-        let db = sled::Config::new().path(dir).flush_every_ms(None).open().map_err(storage)?;
+        let db = sled::Config::new()
+            .path(dir)
+            .flush_every_ms(None)
+            .open()
+            .map_err(storage)?;
         let offsets = db.open_tree("offsets").map_err(storage)?;
         let parked = db.open_tree("parked").map_err(storage)?;
         let (tx, rx) = mpsc::channel(queue_capacity.max(1));
@@ -77,29 +82,47 @@ impl SledLog {
     }
 
     fn broker(&self, key: &BrokerKey) -> Result<Arc<BrokerTree>, LogError> {
-        let brokers = self.brokers.lock().map_err(|_| LogError::Storage("lock poisoned".into()))?;
-        brokers.get(key).cloned().ok_or_else(|| LogError::UnknownBroker(key.clone()))
+        let brokers = self
+            .brokers
+            .lock()
+            .map_err(|_| LogError::Storage("lock poisoned".into()))?;
+        brokers
+            .get(key)
+            .cloned()
+            .ok_or_else(|| LogError::UnknownBroker(key.clone()))
     }
 
     fn open_broker(&self, key: &BrokerKey) -> Result<Arc<BrokerTree>, LogError> {
-        let mut brokers = self.brokers.lock().map_err(|_| LogError::Storage("lock poisoned".into()))?;
+        let mut brokers = self
+            .brokers
+            .lock()
+            .map_err(|_| LogError::Storage("lock poisoned".into()))?;
         if let Some(existing) = brokers.get(key) {
             return Ok(existing.clone());
         }
-        let tree = self.db.open_tree(format!("log\0{}\0{}", key.namespace, key.name)).map_err(storage)?;
+        let tree = self
+            .db
+            .open_tree(format!("log\0{}\0{}", key.namespace, key.name))
+            .map_err(storage)?;
         let next = match tree.last().map_err(storage)? {
             Some((k, _)) => offset_from_key(&k)? + 1,
             None => 0,
         };
         let (durable, _) = watch::channel(next);
-        let broker = Arc::new(BrokerTree { tree, next: AtomicU64::new(next), durable });
+        let broker = Arc::new(BrokerTree {
+            tree,
+            next: AtomicU64::new(next),
+            durable,
+        });
         brokers.insert(key.clone(), broker.clone());
         Ok(broker)
     }
 }
 
 fn offset_from_key(key: &[u8]) -> Result<u64, LogError> {
-    let bytes: [u8; 8] = key.try_into().map_err(|_| LogError::Corrupt("log key is not 8 bytes".into()))?;
+    let bytes: [u8; 8] = key
+        .try_into()
+        .map_err(|_| LogError::Corrupt("log key is not 8 bytes".into()))?;
     Ok(u64::from_be_bytes(bytes))
 }
 
@@ -122,7 +145,11 @@ fn run_writer(db: sled::Db, mut rx: mpsc::Receiver<AppendRequest>) {
             let mut result = Ok(());
             for record in &request.records {
                 let offset = request.broker.next.fetch_add(1, Ordering::SeqCst);
-                if let Err(e) = request.broker.tree.insert(offset.to_be_bytes(), record.as_slice()) {
+                if let Err(e) = request
+                    .broker
+                    .tree
+                    .insert(offset.to_be_bytes(), record.as_slice())
+                {
                     result = Err(storage(e));
                     break;
                 }
@@ -164,11 +191,21 @@ impl EventLog for SledLog {
             .map_err(|_| LogError::Storage("lock poisoned".into()))?
             .clone()
             .ok_or_else(|| LogError::Unavailable("the log is closed".into()))?;
-        sender.try_send(AppendRequest { broker: tree, records, done }).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => LogError::Overloaded,
-            mpsc::error::TrySendError::Closed(_) => LogError::Unavailable("the log is closed".into()),
-        })?;
-        answer.await.map_err(|_| LogError::Unavailable("the writer stopped".into()))?
+        sender
+            .try_send(AppendRequest {
+                broker: tree,
+                records,
+                done,
+            })
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => LogError::Overloaded,
+                mpsc::error::TrySendError::Closed(_) => {
+                    LogError::Unavailable("the log is closed".into())
+                }
+            })?;
+        answer
+            .await
+            .map_err(|_| LogError::Unavailable("the writer stopped".into()))?
     }
 
     async fn consumer(
@@ -191,7 +228,9 @@ impl EventLog for SledLog {
                 };
                 // Persist the starting point now, so that a crash before the first commit
                 // cannot make the consumer skip what was accepted meanwhile.
-                self.offsets.insert(&key, &start_at.to_be_bytes()).map_err(storage)?;
+                self.offsets
+                    .insert(&key, &start_at.to_be_bytes())
+                    .map_err(storage)?;
                 self.db.flush_async().await.map_err(storage)?;
                 start_at
             }
@@ -208,10 +247,16 @@ impl EventLog for SledLog {
         }))
     }
 
-    async fn park(&self, broker: &BrokerKey, consumer: &str, parked: ParkedRecord) -> Result<(), LogError> {
+    async fn park(
+        &self,
+        broker: &BrokerKey,
+        consumer: &str,
+        parked: ParkedRecord,
+    ) -> Result<(), LogError> {
         let mut key = consumer_key(broker, consumer);
         key.extend_from_slice(&parked.id.offset.to_be_bytes());
-        let meta = serde_json::to_vec(&(parked.id, &parked.failure)).map_err(|e| LogError::Storage(e.to_string()))?;
+        let meta = serde_json::to_vec(&(parked.id, &parked.failure))
+            .map_err(|e| LogError::Storage(e.to_string()))?;
         let mut value = Vec::with_capacity(4 + meta.len());
         value.extend_from_slice(&(meta.len() as u32).to_be_bytes());
         value.extend_from_slice(&meta);
@@ -221,7 +266,11 @@ impl EventLog for SledLog {
         Ok(())
     }
 
-    async fn parked(&self, broker: &BrokerKey, consumer: &str) -> Result<Vec<ParkedRecord>, LogError> {
+    async fn parked(
+        &self,
+        broker: &BrokerKey,
+        consumer: &str,
+    ) -> Result<Vec<ParkedRecord>, LogError> {
         let prefix = consumer_key(broker, consumer);
         let mut out = Vec::new();
         for entry in self.parked.scan_prefix(&prefix) {
@@ -233,8 +282,15 @@ impl EventLog for SledLog {
 
     async fn close(&self) -> Result<(), LogError> {
         // Dropping the sender ends the writer once the queue is drained.
-        self.writer.lock().map_err(|_| LogError::Storage("lock poisoned".into()))?.take();
-        let thread = self.writer_thread.lock().map_err(|_| LogError::Storage("lock poisoned".into()))?.take();
+        self.writer
+            .lock()
+            .map_err(|_| LogError::Storage("lock poisoned".into()))?
+            .take();
+        let thread = self
+            .writer_thread
+            .lock()
+            .map_err(|_| LogError::Storage("lock poisoned".into()))?
+            .take();
         if let Some(thread) = thread {
             tokio::task::spawn_blocking(move || thread.join())
                 .await
@@ -248,11 +304,23 @@ impl EventLog for SledLog {
 
 fn decode_parked(value: &[u8]) -> Result<ParkedRecord, LogError> {
     let corrupt = || LogError::Corrupt("parked record is malformed".into());
-    let len = u32::from_be_bytes(value.get(..4).ok_or_else(corrupt)?.try_into().map_err(|_| corrupt())?) as usize;
+    let len = u32::from_be_bytes(
+        value
+            .get(..4)
+            .ok_or_else(corrupt)?
+            .try_into()
+            .map_err(|_| corrupt())?,
+    ) as usize;
     let meta = value.get(4..4 + len).ok_or_else(corrupt)?;
-    let (id, failure): (RecordId, Failure) = serde_json::from_slice(meta).map_err(|e| LogError::Corrupt(e.to_string()))?;
-    let record = Record::decode(Bytes::copy_from_slice(&value[4 + len..])).map_err(|e| LogError::Corrupt(e.to_string()))?;
-    Ok(ParkedRecord { id, record, failure })
+    let (id, failure): (RecordId, Failure) =
+        serde_json::from_slice(meta).map_err(|e| LogError::Corrupt(e.to_string()))?;
+    let record = Record::decode(Bytes::copy_from_slice(&value[4 + len..]))
+        .map_err(|e| LogError::Corrupt(e.to_string()))?;
+    Ok(ParkedRecord {
+        id,
+        record,
+        failure,
+    })
 }
 
 struct SledConsumer {
@@ -275,12 +343,22 @@ impl LogConsumer for SledConsumer {
             if self.next_read < high_water {
                 let end = high_water.min(self.next_read.saturating_add(max.max(1) as u64));
                 let mut out = Vec::with_capacity((end - self.next_read) as usize);
-                for entry in self.broker.tree.range(self.next_read.to_be_bytes()..end.to_be_bytes()) {
+                for entry in self
+                    .broker
+                    .tree
+                    .range(self.next_read.to_be_bytes()..end.to_be_bytes())
+                {
                     let (key, value) = entry.map_err(storage)?;
                     let offset = offset_from_key(&key)?;
                     let record = Record::decode(Bytes::copy_from_slice(&value))
                         .map_err(|e| LogError::Corrupt(format!("offset {offset}: {e}")))?;
-                    out.push(LogRecord { id: RecordId { partition: 0, offset }, record });
+                    out.push(LogRecord {
+                        id: RecordId {
+                            partition: 0,
+                            offset,
+                        },
+                        record,
+                    });
                 }
                 for record in &out {
                     self.pending.insert(record.id.offset);
@@ -306,7 +384,9 @@ impl LogConsumer for SledConsumer {
     async fn commit(&mut self) -> Result<(), LogError> {
         let low_water = self.pending.first().copied().unwrap_or(self.next_read);
         if low_water != self.committed {
-            self.offsets.insert(&self.key, &low_water.to_be_bytes()).map_err(storage)?;
+            self.offsets
+                .insert(&self.key, &low_water.to_be_bytes())
+                .map_err(storage)?;
             self.db.flush_async().await.map_err(storage)?;
             self.committed = low_water;
         }
@@ -332,7 +412,11 @@ mod tests {
 
     #[tokio::test]
     async fn sled_passes_the_conformance_suite() {
-        testsuite::run_all(&|| async { Box::new(SledHarness { dir: tempfile::tempdir().unwrap() }) as Box<dyn LogHarness> })
-            .await;
+        testsuite::run_all(&|| async {
+            Box::new(SledHarness {
+                dir: tempfile::tempdir().unwrap(),
+            }) as Box<dyn LogHarness>
+        })
+        .await;
     }
 }

@@ -42,7 +42,10 @@ where
 }
 
 fn unique_broker(test: &str) -> BrokerKey {
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or_default();
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
     BrokerKey::new("suite", format!("{test}-{nanos}"))
 }
 
@@ -55,7 +58,10 @@ pub fn sample(id: &str) -> Record {
     event.set("type", "dev.herald.suite");
     event.set("datacontenttype", "application/octet-stream");
     event.set_data(Some(Bytes::from(vec![0u8, 0xff, b'x', b'\n'])));
-    Record { event, headers: vec![("traceparent".into(), format!("00-{id}"))] }
+    Record {
+        event,
+        headers: vec![("traceparent".into(), format!("00-{id}"))],
+    }
 }
 
 async fn poll_exactly(consumer: &mut dyn LogConsumer, n: usize) -> Vec<LogRecord> {
@@ -64,7 +70,12 @@ async fn poll_exactly(consumer: &mut dyn LogConsumer, n: usize) -> Vec<LogRecord
     while out.len() < n {
         let batch = tokio::time::timeout_at(deadline, consumer.poll(n - out.len()))
             .await
-            .unwrap_or_else(|_| panic!("only {} of {n} records arrived before the deadline", out.len()))
+            .unwrap_or_else(|_| {
+                panic!(
+                    "only {} of {n} records arrived before the deadline",
+                    out.len()
+                )
+            })
             .expect("poll");
         out.extend(batch);
     }
@@ -74,26 +85,45 @@ async fn poll_exactly(consumer: &mut dyn LogConsumer, n: usize) -> Vec<LogRecord
 
 async fn assert_nothing_more(consumer: &mut dyn LogConsumer) {
     if let Ok(result) = tokio::time::timeout(Duration::from_millis(300), consumer.poll(10)).await {
-        let ids: Vec<String> = result.expect("poll").iter().map(|r| r.record.event.id().into_owned()).collect();
+        let ids: Vec<String> = result
+            .expect("poll")
+            .iter()
+            .map(|r| r.record.event.id().into_owned())
+            .collect();
         panic!("expected no more records, got {ids:?}");
     }
 }
 
 fn ids(records: &[LogRecord]) -> Vec<String> {
-    records.iter().map(|r| r.record.event.id().into_owned()).collect()
+    records
+        .iter()
+        .map(|r| r.record.event.id().into_owned())
+        .collect()
 }
 
 async fn appends_are_read_in_order(harness: &dyn LogHarness) {
     let log = harness.open().await;
     let broker = unique_broker("order");
     log.ensure_broker(&broker).await.unwrap();
-    let mut consumer = log.consumer(&broker, "t1", StartFrom::Earliest).await.unwrap();
-    log.append(&broker, vec![sample("a"), sample("b")]).await.unwrap();
+    let mut consumer = log
+        .consumer(&broker, "t1", StartFrom::Earliest)
+        .await
+        .unwrap();
+    log.append(&broker, vec![sample("a"), sample("b")])
+        .await
+        .unwrap();
     log.append(&broker, vec![sample("c")]).await.unwrap();
     let records = poll_exactly(&mut *consumer, 3).await;
     assert_eq!(ids(&records), ["a", "b", "c"]);
-    assert_eq!(records[0].record, sample("a"), "a record must come back exactly as appended");
-    assert!(records.windows(2).all(|w| w[0].id < w[1].id), "ids must increase along the log");
+    assert_eq!(
+        records[0].record,
+        sample("a"),
+        "a record must come back exactly as appended"
+    );
+    assert!(
+        records.windows(2).all(|w| w[0].id < w[1].id),
+        "ids must increase along the log"
+    );
     log.close().await.unwrap();
 }
 
@@ -102,8 +132,14 @@ async fn latest_skips_earlier_records(harness: &dyn LogHarness) {
     let broker = unique_broker("latest");
     log.ensure_broker(&broker).await.unwrap();
     log.append(&broker, vec![sample("old")]).await.unwrap();
-    let mut latest = log.consumer(&broker, "late", StartFrom::Latest).await.unwrap();
-    let mut earliest = log.consumer(&broker, "early", StartFrom::Earliest).await.unwrap();
+    let mut latest = log
+        .consumer(&broker, "late", StartFrom::Latest)
+        .await
+        .unwrap();
+    let mut earliest = log
+        .consumer(&broker, "early", StartFrom::Earliest)
+        .await
+        .unwrap();
     log.append(&broker, vec![sample("new")]).await.unwrap();
     assert_eq!(ids(&poll_exactly(&mut *latest, 1).await), ["new"]);
     assert_eq!(ids(&poll_exactly(&mut *earliest, 2).await), ["old", "new"]);
@@ -114,9 +150,17 @@ async fn consumers_are_independent(harness: &dyn LogHarness) {
     let log = harness.open().await;
     let broker = unique_broker("independent");
     log.ensure_broker(&broker).await.unwrap();
-    let mut one = log.consumer(&broker, "one", StartFrom::Earliest).await.unwrap();
-    let mut two = log.consumer(&broker, "two", StartFrom::Earliest).await.unwrap();
-    log.append(&broker, vec![sample("x"), sample("y")]).await.unwrap();
+    let mut one = log
+        .consumer(&broker, "one", StartFrom::Earliest)
+        .await
+        .unwrap();
+    let mut two = log
+        .consumer(&broker, "two", StartFrom::Earliest)
+        .await
+        .unwrap();
+    log.append(&broker, vec![sample("x"), sample("y")])
+        .await
+        .unwrap();
     let first = poll_exactly(&mut *one, 2).await;
     for record in &first {
         one.ack(record.id).await.unwrap();
@@ -131,8 +175,13 @@ async fn commit_is_a_contiguous_low_water_mark(harness: &dyn LogHarness) {
     {
         let log = harness.open().await;
         log.ensure_broker(&broker).await.unwrap();
-        let mut consumer = log.consumer(&broker, "t", StartFrom::Earliest).await.unwrap();
-        log.append(&broker, (0..5).map(|i| sample(&i.to_string())).collect()).await.unwrap();
+        let mut consumer = log
+            .consumer(&broker, "t", StartFrom::Earliest)
+            .await
+            .unwrap();
+        log.append(&broker, (0..5).map(|i| sample(&i.to_string())).collect())
+            .await
+            .unwrap();
         let records = poll_exactly(&mut *consumer, 5).await;
         for index in [0, 1, 3, 4] {
             consumer.ack(records[index].id).await.unwrap();
@@ -146,7 +195,11 @@ async fn commit_is_a_contiguous_low_water_mark(harness: &dyn LogHarness) {
         log.ensure_broker(&broker).await.unwrap();
         let mut consumer = log.consumer(&broker, "t", StartFrom::Latest).await.unwrap();
         let again = poll_exactly(&mut *consumer, 3).await;
-        assert_eq!(ids(&again), ["2", "3", "4"], "resume must start at the first unacknowledged record");
+        assert_eq!(
+            ids(&again),
+            ["2", "3", "4"],
+            "resume must start at the first unacknowledged record"
+        );
         for record in &again {
             consumer.ack(record.id).await.unwrap();
         }
@@ -156,7 +209,10 @@ async fn commit_is_a_contiguous_low_water_mark(harness: &dyn LogHarness) {
     }
     let log = harness.open().await;
     log.ensure_broker(&broker).await.unwrap();
-    let mut consumer = log.consumer(&broker, "t", StartFrom::Earliest).await.unwrap();
+    let mut consumer = log
+        .consumer(&broker, "t", StartFrom::Earliest)
+        .await
+        .unwrap();
     assert_nothing_more(&mut *consumer).await;
     log.append(&broker, vec![sample("5")]).await.unwrap();
     assert_eq!(ids(&poll_exactly(&mut *consumer, 1).await), ["5"]);
@@ -176,22 +232,37 @@ async fn parked_records_are_durable(harness: &dyn LogHarness) {
     {
         let log = harness.open().await;
         log.ensure_broker(&broker).await.unwrap();
-        let mut consumer = log.consumer(&broker, "t", StartFrom::Earliest).await.unwrap();
-        log.append(&broker, vec![sample("p1"), sample("p2")]).await.unwrap();
+        let mut consumer = log
+            .consumer(&broker, "t", StartFrom::Earliest)
+            .await
+            .unwrap();
+        log.append(&broker, vec![sample("p1"), sample("p2")])
+            .await
+            .unwrap();
         for record in poll_exactly(&mut *consumer, 2).await {
-            let parked = ParkedRecord { id: record.id, record: record.record, failure: failure.clone() };
+            let parked = ParkedRecord {
+                id: record.id,
+                record: record.record,
+                failure: failure.clone(),
+            };
             log.park(&broker, "t", parked).await.unwrap();
             consumer.ack(record.id).await.unwrap();
         }
         consumer.commit().await.unwrap();
-        assert!(log.parked(&broker, "other").await.unwrap().is_empty(), "parking is per consumer");
+        assert!(
+            log.parked(&broker, "other").await.unwrap().is_empty(),
+            "parking is per consumer"
+        );
         drop(consumer);
         log.close().await.unwrap();
     }
     let log = harness.open().await;
     log.ensure_broker(&broker).await.unwrap();
     let parked = log.parked(&broker, "t").await.unwrap();
-    let parked_ids: Vec<String> = parked.iter().map(|p| p.record.event.id().into_owned()).collect();
+    let parked_ids: Vec<String> = parked
+        .iter()
+        .map(|p| p.record.event.id().into_owned())
+        .collect();
     assert_eq!(parked_ids, ["p1", "p2"]);
     assert_eq!(parked[0].failure, failure);
     assert_eq!(parked[0].record, sample("p1"));
@@ -202,7 +273,10 @@ async fn poll_waits_for_appends(harness: &dyn LogHarness) {
     let log = harness.open().await;
     let broker = unique_broker("wait");
     log.ensure_broker(&broker).await.unwrap();
-    let mut consumer = log.consumer(&broker, "t", StartFrom::Earliest).await.unwrap();
+    let mut consumer = log
+        .consumer(&broker, "t", StartFrom::Earliest)
+        .await
+        .unwrap();
     assert_nothing_more(&mut *consumer).await;
     let appender = {
         let log = log.clone();
@@ -219,7 +293,10 @@ async fn concurrent_appends_are_all_kept(harness: &dyn LogHarness) {
     let log = harness.open().await;
     let broker = unique_broker("concurrent");
     log.ensure_broker(&broker).await.unwrap();
-    let mut consumer = log.consumer(&broker, "t", StartFrom::Earliest).await.unwrap();
+    let mut consumer = log
+        .consumer(&broker, "t", StartFrom::Earliest)
+        .await
+        .unwrap();
     let tasks: Vec<_> = (0..50)
         .map(|i| {
             let log = log.clone();
@@ -241,7 +318,12 @@ async fn concurrent_appends_are_all_kept(harness: &dyn LogHarness) {
 
 async fn unknown_broker_is_an_error(harness: &dyn LogHarness) {
     let log = harness.open().await;
-    let result = log.append(&unique_broker("missing"), vec![sample("x")]).await;
-    assert!(result.is_err(), "appending to a broker that was never created must fail");
+    let result = log
+        .append(&unique_broker("missing"), vec![sample("x")])
+        .await;
+    assert!(
+        result.is_err(),
+        "appending to a broker that was never created must fail"
+    );
     log.close().await.unwrap();
 }
