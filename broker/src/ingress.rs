@@ -66,7 +66,7 @@ pub enum IngressError {
     BodyTimeout,
     #[error("could not read the request body: {0}")]
     BodyRead(String),
-    #[error("the broker cannot accept events right now: {0}")]
+    #[error("the broker cannot accept events right now; retry later")]
     Unavailable(#[source] LogError),
 }
 
@@ -306,6 +306,70 @@ pub fn pass_through_headers(headers: &HeaderMap) -> Vec<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::log::{LogConsumer, ParkedRecord};
+    use tower::ServiceExt;
+
+    /// A log that refuses every append the way a full queue or a failing disk does; the real
+    /// backends cannot be made to fail on cue.
+    struct RefusingLog(fn() -> LogError);
+
+    #[async_trait::async_trait]
+    impl EventLog for RefusingLog {
+        async fn ensure_broker(&self, _: &BrokerKey) -> Result<(), LogError> {
+            Ok(())
+        }
+        async fn append(&self, _: &BrokerKey, _: Vec<Record>) -> Result<(), LogError> {
+            Err((self.0)())
+        }
+        async fn consumer(
+            &self,
+            _: &BrokerKey,
+            _: &str,
+            _: crate::StartFrom,
+        ) -> Result<Box<dyn LogConsumer>, LogError> {
+            Err((self.0)())
+        }
+        async fn park(&self, _: &BrokerKey, _: &str, _: ParkedRecord) -> Result<(), LogError> {
+            Err((self.0)())
+        }
+        async fn parked(&self, _: &BrokerKey, _: &str) -> Result<Vec<ParkedRecord>, LogError> {
+            Err((self.0)())
+        }
+        async fn close(&self) -> Result<(), LogError> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn log_failures_answer_503_with_retry_after() {
+        let failures: [fn() -> LogError; 2] = [
+            || LogError::Overloaded,
+            || LogError::Storage("disk full".into()),
+        ];
+        for failure in failures {
+            let registry = Arc::new(BrokerRegistry::default());
+            registry.insert(BrokerKey::new("ns", "b"));
+            let log = Arc::new(RefusingLog(failure));
+            let ingress = Arc::new(Ingress::new(log, registry, IngressConfig::default()));
+            let request = axum::http::Request::post("/ns/b")
+                .header("ce-specversion", "1.0")
+                .header("ce-id", "1")
+                .header("ce-source", "/s")
+                .header("ce-type", "t")
+                .body(Body::empty())
+                .unwrap();
+            let response = ingress.router().oneshot(request).await.unwrap();
+            assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(response.headers()["retry-after"], "1");
+            let body = response.into_body().collect().await.unwrap().to_bytes();
+            let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            let message = body["message"].as_str().unwrap();
+            assert!(
+                !message.contains("disk full"),
+                "internal details stay in logs: {body}"
+            );
+        }
+    }
 
     #[test]
     fn broker_paths() {

@@ -331,3 +331,31 @@ pub async fn ttl_stops_reply_loops(backend: &dyn Backend) {
         .iter()
         .all(|r| r.ce("knativebrokerttl").is_none()));
 }
+
+pub async fn dead_subscriber_does_not_hold_back_others(backend: &dyn Backend) {
+    let live = Subscriber::start().await;
+    let dead = format!("http://127.0.0.1:{}/", crate::common::free_port());
+    let config = broker_yaml("b", None)
+        + &trigger_yaml(
+            "dead",
+            "b",
+            &dead,
+            "delivery: {retry: 100, backoffPolicy: linear, backoffDelay: PT0.1S}",
+        )
+        + &trigger_yaml("live", "b", &live.url(), "");
+    let dirs = HeraldDirs::new(&config);
+    // A window of 2: the dead trigger's window is full at once.
+    let herald = Herald::start(backend, &dirs, &["--max-in-flight", "2"]).await;
+    for i in 0..20 {
+        assert_eq!(
+            send_binary(&herald.broker_url(NS, "b"), &format!("e{i}"), "t", &[]).await,
+            202
+        );
+    }
+    live.wait_for(20).await;
+    let mut got = ids(&live);
+    got.sort();
+    let mut want: Vec<String> = (0..20).map(|i| format!("e{i}")).collect();
+    want.sort();
+    assert_eq!(got, want);
+}

@@ -72,3 +72,31 @@ pub async fn readiness_and_health(backend: &dyn Backend) {
     assert_eq!(ready.status(), 200);
     assert_eq!(herald.terminate().await.code(), Some(0));
 }
+
+pub async fn sigterm_finishes_in_flight_deliveries(backend: &dyn Backend) {
+    let subscriber = Subscriber::start().await;
+    subscriber
+        .script([crate::common::Reply::status(200).delay(std::time::Duration::from_millis(1500))]);
+    let dirs =
+        HeraldDirs::new(&(broker_yaml("b", None) + &trigger_yaml("t", "b", &subscriber.url(), "")));
+    let herald = Herald::start(backend, &dirs, &[]).await;
+    assert_eq!(
+        send_binary(&herald.broker_url(NS, "b"), "in-flight", "t", &[]).await,
+        202
+    );
+    subscriber.wait_for_id("in-flight").await;
+    // The subscriber is still answering: shutdown must wait for it, then commit.
+    assert_eq!(herald.terminate().await.code(), Some(0));
+
+    let herald = Herald::start(backend, &dirs, &[]).await;
+    assert_eq!(
+        send_binary(&herald.broker_url(NS, "b"), "next", "t", &[]).await,
+        202
+    );
+    subscriber.wait_for_id("next").await;
+    assert_eq!(
+        ids(&subscriber),
+        ["in-flight", "next"],
+        "the finished delivery was repeated"
+    );
+}

@@ -298,10 +298,12 @@ async fn dead_letter(
         failure.status.unwrap_or(500).to_string(),
     );
     let data = &failure.body[..failure.body.len().min(ERROR_DATA_BYTES)];
-    event.set(
-        "knativeerrordata",
-        base64::engine::general_purpose::STANDARD.encode(data),
-    );
+    if !data.is_empty() {
+        event.set(
+            "knativeerrordata",
+            base64::engine::general_purpose::STANDARD.encode(data),
+        );
+    }
     let target = Target {
         url: sink,
         format: plan.format,
