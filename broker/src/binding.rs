@@ -78,13 +78,7 @@ fn require_json_format(headers: &HeaderMap) -> Result<(), InvalidEvent> {
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
-    let essence = content_type
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase();
-    if essence.ends_with("+json") {
+    if json::media_type_essence(content_type).ends_with("+json") {
         Ok(())
     } else {
         Err(InvalidEvent::new(

@@ -8,14 +8,19 @@ use serde_json::value::RawValue;
 
 use crate::event::{AttrValue, CloudEvent, InvalidEvent};
 
-/// Whether a media type carries JSON (`application/json`, `text/json`, `*/*+json`).
-pub fn is_json_media_type(content_type: &str) -> bool {
-    let essence = content_type
+/// A media type without parameters, lower-cased (`Application/JSON; charset=utf-8` → `application/json`).
+pub fn media_type_essence(content_type: &str) -> String {
+    content_type
         .split(';')
         .next()
         .unwrap_or_default()
         .trim()
-        .to_ascii_lowercase();
+        .to_ascii_lowercase()
+}
+
+/// Whether a media type carries JSON (`application/json`, `text/json`, `*/*+json`).
+pub fn is_json_media_type(content_type: &str) -> bool {
+    let essence = media_type_essence(content_type);
     essence == "application/json" || essence == "text/json" || essence.ends_with("+json")
 }
 
