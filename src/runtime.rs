@@ -54,6 +54,10 @@ impl Runtime {
             self.log().ensure_broker(key).await?;
             self.ingress().brokers().insert(key.clone());
         }
+        // A removed broker stops accepting at once; its log stays in the data dir.
+        self.ingress()
+            .brokers()
+            .retain(|key| desired.brokers.contains_key(key));
         let stale: Vec<TriggerKey> = self
             .dispatchers
             .iter()

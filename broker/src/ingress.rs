@@ -126,6 +126,13 @@ impl BrokerRegistry {
         }
     }
 
+    /// Keeps only the brokers for which `keep` holds.
+    pub fn retain(&self, keep: impl Fn(&BrokerKey) -> bool) {
+        if let Ok(mut brokers) = self.brokers.write() {
+            brokers.retain(|key| keep(key));
+        }
+    }
+
     pub fn contains(&self, key: &BrokerKey) -> bool {
         self.brokers
             .read()
