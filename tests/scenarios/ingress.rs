@@ -29,13 +29,7 @@ pub async fn status_codes(backend: &dyn Backend) {
     let body: serde_json::Value = json_body(response).await;
     assert_eq!(body["attribute"], "id", "{body}");
 
-    let bad_time = c
-        .post(&url)
-        .header("ce-specversion", "1.0")
-        .header("ce-id", "x")
-        .header("ce-source", "/s")
-        .header("ce-type", "t")
-        .header("ce-time", "not-a-time");
+    let bad_time = binary_request(&url, "x").header("ce-time", "not-a-time");
     let body: serde_json::Value = json_body(bad_time.send().await.unwrap()).await;
     assert_eq!(body["attribute"], "time", "{body}");
 
@@ -46,13 +40,7 @@ pub async fn status_codes(backend: &dyn Backend) {
     assert_eq!(bad_json.send().await.unwrap().status(), 400);
 
     let batch = r#"[{"specversion":"1.0","id":"b1","source":"/s","type":"t"},{"specversion":"1.0","id":"b2","type":"t"}]"#;
-    let response = c
-        .post(&url)
-        .header("content-type", "application/cloudevents-batch+json")
-        .body(batch)
-        .send()
-        .await
-        .unwrap();
+    let response = post_body(&url, "application/cloudevents-batch+json", batch).await;
     assert_eq!(response.status(), 400);
     let body: serde_json::Value = json_body(response).await;
     assert_eq!(
@@ -94,23 +82,11 @@ pub async fn status_codes(backend: &dyn Backend) {
     assert_eq!(options.headers()["webhook-allowed-origin"], "*");
     assert_eq!(options.headers()["webhook-allowed-rate"], "*");
 
-    let big = c
-        .post(&url)
-        .header("ce-specversion", "1.0")
-        .header("ce-id", "big")
-        .header("ce-source", "/s")
-        .header("ce-type", "t")
-        .body(vec![b'x'; 4096]);
+    let big = binary_request(&url, "big").body(vec![b'x'; 4096]);
     assert_eq!(big.send().await.unwrap().status(), 413);
     // Without a Content-Length the limit is enforced while reading.
     let chunks = futures_stream(vec![vec![b'y'; 1500], vec![b'y'; 1500]]);
-    let streamed = c
-        .post(&url)
-        .header("ce-specversion", "1.0")
-        .header("ce-id", "big2")
-        .header("ce-source", "/s")
-        .header("ce-type", "t")
-        .body(reqwest::Body::wrap_stream(chunks));
+    let streamed = binary_request(&url, "big2").body(reqwest::Body::wrap_stream(chunks));
     assert_eq!(streamed.send().await.unwrap().status(), 413);
 
     assert_eq!(
@@ -189,13 +165,7 @@ pub async fn content_modes_preserve_everything(backend: &dyn Backend) {
 
     let batch = r#"[{"specversion":"1.0","id":"batch-1","source":"/s","type":"t","data_base64":"AAEC"},
                    {"specversion":"0.3","id":"batch-2","source":"/s","type":"t","datacontenttype":"text/plain","data":"hello"}]"#;
-    let response = c
-        .post(&url)
-        .header("content-type", "application/cloudevents-batch+json")
-        .body(batch)
-        .send()
-        .await
-        .unwrap();
+    let response = post_body(&url, "application/cloudevents-batch+json", batch).await;
     assert_eq!(response.status(), 202);
 
     let got = sub.wait_for(4).await;

@@ -29,6 +29,31 @@ pub fn client() -> reqwest::Client {
     reqwest::Client::new()
 }
 
+/// POSTs a body with a content type (structured and batched modes).
+pub async fn post_body(
+    url: &str,
+    content_type: &str,
+    body: impl Into<reqwest::Body>,
+) -> reqwest::Response {
+    client()
+        .post(url)
+        .header("content-type", content_type)
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// A binary-mode request with the required attributes (source `/s`, type `t`) and no body yet.
+pub fn binary_request(url: &str, id: &str) -> reqwest::RequestBuilder {
+    client()
+        .post(url)
+        .header("ce-specversion", "1.0")
+        .header("ce-id", id)
+        .header("ce-source", "/s")
+        .header("ce-type", "t")
+}
+
 /// POSTs a binary-mode event with the given id and type; returns the status.
 pub async fn send_binary(url: &str, id: &str, event_type: &str, extra: &[(&str, &str)]) -> u16 {
     let mut request = client()
