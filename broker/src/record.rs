@@ -21,7 +21,19 @@ pub struct Record {
     pub headers: Vec<(String, String)>,
 }
 
-#[derive(Serialize, Deserialize)]
+/// The JSON header as written: borrows from the record, so encoding copies nothing twice.
+#[derive(Serialize)]
+struct MetaRef<'a> {
+    #[serde(rename = "a")]
+    attributes: &'a BTreeMap<String, AttrValue>,
+    #[serde(rename = "h", skip_serializing_if = "<[_]>::is_empty")]
+    headers: &'a [(String, String)],
+    #[serde(rename = "d")]
+    has_data: bool,
+}
+
+/// The JSON header as read back.
+#[derive(Deserialize)]
 struct Meta {
     #[serde(rename = "a")]
     attributes: BTreeMap<String, AttrValue>,
@@ -48,9 +60,9 @@ impl Record {
     }
 
     pub fn encode(&self) -> Vec<u8> {
-        let meta = Meta {
-            attributes: self.event.attributes().clone(),
-            headers: self.headers.clone(),
+        let meta = MetaRef {
+            attributes: self.event.attributes(),
+            headers: &self.headers,
             has_data: self.event.data().is_some(),
         };
         let meta = serde_json::to_vec(&meta).unwrap_or_default();

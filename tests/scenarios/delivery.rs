@@ -39,13 +39,9 @@ async fn backoff_case(backend: &dyn Backend, policy: &str, expected_ms: &[u64]) 
     let sub = Subscriber::start().await;
     sub.script([Reply::status(503), Reply::status(500), Reply::status(404)]);
     let delivery = format!("delivery: {{retry: 3, backoffPolicy: {policy}, backoffDelay: PT0.2S}}");
-    let dirs =
-        HeraldDirs::new(&(broker_yaml("b", None) + &trigger_yaml("t", "b", &sub.url(), &delivery)));
+    let dirs = one_trigger(&sub.url(), &delivery);
     let herald = Herald::start(backend, &dirs, &[]).await;
-    assert_eq!(
-        send_binary(&herald.broker_url(NS, "b"), "e1", "t", &[]).await,
-        202
-    );
+    accept(&herald, "e1", "t", &[]).await;
     sub.wait_for(4).await;
     assert_spacing(&gaps(&sub), expected_ms);
     let failed_lines = herald
@@ -82,14 +78,8 @@ pub async fn retry_after_is_honoured(backend: &dyn Backend) {
         + &trigger_yaml("capped", "b", &capped.url(), "filter: {attributes: {type: capped}}, delivery: {retry: 1, backoffPolicy: linear, backoffDelay: PT0.05S, retryAfterMax: PT0.3S}");
     let dirs = HeraldDirs::new(&config);
     let herald = Herald::start(backend, &dirs, &[]).await;
-    assert_eq!(
-        send_binary(&herald.broker_url(NS, "b"), "e1", "plain", &[]).await,
-        202
-    );
-    assert_eq!(
-        send_binary(&herald.broker_url(NS, "b"), "e2", "capped", &[]).await,
-        202
-    );
+    accept(&herald, "e1", "plain", &[]).await;
+    accept(&herald, "e2", "capped", &[]).await;
     sub.wait_for(3).await;
     assert_spacing(&gaps(&sub), &[1000, 1000]);
     capped.wait_for(2).await;
@@ -104,13 +94,9 @@ pub async fn timeout_then_dead_letter(backend: &dyn Backend) {
         "delivery: {{retry: 1, timeout: PT0.3S, deadLetterSink: {{uri: '{}'}}}}",
         dls.url()
     );
-    let dirs =
-        HeraldDirs::new(&(broker_yaml("b", None) + &trigger_yaml("t", "b", &sub.url(), &delivery)));
+    let dirs = one_trigger(&sub.url(), &delivery);
     let herald = Herald::start(backend, &dirs, &[]).await;
-    assert_eq!(
-        send_binary(&herald.broker_url(NS, "b"), "slow", "t", &[]).await,
-        202
-    );
+    accept(&herald, "slow", "t", &[]).await;
     let got = dls.wait_for(1).await;
     assert_eq!(sub.received().len(), 2, "one attempt and one retry");
     let dead = &got[0];
@@ -145,19 +131,9 @@ pub async fn dead_letter_extensions(backend: &dyn Backend) {
         "delivery: {{retry: 5, deadLetterSink: {{uri: '{}'}}}}",
         dls.url()
     );
-    let dirs =
-        HeraldDirs::new(&(broker_yaml("b", None) + &trigger_yaml("t", "b", &sub.url(), &delivery)));
+    let dirs = one_trigger(&sub.url(), &delivery);
     let herald = Herald::start(backend, &dirs, &[]).await;
-    assert_eq!(
-        send_binary(
-            &herald.broker_url(NS, "b"),
-            "d1",
-            "t",
-            &[("ce-myext", "kept")]
-        )
-        .await,
-        202
-    );
+    accept(&herald, "d1", "t", &[("ce-myext", "kept")]).await;
     let dead = dls.wait_for(1).await.remove(0);
     assert_eq!(sub.received().len(), 1, "422 is not retried");
     assert_eq!(dead.ce("knativeerrorcode"), Some("422"));
@@ -195,10 +171,7 @@ pub async fn parked_when_dead_letter_sink_is_down(backend: &dyn Backend) {
         + &trigger_yaml("nodls", "b", &sub.url(), "delivery: {retry: 0}");
     let dirs = HeraldDirs::new(&config);
     let herald = Herald::start(backend, &dirs, &[]).await;
-    assert_eq!(
-        send_binary(&herald.broker_url(NS, "b"), "p1", "t", &[]).await,
-        202
-    );
+    accept(&herald, "p1", "t", &[]).await;
     crate::common::wait_until("both triggers to park p1", || {
         herald
             .logs()
@@ -279,10 +252,8 @@ pub async fn replies_are_published_to_the_broker(backend: &dyn Backend) {
     responder.wait_for(4).await;
     assert_eq!(send_binary(&url, "end", "response", &[]).await, 202);
     replies.wait_for_id("end").await;
+    assert_eq!(sorted_ids(&replies), ["end", "reply-1", "reply-2"]);
     let got = replies.received();
-    let mut got_ids: Vec<_> = got.iter().filter_map(|r| r.ce("id")).collect();
-    got_ids.sort();
-    assert_eq!(got_ids, ["end", "reply-1", "reply-2"]);
     let first = got.iter().find(|r| r.ce("id") == Some("reply-1")).unwrap();
     assert_eq!(first.body.as_ref(), br#"{"answer":42}"#);
     assert!(
@@ -304,21 +275,10 @@ pub async fn ttl_stops_reply_loops(backend: &dyn Backend) {
             .header("ce-type", "loop"),
     );
     let delivery = format!("filter: {{attributes: {{type: loop}}}}, delivery: {{retry: 2, deadLetterSink: {{uri: '{}'}}}}", dls.url());
-    let dirs = HeraldDirs::new(
-        &(broker_yaml("b", None) + &trigger_yaml("t", "b", &looper.url(), &delivery)),
-    );
+    let dirs = one_trigger(&looper.url(), &delivery);
     let herald = Herald::start(backend, &dirs, &[]).await;
     // TTL 4 arrives as 3; the replies carry 3, 2, 1; the third reply would reach 0 and is refused.
-    assert_eq!(
-        send_binary(
-            &herald.broker_url(NS, "b"),
-            "start",
-            "loop",
-            &[("ce-knativebrokerttl", "4")]
-        )
-        .await,
-        202
-    );
+    accept(&herald, "start", "loop", &[("ce-knativebrokerttl", "4")]).await;
     let dead = dls.wait_for(1).await.remove(0);
     assert_eq!(
         looper.received().len(),
@@ -347,15 +307,10 @@ pub async fn dead_subscriber_does_not_hold_back_others(backend: &dyn Backend) {
     // A window of 2: the dead trigger's window is full at once.
     let herald = Herald::start(backend, &dirs, &["--max-in-flight", "2"]).await;
     for i in 0..20 {
-        assert_eq!(
-            send_binary(&herald.broker_url(NS, "b"), &format!("e{i}"), "t", &[]).await,
-            202
-        );
+        accept(&herald, &format!("e{i}"), "t", &[]).await;
     }
     live.wait_for(20).await;
-    let mut got = ids(&live);
-    got.sort();
     let mut want: Vec<String> = (0..20).map(|i| format!("e{i}")).collect();
     want.sort();
-    assert_eq!(got, want);
+    assert_eq!(sorted_ids(&live), want);
 }

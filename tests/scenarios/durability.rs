@@ -10,9 +10,7 @@ pub async fn accepted_events_survive_sigkill(backend: &dyn Backend) {
     let subscriber_url = format!("http://127.0.0.1:{port}/");
     // The subscriber is down at first: retries keep the events in flight, never dropped.
     let delivery = "delivery: {retry: 60, backoffPolicy: linear, backoffDelay: PT0.02S}";
-    let dirs = HeraldDirs::new(
-        &(broker_yaml("b", None) + &trigger_yaml("t", "b", &subscriber_url, delivery)),
-    );
+    let dirs = one_trigger(&subscriber_url, delivery);
     let herald = Herald::start(backend, &dirs, &[]).await;
     let url = herald.broker_url(NS, "b");
     let mut accepted = BTreeSet::new();
@@ -41,10 +39,7 @@ pub async fn accepted_events_survive_sigkill(backend: &dyn Backend) {
     assert_eq!(herald.terminate().await.code(), Some(0), "SIGTERM exits 0");
     let before = subscriber.received().len();
     let herald = Herald::start(backend, &dirs, &[]).await;
-    assert_eq!(
-        send_binary(&herald.broker_url(NS, "b"), "after-restart", "t", &[]).await,
-        202
-    );
+    accept(&herald, "after-restart", "t", &[]).await;
     subscriber.wait_for_id("after-restart").await;
     let after: Vec<String> = ids(&subscriber).split_off(before);
     assert_eq!(
@@ -57,19 +52,11 @@ pub async fn accepted_events_survive_sigkill(backend: &dyn Backend) {
 pub async fn readiness_and_health(backend: &dyn Backend) {
     let dirs = HeraldDirs::new(&broker_yaml("b", None));
     let herald = Herald::start(backend, &dirs, &[]).await;
-    let c = client();
-    let health = c
-        .get(format!("{}/healthz", herald.admin))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(health.status(), 200);
-    let ready = c
-        .get(format!("{}/readyz", herald.admin))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(ready.status(), 200);
+    for probe in ["healthz", "readyz"] {
+        let url = format!("{}/{probe}", herald.admin);
+        let status = client().get(url).send().await.unwrap().status();
+        assert_eq!(status, 200, "/{probe}");
+    }
     assert_eq!(herald.terminate().await.code(), Some(0));
 }
 
@@ -77,22 +64,15 @@ pub async fn sigterm_finishes_in_flight_deliveries(backend: &dyn Backend) {
     let subscriber = Subscriber::start().await;
     subscriber
         .script([crate::common::Reply::status(200).delay(std::time::Duration::from_millis(1500))]);
-    let dirs =
-        HeraldDirs::new(&(broker_yaml("b", None) + &trigger_yaml("t", "b", &subscriber.url(), "")));
+    let dirs = one_trigger(&subscriber.url(), "");
     let herald = Herald::start(backend, &dirs, &[]).await;
-    assert_eq!(
-        send_binary(&herald.broker_url(NS, "b"), "in-flight", "t", &[]).await,
-        202
-    );
+    accept(&herald, "in-flight", "t", &[]).await;
     subscriber.wait_for_id("in-flight").await;
     // The subscriber is still answering: shutdown must wait for it, then commit.
     assert_eq!(herald.terminate().await.code(), Some(0));
 
     let herald = Herald::start(backend, &dirs, &[]).await;
-    assert_eq!(
-        send_binary(&herald.broker_url(NS, "b"), "next", "t", &[]).await,
-        202
-    );
+    accept(&herald, "next", "t", &[]).await;
     subscriber.wait_for_id("next").await;
     assert_eq!(
         ids(&subscriber),

@@ -7,7 +7,7 @@ use crate::common::{Backend, Herald, HeraldDirs};
 
 pub async fn status_codes(backend: &dyn Backend) {
     let sub = Subscriber::start().await;
-    let dirs = HeraldDirs::new(&(broker_yaml("b", None) + &trigger_yaml("t", "b", &sub.url(), "")));
+    let dirs = one_trigger(&sub.url(), "");
     let herald = Herald::start(backend, &dirs, &["--max-event-bytes", "2048"]).await;
     let url = herald.broker_url(NS, "b");
     let c = client();
@@ -98,9 +98,7 @@ pub async fn status_codes(backend: &dyn Backend) {
     // Only the accepted events were delivered; rejected ones changed nothing.
     assert_eq!(send_binary(&url, "last", "t", &[]).await, 202);
     sub.wait_for_id("last").await;
-    let mut got = ids(&sub);
-    got.sort();
-    assert_eq!(got, ["last", "ok-1", "ok-2"]);
+    assert_eq!(sorted_ids(&sub), ["last", "ok-1", "ok-2"]);
 }
 
 fn futures_stream(
@@ -296,11 +294,7 @@ pub async fn exact_filters(backend: &dyn Backend) {
     typed.wait_for_id("end").await;
     any_ext.wait_for_id("end").await;
     both.wait_for_id("end").await;
-    let sorted = |s: &Subscriber| {
-        let mut v = ids(s);
-        v.sort();
-        v
-    };
+    let sorted = sorted_ids;
     assert_eq!(sorted(&typed), ["1", "2", "5", "end"]);
     assert_eq!(
         sorted(&any_ext),

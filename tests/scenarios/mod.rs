@@ -6,7 +6,7 @@ pub mod delivery;
 pub mod durability;
 pub mod ingress;
 
-use crate::common::Subscriber;
+use crate::common::{Herald, HeraldDirs, Subscriber};
 
 pub const NS: &str = "default";
 
@@ -77,4 +77,22 @@ pub fn ids(subscriber: &Subscriber) -> Vec<String> {
         .iter()
         .filter_map(|r| r.ce("id").map(str::to_owned))
         .collect()
+}
+
+/// Broker `b` with one trigger `t` to `subscriber`; `extra` is spliced into the trigger's spec.
+pub fn one_trigger(subscriber: &str, extra: &str) -> HeraldDirs {
+    HeraldDirs::new(&(broker_yaml("b", None) + &trigger_yaml("t", "b", subscriber, extra)))
+}
+
+/// Sends a binary-mode event to broker `b` and asserts it was accepted.
+pub async fn accept(herald: &Herald, id: &str, event_type: &str, extra: &[(&str, &str)]) {
+    let status = send_binary(&herald.broker_url(NS, "b"), id, event_type, extra).await;
+    assert_eq!(status, 202, "event {id} was not accepted");
+}
+
+/// The `ce-id`s a subscriber received, sorted.
+pub fn sorted_ids(subscriber: &Subscriber) -> Vec<String> {
+    let mut got = ids(subscriber);
+    got.sort();
+    got
 }

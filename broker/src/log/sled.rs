@@ -35,6 +35,13 @@ struct BrokerTree {
     durable: watch::Sender<u64>,
 }
 
+/// What the writer thread is asked to do.
+enum WriterMessage {
+    Append(AppendRequest),
+    /// Finish the current batch and stop; later appends fail as unavailable.
+    Close,
+}
+
 struct AppendRequest {
     broker: Arc<BrokerTree>,
     records: Vec<Vec<u8>>,
@@ -47,7 +54,7 @@ pub struct SledLog {
     offsets: sled::Tree,
     parked: sled::Tree,
     brokers: Mutex<HashMap<BrokerKey, Arc<BrokerTree>>>,
-    writer: Mutex<Option<mpsc::Sender<AppendRequest>>>,
+    writer: mpsc::Sender<WriterMessage>,
     writer_thread: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -76,7 +83,7 @@ impl SledLog {
             offsets,
             parked,
             brokers: Mutex::new(HashMap::new()),
-            writer: Mutex::new(Some(tx)),
+            writer: tx,
             writer_thread: Mutex::new(Some(thread)),
         })
     }
@@ -131,12 +138,21 @@ fn consumer_key(broker: &BrokerKey, consumer: &str) -> Vec<u8> {
 }
 
 /// The group-commit loop: take all waiting requests, insert, flush once, answer all.
-fn run_writer(db: sled::Db, mut rx: mpsc::Receiver<AppendRequest>) {
-    while let Some(first) = rx.blocking_recv() {
-        let mut batch = vec![first];
+fn run_writer(db: sled::Db, mut rx: mpsc::Receiver<WriterMessage>) {
+    let mut closing = false;
+    while !closing {
+        let mut batch = Vec::new();
+        match rx.blocking_recv() {
+            None | Some(WriterMessage::Close) => break,
+            Some(WriterMessage::Append(request)) => batch.push(request),
+        }
         while batch.len() < MAX_BATCH_REQUESTS {
             match rx.try_recv() {
-                Ok(request) => batch.push(request),
+                Ok(WriterMessage::Append(request)) => batch.push(request),
+                Ok(WriterMessage::Close) => {
+                    closing = true;
+                    break;
+                }
                 Err(_) => break,
             }
         }
@@ -185,18 +201,12 @@ impl EventLog for SledLog {
         let tree = self.broker(broker)?;
         let records = records.iter().map(Record::encode).collect();
         let (done, answer) = oneshot::channel();
-        let sender = self
-            .writer
-            .lock()
-            .map_err(|_| LogError::Storage("lock poisoned".into()))?
-            .clone()
-            .ok_or_else(|| LogError::Unavailable("the log is closed".into()))?;
-        sender
-            .try_send(AppendRequest {
+        self.writer
+            .try_send(WriterMessage::Append(AppendRequest {
                 broker: tree,
                 records,
                 done,
-            })
+            }))
             .map_err(|e| match e {
                 mpsc::error::TrySendError::Full(_) => LogError::Overloaded,
                 mpsc::error::TrySendError::Closed(_) => {
@@ -281,11 +291,9 @@ impl EventLog for SledLog {
     }
 
     async fn close(&self) -> Result<(), LogError> {
-        // Dropping the sender ends the writer once the queue is drained.
-        self.writer
-            .lock()
-            .map_err(|_| LogError::Storage("lock poisoned".into()))?
-            .take();
+        // The writer finishes what it has taken, then stops; requests queued behind the
+        // close are answered "unavailable" when the queue is dropped.
+        let _ = self.writer.send(WriterMessage::Close).await;
         let thread = self
             .writer_thread
             .lock()
@@ -350,7 +358,7 @@ impl LogConsumer for SledConsumer {
                 {
                     let (key, value) = entry.map_err(storage)?;
                     let offset = offset_from_key(&key)?;
-                    let record = Record::decode(Bytes::copy_from_slice(&value))
+                    let record = Record::decode(Bytes::from_owner(value))
                         .map_err(|e| LogError::Corrupt(format!("offset {offset}: {e}")))?;
                     out.push(LogRecord {
                         id: RecordId {

@@ -41,6 +41,23 @@ where
     unknown_broker_is_an_error(&*new_harness().await).await;
 }
 
+/// A new handle on the harness's storage with a new broker in it.
+async fn fresh(harness: &dyn LogHarness, test: &str) -> (Arc<dyn EventLog>, BrokerKey) {
+    let log = harness.open().await;
+    let broker = unique_broker(test);
+    log.ensure_broker(&broker).await.unwrap();
+    (log, broker)
+}
+
+async fn consumer(
+    log: &dyn EventLog,
+    broker: &BrokerKey,
+    name: &str,
+    start: StartFrom,
+) -> Box<dyn LogConsumer> {
+    log.consumer(broker, name, start).await.unwrap()
+}
+
 fn unique_broker(test: &str) -> BrokerKey {
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -102,13 +119,8 @@ fn ids(records: &[LogRecord]) -> Vec<String> {
 }
 
 async fn appends_are_read_in_order(harness: &dyn LogHarness) {
-    let log = harness.open().await;
-    let broker = unique_broker("order");
-    log.ensure_broker(&broker).await.unwrap();
-    let mut consumer = log
-        .consumer(&broker, "t1", StartFrom::Earliest)
-        .await
-        .unwrap();
+    let (log, broker) = fresh(harness, "order").await;
+    let mut consumer = consumer(&*log, &broker, "t1", StartFrom::Earliest).await;
     log.append(&broker, vec![sample("a"), sample("b")])
         .await
         .unwrap();
@@ -128,18 +140,10 @@ async fn appends_are_read_in_order(harness: &dyn LogHarness) {
 }
 
 async fn latest_skips_earlier_records(harness: &dyn LogHarness) {
-    let log = harness.open().await;
-    let broker = unique_broker("latest");
-    log.ensure_broker(&broker).await.unwrap();
+    let (log, broker) = fresh(harness, "latest").await;
     log.append(&broker, vec![sample("old")]).await.unwrap();
-    let mut latest = log
-        .consumer(&broker, "late", StartFrom::Latest)
-        .await
-        .unwrap();
-    let mut earliest = log
-        .consumer(&broker, "early", StartFrom::Earliest)
-        .await
-        .unwrap();
+    let mut latest = consumer(&*log, &broker, "late", StartFrom::Latest).await;
+    let mut earliest = consumer(&*log, &broker, "early", StartFrom::Earliest).await;
     log.append(&broker, vec![sample("new")]).await.unwrap();
     assert_eq!(ids(&poll_exactly(&mut *latest, 1).await), ["new"]);
     assert_eq!(ids(&poll_exactly(&mut *earliest, 2).await), ["old", "new"]);
@@ -147,17 +151,9 @@ async fn latest_skips_earlier_records(harness: &dyn LogHarness) {
 }
 
 async fn consumers_are_independent(harness: &dyn LogHarness) {
-    let log = harness.open().await;
-    let broker = unique_broker("independent");
-    log.ensure_broker(&broker).await.unwrap();
-    let mut one = log
-        .consumer(&broker, "one", StartFrom::Earliest)
-        .await
-        .unwrap();
-    let mut two = log
-        .consumer(&broker, "two", StartFrom::Earliest)
-        .await
-        .unwrap();
+    let (log, broker) = fresh(harness, "independent").await;
+    let mut one = consumer(&*log, &broker, "one", StartFrom::Earliest).await;
+    let mut two = consumer(&*log, &broker, "two", StartFrom::Earliest).await;
     log.append(&broker, vec![sample("x"), sample("y")])
         .await
         .unwrap();
@@ -175,10 +171,7 @@ async fn commit_is_a_contiguous_low_water_mark(harness: &dyn LogHarness) {
     {
         let log = harness.open().await;
         log.ensure_broker(&broker).await.unwrap();
-        let mut consumer = log
-            .consumer(&broker, "t", StartFrom::Earliest)
-            .await
-            .unwrap();
+        let mut consumer = consumer(&*log, &broker, "t", StartFrom::Earliest).await;
         log.append(&broker, (0..5).map(|i| sample(&i.to_string())).collect())
             .await
             .unwrap();
@@ -193,7 +186,7 @@ async fn commit_is_a_contiguous_low_water_mark(harness: &dyn LogHarness) {
     {
         let log = harness.open().await;
         log.ensure_broker(&broker).await.unwrap();
-        let mut consumer = log.consumer(&broker, "t", StartFrom::Latest).await.unwrap();
+        let mut consumer = consumer(&*log, &broker, "t", StartFrom::Latest).await;
         let again = poll_exactly(&mut *consumer, 3).await;
         assert_eq!(
             ids(&again),
@@ -209,10 +202,7 @@ async fn commit_is_a_contiguous_low_water_mark(harness: &dyn LogHarness) {
     }
     let log = harness.open().await;
     log.ensure_broker(&broker).await.unwrap();
-    let mut consumer = log
-        .consumer(&broker, "t", StartFrom::Earliest)
-        .await
-        .unwrap();
+    let mut consumer = consumer(&*log, &broker, "t", StartFrom::Earliest).await;
     assert_nothing_more(&mut *consumer).await;
     log.append(&broker, vec![sample("5")]).await.unwrap();
     assert_eq!(ids(&poll_exactly(&mut *consumer, 1).await), ["5"]);
@@ -232,10 +222,7 @@ async fn parked_records_are_durable(harness: &dyn LogHarness) {
     {
         let log = harness.open().await;
         log.ensure_broker(&broker).await.unwrap();
-        let mut consumer = log
-            .consumer(&broker, "t", StartFrom::Earliest)
-            .await
-            .unwrap();
+        let mut consumer = consumer(&*log, &broker, "t", StartFrom::Earliest).await;
         log.append(&broker, vec![sample("p1"), sample("p2")])
             .await
             .unwrap();
@@ -270,13 +257,8 @@ async fn parked_records_are_durable(harness: &dyn LogHarness) {
 }
 
 async fn poll_waits_for_appends(harness: &dyn LogHarness) {
-    let log = harness.open().await;
-    let broker = unique_broker("wait");
-    log.ensure_broker(&broker).await.unwrap();
-    let mut consumer = log
-        .consumer(&broker, "t", StartFrom::Earliest)
-        .await
-        .unwrap();
+    let (log, broker) = fresh(harness, "wait").await;
+    let mut consumer = consumer(&*log, &broker, "t", StartFrom::Earliest).await;
     assert_nothing_more(&mut *consumer).await;
     let appender = {
         let log = log.clone();
@@ -290,13 +272,8 @@ async fn poll_waits_for_appends(harness: &dyn LogHarness) {
 }
 
 async fn concurrent_appends_are_all_kept(harness: &dyn LogHarness) {
-    let log = harness.open().await;
-    let broker = unique_broker("concurrent");
-    log.ensure_broker(&broker).await.unwrap();
-    let mut consumer = log
-        .consumer(&broker, "t", StartFrom::Earliest)
-        .await
-        .unwrap();
+    let (log, broker) = fresh(harness, "concurrent").await;
+    let mut consumer = consumer(&*log, &broker, "t", StartFrom::Earliest).await;
     let tasks: Vec<_> = (0..50)
         .map(|i| {
             let log = log.clone();
