@@ -2,6 +2,7 @@
 //! moves each trigger along its broker's log.
 
 pub mod attempt;
+pub mod cesql;
 pub mod dispatcher;
 pub mod filter;
 pub mod plan;
