@@ -8,11 +8,21 @@ use std::time::Duration;
 use herald_broker::{BrokerKey, EventLog, Ingress, StartFrom};
 use herald_crds::{Broker, DeliveryFormat, DeliverySpec, Destination, Trigger};
 use herald_triggers::process::Deps;
-use herald_triggers::{
-    run_dispatcher, AttributesFilter, DispatcherHandle, RetryPolicy, TriggerPlan,
-};
+use herald_triggers::{run_dispatcher, DispatcherHandle, RetryPolicy, TriggerPlan};
 
 use crate::config::{Desired, TriggerKey};
+
+/// Why the runtime could not start what was asked for.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error(transparent)]
+    Log(#[from] herald_broker::LogError),
+    #[error("trigger {trigger}: {error}")]
+    Filter {
+        trigger: String,
+        error: herald_crds::FieldError,
+    },
+}
 
 /// Runs what the desired state asks for.
 pub struct Runtime {
@@ -49,7 +59,7 @@ impl Runtime {
 
     /// Makes the running state match `desired`: creates brokers, starts new or changed
     /// triggers, stops removed ones. Unchanged triggers are not disturbed.
-    pub async fn reconcile(&mut self, desired: &Desired) -> Result<(), herald_broker::LogError> {
+    pub async fn reconcile(&mut self, desired: &Desired) -> Result<(), RuntimeError> {
         for key in desired.brokers.keys() {
             self.log().ensure_broker(key).await?;
             self.ingress().brokers().insert(key.clone());
@@ -65,7 +75,7 @@ impl Runtime {
                 desired
                     .triggers
                     .get(*key)
-                    .map(|t| self.plan(key, t, desired))
+                    .and_then(|t| self.plan(key, t, desired).ok())
                     .as_ref()
                     != Some(plan.as_ref())
             })
@@ -80,7 +90,7 @@ impl Runtime {
             if self.dispatchers.contains_key(key) {
                 continue;
             }
-            let plan = Arc::new(self.plan(key, trigger, desired));
+            let plan = Arc::new(self.plan(key, trigger, desired)?);
             let consumer = self
                 .log()
                 .consumer(&plan.broker, &plan.consumer_name(), StartFrom::Latest)
@@ -96,7 +106,7 @@ impl Runtime {
         (namespace, name): &TriggerKey,
         trigger: &Trigger,
         desired: &Desired,
-    ) -> TriggerPlan {
+    ) -> Result<TriggerPlan, RuntimeError> {
         let broker_key = BrokerKey::new(namespace.clone(), trigger.spec.broker.clone());
         let broker: Option<&Broker> = desired.brokers.get(&broker_key);
         let delivery = trigger
@@ -105,17 +115,17 @@ impl Runtime {
             .clone()
             .or_else(|| broker.and_then(|b| b.spec.delivery.clone()))
             .unwrap_or_else(DeliverySpec::broker_default);
-        let filter = trigger
-            .spec
-            .filter
-            .as_ref()
-            .map(|f| f.attributes.clone())
-            .unwrap_or_default();
-        TriggerPlan {
+        let filter = herald_triggers::filter::compile(&trigger.spec).map_err(|error| {
+            RuntimeError::Filter {
+                trigger: format!("{namespace}/{name}"),
+                error,
+            }
+        })?;
+        Ok(TriggerPlan {
             namespace: namespace.clone(),
             name: name.clone(),
             broker: broker_key,
-            filter: AttributesFilter::new(filter),
+            filter,
             subscriber: self.resolve(&trigger.spec.subscriber, namespace),
             dead_letter_sink: delivery
                 .dead_letter_sink
@@ -124,7 +134,7 @@ impl Runtime {
             policy: RetryPolicy::from_spec(&delivery),
             format: delivery.format.unwrap_or(DeliveryFormat::Binary),
             max_in_flight: self.max_in_flight,
-        }
+        })
     }
 
     /// A destination's URL: a Broker reference becomes Herald's own ingress address.

@@ -27,7 +27,10 @@ fn to_json(yaml: &Yaml) -> serde_json::Value {
 
 fn event_for(case: &Yaml) -> CloudEvent {
     let mut members = match case.get("event") {
-        Some(event) => to_json(event).as_object().cloned().expect("event is a mapping"),
+        Some(event) => to_json(event)
+            .as_object()
+            .cloned()
+            .expect("event is a mapping"),
         None => default_event(),
     };
     if let Some(overrides) = case.get("eventOverrides") {
@@ -44,7 +47,11 @@ fn event_for(case: &Yaml) -> CloudEvent {
 fn expected_value(yaml: &Yaml) -> Value<'static> {
     match yaml {
         Yaml::Bool(b) => Value::Bool(*b),
-        Yaml::Number(n) => Value::Int(n.as_i64().and_then(|i| i32::try_from(i).ok()).expect("32-bit result")),
+        Yaml::Number(n) => Value::Int(
+            n.as_i64()
+                .and_then(|i| i32::try_from(i).ok())
+                .expect("32-bit result"),
+        ),
         Yaml::String(s) => Value::Str(s.clone().into()),
         other => panic!("unexpected result {other:?}"),
     }
@@ -62,10 +69,18 @@ fn cesql_tck() {
     let (mut run, mut failures) = (0, Vec::new());
     for file in &files {
         let suite: Yaml = serde_yaml_ng::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
-        let cases = suite.get("tests").and_then(Yaml::as_sequence).cloned().unwrap_or_default();
+        let cases = suite
+            .get("tests")
+            .and_then(Yaml::as_sequence)
+            .cloned()
+            .unwrap_or_default();
         for case in cases {
             run += 1;
-            let name = case.get("name").and_then(Yaml::as_str).unwrap_or("?").to_owned();
+            let name = case
+                .get("name")
+                .and_then(Yaml::as_str)
+                .unwrap_or("?")
+                .to_owned();
             let expression = match case.get("expression") {
                 Some(Yaml::String(s)) => s.clone(),
                 // Plain scalars such as `TRUE` or `-10` arrive typed; their text is the expression.
@@ -94,7 +109,12 @@ fn cesql_tck() {
         }
     }
     assert!(run > 0, "the TCK folder {} holds no cases", dir.display());
-    assert!(failures.is_empty(), "{} of {run} TCK cases failed:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {run} TCK cases failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
     println!("{run} CESQL TCK cases passed");
 }
 

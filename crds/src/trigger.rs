@@ -68,6 +68,10 @@ pub struct SubscriptionsApiFilter {
     pub suffix: Option<BTreeMap<String, String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cesql: Option<String>,
+    /// Herald addition (not in Knative): an RFC 9535 JSONPath evaluated against the event's
+    /// data parsed as JSON; the element passes when the query selects at least one node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jsonpath: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]

@@ -62,12 +62,7 @@ pub fn build_desired(loaded: Vec<Loaded>) -> Result<Desired, ConfigError> {
             }
             Resource::Trigger(trigger) => {
                 validate_trigger_spec(&trigger.spec).map_err(fail)?;
-                if !trigger.spec.filters.is_empty() {
-                    return Err(fail(FieldError::new(
-                        "spec.filters",
-                        "Subscriptions API filters are not supported by this version of Herald; use spec.filter.attributes",
-                    )));
-                }
+                herald_triggers::filter::compile(&trigger.spec).map_err(fail)?;
                 triggers.push((origin.clone(), ident, namespace, name, trigger));
             }
         }
@@ -155,7 +150,7 @@ mod tests {
             ("{broker: b, subscriber: {}}", "spec.subscriber"),
             ("{broker: b, subscriber: {uri: 'http://x'}, delivery: {backoffDelay: 5s}}", "spec.delivery.backoffDelay"),
             ("{broker: b, subscriber: {uri: 'http://x'}, filter: {attributes: {Bad-Name: x}}}", "spec.filter.attributes.Bad-Name"),
-            ("{broker: b, subscriber: {uri: 'http://x'}, filters: [{exact: {type: x}}]}", "spec.filters"),
+            ("{broker: b, subscriber: {uri: 'http://x'}, filters: [{cesql: \"type = \"}]}", "spec.filters[0].cesql"),
             ("{broker: b, subscriber: {ref: {apiVersion: eventing.knative.dev/v1, kind: Broker, name: other}}}", "spec.subscriber.ref"),
         ];
         for (spec, field) in cases {

@@ -5,11 +5,12 @@ pub mod attempt;
 pub mod cesql;
 pub mod dispatcher;
 pub mod filter;
+pub mod index;
 pub mod plan;
 pub mod process;
 pub mod retry;
 
 pub use dispatcher::{run_dispatcher, DispatcherHandle};
-pub use filter::AttributesFilter;
+pub use filter::{AttributesFilter, Filter};
 pub use plan::TriggerPlan;
 pub use retry::RetryPolicy;

@@ -5,7 +5,7 @@ use std::time::Duration;
 use herald_broker::BrokerKey;
 use herald_crds::DeliveryFormat;
 
-use crate::{AttributesFilter, RetryPolicy};
+use crate::{Filter, RetryPolicy};
 
 /// Default bound of deliveries in flight per trigger.
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 100;
@@ -17,7 +17,7 @@ pub struct TriggerPlan {
     pub namespace: String,
     pub name: String,
     pub broker: BrokerKey,
-    pub filter: AttributesFilter,
+    pub filter: Filter,
     pub subscriber: String,
     pub dead_letter_sink: Option<String>,
     pub policy: RetryPolicy,

@@ -45,13 +45,20 @@ struct Context<'a, 'e> {
     errors: &'e mut Vec<CesqlError>,
 }
 
-pub fn evaluate<'a>(expr: &'a Expr, event: &'a CloudEvent, errors: &mut Vec<CesqlError>) -> Value<'a> {
+pub fn evaluate<'a>(
+    expr: &'a Expr,
+    event: &'a CloudEvent,
+    errors: &mut Vec<CesqlError>,
+) -> Value<'a> {
     Context { event, errors }.eval(expr)
 }
 
 impl<'a> Context<'a, '_> {
     fn fail(&mut self, kind: ErrorKind, message: impl Into<String>) {
-        self.errors.push(CesqlError { kind, message: message.into() });
+        self.errors.push(CesqlError {
+            kind,
+            message: message.into(),
+        });
     }
 
     /// Evaluates an operand; `None` when it (or anything below it) failed, so that the
@@ -76,7 +83,10 @@ impl<'a> Context<'a, '_> {
                 },
                 Some(AttrValue::Boolean(b)) => Value::Bool(*b),
                 None => {
-                    self.fail(ErrorKind::MissingAttribute, format!("attribute {name:?} is not in the event"));
+                    self.fail(
+                        ErrorKind::MissingAttribute,
+                        format!("attribute {name:?} is not in the event"),
+                    );
                     Value::Bool(false)
                 }
             },
@@ -96,18 +106,30 @@ impl<'a> Context<'a, '_> {
                 }
             },
             Expr::Binary(op, left, right) => self.binary(*op, left, right),
-            Expr::Like { value, pattern, negated } => match self.operand(value) {
+            Expr::Like {
+                value,
+                pattern,
+                negated,
+            } => match self.operand(value) {
                 None => Value::Bool(false),
                 Some(v) => {
                     let text = self.to_str(v);
                     Value::Bool(pattern.matches(&text) != *negated)
                 }
             },
-            Expr::In { value, set, negated } => {
-                let Some(needle) = self.operand(value) else { return Value::Bool(false) };
+            Expr::In {
+                value,
+                set,
+                negated,
+            } => {
+                let Some(needle) = self.operand(value) else {
+                    return Value::Bool(false);
+                };
                 let target = needle.type_of();
                 for element in set {
-                    let Some(candidate) = self.operand(element) else { return Value::Bool(false) };
+                    let Some(candidate) = self.operand(element) else {
+                        return Value::Bool(false);
+                    };
                     let candidate = self.cast(candidate, target);
                     if candidate == needle {
                         return Value::Bool(!*negated);
@@ -122,12 +144,16 @@ impl<'a> Context<'a, '_> {
     fn binary(&mut self, op: BinOp, left: &'a Expr, right: &'a Expr) -> Value<'a> {
         match op {
             BinOp::And | BinOp::Or => {
-                let Some(l) = self.operand(left) else { return Value::Bool(false) };
+                let Some(l) = self.operand(left) else {
+                    return Value::Bool(false);
+                };
                 let l = self.to_bool(l);
                 if (op == BinOp::And && !l) || (op == BinOp::Or && l) {
                     return Value::Bool(l);
                 }
-                let Some(r) = self.operand(right) else { return Value::Bool(false) };
+                let Some(r) = self.operand(right) else {
+                    return Value::Bool(false);
+                };
                 Value::Bool(self.to_bool(r))
             }
             _ => {
@@ -135,8 +161,12 @@ impl<'a> Context<'a, '_> {
                     BinOp::Add | BinOp::Sub | BinOp::Mul | BinOp::Div | BinOp::Mod => Type::Int,
                     _ => Type::Bool,
                 };
-                let Some(l) = self.operand(left) else { return zero(result_type) };
-                let Some(r) = self.operand(right) else { return zero(result_type) };
+                let Some(l) = self.operand(left) else {
+                    return zero(result_type);
+                };
+                let Some(r) = self.operand(right) else {
+                    return zero(result_type);
+                };
                 match op {
                     BinOp::Xor => {
                         let (l, r) = (self.to_bool(l), self.to_bool(r));
@@ -212,8 +242,10 @@ impl<'a> Context<'a, '_> {
             }
             Function::ConcatWs => {
                 let delimiter = self.to_str(next()).into_owned();
-                let parts: Vec<String> =
-                    (1..args.len()).map(|_| next()).map(|v| self.to_str(v).into_owned()).collect();
+                let parts: Vec<String> = (1..args.len())
+                    .map(|_| next())
+                    .map(|v| self.to_str(v).into_owned())
+                    .collect();
                 Value::Str(Cow::Owned(parts.join(&delimiter)))
             }
             Function::Lower => Value::Str(Cow::Owned(self.to_str(next()).to_lowercase())),
@@ -223,12 +255,19 @@ impl<'a> Context<'a, '_> {
                 let text = self.to_str(next());
                 let count = self.to_int(next());
                 if count < 0 {
-                    self.fail(ErrorKind::FunctionEvaluation, "LEFT/RIGHT length must not be negative");
+                    self.fail(
+                        ErrorKind::FunctionEvaluation,
+                        "LEFT/RIGHT length must not be negative",
+                    );
                     return Value::Str(text);
                 }
                 let chars: Vec<char> = text.chars().collect();
                 let count = (count as usize).min(chars.len());
-                let slice = if function == Function::Left { &chars[..count] } else { &chars[chars.len() - count..] };
+                let slice = if function == Function::Left {
+                    &chars[..count]
+                } else {
+                    &chars[chars.len() - count..]
+                };
                 Value::Str(Cow::Owned(slice.iter().collect()))
             }
             Function::Substring => {
@@ -268,17 +307,27 @@ impl<'a> Context<'a, '_> {
         let len = chars.len() as i64;
         let position = i64::from(position);
         if position > len || position < -len {
-            self.fail(ErrorKind::FunctionEvaluation, format!("SUBSTRING position {position} is outside the string"));
+            self.fail(
+                ErrorKind::FunctionEvaluation,
+                format!("SUBSTRING position {position} is outside the string"),
+            );
             return zero(Type::Str);
         }
         if length.is_some_and(|l| l < 0) {
-            self.fail(ErrorKind::FunctionEvaluation, "SUBSTRING length must not be negative");
+            self.fail(
+                ErrorKind::FunctionEvaluation,
+                "SUBSTRING length must not be negative",
+            );
             return zero(Type::Str);
         }
         if position == 0 {
             return zero(Type::Str);
         }
-        let start = if position > 0 { position - 1 } else { len + position } as usize;
+        let start = if position > 0 {
+            position - 1
+        } else {
+            len + position
+        } as usize;
         let end = match length {
             Some(l) => (start + l as usize).min(chars.len()),
             None => chars.len(),

@@ -58,7 +58,11 @@ impl Token {
 }
 
 pub fn error(position: usize, message: impl Into<String>) -> ParseError {
-    ParseError { kind: ErrorKind::Parse, column: position + 1, message: message.into() }
+    ParseError {
+        kind: ErrorKind::Parse,
+        column: position + 1,
+        message: message.into(),
+    }
 }
 
 /// Splits `source` into tokens, ending with `Eof`.
@@ -115,7 +119,10 @@ pub fn tokenize(source: &str) -> Result<Vec<(usize, Token)>, ParseError> {
                 }
                 let word: String = chars[start..i].iter().collect();
                 let token = if word.chars().all(|c| c.is_ascii_digit()) {
-                    Token::Int(word.parse().map_err(|_| error(start, format!("integer {word} is out of range")))?)
+                    Token::Int(
+                        word.parse()
+                            .map_err(|_| error(start, format!("integer {word} is out of range")))?,
+                    )
                 } else {
                     Token::Word(word)
                 };

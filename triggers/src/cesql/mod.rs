@@ -79,7 +79,10 @@ pub struct Evaluation<'a> {
 
 impl Expression {
     pub fn parse(source: &str) -> Result<Self, ParseError> {
-        Ok(Self { source: source.to_owned(), root: parser::parse(source)? })
+        Ok(Self {
+            source: source.to_owned(),
+            root: parser::parse(source)?,
+        })
     }
 
     pub fn source(&self) -> &str {
@@ -131,14 +134,21 @@ mod tests {
     fn implicit_casts_follow_the_right_operand() {
         assert_eq!(eval("sequence = 10"), (Value::Bool(true), None));
         assert_eq!(eval("sequence + 5"), (Value::Int(15), None));
-        assert_eq!(eval("count > 5 AND type LIKE 'order.%'"), (Value::Bool(true), None));
+        assert_eq!(
+            eval("count > 5 AND type LIKE 'order.%'"),
+            (Value::Bool(true), None)
+        );
     }
 
     #[test]
     fn precedence_and_associativity() {
         assert_eq!(eval("1 + 2 * 3"), (Value::Int(7), None));
         assert_eq!(eval("10 - 3 - 2"), (Value::Int(5), None));
-        assert_eq!(eval("TRUE OR FALSE AND FALSE"), (Value::Bool(true), None), "right-associative logic");
+        assert_eq!(
+            eval("TRUE OR FALSE AND FALSE"),
+            (Value::Bool(true), None),
+            "right-associative logic"
+        );
         assert_eq!(eval("NOT EXISTS subject"), (Value::Bool(true), None));
     }
 
@@ -158,6 +168,9 @@ mod tests {
         assert_eq!(err.kind, ErrorKind::MissingFunction);
         let err = Expression::parse("'unterminated").unwrap_err();
         assert_eq!(err.column, 1, "{err}");
-        assert!(Expression::parse("2147483648").is_err(), "integer literals are 32-bit");
+        assert!(
+            Expression::parse("2147483648").is_err(),
+            "integer literals are 32-bit"
+        );
     }
 }

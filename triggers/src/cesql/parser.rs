@@ -80,8 +80,16 @@ pub enum Expr {
     Not(Box<Expr>),
     Negate(Box<Expr>),
     Binary(BinOp, Box<Expr>, Box<Expr>),
-    Like { value: Box<Expr>, pattern: LikePattern, negated: bool },
-    In { value: Box<Expr>, set: Vec<Expr>, negated: bool },
+    Like {
+        value: Box<Expr>,
+        pattern: LikePattern,
+        negated: bool,
+    },
+    In {
+        value: Box<Expr>,
+        set: Vec<Expr>,
+        negated: bool,
+    },
     Call(Function, Vec<Expr>),
 }
 
@@ -89,11 +97,20 @@ const PREFIX_BP: u8 = 6;
 const POSTFIX_BP: u8 = 5;
 
 pub fn parse(source: &str) -> Result<Expr, ParseError> {
-    let mut parser = Parser { tokens: tokenize(source)?, next: 0 };
+    let mut parser = Parser {
+        tokens: tokenize(source)?,
+        next: 0,
+    };
     let expr = parser.expression(0)?;
     match parser.peek() {
         Token::Eof => Ok(expr),
-        other => Err(error(parser.position(), format!("expected an operator or the end, found {}", other.describe()))),
+        other => Err(error(
+            parser.position(),
+            format!(
+                "expected an operator or the end, found {}",
+                other.describe()
+            ),
+        )),
     }
 }
 
@@ -130,7 +147,10 @@ impl Parser {
             self.next += 1;
             Ok(())
         } else {
-            Err(error(self.position(), format!("expected {what}, found {}", self.peek().describe())))
+            Err(error(
+                self.position(),
+                format!("expected {what}, found {}", self.peek().describe()),
+            ))
         }
     }
 
@@ -150,7 +170,9 @@ impl Parser {
                 left = self.postfix(left, negated_postfix)?;
                 continue;
             }
-            let Some((op, left_bp, right_bp)) = infix(&token) else { break };
+            let Some((op, left_bp, right_bp)) = infix(&token) else {
+                break;
+            };
             if left_bp < min_bp {
                 break;
             }
@@ -166,8 +188,18 @@ impl Parser {
         if keyword(&self.bump(), "LIKE") {
             let position = self.position();
             match self.bump() {
-                Token::Str(pattern) => Ok(Expr::Like { value, pattern: LikePattern::compile(&pattern), negated }),
-                other => Err(error(position, format!("LIKE expects a string literal pattern, found {}", other.describe()))),
+                Token::Str(pattern) => Ok(Expr::Like {
+                    value,
+                    pattern: LikePattern::compile(&pattern),
+                    negated,
+                }),
+                other => Err(error(
+                    position,
+                    format!(
+                        "LIKE expects a string literal pattern, found {}",
+                        other.describe()
+                    ),
+                )),
             }
         } else {
             self.expect(Token::LParen, "'(' to open the IN set")?;
@@ -177,7 +209,11 @@ impl Parser {
                 set.push(self.expression(0)?);
             }
             self.expect(Token::RParen, "',' or ')' in the IN set")?;
-            Ok(Expr::In { value, set, negated })
+            Ok(Expr::In {
+                value,
+                set,
+                negated,
+            })
         }
     }
 
@@ -200,7 +236,10 @@ impl Parser {
                 Ok(inner)
             }
             Token::Word(word) => self.word(word, position),
-            other => Err(error(position, format!("expected a value, found {}", other.describe()))),
+            other => Err(error(
+                position,
+                format!("expected a value, found {}", other.describe()),
+            )),
         }
     }
 
@@ -214,11 +253,20 @@ impl Parser {
                 let position = self.position();
                 return match self.bump() {
                     Token::Word(name) => Ok(Expr::Exists(attribute_name(&name, position)?)),
-                    other => Err(error(position, format!("EXISTS expects an attribute name, found {}", other.describe()))),
+                    other => Err(error(
+                        position,
+                        format!(
+                            "EXISTS expects an attribute name, found {}",
+                            other.describe()
+                        ),
+                    )),
                 };
             }
             "AND" | "OR" | "XOR" | "LIKE" | "IN" => {
-                return Err(error(position, format!("expected a value, found the operator {upper}")))
+                return Err(error(
+                    position,
+                    format!("expected a value, found the operator {upper}"),
+                ))
             }
             _ => {}
         }
@@ -247,10 +295,16 @@ impl Parser {
 /// Attribute names are case-insensitive here and stored lower-case: `[a-z0-9]+`.
 fn attribute_name(word: &str, position: usize) -> Result<String, ParseError> {
     let name = word.to_ascii_lowercase();
-    if name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()) {
+    if name
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+    {
         Ok(name)
     } else {
-        Err(error(position, format!("{word:?} is not a valid attribute name (letters and digits only)")))
+        Err(error(
+            position,
+            format!("{word:?} is not a valid attribute name (letters and digits only)"),
+        ))
     }
 }
 

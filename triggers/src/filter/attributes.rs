@@ -1,4 +1,4 @@
-//! `spec.filter.attributes`: Knative's spec semantics.
+//! `spec.filter.attributes`: Knative's spec semantics (the legacy filter).
 
 use herald_broker::CloudEvent;
 
@@ -14,6 +14,14 @@ impl AttributesFilter {
         Self {
             required: attributes.into_iter().collect(),
         }
+    }
+
+    /// The value an attribute must have exactly, if the filter pins it.
+    pub fn required(&self, attribute: &str) -> Option<&str> {
+        self.required
+            .iter()
+            .find(|(name, value)| name == attribute && !value.is_empty())
+            .map(|(_, value)| value.as_str())
     }
 
     pub fn matches(&self, event: &CloudEvent) -> bool {
