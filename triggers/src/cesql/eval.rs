@@ -93,12 +93,12 @@ impl<'a> Context<'a, '_> {
             Expr::Exists(name) => Value::Bool(self.event.attribute(name).is_some()),
             Expr::Not(inner) => match self.operand(inner) {
                 None => Value::Bool(false),
-                Some(v) => Value::Bool(!self.to_bool(v)),
+                Some(v) => Value::Bool(!self.as_bool(v)),
             },
             Expr::Negate(inner) => match self.operand(inner) {
                 None => Value::Int(0),
                 Some(v) => {
-                    let i = self.to_int(v);
+                    let i = self.as_int(v);
                     Value::Int(i.checked_neg().unwrap_or_else(|| {
                         self.fail(ErrorKind::Math, "integer overflow in negation");
                         i
@@ -113,7 +113,7 @@ impl<'a> Context<'a, '_> {
             } => match self.operand(value) {
                 None => Value::Bool(false),
                 Some(v) => {
-                    let text = self.to_str(v);
+                    let text = self.as_string(v);
                     Value::Bool(pattern.matches(&text) != *negated)
                 }
             },
@@ -147,14 +147,14 @@ impl<'a> Context<'a, '_> {
                 let Some(l) = self.operand(left) else {
                     return Value::Bool(false);
                 };
-                let l = self.to_bool(l);
+                let l = self.as_bool(l);
                 if (op == BinOp::And && !l) || (op == BinOp::Or && l) {
                     return Value::Bool(l);
                 }
                 let Some(r) = self.operand(right) else {
                     return Value::Bool(false);
                 };
-                Value::Bool(self.to_bool(r))
+                Value::Bool(self.as_bool(r))
             }
             _ => {
                 let result_type = match op {
@@ -169,7 +169,7 @@ impl<'a> Context<'a, '_> {
                 };
                 match op {
                     BinOp::Xor => {
-                        let (l, r) = (self.to_bool(l), self.to_bool(r));
+                        let (l, r) = (self.as_bool(l), self.as_bool(r));
                         Value::Bool(l != r)
                     }
                     // `=` is overloaded: the right operand's type decides the cast (spec 3.7).
@@ -178,7 +178,7 @@ impl<'a> Context<'a, '_> {
                         Value::Bool((l == r) == (op == BinOp::Eq))
                     }
                     BinOp::Lt | BinOp::Le | BinOp::Gt | BinOp::Ge => {
-                        let (l, r) = (self.to_int(l), self.to_int(r));
+                        let (l, r) = (self.as_int(l), self.as_int(r));
                         Value::Bool(match op {
                             BinOp::Lt => l < r,
                             BinOp::Le => l <= r,
@@ -187,7 +187,7 @@ impl<'a> Context<'a, '_> {
                         })
                     }
                     _ => {
-                        let (l, r) = (self.to_int(l), self.to_int(r));
+                        let (l, r) = (self.as_int(l), self.as_int(r));
                         Value::Int(self.arithmetic(op, l, r))
                     }
                 }
@@ -230,30 +230,30 @@ impl<'a> Context<'a, '_> {
         let mut next = || values.next().unwrap_or(Value::Bool(false));
         match function {
             Function::Length => {
-                let s = self.to_str(next());
+                let s = self.as_string(next());
                 Value::Int(i32::try_from(s.chars().count()).unwrap_or(i32::MAX))
             }
             Function::Concat => {
                 let mut out = String::new();
                 for v in std::iter::from_fn(|| Some(next())).take(args.len()) {
-                    out.push_str(&self.to_str(v));
+                    out.push_str(&self.as_string(v));
                 }
                 Value::Str(Cow::Owned(out))
             }
             Function::ConcatWs => {
-                let delimiter = self.to_str(next()).into_owned();
+                let delimiter = self.as_string(next()).into_owned();
                 let parts: Vec<String> = (1..args.len())
                     .map(|_| next())
-                    .map(|v| self.to_str(v).into_owned())
+                    .map(|v| self.as_string(v).into_owned())
                     .collect();
                 Value::Str(Cow::Owned(parts.join(&delimiter)))
             }
-            Function::Lower => Value::Str(Cow::Owned(self.to_str(next()).to_lowercase())),
-            Function::Upper => Value::Str(Cow::Owned(self.to_str(next()).to_uppercase())),
-            Function::Trim => Value::Str(Cow::Owned(self.to_str(next()).trim().to_owned())),
+            Function::Lower => Value::Str(Cow::Owned(self.as_string(next()).to_lowercase())),
+            Function::Upper => Value::Str(Cow::Owned(self.as_string(next()).to_uppercase())),
+            Function::Trim => Value::Str(Cow::Owned(self.as_string(next()).trim().to_owned())),
             Function::Left | Function::Right => {
-                let text = self.to_str(next());
-                let count = self.to_int(next());
+                let text = self.as_string(next());
+                let count = self.as_int(next());
                 if count < 0 {
                     self.fail(
                         ErrorKind::FunctionEvaluation,
@@ -271,24 +271,24 @@ impl<'a> Context<'a, '_> {
                 Value::Str(Cow::Owned(slice.iter().collect()))
             }
             Function::Substring => {
-                let text = self.to_str(next());
-                let position = self.to_int(next());
-                let length = (args.len() == 3).then(|| next()).map(|v| self.to_int(v));
+                let text = self.as_string(next());
+                let position = self.as_int(next());
+                let length = (args.len() == 3).then(&mut next).map(|v| self.as_int(v));
                 self.substring(&text, position, length)
             }
             Function::Abs => {
-                let i = self.to_int(next());
+                let i = self.as_int(next());
                 Value::Int(i.checked_abs().unwrap_or_else(|| {
                     self.fail(ErrorKind::Math, "ABS overflows for -2147483648");
                     i32::MAX
                 }))
             }
-            Function::Int => Value::Int(self.to_int(next())),
+            Function::Int => Value::Int(self.as_int(next())),
             Function::Bool => match next() {
                 Value::Int(i) => Value::Bool(i != 0),
-                other => Value::Bool(self.to_bool(other)),
+                other => Value::Bool(self.as_bool(other)),
             },
-            Function::String => Value::Str(self.to_str(next())),
+            Function::String => Value::Str(self.as_string(next())),
             Function::IsInt => Value::Bool(match next() {
                 Value::Int(_) => true,
                 Value::Bool(_) => false,
@@ -337,14 +337,14 @@ impl<'a> Context<'a, '_> {
 
     fn cast(&mut self, value: Value<'a>, target: Type) -> Value<'a> {
         match target {
-            Type::Bool => Value::Bool(self.to_bool(value)),
-            Type::Int => Value::Int(self.to_int(value)),
-            Type::Str => Value::Str(self.to_str(value)),
+            Type::Bool => Value::Bool(self.as_bool(value)),
+            Type::Int => Value::Int(self.as_int(value)),
+            Type::Str => Value::Str(self.as_string(value)),
         }
     }
 
     /// Implicit cast to Boolean: strings `true`/`false` in any case; integers do not cast.
-    fn to_bool(&mut self, value: Value<'a>) -> bool {
+    fn as_bool(&mut self, value: Value<'a>) -> bool {
         match value {
             Value::Bool(b) => b,
             Value::Str(s) if s.eq_ignore_ascii_case("true") => true,
@@ -356,7 +356,7 @@ impl<'a> Context<'a, '_> {
         }
     }
 
-    fn to_int(&mut self, value: Value<'a>) -> i32 {
+    fn as_int(&mut self, value: Value<'a>) -> i32 {
         match value {
             Value::Int(i) => i,
             Value::Bool(b) => i32::from(b),
@@ -367,7 +367,7 @@ impl<'a> Context<'a, '_> {
         }
     }
 
-    fn to_str(&mut self, value: Value<'a>) -> Cow<'a, str> {
+    fn as_string(&mut self, value: Value<'a>) -> Cow<'a, str> {
         match value {
             Value::Str(s) => s,
             Value::Int(i) => Cow::Owned(i.to_string()),
