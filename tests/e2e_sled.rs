@@ -32,5 +32,7 @@ on_backend!(Sled =>
     delivery::dead_subscriber_does_not_hold_back_others,
     durability::accepted_events_survive_sigkill,
     durability::readiness_and_health,
+    filters::every_dialect,
+    filters::invalid_filters_are_rejected_at_load,
     durability::sigterm_finishes_in_flight_deliveries,
 );

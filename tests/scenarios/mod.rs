@@ -4,6 +4,7 @@
 
 pub mod delivery;
 pub mod durability;
+pub mod filters;
 pub mod ingress;
 
 use crate::common::{Herald, HeraldDirs, Subscriber};
