@@ -21,6 +21,28 @@ pub struct Cli {
 pub enum Command {
     /// Run brokers and triggers declared in Knative YAML files.
     Serve(ServeArgs),
+    /// Work with trigger filters.
+    Filter {
+        #[command(subcommand)]
+        command: FilterCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum FilterCommand {
+    /// Evaluate a trigger's filters against one event: prints PASS or FAIL and the element
+    /// that decided. Exit code 0 for pass, 1 for fail, 2 for invalid input.
+    Test(FilterTestArgs),
+}
+
+#[derive(Parser, Debug, Clone)]
+pub struct FilterTestArgs {
+    /// A YAML/JSON file holding the Trigger (the first Trigger in it is used).
+    #[arg(long)]
+    pub trigger: PathBuf,
+    /// The event in CloudEvents JSON (structured) form; `-` reads standard input.
+    #[arg(long, default_value = "-")]
+    pub event: String,
 }
 
 /// The log backend.

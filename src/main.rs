@@ -3,6 +3,7 @@
 mod admin;
 mod cli;
 mod config;
+mod filter_test;
 mod runtime;
 mod serve;
 
@@ -20,21 +21,26 @@ fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    match cli.command {
+        cli::Command::Serve(args) => block_on(serve::run(args)),
+        cli::Command::Filter {
+            command: cli::FilterCommand::Test(args),
+        } => filter_test::run(args).unwrap_or_else(|error| {
+            eprintln!("error: {error:#}");
+            std::process::ExitCode::from(2)
+        }),
+    }
+}
+
+/// Runs a command on a multi-threaded runtime; its error is printed and exits 1.
+fn block_on(
+    command: impl std::future::Future<Output = anyhow::Result<()>>,
+) -> std::process::ExitCode {
+    let result = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("error: cannot start the async runtime: {error}");
-            return std::process::ExitCode::FAILURE;
-        }
-    };
-    let result = runtime.block_on(async {
-        match cli.command {
-            cli::Command::Serve(args) => serve::run(args).await,
-        }
-    });
+        .map_err(anyhow::Error::from)
+        .and_then(|runtime| runtime.block_on(command));
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {

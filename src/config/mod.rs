@@ -6,9 +6,7 @@
 mod load;
 mod validate;
 
-pub use load::load_paths;
-#[cfg(test)]
-pub use load::parse_documents;
+pub use load::{load_paths, parse_documents};
 pub use validate::{build_desired, Desired, TriggerKey};
 
 use std::fmt;
