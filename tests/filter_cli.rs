@@ -30,10 +30,19 @@ fn run(trigger: &str, event: &str) -> (i32, String, String) {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(event.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(event.as_bytes())
+        .unwrap();
     let output = child.wait_with_output().unwrap();
     let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-    (output.status.code().unwrap_or(-1), text(&output.stdout), text(&output.stderr))
+    (
+        output.status.code().unwrap_or(-1),
+        text(&output.stdout),
+        text(&output.stderr),
+    )
 }
 
 fn event(extra: &str) -> String {
@@ -56,7 +65,10 @@ fn fail_names_the_deciding_element() {
     assert_eq!(code, 1, "{out}");
     assert!(out.starts_with("FAIL"), "{out}");
     assert!(out.contains("decided by spec.filters[1]"), "{out}");
-    let (code, out, _) = run(TRIGGER, r#"{"specversion":"1.0","id":"e1","source":"/s","type":"other"}"#);
+    let (code, out, _) = run(
+        TRIGGER,
+        r#"{"specversion":"1.0","id":"e1","source":"/s","type":"other"}"#,
+    );
     assert_eq!(code, 1);
     assert!(out.contains("decided by spec.filters[0]"), "{out}");
 }
@@ -68,5 +80,8 @@ fn invalid_input_exits_2_and_says_why() {
     assert!(err.contains("source"), "{err}");
     let (code, _, err) = run(&TRIGGER.replace("region = 'eu'", "region = "), &event(""));
     assert_eq!(code, 2);
-    assert!(err.contains("spec.filters[1].any[0].cesql") && err.contains("column"), "{err}");
+    assert!(
+        err.contains("spec.filters[1].any[0].cesql") && err.contains("column"),
+        "{err}"
+    );
 }

@@ -37,7 +37,10 @@ fn single_filters(c: &mut Criterion) {
     let e = event();
     let cases = [
         ("exact", "[{exact: {type: com.example.order.created}}]"),
-        ("cesql_like", "[{cesql: \"type LIKE 'com.example.%.created' AND region = 'eu'\"}]"),
+        (
+            "cesql_like",
+            "[{cesql: \"type LIKE 'com.example.%.created' AND region = 'eu'\"}]",
+        ),
         ("jsonpath", "[{jsonpath: '$.items[?(@.qty > 10)]'}]"),
     ];
     for (name, yaml) in cases {
@@ -52,7 +55,11 @@ fn thousand_triggers(c: &mut Criterion) {
     // 1,000 triggers on 1,000 distinct types; one of them is the event's.
     let filters: Vec<Filter> = (0..1000)
         .map(|i| {
-            let ty = if i == 500 { "com.example.order.created".to_owned() } else { format!("com.example.t{i}") };
+            let ty = if i == 500 {
+                "com.example.order.created".to_owned()
+            } else {
+                format!("com.example.t{i}")
+            };
             filter(&format!("[{{exact: {{type: {ty}}}}}]"))
         })
         .collect();
@@ -61,7 +68,9 @@ fn thousand_triggers(c: &mut Criterion) {
     c.bench_function("1000_triggers_every_filter", |b| {
         b.iter(|| filters.iter().filter(|f| f.matches(black_box(&e))).count())
     });
-    c.bench_function("1000_triggers_indexed", |b| b.iter(|| index.matching(black_box(&e)).len()));
+    c.bench_function("1000_triggers_indexed", |b| {
+        b.iter(|| index.matching(black_box(&e)).len())
+    });
 }
 
 criterion_group!(benches, single_filters, thousand_triggers);
