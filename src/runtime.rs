@@ -8,6 +8,8 @@ use std::time::Duration;
 use herald_broker::{BrokerKey, EventLog, Ingress, StartFrom};
 use herald_crds::{Broker, DeliveryFormat, DeliverySpec, Destination, Trigger};
 use herald_triggers::process::Deps;
+use herald_triggers::router::TriggerRouter;
+use herald_triggers::Filter;
 use herald_triggers::{run_dispatcher, DispatcherHandle, RetryPolicy, TriggerPlan};
 
 use crate::config::{Desired, TriggerKey};
@@ -68,17 +70,14 @@ impl Runtime {
         self.ingress()
             .brokers()
             .retain(|key| desired.brokers.contains_key(key));
+        let mut plans = HashMap::new();
+        for (key, trigger) in &desired.triggers {
+            plans.insert(key.clone(), self.plan(key, trigger, desired)?);
+        }
         let stale: Vec<TriggerKey> = self
             .dispatchers
             .iter()
-            .filter(|(key, (plan, _))| {
-                desired
-                    .triggers
-                    .get(*key)
-                    .and_then(|t| self.plan(key, t, desired).ok())
-                    .as_ref()
-                    != Some(plan.as_ref())
-            })
+            .filter(|(key, (running, _))| plans.get(*key) != Some(running.as_ref()))
             .map(|(key, _)| key.clone())
             .collect();
         for key in stale {
@@ -86,17 +85,33 @@ impl Runtime {
                 handle.stop(self.grace).await;
             }
         }
-        for (key, trigger) in &desired.triggers {
-            if self.dispatchers.contains_key(key) {
+        // One router per broker shares filter decisions among the triggers started now;
+        // running dispatchers keep the router they started with (their filters are unchanged).
+        let mut filters_by_broker: HashMap<BrokerKey, Vec<(String, Filter)>> = HashMap::new();
+        for plan in plans.values() {
+            filters_by_broker
+                .entry(plan.broker.clone())
+                .or_default()
+                .push((plan.name.clone(), plan.filter.clone()));
+        }
+        let routers: HashMap<BrokerKey, Arc<TriggerRouter>> = filters_by_broker
+            .into_iter()
+            .map(|(broker, filters)| (broker, Arc::new(TriggerRouter::new(filters))))
+            .collect();
+        for (key, plan) in plans {
+            if self.dispatchers.contains_key(&key) {
                 continue;
             }
-            let plan = Arc::new(self.plan(key, trigger, desired)?);
+            let Some(router) = routers.get(&plan.broker).cloned() else {
+                continue;
+            };
+            let plan = Arc::new(plan);
             let consumer = self
                 .log()
                 .consumer(&plan.broker, &plan.consumer_name(), StartFrom::Latest)
                 .await?;
-            let handle = run_dispatcher(plan.clone(), consumer, self.deps.clone());
-            self.dispatchers.insert(key.clone(), (plan, handle));
+            let handle = run_dispatcher(plan.clone(), consumer, self.deps.clone(), router);
+            self.dispatchers.insert(key, (plan, handle));
         }
         Ok(())
     }

@@ -8,9 +8,11 @@ use std::hint::black_box;
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion};
 use herald_broker::CloudEvent;
+use herald_broker::RecordId;
 use herald_crds::TriggerSpec;
 use herald_triggers::filter::compile;
 use herald_triggers::index::TriggerIndex;
+use herald_triggers::router::TriggerRouter;
 use herald_triggers::Filter;
 
 fn event() -> CloudEvent {
@@ -70,6 +72,26 @@ fn thousand_triggers(c: &mut Criterion) {
     });
     c.bench_function("1000_triggers_indexed", |b| {
         b.iter(|| index.matching(black_box(&e)).len())
+    });
+    // What the dispatchers do: each of the 1,000 triggers asks the shared router about the
+    // same new record; the first computes the decision, the rest read it.
+    let names: Vec<String> = (0..1000).map(|i| format!("t{i}")).collect();
+    let router = TriggerRouter::new(names.iter().cloned().zip(filters.iter().cloned()));
+    let slots: Vec<Option<usize>> = names.iter().map(|n| router.slot(n)).collect();
+    let mut offset = 0u64;
+    c.bench_function("1000_triggers_router_per_event", |b| {
+        b.iter(|| {
+            offset += 1;
+            let id = RecordId {
+                partition: 0,
+                offset,
+            };
+            slots
+                .iter()
+                .zip(&filters)
+                .filter(|(slot, f)| router.takes(**slot, f, id, black_box(&e)))
+                .count()
+        })
     });
 }
 

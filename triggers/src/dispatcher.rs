@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::plan::DEFAULT_COMMIT_INTERVAL;
 use crate::process::{process, Deps, Outcome};
+use crate::router::TriggerRouter;
 use crate::TriggerPlan;
 
 /// Controls a running dispatcher.
@@ -34,11 +35,13 @@ impl DispatcherHandle {
     }
 }
 
-/// Starts a dispatcher for `plan` reading from `consumer`.
+/// Starts a dispatcher for `plan` reading from `consumer`; `router` shares filter decisions
+/// with the other triggers of the broker.
 pub fn run_dispatcher(
     plan: Arc<TriggerPlan>,
     consumer: Box<dyn LogConsumer>,
     deps: Deps,
+    router: Arc<TriggerRouter>,
 ) -> DispatcherHandle {
     let shutdown = CancellationToken::new();
     let abort = CancellationToken::new();
@@ -46,6 +49,7 @@ pub fn run_dispatcher(
         plan,
         consumer,
         deps,
+        router,
         shutdown.clone(),
         abort.clone(),
     ));
@@ -60,6 +64,7 @@ async fn dispatch_loop(
     plan: Arc<TriggerPlan>,
     mut consumer: Box<dyn LogConsumer>,
     deps: Deps,
+    router: Arc<TriggerRouter>,
     shutdown: CancellationToken,
     abort: CancellationToken,
 ) {
@@ -69,6 +74,7 @@ async fn dispatch_loop(
     let mut commit_tick = tokio::time::interval(DEFAULT_COMMIT_INTERVAL);
     commit_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut stopping = false;
+    let slot = router.slot(&plan.name);
     tracing::info!(trigger = %plan.name, broker = %plan.broker, subscriber = %plan.subscriber, "dispatcher started");
     loop {
         // Start as much buffered work as the in-flight bound allows; filtered-out records
@@ -77,7 +83,7 @@ async fn dispatch_loop(
             let Some(record) = buffer.pop_front() else {
                 break;
             };
-            if !plan.filter.matches(&record.record.event) {
+            if !router.takes(slot, &plan.filter, record.id, &record.record.event) {
                 ack(&mut *consumer, &plan, record.id).await;
                 continue;
             }

@@ -9,6 +9,7 @@ pub mod index;
 pub mod plan;
 pub mod process;
 pub mod retry;
+pub mod router;
 
 pub use dispatcher::{run_dispatcher, DispatcherHandle};
 pub use filter::{AttributesFilter, Filter};
