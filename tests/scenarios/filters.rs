@@ -177,22 +177,9 @@ pub async fn invalid_filters_are_rejected_at_load(_backend: &dyn Backend) {
         let dirs = HeraldDirs::new(
             &(broker_yaml("b", None) + &trigger_yaml("t", "b", "http://127.0.0.1:1/", spec)),
         );
-        let output = std::process::Command::new(crate::common::herald::herald_binary())
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--admin-listen",
-                "127.0.0.1:0",
-            ])
-            .arg("--config")
-            .arg(dirs.config_file())
-            .arg("--data-dir")
-            .arg(dirs.data.path())
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(!output.status.success(), "{spec}: must fail");
+        let (status, stderr) =
+            crate::common::herald::run_invalid(&dirs.config_file(), dirs.data.path());
+        assert!(!status.success(), "{spec}: must fail");
         for needle in ["config.yaml", "Trigger default/t", field, message] {
             assert!(
                 stderr.contains(needle),

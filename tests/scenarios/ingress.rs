@@ -315,23 +315,9 @@ pub async fn invalid_config_is_rejected_before_binding(_backend: &dyn Backend) {
     ];
     for (what, config, field) in cases {
         let dirs = HeraldDirs::new(&config);
-        let port = crate::common::free_port();
-        let output = std::process::Command::new(crate::common::herald::herald_binary())
-            .args([
-                "serve",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--admin-listen",
-                "127.0.0.1:0",
-            ])
-            .arg("--config")
-            .arg(dirs.config_file())
-            .arg("--data-dir")
-            .arg(dirs.data.path())
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(!output.status.success(), "{what}: must exit non-zero");
+        let (status, stderr) =
+            crate::common::herald::run_invalid(&dirs.config_file(), dirs.data.path());
+        assert!(!status.success(), "{what}: must exit non-zero");
         assert!(
             stderr.contains("config.yaml"),
             "{what}: must name the file: {stderr}"

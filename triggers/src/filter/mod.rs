@@ -99,26 +99,8 @@ impl Filter {
             Kind::NoFilter => Verdict::NoFilter,
             Kind::Attributes(filter) => pass_if(filter.matches(event)),
             Kind::Match(how, pairs) => pass_if(match_attributes(*how, pairs, event)),
-            Kind::All(children) => {
-                let mut verdict = Verdict::NoFilter;
-                for child in children {
-                    verdict = verdict.and(child.evaluate(event));
-                    if verdict == Verdict::Fail {
-                        break;
-                    }
-                }
-                verdict
-            }
-            Kind::Any(children) => {
-                let mut verdict = Verdict::NoFilter;
-                for child in children {
-                    verdict = verdict.or(child.evaluate(event));
-                    if verdict == Verdict::Pass {
-                        break;
-                    }
-                }
-                verdict
-            }
+            Kind::All(children) => combine(children, event, Verdict::and, Verdict::Fail),
+            Kind::Any(children) => combine(children, event, Verdict::or, Verdict::Pass),
             Kind::Not(inner) => match inner.evaluate(event) {
                 Verdict::Pass => Verdict::Fail,
                 Verdict::Fail => Verdict::Pass,
@@ -209,6 +191,23 @@ impl Filter {
             _ => None,
         }
     }
+}
+
+/// Folds the children's verdicts from `NoFilter`, stopping early at `stop` (short-circuit).
+fn combine(
+    children: &[Filter],
+    event: &CloudEvent,
+    op: fn(Verdict, Verdict) -> Verdict,
+    stop: Verdict,
+) -> Verdict {
+    let mut verdict = Verdict::NoFilter;
+    for child in children {
+        verdict = op(verdict, child.evaluate(event));
+        if verdict == stop {
+            break;
+        }
+    }
+    verdict
 }
 
 fn pass_if(ok: bool) -> Verdict {
