@@ -6,6 +6,8 @@ pub mod ingress;
 pub mod json;
 pub mod log;
 pub mod record;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use event::{AttrValue, CloudEvent, InvalidEvent};
 pub use ingress::{BrokerRegistry, Ingress, IngressConfig, IngressError};

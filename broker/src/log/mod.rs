@@ -24,6 +24,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::record::Record;
 
+#[cfg(feature = "nats")]
+pub mod nats;
 #[cfg(feature = "sled")]
 pub mod sled;
 pub mod testsuite;

@@ -187,11 +187,28 @@ async fn commit_is_a_contiguous_low_water_mark(harness: &dyn LogHarness) {
         let log = harness.open().await;
         log.ensure_broker(&broker).await.unwrap();
         let mut consumer = consumer(&*log, &broker, "t", StartFrom::Latest).await;
-        let again = poll_exactly(&mut *consumer, 3).await;
+        // At least the unacknowledged record comes back first; a log that commits a low-water
+        // mark (sled, Kafka) also repeats what follows it, one with per-record acks
+        // (JetStream) need not.
+        let first = poll_exactly(&mut *consumer, 1).await;
         assert_eq!(
-            ids(&again),
-            ["2", "3", "4"],
+            ids(&first),
+            ["2"],
             "resume must start at the first unacknowledged record"
+        );
+        let mut again = first;
+        if let Ok(Ok(more)) =
+            tokio::time::timeout(Duration::from_millis(500), consumer.poll(2)).await
+        {
+            again.extend(more);
+        }
+        if again.len() == 2 {
+            again.extend(poll_exactly(&mut *consumer, 1).await);
+        }
+        let again_ids = ids(&again);
+        assert!(
+            again_ids == ["2"] || again_ids == ["2", "3", "4"],
+            "after the unacknowledged record, either nothing or the rest in order: {again_ids:?}"
         );
         for record in &again {
             consumer.ack(record.id).await.unwrap();

@@ -1,0 +1,435 @@
+//! The NATS JetStream backend: a stream per broker, a durable pull consumer per trigger.
+//!
+//! Names follow Knative's JetStream broker: stream `KN_BROKER_{NS}__{NAME}` on subject
+//! `{ns}.{name}._knative_broker`, parked records in `KN_BROKER_DLQ_{NS}__{NAME}`. Each message
+//! carries a stored [`Record`] and a `Nats-Msg-Id` built from the event's `source` and `id`, so
+//! JetStream's duplicate window drops retried publishes. Publishes of one append are pipelined:
+//! all are sent, then all acks are awaited. A consumer acknowledges each message when its
+//! event is finished and keeps unfinished ones from being redelivered with progress acks.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
+use async_nats::jetstream::{self, stream, AckKind};
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::{FutureExt, StreamExt};
+
+use super::{
+    BrokerKey, EventLog, Failure, LogConsumer, LogError, LogRecord, ParkedRecord, RecordId,
+    StartFrom,
+};
+use crate::record::Record;
+
+/// How long a published event may wait for JetStream's ack before ingress answers 503.
+pub const DEFAULT_PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
+/// Redelivery happens only after this long without an ack or a progress ack: also how long
+/// unfinished events wait to be redelivered after a crash.
+const ACK_WAIT: Duration = Duration::from_secs(10);
+/// Messages a consumer pulls ahead of what it hands out.
+const PULL_BATCH: usize = 128;
+
+/// How to reach NATS.
+#[derive(Clone, Debug, Default)]
+pub struct NatsOptions {
+    pub url: String,
+    pub credentials_file: Option<PathBuf>,
+    pub token: Option<String>,
+    /// PEM file of CA certificates; setting it requires TLS.
+    pub tls_ca_file: Option<PathBuf>,
+}
+
+pub struct NatsLog {
+    jetstream: jetstream::Context,
+}
+
+fn unavailable(e: impl std::fmt::Display) -> LogError {
+    LogError::Unavailable(e.to_string())
+}
+
+fn upper(text: &str) -> String {
+    text.to_ascii_uppercase().replace(['-', '.'], "_")
+}
+
+fn stream_name(broker: &BrokerKey) -> String {
+    format!(
+        "KN_BROKER_{}__{}",
+        upper(&broker.namespace),
+        upper(&broker.name)
+    )
+}
+
+fn subject(broker: &BrokerKey) -> String {
+    format!("{}.{}._knative_broker", broker.namespace, broker.name)
+}
+
+fn parked_stream_name(broker: &BrokerKey) -> String {
+    format!(
+        "KN_BROKER_DLQ_{}__{}",
+        upper(&broker.namespace),
+        upper(&broker.name)
+    )
+}
+
+fn parked_subject(broker: &BrokerKey, consumer: &str) -> String {
+    format!(
+        "{}.{}._knative_broker_dlq.{}",
+        broker.namespace,
+        broker.name,
+        upper(consumer)
+    )
+}
+
+fn durable_name(consumer: &str) -> String {
+    format!("KN_{}", upper(consumer))
+}
+
+/// `Nats-Msg-Id`: the source's length, the source and the id, so no two pairs collide.
+fn message_id(record: &Record) -> String {
+    let source = record.event.text("source").unwrap_or_default();
+    format!("{}:{}{}", source.len(), source, record.event.id())
+}
+
+impl NatsLog {
+    pub async fn connect(
+        options: &NatsOptions,
+        publish_timeout: Duration,
+    ) -> Result<Self, LogError> {
+        let mut connect = async_nats::ConnectOptions::new()
+            .connection_timeout(Duration::from_secs(5))
+            .retry_on_initial_connect();
+        if let Some(path) = &options.credentials_file {
+            connect = connect.credentials_file(path).await.map_err(unavailable)?;
+        }
+        if let Some(token) = &options.token {
+            connect = connect.token(token.clone());
+        }
+        if let Some(ca) = &options.tls_ca_file {
+            connect = connect.add_root_certificates(ca.clone()).require_tls(true);
+        }
+        let client = connect
+            .connect(options.url.as_str())
+            .await
+            .map_err(unavailable)?;
+        let mut jetstream = jetstream::new(client);
+        jetstream.set_timeout(publish_timeout);
+        Ok(Self { jetstream })
+    }
+
+    async fn ensure_stream(
+        &self,
+        name: String,
+        subjects: Vec<String>,
+    ) -> Result<stream::Stream, LogError> {
+        self.jetstream
+            .get_or_create_stream(stream::Config {
+                name,
+                subjects,
+                storage: stream::StorageType::File,
+                ..Default::default()
+            })
+            .await
+            .map_err(unavailable)
+    }
+}
+
+#[async_trait]
+impl EventLog for NatsLog {
+    async fn ensure_broker(&self, broker: &BrokerKey) -> Result<(), LogError> {
+        self.ensure_stream(stream_name(broker), vec![subject(broker)])
+            .await?;
+        let dlq_subjects = vec![format!(
+            "{}.{}._knative_broker_dlq.>",
+            broker.namespace, broker.name
+        )];
+        self.ensure_stream(parked_stream_name(broker), dlq_subjects)
+            .await?;
+        Ok(())
+    }
+
+    async fn append(&self, broker: &BrokerKey, records: Vec<Record>) -> Result<(), LogError> {
+        let subject = subject(broker);
+        let mut acks = Vec::with_capacity(records.len());
+        for record in &records {
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert("Nats-Msg-Id", message_id(record).as_str());
+            let ack = self
+                .jetstream
+                .publish_with_headers(subject.clone(), headers, Bytes::from(record.encode()))
+                .await
+                .map_err(|e| match e.kind() {
+                    jetstream::context::PublishErrorKind::StreamNotFound => {
+                        LogError::UnknownBroker(broker.clone())
+                    }
+                    _ => unavailable(e),
+                })?;
+            acks.push(ack);
+        }
+        for ack in acks {
+            ack.await.map_err(|e| match e.kind() {
+                jetstream::context::PublishErrorKind::StreamNotFound => {
+                    LogError::UnknownBroker(broker.clone())
+                }
+                _ => unavailable(e),
+            })?;
+        }
+        Ok(())
+    }
+
+    async fn consumer(
+        &self,
+        broker: &BrokerKey,
+        name: &str,
+        start: StartFrom,
+    ) -> Result<Box<dyn LogConsumer>, LogError> {
+        let stream = self
+            .jetstream
+            .get_stream(stream_name(broker))
+            .await
+            .map_err(unavailable)?;
+        let durable = durable_name(name);
+        let consumer: async_nats::jetstream::consumer::PullConsumer = stream
+            .get_or_create_consumer(
+                &durable,
+                pull::Config {
+                    durable_name: Some(durable.clone()),
+                    ack_policy: AckPolicy::Explicit,
+                    ack_wait: ACK_WAIT,
+                    deliver_policy: match start {
+                        StartFrom::Latest => DeliverPolicy::New,
+                        StartFrom::Earliest => DeliverPolicy::All,
+                    },
+                    max_ack_pending: 10_000,
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(unavailable)?;
+        let messages = consumer
+            .stream()
+            .max_messages_per_batch(PULL_BATCH)
+            .heartbeat(Duration::from_secs(5))
+            .expires(Duration::from_secs(30))
+            .messages()
+            .await
+            .map_err(unavailable)?;
+        Ok(Box::new(NatsConsumer {
+            messages,
+            pending: HashMap::new(),
+            last_progress: Instant::now(),
+        }))
+    }
+
+    async fn park(
+        &self,
+        broker: &BrokerKey,
+        consumer: &str,
+        parked: ParkedRecord,
+    ) -> Result<(), LogError> {
+        let meta = serde_json::to_vec(&(parked.id, &parked.failure))
+            .map_err(|e| LogError::Storage(e.to_string()))?;
+        let mut payload = Vec::with_capacity(4 + meta.len());
+        payload.extend_from_slice(&(meta.len() as u32).to_be_bytes());
+        payload.extend_from_slice(&meta);
+        payload.extend_from_slice(&parked.record.encode());
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(
+            "Nats-Msg-Id",
+            format!("{}:{}", upper(consumer), parked.id.offset).as_str(),
+        );
+        self.jetstream
+            .publish_with_headers(
+                parked_subject(broker, consumer),
+                headers,
+                Bytes::from(payload),
+            )
+            .await
+            .map_err(unavailable)?
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn parked(
+        &self,
+        broker: &BrokerKey,
+        consumer: &str,
+    ) -> Result<Vec<ParkedRecord>, LogError> {
+        let stream = self
+            .jetstream
+            .get_stream(parked_stream_name(broker))
+            .await
+            .map_err(unavailable)?;
+        let mut reader: async_nats::jetstream::consumer::PullConsumer = stream
+            .create_consumer(pull::Config {
+                filter_subject: parked_subject(broker, consumer),
+                ack_policy: AckPolicy::None,
+                deliver_policy: DeliverPolicy::All,
+                inactive_threshold: Duration::from_secs(30),
+                ..Default::default()
+            })
+            .await
+            .map_err(unavailable)?;
+        let mut remaining = reader.info().await.map_err(unavailable)?.num_pending as usize;
+        let mut out = Vec::with_capacity(remaining);
+        while remaining > 0 {
+            let mut batch = reader
+                .fetch()
+                .max_messages(remaining)
+                .expires(Duration::from_secs(2))
+                .messages()
+                .await
+                .map_err(unavailable)?;
+            let before = out.len();
+            while let Some(message) = batch.next().await {
+                let message = message.map_err(unavailable)?;
+                out.push(decode_parked(&message.payload)?);
+            }
+            if out.len() == before {
+                break;
+            }
+            remaining -= out.len() - before;
+        }
+        Ok(out)
+    }
+
+    async fn close(&self) -> Result<(), LogError> {
+        self.jetstream.client().flush().await.map_err(unavailable)
+    }
+}
+
+fn decode_parked(value: &[u8]) -> Result<ParkedRecord, LogError> {
+    let corrupt = || LogError::Corrupt("parked record is malformed".into());
+    let len_bytes: [u8; 4] = value
+        .get(..4)
+        .ok_or_else(corrupt)?
+        .try_into()
+        .map_err(|_| corrupt())?;
+    let len = u32::from_be_bytes(len_bytes) as usize;
+    let meta = value.get(4..4 + len).ok_or_else(corrupt)?;
+    let (id, failure): (RecordId, Failure) =
+        serde_json::from_slice(meta).map_err(|e| LogError::Corrupt(e.to_string()))?;
+    let record = Record::decode(Bytes::copy_from_slice(&value[4 + len..]))
+        .map_err(|e| LogError::Corrupt(e.to_string()))?;
+    Ok(ParkedRecord {
+        id,
+        record,
+        failure,
+    })
+}
+
+struct NatsConsumer {
+    messages: pull::Stream,
+    /// Handed out, not yet acknowledged: acked by stream sequence.
+    pending: HashMap<u64, jetstream::Message>,
+    last_progress: Instant,
+}
+
+impl NatsConsumer {
+    fn take(&mut self, message: jetstream::Message) -> Result<LogRecord, LogError> {
+        let offset = message.info().map_err(unavailable)?.stream_sequence;
+        let record = Record::decode(message.payload.clone())
+            .map_err(|e| LogError::Corrupt(format!("stream sequence {offset}: {e}")))?;
+        self.pending.insert(offset, message);
+        Ok(LogRecord {
+            id: RecordId {
+                partition: 0,
+                offset,
+            },
+            record,
+        })
+    }
+}
+
+#[async_trait]
+impl LogConsumer for NatsConsumer {
+    async fn poll(&mut self, max: usize) -> Result<Vec<LogRecord>, LogError> {
+        // Waiting for the first message is cancel-safe (`next` on a stream); the rest are
+        // taken only if already buffered.
+        let first = self
+            .messages
+            .next()
+            .await
+            .ok_or_else(|| unavailable("the consumer stream ended"))?;
+        let mut out = vec![self.take(first.map_err(unavailable)?)?];
+        while out.len() < max.max(1) {
+            match self.messages.next().now_or_never() {
+                Some(Some(Ok(message))) => out.push(self.take(message)?),
+                Some(Some(Err(error))) => return Err(unavailable(error)),
+                _ => break,
+            }
+        }
+        Ok(out)
+    }
+
+    async fn ack(&mut self, id: RecordId) -> Result<(), LogError> {
+        if let Some(message) = self.pending.remove(&id.offset) {
+            message.ack().await.map_err(unavailable)?;
+        }
+        Ok(())
+    }
+
+    /// Acks are per message; here unfinished messages get a progress ack well before the
+    /// ack wait runs out, so retries in Herald never race a JetStream redelivery.
+    async fn commit(&mut self) -> Result<(), LogError> {
+        if self.last_progress.elapsed() < ACK_WAIT / 4 {
+            return Ok(());
+        }
+        for message in self.pending.values() {
+            message
+                .ack_with(AckKind::Progress)
+                .await
+                .map_err(unavailable)?;
+        }
+        self.last_progress = Instant::now();
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::log::testsuite::{self, LogHarness};
+    use crate::testing::NatsServer;
+
+    struct NatsHarness {
+        server: NatsServer,
+    }
+
+    #[async_trait]
+    impl LogHarness for NatsHarness {
+        async fn open(&self) -> Arc<dyn EventLog> {
+            let options = NatsOptions {
+                url: self.server.url(),
+                ..Default::default()
+            };
+            Arc::new(
+                NatsLog::connect(&options, DEFAULT_PUBLISH_TIMEOUT)
+                    .await
+                    .expect("connect to nats-server"),
+            )
+        }
+    }
+
+    #[tokio::test]
+    async fn jetstream_passes_the_conformance_suite() {
+        testsuite::run_all(&|| async {
+            Box::new(NatsHarness {
+                server: NatsServer::start(),
+            }) as Box<dyn LogHarness>
+        })
+        .await;
+    }
+
+    #[test]
+    fn knative_names() {
+        let broker = BrokerKey::new("my-ns", "default");
+        assert_eq!(stream_name(&broker), "KN_BROKER_MY_NS__DEFAULT");
+        assert_eq!(subject(&broker), "my-ns.default._knative_broker");
+        assert_eq!(parked_stream_name(&broker), "KN_BROKER_DLQ_MY_NS__DEFAULT");
+    }
+}
