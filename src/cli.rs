@@ -17,6 +17,8 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// Parsed once at start; the size of `serve`'s flags does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run brokers and triggers declared in Knative YAML files.
@@ -50,6 +52,8 @@ pub struct FilterTestArgs {
 pub enum Backend {
     /// The embedded sled log in --data-dir.
     Sled,
+    /// NATS JetStream at --nats-url.
+    Nats,
 }
 
 #[derive(Parser, Debug, Clone)]
@@ -73,6 +77,22 @@ pub struct ServeArgs {
     /// Log backend.
     #[arg(long, env = "HERALD_BACKEND", value_enum, default_value_t = Backend::Sled)]
     pub backend: Backend,
+
+    /// NATS server for `--backend nats`.
+    #[arg(long, env = "HERALD_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    pub nats_url: String,
+
+    /// NATS credentials file (JWT and NKey seed).
+    #[arg(long, env = "HERALD_NATS_CREDENTIALS")]
+    pub nats_credentials: Option<PathBuf>,
+
+    /// NATS authentication token.
+    #[arg(long, env = "HERALD_NATS_TOKEN", hide_env_values = true)]
+    pub nats_token: Option<String>,
+
+    /// PEM file of CA certificates for NATS over TLS (makes TLS required).
+    #[arg(long, env = "HERALD_NATS_TLS_CA")]
+    pub nats_tls_ca: Option<PathBuf>,
 
     /// Largest accepted request body in bytes (413 above it).
     #[arg(long, env = "HERALD_MAX_EVENT_BYTES", default_value_t = herald_broker::ingress::DEFAULT_MAX_EVENT_BYTES)]

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use anyhow::Context;
+use herald_broker::log::nats::{NatsLog, NatsOptions, DEFAULT_PUBLISH_TIMEOUT};
 use herald_broker::log::sled::SledLog;
 use herald_broker::{BrokerRegistry, EventLog, Ingress, IngressConfig};
 use herald_triggers::attempt::Sender;
@@ -32,6 +33,19 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             Arc::new(
                 SledLog::open(&dir, args.append_queue)
                     .with_context(|| format!("cannot open the log in {}", dir.display()))?,
+            )
+        }
+        Backend::Nats => {
+            let options = NatsOptions {
+                url: args.nats_url.clone(),
+                credentials_file: args.nats_credentials.clone(),
+                token: args.nats_token.clone(),
+                tls_ca_file: args.nats_tls_ca.clone(),
+            };
+            Arc::new(
+                NatsLog::connect(&options, DEFAULT_PUBLISH_TIMEOUT)
+                    .await
+                    .with_context(|| format!("cannot connect to NATS at {}", args.nats_url))?,
             )
         }
     };

@@ -4,24 +4,75 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
+
+use herald_broker::log::nats::{NatsLog, NatsOptions, DEFAULT_PUBLISH_TIMEOUT};
+use herald_broker::log::sled::SledLog;
+use herald_broker::testing::NatsServer;
+use herald_broker::EventLog;
 use std::time::Duration;
 
 use super::DEADLINE;
 
 /// The log backend a scenario runs on; each adds its own `herald serve` flags.
+#[async_trait::async_trait]
 pub trait Backend: Send + Sync {
     fn name(&self) -> &'static str;
     fn args(&self) -> Vec<String>;
+    /// Opens the log a (stopped) Herald wrote, to inspect what it stored.
+    async fn open_log(&self, dirs: &HeraldDirs) -> Arc<dyn EventLog>;
 }
 
 pub struct Sled;
 
+#[async_trait::async_trait]
 impl Backend for Sled {
     fn name(&self) -> &'static str {
         "sled"
     }
     fn args(&self) -> Vec<String> {
         vec!["--backend".into(), "sled".into()]
+    }
+    async fn open_log(&self, dirs: &HeraldDirs) -> Arc<dyn EventLog> {
+        Arc::new(SledLog::open(&dirs.data.path().join("log"), 16).expect("open the sled log"))
+    }
+}
+
+/// NATS JetStream on a nats-server of the test's own.
+pub struct Nats {
+    pub server: NatsServer,
+}
+
+impl Nats {
+    pub fn start() -> Self {
+        Self {
+            server: NatsServer::start(),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Backend for Nats {
+    fn name(&self) -> &'static str {
+        "nats"
+    }
+    fn args(&self) -> Vec<String> {
+        vec![
+            "--backend".into(),
+            "nats".into(),
+            "--nats-url".into(),
+            self.server.url(),
+        ]
+    }
+    async fn open_log(&self, _dirs: &HeraldDirs) -> Arc<dyn EventLog> {
+        let options = NatsOptions {
+            url: self.server.url(),
+            ..Default::default()
+        };
+        Arc::new(
+            NatsLog::connect(&options, DEFAULT_PUBLISH_TIMEOUT)
+                .await
+                .expect("connect to nats-server"),
+        )
     }
 }
 
