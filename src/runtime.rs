@@ -149,6 +149,7 @@ impl Runtime {
             policy: RetryPolicy::from_spec(&delivery),
             format: delivery.format.unwrap_or(DeliveryFormat::Binary),
             max_in_flight: self.max_in_flight,
+            ordered: delivery_order(trigger) == Some("ordered"),
         })
     }
 
@@ -182,4 +183,14 @@ impl Runtime {
             tracing::error!(%error, "closing the log failed");
         }
     }
+}
+
+/// The trigger's `kafka.eventing.knative.dev/delivery.order` annotation, if set.
+pub fn delivery_order(trigger: &Trigger) -> Option<&str> {
+    trigger
+        .metadata
+        .annotations
+        .as_ref()?
+        .get(herald_triggers::plan::DELIVERY_ORDER_ANNOTATION)
+        .map(String::as_str)
 }

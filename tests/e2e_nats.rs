@@ -29,6 +29,7 @@ on_backend!(Nats::start() =>
     delivery::replies_are_published_to_the_broker,
     delivery::ttl_stops_reply_loops,
     delivery::dead_subscriber_does_not_hold_back_others,
+    delivery::ordered_per_partition_key,
     durability::accepted_events_survive_sigkill,
     durability::readiness_and_health,
     durability::sigterm_finishes_in_flight_deliveries,

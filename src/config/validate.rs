@@ -63,6 +63,17 @@ pub fn build_desired(loaded: Vec<Loaded>) -> Result<Desired, ConfigError> {
             Resource::Trigger(trigger) => {
                 validate_trigger_spec(&trigger.spec).map_err(fail)?;
                 herald_triggers::filter::compile(&trigger.spec).map_err(fail)?;
+                if let Some(order) = crate::runtime::delivery_order(&trigger) {
+                    if order != "ordered" && order != "unordered" {
+                        return Err(fail(FieldError::new(
+                            format!(
+                                "metadata.annotations[{}]",
+                                herald_triggers::plan::DELIVERY_ORDER_ANNOTATION
+                            ),
+                            format!("{order:?} is not a delivery order: use ordered or unordered"),
+                        )));
+                    }
+                }
                 triggers.push((origin.clone(), ident, namespace, name, trigger));
             }
         }

@@ -319,3 +319,42 @@ pub async fn dead_subscriber_does_not_hold_back_others(backend: &dyn Backend) {
     want.sort();
     assert_eq!(sorted_ids(&live), want);
 }
+
+pub async fn ordered_per_partition_key(backend: &dyn Backend) {
+    let sub = Subscriber::start().await;
+    sub.script([Reply::status(503)]);
+    sub.set_default(Reply::status(200).delay(Duration::from_millis(20)));
+    let trigger = format!(
+        "apiVersion: eventing.knative.dev/v1\nkind: Trigger\nmetadata:\n  name: t\n  namespace: {NS}\n  annotations:\n    kafka.eventing.knative.dev/delivery.order: ordered\nspec: {{broker: b, subscriber: {{uri: '{}'}}, delivery: {{retry: 5, backoffPolicy: linear, backoffDelay: PT0.1S}}}}\n",
+        sub.url()
+    );
+    let dirs = HeraldDirs::new(&(broker_yaml("b", None) + &trigger));
+    let herald = Herald::start(backend, &dirs, &[]).await;
+    for i in 0..5 {
+        for key in ["k1", "k2"] {
+            accept(
+                &herald,
+                &format!("{key}-{i}"),
+                "t",
+                &[("ce-partitionkey", key)],
+            )
+            .await;
+        }
+    }
+    // Ten deliveries plus the one refused attempt.
+    let got = sub.wait_for(11).await;
+    for key in ["k1", "k2"] {
+        let order: Vec<&str> = got[1..]
+            .iter()
+            .filter(|r| r.ce("partitionkey") == Some(key))
+            .filter_map(|r| r.ce("id"))
+            .collect();
+        let want: Vec<String> = (0..5).map(|i| format!("{key}-{i}")).collect();
+        assert_eq!(
+            order,
+            want,
+            "deliveries of {key} out of order (first attempt was {:?})",
+            got[0].ce("id")
+        );
+    }
+}

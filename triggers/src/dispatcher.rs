@@ -1,11 +1,11 @@
 //! One dispatcher per trigger: tail the broker's log, filter, deliver with bounded
 //! concurrency, and commit the contiguous low-water mark of finished records.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use herald_broker::{LogConsumer, LogRecord};
+use herald_broker::{CloudEvent, LogConsumer, LogRecord, RecordId};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
@@ -75,18 +75,38 @@ async fn dispatch_loop(
     commit_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut stopping = false;
     let slot = router.slot(&plan.name);
+    // Ordered delivery: partition keys with a delivery in flight, and the key of each.
+    let mut busy_keys: HashSet<String> = HashSet::new();
+    let mut key_of: HashMap<RecordId, String> = HashMap::new();
     tracing::info!(trigger = %plan.name, broker = %plan.broker, subscriber = %plan.subscriber, "dispatcher started");
     loop {
         // Start as much buffered work as the in-flight bound allows; filtered-out records
         // finish right here.
-        while !stopping && in_flight.len() < max_in_flight {
-            let Some(record) = buffer.pop_front() else {
-                break;
-            };
-            if !router.takes(slot, &plan.filter, record.id, &record.record.event) {
-                ack(&mut *consumer, &plan, record.id).await;
+        // With ordered delivery, a record waits while an earlier one of its partition key is
+        // in flight or waiting.
+        let mut index = 0;
+        let mut waiting_keys = HashSet::new();
+        while !stopping && in_flight.len() < max_in_flight && index < buffer.len() {
+            let event = &buffer[index].record.event;
+            if !router.takes(slot, &plan.filter, buffer[index].id, event) {
+                if let Some(record) = buffer.remove(index) {
+                    ack(&mut *consumer, &plan, record.id).await;
+                }
                 continue;
             }
+            if plan.ordered {
+                let key = partition_key(event);
+                if busy_keys.contains(&key) || waiting_keys.contains(&key) {
+                    waiting_keys.insert(key);
+                    index += 1;
+                    continue;
+                }
+                busy_keys.insert(key.clone());
+                key_of.insert(buffer[index].id, key);
+            }
+            let Some(record) = buffer.remove(index) else {
+                break;
+            };
             let (plan, deps, abort) = (plan.clone(), deps.clone(), abort.clone());
             in_flight.spawn(async move {
                 let outcome = process(&plan, &deps, &record, &abort).await;
@@ -96,13 +116,20 @@ async fn dispatch_loop(
         if stopping && in_flight.is_empty() {
             break;
         }
-        let can_poll = !stopping && buffer.is_empty() && in_flight.len() < max_in_flight;
-        let poll_max = max_in_flight - in_flight.len();
+        let can_poll = !stopping && buffer.len() < max_in_flight && in_flight.len() < max_in_flight;
+        let poll_max = max_in_flight - buffer.len();
         let busy = !in_flight.is_empty();
         tokio::select! {
             Some(done) = in_flight.join_next(), if busy => match done {
-                Ok((id, Outcome::Aborted)) => tracing::debug!(trigger = %plan.name, ?id, "delivery aborted by shutdown"),
-                Ok((id, _)) => ack(&mut *consumer, &plan, id).await,
+                Ok((id, outcome)) => {
+                    if let Some(key) = key_of.remove(&id) {
+                        busy_keys.remove(&key);
+                    }
+                    match outcome {
+                        Outcome::Aborted => tracing::debug!(trigger = %plan.name, ?id, "delivery aborted by shutdown"),
+                        _ => ack(&mut *consumer, &plan, id).await,
+                    }
+                }
                 Err(error) => tracing::error!(trigger = %plan.name, %error, "delivery task failed"),
             },
             _ = commit_tick.tick() => commit(&mut *consumer, &plan).await,
@@ -133,4 +160,13 @@ async fn commit(consumer: &mut dyn LogConsumer, plan: &TriggerPlan) {
     if let Err(error) = consumer.commit().await {
         tracing::error!(trigger = %plan.name, %error, "committing the trigger's offset failed");
     }
+}
+
+/// The ordering key of an event: its `partitionkey` extension; events without one share the
+/// log's single partition order.
+fn partition_key(event: &CloudEvent) -> String {
+    event
+        .text("partitionkey")
+        .map(|k| k.into_owned())
+        .unwrap_or_default()
 }

@@ -7,6 +7,9 @@ use herald_crds::DeliveryFormat;
 
 use crate::{Filter, RetryPolicy};
 
+/// Knative's annotation for in-order delivery, honoured on every backend.
+pub const DELIVERY_ORDER_ANNOTATION: &str = "kafka.eventing.knative.dev/delivery.order";
+
 /// Default bound of deliveries in flight per trigger.
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 100;
 /// How often a dispatcher commits its low-water mark.
@@ -23,6 +26,8 @@ pub struct TriggerPlan {
     pub policy: RetryPolicy,
     pub format: DeliveryFormat,
     pub max_in_flight: usize,
+    /// Deliver in order per `partitionkey` (Knative's `delivery.order: ordered`).
+    pub ordered: bool,
 }
 
 impl TriggerPlan {
