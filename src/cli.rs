@@ -6,6 +6,9 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+/// Where `--backend nats` looks for NATS when no `--nats-url` is given.
+pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
+
 #[derive(Parser, Debug)]
 #[command(
     name = "herald",
@@ -78,9 +81,10 @@ pub struct ServeArgs {
     #[arg(long, env = "HERALD_BACKEND", value_enum, default_value_t = Backend::Sled)]
     pub backend: Backend,
 
-    /// NATS server for `--backend nats`.
-    #[arg(long, env = "HERALD_NATS_URL", default_value = "nats://127.0.0.1:4222")]
-    pub nats_url: String,
+    /// NATS server: the log of `--backend nats` (default nats://127.0.0.1:4222), or, with
+    /// another default backend, of brokers of class NatsJetStreamBroker.
+    #[arg(long, env = "HERALD_NATS_URL")]
+    pub nats_url: Option<String>,
 
     /// NATS credentials file (JWT and NKey seed).
     #[arg(long, env = "HERALD_NATS_CREDENTIALS")]

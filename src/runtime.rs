@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use herald_broker::log::routed::RoutedLog;
 use herald_broker::{BrokerKey, EventLog, Ingress, StartFrom};
 use herald_crds::{Broker, DeliveryFormat, DeliverySpec, Destination, Trigger};
 use herald_triggers::process::Deps;
@@ -19,6 +20,11 @@ use crate::config::{Desired, TriggerKey};
 pub enum RuntimeError {
     #[error(transparent)]
     Log(#[from] herald_broker::LogError),
+    #[error("broker {broker}: {error}")]
+    Broker {
+        broker: String,
+        error: herald_crds::FieldError,
+    },
     #[error("trigger {trigger}: {error}")]
     Filter {
         trigger: String,
@@ -28,6 +34,7 @@ pub enum RuntimeError {
 
 /// Runs what the desired state asks for.
 pub struct Runtime {
+    routes: Arc<RoutedLog>,
     deps: Deps,
     ingress_base_url: String,
     max_in_flight: usize,
@@ -37,12 +44,14 @@ pub struct Runtime {
 
 impl Runtime {
     pub fn new(
+        routes: Arc<RoutedLog>,
         deps: Deps,
         ingress_base_url: String,
         max_in_flight: usize,
         grace: Duration,
     ) -> Self {
         Self {
+            routes,
             deps,
             ingress_base_url,
             max_in_flight,
@@ -62,8 +71,15 @@ impl Runtime {
     /// Makes the running state match `desired`: creates brokers, starts new or changed
     /// triggers, stops removed ones. Unchanged triggers are not disturbed.
     pub async fn reconcile(&mut self, desired: &Desired) -> Result<(), RuntimeError> {
-        for key in desired.brokers.keys() {
-            self.log().ensure_broker(key).await?;
+        for (key, broker) in &desired.brokers {
+            self.routes
+                .assign(key, crate::serve::broker_class(broker))?;
+            let settings =
+                crate::config::broker_settings(broker).map_err(|error| RuntimeError::Broker {
+                    broker: key.to_string(),
+                    error,
+                })?;
+            self.log().ensure_broker(key, &settings).await?;
             self.ingress().brokers().insert(key.clone());
         }
         // A removed broker stops accepting at once; its log stays in the data dir.

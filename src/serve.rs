@@ -1,18 +1,21 @@
 //! `herald serve`: config → log → listeners → dispatchers, until SIGTERM/SIGINT.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use anyhow::Context;
 use herald_broker::log::nats::{NatsLog, NatsOptions, DEFAULT_PUBLISH_TIMEOUT};
+use herald_broker::log::routed::RoutedLog;
 use herald_broker::log::sled::SledLog;
 use herald_broker::{BrokerRegistry, EventLog, Ingress, IngressConfig};
+use herald_crds::BROKER_CLASS_ANNOTATION;
 use herald_triggers::attempt::Sender;
 use herald_triggers::process::Deps;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::{self, Readiness};
-use crate::cli::{Backend, ServeArgs};
+use crate::cli::{Backend, ServeArgs, DEFAULT_NATS_URL};
 use crate::config::{build_desired, load_paths};
 use crate::runtime::Runtime;
 
@@ -25,30 +28,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         "configuration loaded"
     );
 
-    let log: Arc<dyn EventLog> = match args.backend {
-        Backend::Sled => {
-            let dir = args.data_dir.join("log");
-            std::fs::create_dir_all(&dir)
-                .with_context(|| format!("cannot create {}", dir.display()))?;
-            Arc::new(
-                SledLog::open(&dir, args.append_queue)
-                    .with_context(|| format!("cannot open the log in {}", dir.display()))?,
-            )
-        }
-        Backend::Nats => {
-            let options = NatsOptions {
-                url: args.nats_url.clone(),
-                credentials_file: args.nats_credentials.clone(),
-                token: args.nats_token.clone(),
-                tls_ca_file: args.nats_tls_ca.clone(),
-            };
-            Arc::new(
-                NatsLog::connect(&options, DEFAULT_PUBLISH_TIMEOUT)
-                    .await
-                    .with_context(|| format!("cannot connect to NATS at {}", args.nats_url))?,
-            )
-        }
-    };
+    let routes = Arc::new(open_backends(&args).await?);
+    // Every broker's class must name a configured backend, checked before any port is bound.
+    for (key, broker) in &desired.brokers {
+        routes.backend_for_class(broker_class(broker)).map_err(|message| {
+            anyhow::anyhow!("Broker {key}: field metadata.annotations[{BROKER_CLASS_ANNOTATION}]: {message}")
+        })?;
+    }
+    let log: Arc<dyn EventLog> = routes.clone();
 
     let ingress_listener = TcpListener::bind(args.listen)
         .await
@@ -73,6 +60,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         ingress: ingress.clone(),
     };
     let mut runtime = Runtime::new(
+        routes,
         deps,
         format!("http://{ingress_addr}"),
         args.max_in_flight,
@@ -134,4 +122,48 @@ async fn shutdown_signal() -> anyhow::Result<&'static str> {
         _ = term.recv() => "SIGTERM",
         _ = int.recv() => "SIGINT",
     })
+}
+
+/// Opens the default backend, and NATS too when `--nats-url` is given, behind one router.
+async fn open_backends(args: &ServeArgs) -> anyhow::Result<RoutedLog> {
+    let mut backends: HashMap<String, Arc<dyn EventLog>> = HashMap::new();
+    if args.backend == Backend::Sled {
+        let dir = args.data_dir.join("log");
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+        let sled = SledLog::open(&dir, args.append_queue)
+            .with_context(|| format!("cannot open the log in {}", dir.display()))?;
+        backends.insert("sled".into(), Arc::new(sled));
+    }
+    if args.backend == Backend::Nats || args.nats_url.is_some() {
+        let url = args
+            .nats_url
+            .clone()
+            .unwrap_or_else(|| DEFAULT_NATS_URL.to_owned());
+        let options = NatsOptions {
+            url: url.clone(),
+            credentials_file: args.nats_credentials.clone(),
+            token: args.nats_token.clone(),
+            tls_ca_file: args.nats_tls_ca.clone(),
+        };
+        let nats = NatsLog::connect(&options, DEFAULT_PUBLISH_TIMEOUT)
+            .await
+            .with_context(|| format!("cannot connect to NATS at {url}"))?;
+        backends.insert("nats".into(), Arc::new(nats));
+    }
+    let default = match args.backend {
+        Backend::Sled => "sled",
+        Backend::Nats => "nats",
+    };
+    Ok(RoutedLog::new(default, backends))
+}
+
+/// A broker's `eventing.knative.dev/broker.class` annotation, if set.
+pub fn broker_class(broker: &herald_crds::Broker) -> Option<&str> {
+    broker
+        .metadata
+        .annotations
+        .as_ref()?
+        .get(BROKER_CLASS_ANNOTATION)
+        .map(String::as_str)
 }

@@ -119,3 +119,68 @@ async fn nats_server_killed_during_ingest_loses_nothing_accepted() {
     })
     .await;
 }
+
+/// With sled as the default, a broker of class NatsJetStreamBroker lives on JetStream with the
+/// stream settings of its `herald.dev/*` annotations; a NATS class without NATS is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_class_chooses_the_backend() {
+    use std::time::Duration;
+
+    use scenarios::{accept_on, broker_yaml, trigger_yaml, NS};
+
+    let nats = Nats::start();
+    let sub = common::Subscriber::start().await;
+    let nats_broker = format!(
+        "apiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadata:\n  name: onnats\n  namespace: {NS}\n  annotations:\n    eventing.knative.dev/broker.class: NatsJetStreamBroker\n    herald.dev/retention-max-age: PT1H\n    herald.dev/retention-max-bytes: \"1048576\"\n    herald.dev/retention: interest\n---\n"
+    );
+    let config = broker_yaml("onsled", None)
+        + &nats_broker
+        + &trigger_yaml("a", "onsled", &sub.url(), "")
+        + &trigger_yaml("b", "onnats", &sub.url(), "");
+    let dirs = common::HeraldDirs::new(&config);
+    let url = nats.server.url();
+    let herald = common::Herald::start(&common::herald::Sled, &dirs, &["--nats-url", &url]).await;
+    accept_on(&herald, "onsled", "via-sled").await;
+    accept_on(&herald, "onnats", "via-nats").await;
+    sub.wait_for_id("via-sled").await;
+    sub.wait_for_id("via-nats").await;
+
+    let client = async_nats::connect(url.as_str()).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let mut stream = js
+        .get_stream("KN_BROKER_DEFAULT__ONNATS")
+        .await
+        .expect("the NATS broker's stream");
+    let info = stream.info().await.unwrap();
+    assert_eq!(info.config.subjects, ["default.onnats._knative_broker"]);
+    assert_eq!(info.config.max_age, Duration::from_secs(3600));
+    assert_eq!(info.config.max_bytes, 1_048_576);
+    assert_eq!(
+        info.config.retention,
+        async_nats::jetstream::stream::RetentionPolicy::Interest
+    );
+    // Interest retention: once the only trigger acknowledged it, the message is gone.
+    let deadline = std::time::Instant::now() + common::DEADLINE;
+    while stream.info().await.unwrap().state.messages != 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "acknowledged messages stayed in an interest stream"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        js.get_stream("KN_BROKER_DEFAULT__ONSLED").await.is_err(),
+        "the default broker stays on sled"
+    );
+    drop(herald);
+
+    // Without --nats-url the NATS class cannot be served: refused before binding.
+    let (status, stderr) = common::herald::run_invalid(&dirs.config_file(), dirs.data.path());
+    assert!(!status.success());
+    assert!(
+        stderr.contains("Broker default/onnats")
+            && stderr.contains("broker.class")
+            && stderr.contains("--nats-url"),
+        "{stderr}"
+    );
+}

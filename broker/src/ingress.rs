@@ -322,7 +322,11 @@ mod tests {
 
     #[async_trait::async_trait]
     impl EventLog for RefusingLog {
-        async fn ensure_broker(&self, _: &BrokerKey) -> Result<(), LogError> {
+        async fn ensure_broker(
+            &self,
+            _: &BrokerKey,
+            _: &crate::log::BrokerSettings,
+        ) -> Result<(), LogError> {
             Ok(())
         }
         async fn append(&self, _: &BrokerKey, _: Vec<Record>) -> Result<(), LogError> {

@@ -7,7 +7,7 @@ mod load;
 mod validate;
 
 pub use load::{load_paths, parse_documents};
-pub use validate::{build_desired, Desired, TriggerKey};
+pub use validate::{broker_settings, build_desired, Desired, TriggerKey};
 
 use std::fmt;
 

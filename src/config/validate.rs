@@ -53,6 +53,7 @@ pub fn build_desired(loaded: Vec<Loaded>) -> Result<Desired, ConfigError> {
         }
         match resource {
             Resource::Broker(broker) => {
+                broker_settings(&broker).map_err(fail)?;
                 if let Some(delivery) = &broker.spec.delivery {
                     validate_delivery("spec.delivery", delivery).map_err(fail)?;
                 }
@@ -128,6 +129,59 @@ pub fn referenced_broker(destination: &Destination, default_namespace: &str) -> 
     Some(BrokerKey::new(namespace, reference.name.clone()))
 }
 
+/// Herald's per-broker log settings, from the Broker's annotations.
+pub const MAX_AGE_ANNOTATION: &str = "herald.dev/retention-max-age";
+pub const MAX_BYTES_ANNOTATION: &str = "herald.dev/retention-max-bytes";
+pub const REPLICAS_ANNOTATION: &str = "herald.dev/replicas";
+pub const RETENTION_ANNOTATION: &str = "herald.dev/retention";
+
+/// Reads the `herald.dev/*` log settings of a broker; errors name the annotation.
+pub fn broker_settings(broker: &Broker) -> Result<herald_broker::log::BrokerSettings, FieldError> {
+    let mut settings = herald_broker::log::BrokerSettings::default();
+    let Some(annotations) = &broker.metadata.annotations else {
+        return Ok(settings);
+    };
+    let field = |name: &str| format!("metadata.annotations[{name}]");
+    if let Some(text) = annotations.get(MAX_AGE_ANNOTATION) {
+        let age = herald_crds::duration::parse_iso8601(text)
+            .map_err(|e| FieldError::new(field(MAX_AGE_ANNOTATION), e))?;
+        settings.max_age = Some(age);
+    }
+    if let Some(text) = annotations.get(MAX_BYTES_ANNOTATION) {
+        let bytes = text.parse::<i64>().ok().filter(|b| *b > 0);
+        let bytes = bytes.ok_or_else(|| {
+            FieldError::new(
+                field(MAX_BYTES_ANNOTATION),
+                format!("{text:?} is not a positive number of bytes"),
+            )
+        })?;
+        settings.max_bytes = Some(bytes);
+    }
+    if let Some(text) = annotations.get(REPLICAS_ANNOTATION) {
+        let replicas = text.parse::<usize>().ok().filter(|r| (1..=5).contains(r));
+        let replicas = replicas.ok_or_else(|| {
+            FieldError::new(
+                field(REPLICAS_ANNOTATION),
+                format!("{text:?} is not a replica count from 1 to 5"),
+            )
+        })?;
+        settings.replicas = Some(replicas);
+    }
+    if let Some(text) = annotations.get(RETENTION_ANNOTATION) {
+        settings.interest_retention = match text.as_str() {
+            "limits" => false,
+            "interest" => true,
+            _ => {
+                return Err(FieldError::new(
+                    field(RETENTION_ANNOTATION),
+                    format!("{text:?} is not a retention: use limits or interest"),
+                ))
+            }
+        };
+    }
+    Ok(settings)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -168,6 +222,33 @@ mod tests {
             let err = desired(&trigger(spec)).unwrap_err();
             assert_eq!(err.resource.as_deref(), Some("Trigger default/t"), "{err}");
             assert_eq!(err.field.as_deref(), Some(field), "{err}");
+        }
+    }
+
+    #[test]
+    fn broker_settings_name_the_annotation() {
+        let broker = |annotation: &str| {
+            format!("apiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadata:\n  name: b\n  annotations: {{{annotation}}}\n")
+        };
+        let ok = desired(&broker("herald.dev/retention-max-age: PT1H, herald.dev/replicas: '3', herald.dev/retention: interest")).unwrap();
+        let settings = broker_settings(ok.brokers.values().next().unwrap()).unwrap();
+        assert_eq!(settings.max_age, Some(std::time::Duration::from_secs(3600)));
+        assert_eq!(
+            (settings.replicas, settings.interest_retention),
+            (Some(3), true)
+        );
+        for (annotation, key) in [
+            ("herald.dev/retention-max-age: 1h", MAX_AGE_ANNOTATION),
+            ("herald.dev/retention-max-bytes: '-5'", MAX_BYTES_ANNOTATION),
+            ("herald.dev/replicas: '9'", REPLICAS_ANNOTATION),
+            ("herald.dev/retention: workqueue", RETENTION_ANNOTATION),
+        ] {
+            let err = desired(&broker(annotation)).unwrap_err();
+            assert_eq!(
+                err.field,
+                Some(format!("metadata.annotations[{key}]")),
+                "{err}"
+            );
         }
     }
 

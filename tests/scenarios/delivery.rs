@@ -186,7 +186,9 @@ pub async fn parked_when_dead_letter_sink_is_down(backend: &dyn Backend) {
     // The parked events are in the log's dead-letter store, with their failure history.
     let log = backend.open_log(&dirs).await;
     let broker = herald_broker::BrokerKey::new(NS, "b");
-    log.ensure_broker(&broker).await.unwrap();
+    log.ensure_broker(&broker, &Default::default())
+        .await
+        .unwrap();
     let with_dls = log.parked(&broker, "trigger-withdls").await.unwrap();
     assert_eq!(with_dls.len(), 1);
     assert_eq!(with_dls[0].record.event.id(), "p1");

@@ -97,3 +97,9 @@ pub fn sorted_ids(subscriber: &Subscriber) -> Vec<String> {
     got.sort();
     got
 }
+
+/// Sends a binary-mode event to a named broker and asserts it was accepted.
+pub async fn accept_on(herald: &Herald, broker: &str, id: &str) {
+    let status = send_binary(&herald.broker_url(NS, broker), id, "t", &[]).await;
+    assert_eq!(status, 202, "event {id} was not accepted by {broker}");
+}

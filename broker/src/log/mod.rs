@@ -26,6 +26,7 @@ use crate::record::Record;
 
 #[cfg(feature = "nats")]
 pub mod nats;
+pub mod routed;
 #[cfg(feature = "sled")]
 pub mod sled;
 pub mod testsuite;
@@ -65,6 +66,21 @@ pub struct RecordId {
 pub struct LogRecord {
     pub id: RecordId,
     pub record: Record,
+}
+
+/// Per-broker log settings, from the Broker's `herald.dev/*` annotations; a backend applies
+/// what it supports and the rest keep its defaults.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BrokerSettings {
+    /// Drop records older than this (JetStream `max_age`).
+    pub max_age: Option<std::time::Duration>,
+    /// Keep at most this many bytes (JetStream `max_bytes`).
+    pub max_bytes: Option<i64>,
+    /// Copies kept by a replicated backend (JetStream replicas).
+    pub replicas: Option<usize>,
+    /// Keep records only while a consumer still needs them (JetStream interest retention)
+    /// instead of until the limits drop them.
+    pub interest_retention: bool,
 }
 
 /// Where a consumer without a committed position starts.
@@ -120,8 +136,13 @@ pub enum LogError {
 /// A broker's durable log.
 #[async_trait]
 pub trait EventLog: Send + Sync + 'static {
-    /// Creates the broker's log if it does not exist (topic, stream, tree).
-    async fn ensure_broker(&self, broker: &BrokerKey) -> Result<(), LogError>;
+    /// Creates the broker's log if it does not exist (topic, stream, tree), or updates its
+    /// settings where the backend allows.
+    async fn ensure_broker(
+        &self,
+        broker: &BrokerKey,
+        settings: &BrokerSettings,
+    ) -> Result<(), LogError>;
 
     /// Appends records durably, in order (see the contract above).
     async fn append(&self, broker: &BrokerKey, records: Vec<Record>) -> Result<(), LogError>;

@@ -18,8 +18,8 @@ use bytes::Bytes;
 use futures_util::{FutureExt, StreamExt};
 
 use super::{
-    BrokerKey, EventLog, Failure, LogConsumer, LogError, LogRecord, ParkedRecord, RecordId,
-    StartFrom,
+    BrokerKey, BrokerSettings, EventLog, Failure, LogConsumer, LogError, LogRecord, ParkedRecord,
+    RecordId, StartFrom,
 };
 use crate::record::Record;
 
@@ -118,33 +118,56 @@ impl NatsLog {
         Ok(Self { jetstream })
     }
 
+    /// Creates the stream, or updates it to the settings asked for.
     async fn ensure_stream(
         &self,
         name: String,
         subjects: Vec<String>,
-    ) -> Result<stream::Stream, LogError> {
+        settings: &BrokerSettings,
+    ) -> Result<(), LogError> {
+        let mut config = stream::Config {
+            name,
+            subjects,
+            storage: stream::StorageType::File,
+            num_replicas: settings.replicas.unwrap_or(1),
+            ..Default::default()
+        };
+        if let Some(max_age) = settings.max_age {
+            config.max_age = max_age;
+        }
+        if let Some(max_bytes) = settings.max_bytes {
+            config.max_bytes = max_bytes;
+        }
+        if settings.interest_retention {
+            config.retention = stream::RetentionPolicy::Interest;
+        }
         self.jetstream
-            .get_or_create_stream(stream::Config {
-                name,
-                subjects,
-                storage: stream::StorageType::File,
-                ..Default::default()
-            })
+            .create_or_update_stream(config)
             .await
-            .map_err(unavailable)
+            .map_err(unavailable)?;
+        Ok(())
     }
 }
 
 #[async_trait]
 impl EventLog for NatsLog {
-    async fn ensure_broker(&self, broker: &BrokerKey) -> Result<(), LogError> {
-        self.ensure_stream(stream_name(broker), vec![subject(broker)])
+    async fn ensure_broker(
+        &self,
+        broker: &BrokerKey,
+        settings: &BrokerSettings,
+    ) -> Result<(), LogError> {
+        self.ensure_stream(stream_name(broker), vec![subject(broker)], settings)
             .await?;
+        // Parked records are kept until people deal with them: no limits, no interest.
         let dlq_subjects = vec![format!(
             "{}.{}._knative_broker_dlq.>",
             broker.namespace, broker.name
         )];
-        self.ensure_stream(parked_stream_name(broker), dlq_subjects)
+        let parked = BrokerSettings {
+            replicas: settings.replicas,
+            ..BrokerSettings::default()
+        };
+        self.ensure_stream(parked_stream_name(broker), dlq_subjects, &parked)
             .await?;
         Ok(())
     }

@@ -17,8 +17,8 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::{
-    BrokerKey, EventLog, Failure, LogConsumer, LogError, LogRecord, ParkedRecord, RecordId,
-    StartFrom,
+    BrokerKey, BrokerSettings, EventLog, Failure, LogConsumer, LogError, LogRecord, ParkedRecord,
+    RecordId, StartFrom,
 };
 use crate::record::Record;
 
@@ -193,7 +193,12 @@ fn run_writer(db: sled::Db, mut rx: mpsc::Receiver<WriterMessage>) {
 
 #[async_trait]
 impl EventLog for SledLog {
-    async fn ensure_broker(&self, broker: &BrokerKey) -> Result<(), LogError> {
+    /// The embedded log keeps everything: it takes no settings.
+    async fn ensure_broker(
+        &self,
+        broker: &BrokerKey,
+        _settings: &BrokerSettings,
+    ) -> Result<(), LogError> {
         self.open_broker(broker).map(|_| ())
     }
 

@@ -11,7 +11,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use super::{BrokerKey, EventLog, Failure, LogConsumer, LogRecord, ParkedRecord, StartFrom};
+use super::{
+    BrokerKey, BrokerSettings, EventLog, Failure, LogConsumer, LogRecord, ParkedRecord, StartFrom,
+};
 use crate::event::CloudEvent;
 use crate::record::Record;
 
@@ -45,7 +47,9 @@ where
 async fn fresh(harness: &dyn LogHarness, test: &str) -> (Arc<dyn EventLog>, BrokerKey) {
     let log = harness.open().await;
     let broker = unique_broker(test);
-    log.ensure_broker(&broker).await.unwrap();
+    log.ensure_broker(&broker, &BrokerSettings::default())
+        .await
+        .unwrap();
     (log, broker)
 }
 
@@ -170,7 +174,9 @@ async fn commit_is_a_contiguous_low_water_mark(harness: &dyn LogHarness) {
     let broker = unique_broker("lowwater");
     {
         let log = harness.open().await;
-        log.ensure_broker(&broker).await.unwrap();
+        log.ensure_broker(&broker, &BrokerSettings::default())
+            .await
+            .unwrap();
         let mut consumer = consumer(&*log, &broker, "t", StartFrom::Earliest).await;
         log.append(&broker, (0..5).map(|i| sample(&i.to_string())).collect())
             .await
@@ -185,7 +191,9 @@ async fn commit_is_a_contiguous_low_water_mark(harness: &dyn LogHarness) {
     }
     {
         let log = harness.open().await;
-        log.ensure_broker(&broker).await.unwrap();
+        log.ensure_broker(&broker, &BrokerSettings::default())
+            .await
+            .unwrap();
         let mut consumer = consumer(&*log, &broker, "t", StartFrom::Latest).await;
         // At least the unacknowledged record comes back first; a log that commits a low-water
         // mark (sled, Kafka) also repeats what follows it, one with per-record acks
@@ -218,7 +226,9 @@ async fn commit_is_a_contiguous_low_water_mark(harness: &dyn LogHarness) {
         log.close().await.unwrap();
     }
     let log = harness.open().await;
-    log.ensure_broker(&broker).await.unwrap();
+    log.ensure_broker(&broker, &BrokerSettings::default())
+        .await
+        .unwrap();
     let mut consumer = consumer(&*log, &broker, "t", StartFrom::Earliest).await;
     assert_nothing_more(&mut *consumer).await;
     log.append(&broker, vec![sample("5")]).await.unwrap();
@@ -238,7 +248,9 @@ async fn parked_records_are_durable(harness: &dyn LogHarness) {
     };
     {
         let log = harness.open().await;
-        log.ensure_broker(&broker).await.unwrap();
+        log.ensure_broker(&broker, &BrokerSettings::default())
+            .await
+            .unwrap();
         let mut consumer = consumer(&*log, &broker, "t", StartFrom::Earliest).await;
         log.append(&broker, vec![sample("p1"), sample("p2")])
             .await
@@ -261,7 +273,9 @@ async fn parked_records_are_durable(harness: &dyn LogHarness) {
         log.close().await.unwrap();
     }
     let log = harness.open().await;
-    log.ensure_broker(&broker).await.unwrap();
+    log.ensure_broker(&broker, &BrokerSettings::default())
+        .await
+        .unwrap();
     let parked = log.parked(&broker, "t").await.unwrap();
     let parked_ids: Vec<String> = parked
         .iter()

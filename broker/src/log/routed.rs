@@ -1,0 +1,135 @@
+//! Several backends at once: each broker's log lives on the backend its class chooses
+//! (`eventing.knative.dev/broker.class`), the others on the default backend.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use async_trait::async_trait;
+
+use super::{BrokerKey, BrokerSettings, EventLog, LogConsumer, LogError, ParkedRecord, StartFrom};
+use crate::record::Record;
+
+/// Knative's class for brokers on NATS JetStream.
+pub const NATS_BROKER_CLASS: &str = "NatsJetStreamBroker";
+/// Knative's default class: Herald runs it on its default backend.
+pub const DEFAULT_BROKER_CLASS: &str = "MTChannelBasedBroker";
+
+/// Logs by backend name (`sled`, `nats`), one of them the default.
+pub struct RoutedLog {
+    default: String,
+    backends: HashMap<String, Arc<dyn EventLog>>,
+    routes: RwLock<HashMap<BrokerKey, Arc<dyn EventLog>>>,
+}
+
+impl RoutedLog {
+    pub fn new(default: &str, backends: HashMap<String, Arc<dyn EventLog>>) -> Self {
+        Self {
+            default: default.to_owned(),
+            backends,
+            routes: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// The backend a broker class asks for, or why it cannot be had.
+    pub fn backend_for_class(&self, class: Option<&str>) -> Result<&str, String> {
+        let wanted = match class {
+            None | Some(DEFAULT_BROKER_CLASS) => return Ok(&self.default),
+            Some(NATS_BROKER_CLASS) => "nats",
+            Some(other) => {
+                return Err(format!(
+                    "broker class {other:?} is not served by Herald: use {DEFAULT_BROKER_CLASS} (the default backend) or {NATS_BROKER_CLASS}"
+                ))
+            }
+        };
+        if self.backends.contains_key(wanted) {
+            Ok(wanted)
+        } else {
+            Err(format!(
+                "broker class {} needs the {wanted} backend, which is not configured (--nats-url)",
+                class.unwrap_or_default()
+            ))
+        }
+    }
+
+    /// Places a broker's log on the backend its class chooses.
+    pub fn assign(
+        &self,
+        broker: &BrokerKey,
+        class: Option<&str>,
+    ) -> Result<Arc<dyn EventLog>, LogError> {
+        let name = self.backend_for_class(class).map_err(LogError::Storage)?;
+        let log = self
+            .backends
+            .get(name)
+            .cloned()
+            .ok_or_else(|| LogError::Storage(format!("no {name} backend")))?;
+        if let Ok(mut routes) = self.routes.write() {
+            routes.insert(broker.clone(), log.clone());
+        }
+        Ok(log)
+    }
+
+    fn log(&self, broker: &BrokerKey) -> Result<Arc<dyn EventLog>, LogError> {
+        let routed = self
+            .routes
+            .read()
+            .ok()
+            .and_then(|routes| routes.get(broker).cloned());
+        match routed {
+            Some(log) => Ok(log),
+            None => self
+                .backends
+                .get(&self.default)
+                .cloned()
+                .ok_or_else(|| LogError::UnknownBroker(broker.clone())),
+        }
+    }
+}
+
+#[async_trait]
+impl EventLog for RoutedLog {
+    async fn ensure_broker(
+        &self,
+        broker: &BrokerKey,
+        settings: &BrokerSettings,
+    ) -> Result<(), LogError> {
+        self.log(broker)?.ensure_broker(broker, settings).await
+    }
+
+    async fn append(&self, broker: &BrokerKey, records: Vec<Record>) -> Result<(), LogError> {
+        self.log(broker)?.append(broker, records).await
+    }
+
+    async fn consumer(
+        &self,
+        broker: &BrokerKey,
+        name: &str,
+        start: StartFrom,
+    ) -> Result<Box<dyn LogConsumer>, LogError> {
+        self.log(broker)?.consumer(broker, name, start).await
+    }
+
+    async fn park(
+        &self,
+        broker: &BrokerKey,
+        consumer: &str,
+        parked: ParkedRecord,
+    ) -> Result<(), LogError> {
+        self.log(broker)?.park(broker, consumer, parked).await
+    }
+
+    async fn parked(
+        &self,
+        broker: &BrokerKey,
+        consumer: &str,
+    ) -> Result<Vec<ParkedRecord>, LogError> {
+        self.log(broker)?.parked(broker, consumer).await
+    }
+
+    async fn close(&self) -> Result<(), LogError> {
+        for log in self.backends.values() {
+            log.close().await?;
+        }
+        Ok(())
+    }
+}
