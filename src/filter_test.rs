@@ -18,7 +18,7 @@ pub fn run(args: FilterTestArgs) -> anyhow::Result<ExitCode> {
         .into_iter()
         .find_map(|loaded| match loaded.resource {
             Resource::Trigger(trigger) => Some(trigger),
-            Resource::Broker(_) => None,
+            _ => None,
         })
         .ok_or_else(|| anyhow!("{origin}: no Trigger in the file"))?;
     let name = trigger.metadata.name.clone().unwrap_or_default();

@@ -7,11 +7,15 @@ use std::time::Duration;
 
 use herald_broker::log::routed::RoutedLog;
 use herald_broker::{BrokerKey, EventLog, Ingress, StartFrom};
+use herald_crds::NatsSourceSpec;
 use herald_crds::{Broker, DeliveryFormat, DeliverySpec, Destination, Trigger};
+use herald_sources::nats::NatsSource;
+use herald_sources::{SinkClient, Source};
 use herald_triggers::process::Deps;
 use herald_triggers::router::TriggerRouter;
 use herald_triggers::Filter;
 use herald_triggers::{run_dispatcher, DispatcherHandle, RetryPolicy, TriggerPlan};
+use tokio_util::sync::CancellationToken;
 
 use crate::config::{Desired, TriggerKey};
 
@@ -40,6 +44,7 @@ pub struct Runtime {
     max_in_flight: usize,
     grace: Duration,
     dispatchers: HashMap<TriggerKey, (Arc<TriggerPlan>, DispatcherHandle)>,
+    sources: HashMap<TriggerKey, RunningSource>,
 }
 
 impl Runtime {
@@ -57,6 +62,7 @@ impl Runtime {
             max_in_flight,
             grace,
             dispatchers: HashMap::new(),
+            sources: HashMap::new(),
         }
     }
 
@@ -129,7 +135,54 @@ impl Runtime {
             let handle = run_dispatcher(plan.clone(), consumer, self.deps.clone(), router);
             self.dispatchers.insert(key, (plan, handle));
         }
+        self.reconcile_sources(desired).await;
         Ok(())
+    }
+
+    /// Starts new or changed sources and stops removed ones; each is restarted with backoff
+    /// when it fails.
+    async fn reconcile_sources(&mut self, desired: &Desired) {
+        let stale: Vec<TriggerKey> = self
+            .sources
+            .iter()
+            .filter(|(key, running)| {
+                desired.nats_sources.get(*key).map(|s| &s.spec) != Some(&running.spec)
+            })
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in stale {
+            if let Some(running) = self.sources.remove(&key) {
+                running.stop(self.grace).await;
+            }
+        }
+        for ((namespace, name), source) in &desired.nats_sources {
+            let key = (namespace.clone(), name.clone());
+            if self.sources.contains_key(&key) {
+                continue;
+            }
+            let overrides = source
+                .spec
+                .ce_overrides
+                .clone()
+                .map(|o| o.extensions)
+                .unwrap_or_default();
+            let sink = SinkClient::new(self.resolve(&source.spec.sink, namespace), overrides);
+            let runner: Arc<dyn Source> = Arc::new(NatsSource {
+                namespace: namespace.clone(),
+                name: name.clone(),
+                spec: source.spec.clone(),
+            });
+            let shutdown = CancellationToken::new();
+            let task = tokio::spawn(supervise(runner, sink, shutdown.clone()));
+            self.sources.insert(
+                key,
+                RunningSource {
+                    spec: source.spec.clone(),
+                    shutdown,
+                    task,
+                },
+            );
+        }
     }
 
     fn plan(
@@ -187,6 +240,9 @@ impl Runtime {
     /// Stops every dispatcher (in-flight deliveries get `grace`), then closes the log.
     pub async fn shutdown(mut self) {
         let grace = self.grace;
+        for (_, source) in self.sources.drain() {
+            source.stop(grace).await;
+        }
         let stops: Vec<_> = self
             .dispatchers
             .drain()
@@ -209,4 +265,37 @@ pub fn delivery_order(trigger: &Trigger) -> Option<&str> {
         .as_ref()?
         .get(herald_triggers::plan::DELIVERY_ORDER_ANNOTATION)
         .map(String::as_str)
+}
+
+/// A source's task and how to stop it.
+struct RunningSource {
+    spec: NatsSourceSpec,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RunningSource {
+    async fn stop(mut self, grace: Duration) {
+        self.shutdown.cancel();
+        if tokio::time::timeout(grace, &mut self.task).await.is_err() {
+            self.task.abort();
+        }
+    }
+}
+
+/// Runs a source until shutdown, restarting it with backoff (up to 30 s) when it fails.
+async fn supervise(source: Arc<dyn Source>, sink: SinkClient, shutdown: CancellationToken) {
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        match source.run(sink.clone(), shutdown.clone()).await {
+            Ok(()) => return,
+            Err(error) => {
+                tracing::error!(source = %source.describe(), %error, retry_in = ?backoff, "source failed")
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => backoff = (backoff * 2).min(Duration::from_secs(30)),
+            _ = shutdown.cancelled() => return,
+        }
+    }
 }

@@ -184,3 +184,104 @@ async fn broker_class_chooses_the_backend() {
         "{stderr}"
     );
 }
+
+/// NatsSource: core NATS and JetStream messages reach a broker's trigger; CloudEvents pass
+/// through, other payloads are wrapped with Herald's NATS mapping.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_source_maps_cloudevents_and_plain_messages() {
+    use std::time::Duration;
+
+    use scenarios::{broker_yaml, trigger_yaml, NS};
+
+    let nats = Nats::start();
+    let url = nats.server.url();
+    let client = async_nats::connect(url.as_str()).await.unwrap();
+    let js = async_nats::jetstream::new(client.clone());
+    js.get_or_create_stream(async_nats::jetstream::stream::Config {
+        name: "ORDERS".into(),
+        subjects: vec!["js.orders.>".into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    // Published before Herald runs: the durable consumer picks it up later.
+    js.publish("js.orders.early", "kept while Herald was down".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+
+    let sub = common::Subscriber::start().await;
+    let sources = format!(
+        "apiVersion: sources.herald.dev/v1alpha1\nkind: NatsSource\nmetadata: {{name: core, namespace: {NS}}}\nspec:\n  url: {url}\n  subjects: [orders.>]\n  sink: {{ref: {{apiVersion: eventing.knative.dev/v1, kind: Broker, name: b}}}}\n  ceOverrides: {{extensions: {{team: payments}}}}\n---\napiVersion: sources.herald.dev/v1alpha1\nkind: NatsSource\nmetadata: {{name: durable, namespace: {NS}}}\nspec:\n  url: {url}\n  subjects: [js.orders.>]\n  jetstream: {{stream: ORDERS}}\n  sink: {{ref: {{apiVersion: eventing.knative.dev/v1, kind: Broker, name: b}}}}\n"
+    );
+    let config = broker_yaml("b", None) + &trigger_yaml("t", "b", &sub.url(), "") + &sources;
+    let dirs = common::HeraldDirs::new(&config);
+    let _herald = common::Herald::start(&common::herald::Sled, &dirs, &[]).await;
+
+    // Core NATS is at most once: publish probes until the subscription is up.
+    let deadline = std::time::Instant::now() + common::DEADLINE;
+    while !sub
+        .received()
+        .iter()
+        .any(|r| r.ce("subject") == Some("orders.probe"))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the core NATS source never delivered"
+        );
+        client
+            .publish("orders.probe", "probe".into())
+            .await
+            .unwrap();
+        client.flush().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let ce = r#"{"specversion":"1.0","id":"ce-1","source":"/shop","type":"order.created","datacontenttype":"application/json","data":{"n":1}}"#;
+    client.publish("orders.ce", ce.into()).await.unwrap();
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Content-Type", "text/plain");
+    client
+        .publish_with_headers("orders.plain", headers, "plain text".into())
+        .await
+        .unwrap();
+    client.flush().await.unwrap();
+
+    sub.wait_for_id("ce-1").await;
+    let got = common::wait_for(&sub, |r| r.ce("subject") == Some("orders.plain")).await;
+    let passed = got.iter().find(|r| r.ce("id") == Some("ce-1")).unwrap();
+    assert_eq!(
+        (passed.ce("type"), passed.ce("source")),
+        (Some("order.created"), Some("/shop"))
+    );
+    assert_eq!(passed.body.as_ref(), br#"{"n":1}"#);
+    assert_eq!(
+        passed.ce("team"),
+        Some("payments"),
+        "ceOverrides apply to every event"
+    );
+    let plain = got
+        .iter()
+        .find(|r| r.ce("subject") == Some("orders.plain"))
+        .unwrap();
+    assert_eq!(plain.ce("type"), Some("dev.herald.nats.message"));
+    let host = url.trim_start_matches("nats://");
+    assert_eq!(
+        plain.ce("source"),
+        Some(format!("nats://{host}/orders.plain").as_str())
+    );
+    assert_eq!(plain.header("content-type"), Some("text/plain"));
+    assert_eq!(plain.body.as_ref(), b"plain text");
+
+    let got = common::wait_for(&sub, |r| r.ce("subject") == Some("js.orders.early")).await;
+    let early = got
+        .iter()
+        .find(|r| r.ce("subject") == Some("js.orders.early"))
+        .unwrap();
+    assert_eq!(
+        early.ce("id"),
+        Some("ORDERS-1"),
+        "JetStream messages get stream-sequence ids"
+    );
+    assert_eq!(early.body.as_ref(), b"kept while Herald was down");
+}

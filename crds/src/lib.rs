@@ -8,6 +8,7 @@ pub mod broker;
 pub mod delivery;
 pub mod destination;
 pub mod duration;
+pub mod nats_source;
 pub mod status;
 pub mod trigger;
 pub mod validation;
@@ -15,6 +16,9 @@ pub mod validation;
 pub use broker::{Broker, BrokerSpec, BrokerStatus};
 pub use delivery::{BackoffPolicy, DeliveryFormat, DeliverySpec};
 pub use destination::{Destination, KReference};
+pub use nats_source::{
+    CloudEventOverrides, JetStreamSourceSpec, NatsSource, NatsSourceSpec, SourceStatus,
+};
 pub use status::Condition;
 pub use trigger::{SubscriptionsApiFilter, Trigger, TriggerFilter, TriggerSpec, TriggerStatus};
 pub use validation::FieldError;

@@ -1,1 +1,31 @@
+//! Event sources: each source turns something outside Herald into CloudEvents and sends them
+//! to its sink (a broker's address or any URL) with Knative's source retry policy.
+//!
+//! Every source implements [`Source`] in a module of its own; what they share (overrides,
+//! `id`/`time` defaults, retries) lives in [`sink`].
 
+#[cfg(feature = "nats")]
+pub mod nats;
+pub mod sink;
+
+use async_trait::async_trait;
+use tokio_util::sync::CancellationToken;
+
+pub use sink::{SinkClient, SinkError};
+
+/// A running source: it sends events to `sink` until `shutdown` is cancelled.
+#[async_trait]
+pub trait Source: Send + Sync {
+    /// `Kind namespace/name`, for logs.
+    fn describe(&self) -> String;
+
+    async fn run(&self, sink: SinkClient, shutdown: CancellationToken) -> Result<(), SourceError>;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("cannot connect: {0}")]
+    Connect(String),
+    #[error("the source's input failed: {0}")]
+    Input(String),
+}

@@ -139,6 +139,9 @@ fn parse_resource(origin: &str, mut value: Value) -> Result<Resource, ConfigErro
     let typed = |what: &str| -> Result<Resource, ConfigError> {
         let result = match what {
             "Broker" => serde_path_to_error::deserialize(value.clone()).map(Resource::Broker),
+            "NatsSource" => {
+                serde_path_to_error::deserialize(value.clone()).map(Resource::NatsSource)
+            }
             _ => serde_path_to_error::deserialize(value.clone()).map(Resource::Trigger),
         };
         result.map_err(|e| {
@@ -150,10 +153,13 @@ fn parse_resource(origin: &str, mut value: Value) -> Result<Resource, ConfigErro
     match (api_version.as_str(), kind.as_str()) {
         ("eventing.knative.dev/v1", "Broker") => typed("Broker"),
         ("eventing.knative.dev/v1", "Trigger") => typed("Trigger"),
+        ("sources.herald.dev/v1alpha1", "NatsSource") => typed("NatsSource"),
         _ => Err(error(
             ident,
             Some("kind"),
-            format!("unsupported resource {api_version} {kind}: Herald serves eventing.knative.dev/v1 Broker and Trigger"),
+            format!(
+                "unsupported resource {api_version} {kind}: Herald serves eventing.knative.dev/v1 Broker and Trigger and sources.herald.dev/v1alpha1 NatsSource"
+            ),
         )),
     }
 }

@@ -16,6 +16,7 @@ use std::fmt;
 pub enum Resource {
     Broker(herald_crds::Broker),
     Trigger(herald_crds::Trigger),
+    NatsSource(herald_crds::NatsSource),
 }
 
 /// A resource with the file it came from.

@@ -3,8 +3,11 @@
 use std::collections::BTreeMap;
 
 use herald_broker::BrokerKey;
+use herald_crds::validation::validate_destination;
 use herald_crds::validation::{validate_delivery, validate_name, validate_trigger_spec};
-use herald_crds::{Broker, Destination, FieldError, Trigger, DEFAULT_NAMESPACE};
+use herald_crds::{
+    Broker, Destination, FieldError, NatsSource, NatsSourceSpec, Trigger, DEFAULT_NAMESPACE,
+};
 
 use super::{ConfigError, Loaded, Resource};
 
@@ -16,6 +19,7 @@ pub type TriggerKey = (String, String);
 pub struct Desired {
     pub brokers: BTreeMap<BrokerKey, Broker>,
     pub triggers: BTreeMap<TriggerKey, Trigger>,
+    pub nats_sources: BTreeMap<TriggerKey, NatsSource>,
 }
 
 fn namespace_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> String {
@@ -29,10 +33,12 @@ pub fn build_desired(loaded: Vec<Loaded>) -> Result<Desired, ConfigError> {
     let mut desired = Desired::default();
     let mut origins: BTreeMap<String, String> = BTreeMap::new();
     let mut triggers = Vec::new();
+    let mut sources = Vec::new();
     for Loaded { origin, resource } in loaded {
         let (meta, kind) = match &resource {
             Resource::Broker(b) => (&b.metadata, "Broker"),
             Resource::Trigger(t) => (&t.metadata, "Trigger"),
+            Resource::NatsSource(s) => (&s.metadata, "NatsSource"),
         };
         let namespace = namespace_of(meta);
         let name = meta.name.clone().unwrap_or_default();
@@ -60,6 +66,10 @@ pub fn build_desired(loaded: Vec<Loaded>) -> Result<Desired, ConfigError> {
                 desired
                     .brokers
                     .insert(BrokerKey::new(namespace, name), broker);
+            }
+            Resource::NatsSource(source) => {
+                validate_nats_source(&source.spec).map_err(fail)?;
+                sources.push((origin.clone(), ident, namespace, name, source));
             }
             Resource::Trigger(trigger) => {
                 validate_trigger_spec(&trigger.spec).map_err(fail)?;
@@ -115,6 +125,19 @@ pub fn build_desired(loaded: Vec<Loaded>) -> Result<Desired, ConfigError> {
             }
         }
         desired.triggers.insert((namespace, name), trigger);
+    }
+    for (origin, ident, namespace, name, source) in sources {
+        if let Some(target) = referenced_broker(&source.spec.sink, &namespace) {
+            if !desired.brokers.contains_key(&target) {
+                return Err(ConfigError {
+                    origin,
+                    resource: Some(ident),
+                    field: Some("spec.sink.ref".into()),
+                    message: format!("broker {target} does not exist"),
+                });
+            }
+        }
+        desired.nats_sources.insert((namespace, name), source);
     }
     Ok(desired)
 }
@@ -180,6 +203,55 @@ pub fn broker_settings(broker: &Broker) -> Result<herald_broker::log::BrokerSett
         };
     }
     Ok(settings)
+}
+
+/// Checks a NatsSource's own fields (the sink's broker is checked with the others).
+fn validate_nats_source(spec: &NatsSourceSpec) -> Result<(), FieldError> {
+    if !["nats://", "tls://", "ws://", "wss://"]
+        .iter()
+        .any(|scheme| spec.url.starts_with(scheme))
+    {
+        return Err(FieldError::new(
+            "spec.url",
+            format!("{:?} is not a NATS URL (nats://host:port)", spec.url),
+        ));
+    }
+    if spec.subjects.is_empty() {
+        return Err(FieldError::new(
+            "spec.subjects",
+            "at least one subject is required",
+        ));
+    }
+    for (i, subject) in spec.subjects.iter().enumerate() {
+        if subject.is_empty() || subject.contains(char::is_whitespace) {
+            return Err(FieldError::new(
+                format!("spec.subjects[{i}]"),
+                format!("{subject:?} is not a NATS subject"),
+            ));
+        }
+    }
+    if let Some(js) = &spec.jetstream {
+        if js.stream.is_empty() {
+            return Err(FieldError::new(
+                "spec.jetstream.stream",
+                "the stream name is required",
+            ));
+        }
+    }
+    validate_destination("spec.sink", &spec.sink)?;
+    for name in spec.ce_overrides.iter().flat_map(|o| o.extensions.keys()) {
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        {
+            return Err(FieldError::new(
+                format!("spec.ceOverrides.extensions.{name}"),
+                "extension names are lower-case letters and digits",
+            ));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

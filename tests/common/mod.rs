@@ -32,3 +32,23 @@ pub async fn wait_until<F: FnMut() -> bool>(what: &str, mut check: F) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Waits until the subscriber has received a request matching `check`; returns all received.
+pub async fn wait_for(
+    subscriber: &Subscriber,
+    check: impl Fn(&subscriber::Received) -> bool,
+) -> Vec<subscriber::Received> {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let got = subscriber.received();
+        if got.iter().any(&check) {
+            return got;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for a matching request; got {}",
+            got.len()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
