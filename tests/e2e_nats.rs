@@ -5,17 +5,6 @@ mod scenarios;
 
 use common::herald::Nats;
 
-macro_rules! on_backend {
-    ($backend:expr => $($path:ident :: $scenario:ident),+ $(,)?) => {
-        $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $scenario() {
-                scenarios::$path::$scenario(&$backend).await;
-            }
-        )+
-    };
-}
-
 on_backend!(Nats::start() =>
     ingress::status_codes,
     ingress::content_modes_preserve_everything,

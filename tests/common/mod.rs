@@ -5,6 +5,20 @@ pub mod herald;
 pub mod subscriber;
 
 pub use herald::{Backend, Herald, HeraldDirs};
+
+/// Generates one `#[tokio::test]` per scenario of `tests/scenarios/`, each on a backend built
+/// by the given expression (evaluated per test).
+#[macro_export]
+macro_rules! on_backend {
+    ($backend:expr => $($path:ident :: $scenario:ident),+ $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $scenario() {
+                scenarios::$path::$scenario(&$backend).await;
+            }
+        )+
+    };
+}
 pub use subscriber::{Reply, Subscriber};
 
 use std::time::Duration;

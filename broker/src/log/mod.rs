@@ -117,6 +117,40 @@ pub struct ParkedRecord {
     pub failure: Failure,
 }
 
+impl ParkedRecord {
+    /// The stored form: a big-endian u32 length, a JSON header (id and failure), the record.
+    pub fn encode(&self) -> Result<Vec<u8>, LogError> {
+        let meta = serde_json::to_vec(&(self.id, &self.failure))
+            .map_err(|e| LogError::Storage(e.to_string()))?;
+        let record = self.record.encode();
+        let mut out = Vec::with_capacity(4 + meta.len() + record.len());
+        out.extend_from_slice(&(meta.len() as u32).to_be_bytes());
+        out.extend_from_slice(&meta);
+        out.extend_from_slice(&record);
+        Ok(out)
+    }
+
+    pub fn decode(value: &[u8]) -> Result<Self, LogError> {
+        let corrupt = || LogError::Corrupt("parked record is malformed".into());
+        let len_bytes: [u8; 4] = value
+            .get(..4)
+            .ok_or_else(corrupt)?
+            .try_into()
+            .map_err(|_| corrupt())?;
+        let len = u32::from_be_bytes(len_bytes) as usize;
+        let meta = value.get(4..4 + len).ok_or_else(corrupt)?;
+        let (id, failure): (RecordId, Failure) =
+            serde_json::from_slice(meta).map_err(|e| LogError::Corrupt(e.to_string()))?;
+        let record = Record::decode(bytes::Bytes::copy_from_slice(&value[4 + len..]))
+            .map_err(|e| LogError::Corrupt(e.to_string()))?;
+        Ok(Self {
+            id,
+            record,
+            failure,
+        })
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
     /// The write queue is full: the caller should back off and retry.

@@ -18,8 +18,8 @@ use bytes::Bytes;
 use futures_util::{FutureExt, StreamExt};
 
 use super::{
-    BrokerKey, BrokerSettings, EventLog, Failure, LogConsumer, LogError, LogRecord, ParkedRecord,
-    RecordId, StartFrom,
+    BrokerKey, BrokerSettings, EventLog, LogConsumer, LogError, LogRecord, ParkedRecord, RecordId,
+    StartFrom,
 };
 use crate::record::Record;
 
@@ -251,12 +251,7 @@ impl EventLog for NatsLog {
         consumer: &str,
         parked: ParkedRecord,
     ) -> Result<(), LogError> {
-        let meta = serde_json::to_vec(&(parked.id, &parked.failure))
-            .map_err(|e| LogError::Storage(e.to_string()))?;
-        let mut payload = Vec::with_capacity(4 + meta.len());
-        payload.extend_from_slice(&(meta.len() as u32).to_be_bytes());
-        payload.extend_from_slice(&meta);
-        payload.extend_from_slice(&parked.record.encode());
+        let payload = parked.encode()?;
         let mut headers = async_nats::HeaderMap::new();
         headers.insert(
             "Nats-Msg-Id",
@@ -308,7 +303,7 @@ impl EventLog for NatsLog {
             let before = out.len();
             while let Some(message) = batch.next().await {
                 let message = message.map_err(unavailable)?;
-                out.push(decode_parked(&message.payload)?);
+                out.push(ParkedRecord::decode(&message.payload)?);
             }
             if out.len() == before {
                 break;
@@ -321,26 +316,6 @@ impl EventLog for NatsLog {
     async fn close(&self) -> Result<(), LogError> {
         self.jetstream.client().flush().await.map_err(unavailable)
     }
-}
-
-fn decode_parked(value: &[u8]) -> Result<ParkedRecord, LogError> {
-    let corrupt = || LogError::Corrupt("parked record is malformed".into());
-    let len_bytes: [u8; 4] = value
-        .get(..4)
-        .ok_or_else(corrupt)?
-        .try_into()
-        .map_err(|_| corrupt())?;
-    let len = u32::from_be_bytes(len_bytes) as usize;
-    let meta = value.get(4..4 + len).ok_or_else(corrupt)?;
-    let (id, failure): (RecordId, Failure) =
-        serde_json::from_slice(meta).map_err(|e| LogError::Corrupt(e.to_string()))?;
-    let record = Record::decode(Bytes::copy_from_slice(&value[4 + len..]))
-        .map_err(|e| LogError::Corrupt(e.to_string()))?;
-    Ok(ParkedRecord {
-        id,
-        record,
-        failure,
-    })
 }
 
 struct NatsConsumer {

@@ -17,8 +17,8 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::{
-    BrokerKey, BrokerSettings, EventLog, Failure, LogConsumer, LogError, LogRecord, ParkedRecord,
-    RecordId, StartFrom,
+    BrokerKey, BrokerSettings, EventLog, LogConsumer, LogError, LogRecord, ParkedRecord, RecordId,
+    StartFrom,
 };
 use crate::record::Record;
 
@@ -270,12 +270,7 @@ impl EventLog for SledLog {
     ) -> Result<(), LogError> {
         let mut key = consumer_key(broker, consumer);
         key.extend_from_slice(&parked.id.offset.to_be_bytes());
-        let meta = serde_json::to_vec(&(parked.id, &parked.failure))
-            .map_err(|e| LogError::Storage(e.to_string()))?;
-        let mut value = Vec::with_capacity(4 + meta.len());
-        value.extend_from_slice(&(meta.len() as u32).to_be_bytes());
-        value.extend_from_slice(&meta);
-        value.extend_from_slice(&parked.record.encode());
+        let value = parked.encode()?;
         self.parked.insert(key, value).map_err(storage)?;
         self.db.flush_async().await.map_err(storage)?;
         Ok(())
@@ -290,7 +285,7 @@ impl EventLog for SledLog {
         let mut out = Vec::new();
         for entry in self.parked.scan_prefix(&prefix) {
             let (_, value) = entry.map_err(storage)?;
-            out.push(decode_parked(&value)?);
+            out.push(ParkedRecord::decode(&value)?);
         }
         Ok(out)
     }
@@ -313,27 +308,6 @@ impl EventLog for SledLog {
         self.db.flush_async().await.map_err(storage)?;
         Ok(())
     }
-}
-
-fn decode_parked(value: &[u8]) -> Result<ParkedRecord, LogError> {
-    let corrupt = || LogError::Corrupt("parked record is malformed".into());
-    let len = u32::from_be_bytes(
-        value
-            .get(..4)
-            .ok_or_else(corrupt)?
-            .try_into()
-            .map_err(|_| corrupt())?,
-    ) as usize;
-    let meta = value.get(4..4 + len).ok_or_else(corrupt)?;
-    let (id, failure): (RecordId, Failure) =
-        serde_json::from_slice(meta).map_err(|e| LogError::Corrupt(e.to_string()))?;
-    let record = Record::decode(Bytes::copy_from_slice(&value[4 + len..]))
-        .map_err(|e| LogError::Corrupt(e.to_string()))?;
-    Ok(ParkedRecord {
-        id,
-        record,
-        failure,
-    })
 }
 
 struct SledConsumer {
