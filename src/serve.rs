@@ -20,6 +20,7 @@ use crate::config::{build_desired, load_paths};
 use crate::runtime::Runtime;
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let metrics = admin::install_metrics()?;
     // Validate everything before a port is bound or the data dir is touched.
     let desired = build_desired(load_paths(&args.config)?)?;
     tracing::info!(
@@ -81,7 +82,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     ));
     let admin_server = tokio::spawn(serve(
         admin_listener,
-        admin::router(readiness.clone()),
+        admin::router(readiness.clone(), metrics),
         stop_serving.clone(),
     ));
     tracing::info!(addr = %ingress_addr, "ingress listening");

@@ -23,6 +23,8 @@ on_backend!(Nats::start() =>
     durability::readiness_and_health,
     durability::sigterm_finishes_in_flight_deliveries,
     filters::every_dialect,
+    observability::metrics_count_exactly_the_traffic,
+    observability::trace_context_reaches_subscribers,
 );
 
 /// nats-server dies while producers send: ingress answers 503 within a bounded time, and after

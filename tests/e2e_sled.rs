@@ -23,6 +23,8 @@ on_backend!(Sled =>
     durability::accepted_events_survive_sigkill,
     durability::readiness_and_health,
     filters::every_dialect,
+    observability::metrics_count_exactly_the_traffic,
+    observability::trace_context_reaches_subscribers,
     filters::invalid_filters_are_rejected_at_load,
     durability::sigterm_finishes_in_flight_deliveries,
 );

@@ -28,6 +28,8 @@ pub const DEFAULT_MAX_TTL: i64 = 255;
 /// A client must send its whole body within this time.
 pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
 pub const TTL_EXTENSION: &str = "knativebrokerttl";
+/// Counter of events received at ingress, by namespace, broker, event type and response code.
+pub const EVENTS_RECEIVED: &str = "herald_events_received_total";
 pub const ARRIVAL_TIME_EXTENSION: &str = "knativearrivaltime";
 const ALLOW: &str = "POST, OPTIONS";
 
@@ -256,15 +258,52 @@ impl Ingress {
         }
         let broker = broker_from_path(uri.path()).ok_or(IngressError::NotFound)?;
         if !self.brokers.contains(&broker) {
+            // Unknown names are not used as labels: they would be unbounded.
+            metrics::counter!(EVENTS_RECEIVED, "namespace" => "", "broker" => "", "event_type" => "", "response_code" => "404")
+                .increment(1);
             return Err(IngressError::UnknownBroker(broker));
         }
-        let body = self.read_body(&headers, body).await?;
-        let events = decode_request(&headers, body)?;
-        let count = events.len();
-        self.publish(&broker, events, pass_through_headers(&headers))
+        let result = self.ingest(&broker, &headers, body).await;
+        let labels = |event_type: String, code: u16| {
+            [
+                ("namespace", broker.namespace.clone()),
+                ("broker", broker.name.clone()),
+                ("event_type", event_type),
+                ("response_code", code.to_string()),
+            ]
+        };
+        match result {
+            Ok(types) => {
+                for event_type in types {
+                    metrics::counter!(EVENTS_RECEIVED, &labels(event_type, 202)).increment(1);
+                }
+                Ok(StatusCode::ACCEPTED.into_response())
+            }
+            Err(error) => {
+                metrics::counter!(
+                    EVENTS_RECEIVED,
+                    &labels(String::new(), error.status().as_u16())
+                )
+                .increment(1);
+                Err(error)
+            }
+        }
+    }
+
+    /// Reads, decodes and publishes a request's events; returns their types.
+    async fn ingest(
+        &self,
+        broker: &BrokerKey,
+        headers: &HeaderMap,
+        body: Body,
+    ) -> Result<Vec<String>, IngressError> {
+        let body = self.read_body(headers, body).await?;
+        let events = decode_request(headers, body)?;
+        let types = events.iter().map(|e| e.event_type().into_owned()).collect();
+        self.publish(broker, events, pass_through_headers(headers))
             .await?;
-        tracing::debug!(%broker, count, "accepted");
-        Ok(StatusCode::ACCEPTED.into_response())
+        tracing::debug!(%broker, "accepted");
+        Ok(types)
     }
 
     /// The axum router for the ingress listener; other routes (webhooks) can be merged in.

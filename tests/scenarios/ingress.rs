@@ -190,9 +190,11 @@ pub async fn content_modes_preserve_everything(backend: &dyn Backend) {
     assert_eq!(bin.header("content-type"), Some("application/octet-stream"));
     assert_eq!(bin.header("prefer"), Some("reply"));
     assert_eq!(bin.header("kn-namespace"), Some(NS));
-    assert_eq!(
-        bin.header("traceparent"),
-        Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+    let traceparent = bin.header("traceparent").unwrap_or_default();
+    assert!(
+        traceparent.starts_with("00-0af7651916cd43dd8448eb211c80319c-")
+            && traceparent.ends_with("-01"),
+        "the producer's trace continues: {traceparent}"
     );
     assert_eq!(bin.header("x-request-id"), Some("req-42"));
     assert!(

@@ -6,6 +6,7 @@ pub mod delivery;
 pub mod durability;
 pub mod filters;
 pub mod ingress;
+pub mod observability;
 
 use crate::common::{Herald, HeraldDirs, Subscriber};
 

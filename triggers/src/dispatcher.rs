@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use herald_broker::{CloudEvent, LogConsumer, LogRecord, RecordId};
 use tokio::task::{JoinHandle, JoinSet};
@@ -78,6 +78,8 @@ async fn dispatch_loop(
     // Ordered delivery: partition keys with a delivery in flight, and the key of each.
     let mut busy_keys: HashSet<String> = HashSet::new();
     let mut key_of: HashMap<RecordId, String> = HashMap::new();
+    // When each in-flight record arrived at ingress, for the lag in seconds.
+    let mut arrivals: HashMap<RecordId, Instant> = HashMap::new();
     tracing::info!(trigger = %plan.name, broker = %plan.broker, subscriber = %plan.subscriber, "dispatcher started");
     loop {
         // Start as much buffered work as the in-flight bound allows; filtered-out records
@@ -107,6 +109,10 @@ async fn dispatch_loop(
             let Some(record) = buffer.remove(index) else {
                 break;
             };
+            let now = Instant::now();
+            let age = crate::metrics::age(&record.record.event).unwrap_or_default();
+            let arrived = now.checked_sub(age).unwrap_or(now);
+            arrivals.insert(record.id, arrived);
             let (plan, deps, abort) = (plan.clone(), deps.clone(), abort.clone());
             in_flight.spawn(async move {
                 let outcome = process(&plan, &deps, &record, &abort).await;
@@ -122,6 +128,7 @@ async fn dispatch_loop(
         tokio::select! {
             Some(done) = in_flight.join_next(), if busy => match done {
                 Ok((id, outcome)) => {
+                    arrivals.remove(&id);
                     if let Some(key) = key_of.remove(&id) {
                         busy_keys.remove(&key);
                     }
@@ -132,7 +139,12 @@ async fn dispatch_loop(
                 }
                 Err(error) => tracing::error!(trigger = %plan.name, %error, "delivery task failed"),
             },
-            _ = commit_tick.tick() => commit(&mut *consumer, &plan).await,
+            _ = commit_tick.tick() => {
+                commit(&mut *consumer, &plan).await;
+                let oldest_in_flight = arrivals.values().min().map(Instant::elapsed);
+                let oldest_buffered = buffer.front().and_then(|r| crate::metrics::age(&r.record.event));
+                crate::metrics::lag(&plan, consumer.lag(), oldest_in_flight.max(oldest_buffered));
+            }
             _ = shutdown.cancelled(), if !stopping => stopping = true,
             polled = consumer.poll(poll_max), if can_poll => match polled {
                 Ok(records) => buffer.extend(records),

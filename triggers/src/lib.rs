@@ -6,6 +6,7 @@ pub mod cesql;
 pub mod dispatcher;
 pub mod filter;
 pub mod index;
+pub mod metrics;
 pub mod plan;
 pub mod process;
 pub mod retry;

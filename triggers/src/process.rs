@@ -129,6 +129,7 @@ where
                 last: failure,
             };
         }
+        crate::metrics::retry(plan);
         let wait = plan.policy.wait_before(attempts, failure.retry_after);
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
@@ -157,19 +158,27 @@ pub async fn process(
         timeout: plan.policy.timeout,
     };
     let result = with_retries(plan, &event_id, &plan.subscriber, abort, || async {
+        let started = std::time::Instant::now();
         let answer = deps.sender.send(&target, &event).await;
+        crate::metrics::attempt(plan, "subscriber", &answer, started.elapsed());
         judge_subscriber_answer(plan, deps, answer, ttl.clone()).await
     })
     .await;
     let (attempts, last) = match result {
-        RetryResult::Succeeded => return Outcome::Delivered,
+        RetryResult::Succeeded => {
+            crate::metrics::delivered(plan, &record.record.event);
+            return Outcome::Delivered;
+        }
         RetryResult::Aborted => return Outcome::Aborted,
         RetryResult::Failed { attempts, last } => (attempts, last),
     };
     let reason = match &plan.dead_letter_sink {
         None => "the trigger has no dead-letter sink".to_owned(),
         Some(sink) => match dead_letter(plan, deps, sink, &event, headers, &last, abort).await {
-            RetryResult::Succeeded => return Outcome::DeadLettered,
+            RetryResult::Succeeded => {
+                crate::metrics::dead_lettered(plan);
+                return Outcome::DeadLettered;
+            }
             RetryResult::Aborted => return Outcome::Aborted,
             RetryResult::Failed {
                 last: dls_failure, ..
@@ -205,6 +214,7 @@ pub async fn process(
         {
             Ok(()) => {
                 tracing::warn!(trigger = %plan.name, ce.id = %event_id, attempts, %reason, "event parked in the dead-letter store");
+                crate::metrics::parked(plan);
                 return Outcome::Parked;
             }
             Err(error) => {
@@ -314,7 +324,10 @@ async fn dead_letter(
     };
     let event_id = event.id().into_owned();
     with_retries(plan, &event_id, sink, abort, || async {
-        match deps.sender.send(&target, &event).await {
+        let started = std::time::Instant::now();
+        let answer = deps.sender.send(&target, &event).await;
+        crate::metrics::attempt(plan, "dead_letter_sink", &answer, started.elapsed());
+        match answer {
             Answer::Transport(message) => Err(AttemptFailure::transport(message)),
             Answer::Http {
                 status,

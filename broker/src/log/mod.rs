@@ -220,4 +220,10 @@ pub trait LogConsumer: Send {
 
     /// Makes acknowledged progress durable up to the contiguous low-water mark.
     async fn commit(&mut self) -> Result<(), LogError>;
+
+    /// Records in the log that this consumer has not finished yet, when the backend knows
+    /// it cheaply.
+    fn lag(&self) -> Option<u64> {
+        None
+    }
 }

@@ -368,6 +368,11 @@ impl LogConsumer for SledConsumer {
         Ok(())
     }
 
+    fn lag(&self) -> Option<u64> {
+        let high_water = *self.durable.borrow();
+        Some(high_water.saturating_sub(self.next_read) + self.pending.len() as u64)
+    }
+
     async fn commit(&mut self) -> Result<(), LogError> {
         let low_water = self.pending.first().copied().unwrap_or(self.next_read);
         if low_water != self.committed {

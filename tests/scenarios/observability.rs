@@ -1,0 +1,169 @@
+//! `/metrics` after known traffic, and trace context reaching subscribers.
+
+use super::*;
+use crate::common::{Backend, Herald, HeraldDirs, Reply};
+
+/// The value of the series `name` whose labels include all of `labels`, if exposed.
+fn series(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (metric, rest) = series.split_once('{').unwrap_or((series, ""));
+            let all = labels
+                .iter()
+                .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")));
+            (metric == name && all)
+                .then(|| value.parse().ok())
+                .flatten()
+        })
+}
+
+async fn scrape(herald: &Herald) -> String {
+    client()
+        .get(format!("{}/metrics", herald.admin))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// Waits until `/metrics` shows `name{labels}` at exactly `want`.
+async fn wait_for_series(herald: &Herald, name: &str, labels: &[(&str, &str)], want: f64) {
+    let deadline = tokio::time::Instant::now() + crate::common::DEADLINE;
+    loop {
+        let text = scrape(herald).await;
+        let got = series(&text, name, labels);
+        if got == Some(want) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{name}{labels:?} is {got:?}, want {want}\n{text}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+pub async fn metrics_count_exactly_the_traffic(backend: &dyn Backend) {
+    let ok = Subscriber::start().await;
+    ok.script([Reply::status(503)]);
+    let refusing = Subscriber::start().await;
+    refusing.set_default(Reply::status(400));
+    let config = broker_yaml("b", None)
+        + &trigger_yaml("t", "b", &ok.url(), "delivery: {retry: 2}")
+        + &trigger_yaml("p", "b", &refusing.url(), "delivery: {retry: 0}");
+    let dirs = HeraldDirs::new(&config);
+    let herald = Herald::start(backend, &dirs, &[]).await;
+    for i in 0..3 {
+        accept(&herald, &format!("m{i}"), "m.a", &[]).await;
+    }
+    let bad = client()
+        .post(herald.broker_url(NS, "b"))
+        .header("ce-specversion", "1.0")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    ok.wait_for(4).await;
+
+    let b = [("namespace", NS), ("broker", "b")];
+    wait_for_series(
+        &herald,
+        "herald_events_received_total",
+        &[b[0], b[1], ("event_type", "m.a"), ("response_code", "202")],
+        3.0,
+    )
+    .await;
+    wait_for_series(
+        &herald,
+        "herald_events_received_total",
+        &[b[0], b[1], ("response_code", "400")],
+        1.0,
+    )
+    .await;
+    let t = [("namespace", NS), ("trigger", "t")];
+    let subscriber = ("destination", "subscriber");
+    wait_for_series(
+        &herald,
+        "herald_dispatch_attempts_total",
+        &[t[0], t[1], subscriber, ("response_code", "503")],
+        1.0,
+    )
+    .await;
+    wait_for_series(
+        &herald,
+        "herald_dispatch_attempts_total",
+        &[t[0], t[1], subscriber, ("response_code", "200")],
+        3.0,
+    )
+    .await;
+    wait_for_series(
+        &herald,
+        "herald_dispatch_latency_seconds_count",
+        &[t[0], t[1], ("response_code", "200")],
+        3.0,
+    )
+    .await;
+    wait_for_series(&herald, "herald_retries_total", &t, 1.0).await;
+    wait_for_series(&herald, "herald_events_delivered_total", &t, 3.0).await;
+    wait_for_series(&herald, "herald_event_latency_seconds_count", &t, 3.0).await;
+    let p = [("namespace", NS), ("trigger", "p")];
+    wait_for_series(&herald, "herald_events_parked_total", &p, 3.0).await;
+    wait_for_series(&herald, "herald_trigger_lag_seconds", &t, 0.0).await;
+    let text = scrape(&herald).await;
+    assert!(
+        series(&text, "herald_events_dead_lettered_total", &t).is_none(),
+        "nothing was dead-lettered"
+    );
+    assert!(
+        text.contains("process_resident_memory_bytes"),
+        "process metrics are exposed"
+    );
+}
+
+pub async fn trace_context_reaches_subscribers(backend: &dyn Backend) {
+    let sub = Subscriber::start().await;
+    let dirs = one_trigger(&sub.url(), "");
+    let herald = Herald::start(backend, &dirs, &[]).await;
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let parent = format!("00-{trace}-00f067aa0ba902b7-01");
+    accept(
+        &herald,
+        "traced",
+        "t",
+        &[("traceparent", parent.as_str()), ("tracestate", "vendor=1")],
+    )
+    .await;
+    // The CloudEvents distributed-tracing extension counts too.
+    let from_extension = format!("00-{trace}-1111111111111111-00");
+    accept(
+        &herald,
+        "traced-ext",
+        "t",
+        &[("ce-traceparent", from_extension.as_str())],
+    )
+    .await;
+    let got = sub.wait_for(2).await;
+    for received in &got {
+        let header = received
+            .header("traceparent")
+            .expect("traceparent reaches the subscriber");
+        let parts: Vec<&str> = header.split('-').collect();
+        assert_eq!(parts.len(), 4, "{header}");
+        assert_eq!(parts[1], trace, "the trace continues: {header}");
+        assert_eq!(parts[2].len(), 16);
+        assert!(
+            parts[2] != "00f067aa0ba902b7" && parts[2] != "1111111111111111",
+            "each attempt is a new span: {header}"
+        );
+    }
+    let traced = got.iter().find(|r| r.ce("id") == Some("traced")).unwrap();
+    assert_eq!(traced.header("tracestate"), Some("vendor=1"));
+    assert!(
+        traced.header("traceparent").unwrap().ends_with("-01"),
+        "sampled flag kept"
+    );
+}
