@@ -113,6 +113,7 @@ pub async fn metrics_count_exactly_the_traffic(backend: &dyn Backend) {
     let p = [("namespace", NS), ("trigger", "p")];
     wait_for_series(&herald, "herald_events_parked_total", &p, 3.0).await;
     wait_for_series(&herald, "herald_trigger_lag_seconds", &t, 0.0).await;
+    wait_for_series(&herald, "herald_log_records", &b, 3.0).await;
     let text = scrape(&herald).await;
     assert!(
         series(&text, "herald_events_dead_lettered_total", &t).is_none(),

@@ -31,6 +31,15 @@ pub mod routed;
 pub mod sled;
 pub mod testsuite;
 
+/// Gauge of the records a broker's log holds (its last offset or stream sequence), by
+/// namespace and broker.
+pub const LOG_RECORDS: &str = "herald_log_records";
+
+fn record_log_size(broker: &BrokerKey, records: u64) {
+    metrics::gauge!(LOG_RECORDS, "namespace" => broker.namespace.clone(), "broker" => broker.name.clone())
+        .set(records as f64);
+}
+
 /// Identifies a broker: its namespace and name.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct BrokerKey {

@@ -190,14 +190,17 @@ impl EventLog for NatsLog {
                 })?;
             acks.push(ack);
         }
+        let mut last_sequence = 0;
         for ack in acks {
-            ack.await.map_err(|e| match e.kind() {
+            let ack = ack.await.map_err(|e| match e.kind() {
                 jetstream::context::PublishErrorKind::StreamNotFound => {
                     LogError::UnknownBroker(broker.clone())
                 }
                 _ => unavailable(e),
             })?;
+            last_sequence = last_sequence.max(ack.sequence);
         }
+        super::record_log_size(broker, last_sequence);
         Ok(())
     }
 

@@ -28,6 +28,7 @@ pub const DEFAULT_QUEUE_CAPACITY: usize = 4096;
 const MAX_BATCH_REQUESTS: usize = 1024;
 
 struct BrokerTree {
+    key: BrokerKey,
     tree: sled::Tree,
     /// Next offset to assign; only the writer thread advances it.
     next: AtomicU64,
@@ -116,7 +117,9 @@ impl SledLog {
             None => 0,
         };
         let (durable, _) = watch::channel(next);
+        super::record_log_size(key, next);
         let broker = Arc::new(BrokerTree {
+            key: key.clone(),
             tree,
             next: AtomicU64::new(next),
             durable,
@@ -175,11 +178,14 @@ fn run_writer(db: sled::Db, mut rx: mpsc::Receiver<WriterMessage>) {
         let flushed = db.flush().map_err(storage);
         for request in &batch {
             let next = request.broker.next.load(Ordering::SeqCst);
-            request.broker.durable.send_if_modified(|durable| {
+            let moved = request.broker.durable.send_if_modified(|durable| {
                 let moved = *durable != next;
                 *durable = next;
                 moved
             });
+            if moved {
+                super::record_log_size(&request.broker.key, next);
+            }
         }
         for (request, result) in batch.into_iter().zip(results) {
             let answer = match (&flushed, result) {
