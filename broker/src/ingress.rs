@@ -15,6 +15,7 @@ use axum::Router;
 use bytes::Bytes;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde_json::json;
+use tracing::Instrument;
 
 use crate::binding::{decode_request, DecodeError};
 use crate::event::{AttrValue, CloudEvent, InvalidEvent};
@@ -192,10 +193,15 @@ impl Ingress {
                 headers: headers.clone(),
             });
         }
-        self.log.append(broker, records).await.map_err(|e| match e {
-            LogError::UnknownBroker(key) => IngressError::UnknownBroker(key),
-            other => IngressError::Unavailable(other),
-        })
+        let span = tracing::debug_span!("append", %broker, events = records.len());
+        self.log
+            .append(broker, records)
+            .instrument(span)
+            .await
+            .map_err(|e| match e {
+                LogError::UnknownBroker(key) => IngressError::UnknownBroker(key),
+                other => IngressError::Unavailable(other),
+            })
     }
 
     /// Knative's loop protection: absent or unparsable → the maximum; present → one less;
@@ -263,7 +269,8 @@ impl Ingress {
                 .increment(1);
             return Err(IngressError::UnknownBroker(broker));
         }
-        let result = self.ingest(&broker, &headers, body).await;
+        let span = tracing::info_span!("ingress", %broker);
+        let result = self.ingest(&broker, &headers, body).instrument(span).await;
         let labels = |event_type: String, code: u16| {
             [
                 ("namespace", broker.namespace.clone()),

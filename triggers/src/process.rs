@@ -11,6 +11,7 @@ use herald_broker::ingress::TTL_EXTENSION;
 use herald_broker::log::{Failure, ParkedRecord};
 use herald_broker::{CloudEvent, EventLog, Ingress, IngressError, LogRecord};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::attempt::{Answer, Sender, Target};
 use crate::retry::{classify, parse_retry_after, StatusClass};
@@ -106,8 +107,10 @@ where
     let mut attempts = 0;
     loop {
         attempts += 1;
+        // A span per delivery attempt, with the fields operators search by.
+        let span = tracing::info_span!("delivery attempt", trigger = %plan.name, ce.id = event_id, attempt = attempts, target);
         let result = tokio::select! {
-            result = attempt() => result,
+            result = attempt().instrument(span) => result,
             _ = abort.cancelled() => return RetryResult::Aborted,
         };
         let failure = match result {
