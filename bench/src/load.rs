@@ -55,24 +55,36 @@ pub async fn closed_loop(
     warmup: Duration,
     duration: Duration,
 ) -> f64 {
+    let workers: Vec<_> = clients
+        .iter()
+        .map(|client| {
+            let (client, url, payload) = (client.clone(), url.to_owned(), payload.clone());
+            move || {
+                let (client, url, payload) = (client.clone(), url.clone(), payload.clone());
+                async move { send(&client, &url, &payload).await.is_ok() }
+            }
+        })
+        .collect();
+    measure_rate(workers, warmup, duration).await
+}
+
+/// Runs each worker's operation back to back for `warmup + duration` and returns the
+/// successful operations per second of the measured part.
+async fn measure_rate<W, F>(workers: Vec<W>, warmup: Duration, duration: Duration) -> f64
+where
+    W: Fn() -> F + Send + 'static,
+    F: std::future::Future<Output = bool> + Send,
+{
     let ok = Arc::new(AtomicU64::new(0));
     let measuring = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let stop_at = Instant::now() + warmup + duration;
-    let tasks: Vec<_> = clients
-        .iter()
-        .cloned()
-        .map(|client| {
-            let (url, payload, ok, measuring) = (
-                url.to_owned(),
-                payload.clone(),
-                ok.clone(),
-                measuring.clone(),
-            );
+    let tasks: Vec<_> = workers
+        .into_iter()
+        .map(|operation| {
+            let (ok, measuring) = (ok.clone(), measuring.clone());
             tokio::spawn(async move {
                 while Instant::now() < stop_at {
-                    if send(&client, &url, &payload).await.is_ok()
-                        && measuring.load(Ordering::Relaxed)
-                    {
+                    if operation().await && measuring.load(Ordering::Relaxed) {
                         ok.fetch_add(1, Ordering::Relaxed);
                     }
                 }
@@ -165,33 +177,21 @@ pub async fn nats_publish_rate(
         ..Default::default()
     })
     .await?;
-    let ok = Arc::new(AtomicU64::new(0));
-    let measuring = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let stop_at = Instant::now() + warmup + duration;
-    let tasks: Vec<_> = (0..publishers.max(1))
+    let workers: Vec<_> = (0..publishers.max(1))
         .map(|_| {
-            let (js, payload, ok, measuring) =
-                (js.clone(), payload.clone(), ok.clone(), measuring.clone());
-            tokio::spawn(async move {
-                while Instant::now() < stop_at {
-                    let acked = match js.publish("bench.baseline", payload.clone()).await {
+            let (js, payload) = (js.clone(), payload.clone());
+            move || {
+                let (js, payload) = (js.clone(), payload.clone());
+                async move {
+                    match js.publish("bench.baseline", payload).await {
                         Ok(ack) => ack.await.is_ok(),
                         Err(_) => false,
-                    };
-                    if acked && measuring.load(Ordering::Relaxed) {
-                        ok.fetch_add(1, Ordering::Relaxed);
                     }
                 }
-            })
+            }
         })
         .collect();
-    tokio::time::sleep(warmup).await;
-    measuring.store(true, Ordering::Relaxed);
-    let started = Instant::now();
-    for task in tasks {
-        let _ = task.await;
-    }
-    Ok(ok.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64())
+    Ok(measure_rate(workers, warmup, duration).await)
 }
 
 /// The median of repeated measurements.
