@@ -106,6 +106,10 @@ pub struct ServeArgs {
     #[arg(long, env = "HERALD_MAX_IN_FLIGHT", default_value_t = herald_triggers::plan::DEFAULT_MAX_IN_FLIGHT)]
     pub max_in_flight: usize,
 
+    /// Outbound requests (to subscribers and dead-letter sinks) in flight, all triggers together.
+    #[arg(long, env = "HERALD_MAX_OUTBOUND", default_value_t = herald_triggers::attempt::DEFAULT_MAX_OUTBOUND)]
+    pub max_outbound: usize,
+
     /// Bound of the log's append queue; a full queue answers 503 with Retry-After.
     #[arg(long, env = "HERALD_APPEND_QUEUE", default_value_t = herald_broker::log::sled::DEFAULT_QUEUE_CAPACITY)]
     pub append_queue: usize,

@@ -56,7 +56,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         },
     ));
     let deps = Deps {
-        sender: Sender::new(args.max_event_bytes)?,
+        sender: Sender::new(args.max_event_bytes, args.max_outbound)?,
         log: log.clone(),
         ingress: ingress.clone(),
     };

@@ -20,6 +20,7 @@ on_backend!(Sled =>
     delivery::ttl_stops_reply_loops,
     delivery::dead_subscriber_does_not_hold_back_others,
     delivery::ordered_per_partition_key,
+    delivery::outbound_requests_are_bounded_across_triggers,
     durability::accepted_events_survive_sigkill,
     durability::readiness_and_health,
     filters::every_dialect,

@@ -67,6 +67,9 @@ struct State {
     script: Mutex<VecDeque<Reply>>,
     default: Mutex<Option<Reply>>,
     arrived: Notify,
+    /// Requests being answered now, and the most at once.
+    in_flight: std::sync::atomic::AtomicUsize,
+    max_in_flight: std::sync::atomic::AtomicUsize,
 }
 
 pub struct Subscriber {
@@ -157,12 +160,28 @@ impl Subscriber {
         }
     }
 
+    /// The most requests this subscriber was answering at the same time.
+    pub fn max_concurrent(&self) -> usize {
+        self.state
+            .max_in_flight
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     pub fn stop(self) {
         self.server.abort();
     }
 }
 
 async fn answer(state: Arc<State>, headers: HeaderMap, body: Bytes) -> Response {
+    use std::sync::atomic::Ordering::SeqCst;
+    let now = state.in_flight.fetch_add(1, SeqCst) + 1;
+    state.max_in_flight.fetch_max(now, SeqCst);
+    let response = respond(&state, headers, body).await;
+    state.in_flight.fetch_sub(1, SeqCst);
+    response
+}
+
+async fn respond(state: &State, headers: HeaderMap, body: Bytes) -> Response {
     state.received.lock().unwrap().push(Received {
         at: Instant::now(),
         headers,

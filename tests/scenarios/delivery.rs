@@ -360,3 +360,23 @@ pub async fn ordered_per_partition_key(backend: &dyn Backend) {
         );
     }
 }
+
+pub async fn outbound_requests_are_bounded_across_triggers(backend: &dyn Backend) {
+    let sub = Subscriber::start().await;
+    sub.set_default(Reply::status(200).delay(Duration::from_millis(200)));
+    let config = broker_yaml("b", None)
+        + &trigger_yaml("one", "b", &sub.url(), "")
+        + &trigger_yaml("two", "b", &sub.url(), "");
+    let dirs = HeraldDirs::new(&config);
+    let herald = Herald::start(backend, &dirs, &["--max-outbound", "3"]).await;
+    for i in 0..6 {
+        accept(&herald, &format!("e{i}"), "t", &[]).await;
+    }
+    sub.wait_for(12).await;
+    assert!(
+        sub.max_concurrent() <= 3,
+        "{} requests at once",
+        sub.max_concurrent()
+    );
+    assert_eq!(sub.max_concurrent(), 3, "the bound is used, not undershot");
+}

@@ -1,6 +1,9 @@
 //! One HTTP attempt: encode the event, send it, read a bounded answer.
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::sync::Semaphore;
 
 use bytes::{Bytes, BytesMut};
 use herald_broker::binding::{encode_binary, encode_structured};
@@ -38,11 +41,17 @@ pub enum Answer {
 pub struct Sender {
     client: reqwest::Client,
     max_body_bytes: usize,
+    /// Requests in flight across all triggers: many triggers times their windows must not
+    /// exhaust sockets or file descriptors.
+    outbound: Arc<Semaphore>,
 }
+
+/// Default bound of outbound requests in flight, all triggers together.
+pub const DEFAULT_MAX_OUTBOUND: usize = 1024;
 
 impl Sender {
     /// `max_body_bytes` bounds how much of any answer is read (replies beyond it are refused).
-    pub fn new(max_body_bytes: usize) -> Result<Self, reqwest::Error> {
+    pub fn new(max_body_bytes: usize, max_outbound: usize) -> Result<Self, reqwest::Error> {
         let client = reqwest::Client::builder()
             .pool_idle_timeout(Duration::from_secs(30))
             .pool_max_idle_per_host(256)
@@ -51,10 +60,15 @@ impl Sender {
         Ok(Self {
             client,
             max_body_bytes,
+            outbound: Arc::new(Semaphore::new(max_outbound.max(1))),
         })
     }
 
     pub async fn send(&self, target: &Target<'_>, event: &CloudEvent) -> Answer {
+        // Waiting for a slot is not part of the attempt's timeout.
+        let Ok(_slot) = self.outbound.acquire().await else {
+            return Answer::Transport("the sender is closed".into());
+        };
         let encoded = match target.format {
             DeliveryFormat::Json => encode_structured(event),
             DeliveryFormat::Binary => encode_binary(event),
