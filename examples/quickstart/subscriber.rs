@@ -1,6 +1,7 @@
 //! A tiny subscriber for the quickstart: prints every event it receives.
 //!
-//! `/flaky` always answers 503 (to show retries and the dead-letter sink); every other path
+//! `/flaky` always answers 503 with a short body (to show retries and the dead-letter sink,
+//! whose `knativeerrordata` carries that body in base64); every other path
 //! answers 200. Run with `cargo run --example subscriber [ADDR]` (default 127.0.0.1:9000).
 
 use axum::body::Bytes;
