@@ -29,9 +29,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 String::from_utf8_lossy(&body)
             );
             if uri.path() == "/flaky" {
-                StatusCode::SERVICE_UNAVAILABLE
+                (StatusCode::SERVICE_UNAVAILABLE, "flaky on purpose")
             } else {
-                StatusCode::OK
+                (StatusCode::OK, "")
             }
         });
     let listener = tokio::net::TcpListener::bind(&addr).await?;
