@@ -5,28 +5,7 @@ mod scenarios;
 
 use common::herald::Nats;
 
-on_backend!(Nats::start() =>
-    ingress::status_codes,
-    ingress::content_modes_preserve_everything,
-    ingress::exact_filters,
-    delivery::linear_backoff,
-    delivery::exponential_backoff,
-    delivery::retry_after_is_honoured,
-    delivery::timeout_then_dead_letter,
-    delivery::dead_letter_extensions,
-    delivery::parked_when_dead_letter_sink_is_down,
-    delivery::replies_are_published_to_the_broker,
-    delivery::ttl_stops_reply_loops,
-    delivery::dead_subscriber_does_not_hold_back_others,
-    delivery::ordered_per_partition_key,
-    delivery::outbound_requests_are_bounded_across_triggers,
-    durability::accepted_events_survive_sigkill,
-    durability::readiness_and_health,
-    durability::sigterm_finishes_in_flight_deliveries,
-    filters::every_dialect,
-    observability::metrics_count_exactly_the_traffic,
-    observability::trace_context_reaches_subscribers,
-);
+every_scenario!(Nats::start());
 
 /// nats-server dies while producers send: ingress answers 503 within a bounded time, and after
 /// the server is back every event that got a 202 is delivered.
