@@ -6,22 +6,30 @@ mod config;
 mod filter_test;
 mod runtime;
 mod serve;
-
-use std::io::IsTerminal;
+mod telemetry;
 
 use clap::Parser;
-use tracing_subscriber::EnvFilter;
 
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
-    match cli.command {
+    let otlp_endpoint = match &cli.command {
+        cli::Command::Serve(args) => args.otlp_endpoint.clone(),
+        _ => None,
+    };
+    let telemetry = match telemetry::init(otlp_endpoint.as_deref()) {
+        Ok(telemetry) => telemetry,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let code = run(cli.command);
+    telemetry.shutdown();
+    code
+}
+
+fn run(command: cli::Command) -> std::process::ExitCode {
+    match command {
         cli::Command::Serve(args) => block_on(serve::run(args)),
         cli::Command::Filter {
             command: cli::FilterCommand::Test(args),

@@ -174,10 +174,15 @@ impl Ingress {
         &self,
         broker: &BrokerKey,
         events: Vec<CloudEvent>,
-        headers: Vec<(String, String)>,
+        mut headers: Vec<(String, String)>,
     ) -> Result<(), IngressError> {
         if !self.brokers.contains(broker) {
             return Err(IngressError::UnknownBroker(broker.clone()));
+        }
+        // When spans are exported, deliveries become children of this (ingress or reply) span.
+        if let Some(own) = crate::trace::current() {
+            headers.retain(|(name, _)| name != "traceparent");
+            headers.push(("traceparent".into(), own.to_string()));
         }
         let arrival = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
         let batch = events.len() > 1;
@@ -193,7 +198,7 @@ impl Ingress {
                 headers: headers.clone(),
             });
         }
-        let span = tracing::debug_span!("append", %broker, events = records.len());
+        let span = tracing::info_span!("append", %broker, events = records.len());
         self.log
             .append(broker, records)
             .instrument(span)
@@ -270,6 +275,12 @@ impl Ingress {
             return Err(IngressError::UnknownBroker(broker));
         }
         let span = tracing::info_span!("ingress", %broker);
+        crate::trace::continue_trace(
+            &span,
+            headers
+                .get("traceparent")
+                .and_then(|value| value.to_str().ok()),
+        );
         let result = self.ingest(&broker, &headers, body).instrument(span).await;
         let labels = |event_type: String, code: u16| {
             [

@@ -8,6 +8,7 @@ pub mod log;
 pub mod record;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod trace;
 
 pub use event::{AttrValue, CloudEvent, InvalidEvent};
 pub use ingress::{BrokerRegistry, Ingress, IngressConfig, IngressError};

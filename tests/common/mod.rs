@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod herald;
+pub mod otlp;
 pub mod subscriber;
 
 pub use herald::{Backend, Herald, HeraldDirs};
@@ -31,6 +32,7 @@ macro_rules! every_scenario {
             filters::every_dialect,
             observability::metrics_count_exactly_the_traffic,
             observability::trace_context_reaches_subscribers,
+            observability::spans_are_exported_over_otlp,
         );
     };
 }

@@ -1,7 +1,8 @@
-//! `/metrics` after known traffic, and trace context reaching subscribers.
+//! `/metrics` after known traffic, trace context reaching subscribers, and OTLP span export.
 
 use super::*;
-use crate::common::{Backend, Herald, HeraldDirs, Reply};
+use crate::common::otlp::{ExportedSpan, OtlpReceiver};
+use crate::common::{wait_until, Backend, Herald, HeraldDirs, Reply};
 
 /// The value of the series `name` whose labels include all of `labels`, if exposed.
 fn series(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
@@ -166,5 +167,64 @@ pub async fn trace_context_reaches_subscribers(backend: &dyn Backend) {
     assert!(
         traced.header("traceparent").unwrap().ends_with("-01"),
         "sampled flag kept"
+    );
+}
+
+/// With `--otlp-endpoint`, Herald's spans reach a real OTLP/HTTP receiver as one trace: the
+/// producer's span → ingress → append, and ingress → delivery attempt, whose id is the
+/// `traceparent` the subscriber received. Shutdown flushes what is still queued.
+pub async fn spans_are_exported_over_otlp(backend: &dyn Backend) {
+    let receiver = OtlpReceiver::start().await;
+    let sub = Subscriber::start().await;
+    let dirs = one_trigger(&sub.url(), "");
+    let herald = Herald::start(backend, &dirs, &["--otlp-endpoint", &receiver.endpoint]).await;
+    let trace = "0af7651916cd43dd8448eb211c80319c";
+    let producer_span = "b7ad6b7169203331";
+    let parent = format!("00-{trace}-{producer_span}-01");
+    accept(
+        &herald,
+        "exported",
+        "t",
+        &[("traceparent", parent.as_str())],
+    )
+    .await;
+    let got = sub.wait_for(1).await;
+    let sent = got[0]
+        .header("traceparent")
+        .expect("traceparent")
+        .to_owned();
+    let delivered_span = sent.split('-').nth(2).unwrap().to_owned();
+    assert!(herald.terminate().await.success());
+
+    let find = |spans: &[ExportedSpan], name: &str| {
+        spans
+            .iter()
+            .find(|s| s.name == name && s.trace_id == trace)
+            .cloned()
+    };
+    wait_until("ingress, append and delivery spans exported", || {
+        let spans = receiver.spans();
+        ["ingress", "append", "delivery attempt"]
+            .iter()
+            .all(|name| find(&spans, name).is_some())
+    })
+    .await;
+    let spans = receiver.spans();
+    let ingress = find(&spans, "ingress").unwrap();
+    let append = find(&spans, "append").unwrap();
+    let attempt = find(&spans, "delivery attempt").unwrap();
+    assert_eq!(ingress.parent_span_id, producer_span, "{spans:#?}");
+    assert_eq!(append.parent_span_id, ingress.span_id, "{spans:#?}");
+    assert_eq!(attempt.parent_span_id, ingress.span_id, "{spans:#?}");
+    assert_eq!(
+        attempt.span_id, delivered_span,
+        "the subscriber's parent span is the exported attempt: {sent} {spans:#?}"
+    );
+    assert!(
+        ingress
+            .service_name
+            .as_deref()
+            .is_some_and(|name| name.contains("herald")),
+        "{ingress:?}"
     );
 }

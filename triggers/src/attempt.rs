@@ -88,13 +88,9 @@ impl Sender {
         }
         // Each attempt is a span of the producer's trace (header, or the CloudEvents
         // distributed-tracing extension), or of a new trace.
-        let parent = target
-            .headers
-            .iter()
-            .find(|(name, _)| name == "traceparent")
-            .map(|(_, value)| value.clone())
-            .or_else(|| event.text("traceparent").map(|t| t.into_owned()));
-        if let Ok(value) = HeaderValue::from_str(&child_traceparent(parent.as_deref())) {
+        let parent = producer_traceparent(target.headers, event);
+        let outgoing = herald_broker::trace::outgoing(&tracing::Span::current(), parent.as_deref());
+        if let Ok(value) = HeaderValue::from_str(&outgoing.to_string()) {
             headers.insert("traceparent", value);
         }
         if target.prefer_reply {
@@ -150,47 +146,15 @@ fn describe(error: &reqwest::Error) -> String {
     text
 }
 
-/// A W3C `traceparent` for a new span under `parent` (same trace id and flags), or for a new
-/// trace when there is no valid parent.
-pub fn child_traceparent(parent: Option<&str>) -> String {
-    let random = uuid::Uuid::new_v4().simple().to_string();
-    let span = &random[..16];
-    let parsed = parent.and_then(|p| {
-        let mut parts = p.trim().split('-');
-        let (version, trace, _span, flags) =
-            (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-        let hex = |s: &str, len: usize| s.len() == len && s.bytes().all(|b| b.is_ascii_hexdigit());
-        (version == "00" && hex(trace, 32) && trace != "0".repeat(32) && hex(flags, 2))
-            .then(|| (trace.to_owned(), flags.to_owned()))
-    });
-    match parsed {
-        Some((trace, flags)) => format!("00-{trace}-{span}-{flags}"),
-        None => format!("00-{}-{span}-00", uuid::Uuid::new_v4().simple()),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn traceparent_continues_the_trace_with_a_new_span() {
-        let parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-        let child = child_traceparent(Some(parent));
-        assert!(
-            child.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
-            "{child}"
-        );
-        assert!(child.ends_with("-01"));
-        assert_ne!(child, parent);
-        for bad in [
-            None,
-            Some("garbage"),
-            Some("00-00000000000000000000000000000000-00f067aa0ba902b7-01"),
-        ] {
-            let fresh = child_traceparent(bad);
-            assert_eq!(fresh.len(), 55, "{fresh}");
-            assert!(fresh.ends_with("-00"));
-        }
-    }
+/// The `traceparent` an event arrived with: the HTTP header, else the CloudEvents
+/// distributed-tracing extension.
+pub(crate) fn producer_traceparent(
+    headers: &[(String, String)],
+    event: &CloudEvent,
+) -> Option<String> {
+    headers
+        .iter()
+        .find(|(name, _)| name == "traceparent")
+        .map(|(_, value)| value.clone())
+        .or_else(|| event.text("traceparent").map(|t| t.into_owned()))
 }

@@ -96,7 +96,8 @@ enum RetryResult {
 async fn with_retries<F, Fut>(
     plan: &TriggerPlan,
     event_id: &str,
-    target: &str,
+    target: &Target<'_>,
+    trace_parent: Option<&str>,
     abort: &CancellationToken,
     mut attempt: F,
 ) -> RetryResult
@@ -108,7 +109,8 @@ where
     loop {
         attempts += 1;
         // A span per delivery attempt, with the fields operators search by.
-        let span = tracing::info_span!("delivery attempt", trigger = %plan.name, ce.id = event_id, attempt = attempts, target);
+        let span = tracing::info_span!("delivery attempt", trigger = %plan.name, ce.id = event_id, attempt = attempts, target = target.url);
+        herald_broker::trace::continue_trace(&span, trace_parent);
         let result = tokio::select! {
             result = attempt().instrument(span) => result,
             _ = abort.cancelled() => return RetryResult::Aborted,
@@ -122,7 +124,7 @@ where
             ce.id = event_id,
             attempt = attempts,
             status = failure.status.map(i64::from).unwrap_or(-1),
-            target,
+            target = target.url,
             error = %failure.excerpt(),
             "delivery attempt failed"
         );
@@ -160,12 +162,20 @@ pub async fn process(
         headers,
         timeout: plan.policy.timeout,
     };
-    let result = with_retries(plan, &event_id, &plan.subscriber, abort, || async {
-        let started = std::time::Instant::now();
-        let answer = deps.sender.send(&target, &event).await;
-        crate::metrics::attempt(plan, "subscriber", &answer, started.elapsed());
-        judge_subscriber_answer(plan, deps, answer, ttl.clone()).await
-    })
+    let trace_parent = crate::attempt::producer_traceparent(headers, &event);
+    let result = with_retries(
+        plan,
+        &event_id,
+        &target,
+        trace_parent.as_deref(),
+        abort,
+        || async {
+            let started = std::time::Instant::now();
+            let answer = deps.sender.send(&target, &event).await;
+            crate::metrics::attempt(plan, "subscriber", &answer, started.elapsed());
+            judge_subscriber_answer(plan, deps, answer, ttl.clone()).await
+        },
+    )
     .await;
     let (attempts, last) = match result {
         RetryResult::Succeeded => {
@@ -326,27 +336,35 @@ async fn dead_letter(
         timeout: plan.policy.timeout,
     };
     let event_id = event.id().into_owned();
-    with_retries(plan, &event_id, sink, abort, || async {
-        let started = std::time::Instant::now();
-        let answer = deps.sender.send(&target, &event).await;
-        crate::metrics::attempt(plan, "dead_letter_sink", &answer, started.elapsed());
-        match answer {
-            Answer::Transport(message) => Err(AttemptFailure::transport(message)),
-            Answer::Http {
-                status,
-                headers,
-                body,
-                ..
-            } => match classify(status) {
-                StatusClass::Success => Ok(()),
-                class => Err(AttemptFailure::http(
+    let trace_parent = crate::attempt::producer_traceparent(headers, &event);
+    with_retries(
+        plan,
+        &event_id,
+        &target,
+        trace_parent.as_deref(),
+        abort,
+        || async {
+            let started = std::time::Instant::now();
+            let answer = deps.sender.send(&target, &event).await;
+            crate::metrics::attempt(plan, "dead_letter_sink", &answer, started.elapsed());
+            match answer {
+                Answer::Transport(message) => Err(AttemptFailure::transport(message)),
+                Answer::Http {
                     status,
-                    &headers,
+                    headers,
                     body,
-                    class == StatusClass::Retryable,
-                )),
-            },
-        }
-    })
+                    ..
+                } => match classify(status) {
+                    StatusClass::Success => Ok(()),
+                    class => Err(AttemptFailure::http(
+                        status,
+                        &headers,
+                        body,
+                        class == StatusClass::Retryable,
+                    )),
+                },
+            }
+        },
+    )
     .await
 }
