@@ -370,7 +370,7 @@ pub fn pass_through_headers(headers: &HeaderMap) -> Vec<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::log::{LogConsumer, ParkedRecord};
+    use crate::log::{LogConsumer, ParkedRecord, RecordId};
     use tower::ServiceExt;
 
     /// A log that refuses every append the way a full queue or a failing disk does; the real
@@ -401,6 +401,12 @@ mod tests {
             Err((self.0)())
         }
         async fn parked(&self, _: &BrokerKey, _: &str) -> Result<Vec<ParkedRecord>, LogError> {
+            Err((self.0)())
+        }
+        async fn unpark(&self, _: &BrokerKey, _: &str, _: &[RecordId]) -> Result<usize, LogError> {
+            Err((self.0)())
+        }
+        async fn delete_consumer(&self, _: &BrokerKey, _: &str) -> Result<(), LogError> {
             Err((self.0)())
         }
         async fn close(&self) -> Result<(), LogError> {

@@ -100,6 +100,9 @@ pub enum StartFrom {
     Latest,
     /// Every record still in the log.
     Earliest,
+    /// The first record accepted at or after this time (ingress's `knativearrivaltime`, or
+    /// the backend's own store time), and everything after it.
+    Time(std::time::SystemTime),
 }
 
 /// Why a record was parked, kept with it so that people can see what went wrong.
@@ -206,12 +209,26 @@ pub trait EventLog: Send + Sync + 'static {
         parked: ParkedRecord,
     ) -> Result<(), LogError>;
 
-    /// Lists a consumer's parked records, oldest first.
+    /// Lists a consumer's parked records, oldest first. Parking a record whose id is already
+    /// parked replaces it (a redriven record that fails again keeps one entry).
     async fn parked(
         &self,
         broker: &BrokerKey,
         consumer: &str,
     ) -> Result<Vec<ParkedRecord>, LogError>;
+
+    /// Removes the given records from a consumer's dead-letter store; unknown ids are ignored.
+    /// Returns how many were removed.
+    async fn unpark(
+        &self,
+        broker: &BrokerKey,
+        consumer: &str,
+        ids: &[RecordId],
+    ) -> Result<usize, LogError>;
+
+    /// Forgets a consumer: its position and its parked records. A consumer opened later with
+    /// the same name starts afresh.
+    async fn delete_consumer(&self, broker: &BrokerKey, consumer: &str) -> Result<(), LogError>;
 
     /// Flushes everything and releases resources; appends after this fail.
     async fn close(&self) -> Result<(), LogError>;

@@ -73,12 +73,24 @@ fn parked_stream_name(broker: &BrokerKey) -> String {
     )
 }
 
+/// The subjects of a consumer's parked records: `{ns}.{name}._knative_broker_dlq.{CONSUMER}`,
+/// then one subject per record (`.{partition}.{offset}`), so the DLQ stream keeps one message
+/// per record (parking again replaces it) and removing one is a purge of its subject.
 fn parked_subject(broker: &BrokerKey, consumer: &str) -> String {
     format!(
         "{}.{}._knative_broker_dlq.{}",
         broker.namespace,
         broker.name,
         upper(consumer)
+    )
+}
+
+fn parked_record_subject(broker: &BrokerKey, consumer: &str, id: RecordId) -> String {
+    format!(
+        "{}.{}.{}",
+        parked_subject(broker, consumer),
+        id.partition,
+        id.offset
     )
 }
 
@@ -124,12 +136,14 @@ impl NatsLog {
         name: String,
         subjects: Vec<String>,
         settings: &BrokerSettings,
+        max_messages_per_subject: i64,
     ) -> Result<(), LogError> {
         let mut config = stream::Config {
             name,
             subjects,
             storage: stream::StorageType::File,
             num_replicas: settings.replicas.unwrap_or(1),
+            max_messages_per_subject,
             ..Default::default()
         };
         if let Some(max_age) = settings.max_age {
@@ -156,7 +170,7 @@ impl EventLog for NatsLog {
         broker: &BrokerKey,
         settings: &BrokerSettings,
     ) -> Result<(), LogError> {
-        self.ensure_stream(stream_name(broker), vec![subject(broker)], settings)
+        self.ensure_stream(stream_name(broker), vec![subject(broker)], settings, -1)
             .await?;
         // Parked records are kept until people deal with them: no limits, no interest.
         let dlq_subjects = vec![format!(
@@ -167,7 +181,7 @@ impl EventLog for NatsLog {
             replicas: settings.replicas,
             ..BrokerSettings::default()
         };
-        self.ensure_stream(parked_stream_name(broker), dlq_subjects, &parked)
+        self.ensure_stream(parked_stream_name(broker), dlq_subjects, &parked, 1)
             .await?;
         Ok(())
     }
@@ -226,6 +240,9 @@ impl EventLog for NatsLog {
                     deliver_policy: match start {
                         StartFrom::Latest => DeliverPolicy::New,
                         StartFrom::Earliest => DeliverPolicy::All,
+                        StartFrom::Time(time) => DeliverPolicy::ByStartTime {
+                            start_time: time::OffsetDateTime::from(time),
+                        },
                     },
                     max_ack_pending: 10_000,
                     ..Default::default()
@@ -255,15 +272,11 @@ impl EventLog for NatsLog {
         parked: ParkedRecord,
     ) -> Result<(), LogError> {
         let payload = parked.encode()?;
-        let mut headers = async_nats::HeaderMap::new();
-        headers.insert(
-            "Nats-Msg-Id",
-            format!("{}:{}", upper(consumer), parked.id.offset).as_str(),
-        );
+        // No Nats-Msg-Id: parking the same record again must replace it, not be dropped as a
+        // duplicate; the per-subject limit of 1 keeps a single copy.
         self.jetstream
-            .publish_with_headers(
-                parked_subject(broker, consumer),
-                headers,
+            .publish(
+                parked_record_subject(broker, consumer, parked.id),
                 Bytes::from(payload),
             )
             .await
@@ -285,7 +298,7 @@ impl EventLog for NatsLog {
             .map_err(unavailable)?;
         let mut reader: async_nats::jetstream::consumer::PullConsumer = stream
             .create_consumer(pull::Config {
-                filter_subject: parked_subject(broker, consumer),
+                filter_subject: format!("{}.>", parked_subject(broker, consumer)),
                 ack_policy: AckPolicy::None,
                 deliver_policy: DeliverPolicy::All,
                 inactive_threshold: Duration::from_secs(30),
@@ -314,6 +327,58 @@ impl EventLog for NatsLog {
             remaining -= out.len() - before;
         }
         Ok(out)
+    }
+
+    async fn unpark(
+        &self,
+        broker: &BrokerKey,
+        consumer: &str,
+        ids: &[RecordId],
+    ) -> Result<usize, LogError> {
+        let stream = self
+            .jetstream
+            .get_stream(parked_stream_name(broker))
+            .await
+            .map_err(unavailable)?;
+        let mut removed = 0;
+        for id in ids {
+            let purged = stream
+                .purge()
+                .filter(parked_record_subject(broker, consumer, *id))
+                .await
+                .map_err(unavailable)?;
+            removed += purged.purged as usize;
+        }
+        Ok(removed)
+    }
+
+    async fn delete_consumer(&self, broker: &BrokerKey, consumer: &str) -> Result<(), LogError> {
+        let stream = self
+            .jetstream
+            .get_stream(stream_name(broker))
+            .await
+            .map_err(unavailable)?;
+        if let Err(error) = stream.delete_consumer(&durable_name(consumer)).await {
+            let not_found = matches!(
+                error.kind(),
+                jetstream::stream::ConsumerErrorKind::JetStream(ref e)
+                    if e.error_code() == jetstream::ErrorCode::CONSUMER_NOT_FOUND
+            );
+            if !not_found {
+                return Err(unavailable(error));
+            }
+        }
+        let parked = self
+            .jetstream
+            .get_stream(parked_stream_name(broker))
+            .await
+            .map_err(unavailable)?;
+        parked
+            .purge()
+            .filter(format!("{}.>", parked_subject(broker, consumer)))
+            .await
+            .map_err(unavailable)?;
+        Ok(())
     }
 
     async fn close(&self) -> Result<(), LogError> {

@@ -6,7 +6,9 @@ use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
 
-use super::{BrokerKey, BrokerSettings, EventLog, LogConsumer, LogError, ParkedRecord, StartFrom};
+use super::{
+    BrokerKey, BrokerSettings, EventLog, LogConsumer, LogError, ParkedRecord, RecordId, StartFrom,
+};
 use crate::record::Record;
 
 /// Knative's class for brokers on NATS JetStream.
@@ -124,6 +126,19 @@ impl EventLog for RoutedLog {
         consumer: &str,
     ) -> Result<Vec<ParkedRecord>, LogError> {
         self.log(broker)?.parked(broker, consumer).await
+    }
+
+    async fn unpark(
+        &self,
+        broker: &BrokerKey,
+        consumer: &str,
+        ids: &[RecordId],
+    ) -> Result<usize, LogError> {
+        self.log(broker)?.unpark(broker, consumer, ids).await
+    }
+
+    async fn delete_consumer(&self, broker: &BrokerKey, consumer: &str) -> Result<(), LogError> {
+        self.log(broker)?.delete_consumer(broker, consumer).await
     }
 
     async fn close(&self) -> Result<(), LogError> {

@@ -138,6 +138,27 @@ fn offset_from_key(key: &[u8]) -> Result<u64, LogError> {
     Ok(u64::from_be_bytes(bytes))
 }
 
+/// The offset of the first durable record whose `knativearrivaltime` is at or after `time`
+/// (records without one count as older), or the durable end when there is none. A scan: it
+/// runs once, when a consumer is created.
+fn first_arrived_since(tree: &BrokerTree, time: std::time::SystemTime) -> Result<u64, LogError> {
+    let since = chrono::DateTime::<chrono::Utc>::from(time);
+    let end = *tree.durable.borrow();
+    for entry in tree.tree.range(..end.to_be_bytes()) {
+        let (key, value) = entry.map_err(storage)?;
+        let record = Record::decode(bytes::Bytes::copy_from_slice(&value))
+            .map_err(|e| LogError::Corrupt(e.to_string()))?;
+        let arrived = record
+            .event
+            .text(crate::ingress::ARRIVAL_TIME_EXTENSION)
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(&t).ok());
+        if arrived.is_some_and(|arrived| arrived >= since) {
+            return offset_from_key(&key);
+        }
+    }
+    Ok(end)
+}
+
 fn consumer_key(broker: &BrokerKey, consumer: &str) -> Vec<u8> {
     format!("{}\0{}\0{}\0", broker.namespace, broker.name, consumer).into_bytes()
 }
@@ -248,6 +269,7 @@ impl EventLog for SledLog {
                         Some((k, _)) => offset_from_key(&k)?,
                         None => 0,
                     },
+                    StartFrom::Time(time) => first_arrived_since(&tree, time)?,
                 };
                 // Persist the starting point now, so that a crash before the first commit
                 // cannot make the consumer skip what was accepted meanwhile.
@@ -295,6 +317,36 @@ impl EventLog for SledLog {
             out.push(ParkedRecord::decode(&value)?);
         }
         Ok(out)
+    }
+
+    async fn unpark(
+        &self,
+        broker: &BrokerKey,
+        consumer: &str,
+        ids: &[RecordId],
+    ) -> Result<usize, LogError> {
+        let mut removed = 0;
+        for id in ids {
+            let mut key = consumer_key(broker, consumer);
+            key.extend_from_slice(&id.offset.to_be_bytes());
+            if self.parked.remove(key).map_err(storage)?.is_some() {
+                removed += 1;
+            }
+        }
+        self.db.flush_async().await.map_err(storage)?;
+        Ok(removed)
+    }
+
+    async fn delete_consumer(&self, broker: &BrokerKey, consumer: &str) -> Result<(), LogError> {
+        let key = consumer_key(broker, consumer);
+        self.offsets.remove(&key).map_err(storage)?;
+        for entry in self.parked.scan_prefix(&key).keys() {
+            self.parked
+                .remove(entry.map_err(storage)?)
+                .map_err(storage)?;
+        }
+        self.db.flush_async().await.map_err(storage)?;
+        Ok(())
     }
 
     async fn close(&self) -> Result<(), LogError> {

@@ -12,7 +12,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use super::{
-    BrokerKey, BrokerSettings, EventLog, Failure, LogConsumer, LogRecord, ParkedRecord, StartFrom,
+    BrokerKey, BrokerSettings, EventLog, Failure, LogConsumer, LogRecord, ParkedRecord, RecordId,
+    StartFrom,
 };
 use crate::event::CloudEvent;
 use crate::record::Record;
@@ -41,6 +42,9 @@ where
     poll_waits_for_appends(&*new_harness().await).await;
     concurrent_appends_are_all_kept(&*new_harness().await).await;
     unknown_broker_is_an_error(&*new_harness().await).await;
+    parking_again_replaces_and_unpark_removes(&*new_harness().await).await;
+    deleting_a_consumer_forgets_it(&*new_harness().await).await;
+    start_from_a_time(&*new_harness().await).await;
 }
 
 /// A new handle on the harness's storage with a new broker in it.
@@ -333,5 +337,134 @@ async fn unknown_broker_is_an_error(harness: &dyn LogHarness) {
         result.is_err(),
         "appending to a broker that was never created must fail"
     );
+    log.close().await.unwrap();
+}
+
+fn failure(attempts: u32) -> Failure {
+    Failure {
+        attempts,
+        last_status: Some(500),
+        last_error: format!("attempt {attempts}"),
+        reason: "no dead-letter sink".into(),
+        parked_at: "2026-01-01T00:00:00Z".into(),
+    }
+}
+
+async fn parking_again_replaces_and_unpark_removes(harness: &dyn LogHarness) {
+    let (log, broker) = fresh(harness, "unpark").await;
+    let mut consumer = consumer(&*log, &broker, "t", StartFrom::Earliest).await;
+    log.append(&broker, vec![sample("u1"), sample("u2"), sample("u3")])
+        .await
+        .unwrap();
+    let records = poll_exactly(&mut *consumer, 3).await;
+    for record in &records {
+        let parked = ParkedRecord {
+            id: record.id,
+            record: record.record.clone(),
+            failure: failure(1),
+        };
+        log.park(&broker, "t", parked).await.unwrap();
+    }
+    // A redriven record that fails again is parked again: one entry, the new failure.
+    let again = ParkedRecord {
+        id: records[0].id,
+        record: records[0].record.clone(),
+        failure: failure(2),
+    };
+    log.park(&broker, "t", again).await.unwrap();
+    let parked = log.parked(&broker, "t").await.unwrap();
+    let parked_ids: Vec<String> = parked
+        .iter()
+        .map(|p| p.record.event.id().into_owned())
+        .collect();
+    let mut sorted = parked_ids.clone();
+    sorted.sort();
+    assert_eq!(sorted, ["u1", "u2", "u3"], "one entry per record");
+    let u1 = parked.iter().find(|p| p.id == records[0].id).unwrap();
+    assert_eq!(u1.failure, failure(2));
+
+    let removed = log
+        .unpark(&broker, "t", &[records[0].id, records[2].id])
+        .await
+        .unwrap();
+    assert_eq!(removed, 2);
+    let left: Vec<RecordId> = log
+        .parked(&broker, "t")
+        .await
+        .unwrap()
+        .iter()
+        .map(|p| p.id)
+        .collect();
+    assert_eq!(left, [records[1].id]);
+    assert_eq!(
+        log.unpark(&broker, "t", &[records[0].id]).await.unwrap(),
+        0,
+        "removing twice removes nothing"
+    );
+    drop(consumer);
+    log.close().await.unwrap();
+}
+
+async fn deleting_a_consumer_forgets_it(harness: &dyn LogHarness) {
+    let (log, broker) = fresh(harness, "delete").await;
+    let mut first = consumer(&*log, &broker, "t", StartFrom::Earliest).await;
+    log.append(&broker, vec![sample("d1"), sample("d2")])
+        .await
+        .unwrap();
+    let records = poll_exactly(&mut *first, 2).await;
+    for record in &records {
+        first.ack(record.id).await.unwrap();
+    }
+    first.commit().await.unwrap();
+    let parked = ParkedRecord {
+        id: records[0].id,
+        record: records[0].record.clone(),
+        failure: failure(1),
+    };
+    log.park(&broker, "t", parked).await.unwrap();
+    drop(first);
+    log.delete_consumer(&broker, "t").await.unwrap();
+    assert!(log.parked(&broker, "t").await.unwrap().is_empty());
+    // Its committed position is gone too: a new consumer of that name starts where asked.
+    let mut second = consumer(&*log, &broker, "t", StartFrom::Earliest).await;
+    assert_eq!(ids(&poll_exactly(&mut *second, 2).await), ["d1", "d2"]);
+    drop(second);
+    log.delete_consumer(&broker, "never-existed").await.unwrap();
+    log.close().await.unwrap();
+}
+
+/// A record stamped with an arrival time now, as ingress stamps every record.
+fn arrived_now(id: &str) -> Record {
+    let mut record = sample(id);
+    record.event.set(
+        crate::ingress::ARRIVAL_TIME_EXTENSION,
+        chrono::Utc::now()
+            .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+            .as_str(),
+    );
+    record
+}
+
+async fn start_from_a_time(harness: &dyn LogHarness) {
+    let (log, broker) = fresh(harness, "since").await;
+    log.append(
+        &broker,
+        vec![arrived_now("before-1"), arrived_now("before-2")],
+    )
+    .await
+    .unwrap();
+    // Both were stamped and stored before this instant; the next one after it.
+    let since = SystemTime::now();
+    log.append(&broker, vec![arrived_now("after-1")])
+        .await
+        .unwrap();
+    let mut replay = consumer(&*log, &broker, "replay", StartFrom::Time(since)).await;
+    assert_eq!(ids(&poll_exactly(&mut *replay, 1).await), ["after-1"]);
+    assert_nothing_more(&mut *replay).await;
+    log.append(&broker, vec![arrived_now("after-2")])
+        .await
+        .unwrap();
+    assert_eq!(ids(&poll_exactly(&mut *replay, 1).await), ["after-2"]);
+    drop(replay);
     log.close().await.unwrap();
 }
