@@ -31,6 +31,182 @@ pub enum Command {
         #[command(subcommand)]
         command: FilterCommand,
     },
+    /// Send one CloudEvent to a broker (like `kn event send`); prints Herald's answer.
+    Send(SendArgs),
+    /// Create or replace the resources in YAML/JSON files, like `kubectl apply`.
+    Apply(ApplyArgs),
+    /// List resources, or show one.
+    Get(GetArgs),
+    /// Show a trigger in detail: status, filters, delivery, lag, parked events, last errors.
+    Describe(DescribeArgs),
+    /// Delete a resource.
+    Delete(DeleteArgs),
+    /// A trigger's dead-letter store: list, show, redrive, purge parked events.
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
+    /// Follow the events a broker accepts, optionally filtered with CESQL.
+    Tail(TailArgs),
+}
+
+/// How the CLI reaches a running Herald's admin API.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ServerArgs {
+    /// The admin API of a running `herald serve`.
+    #[arg(
+        long,
+        env = "HERALD_SERVER",
+        default_value = "http://127.0.0.1:8081",
+        global = true
+    )]
+    pub server: String,
+    /// Bearer token for the admin API.
+    #[arg(
+        long,
+        env = "HERALD_ADMIN_TOKEN",
+        hide_env_values = true,
+        global = true
+    )]
+    pub token: Option<String>,
+    /// Namespace of the resources.
+    #[arg(short, long, default_value = "default", global = true)]
+    pub namespace: String,
+}
+
+/// How results are printed.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Output {
+    /// Columns for people.
+    #[default]
+    Table,
+    Yaml,
+    /// For scripts.
+    Json,
+}
+
+#[derive(Parser, Debug, Clone)]
+pub struct SendArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// The broker to send to.
+    #[arg(long)]
+    pub broker: String,
+    /// The event's `type`.
+    #[arg(long = "type")]
+    pub event_type: String,
+    /// The event's `source`.
+    #[arg(long, default_value = "herald-cli")]
+    pub source: String,
+    /// The event's `id` (default: a new UUID).
+    #[arg(long)]
+    pub id: Option<String>,
+    /// The data, as given.
+    #[arg(long, conflicts_with = "data_file")]
+    pub data: Option<String>,
+    /// Read the data from this file (`-` for standard input).
+    #[arg(long)]
+    pub data_file: Option<PathBuf>,
+    /// The data's media type (default: application/json when the data parses as JSON, else
+    /// text/plain).
+    #[arg(long)]
+    pub content_type: Option<String>,
+    /// An extension attribute, `name=value` (repeatable).
+    #[arg(long = "ext", value_name = "NAME=VALUE")]
+    pub extensions: Vec<String>,
+}
+
+#[derive(Parser, Debug, Clone)]
+pub struct ApplyArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// A YAML/JSON file or a folder of them (repeatable).
+    #[arg(short = 'f', long = "filename", required = true)]
+    pub files: Vec<PathBuf>,
+}
+
+#[derive(Parser, Debug, Clone)]
+pub struct GetArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// brokers, triggers, sources, or a source kind (natssources).
+    pub kind: String,
+    /// One resource by name.
+    pub name: Option<String>,
+    /// Every namespace.
+    #[arg(short = 'A', long)]
+    pub all_namespaces: bool,
+    #[arg(short, long, value_enum, default_value_t)]
+    pub output: Output,
+}
+
+#[derive(Parser, Debug, Clone)]
+pub struct DescribeArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// `trigger` (or `broker`, or a source kind).
+    pub kind: String,
+    pub name: String,
+}
+
+#[derive(Parser, Debug, Clone)]
+pub struct DeleteArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// broker, trigger, or a source kind.
+    pub kind: String,
+    pub name: String,
+}
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum DlqCommand {
+    /// The parked events with their failures.
+    List(DlqListArgs),
+    /// One parked event: the event, its headers and its failure.
+    Show(DlqIdsArgs),
+    /// Deliver parked events again through the trigger (all with --all).
+    Redrive(DlqIdsArgs),
+    /// Delete parked events for good (all with --all).
+    Purge(DlqIdsArgs),
+}
+
+#[derive(Parser, Debug, Clone)]
+pub struct DlqListArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    #[arg(long)]
+    pub trigger: String,
+    #[arg(short, long, value_enum, default_value_t)]
+    pub output: Output,
+}
+
+#[derive(Parser, Debug, Clone)]
+pub struct DlqIdsArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    #[arg(long)]
+    pub trigger: String,
+    /// Parked event ids, as `herald dlq list` prints them.
+    pub ids: Vec<String>,
+    /// Every parked event of the trigger.
+    #[arg(long, conflicts_with = "ids")]
+    pub all: bool,
+    #[arg(short, long, value_enum, default_value_t)]
+    pub output: Output,
+}
+
+#[derive(Parser, Debug, Clone)]
+pub struct TailArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    #[arg(long)]
+    pub broker: String,
+    /// Only events matching this CESQL expression.
+    #[arg(long)]
+    pub filter: Option<String>,
+    /// Print each event as one JSON line instead of a summary line.
+    #[arg(short, long, value_enum, default_value_t)]
+    pub output: Output,
 }
 
 #[derive(Subcommand, Debug)]
@@ -69,9 +245,14 @@ pub struct ServeArgs {
     #[arg(long, env = "HERALD_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
-    /// Admin address: /healthz, /readyz.
+    /// Admin address: the resource API, /healthz, /readyz, /metrics.
     #[arg(long, env = "HERALD_ADMIN_LISTEN", default_value = "127.0.0.1:8081")]
     pub admin_listen: SocketAddr,
+
+    /// Bearer token every admin API call must carry (all but /healthz, /readyz, /metrics);
+    /// required when --admin-listen is not a loopback address.
+    #[arg(long, env = "HERALD_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
 
     /// Where the log, offsets and parked events are kept.
     #[arg(long, env = "HERALD_DATA_DIR", default_value = "./herald-data")]

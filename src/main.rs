@@ -1,11 +1,16 @@
 //! The `herald` binary.
 
 mod admin;
+mod api;
 mod cli;
+mod client;
 mod config;
+mod control;
 mod filter_test;
+mod kinds;
 mod runtime;
 mod serve;
+mod store;
 mod telemetry;
 
 use clap::Parser;
@@ -37,6 +42,7 @@ fn run(command: cli::Command) -> std::process::ExitCode {
             eprintln!("error: {error:#}");
             std::process::ExitCode::from(2)
         }),
+        client_command => client::run(client_command),
     }
 }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use herald_broker::log::routed::RoutedLog;
-use herald_broker::{BrokerKey, EventLog, Ingress, StartFrom};
+use herald_broker::{BrokerKey, EventLog, Ingress};
 use herald_crds::NatsSourceSpec;
 use herald_crds::{Broker, DeliveryFormat, DeliverySpec, Destination, Trigger};
 use herald_sources::nats::NatsSource;
@@ -14,10 +14,13 @@ use herald_sources::{SinkClient, Source};
 use herald_triggers::process::Deps;
 use herald_triggers::router::TriggerRouter;
 use herald_triggers::Filter;
-use herald_triggers::{run_dispatcher, DispatcherHandle, RetryPolicy, TriggerPlan};
+use herald_triggers::{run_dispatcher, DispatcherHandle, RetryPolicy, TriggerPlan, TriggerStats};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Desired, TriggerKey};
+
+/// How long in-flight deliveries of a changed or deleted trigger may finish.
+const CHANGE_GRACE: Duration = Duration::from_secs(1);
 
 /// Why the runtime could not start what was asked for.
 #[derive(Debug, thiserror::Error)]
@@ -103,8 +106,24 @@ impl Runtime {
             .map(|(key, _)| key.clone())
             .collect();
         for key in stale {
-            if let Some((_, handle)) = self.dispatchers.remove(&key) {
-                handle.stop(self.grace).await;
+            if let Some((running, handle)) = self.dispatchers.remove(&key) {
+                // A change must not wait on a slow subscriber: in-flight deliveries get a
+                // second, then are redelivered by the new dispatcher (at least once).
+                handle.stop(self.grace.min(CHANGE_GRACE)).await;
+                let kept = plans
+                    .get(&key)
+                    .is_some_and(|plan| plan.broker == running.broker);
+                if !kept {
+                    // A deleted (or moved) trigger forgets its position and parked events, so
+                    // a new trigger of the same name starts where its annotation says.
+                    if let Err(error) = self
+                        .log()
+                        .delete_consumer(&running.broker, &running.consumer_name())
+                        .await
+                    {
+                        tracing::warn!(trigger = %running.name, %error, "cannot delete the trigger's consumer state");
+                    }
+                }
             }
         }
         // One router per broker shares filter decisions among the triggers started now;
@@ -128,9 +147,15 @@ impl Runtime {
                 continue;
             };
             let plan = Arc::new(plan);
+            // Only a consumer created now uses it: an existing one resumes where it was.
+            let start = desired
+                .triggers
+                .get(&key)
+                .and_then(|trigger| crate::config::start_from(trigger).ok())
+                .unwrap_or_default();
             let consumer = self
                 .log()
-                .consumer(&plan.broker, &plan.consumer_name(), StartFrom::Latest)
+                .consumer(&plan.broker, &plan.consumer_name(), start)
                 .await?;
             let handle = run_dispatcher(plan.clone(), consumer, self.deps.clone(), router);
             self.dispatchers.insert(key, (plan, handle));
@@ -237,8 +262,34 @@ impl Runtime {
         }
     }
 
+    /// The running trigger's plan and statistics.
+    pub fn trigger(&self, key: &TriggerKey) -> Option<(Arc<TriggerPlan>, Arc<TriggerStats>)> {
+        self.dispatchers
+            .get(key)
+            .map(|(plan, handle)| (plan.clone(), handle.stats().clone()))
+    }
+
+    /// Whether a source of this key runs (it may be between restarts after a failure).
+    pub fn source_running(&self, key: &TriggerKey) -> bool {
+        self.sources.contains_key(key)
+    }
+
+    pub fn deps(&self) -> &Deps {
+        &self.deps
+    }
+
+    /// `http://host:port` of the ingress listener.
+    pub fn ingress_base_url(&self) -> &str {
+        &self.ingress_base_url
+    }
+
+    /// A destination's URL, as deliveries use it.
+    pub fn destination_url(&self, destination: &Destination, namespace: &str) -> String {
+        self.resolve(destination, namespace)
+    }
+
     /// Stops every dispatcher (in-flight deliveries get `grace`), then closes the log.
-    pub async fn shutdown(mut self) {
+    pub async fn shutdown(&mut self) {
         let grace = self.grace;
         for (_, source) in self.sources.drain() {
             source.stop(grace).await;

@@ -15,14 +15,20 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::{self, Readiness};
+use crate::api::ApiState;
 use crate::cli::{Backend, ServeArgs, DEFAULT_NATS_URL};
 use crate::config::{build_desired, load_paths};
+use crate::control::ControlPlane;
 use crate::runtime::Runtime;
+use crate::store::ResourceStore;
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    crate::api::check_exposure(args.admin_listen, args.admin_token.as_deref())
+        .map_err(anyhow::Error::msg)?;
     let metrics = admin::install_metrics()?;
-    // Validate everything before a port is bound or the data dir is touched.
-    let desired = build_desired(load_paths(&args.config)?)?;
+    // Validate everything before a port is bound or the data dir is written to.
+    let store = ResourceStore::open(&args.data_dir.join("resources"), load_paths(&args.config)?)?;
+    let desired = build_desired(store.loaded())?;
     tracing::info!(
         brokers = desired.brokers.len(),
         triggers = desired.triggers.len(),
@@ -72,19 +78,26 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .reconcile(&desired)
         .await
         .context("starting brokers and triggers")?;
+    let control = Arc::new(tokio::sync::Mutex::new(ControlPlane::new(
+        store, runtime, desired,
+    )));
 
     let readiness = Readiness::default();
     let stop_serving = CancellationToken::new();
     let ingress_server = tokio::spawn(serve(
         ingress_listener,
-        ingress.router(),
+        ingress.clone().router(),
         stop_serving.clone(),
     ));
-    let admin_server = tokio::spawn(serve(
-        admin_listener,
-        admin::router(readiness.clone(), metrics),
-        stop_serving.clone(),
-    ));
+    let api = crate::api::router(ApiState {
+        control: control.clone(),
+        ingress: ingress.clone(),
+    });
+    let admin_router = crate::api::protect(
+        admin::router(readiness.clone(), metrics).merge(api),
+        args.admin_token.clone(),
+    );
+    let admin_server = tokio::spawn(serve(admin_listener, admin_router, stop_serving.clone()));
     tracing::info!(addr = %ingress_addr, "ingress listening");
     tracing::info!(addr = %admin_addr, "admin listening");
     readiness.set(true);
@@ -101,7 +114,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if drained.is_err() {
         tracing::warn!("open connections did not finish within the grace period");
     }
-    runtime.shutdown().await;
+    control.lock().await.shutdown().await;
     tracing::info!("stopped");
     Ok(())
 }

@@ -7,6 +7,7 @@
 use std::collections::HashSet;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
+use tokio::sync::broadcast;
 
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
@@ -149,7 +150,19 @@ pub struct Ingress {
     log: Arc<dyn EventLog>,
     brokers: Arc<BrokerRegistry>,
     config: IngressConfig,
+    /// Accepted events for live tails; costs nothing while nobody listens.
+    tap: broadcast::Sender<Arc<TappedEvent>>,
 }
+
+/// An event this process accepted (after its append was durable), as live tails see it.
+#[derive(Debug)]
+pub struct TappedEvent {
+    pub broker: BrokerKey,
+    pub event: CloudEvent,
+}
+
+/// Events a slow tail may fall behind by before it skips ahead.
+pub const TAP_CAPACITY: usize = 1024;
 
 impl Ingress {
     pub fn new(
@@ -161,11 +174,18 @@ impl Ingress {
             log,
             brokers,
             config,
+            tap: broadcast::channel(TAP_CAPACITY).0,
         }
     }
 
     pub fn brokers(&self) -> &Arc<BrokerRegistry> {
         &self.brokers
+    }
+
+    /// Every event accepted from now on, by any broker; a receiver that falls more than
+    /// [`TAP_CAPACITY`] events behind is told how many it missed.
+    pub fn tap(&self) -> broadcast::Receiver<Arc<TappedEvent>> {
+        self.tap.subscribe()
     }
 
     /// Publishes already-decoded events to a broker: TTL, arrival time, durable append.
@@ -199,6 +219,8 @@ impl Ingress {
             });
         }
         let span = tracing::info_span!("append", %broker, events = records.len());
+        let tapped = (self.tap.receiver_count() > 0)
+            .then(|| records.iter().map(|r| r.event.clone()).collect::<Vec<_>>());
         self.log
             .append(broker, records)
             .instrument(span)
@@ -206,7 +228,14 @@ impl Ingress {
             .map_err(|e| match e {
                 LogError::UnknownBroker(key) => IngressError::UnknownBroker(key),
                 other => IngressError::Unavailable(other),
-            })
+            })?;
+        for event in tapped.into_iter().flatten() {
+            let _ = self.tap.send(Arc::new(TappedEvent {
+                broker: broker.clone(),
+                event,
+            }));
+        }
+        Ok(())
     }
 
     /// Knative's loop protection: absent or unparsable → the maximum; present → one less;

@@ -85,4 +85,13 @@ pub struct TriggerStatus {
     pub subscriber_uri: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dead_letter_sink_uri: Option<String>,
+    /// Herald: events in the trigger's dead-letter store (parked), waiting for a redrive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parked_events: Option<u64>,
+    /// Herald: events of the broker the trigger has not finished, when the backend knows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag_events: Option<u64>,
+    /// Herald: age in seconds of the oldest event the trigger has not finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag_seconds: Option<f64>,
 }

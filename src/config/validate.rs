@@ -85,6 +85,7 @@ pub fn build_desired(loaded: Vec<Loaded>) -> Result<Desired, ConfigError> {
                         )));
                     }
                 }
+                start_from(&trigger).map_err(fail)?;
                 triggers.push((origin.clone(), ident, namespace, name, trigger));
             }
         }
@@ -150,6 +151,37 @@ pub fn referenced_broker(destination: &Destination, default_namespace: &str) -> 
         .clone()
         .unwrap_or_else(|| default_namespace.to_owned());
     Some(BrokerKey::new(namespace, reference.name.clone()))
+}
+
+/// Where a new trigger starts reading its broker: `earliest`, `latest` (Knative's behaviour,
+/// the default) or an RFC 3339 time to replay from.
+pub const START_FROM_ANNOTATION: &str = "herald.dev/start-from";
+
+/// The trigger's starting point; errors name the annotation.
+pub fn start_from(trigger: &Trigger) -> Result<herald_broker::StartFrom, FieldError> {
+    use herald_broker::StartFrom;
+    let Some(text) = trigger
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(START_FROM_ANNOTATION))
+    else {
+        return Ok(StartFrom::Latest);
+    };
+    match text.as_str() {
+        "latest" => Ok(StartFrom::Latest),
+        "earliest" => Ok(StartFrom::Earliest),
+        other => chrono::DateTime::parse_from_rfc3339(other)
+            .map(|time| StartFrom::Time(time.into()))
+            .map_err(|e| {
+                FieldError::new(
+                    format!("metadata.annotations[{START_FROM_ANNOTATION}]"),
+                    format!(
+                        "{other:?} is not earliest, latest or an RFC 3339 time like 2026-01-02T15:04:05Z: {e}"
+                    ),
+                )
+            }),
+    }
 }
 
 /// Herald's per-broker log settings, from the Broker's annotations.

@@ -1,6 +1,7 @@
 //! Test harness: the real `herald` binary, real HTTP subscribers, and backends.
 #![allow(dead_code)]
 
+pub mod admin;
 pub mod herald;
 pub mod otlp;
 pub mod subscriber;
@@ -33,6 +34,9 @@ macro_rules! every_scenario {
             observability::metrics_count_exactly_the_traffic,
             observability::trace_context_reaches_subscribers,
             observability::spans_are_exported_over_otlp,
+            admin::triggers_change_at_runtime,
+            admin::start_from_replays_exactly,
+            admin::dead_letters_are_listed_redriven_and_purged,
         );
     };
 }

@@ -2,6 +2,7 @@
 //! runs over every backend (see `e2e_sled.rs`).
 #![allow(dead_code)]
 
+pub mod admin;
 pub mod delivery;
 pub mod durability;
 pub mod filters;

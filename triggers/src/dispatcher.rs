@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use crate::plan::DEFAULT_COMMIT_INTERVAL;
 use crate::process::{process, Deps, Outcome};
 use crate::router::TriggerRouter;
+use crate::stats::TriggerStats;
 use crate::TriggerPlan;
 
 /// Controls a running dispatcher.
@@ -21,9 +22,15 @@ pub struct DispatcherHandle {
     /// Cut in-flight deliveries short (they are redelivered after a restart).
     abort: CancellationToken,
     task: JoinHandle<()>,
+    stats: Arc<TriggerStats>,
 }
 
 impl DispatcherHandle {
+    /// Lag and recent errors, as the dispatcher last saw them.
+    pub fn stats(&self) -> &Arc<TriggerStats> {
+        &self.stats
+    }
+
     /// Stops the dispatcher: waits up to `grace` for in-flight deliveries, then aborts them,
     /// and returns after the final commit.
     pub async fn stop(mut self, grace: Duration) {
@@ -45,11 +52,13 @@ pub fn run_dispatcher(
 ) -> DispatcherHandle {
     let shutdown = CancellationToken::new();
     let abort = CancellationToken::new();
+    let stats = Arc::new(TriggerStats::default());
     let task = tokio::spawn(dispatch_loop(
         plan,
         consumer,
         deps,
         router,
+        stats.clone(),
         shutdown.clone(),
         abort.clone(),
     ));
@@ -57,6 +66,7 @@ pub fn run_dispatcher(
         shutdown,
         abort,
         task,
+        stats,
     }
 }
 
@@ -65,6 +75,7 @@ async fn dispatch_loop(
     mut consumer: Box<dyn LogConsumer>,
     deps: Deps,
     router: Arc<TriggerRouter>,
+    stats: Arc<TriggerStats>,
     shutdown: CancellationToken,
     abort: CancellationToken,
 ) {
@@ -113,9 +124,10 @@ async fn dispatch_loop(
             let age = crate::metrics::age(&record.record.event).unwrap_or_default();
             let arrived = now.checked_sub(age).unwrap_or(now);
             arrivals.insert(record.id, arrived);
-            let (plan, deps, abort) = (plan.clone(), deps.clone(), abort.clone());
+            let (plan, deps, stats, abort) =
+                (plan.clone(), deps.clone(), stats.clone(), abort.clone());
             in_flight.spawn(async move {
-                let outcome = process(&plan, &deps, &record, &abort).await;
+                let outcome = process(&plan, &deps, &record, &stats, &abort).await;
                 (record.id, outcome)
             });
         }
@@ -143,7 +155,9 @@ async fn dispatch_loop(
                 commit(&mut *consumer, &plan).await;
                 let oldest_in_flight = arrivals.values().min().map(Instant::elapsed);
                 let oldest_buffered = buffer.front().and_then(|r| crate::metrics::age(&r.record.event));
-                crate::metrics::lag(&plan, consumer.lag(), oldest_in_flight.max(oldest_buffered));
+                let oldest = oldest_in_flight.max(oldest_buffered);
+                crate::metrics::lag(&plan, consumer.lag(), oldest);
+                stats.set_lag(consumer.lag(), oldest);
             }
             _ = shutdown.cancelled(), if !stopping => stopping = true,
             polled = consumer.poll(poll_max), if can_poll => match polled {

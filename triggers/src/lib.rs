@@ -11,8 +11,10 @@ pub mod plan;
 pub mod process;
 pub mod retry;
 pub mod router;
+pub mod stats;
 
 pub use dispatcher::{run_dispatcher, DispatcherHandle};
 pub use filter::{AttributesFilter, Filter};
 pub use plan::TriggerPlan;
 pub use retry::RetryPolicy;
+pub use stats::TriggerStats;

@@ -15,6 +15,7 @@ use tracing::Instrument;
 
 use crate::attempt::{Answer, Sender, Target};
 use crate::retry::{classify, parse_retry_after, StatusClass};
+use crate::stats::{RecentError, TriggerStats};
 use crate::TriggerPlan;
 
 /// Knative's limit on `knativeerrordata`: the first 1024 bytes of the response.
@@ -98,6 +99,7 @@ async fn with_retries<F, Fut>(
     event_id: &str,
     target: &Target<'_>,
     trace_parent: Option<&str>,
+    stats: &TriggerStats,
     abort: &CancellationToken,
     mut attempt: F,
 ) -> RetryResult
@@ -128,6 +130,14 @@ where
             error = %failure.excerpt(),
             "delivery attempt failed"
         );
+        stats.record_error(RecentError {
+            time: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            event_id: event_id.to_owned(),
+            target: target.url.to_owned(),
+            attempt: attempts,
+            status: failure.status,
+            error: failure.excerpt(),
+        });
         if !failure.retryable || attempts > plan.policy.retry {
             return RetryResult::Failed {
                 attempts,
@@ -148,6 +158,7 @@ pub async fn process(
     plan: &TriggerPlan,
     deps: &Deps,
     record: &LogRecord,
+    stats: &TriggerStats,
     abort: &CancellationToken,
 ) -> Outcome {
     let mut event = record.record.event.clone();
@@ -168,6 +179,7 @@ pub async fn process(
         &event_id,
         &target,
         trace_parent.as_deref(),
+        stats,
         abort,
         || async {
             let started = std::time::Instant::now();
@@ -187,23 +199,25 @@ pub async fn process(
     };
     let reason = match &plan.dead_letter_sink {
         None => "the trigger has no dead-letter sink".to_owned(),
-        Some(sink) => match dead_letter(plan, deps, sink, &event, headers, &last, abort).await {
-            RetryResult::Succeeded => {
-                crate::metrics::dead_lettered(plan);
-                return Outcome::DeadLettered;
+        Some(sink) => {
+            match dead_letter(plan, deps, sink, &event, headers, &last, stats, abort).await {
+                RetryResult::Succeeded => {
+                    crate::metrics::dead_lettered(plan);
+                    return Outcome::DeadLettered;
+                }
+                RetryResult::Aborted => return Outcome::Aborted,
+                RetryResult::Failed {
+                    last: dls_failure, ..
+                } => format!(
+                    "the dead-letter sink {sink} failed (status {}): {}",
+                    dls_failure
+                        .status
+                        .map(|s| s.to_string())
+                        .unwrap_or_else(|| "none".into()),
+                    dls_failure.excerpt()
+                ),
             }
-            RetryResult::Aborted => return Outcome::Aborted,
-            RetryResult::Failed {
-                last: dls_failure, ..
-            } => format!(
-                "the dead-letter sink {sink} failed (status {}): {}",
-                dls_failure
-                    .status
-                    .map(|s| s.to_string())
-                    .unwrap_or_else(|| "none".into()),
-                dls_failure.excerpt()
-            ),
-        },
+        }
     };
     let parked = ParkedRecord {
         id: record.id,
@@ -239,6 +253,29 @@ pub async fn process(
             _ = abort.cancelled() => return Outcome::Aborted,
         }
     }
+}
+
+/// Delivers a parked record again through the trigger's normal path (retries, reply,
+/// dead-letter sink). Once it is delivered or dead-lettered it leaves the dead-letter store;
+/// if it fails again, parking it again replaces its entry with the new failure.
+pub async fn redrive(
+    plan: &TriggerPlan,
+    deps: &Deps,
+    parked: &ParkedRecord,
+    stats: &TriggerStats,
+    abort: &CancellationToken,
+) -> Result<Outcome, herald_broker::LogError> {
+    let record = LogRecord {
+        id: parked.id,
+        record: parked.record.clone(),
+    };
+    let outcome = process(plan, deps, &record, stats, abort).await;
+    if matches!(outcome, Outcome::Delivered | Outcome::DeadLettered) {
+        deps.log
+            .unpark(&plan.broker, &plan.consumer_name(), &[parked.id])
+            .await?;
+    }
+    Ok(outcome)
 }
 
 /// Success, reply handling and classification of a subscriber's answer (section 0).
@@ -312,6 +349,7 @@ async fn dead_letter(
     event: &CloudEvent,
     headers: &[(String, String)],
     failure: &AttemptFailure,
+    stats: &TriggerStats,
     abort: &CancellationToken,
 ) -> RetryResult {
     let mut event = event.clone();
@@ -342,6 +380,7 @@ async fn dead_letter(
         &event_id,
         &target,
         trace_parent.as_deref(),
+        stats,
         abort,
         || async {
             let started = std::time::Instant::now();

@@ -1,0 +1,69 @@
+//! The admin API: Herald's resources in the Kubernetes API's shape, the dead-letter store of
+//! each trigger, and live tails of brokers.
+
+mod auth;
+mod dead_letters;
+mod errors;
+mod resources;
+mod tail;
+
+use std::sync::Arc;
+
+use axum::routing::{get, post};
+use axum::Router;
+use herald_broker::Ingress;
+
+pub use auth::check_exposure;
+
+use crate::control::ControlPlane;
+
+#[derive(Clone)]
+pub struct ApiState {
+    pub control: Arc<tokio::sync::Mutex<ControlPlane>>,
+    pub ingress: Arc<Ingress>,
+}
+
+/// The API routes; `token` (when set) guards every route but the probes and `/metrics`,
+/// which the caller merges in.
+pub fn router(state: ApiState) -> Router {
+    let namespaced = "/apis/{group}/{version}/namespaces/{namespace}/{plural}";
+    let triggers = "/apis/eventing.knative.dev/v1/namespaces/{namespace}/triggers/{name}";
+    Router::new()
+        .route(
+            "/apis/{group}/{version}/{plural}",
+            get(resources::list_all_namespaces),
+        )
+        .route(namespaced, get(resources::list).post(resources::create))
+        .route(
+            &format!("{namespaced}/{{name}}"),
+            get(resources::get)
+                .put(resources::replace)
+                .delete(resources::delete),
+        )
+        .route(
+            &format!("{triggers}/deadletters"),
+            get(dead_letters::list).delete(dead_letters::purge),
+        )
+        .route(
+            &format!("{triggers}/deadletters/redrive"),
+            post(dead_letters::redrive),
+        )
+        .route(
+            &format!("{triggers}/deadletters/{{id}}"),
+            get(dead_letters::show),
+        )
+        .route(
+            "/apis/eventing.knative.dev/v1/namespaces/{namespace}/brokers/{name}/events",
+            get(tail::events),
+        )
+        .with_state(state)
+}
+
+/// Guards `router` with the bearer token, when one is set.
+pub fn protect(router: Router, token: Option<String>) -> Router {
+    let token: Option<Arc<str>> = token.map(Arc::from);
+    router.layer(axum::middleware::from_fn_with_state(
+        token,
+        auth::require_token,
+    ))
+}

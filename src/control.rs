@@ -1,0 +1,473 @@
+//! The control plane: changes to resources are validated against everything else Herald runs,
+//! applied to the runtime, then stored. One change at a time; reads see a consistent state.
+
+use std::sync::Arc;
+
+use herald_broker::log::ParkedRecord;
+use herald_broker::{BrokerKey, RecordId};
+use herald_crds::status::Addressable;
+use herald_crds::{BrokerStatus, Condition, SourceStatus, TriggerStatus};
+use herald_triggers::process::{redrive, Outcome};
+use herald_triggers::{TriggerPlan, TriggerStats};
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{build_desired, ConfigError, Desired, Resource, TriggerKey};
+use crate::kinds::Kind;
+use crate::runtime::Runtime;
+use crate::store::{ObjectKey, Owner, ResourceStore, StoreError};
+
+/// Why a request to the control plane failed; each maps to one HTTP status.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// 404
+    #[error("{kind} {namespace}/{name} not found")]
+    NotFound {
+        kind: &'static str,
+        namespace: String,
+        name: String,
+    },
+    /// 409: it exists already.
+    #[error("{kind} {namespace}/{name} already exists")]
+    AlreadyExists {
+        kind: &'static str,
+        namespace: String,
+        name: String,
+    },
+    /// 409: stale `resourceVersion`, a file-owned object, or a change others depend on.
+    #[error("{0}")]
+    Conflict(String),
+    /// 400: the request itself is malformed.
+    #[error("{0}")]
+    BadRequest(String),
+    /// 422: the object is well-formed but not valid here, with the field at fault.
+    #[error("{0}")]
+    Invalid(ConfigError),
+    /// 503: the log or another dependency failed; nothing was changed.
+    #[error("{0}")]
+    Unavailable(String),
+    /// 500
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// Which parked events a dead-letter operation is about.
+#[derive(Debug, Clone)]
+pub enum Selection {
+    All,
+    Ids(Vec<RecordId>),
+}
+
+/// How a redrive went, per event.
+#[derive(Debug, Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RedriveReport {
+    pub delivered: Vec<String>,
+    pub dead_lettered: Vec<String>,
+    /// Failed again and parked again (with the new failure).
+    pub parked: Vec<String>,
+    /// Asked for but not in the dead-letter store.
+    pub not_found: Vec<String>,
+}
+
+pub struct ControlPlane {
+    store: ResourceStore,
+    runtime: Runtime,
+    desired: Desired,
+    /// Cut redrives short at shutdown.
+    shutdown: CancellationToken,
+}
+
+/// The `herald.dev/start-from`-style id of a parked event: `{partition}-{offset}`.
+pub fn record_id_text(id: RecordId) -> String {
+    format!("{}-{}", id.partition, id.offset)
+}
+
+pub fn parse_record_id(text: &str) -> Option<RecordId> {
+    let (partition, offset) = text.split_once('-')?;
+    Some(RecordId {
+        partition: partition.parse().ok()?,
+        offset: offset.parse().ok()?,
+    })
+}
+
+impl ControlPlane {
+    pub fn new(store: ResourceStore, runtime: Runtime, desired: Desired) -> Self {
+        Self {
+            store,
+            runtime,
+            desired,
+            shutdown: CancellationToken::new(),
+        }
+    }
+
+    /// Validates the state `change` would make, runs it, and only then stores it; on a
+    /// failure the running state is put back.
+    async fn apply(
+        &mut self,
+        key: &ObjectKey,
+        change: Option<Resource>,
+    ) -> Result<(), ControlError> {
+        let candidate = self.store.loaded_with(key, change.as_ref());
+        let desired = build_desired(candidate).map_err(|error| {
+            if change.is_none() {
+                ControlError::Conflict(format!(
+                    "cannot delete {} {}/{}: {error}",
+                    key.kind, key.namespace, key.name
+                ))
+            } else {
+                ControlError::Invalid(error)
+            }
+        })?;
+        if let Err(error) = self.runtime.reconcile(&desired).await {
+            let restored = self.runtime.reconcile(&self.desired).await;
+            if let Err(again) = restored {
+                tracing::error!(%again, "cannot restore the previous running state");
+            }
+            return Err(ControlError::Unavailable(error.to_string()));
+        }
+        let stored = match change {
+            Some(resource) => self.store.save(resource),
+            None => self.store.delete(key),
+        };
+        if let Err(error) = stored {
+            let _ = self.runtime.reconcile(&self.desired).await;
+            return Err(ControlError::Internal(error.to_string()));
+        }
+        self.desired = desired;
+        Ok(())
+    }
+
+    fn writable(&self, key: &ObjectKey) -> Result<(), ControlError> {
+        if let Some(Owner::File(file)) = self.store.get(key).map(|e| &e.owner) {
+            return Err(ControlError::Conflict(format!(
+                "{} {}/{} is declared in {file}; change it there (objects from --config files are read-only through the API)",
+                key.kind, key.namespace, key.name
+            )));
+        }
+        Ok(())
+    }
+
+    /// POST: a new object.
+    pub async fn create(&mut self, mut resource: Resource) -> Result<Resource, ControlError> {
+        let key = ObjectKey::of(&resource);
+        if self.store.get(&key).is_some() {
+            self.writable(&key)?;
+            return Err(ControlError::AlreadyExists {
+                kind: key.kind,
+                namespace: key.namespace,
+                name: key.name,
+            });
+        }
+        resource.clear_status();
+        let version = self.store.next_version();
+        let meta = resource.meta_mut();
+        meta.namespace = Some(key.namespace.clone());
+        meta.uid = Some(uuid::Uuid::new_v4().to_string());
+        meta.generation = Some(1);
+        meta.resource_version = Some(version);
+        meta.creation_timestamp = Some(crate::store::now());
+        self.apply(&key, Some(resource.clone())).await?;
+        Ok(resource)
+    }
+
+    /// PUT: replaces an API object; a `metadata.resourceVersion` in the body must match.
+    pub async fn replace(&mut self, mut resource: Resource) -> Result<Resource, ControlError> {
+        let key = ObjectKey::of(&resource);
+        let Some(current) = self.store.get(&key).map(|e| e.resource.clone()) else {
+            return Err(not_found(&key));
+        };
+        self.writable(&key)?;
+        let current_meta = current.meta();
+        if let Some(asked) = &resource.meta().resource_version {
+            if Some(asked) != current_meta.resource_version.as_ref() {
+                return Err(ControlError::Conflict(format!(
+                    "{} {}/{} was changed: metadata.resourceVersion is {}, not {asked}; read it again and retry",
+                    key.kind,
+                    key.namespace,
+                    key.name,
+                    current_meta.resource_version.as_deref().unwrap_or("?")
+                )));
+            }
+        }
+        resource.clear_status();
+        let generation = current_meta.generation.unwrap_or(1)
+            + i64::from(resource.spec_json() != current.spec_json());
+        let (uid, created) = (
+            current_meta.uid.clone(),
+            current_meta.creation_timestamp.clone(),
+        );
+        let version = self.store.next_version();
+        let meta = resource.meta_mut();
+        meta.namespace = Some(key.namespace.clone());
+        meta.uid = uid;
+        meta.creation_timestamp = created;
+        meta.generation = Some(generation);
+        meta.resource_version = Some(version);
+        self.apply(&key, Some(resource.clone())).await?;
+        Ok(resource)
+    }
+
+    /// DELETE: removes an API object; refused while others refer to it.
+    pub async fn delete(&mut self, key: &ObjectKey) -> Result<Resource, ControlError> {
+        let Some(current) = self.store.get(key).map(|e| e.resource.clone()) else {
+            return Err(not_found(key));
+        };
+        self.writable(key)?;
+        self.apply(key, None).await?;
+        Ok(current)
+    }
+
+    /// One object with its status.
+    pub async fn get(&self, key: &ObjectKey) -> Result<serde_json::Value, ControlError> {
+        let entry = self.store.get(key).ok_or_else(|| not_found(key))?;
+        Ok(self.with_status(&entry.resource).await)
+    }
+
+    /// Objects of a kind with their status, in one namespace or all.
+    pub async fn list(&self, kind: &Kind, namespace: Option<&str>) -> Vec<serde_json::Value> {
+        let mut out = Vec::new();
+        for entry in self.store.list(kind, namespace) {
+            out.push(self.with_status(&entry.resource).await);
+        }
+        out
+    }
+
+    /// The object as stored plus `status`: what is actually running.
+    async fn with_status(&self, resource: &Resource) -> serde_json::Value {
+        let (namespace, name) = resource.namespaced_name();
+        let generation = resource.meta().generation;
+        let mut value = resource.to_json();
+        let status = match resource {
+            Resource::Broker(broker) => {
+                let key = BrokerKey::new(namespace.clone(), name.clone());
+                let running = self.runtime.deps().ingress.brokers().contains(&key);
+                serde_json::to_value(BrokerStatus {
+                    observed_generation: generation,
+                    conditions: vec![ready(
+                        running,
+                        "BrokerNotRunning",
+                        "the broker's log is not open",
+                    )],
+                    address: Some(Addressable {
+                        name: Some("http".into()),
+                        url: Some(format!(
+                            "{}/{namespace}/{name}",
+                            self.runtime.ingress_base_url()
+                        )),
+                    }),
+                    dead_letter_sink_uri: broker
+                        .spec
+                        .delivery
+                        .as_ref()
+                        .and_then(|d| d.dead_letter_sink.as_ref())
+                        .map(|d| self.runtime.destination_url(d, &namespace)),
+                })
+            }
+            Resource::Trigger(_) => {
+                let running = self.runtime.trigger(&(namespace.clone(), name.clone()));
+                let recent_errors = running
+                    .as_ref()
+                    .map(|(_, stats)| stats.recent_errors())
+                    .unwrap_or_default();
+                let status = match running {
+                    Some((plan, stats)) => {
+                        let parked = self
+                            .runtime
+                            .deps()
+                            .log
+                            .parked(&plan.broker, &plan.consumer_name())
+                            .await
+                            .map(|p| p.len() as u64)
+                            .ok();
+                        TriggerStatus {
+                            observed_generation: generation,
+                            conditions: vec![ready(true, "", "")],
+                            subscriber_uri: Some(plan.subscriber.clone()),
+                            dead_letter_sink_uri: plan.dead_letter_sink.clone(),
+                            parked_events: parked,
+                            lag_events: stats.lag_events(),
+                            lag_seconds: Some(stats.lag().as_secs_f64()),
+                        }
+                    }
+                    None => TriggerStatus {
+                        observed_generation: generation,
+                        conditions: vec![ready(
+                            false,
+                            "DispatcherNotRunning",
+                            "the trigger's dispatcher is not running",
+                        )],
+                        ..TriggerStatus::default()
+                    },
+                };
+                serde_json::to_value(status).map(|mut status| {
+                    if !recent_errors.is_empty() {
+                        status["recentErrors"] = serde_json::json!(recent_errors);
+                    }
+                    status
+                })
+            }
+            Resource::NatsSource(source) => {
+                let running = self
+                    .runtime
+                    .source_running(&(namespace.clone(), name.clone()));
+                let sink = self.runtime.destination_url(&source.spec.sink, &namespace);
+                serde_json::to_value(SourceStatus {
+                    observed_generation: generation,
+                    conditions: vec![
+                        Condition::new("SinkProvided", true, None, None),
+                        ready(running, "SourceNotRunning", "the source is not running"),
+                    ],
+                    sink_uri: Some(sink),
+                })
+            }
+        };
+        if let (Some(object), Ok(status)) = (value.as_object_mut(), status) {
+            object.insert("status".into(), status);
+        }
+        value
+    }
+
+    /// The running trigger's plan and statistics, or why there is none.
+    pub fn trigger(
+        &self,
+        key: &TriggerKey,
+    ) -> Result<(Arc<TriggerPlan>, Arc<TriggerStats>), ControlError> {
+        let object = ObjectKey::new(&crate::kinds::TRIGGER, &key.0, &key.1);
+        if self.store.get(&object).is_none() {
+            return Err(not_found(&object));
+        }
+        self.runtime.trigger(key).ok_or_else(|| {
+            ControlError::Unavailable(format!("trigger {}/{} is not running", key.0, key.1))
+        })
+    }
+
+    /// What a redrive needs, so that it can run without holding the control plane.
+    pub fn redrive_context(&self, key: &TriggerKey) -> Result<RedriveContext, ControlError> {
+        let (plan, stats) = self.trigger(key)?;
+        Ok(RedriveContext {
+            plan,
+            stats,
+            deps: self.runtime.deps().clone(),
+            shutdown: self.shutdown.clone(),
+        })
+    }
+
+    /// Stops everything: redrives in progress, sources, dispatchers, the log.
+    pub async fn shutdown(&mut self) {
+        self.shutdown.cancel();
+        self.runtime.shutdown().await;
+    }
+}
+
+/// A trigger's dead-letter store, usable without the control plane's lock.
+pub struct RedriveContext {
+    pub plan: Arc<TriggerPlan>,
+    pub stats: Arc<TriggerStats>,
+    pub deps: herald_triggers::process::Deps,
+    shutdown: CancellationToken,
+}
+
+impl RedriveContext {
+    pub async fn parked(&self) -> Result<Vec<ParkedRecord>, ControlError> {
+        self.deps
+            .log
+            .parked(&self.plan.broker, &self.plan.consumer_name())
+            .await
+            .map_err(|e| ControlError::Unavailable(e.to_string()))
+    }
+
+    fn select(
+        parked: Vec<ParkedRecord>,
+        selection: &Selection,
+    ) -> (Vec<ParkedRecord>, Vec<String>) {
+        match selection {
+            Selection::All => (parked, Vec::new()),
+            Selection::Ids(ids) => {
+                let missing = ids
+                    .iter()
+                    .filter(|id| !parked.iter().any(|p| p.id == **id))
+                    .map(|id| record_id_text(*id))
+                    .collect();
+                let chosen = parked.into_iter().filter(|p| ids.contains(&p.id)).collect();
+                (chosen, missing)
+            }
+        }
+    }
+
+    /// Delivers the selected parked events again through the trigger's normal path, up to
+    /// the trigger's in-flight limit at a time.
+    pub async fn redrive(&self, selection: &Selection) -> Result<RedriveReport, ControlError> {
+        use futures_util::StreamExt;
+        let (chosen, not_found) = Self::select(self.parked().await?, selection);
+        let mut report = RedriveReport {
+            not_found,
+            ..RedriveReport::default()
+        };
+        let results: Vec<_> = futures_util::stream::iter(chosen)
+            .map(|parked| async move {
+                let outcome =
+                    redrive(&self.plan, &self.deps, &parked, &self.stats, &self.shutdown).await;
+                (record_id_text(parked.id), outcome)
+            })
+            .buffer_unordered(self.plan.max_in_flight.max(1))
+            .collect()
+            .await;
+        for (id, outcome) in results {
+            match outcome {
+                Ok(Outcome::Delivered) => report.delivered.push(id),
+                Ok(Outcome::DeadLettered) => report.dead_lettered.push(id),
+                Ok(Outcome::Parked) => report.parked.push(id),
+                Ok(Outcome::Aborted) => {
+                    return Err(ControlError::Unavailable("Herald is shutting down".into()))
+                }
+                Err(error) => return Err(ControlError::Unavailable(error.to_string())),
+            }
+        }
+        for list in [
+            &mut report.delivered,
+            &mut report.dead_lettered,
+            &mut report.parked,
+        ] {
+            list.sort();
+        }
+        Ok(report)
+    }
+
+    /// Removes the selected parked events; returns the ids removed and those not found.
+    pub async fn purge(
+        &self,
+        selection: &Selection,
+    ) -> Result<(Vec<String>, Vec<String>), ControlError> {
+        let (chosen, not_found) = Self::select(self.parked().await?, selection);
+        let ids: Vec<RecordId> = chosen.iter().map(|p| p.id).collect();
+        self.deps
+            .log
+            .unpark(&self.plan.broker, &self.plan.consumer_name(), &ids)
+            .await
+            .map_err(|e| ControlError::Unavailable(e.to_string()))?;
+        Ok((ids.into_iter().map(record_id_text).collect(), not_found))
+    }
+}
+
+fn not_found(key: &ObjectKey) -> ControlError {
+    ControlError::NotFound {
+        kind: key.kind,
+        namespace: key.namespace.clone(),
+        name: key.name.clone(),
+    }
+}
+
+fn ready(ok: bool, reason: &str, message: &str) -> Condition {
+    if ok {
+        Condition::new("Ready", true, None, None)
+    } else {
+        Condition::new("Ready", false, Some(reason), Some(message.to_owned()))
+    }
+}
+
+impl From<StoreError> for ControlError {
+    fn from(error: StoreError) -> Self {
+        ControlError::Internal(error.to_string())
+    }
+}

@@ -1,0 +1,99 @@
+//! The resource kinds Herald serves, with their API group, version and plural: one table for
+//! the admin API's paths, the store's folders and the CLI's names.
+
+/// One kind of resource.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Kind {
+    pub kind: &'static str,
+    pub group: &'static str,
+    pub version: &'static str,
+    /// The lowercase plural used in paths (`brokers`).
+    pub plural: &'static str,
+    /// Whether it is an event source (`herald get sources` lists these).
+    pub source: bool,
+}
+
+impl Kind {
+    /// `group/version`, as in `apiVersion`.
+    pub fn api_version(&self) -> String {
+        format!("{}/{}", self.group, self.version)
+    }
+
+    /// The collection path in a namespace.
+    pub fn collection_path(&self, namespace: &str) -> String {
+        format!(
+            "/apis/{}/{}/namespaces/{namespace}/{}",
+            self.group, self.version, self.plural
+        )
+    }
+
+    /// One object's path.
+    pub fn object_path(&self, namespace: &str, name: &str) -> String {
+        format!("{}/{name}", self.collection_path(namespace))
+    }
+}
+
+pub const BROKER: Kind = Kind {
+    kind: "Broker",
+    group: "eventing.knative.dev",
+    version: "v1",
+    plural: "brokers",
+    source: false,
+};
+
+pub const TRIGGER: Kind = Kind {
+    kind: "Trigger",
+    group: "eventing.knative.dev",
+    version: "v1",
+    plural: "triggers",
+    source: false,
+};
+
+pub const NATS_SOURCE: Kind = Kind {
+    kind: "NatsSource",
+    group: "sources.herald.dev",
+    version: "v1alpha1",
+    plural: "natssources",
+    source: true,
+};
+
+/// Every kind, in the order brokers → triggers → sources (the order `apply` creates them).
+pub const KINDS: [&Kind; 3] = [&BROKER, &TRIGGER, &NATS_SOURCE];
+
+/// The kind served at `/apis/{group}/{version}/.../{plural}`.
+pub fn by_path(group: &str, version: &str, plural: &str) -> Option<&'static Kind> {
+    KINDS
+        .into_iter()
+        .find(|k| k.group == group && k.version == version && k.plural == plural)
+}
+
+/// A kind by what people type: `broker`, `brokers`, `Broker`, `natssource`, ...
+pub fn by_name(name: &str) -> Option<&'static Kind> {
+    let name = name.to_ascii_lowercase();
+    KINDS.into_iter().find(|k| {
+        k.plural == name
+            || k.kind.to_ascii_lowercase() == name
+            || format!("{}s", k.kind.to_ascii_lowercase()) == name
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lookups() {
+        assert_eq!(
+            by_path("eventing.knative.dev", "v1", "triggers"),
+            Some(&TRIGGER)
+        );
+        assert_eq!(by_path("eventing.knative.dev", "v2", "triggers"), None);
+        assert_eq!(by_name("Broker"), Some(&BROKER));
+        assert_eq!(by_name("natssources"), Some(&NATS_SOURCE));
+        assert_eq!(by_name("pods"), None);
+        assert_eq!(
+            TRIGGER.object_path("ns", "t"),
+            "/apis/eventing.knative.dev/v1/namespaces/ns/triggers/t"
+        );
+    }
+}

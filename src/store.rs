@@ -1,0 +1,288 @@
+//! Every resource Herald runs, with Kubernetes-style metadata, and the ones registered through
+//! the admin API persisted in `--data-dir/resources/{plural}/{namespace}/{name}.json`.
+//!
+//! Files from `--config` are loaded at each start and are read-only here; objects from the API
+//! survive restarts. Each write goes to a temporary file that is synced and renamed into
+//! place, so a crash leaves the old or the new object, never half of one.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use crate::config::{parse_documents, ConfigError, Loaded, Resource};
+use crate::kinds::Kind;
+
+/// Identifies an object: its kind, namespace and name.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ObjectKey {
+    pub kind: &'static str,
+    pub namespace: String,
+    pub name: String,
+}
+
+impl ObjectKey {
+    pub fn new(kind: &Kind, namespace: &str, name: &str) -> Self {
+        Self {
+            kind: kind.kind,
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+        }
+    }
+
+    pub fn of(resource: &Resource) -> Self {
+        let (namespace, name) = resource.namespaced_name();
+        Self::new(resource.kind(), &namespace, &name)
+    }
+}
+
+/// Who may change an object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Owner {
+    /// Declared in this `--config` file: read-only through the API.
+    File(String),
+    /// Registered through the admin API.
+    Api,
+}
+
+#[derive(Clone, Debug)]
+pub struct Entry {
+    pub resource: Resource,
+    pub owner: Owner,
+}
+
+/// What the store could not do.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("{path}: {error}")]
+    Io { path: String, error: std::io::Error },
+    #[error("{key:?} is declared in {file} and was also registered through the admin API (stored in {stored}); remove one of them")]
+    Duplicate {
+        key: ObjectKey,
+        file: String,
+        stored: String,
+    },
+}
+
+pub struct ResourceStore {
+    dir: PathBuf,
+    entries: BTreeMap<ObjectKey, Entry>,
+    last_version: u64,
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
+    move |error| StoreError::Io {
+        path: path.display().to_string(),
+        error,
+    }
+}
+
+impl ResourceStore {
+    /// Loads the objects stored in `dir` and adds those of the config files.
+    pub fn open(dir: &Path, files: Vec<Loaded>) -> Result<Self, StoreError> {
+        let mut store = Self {
+            dir: dir.to_owned(),
+            entries: BTreeMap::new(),
+            last_version: 0,
+        };
+        for path in stored_files(dir)? {
+            let text = std::fs::read_to_string(&path).map_err(io(&path))?;
+            for loaded in parse_documents(&path.display().to_string(), &text)? {
+                let version = loaded
+                    .resource
+                    .meta()
+                    .resource_version
+                    .as_deref()
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or_default();
+                store.last_version = store.last_version.max(version);
+                store.entries.insert(
+                    ObjectKey::of(&loaded.resource),
+                    Entry {
+                        resource: loaded.resource,
+                        owner: Owner::Api,
+                    },
+                );
+            }
+        }
+        let now = now();
+        for loaded in files {
+            let key = ObjectKey::of(&loaded.resource);
+            if let Some(existing) = store.entries.get(&key) {
+                if existing.owner == Owner::Api {
+                    return Err(StoreError::Duplicate {
+                        stored: store.path_of(&key).display().to_string(),
+                        key,
+                        file: loaded.origin,
+                    });
+                }
+            }
+            let mut resource = loaded.resource;
+            let version = store.next_version();
+            let meta = resource.meta_mut();
+            meta.uid
+                .get_or_insert_with(|| uuid::Uuid::new_v4().to_string());
+            meta.generation.get_or_insert(1);
+            meta.resource_version = Some(version);
+            meta.creation_timestamp.get_or_insert_with(|| now.clone());
+            store.entries.insert(
+                key,
+                Entry {
+                    resource,
+                    owner: Owner::File(loaded.origin),
+                },
+            );
+        }
+        Ok(store)
+    }
+
+    /// Every object, as the validation of the desired state takes them.
+    pub fn loaded(&self) -> Vec<Loaded> {
+        self.entries.values().map(entry_as_loaded).collect()
+    }
+
+    /// Every object but `key`, plus `replacement` if given: the state a change would make.
+    pub fn loaded_with(&self, key: &ObjectKey, replacement: Option<&Resource>) -> Vec<Loaded> {
+        let mut out: Vec<Loaded> = self
+            .entries
+            .iter()
+            .filter(|(k, _)| *k != key)
+            .map(|(_, entry)| entry_as_loaded(entry))
+            .collect();
+        if let Some(resource) = replacement {
+            out.push(Loaded {
+                origin: API_ORIGIN.to_owned(),
+                resource: resource.clone(),
+            });
+        }
+        out
+    }
+
+    pub fn get(&self, key: &ObjectKey) -> Option<&Entry> {
+        self.entries.get(key)
+    }
+
+    /// Objects of a kind, in one namespace or all, ordered by namespace and name.
+    pub fn list<'a>(
+        &'a self,
+        kind: &'a Kind,
+        namespace: Option<&'a str>,
+    ) -> impl Iterator<Item = &'a Entry> + 'a {
+        self.entries
+            .iter()
+            .filter(move |(key, _)| {
+                key.kind == kind.kind && namespace.is_none_or(|ns| key.namespace == ns)
+            })
+            .map(|(_, entry)| entry)
+    }
+
+    /// A new `resourceVersion`: a counter over the whole store.
+    pub fn next_version(&mut self) -> String {
+        self.last_version += 1;
+        self.last_version.to_string()
+    }
+
+    /// Writes an API object durably, then keeps it.
+    pub fn save(&mut self, resource: Resource) -> Result<(), StoreError> {
+        let key = ObjectKey::of(&resource);
+        let path = self.path_of(&key);
+        let folder = path.parent().unwrap_or(&self.dir).to_owned();
+        std::fs::create_dir_all(&folder).map_err(io(&folder))?;
+        let text = serde_json::to_vec_pretty(&resource.to_json()).unwrap_or_default();
+        let temporary = path.with_extension("json.tmp");
+        let mut file = std::fs::File::create(&temporary).map_err(io(&temporary))?;
+        file.write_all(&text).map_err(io(&temporary))?;
+        file.sync_all().map_err(io(&temporary))?;
+        std::fs::rename(&temporary, &path).map_err(io(&path))?;
+        sync_dir(&folder)?;
+        self.entries.insert(
+            key,
+            Entry {
+                resource,
+                owner: Owner::Api,
+            },
+        );
+        Ok(())
+    }
+
+    /// Deletes an API object's file, then forgets it.
+    pub fn delete(&mut self, key: &ObjectKey) -> Result<(), StoreError> {
+        let path = self.path_of(key);
+        match std::fs::remove_file(&path) {
+            Ok(()) => sync_dir(path.parent().unwrap_or(&self.dir))?,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => return Err(io(&path)(error)),
+        }
+        self.entries.remove(key);
+        Ok(())
+    }
+
+    fn path_of(&self, key: &ObjectKey) -> PathBuf {
+        let plural = crate::kinds::KINDS
+            .into_iter()
+            .find(|k| k.kind == key.kind)
+            .map(|k| k.plural)
+            .unwrap_or("unknown");
+        self.dir
+            .join(plural)
+            .join(&key.namespace)
+            .join(format!("{}.json", key.name))
+    }
+}
+
+fn entry_as_loaded(entry: &Entry) -> Loaded {
+    let origin = match &entry.owner {
+        Owner::File(file) => file.clone(),
+        Owner::Api => API_ORIGIN.to_owned(),
+    };
+    Loaded {
+        origin,
+        resource: entry.resource.clone(),
+    }
+}
+
+/// Where errors say an API object came from.
+const API_ORIGIN: &str = "admin API";
+
+/// `metadata.creationTimestamp` for objects created now.
+pub fn now() -> Time {
+    Time(k8s_openapi::jiff::Timestamp::now())
+}
+
+/// `{dir}/{plural}/{namespace}/{name}.json`, in a stable order.
+fn stored_files(dir: &Path) -> Result<Vec<PathBuf>, StoreError> {
+    let mut out = Vec::new();
+    if !dir.exists() {
+        return Ok(out);
+    }
+    for kind in crate::kinds::KINDS {
+        let kind_dir = dir.join(kind.plural);
+        if !kind_dir.is_dir() {
+            continue;
+        }
+        for namespace in std::fs::read_dir(&kind_dir).map_err(io(&kind_dir))? {
+            let namespace = namespace.map_err(io(&kind_dir))?.path();
+            if !namespace.is_dir() {
+                continue;
+            }
+            for file in std::fs::read_dir(&namespace).map_err(io(&namespace))? {
+                let file = file.map_err(io(&namespace))?.path();
+                if file.extension().and_then(|e| e.to_str()) == Some("json") {
+                    out.push(file);
+                }
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Makes a rename or removal in `dir` durable.
+fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io(dir))
+}
