@@ -124,15 +124,21 @@ impl ControlPlane {
             if let Err(again) = restored {
                 tracing::error!(%again, "cannot restore the previous running state");
             }
-            return Err(ControlError::Unavailable(error.to_string()));
+            tracing::warn!(%error, "cannot apply a change");
+            return Err(ControlError::Unavailable(
+                "the event log is unavailable; nothing was changed, retry later".into(),
+            ));
         }
         let stored = match change {
             Some(resource) => self.store.save(resource),
             None => self.store.delete(key),
         };
         if let Err(error) = stored {
+            tracing::error!(%error, "cannot store a change");
             let _ = self.runtime.reconcile(&self.desired).await;
-            return Err(ControlError::Internal(error.to_string()));
+            return Err(ControlError::Internal(
+                "the change could not be stored; nothing was changed (see Herald's log)".into(),
+            ));
         }
         self.desired = desired;
         Ok(())
@@ -374,7 +380,7 @@ impl RedriveContext {
             .log
             .parked(&self.plan.broker, &self.plan.consumer_name())
             .await
-            .map_err(|e| ControlError::Unavailable(e.to_string()))
+            .map_err(log_unavailable)
     }
 
     fn select(
@@ -421,7 +427,7 @@ impl RedriveContext {
                 Ok(Outcome::Aborted) => {
                     return Err(ControlError::Unavailable("Herald is shutting down".into()))
                 }
-                Err(error) => return Err(ControlError::Unavailable(error.to_string())),
+                Err(error) => return Err(log_unavailable(error)),
             }
         }
         for list in [
@@ -445,9 +451,15 @@ impl RedriveContext {
             .log
             .unpark(&self.plan.broker, &self.plan.consumer_name(), &ids)
             .await
-            .map_err(|e| ControlError::Unavailable(e.to_string()))?;
+            .map_err(log_unavailable)?;
         Ok((ids.into_iter().map(record_id_text).collect(), not_found))
     }
+}
+
+/// The log failed: details go to Herald's log, the client hears that it may retry.
+fn log_unavailable(error: herald_broker::LogError) -> ControlError {
+    tracing::warn!(%error, "dead-letter store unavailable");
+    ControlError::Unavailable("the event log is unavailable; retry later".into())
 }
 
 fn not_found(key: &ObjectKey) -> ControlError {

@@ -93,20 +93,27 @@ enum RetryResult {
     Aborted,
 }
 
+/// What every attempt for one record shares: the trigger, its statistics, the abort signal.
+#[derive(Clone, Copy)]
+struct Scope<'a> {
+    plan: &'a TriggerPlan,
+    stats: &'a TriggerStats,
+    abort: &'a CancellationToken,
+}
+
 /// Runs attempts until success, a permanent failure, or the retries run out.
 async fn with_retries<F, Fut>(
-    plan: &TriggerPlan,
+    scope: &Scope<'_>,
     event_id: &str,
     target: &Target<'_>,
     trace_parent: Option<&str>,
-    stats: &TriggerStats,
-    abort: &CancellationToken,
     mut attempt: F,
 ) -> RetryResult
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<(), AttemptFailure>>,
 {
+    let Scope { plan, stats, abort } = *scope;
     let mut attempts = 0;
     loop {
         attempts += 1;
@@ -174,13 +181,12 @@ pub async fn process(
         timeout: plan.policy.timeout,
     };
     let trace_parent = crate::attempt::producer_traceparent(headers, &event);
+    let scope = Scope { plan, stats, abort };
     let result = with_retries(
-        plan,
+        &scope,
         &event_id,
         &target,
         trace_parent.as_deref(),
-        stats,
-        abort,
         || async {
             let started = std::time::Instant::now();
             let answer = deps.sender.send(&target, &event).await;
@@ -199,25 +205,23 @@ pub async fn process(
     };
     let reason = match &plan.dead_letter_sink {
         None => "the trigger has no dead-letter sink".to_owned(),
-        Some(sink) => {
-            match dead_letter(plan, deps, sink, &event, headers, &last, stats, abort).await {
-                RetryResult::Succeeded => {
-                    crate::metrics::dead_lettered(plan);
-                    return Outcome::DeadLettered;
-                }
-                RetryResult::Aborted => return Outcome::Aborted,
-                RetryResult::Failed {
-                    last: dls_failure, ..
-                } => format!(
-                    "the dead-letter sink {sink} failed (status {}): {}",
-                    dls_failure
-                        .status
-                        .map(|s| s.to_string())
-                        .unwrap_or_else(|| "none".into()),
-                    dls_failure.excerpt()
-                ),
+        Some(sink) => match dead_letter(&scope, deps, sink, &event, headers, &last).await {
+            RetryResult::Succeeded => {
+                crate::metrics::dead_lettered(plan);
+                return Outcome::DeadLettered;
             }
-        }
+            RetryResult::Aborted => return Outcome::Aborted,
+            RetryResult::Failed {
+                last: dls_failure, ..
+            } => format!(
+                "the dead-letter sink {sink} failed (status {}): {}",
+                dls_failure
+                    .status
+                    .map(|s| s.to_string())
+                    .unwrap_or_else(|| "none".into()),
+                dls_failure.excerpt()
+            ),
+        },
     };
     let parked = ParkedRecord {
         id: record.id,
@@ -343,15 +347,14 @@ async fn judge_subscriber_answer(
 
 /// Sends the original event with Knative's `knativeerror*` extensions to the sink.
 async fn dead_letter(
-    plan: &TriggerPlan,
+    scope: &Scope<'_>,
     deps: &Deps,
     sink: &str,
     event: &CloudEvent,
     headers: &[(String, String)],
     failure: &AttemptFailure,
-    stats: &TriggerStats,
-    abort: &CancellationToken,
 ) -> RetryResult {
+    let plan = scope.plan;
     let mut event = event.clone();
     event.set("knativeerrordest", plan.subscriber.as_str());
     event.set(
@@ -376,12 +379,10 @@ async fn dead_letter(
     let event_id = event.id().into_owned();
     let trace_parent = crate::attempt::producer_traceparent(headers, &event);
     with_retries(
-        plan,
+        scope,
         &event_id,
         &target,
         trace_parent.as_deref(),
-        stats,
-        abort,
         || async {
             let started = std::time::Instant::now();
             let answer = deps.sender.send(&target, &event).await;

@@ -1,0 +1,311 @@
+//! The admin API through the real binary: every answer of create/get/list/replace/delete,
+//! optimistic concurrency, persistence across SIGKILL, read-only file objects, the token rule.
+
+mod common;
+mod scenarios;
+
+use common::admin::{message, AdminClient, BROKERS, TRIGGERS};
+use common::herald::Sled;
+use common::{Herald, HeraldDirs};
+use reqwest::Method;
+use serde_json::{json, Value};
+
+const BROKER_B: &str = "apiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadata: {name: b}\n";
+
+fn trigger(name: &str, broker: &str) -> String {
+    format!("apiVersion: eventing.knative.dev/v1\nkind: Trigger\nmetadata: {{name: {name}}}\nspec: {{broker: {broker}, subscriber: {{uri: 'http://127.0.0.1:9/'}}}}\n")
+}
+
+async fn empty_herald(extra: &[&str]) -> (Herald, HeraldDirs) {
+    let dirs = HeraldDirs::new("");
+    let herald = Herald::start(&Sled, &dirs, extra).await;
+    (herald, dirs)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_get_list_replace_delete_with_every_error() {
+    let (herald, _dirs) = empty_herald(&[]).await;
+    let admin = AdminClient::new(&herald.admin);
+
+    // Create: 201 with Kubernetes metadata and the running status.
+    let broker = admin.create(BROKERS, BROKER_B).await;
+    assert_eq!(broker["metadata"]["generation"], 1);
+    assert_eq!(broker["metadata"]["namespace"], "default");
+    assert!(broker["metadata"]["uid"]
+        .as_str()
+        .is_some_and(|u| u.len() == 36));
+    assert!(broker["metadata"]["resourceVersion"].is_string());
+    assert!(broker["metadata"]["creationTimestamp"].is_string());
+    assert_eq!(broker["status"]["conditions"][0]["status"], "True");
+    assert_eq!(
+        broker["status"]["address"]["url"],
+        format!("{}/default/b", herald.ingress)
+    );
+    let (status, again) = admin.post_yaml(BROKERS, BROKER_B).await;
+    assert_eq!(
+        (status, again["reason"].as_str()),
+        (409, Some("AlreadyExists"))
+    );
+
+    // JSON bodies work as well as YAML.
+    let body = json!({"apiVersion": "eventing.knative.dev/v1", "kind": "Trigger",
+        "metadata": {"name": "t"}, "spec": {"broker": "b", "subscriber": {"uri": "http://127.0.0.1:9/"}}});
+    let (status, created) = admin
+        .call(
+            Method::POST,
+            TRIGGERS,
+            Some(("application/json", &body.to_string())),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["status"]["subscriberUri"], "http://127.0.0.1:9/");
+
+    // Get and list.
+    let (status, got) = admin.get(&format!("{TRIGGERS}/t")).await;
+    assert_eq!(status, 200);
+    assert_eq!(got["metadata"]["uid"], created["metadata"]["uid"]);
+    let (status, list) = admin.get(TRIGGERS).await;
+    assert_eq!(status, 200);
+    assert_eq!(list["kind"], "TriggerList");
+    assert_eq!(list["items"].as_array().unwrap().len(), 1);
+    let (status, all) = admin.get("/apis/eventing.knative.dev/v1/brokers").await;
+    assert_eq!((status, all["items"].as_array().unwrap().len()), (200, 1));
+    let (status, _) = admin.get(&format!("{TRIGGERS}/nope")).await;
+    assert_eq!(status, 404);
+    let (status, _) = admin
+        .get("/apis/eventing.knative.dev/v1/namespaces/default/pods")
+        .await;
+    assert_eq!(status, 404);
+
+    // Invalid objects: 422 naming the field; malformed bodies: 400.
+    let (status, invalid) = admin
+        .post_yaml(TRIGGERS, &trigger("orphan", "missing"))
+        .await;
+    assert_eq!(status, 422, "{invalid}");
+    assert_eq!(invalid["details"]["causes"][0]["field"], "spec.broker");
+    assert!(message(&invalid).contains("broker default/missing does not exist"));
+    let typo = "apiVersion: eventing.knative.dev/v1\nkind: Trigger\nmetadata: {name: x}\nspec: {broker: b, subscriber: {uri: 'http://h/'}, delivery: {retyr: 3}}\n";
+    let (status, invalid) = admin.post_yaml(TRIGGERS, typo).await;
+    assert_eq!(status, 422);
+    assert_eq!(
+        invalid["details"]["causes"][0]["field"],
+        "spec.delivery.retyr"
+    );
+    let (status, _) = admin.post_yaml(TRIGGERS, "kind: [unclosed").await;
+    assert_eq!(status, 400);
+    let (status, wrong_kind) = admin.post_yaml(TRIGGERS, BROKER_B).await;
+    assert_eq!(status, 400);
+    assert!(
+        message(&wrong_kind).contains("this path serves"),
+        "{wrong_kind}"
+    );
+    let (status, _) = admin
+        .call(Method::POST, TRIGGERS, Some(("text/plain", "x")))
+        .await;
+    assert_eq!(status, 400);
+    let unnamed = "apiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadata: {}\n";
+    let (status, invalid) = admin.post_yaml(BROKERS, unnamed).await;
+    assert_eq!(
+        (status, invalid["details"]["causes"][0]["field"].as_str()),
+        (422, Some("metadata.name"))
+    );
+    let elsewhere = "apiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadata: {name: c, namespace: other}\n";
+    assert_eq!(admin.post_yaml(BROKERS, elsewhere).await.0, 400);
+    let (_, after) = admin.get(TRIGGERS).await;
+    assert_eq!(
+        after["items"].as_array().unwrap().len(),
+        1,
+        "refused requests change nothing"
+    );
+
+    // Replace: the generation moves with the spec, resourceVersion with every change.
+    let mut changed = got.clone();
+    changed["spec"]["subscriber"]["uri"] = Value::from("http://127.0.0.1:10/");
+    let (status, replaced) = admin.put_json(&format!("{TRIGGERS}/t"), &changed).await;
+    assert_eq!(status, 200, "{replaced}");
+    assert_eq!(replaced["metadata"]["generation"], 2);
+    assert_eq!(replaced["status"]["observedGeneration"], 2);
+    assert_ne!(
+        replaced["metadata"]["resourceVersion"],
+        got["metadata"]["resourceVersion"]
+    );
+    assert_eq!(replaced["metadata"]["uid"], got["metadata"]["uid"]);
+    let mut labelled = replaced.clone();
+    labelled["metadata"]["labels"] = json!({"team": "a"});
+    let (status, labelled) = admin.put_json(&format!("{TRIGGERS}/t"), &labelled).await;
+    assert_eq!(
+        (status, labelled["metadata"]["generation"].as_i64()),
+        (200, Some(2))
+    );
+    // A stale resourceVersion is a conflict.
+    let (status, stale) = admin.put_json(&format!("{TRIGGERS}/t"), &changed).await;
+    assert_eq!((status, stale["reason"].as_str()), (409, Some("Conflict")));
+    let mut renamed = labelled.clone();
+    renamed["metadata"]["name"] = Value::from("other");
+    assert_eq!(
+        admin.put_json(&format!("{TRIGGERS}/t"), &renamed).await.0,
+        400
+    );
+    assert_eq!(admin.put_json(&format!("{TRIGGERS}/nope"), &json!({"apiVersion": "eventing.knative.dev/v1", "kind": "Trigger", "metadata": {"name": "nope"}, "spec": {"broker": "b", "subscriber": {"uri": "http://h/"}}})).await.0, 404);
+
+    // Delete: refused while a trigger uses the broker.
+    let (status, conflict) = admin.delete(&format!("{BROKERS}/b")).await;
+    assert_eq!(status, 409);
+    assert!(
+        message(&conflict).contains("Trigger default/t"),
+        "{conflict}"
+    );
+    let (status, deleted) = admin.delete(&format!("{TRIGGERS}/t")).await;
+    assert_eq!(
+        (status, deleted["metadata"]["name"].as_str()),
+        (200, Some("t"))
+    );
+    assert_eq!(admin.get(&format!("{TRIGGERS}/t")).await.0, 404);
+    assert_eq!(admin.delete(&format!("{TRIGGERS}/t")).await.0, 404);
+    assert_eq!(admin.delete(&format!("{BROKERS}/b")).await.0, 200);
+    // A deleted broker no longer accepts events.
+    assert_eq!(
+        scenarios::send_binary(&herald.broker_url("default", "b"), "e", "t", &[]).await,
+        404
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_replaces_with_the_same_version_let_exactly_one_win() {
+    let (herald, _dirs) = empty_herald(&[]).await;
+    let admin = std::sync::Arc::new(AdminClient::new(&herald.admin));
+    admin.create(BROKERS, BROKER_B).await;
+    let current = admin.create(TRIGGERS, &trigger("t", "b")).await;
+    let attempts: Vec<_> = (0..8)
+        .map(|i| {
+            let admin = admin.clone();
+            let mut object = current.clone();
+            object["spec"]["subscriber"]["uri"] =
+                Value::from(format!("http://127.0.0.1:{}/", 100 + i));
+            tokio::spawn(async move { admin.put_json(&format!("{TRIGGERS}/t"), &object).await.0 })
+        })
+        .collect();
+    let mut codes = Vec::new();
+    for attempt in attempts {
+        codes.push(attempt.await.unwrap());
+    }
+    codes.sort();
+    assert_eq!(codes, [200, 409, 409, 409, 409, 409, 409, 409]);
+    let (_, after) = admin.get(&format!("{TRIGGERS}/t")).await;
+    assert_eq!(after["metadata"]["generation"], 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_objects_survive_sigkill_and_file_objects_are_read_only() {
+    let config = "apiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadata: {name: from-file}\n";
+    let dirs = HeraldDirs::new(config);
+    let herald = Herald::start(&Sled, &dirs, &[]).await;
+    let admin = AdminClient::new(&herald.admin);
+    admin.create(BROKERS, BROKER_B).await;
+    let created = admin.create(TRIGGERS, &trigger("t", "b")).await;
+    let (_, from_file) = admin.get(&format!("{BROKERS}/from-file")).await;
+    assert_eq!(from_file["status"]["conditions"][0]["status"], "True");
+    let (status, refused) = admin.delete(&format!("{BROKERS}/from-file")).await;
+    assert_eq!(status, 409);
+    assert!(
+        message(&refused).contains("config.yaml"),
+        "names the file: {refused}"
+    );
+    assert_eq!(
+        admin
+            .put_json(&format!("{BROKERS}/from-file"), &from_file)
+            .await
+            .0,
+        409
+    );
+    let (status, refused) = admin
+        .post_yaml(
+            BROKERS,
+            "apiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadata: {name: from-file}\n",
+        )
+        .await;
+    assert_eq!(status, 409);
+    assert!(message(&refused).contains("config.yaml"), "{refused}");
+    herald.kill();
+
+    let herald = Herald::start(&Sled, &dirs, &[]).await;
+    let admin = AdminClient::new(&herald.admin);
+    let (status, again) = admin.get(&format!("{TRIGGERS}/t")).await;
+    assert_eq!(status, 200, "the trigger survived SIGKILL");
+    assert_eq!(again["metadata"]["uid"], created["metadata"]["uid"]);
+    assert_eq!(
+        again["metadata"]["resourceVersion"],
+        created["metadata"]["resourceVersion"]
+    );
+    assert_eq!(again["status"]["conditions"][0]["status"], "True");
+    // New versions keep growing after a restart.
+    let newer = admin
+        .create(
+            BROKERS,
+            "apiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadata: {name: c}\n",
+        )
+        .await;
+    let version = |v: &Value| {
+        v["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+    };
+    assert!(version(&newer) > version(&created));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_token_guards_everything_but_probes_and_metrics() {
+    let (herald, _dirs) = empty_herald(&["--admin-token", "s3cret"]).await;
+    let anonymous = AdminClient::new(&herald.admin);
+    for open in ["/healthz", "/readyz", "/metrics"] {
+        assert_eq!(
+            anonymous.call(Method::GET, open, None).await.0,
+            200,
+            "{open}"
+        );
+    }
+    let (status, body) = anonymous.get(BROKERS).await;
+    assert_eq!(
+        (status, body["reason"].as_str()),
+        (401, Some("Unauthorized"))
+    );
+    assert_eq!(
+        AdminClient::new(&herald.admin)
+            .with_token("wrong")
+            .get(BROKERS)
+            .await
+            .0,
+        401
+    );
+    let admin = AdminClient::new(&herald.admin).with_token("s3cret");
+    assert_eq!(admin.get(BROKERS).await.0, 200);
+    assert_eq!(anonymous.post_yaml(BROKERS, BROKER_B).await.0, 401);
+    assert_eq!(
+        admin.get(&format!("{BROKERS}/b")).await.0,
+        404,
+        "the refused create changed nothing"
+    );
+}
+
+#[test]
+fn a_public_admin_listener_needs_a_token() {
+    let dirs = HeraldDirs::new("");
+    let output = std::process::Command::new(common::herald::herald_binary())
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "0.0.0.0:0",
+        ])
+        .arg("--data-dir")
+        .arg(dirs.data.path())
+        .env_remove("HERALD_ADMIN_TOKEN")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--admin-token"), "{stderr}");
+}
