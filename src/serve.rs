@@ -92,6 +92,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let api = crate::api::router(ApiState {
         control: control.clone(),
         ingress: ingress.clone(),
+        shutdown: stop_serving.clone(),
     });
     let admin_router = crate::api::protect(
         admin::router(readiness.clone(), metrics).merge(api),

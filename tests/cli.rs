@@ -193,7 +193,8 @@ async fn manage_everything_without_config_files() {
 async fn dead_letters_and_tail() {
     let dirs = HeraldDirs::new("");
     let herald = Herald::start(&Sled, &dirs, &["--admin-token", "tok"]).await;
-    let admin = herald.admin.as_str();
+    let admin_url = herald.admin.clone();
+    let admin = admin_url.as_str();
     let token = Some("tok");
     let port = free_port();
     let folder = tempfile::tempdir().unwrap();
@@ -253,7 +254,6 @@ async fn dead_letters_and_tail() {
         .unwrap();
     let tailed: Value = serde_json::from_str(&line).unwrap();
     assert_eq!(tailed["id"], "k1", "the filter dropped d1: {line}");
-    tail.kill().await.unwrap();
 
     // Both events fail once and are parked.
     let mut listed = Value::Null;
@@ -331,4 +331,42 @@ async fn dead_letters_and_tail() {
     .await;
     assert_eq!(gone.code, 1, "a purged event cannot be redriven");
     assert_eq!(subscriber.received().len(), 1, "only k1 was delivered");
+
+    // Shutdown ends open tails instead of waiting out the grace period for them.
+    let (status, logs) = herald.stop().await;
+    assert!(status.success(), "{logs}");
+    assert!(
+        !logs.contains("did not finish within the grace period"),
+        "{logs}"
+    );
+    let ended = tokio::time::timeout(DEADLINE, tail.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        ended.success(),
+        "the tail ends cleanly when the server does"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_example_applies() {
+    let dirs = HeraldDirs::new("");
+    let herald = Herald::start(&Sled, &dirs, &[]).await;
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/admin/resources.yaml");
+    let applied = cli(&herald.admin, &["apply", "-f", example], None).await;
+    assert_eq!(ok(&applied).lines().count(), 3, "{}", applied.stdout);
+    let replay = json(
+        &cli(
+            &herald.admin,
+            &["get", "trigger", "audit-replay", "-o", "json"],
+            None,
+        )
+        .await,
+    );
+    assert_eq!(
+        replay["metadata"]["annotations"]["herald.dev/start-from"],
+        "earliest"
+    );
+    assert_eq!(replay["status"]["conditions"][0]["status"], "True");
 }

@@ -21,6 +21,8 @@ use crate::control::ControlPlane;
 pub struct ApiState {
     pub control: Arc<tokio::sync::Mutex<ControlPlane>>,
     pub ingress: Arc<Ingress>,
+    /// Ends live tails when Herald shuts down, so they do not hold the listener open.
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 /// The API routes; `token` (when set) guards every route but the probes and `/metrics`,

@@ -56,11 +56,16 @@ pub async fn events(
         .await?;
     let broker = BrokerKey::new(path.namespace, path.name);
     let receiver = state.ingress.tap();
+    let shutdown = state.shutdown.clone();
     let stream = futures_util::stream::unfold(
-        (receiver, broker, filter),
-        |(mut receiver, broker, filter)| async move {
+        (receiver, broker, filter, shutdown),
+        |(mut receiver, broker, filter, shutdown)| async move {
             loop {
-                let event = match receiver.recv().await {
+                let received = tokio::select! {
+                    received = receiver.recv() => received,
+                    _ = shutdown.cancelled() => return None,
+                };
+                let event = match received {
                     Ok(tapped) if tapped.broker != broker => continue,
                     Ok(tapped) if filter.as_ref().is_some_and(|f| !f.matches(&tapped.event)) => {
                         continue
@@ -77,7 +82,10 @@ pub async fn events(
                     ),
                     Err(RecvError::Closed) => return None,
                 };
-                return Some((Ok::<_, Infallible>(event), (receiver, broker, filter)));
+                return Some((
+                    Ok::<_, Infallible>(event),
+                    (receiver, broker, filter, shutdown),
+                ));
             }
         },
     );

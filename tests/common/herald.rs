@@ -198,7 +198,17 @@ impl Herald {
     }
 
     /// SIGTERM, then waits for the exit.
-    pub async fn terminate(mut self) -> ExitStatus {
+    pub async fn terminate(self) -> ExitStatus {
+        self.stop().await.0
+    }
+
+    /// SIGTERM, waits for the exit, and returns the exit status with everything logged.
+    pub async fn stop(mut self) -> (ExitStatus, String) {
+        let status = self.signal_and_wait().await;
+        (status, self.logs())
+    }
+
+    async fn signal_and_wait(&mut self) -> ExitStatus {
         unsafe {
             libc::kill(self.child.id() as i32, libc::SIGTERM);
         }
