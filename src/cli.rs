@@ -48,6 +48,26 @@ pub enum Command {
     },
     /// Follow the events a broker accepts, optionally filtered with CESQL.
     Tail(TailArgs),
+    /// Run a program with the environment Knative's SinkBinding gives it (`K_SINK`,
+    /// `K_CE_OVERRIDES`, `K_COMPONENT`), so existing Knative adapters run unchanged.
+    Run(RunArgs),
+}
+
+#[derive(Parser, Debug, Clone)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// Where the program sends events: `broker:NAME` (or `broker:NAMESPACE/NAME`, looked up
+    /// through the admin API) or a URL.
+    #[arg(long)]
+    pub sink: String,
+    /// An extension the program should set on every event, `name=value` (repeatable; passed
+    /// in `K_CE_OVERRIDES`).
+    #[arg(long = "ce-override", value_name = "NAME=VALUE")]
+    pub ce_overrides: Vec<String>,
+    /// The program and its arguments, after `--`.
+    #[arg(required = true, last = true)]
+    pub command: Vec<String>,
 }
 
 /// How the CLI reaches a running Herald's admin API.
@@ -298,6 +318,14 @@ pub struct ServeArgs {
     /// How long shutdown waits for in-flight requests and deliveries (e.g. 30s, 500ms).
     #[arg(long, env = "HERALD_SHUTDOWN_GRACE", default_value = "30s", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,
+
+    /// Retries of a source's delivery to its sink after the first attempt (Knative's 5).
+    #[arg(long, env = "HERALD_SOURCE_RETRY", default_value_t = 5)]
+    pub source_retry: u32,
+
+    /// First wait between a source's delivery attempts, doubled each retry (Knative's 50ms).
+    #[arg(long, env = "HERALD_SOURCE_BACKOFF_DELAY", default_value = "50ms", value_parser = humantime::parse_duration)]
+    pub source_backoff_delay: Duration,
 
     /// Export spans over OTLP/HTTP (protobuf) to this collector, e.g. http://127.0.0.1:4318
     /// (`/v1/traces` is added). Off by default.

@@ -313,25 +313,54 @@ impl ControlPlane {
                     status
                 })
             }
-            Resource::NatsSource(source) => {
-                let running = self
-                    .runtime
-                    .source_running(&(namespace.clone(), name.clone()));
-                let sink = self.runtime.destination_url(&source.spec.sink, &namespace);
-                serde_json::to_value(SourceStatus {
-                    observed_generation: generation,
-                    conditions: vec![
-                        Condition::new("SinkProvided", true, None, None),
-                        ready(running, "SourceNotRunning", "the source is not running"),
-                    ],
-                    sink_uri: Some(sink),
-                })
+            Resource::NatsSource(_)
+            | Resource::PingSource(_)
+            | Resource::ContainerSource(_)
+            | Resource::WebhookSource(_) => {
+                serde_json::to_value(self.source_status(resource, generation))
             }
         };
         if let (Some(object), Ok(status)) = (value.as_object_mut(), status) {
             object.insert("status".into(), status);
         }
         value
+    }
+
+    /// `SinkProvided` (its broker exists), `Ready` (it runs, and its last run did not fail)
+    /// and `sinkUri`.
+    fn source_status(&self, resource: &Resource, generation: Option<i64>) -> SourceStatus {
+        let state = self.runtime.source_state(&ObjectKey::of(resource));
+        let (sink, running, last_error) = match state {
+            Some(state) => (state.sink, state.running, state.last_error),
+            None => (Err("not reconciled yet".to_owned()), false, None),
+        };
+        let sink_provided = match &sink {
+            Ok(_) => Condition::new("SinkProvided", true, None, None),
+            Err(why) => Condition::new("SinkProvided", false, Some("NotFound"), Some(why.clone())),
+        };
+        let ready = match (&sink, running, last_error) {
+            (Err(why), _, _) => Condition::new(
+                "Ready",
+                false,
+                Some("SinkNotProvided"),
+                Some(format!("waiting for the sink: {why}")),
+            ),
+            (Ok(_), false, _) => Condition::new(
+                "Ready",
+                false,
+                Some("NotRunning"),
+                Some("the source is not running".into()),
+            ),
+            (Ok(_), true, Some(error)) => {
+                Condition::new("Ready", false, Some("Failing"), Some(error))
+            }
+            (Ok(_), true, None) => Condition::new("Ready", true, None, None),
+        };
+        SourceStatus {
+            observed_generation: generation,
+            conditions: vec![sink_provided, ready],
+            sink_uri: sink.ok(),
+        }
     }
 
     /// The running trigger's plan and statistics, or why there is none.

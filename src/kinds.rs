@@ -57,8 +57,39 @@ pub const NATS_SOURCE: Kind = Kind {
     source: true,
 };
 
+pub const PING_SOURCE: Kind = Kind {
+    kind: "PingSource",
+    group: "sources.knative.dev",
+    version: "v1",
+    plural: "pingsources",
+    source: true,
+};
+
+pub const CONTAINER_SOURCE: Kind = Kind {
+    kind: "ContainerSource",
+    group: "sources.knative.dev",
+    version: "v1",
+    plural: "containersources",
+    source: true,
+};
+
+pub const WEBHOOK_SOURCE: Kind = Kind {
+    kind: "WebhookSource",
+    group: "sources.herald.dev",
+    version: "v1alpha1",
+    plural: "webhooksources",
+    source: true,
+};
+
 /// Every kind, in the order brokers → triggers → sources (the order `apply` creates them).
-pub const KINDS: [&Kind; 3] = [&BROKER, &TRIGGER, &NATS_SOURCE];
+pub const KINDS: [&Kind; 6] = [
+    &BROKER,
+    &TRIGGER,
+    &PING_SOURCE,
+    &CONTAINER_SOURCE,
+    &WEBHOOK_SOURCE,
+    &NATS_SOURCE,
+];
 
 /// The kind served at `/apis/{group}/{version}/.../{plural}`.
 pub fn by_path(group: &str, version: &str, plural: &str) -> Option<&'static Kind> {

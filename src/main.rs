@@ -10,6 +10,7 @@ mod filter_test;
 mod kinds;
 mod runtime;
 mod serve;
+mod sources;
 mod store;
 mod telemetry;
 

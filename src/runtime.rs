@@ -5,19 +5,16 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::config::{referenced_broker, Desired, Resource, TriggerKey};
+use crate::sources::{SourceContext, SourceSet, SourceState};
+use crate::store::ObjectKey;
 use herald_broker::log::routed::RoutedLog;
 use herald_broker::{BrokerKey, EventLog, Ingress};
-use herald_crds::NatsSourceSpec;
 use herald_crds::{Broker, DeliveryFormat, DeliverySpec, Destination, Trigger};
-use herald_sources::nats::NatsSource;
-use herald_sources::{SinkClient, Source};
 use herald_triggers::process::Deps;
 use herald_triggers::router::TriggerRouter;
 use herald_triggers::Filter;
 use herald_triggers::{run_dispatcher, DispatcherHandle, RetryPolicy, TriggerPlan, TriggerStats};
-use tokio_util::sync::CancellationToken;
-
-use crate::config::{Desired, TriggerKey};
 
 /// How long in-flight deliveries of a changed or deleted trigger may finish.
 const CHANGE_GRACE: Duration = Duration::from_secs(1);
@@ -47,7 +44,7 @@ pub struct Runtime {
     max_in_flight: usize,
     grace: Duration,
     dispatchers: HashMap<TriggerKey, (Arc<TriggerPlan>, DispatcherHandle)>,
-    sources: HashMap<TriggerKey, RunningSource>,
+    sources: SourceSet,
 }
 
 impl Runtime {
@@ -57,6 +54,7 @@ impl Runtime {
         ingress_base_url: String,
         max_in_flight: usize,
         grace: Duration,
+        sources: SourceContext,
     ) -> Self {
         Self {
             routes,
@@ -65,7 +63,7 @@ impl Runtime {
             max_in_flight,
             grace,
             dispatchers: HashMap::new(),
-            sources: HashMap::new(),
+            sources: SourceSet::new(sources),
         }
     }
 
@@ -164,50 +162,23 @@ impl Runtime {
         Ok(())
     }
 
-    /// Starts new or changed sources and stops removed ones; each is restarted with backoff
-    /// when it fails.
+    /// Starts new or changed sources and stops removed ones. A source whose sink is a broker
+    /// that does not exist waits until it does.
     async fn reconcile_sources(&mut self, desired: &Desired) {
-        let stale: Vec<TriggerKey> = self
-            .sources
-            .iter()
-            .filter(|(key, running)| {
-                desired.nats_sources.get(*key).map(|s| &s.spec) != Some(&running.spec)
-            })
-            .map(|(key, _)| key.clone())
-            .collect();
-        for key in stale {
-            if let Some(running) = self.sources.remove(&key) {
-                running.stop(self.grace).await;
+        let base = self.ingress_base_url.clone();
+        let resolve = |resource: &Resource| {
+            let spec = resource
+                .source_spec()
+                .ok_or_else(|| "not a source".to_owned())?;
+            let (namespace, _) = resource.namespaced_name();
+            if let Some(broker) = referenced_broker(spec.sink(), &namespace) {
+                if !desired.brokers.contains_key(&broker) {
+                    return Err(format!("broker {broker} does not exist"));
+                }
             }
-        }
-        for ((namespace, name), source) in &desired.nats_sources {
-            let key = (namespace.clone(), name.clone());
-            if self.sources.contains_key(&key) {
-                continue;
-            }
-            let overrides = source
-                .spec
-                .ce_overrides
-                .clone()
-                .map(|o| o.extensions)
-                .unwrap_or_default();
-            let sink = SinkClient::new(self.resolve(&source.spec.sink, namespace), overrides);
-            let runner: Arc<dyn Source> = Arc::new(NatsSource {
-                namespace: namespace.clone(),
-                name: name.clone(),
-                spec: source.spec.clone(),
-            });
-            let shutdown = CancellationToken::new();
-            let task = tokio::spawn(supervise(runner, sink, shutdown.clone()));
-            self.sources.insert(
-                key,
-                RunningSource {
-                    spec: source.spec.clone(),
-                    shutdown,
-                    task,
-                },
-            );
-        }
+            Ok(destination_url(&base, spec.sink(), &namespace))
+        };
+        self.sources.reconcile(desired, resolve, self.grace).await;
     }
 
     fn plan(
@@ -247,19 +218,8 @@ impl Runtime {
         })
     }
 
-    /// A destination's URL: a Broker reference becomes Herald's own ingress address.
     fn resolve(&self, destination: &Destination, namespace: &str) -> String {
-        match &destination.reference {
-            Some(reference) => {
-                let ns = reference.namespace.as_deref().unwrap_or(namespace);
-                let path = destination.uri.as_deref().unwrap_or_default();
-                format!(
-                    "{}/{}/{}{}",
-                    self.ingress_base_url, ns, reference.name, path
-                )
-            }
-            None => destination.uri.clone().unwrap_or_default(),
-        }
+        destination_url(&self.ingress_base_url, destination, namespace)
     }
 
     /// The running trigger's plan and statistics.
@@ -269,9 +229,9 @@ impl Runtime {
             .map(|(plan, handle)| (plan.clone(), handle.stats().clone()))
     }
 
-    /// Whether a source of this key runs (it may be between restarts after a failure).
-    pub fn source_running(&self, key: &TriggerKey) -> bool {
-        self.sources.contains_key(key)
+    /// How a source is doing (`None` for a key that is not a source).
+    pub fn source_state(&self, key: &ObjectKey) -> Option<SourceState> {
+        self.sources.state(key)
     }
 
     pub fn deps(&self) -> &Deps {
@@ -291,9 +251,7 @@ impl Runtime {
     /// Stops every dispatcher (in-flight deliveries get `grace`), then closes the log.
     pub async fn shutdown(&mut self) {
         let grace = self.grace;
-        for (_, source) in self.sources.drain() {
-            source.stop(grace).await;
-        }
+        self.sources.shutdown(grace).await;
         let stops: Vec<_> = self
             .dispatchers
             .drain()
@@ -318,35 +276,14 @@ pub fn delivery_order(trigger: &Trigger) -> Option<&str> {
         .map(String::as_str)
 }
 
-/// A source's task and how to stop it.
-struct RunningSource {
-    spec: NatsSourceSpec,
-    shutdown: CancellationToken,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl RunningSource {
-    async fn stop(mut self, grace: Duration) {
-        self.shutdown.cancel();
-        if tokio::time::timeout(grace, &mut self.task).await.is_err() {
-            self.task.abort();
+/// A destination's URL: a Broker reference becomes Herald's own ingress address.
+fn destination_url(ingress_base_url: &str, destination: &Destination, namespace: &str) -> String {
+    match &destination.reference {
+        Some(reference) => {
+            let ns = reference.namespace.as_deref().unwrap_or(namespace);
+            let path = destination.uri.as_deref().unwrap_or_default();
+            format!("{ingress_base_url}/{ns}/{}{path}", reference.name)
         }
-    }
-}
-
-/// Runs a source until shutdown, restarting it with backoff (up to 30 s) when it fails.
-async fn supervise(source: Arc<dyn Source>, sink: SinkClient, shutdown: CancellationToken) {
-    let mut backoff = Duration::from_millis(500);
-    loop {
-        match source.run(sink.clone(), shutdown.clone()).await {
-            Ok(()) => return,
-            Err(error) => {
-                tracing::error!(source = %source.describe(), %error, retry_in = ?backoff, "source failed")
-            }
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(backoff) => backoff = (backoff * 2).min(Duration::from_secs(30)),
-            _ = shutdown.cancelled() => return,
-        }
+        None => destination.uri.clone().unwrap_or_default(),
     }
 }

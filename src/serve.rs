@@ -9,6 +9,7 @@ use herald_broker::log::routed::RoutedLog;
 use herald_broker::log::sled::SledLog;
 use herald_broker::{BrokerRegistry, EventLog, Ingress, IngressConfig};
 use herald_crds::BROKER_CLASS_ANNOTATION;
+use herald_sources::webhook::WebhookRegistry;
 use herald_triggers::attempt::Sender;
 use herald_triggers::process::Deps;
 use tokio::net::TcpListener;
@@ -20,6 +21,7 @@ use crate::cli::{Backend, ServeArgs, DEFAULT_NATS_URL};
 use crate::config::{build_desired, load_paths};
 use crate::control::ControlPlane;
 use crate::runtime::Runtime;
+use crate::sources::SourceContext;
 use crate::store::ResourceStore;
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -66,12 +68,18 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         log: log.clone(),
         ingress: ingress.clone(),
     };
+    let webhooks = Arc::new(WebhookRegistry::default());
     let mut runtime = Runtime::new(
         routes,
         deps,
         format!("http://{ingress_addr}"),
         args.max_in_flight,
         args.shutdown_grace,
+        SourceContext {
+            webhooks: webhooks.clone(),
+            retries: args.source_retry,
+            backoff: args.source_backoff_delay,
+        },
     );
     // Consumers exist before the first event can be accepted, so no trigger misses one.
     runtime
@@ -86,7 +94,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let stop_serving = CancellationToken::new();
     let ingress_server = tokio::spawn(serve(
         ingress_listener,
-        ingress.clone().router(),
+        webhooks
+            .clone()
+            .router(args.max_event_bytes)
+            .merge(ingress.clone().router()),
         stop_serving.clone(),
     ));
     let api = crate::api::router(ApiState {

@@ -5,23 +5,31 @@
 //! Validation returns [`FieldError`]s that name the JSON path of the bad field.
 
 pub mod broker;
+pub mod container_source;
 pub mod delivery;
 pub mod destination;
 pub mod duration;
 pub mod nats_source;
+pub mod ping_source;
+pub mod source;
 pub mod status;
 pub mod trigger;
 pub mod validation;
+pub mod webhook_source;
 
 pub use broker::{Broker, BrokerSpec, BrokerStatus};
+pub use container_source::{ContainerSource, ContainerSourceSpec};
 pub use delivery::{BackoffPolicy, DeliveryFormat, DeliverySpec};
 pub use destination::{Destination, KReference};
-pub use nats_source::{
-    CloudEventOverrides, JetStreamSourceSpec, NatsSource, NatsSourceSpec, SourceStatus,
-};
+pub use nats_source::{JetStreamSourceSpec, NatsSource, NatsSourceSpec};
+pub use ping_source::{PingSource, PingSourceSpec};
+pub use source::{CloudEventOverrides, SourceSpec, SourceStatus};
 pub use status::Condition;
 pub use trigger::{SubscriptionsApiFilter, Trigger, TriggerFilter, TriggerSpec, TriggerStatus};
 pub use validation::FieldError;
+pub use webhook_source::{
+    SecretFrom, TypeFromHeader, WebhookAuth, WebhookScheme, WebhookSource, WebhookSourceSpec,
+};
 
 /// The namespace a resource lives in when its metadata names none.
 pub const DEFAULT_NAMESPACE: &str = "default";

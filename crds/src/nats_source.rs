@@ -1,13 +1,11 @@
 //! Herald's `sources.herald.dev/v1alpha1` NatsSource: NATS subjects (core or JetStream) as
 //! CloudEvents into a sink.
 
-use std::collections::BTreeMap;
-
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::status::Condition;
+use crate::source::{CloudEventOverrides, SourceStatus};
 use crate::Destination;
 
 /// Consumes NATS subjects and sends each message to `sink` as a CloudEvent: messages that are
@@ -51,24 +49,4 @@ pub struct JetStreamSourceSpec {
     /// The durable consumer's name (default: `herald-{namespace}-{name}`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub durable: Option<String>,
-}
-
-/// Knative's `ceOverrides`: extensions set on every event a source sends.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct CloudEventOverrides {
-    #[serde(default)]
-    pub extensions: BTreeMap<String, String>,
-}
-
-/// Knative's source status shape.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct SourceStatus {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub observed_generation: Option<i64>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub conditions: Vec<Condition>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sink_uri: Option<String>,
 }

@@ -4,9 +4,12 @@
 //! Every source implements [`Source`] in a module of its own; what they share (overrides,
 //! `id`/`time` defaults, retries) lives in [`sink`].
 
+pub mod container;
 #[cfg(feature = "nats")]
 pub mod nats;
+pub mod ping;
 pub mod sink;
+pub mod webhook;
 
 use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;

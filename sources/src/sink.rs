@@ -41,8 +41,20 @@ impl SinkClient {
         }
     }
 
+    /// The retry policy: `retries` after the first attempt, waits `backoff·2^(k-1)`.
+    pub fn with_retries(mut self, retries: u32, backoff: Duration) -> Self {
+        self.retries = retries;
+        self.backoff = backoff;
+        self
+    }
+
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// The `ceOverrides` extensions applied to every event.
+    pub fn overrides(&self) -> &BTreeMap<String, String> {
+        &self.overrides
     }
 
     /// Applies overrides and defaults, then sends with retries.

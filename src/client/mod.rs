@@ -4,6 +4,7 @@
 mod dlq;
 mod events;
 mod resources;
+mod run;
 mod table;
 
 use std::process::ExitCode;
@@ -54,9 +55,10 @@ pub fn run(command: Command) -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
-        match command {
+        let done = match command {
             Command::Send(args) => events::send(args).await,
             Command::Tail(args) => events::tail(args).await,
+            Command::Run(args) => return run::run(args).await,
             Command::Apply(args) => resources::apply(args).await,
             Command::Get(args) => resources::get(args).await,
             Command::Describe(args) => resources::describe(args).await,
@@ -70,10 +72,11 @@ pub fn run(command: Command) -> ExitCode {
             Command::Serve(_) | Command::Filter { .. } => {
                 Err(ClientError::Other("not a client command".into()))
             }
-        }
+        };
+        done.map(|()| ExitCode::SUCCESS)
     });
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(error) => {
             eprintln!("error: {error}");
             error.exit_code()

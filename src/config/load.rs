@@ -136,32 +136,28 @@ fn parse_resource(origin: &str, mut value: Value) -> Result<Resource, ConfigErro
             }
         }
     }
-    let typed = |what: &str| -> Result<Resource, ConfigError> {
-        let result = match what {
-            "Broker" => serde_path_to_error::deserialize(value.clone()).map(Resource::Broker),
-            "NatsSource" => {
-                serde_path_to_error::deserialize(value.clone()).map(Resource::NatsSource)
-            }
-            _ => serde_path_to_error::deserialize(value.clone()).map(Resource::Trigger),
-        };
-        result.map_err(|e| {
-            let path = e.path().to_string();
-            let field = (path != ".").then_some(path);
-            error(ident.clone(), field.as_deref(), e.into_inner().to_string())
-        })
-    };
-    match (api_version.as_str(), kind.as_str()) {
-        ("eventing.knative.dev/v1", "Broker") => typed("Broker"),
-        ("eventing.knative.dev/v1", "Trigger") => typed("Trigger"),
-        ("sources.herald.dev/v1alpha1", "NatsSource") => typed("NatsSource"),
-        _ => Err(error(
+    let Some(known) = crate::kinds::KINDS
+        .into_iter()
+        .find(|k| k.kind == kind && k.api_version() == api_version)
+    else {
+        let served: Vec<String> = crate::kinds::KINDS
+            .iter()
+            .map(|k| format!("{} {}", k.api_version(), k.kind))
+            .collect();
+        return Err(error(
             ident,
             Some("kind"),
             format!(
-                "unsupported resource {api_version} {kind}: Herald serves eventing.knative.dev/v1 Broker and Trigger and sources.herald.dev/v1alpha1 NatsSource"
+                "unsupported resource {api_version} {kind}: Herald serves {}",
+                served.join(", ")
             ),
-        )),
-    }
+        ));
+    };
+    Resource::parse(known, value).map_err(|e| {
+        let path = e.path().to_string();
+        let field = (path != ".").then_some(path);
+        error(ident.clone(), field.as_deref(), e.into_inner().to_string())
+    })
 }
 
 #[cfg(test)]

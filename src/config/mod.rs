@@ -7,7 +7,9 @@ mod load;
 mod validate;
 
 pub use load::{load_paths, parse_documents};
-pub use validate::{broker_settings, build_desired, start_from, Desired, TriggerKey};
+pub use validate::{
+    broker_settings, build_desired, referenced_broker, start_from, Desired, TriggerKey,
+};
 
 use std::fmt;
 
@@ -19,30 +21,70 @@ pub enum Resource {
     Broker(herald_crds::Broker),
     Trigger(herald_crds::Trigger),
     NatsSource(herald_crds::NatsSource),
+    PingSource(herald_crds::PingSource),
+    ContainerSource(herald_crds::ContainerSource),
+    WebhookSource(herald_crds::WebhookSource),
+}
+
+/// Evaluates `$body` with `$r` bound to the typed object, whatever its kind.
+macro_rules! on_resource {
+    ($value:expr, $r:ident => $body:expr) => {
+        match $value {
+            Resource::Broker($r) => $body,
+            Resource::Trigger($r) => $body,
+            Resource::NatsSource($r) => $body,
+            Resource::PingSource($r) => $body,
+            Resource::ContainerSource($r) => $body,
+            Resource::WebhookSource($r) => $body,
+        }
+    };
 }
 
 impl Resource {
     pub fn kind(&self) -> &'static crate::kinds::Kind {
+        use crate::kinds;
         match self {
-            Resource::Broker(_) => &crate::kinds::BROKER,
-            Resource::Trigger(_) => &crate::kinds::TRIGGER,
-            Resource::NatsSource(_) => &crate::kinds::NATS_SOURCE,
+            Resource::Broker(_) => &kinds::BROKER,
+            Resource::Trigger(_) => &kinds::TRIGGER,
+            Resource::NatsSource(_) => &kinds::NATS_SOURCE,
+            Resource::PingSource(_) => &kinds::PING_SOURCE,
+            Resource::ContainerSource(_) => &kinds::CONTAINER_SOURCE,
+            Resource::WebhookSource(_) => &kinds::WEBHOOK_SOURCE,
+        }
+    }
+
+    /// Parses an object of `kind`; the error keeps the path of the field at fault.
+    pub fn parse(
+        kind: &crate::kinds::Kind,
+        value: serde_yaml_ng::Value,
+    ) -> Result<Self, serde_path_to_error::Error<serde_yaml_ng::Error>> {
+        use serde_path_to_error::deserialize;
+        match kind.kind {
+            "Broker" => deserialize(value).map(Resource::Broker),
+            "Trigger" => deserialize(value).map(Resource::Trigger),
+            "NatsSource" => deserialize(value).map(Resource::NatsSource),
+            "PingSource" => deserialize(value).map(Resource::PingSource),
+            "ContainerSource" => deserialize(value).map(Resource::ContainerSource),
+            _ => deserialize(value).map(Resource::WebhookSource),
         }
     }
 
     pub fn meta(&self) -> &ObjectMeta {
-        match self {
-            Resource::Broker(r) => &r.metadata,
-            Resource::Trigger(r) => &r.metadata,
-            Resource::NatsSource(r) => &r.metadata,
-        }
+        on_resource!(self, r => &r.metadata)
     }
 
     pub fn meta_mut(&mut self) -> &mut ObjectMeta {
+        on_resource!(self, r => &mut r.metadata)
+    }
+
+    /// The shared source fields (`sink`, `ceOverrides`), for source kinds.
+    pub fn source_spec(&self) -> Option<&dyn herald_crds::SourceSpec> {
         match self {
-            Resource::Broker(r) => &mut r.metadata,
-            Resource::Trigger(r) => &mut r.metadata,
-            Resource::NatsSource(r) => &mut r.metadata,
+            Resource::Broker(_) | Resource::Trigger(_) => None,
+            Resource::NatsSource(r) => Some(&r.spec),
+            Resource::PingSource(r) => Some(&r.spec),
+            Resource::ContainerSource(r) => Some(&r.spec),
+            Resource::WebhookSource(r) => Some(&r.spec),
         }
     }
 
@@ -59,31 +101,17 @@ impl Resource {
 
     /// The spec alone, to tell a spec change (new generation) from a metadata change.
     pub fn spec_json(&self) -> serde_json::Value {
-        let spec = match self {
-            Resource::Broker(r) => serde_json::to_value(&r.spec),
-            Resource::Trigger(r) => serde_json::to_value(&r.spec),
-            Resource::NatsSource(r) => serde_json::to_value(&r.spec),
-        };
-        spec.unwrap_or_default()
+        on_resource!(self, r => serde_json::to_value(&r.spec)).unwrap_or_default()
     }
 
     /// Drops any `status` the client sent: status is Herald's to report.
     pub fn clear_status(&mut self) {
-        match self {
-            Resource::Broker(r) => r.status = None,
-            Resource::Trigger(r) => r.status = None,
-            Resource::NatsSource(r) => r.status = None,
-        }
+        on_resource!(self, r => r.status = None)
     }
 
     /// The whole object as JSON (`apiVersion`, `kind`, `metadata`, `spec`, `status`).
     pub fn to_json(&self) -> serde_json::Value {
-        let value = match self {
-            Resource::Broker(r) => serde_json::to_value(r),
-            Resource::Trigger(r) => serde_json::to_value(r),
-            Resource::NatsSource(r) => serde_json::to_value(r),
-        };
-        value.unwrap_or_default()
+        on_resource!(self, r => serde_json::to_value(r)).unwrap_or_default()
     }
 }
 

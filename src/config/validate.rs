@@ -5,11 +5,10 @@ use std::collections::BTreeMap;
 use herald_broker::BrokerKey;
 use herald_crds::validation::validate_destination;
 use herald_crds::validation::{validate_delivery, validate_name, validate_trigger_spec};
-use herald_crds::{
-    Broker, Destination, FieldError, NatsSource, NatsSourceSpec, Trigger, DEFAULT_NAMESPACE,
-};
+use herald_crds::{Broker, Destination, FieldError, NatsSourceSpec, Trigger, DEFAULT_NAMESPACE};
 
 use super::{ConfigError, Loaded, Resource};
+use crate::store::ObjectKey;
 
 /// Namespaced name of a trigger.
 pub type TriggerKey = (String, String);
@@ -19,7 +18,9 @@ pub type TriggerKey = (String, String);
 pub struct Desired {
     pub brokers: BTreeMap<BrokerKey, Broker>,
     pub triggers: BTreeMap<TriggerKey, Trigger>,
-    pub nats_sources: BTreeMap<TriggerKey, NatsSource>,
+    /// Every source, of every kind. A source's sink broker need not exist yet: the source
+    /// waits (status `SinkProvided=False`) until it does.
+    pub sources: BTreeMap<ObjectKey, Resource>,
 }
 
 fn namespace_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> String {
@@ -33,13 +34,8 @@ pub fn build_desired(loaded: Vec<Loaded>) -> Result<Desired, ConfigError> {
     let mut desired = Desired::default();
     let mut origins: BTreeMap<String, String> = BTreeMap::new();
     let mut triggers = Vec::new();
-    let mut sources = Vec::new();
     for Loaded { origin, resource } in loaded {
-        let (meta, kind) = match &resource {
-            Resource::Broker(b) => (&b.metadata, "Broker"),
-            Resource::Trigger(t) => (&t.metadata, "Trigger"),
-            Resource::NatsSource(s) => (&s.metadata, "NatsSource"),
-        };
+        let (meta, kind) = (resource.meta(), resource.kind().kind);
         let namespace = namespace_of(meta);
         let name = meta.name.clone().unwrap_or_default();
         let ident = format!("{kind} {namespace}/{name}");
@@ -67,9 +63,12 @@ pub fn build_desired(loaded: Vec<Loaded>) -> Result<Desired, ConfigError> {
                     .brokers
                     .insert(BrokerKey::new(namespace, name), broker);
             }
-            Resource::NatsSource(source) => {
-                validate_nats_source(&source.spec).map_err(fail)?;
-                sources.push((origin.clone(), ident, namespace, name, source));
+            Resource::NatsSource(_)
+            | Resource::PingSource(_)
+            | Resource::ContainerSource(_)
+            | Resource::WebhookSource(_) => {
+                validate_source(&resource).map_err(fail)?;
+                desired.sources.insert(ObjectKey::of(&resource), resource);
             }
             Resource::Trigger(trigger) => {
                 validate_trigger_spec(&trigger.spec).map_err(fail)?;
@@ -126,19 +125,6 @@ pub fn build_desired(loaded: Vec<Loaded>) -> Result<Desired, ConfigError> {
             }
         }
         desired.triggers.insert((namespace, name), trigger);
-    }
-    for (origin, ident, namespace, name, source) in sources {
-        if let Some(target) = referenced_broker(&source.spec.sink, &namespace) {
-            if !desired.brokers.contains_key(&target) {
-                return Err(ConfigError {
-                    origin,
-                    resource: Some(ident),
-                    field: Some("spec.sink.ref".into()),
-                    message: format!("broker {target} does not exist"),
-                });
-            }
-        }
-        desired.nats_sources.insert((namespace, name), source);
     }
     Ok(desired)
 }
@@ -237,7 +223,35 @@ pub fn broker_settings(broker: &Broker) -> Result<herald_broker::log::BrokerSett
     Ok(settings)
 }
 
-/// Checks a NatsSource's own fields (the sink's broker is checked with the others).
+/// Checks a source: its kind's own rules, then the fields every source shares.
+fn validate_source(resource: &Resource) -> Result<(), FieldError> {
+    match resource {
+        Resource::NatsSource(s) => validate_nats_source(&s.spec)?,
+        Resource::PingSource(s) => herald_sources::ping::validate(&s.spec)?,
+        Resource::ContainerSource(s) => herald_sources::container::validate(&s.spec)?,
+        Resource::WebhookSource(s) => herald_sources::webhook::validate(&s.spec)?,
+        Resource::Broker(_) | Resource::Trigger(_) => return Ok(()),
+    }
+    let Some(spec) = resource.source_spec() else {
+        return Ok(());
+    };
+    validate_destination("spec.sink", spec.sink())?;
+    for name in spec.extensions().keys() {
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        {
+            return Err(FieldError::new(
+                format!("spec.ceOverrides.extensions.{name}"),
+                "extension names are lower-case letters and digits",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Checks a NatsSource's own fields.
 fn validate_nats_source(spec: &NatsSourceSpec) -> Result<(), FieldError> {
     if !["nats://", "tls://", "ws://", "wss://"]
         .iter()
@@ -267,19 +281,6 @@ fn validate_nats_source(spec: &NatsSourceSpec) -> Result<(), FieldError> {
             return Err(FieldError::new(
                 "spec.jetstream.stream",
                 "the stream name is required",
-            ));
-        }
-    }
-    validate_destination("spec.sink", &spec.sink)?;
-    for name in spec.ce_overrides.iter().flat_map(|o| o.extensions.keys()) {
-        if name.is_empty()
-            || !name
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
-        {
-            return Err(FieldError::new(
-                format!("spec.ceOverrides.extensions.{name}"),
-                "extension names are lower-case letters and digits",
             ));
         }
     }

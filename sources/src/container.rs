@@ -1,0 +1,260 @@
+//! ContainerSource (`sources.knative.dev/v1`) outside Kubernetes: the template's first
+//! container runs as a child process with the environment Knative's SinkBinding injects
+//! (`K_SINK`, `K_CE_OVERRIDES`, `K_COMPONENT`), restarted with backoff whenever it exits.
+//! Its output goes to Herald's log, tagged with the source.
+
+use std::collections::BTreeMap;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use herald_crds::{ContainerSourceSpec, FieldError};
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::process::{Child, Command};
+use tokio_util::sync::CancellationToken;
+
+use crate::{SinkClient, Source, SourceError};
+
+/// How long a stopped program gets between SIGTERM and SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+/// Restart backoff: from 1 s, doubling to 30 s; reset once a run lasted this long.
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// The environment Knative's SinkBinding gives a workload.
+pub fn binding_env(
+    sink: &str,
+    overrides: &BTreeMap<String, String>,
+    component: &str,
+) -> Vec<(String, String)> {
+    let overrides = serde_json::json!({ "extensions": overrides });
+    vec![
+        ("K_SINK".into(), sink.to_owned()),
+        ("K_CE_OVERRIDES".into(), overrides.to_string()),
+        ("K_COMPONENT".into(), component.to_owned()),
+    ]
+}
+
+/// What runs: the first container's command, arguments and plain environment.
+#[derive(Debug, Clone)]
+pub struct ContainerSource {
+    pub namespace: String,
+    pub name: String,
+    program: String,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    /// Ignored outside Kubernetes (warned about at start).
+    image: Option<String>,
+}
+
+pub fn validate(spec: &ContainerSourceSpec) -> Result<(), FieldError> {
+    ContainerSource::new("", "", spec).map(|_| ())
+}
+
+impl ContainerSource {
+    pub fn new(
+        namespace: &str,
+        name: &str,
+        spec: &ContainerSourceSpec,
+    ) -> Result<Self, FieldError> {
+        let base = "spec.template.spec.containers[0]";
+        let container = spec
+            .template
+            .spec
+            .as_ref()
+            .and_then(|pod| pod.containers.first())
+            .ok_or_else(|| {
+                FieldError::new("spec.template.spec.containers", "one container is required")
+            })?;
+        let mut command = container.command.clone().unwrap_or_default();
+        if command.is_empty() {
+            return Err(FieldError::new(
+                format!("{base}.command"),
+                "required outside Kubernetes: Herald runs the command as a child process (the image is not pulled)",
+            ));
+        }
+        let program = command.remove(0);
+        let mut args = command;
+        args.extend(container.args.clone().unwrap_or_default());
+        let mut env = Vec::new();
+        for (i, var) in container.env.iter().flatten().enumerate() {
+            if var.value_from.is_some() {
+                return Err(FieldError::new(
+                    format!("{base}.env[{i}].valueFrom"),
+                    "outside Kubernetes only plain values are supported",
+                ));
+            }
+            env.push((var.name.clone(), var.value.clone().unwrap_or_default()));
+        }
+        Ok(Self {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+            program,
+            args,
+            env,
+            image: container.image.clone(),
+        })
+    }
+
+    fn spawn(&self, sink: &SinkClient) -> std::io::Result<Child> {
+        let mut command = Command::new(&self.program);
+        command
+            .args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .envs(binding_env(sink.url(), sink.overrides(), "containersource"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        command.spawn()
+    }
+}
+
+/// Forwards a program's output lines to Herald's log.
+fn forward(output: impl AsyncRead + Unpin + Send + 'static, source: String, stream: &'static str) {
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(output).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            tracing::info!(%source, stream, "{line}");
+        }
+    });
+}
+
+/// SIGTERM, then SIGKILL after the grace period.
+pub async fn stop_child(child: &mut Child) {
+    if let Some(pid) = child.id() {
+        // SAFETY: signalling our own child process by pid.
+        unsafe {
+            libc::kill(pid as i32, libc::SIGTERM);
+        }
+    }
+    if tokio::time::timeout(STOP_GRACE, child.wait())
+        .await
+        .is_err()
+    {
+        let _ = child.kill().await;
+    }
+}
+
+#[async_trait::async_trait]
+impl Source for ContainerSource {
+    fn describe(&self) -> String {
+        format!("ContainerSource {}/{}", self.namespace, self.name)
+    }
+
+    async fn run(&self, sink: SinkClient, shutdown: CancellationToken) -> Result<(), SourceError> {
+        let source = self.describe();
+        if let Some(image) = &self.image {
+            tracing::warn!(%source, %image, "the image is ignored outside Kubernetes: the command runs as a local process");
+        }
+        let mut backoff = FIRST_BACKOFF;
+        loop {
+            let started = Instant::now();
+            match self.spawn(&sink) {
+                Ok(mut child) => {
+                    tracing::info!(%source, program = %self.program, pid = child.id(), "started");
+                    if let Some(out) = child.stdout.take() {
+                        forward(out, source.clone(), "stdout");
+                    }
+                    if let Some(err) = child.stderr.take() {
+                        forward(err, source.clone(), "stderr");
+                    }
+                    tokio::select! {
+                        status = child.wait() => {
+                            tracing::warn!(%source, status = ?status.map(|s| s.to_string()), "exited; restarting");
+                        }
+                        _ = shutdown.cancelled() => {
+                            stop_child(&mut child).await;
+                            return Ok(());
+                        }
+                    }
+                }
+                Err(error) => {
+                    tracing::error!(%source, program = %self.program, %error, "cannot start");
+                }
+            }
+            if started.elapsed() >= MAX_BACKOFF {
+                backoff = FIRST_BACKOFF;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => backoff = (backoff * 2).min(MAX_BACKOFF),
+                _ = shutdown.cancelled() => return Ok(()),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{Container, EnvVar, EnvVarSource, PodSpec, PodTemplateSpec};
+
+    fn spec(container: Container) -> ContainerSourceSpec {
+        ContainerSourceSpec {
+            template: PodTemplateSpec {
+                spec: Some(PodSpec {
+                    containers: vec![container],
+                    ..PodSpec::default()
+                }),
+                ..PodTemplateSpec::default()
+            },
+            ..ContainerSourceSpec::default()
+        }
+    }
+
+    #[test]
+    fn command_args_and_env() {
+        let source = ContainerSource::new(
+            "ns",
+            "c",
+            &spec(Container {
+                command: Some(vec!["python3".into(), "-u".into()]),
+                args: Some(vec!["adapter.py".into()]),
+                env: Some(vec![EnvVar {
+                    name: "MODE".into(),
+                    value: Some("fast".into()),
+                    ..EnvVar::default()
+                }]),
+                ..Container::default()
+            }),
+        )
+        .unwrap();
+        assert_eq!(source.program, "python3");
+        assert_eq!(source.args, ["-u", "adapter.py"]);
+        assert_eq!(source.env, [("MODE".to_owned(), "fast".to_owned())]);
+        let env = binding_env(
+            "http://h/ns/b",
+            &BTreeMap::from([("team".into(), "a".into())]),
+            "x",
+        );
+        assert_eq!(env[1].1, r#"{"extensions":{"team":"a"}}"#);
+    }
+
+    #[test]
+    fn what_cannot_run_here_is_an_error() {
+        let image_only = Container {
+            image: Some("ghcr.io/x/adapter".into()),
+            ..Container::default()
+        };
+        assert_eq!(
+            validate(&spec(image_only)).unwrap_err().path,
+            "spec.template.spec.containers[0].command"
+        );
+        let from_secret = Container {
+            command: Some(vec!["x".into()]),
+            env: Some(vec![EnvVar {
+                name: "TOKEN".into(),
+                value_from: Some(EnvVarSource::default()),
+                ..EnvVar::default()
+            }]),
+            ..Container::default()
+        };
+        assert_eq!(
+            validate(&spec(from_secret)).unwrap_err().path,
+            "spec.template.spec.containers[0].env[0].valueFrom"
+        );
+        assert_eq!(
+            validate(&ContainerSourceSpec::default()).unwrap_err().path,
+            "spec.template.spec.containers"
+        );
+    }
+}
