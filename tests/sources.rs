@@ -363,3 +363,31 @@ async fn a_source_waits_for_its_sink_broker() {
     })
     .await;
 }
+
+/// The examples in `examples/sources/` load and run as documented.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_source_examples_load() {
+    let dirs = HeraldDirs::new("");
+    let herald = Herald::start(
+        &Sled,
+        &dirs,
+        &[
+            "--config",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/examples/sources"),
+        ],
+    )
+    .await;
+    let admin = AdminClient::new(&herald.admin);
+    for path in [
+        "/apis/sources.knative.dev/v1/namespaces/default/pingsources/heartbeat",
+        "/apis/sources.knative.dev/v1/namespaces/default/containersources/counter",
+        "/apis/sources.herald.dev/v1alpha1/namespaces/default/webhooksources/github",
+    ] {
+        let (status, source) = admin.get(path).await;
+        assert_eq!(status, 200, "{path}");
+        assert_eq!(
+            source["status"]["sinkUri"],
+            herald.broker_url("default", "events")
+        );
+    }
+}

@@ -22,7 +22,8 @@ pub enum Resource {
     Trigger(herald_crds::Trigger),
     NatsSource(herald_crds::NatsSource),
     PingSource(herald_crds::PingSource),
-    ContainerSource(herald_crds::ContainerSource),
+    /// Boxed: a pod template is far larger than the other kinds.
+    ContainerSource(Box<herald_crds::ContainerSource>),
     WebhookSource(herald_crds::WebhookSource),
 }
 
@@ -64,7 +65,9 @@ impl Resource {
             "Trigger" => deserialize(value).map(Resource::Trigger),
             "NatsSource" => deserialize(value).map(Resource::NatsSource),
             "PingSource" => deserialize(value).map(Resource::PingSource),
-            "ContainerSource" => deserialize(value).map(Resource::ContainerSource),
+            "ContainerSource" => {
+                deserialize(value).map(|source| Resource::ContainerSource(Box::new(source)))
+            }
             _ => deserialize(value).map(Resource::WebhookSource),
         }
     }
