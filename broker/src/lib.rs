@@ -4,6 +4,8 @@ pub mod binding;
 pub mod event;
 pub mod ingress;
 pub mod json;
+#[cfg(feature = "kafka")]
+pub mod kafka_binding;
 pub mod log;
 pub mod record;
 #[cfg(feature = "testing")]

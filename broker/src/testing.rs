@@ -80,3 +80,202 @@ impl Drop for NatsServer {
         self.kill();
     }
 }
+
+/// A real single-node Apache Kafka (KRaft, broker and controller in one JVM) from the jars in
+/// `HERALD_KAFKA_LIBS` (scripts/test fetches them), on free ports with its own data directory.
+/// Its PID is written to `HERALD_KAFKA_PIDS` (when set) so that a run that dies still gets its
+/// brokers stopped; dropping it stops it.
+#[cfg(feature = "kafka")]
+pub struct KafkaServer {
+    child: Option<Child>,
+    port: u16,
+    controller_port: u16,
+    dir: tempfile::TempDir,
+    starts: usize,
+}
+
+#[cfg(feature = "kafka")]
+mod kafka_server {
+    use std::io::Write;
+    use std::path::PathBuf;
+    use std::process::{Command, Stdio};
+    use std::sync::OnceLock;
+    use std::time::{Duration, Instant};
+
+    use super::KafkaServer;
+
+    const STARTED: &str = "Kafka Server started";
+
+    fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port")
+    }
+
+    fn libs() -> PathBuf {
+        std::env::var_os("HERALD_KAFKA_LIBS").map(PathBuf::from).expect(
+            "HERALD_KAFKA_LIBS is not set: run the tests through scripts/test, which fetches Kafka's jars",
+        )
+    }
+
+    fn java(libs: &std::path::Path, dir: &std::path::Path) -> Command {
+        let mut command = Command::new("java");
+        command
+            .args(["-Xms64m", "-Xmx512m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1"])
+            .arg(format!(
+                "-Dlog4j2.configurationFile={}",
+                dir.join("log4j2.properties").display()
+            ))
+            .arg("-cp")
+            .arg(format!("{}/*", libs.display()));
+        command
+    }
+
+    /// The shared broker's PID, for the exit hook.
+    static SHARED_PID: OnceLock<u32> = OnceLock::new();
+    static SHARED: OnceLock<std::sync::Mutex<KafkaServer>> = OnceLock::new();
+
+    extern "C" fn stop_shared() {
+        if let Some(pid) = SHARED_PID.get() {
+            // SAFETY: signalling the broker this process started.
+            unsafe {
+                libc::kill(*pid as i32, libc::SIGKILL);
+            }
+        }
+    }
+
+    impl KafkaServer {
+        /// Starts a broker of its own (for tests that stop or kill Kafka).
+        pub fn start() -> Self {
+            let dir = tempfile::tempdir().expect("a Kafka directory");
+            let mut server = Self {
+                child: None,
+                port: free_port(),
+                controller_port: free_port(),
+                dir,
+                starts: 0,
+            };
+            server.write_config();
+            let format = java(&libs(), server.dir.path())
+                .args(["kafka.tools.StorageTool", "format", "-t", "aGVyYWxkLXRlc3RzLTEyMw", "-c"])
+                .arg(server.dir.path().join("server.properties"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .output()
+                .expect("run java (a JDK is needed for the Kafka tests)");
+            assert!(
+                format.status.success(),
+                "formatting Kafka's storage failed: {}",
+                String::from_utf8_lossy(&format.stderr)
+            );
+            server.restart();
+            server
+        }
+
+        /// One broker for the whole test process, stopped when the process exits. Tests
+        /// sharing it use their own topic prefix.
+        pub fn shared() -> String {
+            SHARED
+                .get_or_init(|| {
+                    let server = Self::start();
+                    if let Some(child) = &server.child {
+                        let _ = SHARED_PID.set(child.id());
+                        // SAFETY: registering a plain function to run at exit.
+                        unsafe {
+                            libc::atexit(stop_shared);
+                        }
+                    }
+                    std::sync::Mutex::new(server)
+                })
+                .lock()
+                .map(|s| s.bootstrap())
+                .expect("the shared Kafka")
+        }
+
+        pub fn bootstrap(&self) -> String {
+            format!("127.0.0.1:{}", self.port)
+        }
+
+        fn write_config(&self) {
+            let dir = self.dir.path();
+            let properties = format!(
+                "process.roles=broker,controller\nnode.id=1\ncontroller.quorum.voters=1@127.0.0.1:{c}\n\
+                 listeners=PLAINTEXT://127.0.0.1:{p},CONTROLLER://127.0.0.1:{c}\n\
+                 advertised.listeners=PLAINTEXT://127.0.0.1:{p}\ncontroller.listener.names=CONTROLLER\n\
+                 listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT\n\
+                 log.dirs={data}\nnum.partitions=1\noffsets.topic.replication.factor=1\n\
+                 offsets.topic.num.partitions=4\ntransaction.state.log.replication.factor=1\n\
+                 transaction.state.log.min.isr=1\nshare.coordinator.state.topic.replication.factor=1\n\
+                 share.coordinator.state.topic.min.isr=1\ngroup.initial.rebalance.delay.ms=0\n\
+                 auto.create.topics.enable=false\nlog.segment.bytes=16777216\n",
+                p = self.port,
+                c = self.controller_port,
+                data = dir.join("data").display(),
+            );
+            std::fs::write(dir.join("server.properties"), properties).expect("server.properties");
+            let log4j = format!(
+                "rootLogger.level=WARN\nrootLogger.appenderRef.file.ref=file\n\
+                 logger.started.name=kafka.server.KafkaRaftServer\nlogger.started.level=INFO\n\
+                 appender.file.type=File\nappender.file.name=file\nappender.file.fileName={}\n\
+                 appender.file.layout.type=PatternLayout\nappender.file.layout.pattern=%d %p %c - %m%n\n",
+                dir.join("kafka.log").display()
+            );
+            std::fs::write(dir.join("log4j2.properties"), log4j).expect("log4j2.properties");
+        }
+
+        fn started_count(&self) -> usize {
+            std::fs::read_to_string(self.dir.path().join("kafka.log"))
+                .map(|log| log.matches(STARTED).count())
+                .unwrap_or(0)
+        }
+
+        /// SIGKILL: Kafka recovers from its data directory on the next start.
+        pub fn kill(&mut self) {
+            if let Some(mut child) = self.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+                if let Some(pids) = std::env::var_os("HERALD_KAFKA_PIDS") {
+                    let _ = std::fs::remove_file(PathBuf::from(pids).join(format!("{}.pid", child.id())));
+                }
+            }
+        }
+
+        /// Starts the broker (again) on the same ports and data, and waits until it serves.
+        pub fn restart(&mut self) {
+            self.kill();
+            let child = java(&libs(), self.dir.path())
+                .arg("kafka.Kafka")
+                .arg(self.dir.path().join("server.properties"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("run java (a JDK is needed for the Kafka tests)");
+            if let Some(pids) = std::env::var_os("HERALD_KAFKA_PIDS") {
+                let path = PathBuf::from(pids).join(format!("{}.pid", child.id()));
+                if let Ok(mut file) = std::fs::File::create(path) {
+                    let _ = write!(file, "{}", child.id());
+                }
+            }
+            self.child = Some(child);
+            self.starts += 1;
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while self.started_count() < self.starts {
+                if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                    panic!(
+                        "Kafka exited with {status}: {}",
+                        std::fs::read_to_string(self.dir.path().join("kafka.log")).unwrap_or_default()
+                    );
+                }
+                assert!(Instant::now() < deadline, "Kafka did not start on port {}", self.port);
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+
+    impl Drop for KafkaServer {
+        fn drop(&mut self) {
+            self.kill();
+        }
+    }
+}

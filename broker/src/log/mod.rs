@@ -24,6 +24,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::record::Record;
 
+#[cfg(feature = "kafka")]
+pub mod kafka;
 #[cfg(feature = "nats")]
 pub mod nats;
 pub mod routed;
@@ -85,8 +87,10 @@ pub struct BrokerSettings {
     pub max_age: Option<std::time::Duration>,
     /// Keep at most this many bytes (JetStream `max_bytes`).
     pub max_bytes: Option<i64>,
-    /// Copies kept by a replicated backend (JetStream replicas).
+    /// Copies kept by a replicated backend (JetStream replicas, Kafka replication factor).
     pub replicas: Option<usize>,
+    /// Partitions of a partitioned backend's new topic (Kafka).
+    pub partitions: Option<i32>,
     /// Keep records only while a consumer still needs them (JetStream interest retention)
     /// instead of until the limits drop them.
     pub interest_retention: bool,

@@ -453,8 +453,11 @@ async fn start_from_a_time(harness: &dyn LogHarness) {
     )
     .await
     .unwrap();
-    // Both were stamped and stored before this instant; the next one after it.
+    // Both were stamped and stored before this instant; the next one after it. Backends keep
+    // times in milliseconds (Kafka): leave a few between the records and the boundary.
+    settle_clock().await;
     let since = SystemTime::now();
+    settle_clock().await;
     log.append(&broker, vec![arrived_now("after-1")])
         .await
         .unwrap();
@@ -467,4 +470,16 @@ async fn start_from_a_time(harness: &dyn LogHarness) {
     assert_eq!(ids(&poll_exactly(&mut *replay, 1).await), ["after-2"]);
     drop(replay);
     log.close().await.unwrap();
+}
+
+/// Waits until the clock has moved a few milliseconds on (a condition, not a fixed sleep).
+async fn settle_clock() {
+    let from = SystemTime::now();
+    while SystemTime::now()
+        .duration_since(from)
+        .unwrap_or_default()
+        < Duration::from_millis(3)
+    {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
 }

@@ -1,0 +1,809 @@
+//! The Apache Kafka backend, as Knative's Kafka broker lays it out: a topic per broker
+//! (`knative-broker-{ns}-{name}`), records in the CloudEvents Kafka binding's binary mode keyed
+//! by `partitionkey`, a consumer group per trigger (`knative-trigger-{ns}-{name}`) whose offsets
+//! move per partition as a contiguous low-water mark of finished records, and parked records in
+//! a compacted per-broker topic (`...-herald-parked`, one record per parked event, a tombstone
+//! when it leaves).
+//!
+//! Appends answer after the delivery reports (acks=all, idempotent producer); librdkafka batches
+//! concurrent appends. A new consumer group commits its starting offsets before it subscribes,
+//! so events accepted after the trigger was created are never skipped.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::FutureExt;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+
+use super::{
+    BrokerKey, BrokerSettings, EventLog, LogConsumer, LogError, LogRecord, ParkedRecord, RecordId,
+    StartFrom,
+};
+use crate::kafka_binding::{self, KafkaRecord};
+use crate::record::Record;
+
+/// Knative's default partition count for broker topics.
+pub const DEFAULT_PARTITIONS: i32 = 10;
+/// How long an append may wait for its delivery reports before ingress answers 503.
+const DELIVERY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Bound of every blocking metadata, offset or commit call.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How to reach Kafka and how to name what Herald creates there.
+#[derive(Clone, Debug)]
+pub struct KafkaOptions {
+    /// `host:port[,host:port...]`
+    pub bootstrap: String,
+    /// librdkafka settings for every client (SASL, TLS, tuning), e.g. `security.protocol`.
+    pub client_options: Vec<(String, String)>,
+    /// Put before every topic and consumer group name, so that several Herald installations
+    /// can share a cluster (empty by default: Knative's names).
+    pub prefix: String,
+    /// Partitions of new broker topics, unless the broker says otherwise.
+    pub partitions: i32,
+    /// Replication factor of new topics; -1 takes the cluster's `default.replication.factor`.
+    pub replication_factor: i32,
+}
+
+impl KafkaOptions {
+    pub fn new(bootstrap: impl Into<String>) -> Self {
+        Self {
+            bootstrap: bootstrap.into(),
+            client_options: Vec::new(),
+            prefix: String::new(),
+            partitions: DEFAULT_PARTITIONS,
+            replication_factor: -1,
+        }
+    }
+
+    fn config(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", &self.bootstrap);
+        for (key, value) in &self.client_options {
+            config.set(key, value);
+        }
+        config
+    }
+
+    /// `knative-broker-{ns}-{name}`
+    pub fn topic(&self, broker: &BrokerKey) -> String {
+        format!(
+            "{}knative-broker-{}-{}",
+            self.prefix, broker.namespace, broker.name
+        )
+    }
+
+    fn parked_topic(&self, broker: &BrokerKey) -> String {
+        format!("{}-herald-parked", self.topic(broker))
+    }
+
+    /// `knative-trigger-{ns}-{name}` for a trigger's consumer (`trigger-{name}`).
+    pub fn group(&self, broker: &BrokerKey, consumer: &str) -> String {
+        match consumer.strip_prefix("trigger-") {
+            Some(trigger) => format!(
+                "{}knative-trigger-{}-{trigger}",
+                self.prefix, broker.namespace
+            ),
+            None => format!("{}knative-{}-{consumer}", self.prefix, broker.namespace),
+        }
+    }
+}
+
+fn unavailable(error: impl std::fmt::Display) -> LogError {
+    LogError::Unavailable(error.to_string())
+}
+
+/// Runs a blocking librdkafka call off the async workers.
+async fn blocking<T: Send + 'static>(
+    call: impl FnOnce() -> Result<T, LogError> + Send + 'static,
+) -> Result<T, LogError> {
+    tokio::task::spawn_blocking(call)
+        .await
+        .map_err(|e| LogError::Unavailable(format!("a Kafka call failed: {e}")))?
+}
+
+pub struct KafkaLog {
+    options: KafkaOptions,
+    producer: FutureProducer,
+    admin: AdminClient<DefaultClientContext>,
+}
+
+impl KafkaLog {
+    pub fn connect(options: KafkaOptions) -> Result<Self, LogError> {
+        let mut producer = options.config();
+        producer
+            .set("acks", "all")
+            .set("enable.idempotence", "true")
+            .set("linger.ms", "5")
+            .set(
+                "message.timeout.ms",
+                DELIVERY_TIMEOUT.as_millis().to_string(),
+            );
+        let producer: FutureProducer = producer.create().map_err(unavailable)?;
+        let admin: AdminClient<DefaultClientContext> =
+            options.config().create().map_err(unavailable)?;
+        Ok(Self {
+            options,
+            producer,
+            admin,
+        })
+    }
+
+    pub fn options(&self) -> &KafkaOptions {
+        &self.options
+    }
+
+    async fn create_topic(&self, topic: NewTopic<'_>) -> Result<(), LogError> {
+        let results = self
+            .admin
+            .create_topics([&topic], &AdminOptions::new())
+            .await
+            .map_err(unavailable)?;
+        for result in results {
+            match result {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((name, code)) => {
+                    return Err(LogError::Unavailable(format!(
+                        "cannot create topic {name}: {code}"
+                    )))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A consumer outside any group for reading a topic from the start.
+    fn reader(&self) -> Result<BaseConsumer, LogError> {
+        let mut config = self.options.config();
+        config
+            .set("group.id", format!("{}herald-reader", self.options.prefix))
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "false");
+        config.create().map_err(unavailable)
+    }
+
+    fn parked_key(consumer: &str, id: RecordId) -> String {
+        format!("{consumer}/{}/{}", id.partition, id.offset)
+    }
+
+    async fn produce(
+        &self,
+        topic: &str,
+        key: &str,
+        value: Option<&[u8]>,
+    ) -> Result<(), LogError> {
+        let mut record = FutureRecord::<str, [u8]>::to(topic).key(key);
+        if let Some(value) = value {
+            record = record.payload(value);
+        }
+        match self.producer.send_result(record) {
+            Ok(delivery) => match delivery.await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err((error, _))) => Err(unavailable(error)),
+                Err(_) => Err(unavailable("the producer stopped")),
+            },
+            Err((error, _)) => Err(unavailable(error)),
+        }
+    }
+
+    /// Every parked record of the broker, by key, in the order they were last written.
+    async fn read_parked(
+        &self,
+        broker: &BrokerKey,
+    ) -> Result<Vec<(String, Option<ParkedRecord>)>, LogError> {
+        let topic = self.options.parked_topic(broker);
+        let reader = self.reader()?;
+        blocking(move || {
+            let (low, high) = reader
+                .fetch_watermarks(&topic, 0, REQUEST_TIMEOUT)
+                .map_err(unavailable)?;
+            let mut latest: HashMap<String, (i64, Option<ParkedRecord>)> = HashMap::new();
+            if high > low {
+                let mut assignment = TopicPartitionList::new();
+                assignment
+                    .add_partition_offset(&topic, 0, Offset::Offset(low))
+                    .map_err(unavailable)?;
+                reader.assign(&assignment).map_err(unavailable)?;
+                let deadline = std::time::Instant::now() + REQUEST_TIMEOUT;
+                let mut next = low;
+                while next < high {
+                    if std::time::Instant::now() > deadline {
+                        return Err(LogError::Unavailable(
+                            "reading the parked topic timed out".into(),
+                        ));
+                    }
+                    let Some(message) = reader.poll(Duration::from_millis(200)) else {
+                        continue;
+                    };
+                    let message = message.map_err(unavailable)?;
+                    next = message.offset() + 1;
+                    let Some(key) = message.key().and_then(|k| std::str::from_utf8(k).ok())
+                    else {
+                        continue;
+                    };
+                    let parked = match message.payload() {
+                        None => None,
+                        Some(value) => Some(ParkedRecord::decode(value)?),
+                    };
+                    latest.insert(key.to_owned(), (message.offset(), parked));
+                }
+            }
+            let mut ordered: Vec<_> = latest.into_iter().collect();
+            ordered.sort_by_key(|(_, (offset, _))| *offset);
+            Ok(ordered
+                .into_iter()
+                .map(|(key, (_, parked))| (key, parked))
+                .collect())
+        })
+        .await
+    }
+}
+
+fn kafka_headers(record: &KafkaRecord) -> OwnedHeaders {
+    let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
+    for (key, value) in &record.headers {
+        headers = headers.insert(Header {
+            key,
+            value: Some(value.as_slice()),
+        });
+    }
+    headers
+}
+
+/// A consumed message in the binding's terms.
+pub fn kafka_record(message: &BorrowedMessage<'_>) -> KafkaRecord {
+    let headers = message
+        .headers()
+        .map(|headers| {
+            headers
+                .iter()
+                .map(|h| (h.key.to_owned(), h.value.unwrap_or_default().to_vec()))
+                .collect()
+        })
+        .unwrap_or_default();
+    KafkaRecord {
+        key: message.key().map(<[u8]>::to_vec),
+        headers,
+        value: message.payload().map(Bytes::copy_from_slice),
+    }
+}
+
+#[async_trait]
+impl EventLog for KafkaLog {
+    async fn ensure_broker(
+        &self,
+        broker: &BrokerKey,
+        settings: &BrokerSettings,
+    ) -> Result<(), LogError> {
+        let topic = self.options.topic(broker);
+        let replication = settings
+            .replicas
+            .map(|r| r as i32)
+            .unwrap_or(self.options.replication_factor);
+        let partitions = settings.partitions.unwrap_or(self.options.partitions);
+        let mut new = NewTopic::new(&topic, partitions, TopicReplication::Fixed(replication));
+        let retention_ms = settings.max_age.map(|age| age.as_millis().to_string());
+        if let Some(ms) = &retention_ms {
+            new = new.set("retention.ms", ms);
+        }
+        let retention_bytes = settings.max_bytes.map(|b| b.to_string());
+        if let Some(bytes) = &retention_bytes {
+            new = new.set("retention.bytes", bytes);
+        }
+        self.create_topic(new).await?;
+        // Parked records stay until people deal with them: compacted, never expired.
+        let parked = self.options.parked_topic(broker);
+        let parked_topic = NewTopic::new(&parked, 1, TopicReplication::Fixed(replication))
+            .set("cleanup.policy", "compact");
+        self.create_topic(parked_topic).await
+    }
+
+    async fn append(&self, broker: &BrokerKey, records: Vec<Record>) -> Result<(), LogError> {
+        let topic = self.options.topic(broker);
+        let encoded: Vec<KafkaRecord> = records.iter().map(kafka_binding::encode).collect();
+        let mut deliveries = Vec::with_capacity(encoded.len());
+        for record in &encoded {
+            let mut message = FutureRecord::<[u8], [u8]>::to(&topic).headers(kafka_headers(record));
+            if let Some(key) = &record.key {
+                message = message.key(key.as_slice());
+            }
+            if let Some(value) = &record.value {
+                message = message.payload(value.as_ref());
+            }
+            match self.producer.send_result(message) {
+                Ok(delivery) => deliveries.push(delivery),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                    return Err(LogError::Overloaded)
+                }
+                Err((error, _)) => return Err(unavailable(error)),
+            }
+        }
+        for delivery in deliveries {
+            match delivery.await {
+                Ok(Ok(_)) => {}
+                Ok(Err((error, _))) => return Err(unavailable(error)),
+                Err(_) => return Err(unavailable("the producer stopped")),
+            }
+        }
+        Ok(())
+    }
+
+    async fn consumer(
+        &self,
+        broker: &BrokerKey,
+        name: &str,
+        start: StartFrom,
+    ) -> Result<Box<dyn LogConsumer>, LogError> {
+        let topic = self.options.topic(broker);
+        let group = self.options.group(broker, name);
+        let tracker = Arc::new(Mutex::new(Tracker::default()));
+        let context = TrackingContext {
+            tracker: tracker.clone(),
+            topic: topic.clone(),
+        };
+        let mut config = self.options.config();
+        config
+            .set("group.id", &group)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set(
+                "auto.offset.reset",
+                if start == StartFrom::Earliest {
+                    "earliest"
+                } else {
+                    "latest"
+                },
+            )
+            .set("session.timeout.ms", "10000")
+            // A trigger whose deliveries all wait on a slow subscriber does not poll for a
+            // while; it must not be thrown out of its group for that.
+            .set("max.poll.interval.ms", "86400000");
+        let consumer: Arc<StreamConsumer<TrackingContext>> = Arc::new(
+            config
+                .create_with_context(context)
+                .map_err(unavailable)?,
+        );
+        let setup = consumer.clone();
+        let setup_topic = topic.clone();
+        blocking(move || commit_starting_offsets(&setup, &setup_topic, start)).await?;
+        consumer.subscribe(&[&topic]).map_err(unavailable)?;
+        Ok(Box::new(KafkaConsumer {
+            consumer,
+            tracker,
+            topic,
+            committed: HashMap::new(),
+        }))
+    }
+
+    async fn park(
+        &self,
+        broker: &BrokerKey,
+        consumer: &str,
+        parked: ParkedRecord,
+    ) -> Result<(), LogError> {
+        let value = parked.encode()?;
+        self.produce(
+            &self.options.parked_topic(broker),
+            &Self::parked_key(consumer, parked.id),
+            Some(&value),
+        )
+        .await
+    }
+
+    async fn parked(
+        &self,
+        broker: &BrokerKey,
+        consumer: &str,
+    ) -> Result<Vec<ParkedRecord>, LogError> {
+        let prefix = format!("{consumer}/");
+        Ok(self
+            .read_parked(broker)
+            .await?
+            .into_iter()
+            .filter(|(key, _)| key.starts_with(&prefix))
+            .filter_map(|(_, parked)| parked)
+            .collect())
+    }
+
+    async fn unpark(
+        &self,
+        broker: &BrokerKey,
+        consumer: &str,
+        ids: &[RecordId],
+    ) -> Result<usize, LogError> {
+        let present: BTreeSet<RecordId> = self
+            .parked(broker, consumer)
+            .await?
+            .iter()
+            .map(|p| p.id)
+            .collect();
+        let topic = self.options.parked_topic(broker);
+        let mut removed = 0;
+        for id in ids.iter().filter(|id| present.contains(id)) {
+            self.produce(&topic, &Self::parked_key(consumer, *id), None)
+                .await?;
+            removed += 1;
+        }
+        Ok(removed)
+    }
+
+    async fn delete_consumer(&self, broker: &BrokerKey, consumer: &str) -> Result<(), LogError> {
+        let ids: Vec<RecordId> = self
+            .parked(broker, consumer)
+            .await?
+            .iter()
+            .map(|p| p.id)
+            .collect();
+        self.unpark(broker, consumer, &ids).await?;
+        let group = self.options.group(broker, consumer);
+        // The group may still have a member for a moment after its consumer was dropped.
+        for attempt in 0..20 {
+            let results = self
+                .admin
+                .delete_groups(&[&group], &AdminOptions::new())
+                .await
+                .map_err(unavailable)?;
+            match results.into_iter().next() {
+                None | Some(Ok(_)) | Some(Err((_, RDKafkaErrorCode::GroupIdNotFound))) => {
+                    return Ok(())
+                }
+                Some(Err((_, RDKafkaErrorCode::NonEmptyGroup))) if attempt < 19 => {
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                Some(Err((_, code))) => {
+                    return Err(LogError::Unavailable(format!(
+                        "cannot delete consumer group {group}: {code}"
+                    )))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn close(&self) -> Result<(), LogError> {
+        let producer = self.producer.clone();
+        blocking(move || {
+            use rdkafka::producer::Producer;
+            producer.flush(REQUEST_TIMEOUT).map_err(unavailable)
+        })
+        .await
+    }
+}
+
+/// Commits where a group without committed offsets starts, before it subscribes.
+fn commit_starting_offsets(
+    consumer: &StreamConsumer<TrackingContext>,
+    topic: &str,
+    start: StartFrom,
+) -> Result<(), LogError> {
+    let metadata = consumer
+        .fetch_metadata(Some(topic), REQUEST_TIMEOUT)
+        .map_err(unavailable)?;
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .iter()
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    if partitions.is_empty() {
+        return Err(LogError::Unavailable(format!("topic {topic} has no partitions")));
+    }
+    let mut all = TopicPartitionList::new();
+    for partition in &partitions {
+        all.add_partition(topic, *partition);
+    }
+    let committed = consumer
+        .committed_offsets(all, REQUEST_TIMEOUT)
+        .map_err(unavailable)?;
+    let missing: Vec<i32> = committed
+        .elements()
+        .iter()
+        .filter(|e| !matches!(e.offset(), Offset::Offset(_)))
+        .map(|e| e.partition())
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let mut starting = TopicPartitionList::new();
+    match start {
+        StartFrom::Time(time) => {
+            let millis = time
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_millis() as i64)
+                .unwrap_or(0);
+            let mut query = TopicPartitionList::new();
+            for partition in &missing {
+                query
+                    .add_partition_offset(topic, *partition, Offset::Offset(millis))
+                    .map_err(unavailable)?;
+            }
+            let found = consumer
+                .offsets_for_times(query, REQUEST_TIMEOUT)
+                .map_err(unavailable)?;
+            for element in found.elements() {
+                let offset = match element.offset() {
+                    Offset::Offset(offset) => offset,
+                    // No record at or after the time: start at the end.
+                    _ => {
+                        consumer
+                            .fetch_watermarks(topic, element.partition(), REQUEST_TIMEOUT)
+                            .map_err(unavailable)?
+                            .1
+                    }
+                };
+                starting
+                    .add_partition_offset(topic, element.partition(), Offset::Offset(offset))
+                    .map_err(unavailable)?;
+            }
+        }
+        StartFrom::Latest | StartFrom::Earliest => {
+            for partition in &missing {
+                let (low, high) = consumer
+                    .fetch_watermarks(topic, *partition, REQUEST_TIMEOUT)
+                    .map_err(unavailable)?;
+                let offset = if start == StartFrom::Earliest { low } else { high };
+                starting
+                    .add_partition_offset(topic, *partition, Offset::Offset(offset))
+                    .map_err(unavailable)?;
+            }
+        }
+    }
+    if let Err(error) = consumer.commit(&starting, CommitMode::Sync) {
+        // Another process of the same group committed first: its offsets stand.
+        tracing::debug!(%error, topic, "starting offsets not committed");
+    }
+    Ok(())
+}
+
+/// Which records of each assigned partition were handed out and not finished yet.
+#[derive(Default, Debug)]
+struct Tracker {
+    partitions: HashMap<i32, PartitionProgress>,
+}
+
+#[derive(Default, Debug)]
+struct PartitionProgress {
+    /// The offset after the last record handed out.
+    next: i64,
+    /// Handed out, not acknowledged.
+    pending: BTreeSet<i64>,
+}
+
+impl Tracker {
+    fn handed_out(&mut self, partition: i32, offset: i64) {
+        let progress = self.partitions.entry(partition).or_default();
+        progress.pending.insert(offset);
+        progress.next = progress.next.max(offset + 1);
+    }
+
+    fn finished(&mut self, partition: i32, offset: i64) {
+        if let Some(progress) = self.partitions.get_mut(&partition) {
+            progress.pending.remove(&offset);
+        }
+    }
+
+    /// The offset to commit per partition: the first unfinished record, else the next one.
+    fn low_water_marks(&self) -> impl Iterator<Item = (i32, i64)> + '_ {
+        self.partitions.iter().map(|(partition, progress)| {
+            let low = progress.pending.first().copied().unwrap_or(progress.next);
+            (*partition, low)
+        })
+    }
+}
+
+/// Commits finished progress of partitions that are taken away, before they are.
+struct TrackingContext {
+    tracker: Arc<Mutex<Tracker>>,
+    topic: String,
+}
+
+impl ClientContext for TrackingContext {}
+
+impl ConsumerContext for TrackingContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let Rebalance::Revoke(revoked) = rebalance else {
+            return;
+        };
+        let Ok(mut tracker) = self.tracker.lock() else {
+            return;
+        };
+        let mut commit = TopicPartitionList::new();
+        for element in revoked.elements() {
+            if let Some(progress) = tracker.partitions.remove(&element.partition()) {
+                let low = progress.pending.first().copied().unwrap_or(progress.next);
+                let _ = commit.add_partition_offset(
+                    &self.topic,
+                    element.partition(),
+                    Offset::Offset(low),
+                );
+            }
+        }
+        drop(tracker);
+        if commit.count() > 0 {
+            if let Err(error) = consumer.commit(&commit, CommitMode::Sync) {
+                tracing::warn!(%error, "commit on partition revocation failed");
+            }
+        }
+    }
+}
+
+struct KafkaConsumer {
+    consumer: Arc<StreamConsumer<TrackingContext>>,
+    tracker: Arc<Mutex<Tracker>>,
+    topic: String,
+    /// What was last committed per partition, to skip commits that change nothing.
+    committed: HashMap<i32, i64>,
+}
+
+impl KafkaConsumer {
+    fn take(&self, message: &BorrowedMessage<'_>) -> Option<LogRecord> {
+        let id = RecordId {
+            partition: message.partition() as u32,
+            offset: message.offset() as u64,
+        };
+        let decoded = kafka_binding::decode(&kafka_record(message));
+        let mut tracker = self.tracker.lock().ok()?;
+        tracker.handed_out(message.partition(), message.offset());
+        match decoded {
+            Ok(record) => Some(LogRecord { id, record }),
+            Err(error) => {
+                // Not a CloudEvent (someone else wrote to the topic): nothing to deliver.
+                tracing::warn!(topic = %self.topic, ?id, %error, "skipping a record that is not a CloudEvent");
+                tracker.finished(message.partition(), message.offset());
+                None
+            }
+        }
+    }
+
+    fn changed_marks(&self) -> TopicPartitionList {
+        let mut list = TopicPartitionList::new();
+        if let Ok(tracker) = self.tracker.lock() {
+            for (partition, low) in tracker.low_water_marks() {
+                if self.committed.get(&partition) != Some(&low) {
+                    let _ = list.add_partition_offset(&self.topic, partition, Offset::Offset(low));
+                }
+            }
+        }
+        list
+    }
+}
+
+#[async_trait]
+impl LogConsumer for KafkaConsumer {
+    async fn poll(&mut self, max: usize) -> Result<Vec<LogRecord>, LogError> {
+        let mut out = Vec::new();
+        while out.is_empty() {
+            let first = self.consumer.recv().await.map_err(unavailable)?;
+            out.extend(self.take(&first));
+            drop(first);
+            while out.len() < max {
+                match self.consumer.recv().now_or_never() {
+                    Some(Ok(message)) => out.extend(self.take(&message)),
+                    Some(Err(error)) => return Err(unavailable(error)),
+                    None => break,
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn ack(&mut self, id: RecordId) -> Result<(), LogError> {
+        if let Ok(mut tracker) = self.tracker.lock() {
+            tracker.finished(id.partition as i32, id.offset as i64);
+        }
+        Ok(())
+    }
+
+    async fn commit(&mut self) -> Result<(), LogError> {
+        let list = self.changed_marks();
+        if list.count() == 0 {
+            return Ok(());
+        }
+        self.consumer
+            .commit(&list, CommitMode::Async)
+            .map_err(unavailable)?;
+        for element in list.elements() {
+            if let Offset::Offset(offset) = element.offset() {
+                self.committed.insert(element.partition(), offset);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for KafkaConsumer {
+    /// The last progress is committed synchronously: the dispatcher is stopping.
+    fn drop(&mut self) {
+        let list = self.changed_marks();
+        if list.count() > 0 {
+            let _ = self.consumer.commit(&list, CommitMode::Sync);
+        }
+    }
+}
+
+/// Milliseconds since the epoch, as Kafka timestamps count.
+pub fn epoch_millis(time: SystemTime) -> i64 {
+    time.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Harness {
+        bootstrap: String,
+        prefix: String,
+    }
+
+    #[async_trait]
+    impl crate::log::testsuite::LogHarness for Harness {
+        async fn open(&self) -> Arc<dyn EventLog> {
+            let options = KafkaOptions {
+                prefix: self.prefix.clone(),
+                // The suite checks the order of one partition.
+                partitions: 1,
+                ..KafkaOptions::new(self.bootstrap.clone())
+            };
+            Arc::new(KafkaLog::connect(options).expect("a Kafka client"))
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn kafka_passes_the_conformance_suite() {
+        let bootstrap = crate::testing::KafkaServer::shared();
+        let counter = std::sync::atomic::AtomicUsize::new(0);
+        crate::log::testsuite::run_all(&|| {
+            let n = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let harness: Box<dyn crate::log::testsuite::LogHarness> = Box::new(Harness {
+                bootstrap: bootstrap.clone(),
+                prefix: format!("suite{n}."),
+            });
+            async move { harness }
+        })
+        .await;
+    }
+
+    #[test]
+    fn knative_names() {
+        let options = KafkaOptions::new("127.0.0.1:9092");
+        let broker = BrokerKey::new("shop", "orders");
+        assert_eq!(options.topic(&broker), "knative-broker-shop-orders");
+        assert_eq!(
+            options.group(&broker, "trigger-audit"),
+            "knative-trigger-shop-audit"
+        );
+        let prefixed = KafkaOptions {
+            prefix: "team-a.".into(),
+            ..options
+        };
+        assert_eq!(prefixed.topic(&broker), "team-a.knative-broker-shop-orders");
+    }
+
+    #[test]
+    fn low_water_marks_wait_for_the_first_unfinished_record() {
+        let mut tracker = Tracker::default();
+        for offset in 10..15 {
+            tracker.handed_out(0, offset);
+        }
+        tracker.handed_out(3, 7);
+        tracker.finished(0, 10);
+        tracker.finished(0, 12);
+        tracker.finished(3, 7);
+        let mut marks: Vec<_> = tracker.low_water_marks().collect();
+        marks.sort();
+        assert_eq!(marks, [(0, 11), (3, 8)]);
+    }
+}
