@@ -253,6 +253,8 @@ pub enum Backend {
     Sled,
     /// NATS JetStream at --nats-url.
     Nats,
+    /// Apache Kafka at --kafka-bootstrap.
+    Kafka,
 }
 
 #[derive(Parser, Debug, Clone)]
@@ -281,6 +283,31 @@ pub struct ServeArgs {
     /// Log backend.
     #[arg(long, env = "HERALD_BACKEND", value_enum, default_value_t = Backend::Sled)]
     pub backend: Backend,
+
+    /// Kafka bootstrap servers (`host:port[,host:port]`): the log of `--backend kafka`, or,
+    /// with another default backend, of brokers of class Kafka.
+    #[arg(long, env = "HERALD_KAFKA_BOOTSTRAP")]
+    pub kafka_bootstrap: Option<String>,
+
+    /// A librdkafka setting for every Kafka client, `key=value` (repeatable; env:
+    /// comma-separated), e.g. security.protocol=SASL_SSL, sasl.mechanism=SCRAM-SHA-512.
+    #[arg(long = "kafka-option", env = "HERALD_KAFKA_OPTIONS", value_delimiter = ',', value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub kafka_options: Vec<(String, String)>,
+
+    /// Partitions of new broker topics (Knative's default 10; per broker:
+    /// `herald.dev/partitions`).
+    #[arg(long, env = "HERALD_KAFKA_PARTITIONS", default_value_t = 10)]
+    pub kafka_partitions: i32,
+
+    /// Replication factor of new topics; -1 (default) takes the cluster's
+    /// default.replication.factor (per broker: `herald.dev/replicas`).
+    #[arg(long, env = "HERALD_KAFKA_REPLICATION_FACTOR", default_value_t = -1, allow_negative_numbers = true)]
+    pub kafka_replication_factor: i32,
+
+    /// Put before every Kafka topic and consumer group Herald creates, so that several Herald
+    /// installations can share one cluster.
+    #[arg(long, env = "HERALD_KAFKA_PREFIX", default_value = "")]
+    pub kafka_prefix: String,
 
     /// NATS server: the log of `--backend nats` (default nats://127.0.0.1:4222), or, with
     /// another default backend, of brokers of class NatsJetStreamBroker.
@@ -331,4 +358,15 @@ pub struct ServeArgs {
     /// (`/v1/traces` is added). Off by default.
     #[arg(long, env = "HERALD_OTLP_ENDPOINT")]
     pub otlp_endpoint: Option<String>,
+}
+
+/// `key=value`
+fn parse_key_value(text: &str) -> Result<(String, String), String> {
+    let (key, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?}: expected KEY=VALUE"))?;
+    if key.trim().is_empty() {
+        return Err(format!("{text:?}: the key is empty"));
+    }
+    Ok((key.trim().to_owned(), value.to_owned()))
 }

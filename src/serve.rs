@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use anyhow::Context;
+use herald_broker::log::kafka::{KafkaLog, KafkaOptions};
 use herald_broker::log::nats::{NatsLog, NatsOptions, DEFAULT_PUBLISH_TIMEOUT};
 use herald_broker::log::routed::RoutedLog;
 use herald_broker::log::sled::SledLog;
@@ -177,9 +178,25 @@ async fn open_backends(args: &ServeArgs) -> anyhow::Result<RoutedLog> {
             .with_context(|| format!("cannot connect to NATS at {url}"))?;
         backends.insert("nats".into(), Arc::new(nats));
     }
+    if args.backend == Backend::Kafka || args.kafka_bootstrap.is_some() {
+        let bootstrap = args.kafka_bootstrap.clone().ok_or_else(|| {
+            anyhow::anyhow!("--backend kafka needs --kafka-bootstrap HOST:PORT")
+        })?;
+        let options = KafkaOptions {
+            bootstrap: bootstrap.clone(),
+            client_options: args.kafka_options.clone(),
+            prefix: args.kafka_prefix.clone(),
+            partitions: args.kafka_partitions,
+            replication_factor: args.kafka_replication_factor,
+        };
+        let kafka = KafkaLog::connect(options)
+            .with_context(|| format!("cannot set up the Kafka clients for {bootstrap}"))?;
+        backends.insert("kafka".into(), Arc::new(kafka));
+    }
     let default = match args.backend {
         Backend::Sled => "sled",
         Backend::Nats => "nats",
+        Backend::Kafka => "kafka",
     };
     Ok(RoutedLog::new(default, backends))
 }

@@ -132,8 +132,9 @@ mod kafka_server {
         command
     }
 
-    /// The shared broker's PID, for the exit hook.
+    /// The shared broker's PID and PID file, for the exit hook.
     static SHARED_PID: OnceLock<u32> = OnceLock::new();
+    static SHARED_PIDFILE: OnceLock<PathBuf> = OnceLock::new();
     static SHARED: OnceLock<std::sync::Mutex<KafkaServer>> = OnceLock::new();
 
     extern "C" fn stop_shared() {
@@ -143,6 +144,13 @@ mod kafka_server {
                 libc::kill(*pid as i32, libc::SIGKILL);
             }
         }
+        if let Some(pidfile) = SHARED_PIDFILE.get() {
+            let _ = std::fs::remove_file(pidfile);
+        }
+    }
+
+    fn pidfile(pid: u32) -> Option<PathBuf> {
+        std::env::var_os("HERALD_KAFKA_PIDS").map(|dir| PathBuf::from(dir).join(format!("{pid}.pid")))
     }
 
     impl KafkaServer {
@@ -181,6 +189,9 @@ mod kafka_server {
                     let server = Self::start();
                     if let Some(child) = &server.child {
                         let _ = SHARED_PID.set(child.id());
+                        if let Some(path) = pidfile(child.id()) {
+                            let _ = SHARED_PIDFILE.set(path);
+                        }
                         // SAFETY: registering a plain function to run at exit.
                         unsafe {
                             libc::atexit(stop_shared);
@@ -235,8 +246,8 @@ mod kafka_server {
             if let Some(mut child) = self.child.take() {
                 let _ = child.kill();
                 let _ = child.wait();
-                if let Some(pids) = std::env::var_os("HERALD_KAFKA_PIDS") {
-                    let _ = std::fs::remove_file(PathBuf::from(pids).join(format!("{}.pid", child.id())));
+                if let Some(path) = pidfile(child.id()) {
+                    let _ = std::fs::remove_file(path);
                 }
             }
         }
@@ -251,8 +262,7 @@ mod kafka_server {
                 .stderr(Stdio::null())
                 .spawn()
                 .expect("run java (a JDK is needed for the Kafka tests)");
-            if let Some(pids) = std::env::var_os("HERALD_KAFKA_PIDS") {
-                let path = PathBuf::from(pids).join(format!("{}.pid", child.id()));
+            if let Some(path) = pidfile(child.id()) {
                 if let Ok(mut file) = std::fs::File::create(path) {
                     let _ = write!(file, "{}", child.id());
                 }

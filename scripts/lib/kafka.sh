@@ -19,7 +19,9 @@ mkdir -p "$HERALD_KAFKA_PIDS"
 stop_leftover_kafka() {
   for pidfile in "$HERALD_KAFKA_PIDS"/*.pid; do
     [ -e "$pidfile" ] || continue
-    kill -9 "$(cat "$pidfile")" 2>/dev/null || true
+    pid=$(cat "$pidfile")
+    # Only a Kafka broker: the PID may belong to something else by now.
+    if grep -qs kafka.Kafka "/proc/$pid/cmdline"; then kill -9 "$pid" 2>/dev/null || true; fi
     rm -f "$pidfile"
   done
 }

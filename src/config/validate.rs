@@ -175,6 +175,7 @@ pub const MAX_AGE_ANNOTATION: &str = "herald.dev/retention-max-age";
 pub const MAX_BYTES_ANNOTATION: &str = "herald.dev/retention-max-bytes";
 pub const REPLICAS_ANNOTATION: &str = "herald.dev/replicas";
 pub const RETENTION_ANNOTATION: &str = "herald.dev/retention";
+pub const PARTITIONS_ANNOTATION: &str = "herald.dev/partitions";
 
 /// Reads the `herald.dev/*` log settings of a broker; errors name the annotation.
 pub fn broker_settings(broker: &Broker) -> Result<herald_broker::log::BrokerSettings, FieldError> {
@@ -207,6 +208,15 @@ pub fn broker_settings(broker: &Broker) -> Result<herald_broker::log::BrokerSett
             )
         })?;
         settings.replicas = Some(replicas);
+    }
+    if let Some(text) = annotations.get(PARTITIONS_ANNOTATION) {
+        let partitions = text.parse::<i32>().ok().filter(|p| *p >= 1);
+        settings.partitions = Some(partitions.ok_or_else(|| {
+            FieldError::new(
+                field(PARTITIONS_ANNOTATION),
+                format!("{text:?} is not a partition count of 1 or more"),
+            )
+        })?);
     }
     if let Some(text) = annotations.get(RETENTION_ANNOTATION) {
         settings.interest_retention = match text.as_str() {

@@ -5,9 +5,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 
+use herald_broker::log::kafka::{KafkaLog, KafkaOptions};
 use herald_broker::log::nats::{NatsLog, NatsOptions, DEFAULT_PUBLISH_TIMEOUT};
 use herald_broker::log::sled::SledLog;
-use herald_broker::testing::NatsServer;
+use herald_broker::testing::{KafkaServer, NatsServer};
 use herald_broker::EventLog;
 use std::time::Duration;
 
@@ -34,6 +35,73 @@ impl Backend for Sled {
     }
     async fn open_log(&self, dirs: &HeraldDirs) -> Arc<dyn EventLog> {
         Arc::new(SledLog::open(&dirs.data.path().join("log"), 16).expect("open the sled log"))
+    }
+}
+
+/// Apache Kafka: the test process's shared broker (or one of the test's own), with topics and
+/// consumer groups under a prefix of the test's own.
+pub struct Kafka {
+    pub bootstrap: String,
+    pub prefix: String,
+    /// A broker of the test's own, when it stops or kills Kafka.
+    pub server: Option<KafkaServer>,
+}
+
+impl Kafka {
+    fn prefix() -> String {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        format!(
+            "t{}-{}.",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::SeqCst)
+        )
+    }
+
+    /// On the shared broker.
+    pub fn shared() -> Self {
+        Self {
+            bootstrap: KafkaServer::shared(),
+            prefix: Self::prefix(),
+            server: None,
+        }
+    }
+
+    /// On a broker of the test's own.
+    pub fn start() -> Self {
+        let server = KafkaServer::start();
+        Self {
+            bootstrap: server.bootstrap(),
+            prefix: Self::prefix(),
+            server: Some(server),
+        }
+    }
+
+    pub fn options(&self) -> KafkaOptions {
+        KafkaOptions {
+            prefix: self.prefix.clone(),
+            ..KafkaOptions::new(self.bootstrap.clone())
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Backend for Kafka {
+    fn name(&self) -> &'static str {
+        "kafka"
+    }
+    fn args(&self) -> Vec<String> {
+        vec![
+            "--backend".into(),
+            "kafka".into(),
+            "--kafka-bootstrap".into(),
+            self.bootstrap.clone(),
+            "--kafka-prefix".into(),
+            self.prefix.clone(),
+        ]
+    }
+    async fn open_log(&self, _dirs: &HeraldDirs) -> Arc<dyn EventLog> {
+        Arc::new(KafkaLog::connect(self.options()).expect("a Kafka client"))
     }
 }
 

@@ -118,6 +118,8 @@ pub struct KafkaLog {
     options: KafkaOptions,
     producer: FutureProducer,
     admin: AdminClient<DefaultClientContext>,
+    /// The end offset of each partition each broker was written to, for the log-size gauge.
+    ends: Mutex<HashMap<BrokerKey, HashMap<i32, i64>>>,
 }
 
 impl KafkaLog {
@@ -138,6 +140,7 @@ impl KafkaLog {
             options,
             producer,
             admin,
+            ends: Mutex::new(HashMap::new()),
         })
     }
 
@@ -162,6 +165,21 @@ impl KafkaLog {
             }
         }
         Ok(())
+    }
+
+    /// Moves the known partition ends forward and publishes the broker's record count.
+    fn record_ends(&self, broker: &BrokerKey, written: impl IntoIterator<Item = (i32, i64)>) {
+        let Ok(mut ends) = self.ends.lock() else {
+            return;
+        };
+        let partitions = ends.entry(broker.clone()).or_default();
+        for (partition, end) in written {
+            let known = partitions.entry(partition).or_default();
+            *known = (*known).max(end);
+        }
+        let total: i64 = partitions.values().sum();
+        drop(ends);
+        super::record_log_size(broker, total.max(0) as u64);
     }
 
     /// A consumer outside any group for reading a topic from the start.
@@ -307,7 +325,26 @@ impl EventLog for KafkaLog {
         let parked = self.options.parked_topic(broker);
         let parked_topic = NewTopic::new(&parked, 1, TopicReplication::Fixed(replication))
             .set("cleanup.policy", "compact");
-        self.create_topic(parked_topic).await
+        self.create_topic(parked_topic).await?;
+        // Start the log-size gauge from what the topic already holds.
+        let reader = self.reader()?;
+        let counted = topic.clone();
+        let ends = blocking(move || {
+            let metadata = reader
+                .fetch_metadata(Some(&counted), REQUEST_TIMEOUT)
+                .map_err(unavailable)?;
+            let mut ends = Vec::new();
+            for partition in metadata.topics().iter().flat_map(|t| t.partitions()) {
+                let (_, high) = reader
+                    .fetch_watermarks(&counted, partition.id(), REQUEST_TIMEOUT)
+                    .map_err(unavailable)?;
+                ends.push((partition.id(), high));
+            }
+            Ok(ends)
+        })
+        .await?;
+        self.record_ends(broker, ends);
+        Ok(())
     }
 
     async fn append(&self, broker: &BrokerKey, records: Vec<Record>) -> Result<(), LogError> {
@@ -330,13 +367,15 @@ impl EventLog for KafkaLog {
                 Err((error, _)) => return Err(unavailable(error)),
             }
         }
+        let mut written = Vec::with_capacity(deliveries.len());
         for delivery in deliveries {
             match delivery.await {
-                Ok(Ok(_)) => {}
+                Ok(Ok(delivery)) => written.push((delivery.partition, delivery.offset + 1)),
                 Ok(Err((error, _))) => return Err(unavailable(error)),
                 Err(_) => return Err(unavailable("the producer stopped")),
             }
         }
+        self.record_ends(broker, written);
         Ok(())
     }
 

@@ -13,6 +13,8 @@ use crate::record::Record;
 
 /// Knative's class for brokers on NATS JetStream.
 pub const NATS_BROKER_CLASS: &str = "NatsJetStreamBroker";
+/// Knative's class for brokers on Apache Kafka.
+pub const KAFKA_BROKER_CLASS: &str = "Kafka";
 /// Knative's default class: Herald runs it on its default backend.
 pub const DEFAULT_BROKER_CLASS: &str = "MTChannelBasedBroker";
 
@@ -37,17 +39,19 @@ impl RoutedLog {
         let wanted = match class {
             None | Some(DEFAULT_BROKER_CLASS) => return Ok(&self.default),
             Some(NATS_BROKER_CLASS) => "nats",
+            Some(KAFKA_BROKER_CLASS) => "kafka",
             Some(other) => {
                 return Err(format!(
-                    "broker class {other:?} is not served by Herald: use {DEFAULT_BROKER_CLASS} (the default backend) or {NATS_BROKER_CLASS}"
+                    "broker class {other:?} is not served by Herald: use {DEFAULT_BROKER_CLASS} (the default backend), {KAFKA_BROKER_CLASS} or {NATS_BROKER_CLASS}"
                 ))
             }
         };
         if self.backends.contains_key(wanted) {
             Ok(wanted)
         } else {
+            let flag = if wanted == "kafka" { "--kafka-bootstrap" } else { "--nats-url" };
             Err(format!(
-                "broker class {} needs the {wanted} backend, which is not configured (--nats-url)",
+                "broker class {} needs the {wanted} backend, which is not configured ({flag})",
                 class.unwrap_or_default()
             ))
         }
