@@ -316,7 +316,8 @@ impl ControlPlane {
             Resource::NatsSource(_)
             | Resource::PingSource(_)
             | Resource::ContainerSource(_)
-            | Resource::WebhookSource(_) => {
+            | Resource::WebhookSource(_)
+            | Resource::KafkaSource(_) => {
                 serde_json::to_value(self.source_status(resource, generation))
             }
         };

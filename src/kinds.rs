@@ -81,13 +81,22 @@ pub const WEBHOOK_SOURCE: Kind = Kind {
     source: true,
 };
 
+pub const KAFKA_SOURCE: Kind = Kind {
+    kind: "KafkaSource",
+    group: "sources.knative.dev",
+    version: "v1",
+    plural: "kafkasources",
+    source: true,
+};
+
 /// Every kind, in the order brokers → triggers → sources (the order `apply` creates them).
-pub const KINDS: [&Kind; 6] = [
+pub const KINDS: [&Kind; 7] = [
     &BROKER,
     &TRIGGER,
     &PING_SOURCE,
     &CONTAINER_SOURCE,
     &WEBHOOK_SOURCE,
+    &KAFKA_SOURCE,
     &NATS_SOURCE,
 ];
 

@@ -179,9 +179,10 @@ async fn open_backends(args: &ServeArgs) -> anyhow::Result<RoutedLog> {
         backends.insert("nats".into(), Arc::new(nats));
     }
     if args.backend == Backend::Kafka || args.kafka_bootstrap.is_some() {
-        let bootstrap = args.kafka_bootstrap.clone().ok_or_else(|| {
-            anyhow::anyhow!("--backend kafka needs --kafka-bootstrap HOST:PORT")
-        })?;
+        let bootstrap = args
+            .kafka_bootstrap
+            .clone()
+            .ok_or_else(|| anyhow::anyhow!("--backend kafka needs --kafka-bootstrap HOST:PORT"))?;
         let options = KafkaOptions {
             bootstrap: bootstrap.clone(),
             client_options: args.kafka_options.clone(),

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use herald_sources::container::ContainerSource;
+use herald_sources::kafka::KafkaSource;
 use herald_sources::nats::NatsSource;
 use herald_sources::ping::PingSource;
 use herald_sources::webhook::{WebhookRegistry, WebhookSource};
@@ -48,6 +49,11 @@ fn build(resource: &Resource, ctx: &SourceContext) -> Option<Arc<dyn Source>> {
             name,
             spec: s.spec.clone(),
             registry: ctx.webhooks.clone(),
+        }),
+        Resource::KafkaSource(s) => Arc::new(KafkaSource {
+            namespace,
+            name,
+            spec: s.spec.clone(),
         }),
         Resource::Broker(_) | Resource::Trigger(_) => return None,
     };

@@ -7,3 +7,380 @@ mod scenarios;
 use common::herald::Kafka;
 
 every_scenario!(Kafka::shared());
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+use scenarios::{accept_on, broker_yaml, ids, one_trigger, trigger_yaml, NS};
+
+fn client(bootstrap: &str) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", bootstrap);
+    config
+}
+
+/// Every record of `topic` (all partitions), read by a plain consumer outside Herald.
+fn read_topic(bootstrap: &str, topic: &str, want: usize) -> Vec<rdkafka::message::OwnedMessage> {
+    let consumer: BaseConsumer = client(bootstrap)
+        .set("group.id", "plain-reader")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .unwrap();
+    let mut assignment = TopicPartitionList::new();
+    for partition in metadata.topics()[0].partitions() {
+        assignment
+            .add_partition_offset(topic, partition.id(), Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&assignment).unwrap();
+    let deadline = Instant::now() + common::DEADLINE;
+    let mut out = Vec::new();
+    while out.len() < want {
+        assert!(
+            Instant::now() < deadline,
+            "only {} records in {topic}",
+            out.len()
+        );
+        if let Some(message) = consumer.poll(Duration::from_millis(200)) {
+            out.push(message.unwrap().detach());
+        }
+    }
+    out
+}
+
+/// What Herald writes is a CloudEvent in the Kafka binding's binary mode, keyed by
+/// `partitionkey`, that any Kafka consumer can read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_are_cloudevents_for_any_consumer() {
+    let kafka = Kafka::shared();
+    let dirs = common::HeraldDirs::new(&broker_yaml("b", None));
+    let herald = common::Herald::start(&kafka, &dirs, &[]).await;
+    let status = reqwest::Client::new()
+        .post(herald.broker_url(NS, "b"))
+        .header("ce-specversion", "1.0")
+        .header("ce-id", "plain-1")
+        .header("ce-source", "/shop")
+        .header("ce-type", "order.created")
+        .header("ce-partitionkey", "customer-7")
+        .header("content-type", "application/json")
+        .body(r#"{"total": 12.50}"#)
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 202);
+    let topic = format!("{}knative-broker-default-b", kafka.prefix);
+    let records = read_topic(&kafka.bootstrap, &topic, 1);
+    let record = &records[0];
+    let header = |name: &str| {
+        record.headers().and_then(|headers| {
+            headers
+                .iter()
+                .find(|h| h.key == name)
+                .and_then(|h| h.value)
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+        })
+    };
+    assert_eq!(header("ce_specversion").as_deref(), Some("1.0"));
+    assert_eq!(header("ce_id").as_deref(), Some("plain-1"));
+    assert_eq!(header("ce_source").as_deref(), Some("/shop"));
+    assert_eq!(header("ce_type").as_deref(), Some("order.created"));
+    assert!(header("ce_knativearrivaltime").is_some());
+    assert_eq!(header("content-type").as_deref(), Some("application/json"));
+    assert_eq!(record.key(), Some(&b"customer-7"[..]));
+    assert_eq!(record.payload(), Some(&br#"{"total": 12.50}"#[..]));
+    // Knative's default partition count.
+    let consumer: BaseConsumer = client(&kafka.bootstrap).create().unwrap();
+    let metadata = consumer
+        .fetch_metadata(Some(&topic), Duration::from_secs(10))
+        .unwrap();
+    assert_eq!(metadata.topics()[0].partitions().len(), 10);
+}
+
+/// KafkaSource: a plain record becomes `dev.knative.kafka.event` with Knative's mapping; a
+/// record that is a CloudEvent passes through unchanged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_source_maps_records() {
+    let kafka = Kafka::shared();
+    let topic = format!("{}orders", kafka.prefix);
+    let admin: AdminClient<DefaultClientContext> = client(&kafka.bootstrap).create().unwrap();
+    admin
+        .create_topics(
+            [&NewTopic::new(&topic, 1, TopicReplication::Fixed(1))],
+            &AdminOptions::new(),
+        )
+        .await
+        .unwrap();
+    let producer: FutureProducer = client(&kafka.bootstrap).create().unwrap();
+    let plain = OwnedHeaders::new()
+        .insert(Header {
+            key: "content-type",
+            value: Some("application/json"),
+        })
+        .insert(Header {
+            key: "X-Trace_Id",
+            value: Some("abc"),
+        });
+    producer
+        .send(
+            FutureRecord::to(&topic)
+                .key("customer-1")
+                .payload(r#"{"total": 12.50}"#)
+                .headers(plain),
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+    let cloudevent = OwnedHeaders::new()
+        .insert(Header {
+            key: "ce_specversion",
+            value: Some("1.0"),
+        })
+        .insert(Header {
+            key: "ce_id",
+            value: Some("ce-1"),
+        })
+        .insert(Header {
+            key: "ce_source",
+            value: Some("/legacy"),
+        })
+        .insert(Header {
+            key: "ce_type",
+            value: Some("legacy.thing"),
+        })
+        .insert(Header {
+            key: "content-type",
+            value: Some("text/plain"),
+        });
+    producer
+        .send(
+            FutureRecord::<str, str>::to(&topic)
+                .payload("as is")
+                .headers(cloudevent),
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+
+    let subscriber = common::Subscriber::start().await;
+    let source = format!(
+        "apiVersion: sources.knative.dev/v1\nkind: KafkaSource\nmetadata: {{name: orders}}\nspec:\n  bootstrapServers: ['{}']\n  topics: ['{topic}']\n  consumerGroup: {}source\n  initialOffset: earliest\n  sink: {{ref: {{apiVersion: eventing.knative.dev/v1, kind: Broker, name: b}}}}\n",
+        kafka.bootstrap, kafka.prefix
+    );
+    let config = broker_yaml("b", None) + &trigger_yaml("t", "b", &subscriber.url(), "") + &source;
+    let dirs = common::HeraldDirs::new(&config);
+    let _herald = common::Herald::start(&kafka, &dirs, &[]).await;
+    let got = subscriber.wait_for(2).await;
+    let mapped = got
+        .iter()
+        .find(|r| r.ce("type") == Some("dev.knative.kafka.event"))
+        .expect("the plain record");
+    assert_eq!(
+        mapped.ce("source"),
+        Some(format!("/apis/v1/namespaces/default/kafkasources/orders#{topic}").as_str())
+    );
+    assert_eq!(mapped.ce("subject"), Some("partition:0#0"));
+    assert_eq!(mapped.ce("id"), Some("partition:0/offset:0"));
+    assert_eq!(mapped.ce("key"), Some("customer-1"));
+    assert_eq!(mapped.ce("partitionkey"), Some("customer-1"));
+    assert_eq!(mapped.ce("kafkaheaderxtraceid"), Some("abc"));
+    assert!(mapped.ce("time").is_some());
+    assert_eq!(mapped.header("content-type"), Some("application/json"));
+    assert_eq!(&mapped.body[..], br#"{"total": 12.50}"#);
+    let passed = got
+        .iter()
+        .find(|r| r.ce("id") == Some("ce-1"))
+        .expect("the CloudEvent");
+    assert_eq!(passed.ce("type"), Some("legacy.thing"));
+    assert_eq!(passed.ce("source"), Some("/legacy"));
+    assert_eq!(&passed.body[..], b"as is");
+}
+
+/// Two Herald processes share a broker's trigger (its consumer group splits the partitions);
+/// one is SIGKILLed mid-stream, and every accepted event still reaches the subscriber.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_heralds_share_a_trigger_and_one_dies() {
+    let kafka = Kafka::shared();
+    let subscriber = common::Subscriber::start().await;
+    let delivery = "delivery: {retry: 20, backoffPolicy: linear, backoffDelay: PT0.05S}";
+    let first_dirs = one_trigger(&subscriber.url(), delivery);
+    let second_dirs = one_trigger(&subscriber.url(), delivery);
+    let first = common::Herald::start(&kafka, &first_dirs, &[]).await;
+    let second = common::Herald::start(&kafka, &second_dirs, &[]).await;
+    let mut accepted = BTreeSet::new();
+    for i in 0..40 {
+        let herald = if i % 2 == 0 { &first } else { &second };
+        let id = format!("shared-{i}");
+        accept_on(herald, "b", &id).await;
+        accepted.insert(id);
+    }
+    first.kill();
+    for i in 40..80 {
+        let id = format!("shared-{i}");
+        accept_on(&second, "b", &id).await;
+        accepted.insert(id);
+    }
+    // The survivor takes over the dead process's partitions once its session times out.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let got: BTreeSet<String> = ids(&subscriber).into_iter().collect();
+        if accepted.is_subset(&got) {
+            break;
+        }
+        let missing: Vec<_> = accepted.difference(&got).take(5).collect();
+        assert!(Instant::now() < deadline, "never delivered: {missing:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Kafka dies while producers send: ingress answers 503 within a bounded time, and after Kafka
+/// is back every event that got a 202 is delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_killed_during_ingest_loses_nothing_accepted() {
+    let mut kafka = Kafka::start();
+    let subscriber = common::Subscriber::start().await;
+    let dirs = one_trigger(
+        &subscriber.url(),
+        "delivery: {retry: 100, backoffPolicy: linear, backoffDelay: PT0.05S}",
+    );
+    let herald = common::Herald::start(&kafka, &dirs, &[]).await;
+    let url = herald.broker_url(NS, "b");
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let send = |id: String| {
+        let (http, url) = (http.clone(), url.clone());
+        async move {
+            let started = Instant::now();
+            let status = http
+                .post(&url)
+                .header("ce-specversion", "1.0")
+                .header("ce-id", &id)
+                .header("ce-source", "/chaos")
+                .header("ce-type", "t")
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+                .unwrap_or(0);
+            (id, status, started.elapsed())
+        }
+    };
+    let mut accepted = BTreeSet::new();
+    for i in 0..20 {
+        let (id, status, _) = send(format!("before-{i}")).await;
+        assert_eq!(status, 202);
+        accepted.insert(id);
+    }
+    kafka.server.as_mut().unwrap().kill();
+    let mut refused = 0;
+    let down: Vec<_> = (0..3)
+        .map(|i| tokio::spawn(send(format!("down-{i}"))))
+        .collect();
+    for sent in down {
+        let (id, status, took) = sent.await.unwrap();
+        assert!(
+            took < Duration::from_secs(15),
+            "ingress must answer within a bounded time, took {took:?}"
+        );
+        match status {
+            202 => {
+                accepted.insert(id);
+            }
+            503 => refused += 1,
+            other => panic!("unexpected status {other} while Kafka is down"),
+        }
+    }
+    assert!(refused > 0, "with Kafka down, ingress must refuse with 503");
+    kafka.server.as_mut().unwrap().restart();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut i = 0;
+    while i < 20 {
+        let (id, status, _) = send(format!("after-{i}")).await;
+        if status == 202 {
+            accepted.insert(id);
+            i += 1;
+        } else {
+            assert!(
+                Instant::now() < deadline,
+                "ingress did not recover after Kafka came back: {status}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let got: BTreeSet<String> = ids(&subscriber).into_iter().collect();
+        if accepted.is_subset(&got) {
+            break;
+        }
+        let missing: Vec<_> = accepted.difference(&got).take(5).collect();
+        assert!(
+            Instant::now() < deadline,
+            "never delivered: {missing:?}\n{}",
+            herald.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// With sled as the default, a broker of class Kafka lives on Kafka; without
+/// `--kafka-bootstrap` the class is refused before binding.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_class_kafka_chooses_the_backend() {
+    let kafka = Kafka::shared();
+    let subscriber = common::Subscriber::start().await;
+    let on_kafka = format!(
+        "apiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadata:\n  name: onkafka\n  namespace: {NS}\n  annotations:\n    eventing.knative.dev/broker.class: Kafka\n    herald.dev/partitions: \"3\"\n---\n"
+    );
+    let config = broker_yaml("onsled", None)
+        + &on_kafka
+        + &trigger_yaml("a", "onsled", &subscriber.url(), "")
+        + &trigger_yaml("k", "onkafka", &subscriber.url(), "");
+    let dirs = common::HeraldDirs::new(&config);
+    let herald = common::Herald::start(
+        &common::herald::Sled,
+        &dirs,
+        &[
+            "--kafka-bootstrap",
+            &kafka.bootstrap,
+            "--kafka-prefix",
+            &kafka.prefix,
+        ],
+    )
+    .await;
+    accept_on(&herald, "onsled", "via-sled").await;
+    accept_on(&herald, "onkafka", "via-kafka").await;
+    subscriber.wait_for_id("via-sled").await;
+    subscriber.wait_for_id("via-kafka").await;
+    let consumer: BaseConsumer = client(&kafka.bootstrap).create().unwrap();
+    let metadata = consumer
+        .fetch_metadata(None, Duration::from_secs(10))
+        .unwrap();
+    let topics: Vec<&str> = metadata.topics().iter().map(|t| t.name()).collect();
+    let on_kafka_topic = format!("{}knative-broker-default-onkafka", kafka.prefix);
+    let partitions = metadata
+        .topics()
+        .iter()
+        .find(|t| t.name() == on_kafka_topic)
+        .map(|t| t.partitions().len());
+    assert_eq!(partitions, Some(3), "herald.dev/partitions: {topics:?}");
+    assert!(
+        !topics.contains(&format!("{}knative-broker-default-onsled", kafka.prefix).as_str()),
+        "the default broker stays on sled"
+    );
+    drop(herald);
+    let (status, stderr) = common::herald::run_invalid(&dirs.config_file(), dirs.data.path());
+    assert!(!status.success());
+    assert!(stderr.contains("--kafka-bootstrap"), "{stderr}");
+}

@@ -86,9 +86,8 @@ pub fn decode(record: &KafkaRecord) -> Result<Record, InvalidEvent> {
             let Some(attribute) = name.strip_prefix(CE_PREFIX) else {
                 continue;
             };
-            let text = String::from_utf8(value.clone()).map_err(|_| {
-                InvalidEvent::new(attribute, "the header value is not UTF-8")
-            })?;
+            let text = String::from_utf8(value.clone())
+                .map_err(|_| InvalidEvent::new(attribute, "the header value is not UTF-8"))?;
             event.set(attribute.to_ascii_lowercase(), text);
         }
         if let Some(content_type) = record.content_type() {

@@ -122,7 +122,12 @@ mod kafka_server {
     fn java(libs: &std::path::Path, dir: &std::path::Path) -> Command {
         let mut command = Command::new("java");
         command
-            .args(["-Xms64m", "-Xmx512m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1"])
+            .args([
+                "-Xms64m",
+                "-Xmx512m",
+                "-XX:+UseSerialGC",
+                "-XX:TieredStopAtLevel=1",
+            ])
             .arg(format!(
                 "-Dlog4j2.configurationFile={}",
                 dir.join("log4j2.properties").display()
@@ -150,7 +155,8 @@ mod kafka_server {
     }
 
     fn pidfile(pid: u32) -> Option<PathBuf> {
-        std::env::var_os("HERALD_KAFKA_PIDS").map(|dir| PathBuf::from(dir).join(format!("{pid}.pid")))
+        std::env::var_os("HERALD_KAFKA_PIDS")
+            .map(|dir| PathBuf::from(dir).join(format!("{pid}.pid")))
     }
 
     impl KafkaServer {
@@ -166,7 +172,13 @@ mod kafka_server {
             };
             server.write_config();
             let format = java(&libs(), server.dir.path())
-                .args(["kafka.tools.StorageTool", "format", "-t", "aGVyYWxkLXRlc3RzLTEyMw", "-c"])
+                .args([
+                    "kafka.tools.StorageTool",
+                    "format",
+                    "-t",
+                    "aGVyYWxkLXRlc3RzLTEyMw",
+                    "-c",
+                ])
                 .arg(server.dir.path().join("server.properties"))
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped())
@@ -274,10 +286,15 @@ mod kafka_server {
                 if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
                     panic!(
                         "Kafka exited with {status}: {}",
-                        std::fs::read_to_string(self.dir.path().join("kafka.log")).unwrap_or_default()
+                        std::fs::read_to_string(self.dir.path().join("kafka.log"))
+                            .unwrap_or_default()
                     );
                 }
-                assert!(Instant::now() < deadline, "Kafka did not start on port {}", self.port);
+                assert!(
+                    Instant::now() < deadline,
+                    "Kafka did not start on port {}",
+                    self.port
+                );
                 std::thread::sleep(Duration::from_millis(50));
             }
         }

@@ -61,3 +61,4 @@ source_spec!(crate::NatsSourceSpec);
 source_spec!(crate::PingSourceSpec);
 source_spec!(crate::ContainerSourceSpec);
 source_spec!(crate::WebhookSourceSpec);
+source_spec!(crate::KafkaSourceSpec);

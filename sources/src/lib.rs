@@ -5,6 +5,8 @@
 //! `id`/`time` defaults, retries) lives in [`sink`].
 
 pub mod container;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 #[cfg(feature = "nats")]
 pub mod nats;
 pub mod ping;

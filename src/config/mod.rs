@@ -25,6 +25,7 @@ pub enum Resource {
     /// Boxed: a pod template is far larger than the other kinds.
     ContainerSource(Box<herald_crds::ContainerSource>),
     WebhookSource(herald_crds::WebhookSource),
+    KafkaSource(herald_crds::KafkaSource),
 }
 
 /// Evaluates `$body` with `$r` bound to the typed object, whatever its kind.
@@ -37,6 +38,7 @@ macro_rules! on_resource {
             Resource::PingSource($r) => $body,
             Resource::ContainerSource($r) => $body,
             Resource::WebhookSource($r) => $body,
+            Resource::KafkaSource($r) => $body,
         }
     };
 }
@@ -51,6 +53,7 @@ impl Resource {
             Resource::PingSource(_) => &kinds::PING_SOURCE,
             Resource::ContainerSource(_) => &kinds::CONTAINER_SOURCE,
             Resource::WebhookSource(_) => &kinds::WEBHOOK_SOURCE,
+            Resource::KafkaSource(_) => &kinds::KAFKA_SOURCE,
         }
     }
 
@@ -68,6 +71,7 @@ impl Resource {
             "ContainerSource" => {
                 deserialize(value).map(|source| Resource::ContainerSource(Box::new(source)))
             }
+            "KafkaSource" => deserialize(value).map(Resource::KafkaSource),
             _ => deserialize(value).map(Resource::WebhookSource),
         }
     }
@@ -88,6 +92,7 @@ impl Resource {
             Resource::PingSource(r) => Some(&r.spec),
             Resource::ContainerSource(r) => Some(&r.spec),
             Resource::WebhookSource(r) => Some(&r.spec),
+            Resource::KafkaSource(r) => Some(&r.spec),
         }
     }
 

@@ -66,7 +66,8 @@ pub fn build_desired(loaded: Vec<Loaded>) -> Result<Desired, ConfigError> {
             Resource::NatsSource(_)
             | Resource::PingSource(_)
             | Resource::ContainerSource(_)
-            | Resource::WebhookSource(_) => {
+            | Resource::WebhookSource(_)
+            | Resource::KafkaSource(_) => {
                 validate_source(&resource).map_err(fail)?;
                 desired.sources.insert(ObjectKey::of(&resource), resource);
             }
@@ -240,6 +241,7 @@ fn validate_source(resource: &Resource) -> Result<(), FieldError> {
         Resource::PingSource(s) => herald_sources::ping::validate(&s.spec)?,
         Resource::ContainerSource(s) => herald_sources::container::validate(&s.spec)?,
         Resource::WebhookSource(s) => herald_sources::webhook::validate(&s.spec)?,
+        Resource::KafkaSource(s) => herald_sources::kafka::validate(&s.spec)?,
         Resource::Broker(_) | Resource::Trigger(_) => return Ok(()),
     }
     let Some(spec) = resource.source_spec() else {

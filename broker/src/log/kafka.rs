@@ -38,6 +38,8 @@ use crate::record::Record;
 pub const DEFAULT_PARTITIONS: i32 = 10;
 /// How long an append may wait for its delivery reports before ingress answers 503.
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often a consumer logs librdkafka's (self-healing) errors.
+const ERROR_REPORT_INTERVAL: Duration = Duration::from_secs(10);
 /// Bound of every blocking metadata, offset or commit call.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -196,12 +198,7 @@ impl KafkaLog {
         format!("{consumer}/{}/{}", id.partition, id.offset)
     }
 
-    async fn produce(
-        &self,
-        topic: &str,
-        key: &str,
-        value: Option<&[u8]>,
-    ) -> Result<(), LogError> {
+    async fn produce(&self, topic: &str, key: &str, value: Option<&[u8]>) -> Result<(), LogError> {
         let mut record = FutureRecord::<str, [u8]>::to(topic).key(key);
         if let Some(value) = value {
             record = record.payload(value);
@@ -247,8 +244,7 @@ impl KafkaLog {
                     };
                     let message = message.map_err(unavailable)?;
                     next = message.offset() + 1;
-                    let Some(key) = message.key().and_then(|k| std::str::from_utf8(k).ok())
-                    else {
+                    let Some(key) = message.key().and_then(|k| std::str::from_utf8(k).ok()) else {
                         continue;
                     };
                     let parked = match message.payload() {
@@ -409,11 +405,8 @@ impl EventLog for KafkaLog {
             // A trigger whose deliveries all wait on a slow subscriber does not poll for a
             // while; it must not be thrown out of its group for that.
             .set("max.poll.interval.ms", "86400000");
-        let consumer: Arc<StreamConsumer<TrackingContext>> = Arc::new(
-            config
-                .create_with_context(context)
-                .map_err(unavailable)?,
-        );
+        let consumer: Arc<StreamConsumer<TrackingContext>> =
+            Arc::new(config.create_with_context(context).map_err(unavailable)?);
         let setup = consumer.clone();
         let setup_topic = topic.clone();
         blocking(move || commit_starting_offsets(&setup, &setup_topic, start)).await?;
@@ -423,6 +416,7 @@ impl EventLog for KafkaLog {
             tracker,
             topic,
             committed: HashMap::new(),
+            last_report: None,
         }))
     }
 
@@ -536,7 +530,9 @@ fn commit_starting_offsets(
         .flat_map(|t| t.partitions().iter().map(|p| p.id()))
         .collect();
     if partitions.is_empty() {
-        return Err(LogError::Unavailable(format!("topic {topic} has no partitions")));
+        return Err(LogError::Unavailable(format!(
+            "topic {topic} has no partitions"
+        )));
     }
     let mut all = TopicPartitionList::new();
     for partition in &partitions {
@@ -591,7 +587,11 @@ fn commit_starting_offsets(
                 let (low, high) = consumer
                     .fetch_watermarks(topic, *partition, REQUEST_TIMEOUT)
                     .map_err(unavailable)?;
-                let offset = if start == StartFrom::Earliest { low } else { high };
+                let offset = if start == StartFrom::Earliest {
+                    low
+                } else {
+                    high
+                };
                 starting
                     .add_partition_offset(topic, *partition, Offset::Offset(offset))
                     .map_err(unavailable)?;
@@ -683,6 +683,7 @@ struct KafkaConsumer {
     topic: String,
     /// What was last committed per partition, to skip commits that change nothing.
     committed: HashMap<i32, i64>,
+    last_report: Option<std::time::Instant>,
 }
 
 impl KafkaConsumer {
@@ -705,6 +706,17 @@ impl KafkaConsumer {
         }
     }
 
+    /// Logs a consumer error, at most once per [`ERROR_REPORT_INTERVAL`].
+    fn report(&mut self, error: &KafkaError) {
+        if self
+            .last_report
+            .is_none_or(|at| at.elapsed() >= ERROR_REPORT_INTERVAL)
+        {
+            self.last_report = Some(std::time::Instant::now());
+            tracing::warn!(topic = %self.topic, %error, "Kafka consumer error (librdkafka retries by itself)");
+        }
+    }
+
     fn changed_marks(&self) -> TopicPartitionList {
         let mut list = TopicPartitionList::new();
         if let Ok(tracker) = self.tracker.lock() {
@@ -723,13 +735,24 @@ impl LogConsumer for KafkaConsumer {
     async fn poll(&mut self, max: usize) -> Result<Vec<LogRecord>, LogError> {
         let mut out = Vec::new();
         while out.is_empty() {
-            let first = self.consumer.recv().await.map_err(unavailable)?;
+            // librdkafka reconnects by itself; its errors (brokers down, transport failures)
+            // only say what is going on, and a backlog of them must not slow the catch-up.
+            let first = match self.consumer.recv().await {
+                Ok(message) => message,
+                Err(error) => {
+                    self.report(&error);
+                    continue;
+                }
+            };
             out.extend(self.take(&first));
             drop(first);
             while out.len() < max {
                 match self.consumer.recv().now_or_never() {
                     Some(Ok(message)) => out.extend(self.take(&message)),
-                    Some(Err(error)) => return Err(unavailable(error)),
+                    Some(Err(error)) => {
+                        self.report(&error);
+                        break;
+                    }
                     None => break,
                 }
             }

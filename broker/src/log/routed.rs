@@ -49,7 +49,11 @@ impl RoutedLog {
         if self.backends.contains_key(wanted) {
             Ok(wanted)
         } else {
-            let flag = if wanted == "kafka" { "--kafka-bootstrap" } else { "--nats-url" };
+            let flag = if wanted == "kafka" {
+                "--kafka-bootstrap"
+            } else {
+                "--nats-url"
+            };
             Err(format!(
                 "broker class {} needs the {wanted} backend, which is not configured ({flag})",
                 class.unwrap_or_default()

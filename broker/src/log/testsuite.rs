@@ -475,11 +475,7 @@ async fn start_from_a_time(harness: &dyn LogHarness) {
 /// Waits until the clock has moved a few milliseconds on (a condition, not a fixed sleep).
 async fn settle_clock() {
     let from = SystemTime::now();
-    while SystemTime::now()
-        .duration_since(from)
-        .unwrap_or_default()
-        < Duration::from_millis(3)
-    {
+    while SystemTime::now().duration_since(from).unwrap_or_default() < Duration::from_millis(3) {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
 }
