@@ -384,3 +384,45 @@ async fn broker_class_kafka_chooses_the_backend() {
     assert!(!status.success());
     assert!(stderr.contains("--kafka-bootstrap"), "{stderr}");
 }
+
+/// `examples/kafka` loads and its broker gets its topic with the annotated partitions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kafka_example_runs() {
+    let kafka = Kafka::shared();
+    let admin: AdminClient<DefaultClientContext> = client(&kafka.bootstrap).create().unwrap();
+    // The example's source reads this topic; it starts once the topic exists.
+    admin
+        .create_topics(
+            [&NewTopic::new(
+                "legacy-payments",
+                1,
+                TopicReplication::Fixed(1),
+            )],
+            &AdminOptions::new(),
+        )
+        .await
+        .unwrap();
+    let dirs = common::HeraldDirs::new("");
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/kafka");
+    let herald = common::Herald::start(
+        &common::herald::Sled,
+        &dirs,
+        &[
+            "--config",
+            example,
+            "--kafka-bootstrap",
+            &kafka.bootstrap,
+            "--kafka-prefix",
+            &kafka.prefix,
+        ],
+    )
+    .await;
+    accept_on(&herald, "payments", "example-1").await;
+    let topic = format!("{}knative-broker-default-payments", kafka.prefix);
+    let consumer: BaseConsumer = client(&kafka.bootstrap).create().unwrap();
+    let metadata = consumer
+        .fetch_metadata(Some(&topic), Duration::from_secs(10))
+        .unwrap();
+    assert_eq!(metadata.topics()[0].partitions().len(), 6);
+    assert_eq!(read_topic(&kafka.bootstrap, &topic, 1).len(), 1);
+}

@@ -108,7 +108,7 @@ async fn dispatch_loop(
                 continue;
             }
             if plan.ordered {
-                let key = partition_key(event);
+                let key = ordering_key(buffer[index].id.partition, event);
                 if busy_keys.contains(&key) || waiting_keys.contains(&key) {
                     waiting_keys.insert(key);
                     index += 1;
@@ -190,9 +190,9 @@ async fn commit(consumer: &mut dyn LogConsumer, plan: &TriggerPlan) {
 
 /// The ordering key of an event: its `partitionkey` extension; events without one share the
 /// log's single partition order.
-fn partition_key(event: &CloudEvent) -> String {
-    event
-        .text("partitionkey")
-        .map(|k| k.into_owned())
-        .unwrap_or_default()
+/// Ordered delivery goes one at a time per log partition and `partitionkey` (events without
+/// a key share one per partition): a failing event holds back only its key.
+fn ordering_key(partition: u32, event: &CloudEvent) -> String {
+    let key = event.text("partitionkey").unwrap_or_default();
+    format!("{partition}/{key}")
 }
