@@ -45,12 +45,18 @@ impl Telemetry {
 /// `otlp_endpoint` is given (must be called outside the tokio runtime: the exporter's HTTP
 /// client runs on its own thread).
 pub fn init(otlp_endpoint: Option<&str>) -> anyhow::Result<Telemetry> {
+    // A global filter, not a per-layer one: events must not depend on which thread first
+    // registered their callsite (per-layer filters dropped a log line while librdkafka's
+    // threads were logging).
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let logs = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")));
+        .with_ansi(std::io::stderr().is_terminal());
     let Some(endpoint) = otlp_endpoint else {
-        tracing_subscriber::registry().with(logs).init();
+        tracing_subscriber::registry()
+            .with(filter)
+            .with(logs)
+            .init();
         return Ok(Telemetry { provider: None });
     };
     let endpoint = traces_url(endpoint);
@@ -75,7 +81,11 @@ pub fn init(otlp_endpoint: Option<&str>) -> anyhow::Result<Telemetry> {
     let spans = tracing_opentelemetry::layer()
         .with_tracer(provider.tracer("herald"))
         .with_filter(exported);
-    tracing_subscriber::registry().with(logs).with(spans).init();
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(logs)
+        .with(spans)
+        .init();
     herald_broker::trace::install(Box::new(OtelBridge));
     tracing::info!(%endpoint, "exporting spans over OTLP/HTTP");
     Ok(Telemetry {

@@ -43,6 +43,17 @@ async fn smoke(backend: &str) {
             .as_f64()
             .is_some_and(|v| v > 0.0));
     }
+    if backend == "kafka" {
+        assert!(json["baseline_kafka_produce_rps"]
+            .as_f64()
+            .is_some_and(|v| v > 0.0));
+        assert!(markdown.contains("raw Kafka produce"), "{markdown}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_smoke_kafka() {
+    smoke("kafka").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

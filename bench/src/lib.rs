@@ -36,7 +36,7 @@ impl Settings {
     pub fn full(herald: PathBuf) -> Self {
         Self {
             herald,
-            backends: vec!["sled".into(), "nats".into()],
+            backends: vec!["sled".into(), "nats".into(), "kafka".into()],
             connections: 32,
             event_bytes: 1024,
             warmup: Duration::from_secs(2),

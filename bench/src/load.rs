@@ -194,6 +194,54 @@ pub async fn nats_publish_rate(
     Ok(measure_rate(workers, warmup, duration).await)
 }
 
+/// Kafka produces per second with `acks=all` (idempotent, as Herald's producer), each awaited,
+/// `clients` producers' worth of concurrent sends on one client.
+pub async fn kafka_produce_rate(
+    bootstrap: &str,
+    clients: usize,
+    payload: Bytes,
+    warmup: Duration,
+    duration: Duration,
+) -> anyhow::Result<f64> {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let mut config = rdkafka::ClientConfig::new();
+    config.set("bootstrap.servers", bootstrap);
+    let admin: AdminClient<DefaultClientContext> = config.create()?;
+    let topic = "bench-baseline";
+    admin
+        .create_topics(
+            [&NewTopic::new(topic, 10, TopicReplication::Fixed(1))],
+            &AdminOptions::new(),
+        )
+        .await?;
+    let producer: FutureProducer = config
+        .clone()
+        .set("acks", "all")
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        .create()?;
+    let workers: Vec<_> = (0..clients.max(1))
+        .map(|_| {
+            let (producer, payload) = (producer.clone(), payload.clone());
+            move || {
+                let (producer, payload) = (producer.clone(), payload.clone());
+                async move {
+                    producer
+                        .send(
+                            FutureRecord::<(), [u8]>::to(topic).payload(payload.as_ref()),
+                            Duration::from_secs(5),
+                        )
+                        .await
+                        .is_ok()
+                }
+            }
+        })
+        .collect();
+    Ok(measure_rate(workers, warmup, duration).await)
+}
+
 /// The median of repeated measurements.
 pub fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(|a, b| a.total_cmp(b));

@@ -14,8 +14,9 @@ struct Args {
     /// A run of seconds that only proves the tool works.
     #[arg(long)]
     smoke: bool,
-    /// Backends to measure (sled, nats); nats needs nats-server (HERALD_NATS_SERVER or PATH).
-    #[arg(long, value_delimiter = ',', default_value = "sled,nats")]
+    /// Backends to measure (sled, nats, kafka); nats needs nats-server (HERALD_NATS_SERVER or
+    /// PATH), kafka Kafka's jars (HERALD_KAFKA_LIBS) and a JDK.
+    #[arg(long, value_delimiter = ',', default_value = "sled,nats,kafka")]
     backends: Vec<String>,
     /// The herald binary (default: next to this one).
     #[arg(long)]

@@ -44,10 +44,17 @@ impl Herald {
             .with_context(|| format!("cannot run {}", binary.display()))?;
         let stderr = child.stderr.take().context("no stderr")?;
         let (tx, rx) = std::sync::mpsc::channel();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let lines = log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if let Some(addr) = line.split("ingress listening addr=").nth(1) {
                     let _ = tx.send(addr.trim().to_owned());
+                }
+                if let Ok(mut lines) = lines.lock() {
+                    if lines.len() < 200 {
+                        lines.push(line);
+                    }
                 }
             }
         });
@@ -59,7 +66,8 @@ impl Herald {
             }),
             Err(_) => {
                 let _ = child.kill();
-                bail!("herald did not start")
+                let log = log.lock().map(|l| l.join("\n")).unwrap_or_default();
+                bail!("herald did not start:\n{log}")
             }
         }
     }

@@ -6,7 +6,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde::Serialize;
 
-use crate::load::{clients, closed_loop, median, nats_publish_rate, open_loop, Percentiles};
+use crate::load::{
+    clients, closed_loop, kafka_produce_rate, median, nats_publish_rate, open_loop, Percentiles,
+};
 use crate::processes::{bare_server, FastSubscriber, Herald};
 use crate::Settings;
 
@@ -63,9 +65,12 @@ pub struct Report {
     pub baseline_http_rps: f64,
     /// Raw JetStream publishes with acks to the same nats-server (NATS only).
     pub baseline_nats_publish_rps: Option<f64>,
+    /// Raw Kafka produces with acks=all to the same broker (Kafka only).
+    pub baseline_kafka_produce_rps: Option<f64>,
     pub herald_ingress_rps: f64,
     pub ratio_to_http_baseline: f64,
     pub ratio_to_nats_baseline: Option<f64>,
+    pub ratio_to_kafka_baseline: Option<f64>,
     pub open_loop: Vec<RatePoint>,
     pub fanout: Vec<FanoutPoint>,
 }
@@ -80,18 +85,25 @@ fn config(triggers: usize, subscriber: &str) -> String {
     text
 }
 
-/// Runs every measurement for one backend (`sled` or `nats`).
+/// Runs every measurement for one backend (`sled`, `nats` or `kafka`).
 pub async fn run_backend(settings: &Settings, backend: &str) -> anyhow::Result<Report> {
     let payload = Bytes::from(vec![b'x'; settings.event_bytes]);
     let nats = (backend == "nats").then(herald_broker::testing::NatsServer::start);
-    let backend_args: Vec<String> = match &nats {
-        Some(server) => vec![
+    let kafka = (backend == "kafka").then(herald_broker::testing::KafkaServer::start);
+    let backend_args: Vec<String> = match (&nats, &kafka) {
+        (Some(server), _) => vec![
             "--backend".into(),
             "nats".into(),
             "--nats-url".into(),
             server.url(),
         ],
-        None => vec!["--backend".into(), "sled".into()],
+        (None, Some(server)) => vec![
+            "--backend".into(),
+            "kafka".into(),
+            "--kafka-bootstrap".into(),
+            server.bootstrap(),
+        ],
+        (None, None) => vec!["--backend".into(), "sled".into()],
     };
     let pool = clients(settings.connections);
 
@@ -129,9 +141,44 @@ pub async fn run_backend(settings: &Settings, backend: &str) -> anyhow::Result<R
         }
         None => None,
     };
+    let baseline_kafka_produce_rps = match &kafka {
+        Some(server) => {
+            let mut rates = Vec::new();
+            for _ in 0..settings.repetitions {
+                rates.push(
+                    kafka_produce_rate(
+                        &server.bootstrap(),
+                        settings.connections,
+                        payload.clone(),
+                        settings.warmup,
+                        settings.duration,
+                    )
+                    .await?,
+                );
+            }
+            Some(median(rates))
+        }
+        None => None,
+    };
 
     let subscriber = FastSubscriber::start().await?;
-    let herald = Herald::start(&settings.herald, &config(1, &subscriber.url), &backend_args)?;
+    // Each Herald of a run gets topics and consumer groups of its own on Kafka: a killed
+    // predecessor's group members would otherwise hold up the next one's start by a session
+    // timeout.
+    let mut started = 0;
+    let mut args_for_run = || {
+        started += 1;
+        let mut args = backend_args.clone();
+        if kafka.is_some() {
+            args.extend(["--kafka-prefix".into(), format!("bench{started}.")]);
+        }
+        args
+    };
+    let herald = Herald::start(
+        &settings.herald,
+        &config(1, &subscriber.url),
+        &args_for_run(),
+    )?;
     let url = format!("{}/default/bench", herald.ingress);
     let mut throughput = Vec::new();
     for _ in 0..settings.repetitions {
@@ -171,7 +218,7 @@ pub async fn run_backend(settings: &Settings, backend: &str) -> anyhow::Result<R
         let herald = Herald::start(
             &settings.herald,
             &config(triggers, &subscriber.url),
-            &backend_args,
+            &args_for_run(),
         )?;
         let url = format!("{}/default/bench", herald.ingress);
         let started = std::time::Instant::now();
@@ -222,6 +269,9 @@ pub async fn run_backend(settings: &Settings, backend: &str) -> anyhow::Result<R
         settings: settings.clone(),
         ratio_to_http_baseline: herald_ingress_rps / baseline_http_rps.max(1e-9),
         ratio_to_nats_baseline: baseline_nats_publish_rps.map(|b| herald_ingress_rps / b.max(1e-9)),
+        ratio_to_kafka_baseline: baseline_kafka_produce_rps
+            .map(|b| herald_ingress_rps / b.max(1e-9)),
+        baseline_kafka_produce_rps,
         baseline_http_rps,
         baseline_nats_publish_rps,
         herald_ingress_rps,
@@ -245,6 +295,12 @@ pub fn markdown(report: &Report) -> String {
         report.ratio_to_nats_baseline,
     ) {
         out.push_str(&format!("| ingress throughput vs raw JetStream publish | {:.0} events/s | {base:.0} msgs/s | {ratio:.2} |\n", report.herald_ingress_rps));
+    }
+    if let (Some(base), Some(ratio)) = (
+        report.baseline_kafka_produce_rps,
+        report.ratio_to_kafka_baseline,
+    ) {
+        out.push_str(&format!("| ingress throughput vs raw Kafka produce (acks=all) | {:.0} events/s | {base:.0} records/s | {ratio:.2} |\n", report.herald_ingress_rps));
     }
     for point in &report.open_loop {
         out.push_str(&format!(
