@@ -107,6 +107,31 @@ fn unavailable(error: impl std::fmt::Display) -> LogError {
     LogError::Unavailable(error.to_string())
 }
 
+/// How long set-up calls keep retrying while a new topic's partitions get their leaders.
+const SETUP_PATIENCE: Duration = Duration::from_secs(30);
+
+/// Runs a blocking set-up call, retrying transient failures (a topic created a moment ago has
+/// no leader yet: `NotLeaderForPartition`, `LeaderNotAvailable`, ...) for [`SETUP_PATIENCE`].
+async fn blocking_with_retries<T: Send + 'static>(
+    call: impl Fn() -> Result<T, LogError> + Send + Sync + 'static,
+) -> Result<T, LogError> {
+    let call = Arc::new(call);
+    let deadline = std::time::Instant::now() + SETUP_PATIENCE;
+    let mut wait = Duration::from_millis(100);
+    loop {
+        let attempt = call.clone();
+        match blocking(move || attempt()).await {
+            Ok(value) => return Ok(value),
+            Err(error) if std::time::Instant::now() + wait < deadline => {
+                tracing::debug!(%error, "Kafka set-up call failed; retrying");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(2));
+            }
+            Err(error) => return Err(error),
+        }
+    }
+}
+
 /// Runs a blocking librdkafka call off the async workers.
 async fn blocking<T: Send + 'static>(
     call: impl FnOnce() -> Result<T, LogError> + Send + 'static,
@@ -325,7 +350,7 @@ impl EventLog for KafkaLog {
         // Start the log-size gauge from what the topic already holds.
         let reader = self.reader()?;
         let counted = topic.clone();
-        let ends = blocking(move || {
+        let ends = blocking_with_retries(move || {
             let metadata = reader
                 .fetch_metadata(Some(&counted), REQUEST_TIMEOUT)
                 .map_err(unavailable)?;
@@ -409,7 +434,7 @@ impl EventLog for KafkaLog {
             Arc::new(config.create_with_context(context).map_err(unavailable)?);
         let setup = consumer.clone();
         let setup_topic = topic.clone();
-        blocking(move || commit_starting_offsets(&setup, &setup_topic, start)).await?;
+        blocking_with_retries(move || commit_starting_offsets(&setup, &setup_topic, start)).await?;
         consumer.subscribe(&[&topic]).map_err(unavailable)?;
         Ok(Box::new(KafkaConsumer {
             consumer,
