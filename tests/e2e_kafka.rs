@@ -247,91 +247,13 @@ async fn two_heralds_share_a_trigger_and_one_dies() {
 /// is back every event that got a 202 is delivered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_killed_during_ingest_loses_nothing_accepted() {
-    let mut kafka = Kafka::start();
-    let subscriber = common::Subscriber::start().await;
-    let dirs = one_trigger(
-        &subscriber.url(),
-        "delivery: {retry: 100, backoffPolicy: linear, backoffDelay: PT0.05S}",
-    );
-    let herald = common::Herald::start(&kafka, &dirs, &[]).await;
-    let url = herald.broker_url(NS, "b");
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap();
-    let send = |id: String| {
-        let (http, url) = (http.clone(), url.clone());
-        async move {
-            let started = Instant::now();
-            let status = http
-                .post(&url)
-                .header("ce-specversion", "1.0")
-                .header("ce-id", &id)
-                .header("ce-source", "/chaos")
-                .header("ce-type", "t")
-                .send()
-                .await
-                .map(|r| r.status().as_u16())
-                .unwrap_or(0);
-            (id, status, started.elapsed())
-        }
-    };
-    let mut accepted = BTreeSet::new();
-    for i in 0..20 {
-        let (id, status, _) = send(format!("before-{i}")).await;
-        assert_eq!(status, 202);
-        accepted.insert(id);
-    }
-    kafka.server.as_mut().unwrap().kill();
-    let mut refused = 0;
-    let down: Vec<_> = (0..3)
-        .map(|i| tokio::spawn(send(format!("down-{i}"))))
-        .collect();
-    for sent in down {
-        let (id, status, took) = sent.await.unwrap();
-        assert!(
-            took < Duration::from_secs(15),
-            "ingress must answer within a bounded time, took {took:?}"
-        );
-        match status {
-            202 => {
-                accepted.insert(id);
-            }
-            503 => refused += 1,
-            other => panic!("unexpected status {other} while Kafka is down"),
-        }
-    }
-    assert!(refused > 0, "with Kafka down, ingress must refuse with 503");
-    kafka.server.as_mut().unwrap().restart();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut i = 0;
-    while i < 20 {
-        let (id, status, _) = send(format!("after-{i}")).await;
-        if status == 202 {
-            accepted.insert(id);
-            i += 1;
-        } else {
-            assert!(
-                Instant::now() < deadline,
-                "ingress did not recover after Kafka came back: {status}"
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        let got: BTreeSet<String> = ids(&subscriber).into_iter().collect();
-        if accepted.is_subset(&got) {
-            break;
-        }
-        let missing: Vec<_> = accepted.difference(&got).take(5).collect();
-        assert!(
-            Instant::now() < deadline,
-            "never delivered: {missing:?}\n{}",
-            herald.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    scenarios::durability::log_server_killed_during_ingest(
+        &mut Kafka::start(),
+        |kafka| kafka.server.as_mut().unwrap().kill(),
+        |kafka| kafka.server.as_mut().unwrap().restart(),
+        Duration::from_secs(15),
+    )
+    .await;
 }
 
 /// With sled as the default, a broker of class Kafka lives on Kafka; without

@@ -11,83 +11,12 @@ every_scenario!(Nats::start());
 /// the server is back every event that got a 202 is delivered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_server_killed_during_ingest_loses_nothing_accepted() {
-    use std::collections::BTreeSet;
-    use std::time::{Duration, Instant};
-
-    use scenarios::{ids, one_trigger, NS};
-
-    let mut nats = Nats::start();
-    let subscriber = common::Subscriber::start().await;
-    let dirs = one_trigger(
-        &subscriber.url(),
-        "delivery: {retry: 100, backoffPolicy: linear, backoffDelay: PT0.05S}",
-    );
-    let herald = common::Herald::start(&nats, &dirs, &[]).await;
-    let url = herald.broker_url(NS, "b");
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(20))
-        .build()
-        .unwrap();
-    let send = |id: String| {
-        let (client, url) = (client.clone(), url.clone());
-        async move {
-            let started = Instant::now();
-            let status = client
-                .post(&url)
-                .header("ce-specversion", "1.0")
-                .header("ce-id", &id)
-                .header("ce-source", "/chaos")
-                .header("ce-type", "t")
-                .send()
-                .await
-                .map(|r| r.status().as_u16())
-                .unwrap_or(0);
-            (id, status, started.elapsed())
-        }
-    };
-    let mut accepted = BTreeSet::new();
-    let mut refused = 0;
-    for i in 0..20 {
-        let (id, status, _) = send(format!("before-{i}")).await;
-        assert_eq!(status, 202);
-        accepted.insert(id);
-    }
-    nats.server.kill();
-    for i in 0..5 {
-        let (id, status, took) = send(format!("down-{i}")).await;
-        assert!(
-            took < Duration::from_secs(12),
-            "ingress must answer within a bounded time, took {took:?}"
-        );
-        match status {
-            202 => {
-                accepted.insert(id);
-            }
-            503 => refused += 1,
-            other => panic!("unexpected status {other} while NATS is down"),
-        }
-    }
-    assert!(refused > 0, "with NATS down, ingress must refuse with 503");
-    nats.server.restart();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut i = 0;
-    while i < 20 {
-        let (id, status, _) = send(format!("after-{i}")).await;
-        if status == 202 {
-            accepted.insert(id);
-            i += 1;
-        } else {
-            assert!(
-                Instant::now() < deadline,
-                "ingress did not recover after NATS came back: {status}"
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-    common::wait_until("every accepted event to be delivered", || {
-        let got: BTreeSet<String> = ids(&subscriber).into_iter().collect();
-        accepted.is_subset(&got)
-    })
+    scenarios::durability::log_server_killed_during_ingest(
+        &mut Nats::start(),
+        |nats| nats.server.kill(),
+        |nats| nats.server.restart(),
+        std::time::Duration::from_secs(12),
+    )
     .await;
 }
 

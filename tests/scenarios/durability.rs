@@ -1,6 +1,7 @@
 //! Nothing accepted is lost: SIGKILL, restart, and clean restarts that redeliver nothing.
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 use super::*;
 use crate::common::{free_port, Backend, Herald, HeraldDirs};
@@ -79,4 +80,102 @@ pub async fn sigterm_finishes_in_flight_deliveries(backend: &dyn Backend) {
         ["in-flight", "next"],
         "the finished delivery was repeated"
     );
+}
+
+/// The log's server dies while producers send: ingress answers 503 within `answer_within`,
+/// and once the server is back every event that got a 202 is delivered. For backends with a
+/// server of the test's own; `kill` and `restart` act on it.
+pub async fn log_server_killed_during_ingest<B: Backend>(
+    backend: &mut B,
+    kill: impl Fn(&mut B),
+    restart: impl Fn(&mut B),
+    answer_within: Duration,
+) {
+    let subscriber = Subscriber::start().await;
+    let dirs = one_trigger(
+        &subscriber.url(),
+        "delivery: {retry: 100, backoffPolicy: linear, backoffDelay: PT0.05S}",
+    );
+    let herald = Herald::start(&*backend, &dirs, &[]).await;
+    let url = herald.broker_url(NS, "b");
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let send = |id: String| {
+        let (http, url) = (http.clone(), url.clone());
+        async move {
+            let started = std::time::Instant::now();
+            let status = http
+                .post(&url)
+                .header("ce-specversion", "1.0")
+                .header("ce-id", &id)
+                .header("ce-source", "/chaos")
+                .header("ce-type", "t")
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+                .unwrap_or(0);
+            (id, status, started.elapsed())
+        }
+    };
+    let mut accepted = BTreeSet::new();
+    for i in 0..20 {
+        let (id, status, _) = send(format!("before-{i}")).await;
+        assert_eq!(status, 202);
+        accepted.insert(id);
+    }
+    kill(backend);
+    let down: Vec<_> = (0..3)
+        .map(|i| tokio::spawn(send(format!("down-{i}"))))
+        .collect();
+    let mut refused = 0;
+    for sent in down {
+        let (id, status, took) = sent.await.unwrap();
+        assert!(
+            took < answer_within,
+            "ingress must answer within a bounded time, took {took:?}"
+        );
+        match status {
+            202 => {
+                accepted.insert(id);
+            }
+            503 => refused += 1,
+            other => panic!("unexpected status {other} while the log's server is down"),
+        }
+    }
+    assert!(
+        refused > 0,
+        "with the log down, ingress must refuse with 503"
+    );
+    restart(backend);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut i = 0;
+    while i < 20 {
+        let (id, status, _) = send(format!("after-{i}")).await;
+        if status == 202 {
+            accepted.insert(id);
+            i += 1;
+        } else {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "ingress did not recover after the log came back: {status}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let got: BTreeSet<String> = ids(&subscriber).into_iter().collect();
+        if accepted.is_subset(&got) {
+            break;
+        }
+        let missing: Vec<_> = accepted.difference(&got).take(5).collect();
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never delivered: {missing:?}\n{}",
+            herald.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
