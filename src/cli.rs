@@ -48,6 +48,13 @@ pub enum Command {
     },
     /// Follow the events a broker accepts, optionally filtered with CESQL.
     Tail(TailArgs),
+    /// Print the CustomResourceDefinitions of every kind Herald serves (or write one file per
+    /// CRD into a folder).
+    Crds {
+        /// Write `{plural}.{group}.yaml` files into this folder instead of printing.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Run a program with the environment Knative's SinkBinding gives it (`K_SINK`,
     /// `K_CE_OVERRIDES`, `K_COMPONENT`), so existing Knative adapters run unchanged.
     Run(RunArgs),

@@ -43,6 +43,13 @@ fn run(command: cli::Command) -> std::process::ExitCode {
             eprintln!("error: {error:#}");
             std::process::ExitCode::from(2)
         }),
+        cli::Command::Crds { out } => match print_crds(out.as_deref()) {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("error: {error:#}");
+                std::process::ExitCode::FAILURE
+            }
+        },
         client_command => client::run(client_command),
     }
 }
@@ -63,4 +70,23 @@ fn block_on(
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// `herald crds`: every CRD as multi-document YAML, or one file each in `out`.
+fn print_crds(out: Option<&std::path::Path>) -> anyhow::Result<()> {
+    use anyhow::Context;
+    for crd in herald_crds::manifests::all() {
+        let yaml = herald_crds::manifests::to_yaml(&crd)?;
+        match out {
+            Some(dir) => {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("cannot create {}", dir.display()))?;
+                let path = dir.join(herald_crds::manifests::file_name(&crd));
+                std::fs::write(&path, yaml)
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+            }
+            None => print!("---\n{yaml}"),
+        }
+    }
+    Ok(())
 }

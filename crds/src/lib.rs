@@ -10,6 +10,7 @@ pub mod delivery;
 pub mod destination;
 pub mod duration;
 pub mod kafka_source;
+pub mod manifests;
 pub mod nats_source;
 pub mod ping_source;
 pub mod source;

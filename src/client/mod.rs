@@ -69,7 +69,7 @@ pub fn run(command: Command) -> ExitCode {
                 DlqCommand::Redrive(args) => dlq::redrive(args).await,
                 DlqCommand::Purge(args) => dlq::purge(args).await,
             },
-            Command::Serve(_) | Command::Filter { .. } => {
+            Command::Serve(_) | Command::Filter { .. } | Command::Crds { .. } => {
                 Err(ClientError::Other("not a client command".into()))
             }
         };

@@ -1,0 +1,29 @@
+//! The CustomResourceDefinitions of every kind Herald serves, generated from the types in
+//! this crate: `herald crds` prints them, `crds/manifests/` holds them (a test keeps the
+//! committed files equal to what the types generate).
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::CustomResourceExt;
+
+/// Every CRD, brokers and triggers first.
+pub fn all() -> Vec<CustomResourceDefinition> {
+    vec![
+        crate::Broker::crd(),
+        crate::Trigger::crd(),
+        crate::PingSource::crd(),
+        crate::ContainerSource::crd(),
+        crate::KafkaSource::crd(),
+        crate::WebhookSource::crd(),
+        crate::NatsSource::crd(),
+    ]
+}
+
+/// The file a CRD is kept in: `{plural}.{group}.yaml`, as Kubernetes names the CRD itself.
+pub fn file_name(crd: &CustomResourceDefinition) -> String {
+    format!("{}.yaml", crd.metadata.name.as_deref().unwrap_or("unnamed"))
+}
+
+/// One CRD as YAML.
+pub fn to_yaml(crd: &CustomResourceDefinition) -> Result<String, serde_yaml_ng::Error> {
+    serde_yaml_ng::to_string(crd)
+}
