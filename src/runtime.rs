@@ -5,6 +5,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::StreamExt;
+
 use crate::config::{referenced_broker, Desired, Resource, TriggerKey};
 use crate::sources::{SourceContext, SourceSet, SourceState};
 use crate::store::ObjectKey;
@@ -15,6 +17,9 @@ use herald_triggers::process::Deps;
 use herald_triggers::router::TriggerRouter;
 use herald_triggers::Filter;
 use herald_triggers::{run_dispatcher, DispatcherHandle, RetryPolicy, TriggerPlan, TriggerStats};
+
+/// Trigger consumers opened concurrently during a reconcile.
+const CONSUMERS_OPENED_AT_ONCE: usize = 32;
 
 /// How long in-flight deliveries of a changed or deleted trigger may finish.
 const CHANGE_GRACE: Duration = Duration::from_secs(1);
@@ -137,6 +142,7 @@ impl Runtime {
             .into_iter()
             .map(|(broker, filters)| (broker, Arc::new(TriggerRouter::new(filters))))
             .collect();
+        let mut to_start = Vec::new();
         for (key, plan) in plans {
             if self.dispatchers.contains_key(&key) {
                 continue;
@@ -144,19 +150,44 @@ impl Runtime {
             let Some(router) = routers.get(&plan.broker).cloned() else {
                 continue;
             };
-            let plan = Arc::new(plan);
             // Only a consumer created now uses it: an existing one resumes where it was.
             let start = desired
                 .triggers
                 .get(&key)
                 .and_then(|trigger| crate::config::start_from(trigger).ok())
                 .unwrap_or_default();
-            let consumer = self
-                .log()
-                .consumer(&plan.broker, &plan.consumer_name(), start)
-                .await?;
-            let handle = run_dispatcher(plan.clone(), consumer, self.deps.clone(), router);
-            self.dispatchers.insert(key, (plan, handle));
+            to_start.push((key, Arc::new(plan), router, start));
+        }
+        // Opening a consumer takes a few round trips on Kafka and NATS: open many at once, so
+        // that a thousand triggers start in seconds.
+        let log = self.log().clone();
+        let opened: Vec<_> = futures_util::stream::iter(to_start)
+            .map(|(key, plan, router, start)| {
+                let log = log.clone();
+                async move {
+                    let consumer = log
+                        .consumer(&plan.broker, &plan.consumer_name(), start)
+                        .await;
+                    (key, plan, router, consumer)
+                }
+            })
+            .buffer_unordered(CONSUMERS_OPENED_AT_ONCE)
+            .collect()
+            .await;
+        let mut first_error = None;
+        for (key, plan, router, consumer) in opened {
+            match consumer {
+                Ok(consumer) => {
+                    let handle = run_dispatcher(plan.clone(), consumer, self.deps.clone(), router);
+                    self.dispatchers.insert(key, (plan, handle));
+                }
+                Err(error) => {
+                    first_error.get_or_insert(error);
+                }
+            }
+        }
+        if let Some(error) = first_error {
+            return Err(error.into());
         }
         self.reconcile_sources(desired).await;
         Ok(())

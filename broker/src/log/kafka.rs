@@ -608,17 +608,36 @@ fn commit_starting_offsets(
             }
         }
         StartFrom::Latest | StartFrom::Earliest => {
+            // One ListOffsets request for every partition (the special timestamps -1 and -2
+            // ask for the end and the start).
+            let wanted = if start == StartFrom::Earliest {
+                Offset::Beginning
+            } else {
+                Offset::End
+            };
+            let mut query = TopicPartitionList::new();
             for partition in &missing {
-                let (low, high) = consumer
-                    .fetch_watermarks(topic, *partition, REQUEST_TIMEOUT)
+                query
+                    .add_partition_offset(topic, *partition, wanted)
                     .map_err(unavailable)?;
-                let offset = if start == StartFrom::Earliest {
-                    low
-                } else {
-                    high
+            }
+            let found = consumer
+                .offsets_for_times(query, REQUEST_TIMEOUT)
+                .map_err(unavailable)?;
+            for element in found.elements() {
+                let Offset::Offset(offset) = element.offset() else {
+                    return Err(LogError::Unavailable(format!(
+                        "no {} offset for {topic} partition {}",
+                        if wanted == Offset::Beginning {
+                            "first"
+                        } else {
+                            "end"
+                        },
+                        element.partition()
+                    )));
                 };
                 starting
-                    .add_partition_offset(topic, *partition, Offset::Offset(offset))
+                    .add_partition_offset(topic, element.partition(), Offset::Offset(offset))
                     .map_err(unavailable)?;
             }
         }
