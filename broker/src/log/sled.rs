@@ -131,6 +131,18 @@ impl SledLog {
     }
 }
 
+/// Makes everything written so far durable. sled's `flush_async` can hang when several tasks
+/// call it at once (seen when consumers of many triggers were created concurrently); a
+/// blocking flush on the blocking pool is serialised by sled itself.
+async fn flush(db: &sled::Db) -> Result<(), LogError> {
+    let db = db.clone();
+    tokio::task::spawn_blocking(move || db.flush())
+        .await
+        .map_err(|e| LogError::Storage(format!("flush task failed: {e}")))?
+        .map_err(storage)?;
+    Ok(())
+}
+
 fn offset_from_key(key: &[u8]) -> Result<u64, LogError> {
     let bytes: [u8; 8] = key
         .try_into()
@@ -276,7 +288,7 @@ impl EventLog for SledLog {
                 self.offsets
                     .insert(&key, &start_at.to_be_bytes())
                     .map_err(storage)?;
-                self.db.flush_async().await.map_err(storage)?;
+                flush(&self.db).await?;
                 start_at
             }
         };
@@ -301,7 +313,7 @@ impl EventLog for SledLog {
         key.extend_from_slice(&parked.id.offset.to_be_bytes());
         let value = parked.encode()?;
         self.parked.insert(key, value).map_err(storage)?;
-        self.db.flush_async().await.map_err(storage)?;
+        flush(&self.db).await?;
         Ok(())
     }
 
@@ -333,7 +345,7 @@ impl EventLog for SledLog {
                 removed += 1;
             }
         }
-        self.db.flush_async().await.map_err(storage)?;
+        flush(&self.db).await?;
         Ok(removed)
     }
 
@@ -345,7 +357,7 @@ impl EventLog for SledLog {
                 .remove(entry.map_err(storage)?)
                 .map_err(storage)?;
         }
-        self.db.flush_async().await.map_err(storage)?;
+        flush(&self.db).await?;
         Ok(())
     }
 
@@ -364,7 +376,7 @@ impl EventLog for SledLog {
                 .map_err(|e| LogError::Storage(e.to_string()))?
                 .map_err(|_| LogError::Storage("the writer thread panicked".into()))?;
         }
-        self.db.flush_async().await.map_err(storage)?;
+        flush(&self.db).await?;
         Ok(())
     }
 }
