@@ -24,7 +24,7 @@ pub struct Cli {
 #[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Run brokers and triggers declared in Knative YAML files.
+    /// Run Herald: brokers, triggers and sources from Knative YAML files and the admin API.
     Serve(ServeArgs),
     /// Work with trigger filters.
     Filter {
