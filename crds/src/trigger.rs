@@ -55,10 +55,13 @@ pub struct TriggerFilter {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SubscriptionsApiFilter {
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "nested_filters")]
     pub all: Option<Vec<SubscriptionsApiFilter>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "nested_filters")]
     pub any: Option<Vec<SubscriptionsApiFilter>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "nested_filter")]
     pub not: Option<Box<SubscriptionsApiFilter>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exact: Option<BTreeMap<String, String>>,
@@ -72,6 +75,22 @@ pub struct SubscriptionsApiFilter {
     /// data parsed as JSON; the element passes when the query selects at least one node.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jsonpath: Option<String>,
+}
+
+/// A nested filter in the CRD schema. Kubernetes' structural schemas cannot refer to
+/// themselves (`$ref`), so nested elements are left open there and checked by Herald on load.
+fn nested_filter(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": true
+    })
+}
+
+fn nested_filters(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "array",
+        "items": nested_filter(generator)
+    })
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]

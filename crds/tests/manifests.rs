@@ -29,6 +29,16 @@ fn committed_manifests_match_the_types() {
     assert_eq!(present, expected_files, "stale files in crds/manifests");
 }
 
+/// Kubernetes accepts only structural schemas: no `$ref` anywhere (checked against a real
+/// kube-apiserver 1.34 once by hand; the controller issue adds that test to CI).
+#[test]
+fn schemas_have_no_refs() {
+    for crd in herald_crds::manifests::all() {
+        let yaml = herald_crds::manifests::to_yaml(&crd).unwrap();
+        assert!(!yaml.contains("$ref"), "{:?} uses $ref", crd.metadata.name);
+    }
+}
+
 #[test]
 fn crds_have_knative_names_status_and_columns() {
     let crds = herald_crds::manifests::all();
