@@ -8,7 +8,7 @@ use kube::CustomResourceExt;
 /// Every CRD, brokers and triggers first.
 pub fn all() -> Vec<CustomResourceDefinition> {
     vec![
-        crate::Broker::crd(),
+        spec_optional(crate::Broker::crd()),
         crate::Trigger::crd(),
         crate::PingSource::crd(),
         crate::ContainerSource::crd(),
@@ -26,4 +26,19 @@ pub fn file_name(crd: &CustomResourceDefinition) -> String {
 /// One CRD as YAML.
 pub fn to_yaml(crd: &CustomResourceDefinition) -> Result<String, serde_yaml_ng::Error> {
     serde_yaml_ng::to_string(crd)
+}
+
+/// Knative accepts a Broker without `spec` (everything in it has a default); the derived
+/// schema would require it.
+fn spec_optional(mut crd: CustomResourceDefinition) -> CustomResourceDefinition {
+    for version in &mut crd.spec.versions {
+        let schema = version
+            .schema
+            .as_mut()
+            .and_then(|s| s.open_api_v3_schema.as_mut());
+        if let Some(required) = schema.and_then(|s| s.required.as_mut()) {
+            required.retain(|field| field != "spec");
+        }
+    }
+    crd
 }

@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod herald;
+pub mod kube;
 pub mod otlp;
 pub mod subscriber;
 
@@ -99,5 +100,21 @@ pub async fn wait_for(
             got.len()
         );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits until the async `check` holds, or panics after the deadline.
+pub async fn wait_for_async<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

@@ -1,0 +1,155 @@
+//! A real kube-apiserver with its etcd (built by scripts/test from the Go module proxy), on
+//! free ports, with a self-signed certificate it makes itself and a static token; stopped on
+//! drop.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const TOKEN: &str = "herald-test-token";
+
+pub struct KubeApiServer {
+    etcd: Child,
+    apiserver: Child,
+    /// `https://127.0.0.1:PORT`
+    pub url: String,
+    dir: tempfile::TempDir,
+}
+
+fn binary(variable: &str) -> PathBuf {
+    std::env::var_os(variable)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            panic!("{variable} is not set: run the tests through scripts/test, which builds it")
+        })
+}
+
+fn free_port() -> u16 {
+    super::free_port()
+}
+
+impl KubeApiServer {
+    pub async fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path();
+        let keys = Command::new("openssl")
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            ])
+            .args(["-subj", "/CN=herald-test-service-accounts", "-keyout"])
+            .arg(path.join("sa.key"))
+            .arg("-out")
+            .arg(path.join("sa.crt"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("openssl makes the service-account key");
+        assert!(keys.success());
+        std::fs::write(
+            path.join("tokens.csv"),
+            format!("{TOKEN},admin,admin,system:masters\n"),
+        )
+        .unwrap();
+        let (client, peer, secure) = (free_port(), free_port(), free_port());
+        let etcd = Command::new(binary("HERALD_ETCD"))
+            .arg("--data-dir")
+            .arg(path.join("etcd"))
+            .arg(format!("--listen-client-urls=http://127.0.0.1:{client}"))
+            .arg(format!("--advertise-client-urls=http://127.0.0.1:{client}"))
+            .arg(format!("--listen-peer-urls=http://127.0.0.1:{peer}"))
+            .arg(format!(
+                "--initial-advertise-peer-urls=http://127.0.0.1:{peer}"
+            ))
+            .arg(format!("--initial-cluster=default=http://127.0.0.1:{peer}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("run etcd");
+        let apiserver = Command::new(binary("HERALD_KUBE_APISERVER"))
+            .arg(format!("--etcd-servers=http://127.0.0.1:{client}"))
+            .arg("--bind-address=127.0.0.1")
+            .arg(format!("--secure-port={secure}"))
+            .arg("--cert-dir")
+            .arg(path.join("certs"))
+            .arg("--token-auth-file")
+            .arg(path.join("tokens.csv"))
+            .arg("--authorization-mode=AlwaysAllow")
+            .arg("--service-account-issuer=https://kubernetes.default.svc")
+            .arg("--service-account-key-file")
+            .arg(path.join("sa.crt"))
+            .arg("--service-account-signing-key-file")
+            .arg(path.join("sa.key"))
+            .arg("--service-cluster-ip-range=10.0.0.0/24")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(path.join("apiserver.log")).unwrap())
+            .spawn()
+            .expect("run kube-apiserver");
+        let server = Self {
+            etcd,
+            apiserver,
+            url: format!("https://127.0.0.1:{secure}"),
+            dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let ready = server.get("/readyz").await.0 == 200;
+            if ready {
+                return server;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "kube-apiserver did not become ready: {}",
+                std::fs::read_to_string(server.dir.path().join("apiserver.log"))
+                    .unwrap_or_default()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn client() -> reqwest::Client {
+        reqwest::Client::builder()
+            .danger_accept_invalid_certs(true)
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap()
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, serde_json::Value) {
+        match Self::client()
+            .get(format!("{}{path}", self.url))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+        {
+            Ok(response) => {
+                let status = response.status().as_u16();
+                let body = response.bytes().await.unwrap_or_default();
+                (status, serde_json::from_slice(&body).unwrap_or_default())
+            }
+            Err(_) => (0, serde_json::Value::Null),
+        }
+    }
+
+    pub async fn post(&self, path: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
+        let response = Self::client()
+            .post(format!("{}{path}", self.url))
+            .bearer_auth(TOKEN)
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .expect("kube-apiserver answers");
+        let status = response.status().as_u16();
+        let body = response.bytes().await.unwrap_or_default();
+        (status, serde_json::from_slice(&body).unwrap_or_default())
+    }
+}
+
+impl Drop for KubeApiServer {
+    fn drop(&mut self) {
+        let _ = self.apiserver.kill();
+        let _ = self.apiserver.wait();
+        let _ = self.etcd.kill();
+        let _ = self.etcd.wait();
+    }
+}
