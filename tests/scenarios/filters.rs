@@ -18,6 +18,8 @@ async fn send_json(
         .header("ce-source", "/shop/eu")
         .header("ce-type", event_type)
         .header("content-type", "application/json")
+        // One partition on partitioned logs (Kafka), so the sentinels below come last.
+        .header("ce-partitionkey", "dialects")
         .body(data.to_owned());
     for (name, value) in extra {
         request = request.header(*name, *value);

@@ -285,12 +285,20 @@ pub async fn exact_filters(backend: &dyn Backend) {
         ("4", "Order.Created", Some("eu")),
         ("5", "order.created", Some("us")),
     ] {
-        let ext: Vec<(&str, &str)> = region.map(|r| vec![("ce-region", r)]).unwrap_or_default();
+        // One partition on partitioned logs (Kafka), so the sentinel below comes last.
+        let mut ext = vec![("ce-partitionkey", "exact")];
+        ext.extend(region.map(|r| ("ce-region", r)));
         assert_eq!(send_binary(&url, id, ty, &ext).await, 202);
     }
     // A last event every trigger takes: once it arrives, everything before it was decided.
     assert_eq!(
-        send_binary(&url, "end", "order.created", &[("ce-region", "eu")]).await,
+        send_binary(
+            &url,
+            "end",
+            "order.created",
+            &[("ce-region", "eu"), ("ce-partitionkey", "exact")]
+        )
+        .await,
         202
     );
     typed.wait_for_id("end").await;
