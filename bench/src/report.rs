@@ -122,42 +122,34 @@ pub async fn run_backend(settings: &Settings, backend: &str) -> anyhow::Result<R
         );
     }
     let baseline_http_rps = median(baseline);
-    let baseline_nats_publish_rps = match &nats {
-        Some(server) => {
-            let mut rates = Vec::new();
-            for _ in 0..settings.repetitions {
-                rates.push(
-                    nats_publish_rate(
-                        &server.url(),
-                        settings.connections,
-                        payload.clone(),
-                        settings.warmup,
-                        settings.duration,
-                    )
-                    .await?,
-                );
-            }
-            Some(median(rates))
-        }
+    let baseline_nats_publish_rps = match nats.as_ref().map(|server| server.url()) {
+        Some(url) => Some(
+            median_of(settings.repetitions, || {
+                nats_publish_rate(
+                    &url,
+                    settings.connections,
+                    payload.clone(),
+                    settings.warmup,
+                    settings.duration,
+                )
+            })
+            .await?,
+        ),
         None => None,
     };
-    let baseline_kafka_produce_rps = match &kafka {
-        Some(server) => {
-            let mut rates = Vec::new();
-            for _ in 0..settings.repetitions {
-                rates.push(
-                    kafka_produce_rate(
-                        &server.bootstrap(),
-                        settings.connections,
-                        payload.clone(),
-                        settings.warmup,
-                        settings.duration,
-                    )
-                    .await?,
-                );
-            }
-            Some(median(rates))
-        }
+    let baseline_kafka_produce_rps = match kafka.as_ref().map(|server| server.bootstrap()) {
+        Some(bootstrap) => Some(
+            median_of(settings.repetitions, || {
+                kafka_produce_rate(
+                    &bootstrap,
+                    settings.connections,
+                    payload.clone(),
+                    settings.warmup,
+                    settings.duration,
+                )
+            })
+            .await?,
+        ),
         None => None,
     };
 
@@ -278,6 +270,19 @@ pub async fn run_backend(settings: &Settings, backend: &str) -> anyhow::Result<R
         open_loop: open,
         fanout,
     })
+}
+
+/// The median of `repetitions` runs of a rate measurement.
+async fn median_of<F, Fut>(repetitions: usize, mut measure: F) -> anyhow::Result<f64>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<f64>>,
+{
+    let mut rates = Vec::with_capacity(repetitions);
+    for _ in 0..repetitions {
+        rates.push(measure().await?);
+    }
+    Ok(median(rates))
 }
 
 /// The markdown table of a report.
