@@ -108,20 +108,17 @@ pub async fn run_backend(settings: &Settings, backend: &str) -> anyhow::Result<R
     let pool = clients(settings.connections);
 
     let bare = bare_server().await?;
-    let mut baseline = Vec::new();
-    for _ in 0..settings.repetitions {
-        baseline.push(
-            closed_loop(
-                &bare,
-                &pool,
-                payload.clone(),
-                settings.warmup,
-                settings.duration,
-            )
-            .await,
-        );
-    }
-    let baseline_http_rps = median(baseline);
+    let baseline_http_rps = median_of(settings.repetitions, || async {
+        Ok(closed_loop(
+            &bare,
+            &pool,
+            payload.clone(),
+            settings.warmup,
+            settings.duration,
+        )
+        .await)
+    })
+    .await?;
     let baseline_nats_publish_rps = match nats.as_ref().map(|server| server.url()) {
         Some(url) => Some(
             median_of(settings.repetitions, || {
@@ -172,20 +169,17 @@ pub async fn run_backend(settings: &Settings, backend: &str) -> anyhow::Result<R
         &args_for_run(),
     )?;
     let url = format!("{}/default/bench", herald.ingress);
-    let mut throughput = Vec::new();
-    for _ in 0..settings.repetitions {
-        throughput.push(
-            closed_loop(
-                &url,
-                &pool,
-                payload.clone(),
-                settings.warmup,
-                settings.duration,
-            )
-            .await,
-        );
-    }
-    let herald_ingress_rps = median(throughput);
+    let herald_ingress_rps = median_of(settings.repetitions, || async {
+        Ok(closed_loop(
+            &url,
+            &pool,
+            payload.clone(),
+            settings.warmup,
+            settings.duration,
+        )
+        .await)
+    })
+    .await?;
     let mut open = Vec::new();
     for fraction in &settings.rate_fractions {
         let rate = (herald_ingress_rps * fraction).max(1.0);

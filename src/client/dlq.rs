@@ -109,12 +109,7 @@ pub async fn redrive(args: DlqIdsArgs) -> Result<(), ClientError> {
     if args.output != Output::Table {
         return print_structured(args.output, &report);
     }
-    let count = |key: &str| {
-        report
-            .get(key)
-            .and_then(Value::as_array)
-            .map_or(0, Vec::len)
-    };
+    let count = |key: &str| listed(&report, key);
     println!(
         "delivered {}, dead-lettered {}, parked again {}, not found {}",
         count("delivered"),
@@ -132,12 +127,8 @@ pub async fn redrive(args: DlqIdsArgs) -> Result<(), ClientError> {
 
 pub async fn purge(args: DlqIdsArgs) -> Result<(), ClientError> {
     let api = Api::new(&args.server);
-    let query = if args.all {
+    let query = if ids_or_all(&args)?["all"] == true {
         "all=true".to_owned()
-    } else if args.ids.is_empty() {
-        return Err(ClientError::Usage(
-            "name parked event ids (see `herald dlq list`) or pass --all".into(),
-        ));
     } else {
         format!("ids={}", args.ids.join(","))
     };
@@ -150,12 +141,7 @@ pub async fn purge(args: DlqIdsArgs) -> Result<(), ClientError> {
     if args.output != Output::Table {
         return print_structured(args.output, &report);
     }
-    let count = |key: &str| {
-        report
-            .get(key)
-            .and_then(Value::as_array)
-            .map_or(0, Vec::len)
-    };
+    let count = |key: &str| listed(&report, key);
     println!(
         "purged {}, not found {}",
         count("purged"),
@@ -165,4 +151,12 @@ pub async fn purge(args: DlqIdsArgs) -> Result<(), ClientError> {
         return Err(ClientError::Other("some events were not found".into()));
     }
     Ok(())
+}
+
+/// How many ids a redrive or purge answer lists under `key`.
+fn listed(report: &Value, key: &str) -> usize {
+    report
+        .get(key)
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len)
 }

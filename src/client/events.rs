@@ -121,6 +121,9 @@ fn percent_encode(value: &str) -> String {
     out
 }
 
+/// Bound of one unfinished server-sent-events line held by `tail`.
+const MAX_TAIL_LINE_BYTES: usize = 64 << 20;
+
 pub async fn tail(args: TailArgs) -> Result<(), ClientError> {
     let api = Api::new(&args.server);
     let mut path = format!(
@@ -163,6 +166,12 @@ pub async fn tail(args: TailArgs) -> Result<(), ClientError> {
         })?
     {
         pending.push_str(&String::from_utf8_lossy(&chunk));
+        // An event line is one CloudEvent; anything far beyond the ingress limit is not one.
+        if pending.len() > MAX_TAIL_LINE_BYTES {
+            return Err(ClientError::Other(
+                "the tail sent a line over 64 MiB without an end".into(),
+            ));
+        }
         while let Some(end) = pending.find('\n') {
             let line: String = pending.drain(..=end).collect();
             let line = line.trim_end_matches(['\r', '\n']);
