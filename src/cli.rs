@@ -26,6 +26,9 @@ pub struct Cli {
 pub enum Command {
     /// Run Herald: brokers, triggers and sources from Knative YAML files and the admin API.
     Serve(ServeArgs),
+    /// Run Herald on Kubernetes: brokers, triggers and sources from Knative resources on the
+    /// API server, with Knative-shaped status.
+    Controller(ControllerArgs),
     /// Work with trigger filters.
     Filter {
         #[command(subcommand)]
@@ -270,6 +273,58 @@ pub struct ServeArgs {
     #[arg(long = "config", env = "HERALD_CONFIG", value_delimiter = ',')]
     pub config: Vec<PathBuf>,
 
+    /// Bearer token every admin API call must carry (all but /healthz, /readyz, /metrics);
+    /// required when --admin-listen is not a loopback address.
+    #[arg(long, env = "HERALD_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+
+    #[command(flatten)]
+    pub data: DataPlaneArgs,
+}
+
+/// `herald controller`: the data plane of `serve`, driven by Knative resources on a
+/// Kubernetes API server instead of files and the admin API.
+#[derive(Parser, Debug, Clone)]
+pub struct ControllerArgs {
+    /// The base URL brokers are addressed at from inside the cluster (the Service in front
+    /// of Herald's ingress), e.g. http://herald-ingress.herald.svc.cluster.local; a Broker's
+    /// `status.address.url` is `{external-url}/{namespace}/{name}`.
+    #[arg(long, env = "HERALD_EXTERNAL_URL")]
+    pub external_url: String,
+
+    /// The cluster's DNS domain, for `ref`s to Services.
+    #[arg(long, env = "HERALD_CLUSTER_DOMAIN", default_value = "cluster.local")]
+    pub cluster_domain: String,
+
+    /// The coordination.k8s.io Lease whose holder writes status and finalizers.
+    #[arg(long, env = "HERALD_LEASE_NAME", default_value = "herald-controller")]
+    pub lease_name: String,
+
+    /// The Lease's namespace (in a pod: its own, from the downward API).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    pub lease_namespace: String,
+
+    /// This replica's name in the Lease (default: the host name).
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+
+    /// How long a Lease holds without renewal; another replica takes over after it.
+    #[arg(long, env = "HERALD_LEASE_DURATION", default_value = "15s", value_parser = humantime::parse_duration)]
+    pub lease_duration: Duration,
+
+    #[command(flatten)]
+    pub data: DataPlaneArgs,
+}
+
+/// What runs events: listeners, the log backend, delivery limits. Shared by `serve` and
+/// `controller`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct DataPlaneArgs {
+    /// A kubeconfig for the Kubernetes API (ApiServerSource; the controller's API server).
+    /// Default: the usual inference (`KUBECONFIG`, `~/.kube/config`, in-cluster).
+    #[arg(long, env = "HERALD_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+
     /// Ingress address; port 0 picks a free port (the chosen address is logged).
     #[arg(long, env = "HERALD_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
@@ -277,11 +332,6 @@ pub struct ServeArgs {
     /// Admin address: the resource API, /healthz, /readyz, /metrics.
     #[arg(long, env = "HERALD_ADMIN_LISTEN", default_value = "127.0.0.1:8081")]
     pub admin_listen: SocketAddr,
-
-    /// Bearer token every admin API call must carry (all but /healthz, /readyz, /metrics);
-    /// required when --admin-listen is not a loopback address.
-    #[arg(long, env = "HERALD_ADMIN_TOKEN", hide_env_values = true)]
-    pub admin_token: Option<String>,
 
     /// Where the log, offsets and parked events are kept.
     #[arg(long, env = "HERALD_DATA_DIR", default_value = "./herald-data")]

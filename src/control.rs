@@ -4,9 +4,7 @@
 use std::sync::Arc;
 
 use herald_broker::log::ParkedRecord;
-use herald_broker::{BrokerKey, RecordId};
-use herald_crds::status::Addressable;
-use herald_crds::{BrokerStatus, Condition, SourceStatus, TriggerStatus};
+use herald_broker::RecordId;
 use herald_triggers::process::{redrive, Outcome};
 use herald_triggers::{TriggerPlan, TriggerStats};
 use serde::Serialize;
@@ -244,68 +242,29 @@ impl ControlPlane {
         let (namespace, name) = resource.namespaced_name();
         let generation = resource.meta().generation;
         let mut value = resource.to_json();
+        let runtime = &self.runtime;
         let status = match resource {
-            Resource::Broker(broker) => {
-                let key = BrokerKey::new(namespace.clone(), name.clone());
-                let running = self.runtime.deps().ingress.brokers().contains(&key);
-                serde_json::to_value(BrokerStatus {
-                    observed_generation: generation,
-                    conditions: vec![ready(
-                        running,
-                        "BrokerNotRunning",
-                        "the broker's log is not open",
-                    )],
-                    address: Some(Addressable {
-                        name: Some("http".into()),
-                        url: Some(format!(
-                            "{}/{namespace}/{name}",
-                            self.runtime.ingress_base_url()
-                        )),
-                    }),
-                    dead_letter_sink_uri: broker
-                        .spec
-                        .delivery
-                        .as_ref()
-                        .and_then(|d| d.dead_letter_sink.as_ref())
-                        .map(|d| self.runtime.destination_url(d, &namespace)),
-                })
-            }
+            Resource::Broker(broker) => serde_json::to_value(crate::status::broker(
+                runtime,
+                runtime.ingress_base_url(),
+                broker,
+            )),
             Resource::Trigger(_) => {
-                let running = self.runtime.trigger(&(namespace.clone(), name.clone()));
-                let recent_errors = running
-                    .as_ref()
-                    .map(|(_, stats)| stats.recent_errors())
-                    .unwrap_or_default();
-                let status = match running {
-                    Some((plan, stats)) => {
-                        let parked = self
-                            .runtime
-                            .deps()
-                            .log
-                            .parked(&plan.broker, &plan.consumer_name())
-                            .await
-                            .map(|p| p.len() as u64)
-                            .ok();
-                        TriggerStatus {
-                            observed_generation: generation,
-                            conditions: vec![ready(true, "", "")],
-                            subscriber_uri: Some(plan.subscriber.clone()),
-                            dead_letter_sink_uri: plan.dead_letter_sink.clone(),
-                            parked_events: parked,
-                            lag_events: stats.lag_events(),
-                            lag_seconds: Some(stats.lag().as_secs_f64()),
-                        }
-                    }
-                    None => TriggerStatus {
-                        observed_generation: generation,
-                        conditions: vec![ready(
-                            false,
-                            "DispatcherNotRunning",
-                            "the trigger's dispatcher is not running",
-                        )],
-                        ..TriggerStatus::default()
-                    },
-                };
+                let mut status = crate::status::trigger(runtime, &namespace, &name, generation);
+                let running = runtime.trigger(&(namespace.clone(), name.clone()));
+                let mut recent_errors = Vec::new();
+                if let Some((plan, stats)) = running {
+                    status.parked_events = runtime
+                        .deps()
+                        .log
+                        .parked(&plan.broker, &plan.consumer_name())
+                        .await
+                        .map(|p| p.len() as u64)
+                        .ok();
+                    status.lag_events = stats.lag_events();
+                    status.lag_seconds = Some(stats.lag().as_secs_f64());
+                    recent_errors = stats.recent_errors();
+                }
                 serde_json::to_value(status).map(|mut status| {
                     if !recent_errors.is_empty() {
                         status["recentErrors"] = serde_json::json!(recent_errors);
@@ -313,55 +272,12 @@ impl ControlPlane {
                     status
                 })
             }
-            Resource::NatsSource(_)
-            | Resource::PingSource(_)
-            | Resource::ContainerSource(_)
-            | Resource::WebhookSource(_)
-            | Resource::KafkaSource(_) => {
-                serde_json::to_value(self.source_status(resource, generation))
-            }
+            _ => serde_json::to_value(crate::status::source(runtime, resource)),
         };
         if let (Some(object), Ok(status)) = (value.as_object_mut(), status) {
             object.insert("status".into(), status);
         }
         value
-    }
-
-    /// `SinkProvided` (its broker exists), `Ready` (it runs, and its last run did not fail)
-    /// and `sinkUri`.
-    fn source_status(&self, resource: &Resource, generation: Option<i64>) -> SourceStatus {
-        let state = self.runtime.source_state(&ObjectKey::of(resource));
-        let (sink, running, last_error) = match state {
-            Some(state) => (state.sink, state.running, state.last_error),
-            None => (Err("not reconciled yet".to_owned()), false, None),
-        };
-        let sink_provided = match &sink {
-            Ok(_) => Condition::new("SinkProvided", true, None, None),
-            Err(why) => Condition::new("SinkProvided", false, Some("NotFound"), Some(why.clone())),
-        };
-        let ready = match (&sink, running, last_error) {
-            (Err(why), _, _) => Condition::new(
-                "Ready",
-                false,
-                Some("SinkNotProvided"),
-                Some(format!("waiting for the sink: {why}")),
-            ),
-            (Ok(_), false, _) => Condition::new(
-                "Ready",
-                false,
-                Some("NotRunning"),
-                Some("the source is not running".into()),
-            ),
-            (Ok(_), true, Some(error)) => {
-                Condition::new("Ready", false, Some("Failing"), Some(error))
-            }
-            (Ok(_), true, None) => Condition::new("Ready", true, None, None),
-        };
-        SourceStatus {
-            observed_generation: generation,
-            conditions: vec![sink_provided, ready],
-            sink_uri: sink.ok(),
-        }
     }
 
     /// The running trigger's plan and statistics, or why there is none.
@@ -497,14 +413,6 @@ fn not_found(key: &ObjectKey) -> ControlError {
         kind: key.kind,
         namespace: key.namespace.clone(),
         name: key.name.clone(),
-    }
-}
-
-fn ready(ok: bool, reason: &str, message: &str) -> Condition {
-    if ok {
-        Condition::new("Ready", true, None, None)
-    } else {
-        Condition::new("Ready", false, Some(reason), Some(message.to_owned()))
     }
 }
 

@@ -89,14 +89,23 @@ pub const KAFKA_SOURCE: Kind = Kind {
     source: true,
 };
 
+pub const API_SERVER_SOURCE: Kind = Kind {
+    kind: "ApiServerSource",
+    group: "sources.knative.dev",
+    version: "v1",
+    plural: "apiserversources",
+    source: true,
+};
+
 /// Every kind, in the order brokers → triggers → sources (the order `apply` creates them).
-pub const KINDS: [&Kind; 7] = [
+pub const KINDS: [&Kind; 8] = [
     &BROKER,
     &TRIGGER,
     &PING_SOURCE,
     &CONTAINER_SOURCE,
     &WEBHOOK_SOURCE,
     &KAFKA_SOURCE,
+    &API_SERVER_SOURCE,
     &NATS_SOURCE,
 ];
 

@@ -6,11 +6,14 @@ mod cli;
 mod client;
 mod config;
 mod control;
+mod controller;
+mod dataplane;
 mod filter_test;
 mod kinds;
 mod runtime;
 mod serve;
 mod sources;
+mod status;
 mod store;
 mod telemetry;
 
@@ -19,7 +22,8 @@ use clap::Parser;
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
     let otlp_endpoint = match &cli.command {
-        cli::Command::Serve(args) => args.otlp_endpoint.clone(),
+        cli::Command::Serve(args) => args.data.otlp_endpoint.clone(),
+        cli::Command::Controller(args) => args.data.otlp_endpoint.clone(),
         _ => None,
     };
     let telemetry = match telemetry::init(otlp_endpoint.as_deref()) {
@@ -37,6 +41,7 @@ fn main() -> std::process::ExitCode {
 fn run(command: cli::Command) -> std::process::ExitCode {
     match command {
         cli::Command::Serve(args) => block_on(serve::run(args)),
+        cli::Command::Controller(args) => block_on(controller::run(args)),
         cli::Command::Filter {
             command: cli::FilterCommand::Test(args),
         } => filter_test::run(args).unwrap_or_else(|error| {

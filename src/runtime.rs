@@ -253,6 +253,26 @@ impl Runtime {
         destination_url(&self.ingress_base_url, destination, namespace)
     }
 
+    /// Forgets a deleted trigger's position and parked events in the log, whether or not it
+    /// ran in this process (a controller finalizing a trigger deleted while it was down).
+    pub async fn forget_trigger(
+        &self,
+        namespace: &str,
+        trigger: &Trigger,
+    ) -> Result<(), herald_broker::LogError> {
+        let name = trigger.metadata.name.clone().unwrap_or_default();
+        if self
+            .dispatchers
+            .contains_key(&(namespace.to_owned(), name.clone()))
+        {
+            return Ok(());
+        }
+        let broker = BrokerKey::new(namespace, trigger.spec.broker.clone());
+        self.log()
+            .delete_consumer(&broker, &herald_triggers::plan::consumer_name(&name))
+            .await
+    }
+
     /// The running trigger's plan and statistics.
     pub fn trigger(&self, key: &TriggerKey) -> Option<(Arc<TriggerPlan>, Arc<TriggerStats>)> {
         self.dispatchers

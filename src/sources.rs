@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use herald_sources::apiserver::{ApiServerSource, KubeAccess};
 use herald_sources::container::ContainerSource;
 use herald_sources::kafka::KafkaSource;
 use herald_sources::nats::NatsSource;
@@ -29,6 +30,8 @@ pub struct SourceContext {
     pub retries: u32,
     /// ...waiting `backoff·2^(k-1)` before retry k.
     pub backoff: Duration,
+    /// The Kubernetes API, for ApiServerSources.
+    pub kube: Arc<KubeAccess>,
 }
 
 /// The `Source` for a source resource.
@@ -54,6 +57,12 @@ fn build(resource: &Resource, ctx: &SourceContext) -> Option<Arc<dyn Source>> {
             namespace,
             name,
             spec: s.spec.clone(),
+        }),
+        Resource::ApiServerSource(s) => Arc::new(ApiServerSource {
+            namespace,
+            name,
+            spec: s.spec.clone(),
+            kube: ctx.kube.clone(),
         }),
         Resource::Broker(_) | Resource::Trigger(_) => return None,
     };

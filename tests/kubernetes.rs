@@ -7,31 +7,10 @@ mod common;
 use common::kube::KubeApiServer;
 use serde_json::{json, Value};
 
-async fn install_crds(server: &KubeApiServer) {
-    let crds = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions";
-    let mut names = Vec::new();
-    for crd in herald_crds::manifests::all() {
-        let body = serde_json::to_value(&crd).unwrap();
-        let (status, answer) = server.post(crds, &body).await;
-        assert_eq!(status, 201, "{answer}");
-        names.push(crd.metadata.name.clone().unwrap());
-    }
-    for name in names {
-        common::wait_for_async(&format!("CRD {name} established"), || async {
-            let (_, crd) = server.get(&format!("{crds}/{name}")).await;
-            crd["status"]["conditions"].as_array().is_some_and(|c| {
-                c.iter()
-                    .any(|c| c["type"] == "Established" && c["status"] == "True")
-            })
-        })
-        .await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crds_apply_and_reject_invalid_objects() {
     let server = KubeApiServer::start().await;
-    install_crds(&server).await;
+    server.install_crds().await;
     let eventing = "/apis/eventing.knative.dev/v1/namespaces/default";
     let (status, answer) = server
         .post(

@@ -37,7 +37,7 @@ impl Herald {
             .arg(dirs.path().join("data"))
             .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
             .args(args)
-            .env("RUST_LOG", "warn,herald::serve=info")
+            .env("RUST_LOG", "warn,herald::serve=info,herald::dataplane=info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

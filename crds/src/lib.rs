@@ -4,6 +4,7 @@
 //! CRD objects on a cluster, so every shape here follows Knative's field names exactly.
 //! Validation returns [`FieldError`]s that name the JSON path of the bad field.
 
+pub mod api_server_source;
 pub mod broker;
 pub mod container_source;
 pub mod delivery;
@@ -19,6 +20,7 @@ pub mod trigger;
 pub mod validation;
 pub mod webhook_source;
 
+pub use api_server_source::{ApiServerSource, ApiServerSourceSpec, LabelSelector};
 pub use broker::{Broker, BrokerSpec, BrokerStatus};
 pub use container_source::{ContainerSource, ContainerSourceSpec};
 pub use delivery::{BackoffPolicy, DeliveryFormat, DeliverySpec};

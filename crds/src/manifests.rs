@@ -13,6 +13,7 @@ pub fn all() -> Vec<CustomResourceDefinition> {
         crate::PingSource::crd(),
         crate::ContainerSource::crd(),
         crate::KafkaSource::crd(),
+        crate::ApiServerSource::crd(),
         crate::WebhookSource::crd(),
         crate::NatsSource::crd(),
     ]

@@ -62,3 +62,4 @@ source_spec!(crate::PingSourceSpec);
 source_spec!(crate::ContainerSourceSpec);
 source_spec!(crate::WebhookSourceSpec);
 source_spec!(crate::KafkaSourceSpec);
+source_spec!(crate::ApiServerSourceSpec);

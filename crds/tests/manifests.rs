@@ -54,6 +54,7 @@ fn crds_have_knative_names_status_and_columns() {
             "pingsources.sources.knative.dev",
             "containersources.sources.knative.dev",
             "kafkasources.sources.knative.dev",
+            "apiserversources.sources.knative.dev",
             "webhooksources.sources.herald.dev",
             "natssources.sources.herald.dev",
         ]

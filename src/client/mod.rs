@@ -69,9 +69,10 @@ pub fn run(command: Command) -> ExitCode {
                 DlqCommand::Redrive(args) => dlq::redrive(args).await,
                 DlqCommand::Purge(args) => dlq::purge(args).await,
             },
-            Command::Serve(_) | Command::Filter { .. } | Command::Crds { .. } => {
-                Err(ClientError::Other("not a client command".into()))
-            }
+            Command::Serve(_)
+            | Command::Controller(_)
+            | Command::Filter { .. }
+            | Command::Crds { .. } => Err(ClientError::Other("not a client command".into())),
         };
         done.map(|()| ExitCode::SUCCESS)
     });

@@ -8,7 +8,8 @@ mod validate;
 
 pub use load::{load_paths, parse_documents};
 pub use validate::{
-    broker_settings, build_desired, referenced_broker, start_from, Desired, TriggerKey,
+    broker_settings, build_desired, build_desired_lenient, referenced_broker, start_from, Desired,
+    Rejected, TriggerKey,
 };
 
 use std::fmt;
@@ -26,6 +27,7 @@ pub enum Resource {
     ContainerSource(Box<herald_crds::ContainerSource>),
     WebhookSource(herald_crds::WebhookSource),
     KafkaSource(herald_crds::KafkaSource),
+    ApiServerSource(herald_crds::ApiServerSource),
 }
 
 /// Evaluates `$body` with `$r` bound to the typed object, whatever its kind.
@@ -39,6 +41,7 @@ macro_rules! on_resource {
             Resource::ContainerSource($r) => $body,
             Resource::WebhookSource($r) => $body,
             Resource::KafkaSource($r) => $body,
+            Resource::ApiServerSource($r) => $body,
         }
     };
 }
@@ -54,6 +57,7 @@ impl Resource {
             Resource::ContainerSource(_) => &kinds::CONTAINER_SOURCE,
             Resource::WebhookSource(_) => &kinds::WEBHOOK_SOURCE,
             Resource::KafkaSource(_) => &kinds::KAFKA_SOURCE,
+            Resource::ApiServerSource(_) => &kinds::API_SERVER_SOURCE,
         }
     }
 
@@ -72,6 +76,7 @@ impl Resource {
                 deserialize(value).map(|source| Resource::ContainerSource(Box::new(source)))
             }
             "KafkaSource" => deserialize(value).map(Resource::KafkaSource),
+            "ApiServerSource" => deserialize(value).map(Resource::ApiServerSource),
             _ => deserialize(value).map(Resource::WebhookSource),
         }
     }
@@ -93,6 +98,35 @@ impl Resource {
             Resource::ContainerSource(r) => Some(&r.spec),
             Resource::WebhookSource(r) => Some(&r.spec),
             Resource::KafkaSource(r) => Some(&r.spec),
+            Resource::ApiServerSource(r) => Some(&r.spec),
+        }
+    }
+
+    /// Every destination of the resource with its field path: a trigger's subscriber and
+    /// dead-letter sink, a broker's dead-letter sink, a source's sink.
+    pub fn destinations_mut(&mut self) -> Vec<(&'static str, &mut herald_crds::Destination)> {
+        const DEAD_LETTER_SINK: &str = "spec.delivery.deadLetterSink";
+        fn dead_letter(
+            delivery: Option<&mut herald_crds::DeliverySpec>,
+        ) -> Option<(&'static str, &mut herald_crds::Destination)> {
+            delivery
+                .and_then(|d| d.dead_letter_sink.as_mut())
+                .map(|d| (DEAD_LETTER_SINK, d))
+        }
+        match self {
+            Resource::Broker(b) => dead_letter(b.spec.delivery.as_mut()).into_iter().collect(),
+            Resource::Trigger(t) => {
+                let spec = &mut t.spec;
+                let mut all = vec![("spec.subscriber", &mut spec.subscriber)];
+                all.extend(dead_letter(spec.delivery.as_mut()));
+                all
+            }
+            Resource::NatsSource(r) => vec![("spec.sink", &mut r.spec.sink)],
+            Resource::PingSource(r) => vec![("spec.sink", &mut r.spec.sink)],
+            Resource::ContainerSource(r) => vec![("spec.sink", &mut r.spec.sink)],
+            Resource::WebhookSource(r) => vec![("spec.sink", &mut r.spec.sink)],
+            Resource::KafkaSource(r) => vec![("spec.sink", &mut r.spec.sink)],
+            Resource::ApiServerSource(r) => vec![("spec.sink", &mut r.spec.sink)],
         }
     }
 

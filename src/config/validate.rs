@@ -29,68 +29,47 @@ fn namespace_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMet
         .unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned())
 }
 
-/// Checks every resource and the references between them.
+/// A resource left out of the desired state, and why.
+#[derive(Debug, Clone)]
+pub struct Rejected {
+    pub key: ObjectKey,
+    pub error: ConfigError,
+    /// Set when the only problem is that this trigger's broker does not exist (yet).
+    pub missing_broker: Option<BrokerKey>,
+}
+
+/// Checks every resource and the references between them; the first problem fails all.
 pub fn build_desired(loaded: Vec<Loaded>) -> Result<Desired, ConfigError> {
+    let (desired, rejected) = build_desired_lenient(loaded);
+    match rejected.into_iter().next() {
+        Some(rejected) => Err(rejected.error),
+        None => Ok(desired),
+    }
+}
+
+/// Checks every resource and the references between them, leaving out (and reporting) those
+/// with a problem, so that the rest can run: what a controller needs, where each object
+/// gets its own status.
+pub fn build_desired_lenient(loaded: Vec<Loaded>) -> (Desired, Vec<Rejected>) {
+    let mut rejected = Vec::new();
     let mut desired = Desired::default();
     let mut origins: BTreeMap<String, String> = BTreeMap::new();
     let mut triggers = Vec::new();
     for Loaded { origin, resource } in loaded {
-        let (meta, kind) = (resource.meta(), resource.kind().kind);
-        let namespace = namespace_of(meta);
-        let name = meta.name.clone().unwrap_or_default();
-        let ident = format!("{kind} {namespace}/{name}");
-        let fail = |e: FieldError| ConfigError {
-            origin: origin.clone(),
-            resource: Some(ident.clone()),
-            field: Some(e.path),
-            message: e.message,
-        };
-        validate_name("metadata.name", &name).map_err(fail)?;
-        validate_name("metadata.namespace", &namespace).map_err(fail)?;
-        if let Some(first) = origins.insert(ident.clone(), origin.clone()) {
-            return Err(fail(FieldError::new(
-                "metadata.name",
-                format!("{ident} is defined twice (first in {first})"),
-            )));
-        }
-        match resource {
-            Resource::Broker(broker) => {
-                broker_settings(&broker).map_err(fail)?;
-                if let Some(delivery) = &broker.spec.delivery {
-                    validate_delivery("spec.delivery", delivery).map_err(fail)?;
-                }
-                desired
-                    .brokers
-                    .insert(BrokerKey::new(namespace, name), broker);
-            }
-            Resource::NatsSource(_)
-            | Resource::PingSource(_)
-            | Resource::ContainerSource(_)
-            | Resource::WebhookSource(_)
-            | Resource::KafkaSource(_) => {
-                validate_source(&resource).map_err(fail)?;
-                desired.sources.insert(ObjectKey::of(&resource), resource);
-            }
-            Resource::Trigger(trigger) => {
-                validate_trigger_spec(&trigger.spec).map_err(fail)?;
-                herald_triggers::filter::compile(&trigger.spec).map_err(fail)?;
-                if let Some(order) = crate::runtime::delivery_order(&trigger) {
-                    if order != "ordered" && order != "unordered" {
-                        return Err(fail(FieldError::new(
-                            format!(
-                                "metadata.annotations[{}]",
-                                herald_triggers::plan::DELIVERY_ORDER_ANNOTATION
-                            ),
-                            format!("{order:?} is not a delivery order: use ordered or unordered"),
-                        )));
-                    }
-                }
-                start_from(&trigger).map_err(fail)?;
-                triggers.push((origin.clone(), ident, namespace, name, trigger));
-            }
+        let key = ObjectKey::of(&resource);
+        let checked = check_one(&origin, resource, &mut desired, &mut origins);
+        match checked {
+            Ok(Some(trigger)) => triggers.push(trigger),
+            Ok(None) => {}
+            Err(error) => rejected.push(Rejected {
+                key,
+                error,
+                missing_broker: None,
+            }),
         }
     }
     for (origin, ident, namespace, name, trigger) in triggers {
+        let key = ObjectKey::new(&crate::kinds::TRIGGER, &namespace, &name);
         let fail = |path: &str, message: String| ConfigError {
             origin: origin.clone(),
             resource: Some(ident.clone()),
@@ -99,10 +78,12 @@ pub fn build_desired(loaded: Vec<Loaded>) -> Result<Desired, ConfigError> {
         };
         let broker = BrokerKey::new(namespace.clone(), trigger.spec.broker.clone());
         if !desired.brokers.contains_key(&broker) {
-            return Err(fail(
-                "spec.broker",
-                format!("broker {broker} does not exist"),
-            ));
+            rejected.push(Rejected {
+                key,
+                error: fail("spec.broker", format!("broker {broker} does not exist")),
+                missing_broker: Some(broker),
+            });
+            continue;
         }
         let destinations = [
             ("spec.subscriber", Some(&trigger.spec.subscriber)),
@@ -115,19 +96,100 @@ pub fn build_desired(loaded: Vec<Loaded>) -> Result<Desired, ConfigError> {
                     .and_then(|d| d.dead_letter_sink.as_ref()),
             ),
         ];
+        let mut problem = None;
         for (path, destination) in destinations {
             if let Some(target) = destination.and_then(|d| referenced_broker(d, &namespace)) {
                 if !desired.brokers.contains_key(&target) {
-                    return Err(fail(
-                        &format!("{path}.ref"),
-                        format!("broker {target} does not exist"),
-                    ));
+                    problem.get_or_insert_with(|| {
+                        fail(
+                            &format!("{path}.ref"),
+                            format!("broker {target} does not exist"),
+                        )
+                    });
                 }
             }
         }
-        desired.triggers.insert((namespace, name), trigger);
+        match problem {
+            Some(error) => rejected.push(Rejected {
+                key,
+                error,
+                missing_broker: None,
+            }),
+            None => {
+                desired.triggers.insert((namespace, name), trigger);
+            }
+        }
     }
-    Ok(desired)
+    (desired, rejected)
+}
+
+/// A trigger that passed its own checks, waiting for the check of its references.
+type PendingTrigger = (String, String, String, String, Trigger);
+
+/// Checks one resource on its own and adds it to `desired`; a trigger is returned instead,
+/// to be checked against the brokers once all are known.
+fn check_one(
+    origin: &str,
+    resource: Resource,
+    desired: &mut Desired,
+    origins: &mut BTreeMap<String, String>,
+) -> Result<Option<PendingTrigger>, ConfigError> {
+    let (meta, kind) = (resource.meta(), resource.kind().kind);
+    let namespace = namespace_of(meta);
+    let name = meta.name.clone().unwrap_or_default();
+    let ident = format!("{kind} {namespace}/{name}");
+    let fail = |e: FieldError| ConfigError {
+        origin: origin.to_owned(),
+        resource: Some(ident.clone()),
+        field: Some(e.path),
+        message: e.message,
+    };
+    validate_name("metadata.name", &name).map_err(fail)?;
+    validate_name("metadata.namespace", &namespace).map_err(fail)?;
+    if let Some(first) = origins.insert(ident.clone(), origin.to_owned()) {
+        return Err(fail(FieldError::new(
+            "metadata.name",
+            format!("{ident} is defined twice (first in {first})"),
+        )));
+    }
+    match resource {
+        Resource::Broker(broker) => {
+            broker_settings(&broker).map_err(fail)?;
+            if let Some(delivery) = &broker.spec.delivery {
+                validate_delivery("spec.delivery", delivery).map_err(fail)?;
+            }
+            desired
+                .brokers
+                .insert(BrokerKey::new(namespace, name), broker);
+        }
+        Resource::NatsSource(_)
+        | Resource::PingSource(_)
+        | Resource::ContainerSource(_)
+        | Resource::WebhookSource(_)
+        | Resource::KafkaSource(_)
+        | Resource::ApiServerSource(_) => {
+            validate_source(&resource).map_err(fail)?;
+            desired.sources.insert(ObjectKey::of(&resource), resource);
+        }
+        Resource::Trigger(trigger) => {
+            validate_trigger_spec(&trigger.spec).map_err(fail)?;
+            herald_triggers::filter::compile(&trigger.spec).map_err(fail)?;
+            if let Some(order) = crate::runtime::delivery_order(&trigger) {
+                if order != "ordered" && order != "unordered" {
+                    return Err(fail(FieldError::new(
+                        format!(
+                            "metadata.annotations[{}]",
+                            herald_triggers::plan::DELIVERY_ORDER_ANNOTATION
+                        ),
+                        format!("{order:?} is not a delivery order: use ordered or unordered"),
+                    )));
+                }
+            }
+            start_from(&trigger).map_err(fail)?;
+            return Ok(Some((origin.to_owned(), ident, namespace, name, trigger)));
+        }
+    }
+    Ok(None)
 }
 
 /// The broker a destination's `ref` names, if any.
@@ -242,6 +304,7 @@ fn validate_source(resource: &Resource) -> Result<(), FieldError> {
         Resource::ContainerSource(s) => herald_sources::container::validate(&s.spec)?,
         Resource::WebhookSource(s) => herald_sources::webhook::validate(&s.spec)?,
         Resource::KafkaSource(s) => herald_sources::kafka::validate(&s.spec)?,
+        Resource::ApiServerSource(s) => herald_sources::apiserver::validate(&s.spec)?,
         Resource::Broker(_) | Resource::Trigger(_) => return Ok(()),
     }
     let Some(spec) = resource.source_spec() else {

@@ -197,7 +197,40 @@ impl Herald {
                 "5s",
             ])
             .args(backend.args())
-            .args(extra)
+            .args(extra);
+        Self::launch(command).await
+    }
+
+    /// Starts `herald controller` against the API server in `kubeconfig`, on free ports.
+    pub async fn start_controller(
+        backend: &dyn Backend,
+        data_dir: &Path,
+        kubeconfig: &Path,
+        extra: &[&str],
+    ) -> Herald {
+        let mut command = Command::new(herald_binary());
+        command
+            .arg("controller")
+            .arg("--kubeconfig")
+            .arg(kubeconfig)
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "127.0.0.1:0",
+                "--shutdown-grace",
+                "5s",
+            ])
+            .args(backend.args())
+            .args(extra);
+        Self::launch(command).await
+    }
+
+    /// Runs the command and waits until both listeners are up.
+    async fn launch(mut command: Command) -> Herald {
+        command
             .env("RUST_LOG", "info,herald_triggers=info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped());

@@ -7,6 +7,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub const TOKEN: &str = "herald-test-token";
+/// The ServiceAccount herald/herald of examples/kubernetes, as a static token.
+pub const SERVICE_ACCOUNT_TOKEN: &str = "herald-service-account-token";
 
 pub struct KubeApiServer {
     etcd: Child,
@@ -29,7 +31,18 @@ fn free_port() -> u16 {
 }
 
 impl KubeApiServer {
+    /// Every request allowed (AlwaysAllow).
     pub async fn start() -> Self {
+        Self::start_with("AlwaysAllow").await
+    }
+
+    /// RBAC enforced: only [`TOKEN`] (system:masters) bypasses it; [`SERVICE_ACCOUNT_TOKEN`]
+    /// authenticates as the ServiceAccount `herald/herald` and gets what RBAC grants it.
+    pub async fn start_with_rbac() -> Self {
+        Self::start_with("RBAC").await
+    }
+
+    async fn start_with(authorization_mode: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path();
         let keys = Command::new("openssl")
@@ -47,7 +60,9 @@ impl KubeApiServer {
         assert!(keys.success());
         std::fs::write(
             path.join("tokens.csv"),
-            format!("{TOKEN},admin,admin,system:masters\n"),
+            format!(
+                "{TOKEN},admin,admin,system:masters\n{SERVICE_ACCOUNT_TOKEN},system:serviceaccount:herald:herald,herald-sa,\"system:serviceaccounts,system:serviceaccounts:herald\"\n"
+            ),
         )
         .unwrap();
         let (client, peer, secure) = (free_port(), free_port(), free_port());
@@ -73,7 +88,7 @@ impl KubeApiServer {
             .arg(path.join("certs"))
             .arg("--token-auth-file")
             .arg(path.join("tokens.csv"))
-            .arg("--authorization-mode=AlwaysAllow")
+            .arg(format!("--authorization-mode={authorization_mode}"))
             .arg("--service-account-issuer=https://kubernetes.default.svc")
             .arg("--service-account-key-file")
             .arg(path.join("sa.crt"))
@@ -131,17 +146,83 @@ impl KubeApiServer {
     }
 
     pub async fn post(&self, path: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
-        let response = Self::client()
-            .post(format!("{}{path}", self.url))
-            .bearer_auth(TOKEN)
-            .header("content-type", "application/json")
-            .body(body.to_string())
-            .send()
+        self.send(reqwest::Method::POST, path, Some(body), "application/json")
             .await
-            .expect("kube-apiserver answers");
+    }
+
+    /// Installs every CRD Herald generates and waits until each is established.
+    pub async fn install_crds(&self) {
+        let crds = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions";
+        let mut names = Vec::new();
+        for crd in herald_crds::manifests::all() {
+            let body = serde_json::to_value(&crd).unwrap();
+            let (status, answer) = self.post(crds, &body).await;
+            assert_eq!(status, 201, "{answer}");
+            names.push(crd.metadata.name.clone().unwrap());
+        }
+        for name in names {
+            super::wait_for_async(&format!("CRD {name} established"), || async {
+                let (_, crd) = self.get(&format!("{crds}/{name}")).await;
+                crd["status"]["conditions"].as_array().is_some_and(|c| {
+                    c.iter()
+                        .any(|c| c["type"] == "Established" && c["status"] == "True")
+                })
+            })
+            .await;
+        }
+    }
+
+    /// A JSON merge patch.
+    pub async fn patch(&self, path: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
+        self.send(
+            reqwest::Method::PATCH,
+            path,
+            Some(body),
+            "application/merge-patch+json",
+        )
+        .await
+    }
+
+    pub async fn delete(&self, path: &str) -> (u16, serde_json::Value) {
+        self.send(reqwest::Method::DELETE, path, None, "application/json")
+            .await
+    }
+
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+        content_type: &str,
+    ) -> (u16, serde_json::Value) {
+        let mut request = Self::client()
+            .request(method, format!("{}{path}", self.url))
+            .bearer_auth(TOKEN)
+            .header("content-type", content_type);
+        if let Some(body) = body {
+            request = request.body(body.to_string());
+        }
+        let response = request.send().await.expect("kube-apiserver answers");
         let status = response.status().as_u16();
         let body = response.bytes().await.unwrap_or_default();
         (status, serde_json::from_slice(&body).unwrap_or_default())
+    }
+
+    /// A kubeconfig for this server (its own self-signed certificate is trusted blindly, as
+    /// for any test cluster), written next to its data.
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.kubeconfig_with(TOKEN)
+    }
+
+    /// A kubeconfig that authenticates with `token`.
+    pub fn kubeconfig_with(&self, token: &str) -> PathBuf {
+        let path = self.dir.path().join(format!("kubeconfig-{token}"));
+        let text = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: {url}\n    insecure-skip-tls-verify: true\nusers:\n- name: admin\n  user:\n    token: {token}\ncontexts:\n- name: test\n  context:\n    cluster: test\n    user: admin\ncurrent-context: test\n",
+            url = self.url
+        );
+        std::fs::write(&path, text).unwrap();
+        path
     }
 }
 

@@ -33,6 +33,11 @@ pub struct TriggerPlan {
 impl TriggerPlan {
     /// The name of the trigger's durable consumer of its broker's log.
     pub fn consumer_name(&self) -> String {
-        format!("trigger-{}", self.name)
+        consumer_name(&self.name)
     }
+}
+
+/// The durable consumer of the trigger called `trigger` (unique within its broker).
+pub fn consumer_name(trigger: &str) -> String {
+    format!("trigger-{trigger}")
 }

@@ -1,0 +1,96 @@
+//! Every Herald kind on the API server, kept in memory by kube-runtime reflectors; any
+//! change wakes the reconciler.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use kube::api::{Api, DynamicObject};
+use kube::discovery::ApiResource;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::Client;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::kinds::{Kind, KINDS};
+
+/// How long start-up waits for a kind's first list before reconciling without it (its
+/// CRD may not be installed).
+const FIRST_LIST_WAIT: Duration = Duration::from_secs(10);
+
+pub struct Cache {
+    stores: Vec<(&'static Kind, Store<DynamicObject>)>,
+    /// Notified on every change of any watched object.
+    pub changed: Arc<Notify>,
+}
+
+/// The API resource of one of Herald's kinds.
+pub fn api_resource(kind: &Kind) -> ApiResource {
+    ApiResource {
+        group: kind.group.to_owned(),
+        version: kind.version.to_owned(),
+        api_version: kind.api_version(),
+        kind: kind.kind.to_owned(),
+        plural: kind.plural.to_owned(),
+    }
+}
+
+impl Cache {
+    /// Starts one watch per kind, in every namespace, until `stop`.
+    pub fn start(client: &Client, stop: &CancellationToken) -> Self {
+        let changed = Arc::new(Notify::new());
+        let mut stores = Vec::new();
+        for kind in KINDS {
+            let resource = api_resource(kind);
+            let writer = reflector::store::Writer::new(resource.clone());
+            stores.push((kind, writer.as_reader()));
+            let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
+            let changed = changed.clone();
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let stream = watcher(api, watcher::Config::default())
+                    .default_backoff()
+                    .reflect(writer);
+                let mut stream = std::pin::pin!(stream);
+                loop {
+                    let item = tokio::select! {
+                        _ = stop.cancelled() => return,
+                        item = stream.next() => item,
+                    };
+                    match item {
+                        Some(Ok(_)) => changed.notify_one(),
+                        Some(Err(error)) => {
+                            tracing::warn!(kind = kind.kind, %error, "watch failed; retrying with backoff")
+                        }
+                        None => return,
+                    }
+                }
+            });
+        }
+        Self { stores, changed }
+    }
+
+    /// Waits until every kind has been listed once, or [`FIRST_LIST_WAIT`] per kind.
+    pub async fn wait_for_first_lists(&self) {
+        for (kind, store) in &self.stores {
+            if tokio::time::timeout(FIRST_LIST_WAIT, store.wait_until_ready())
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    kind = kind.kind,
+                    "not listed yet (is its CRD installed?); going on without it"
+                );
+            }
+        }
+    }
+
+    /// Every object of every kind, as last seen.
+    pub fn objects(&self) -> Vec<(&'static Kind, Arc<DynamicObject>)> {
+        self.stores
+            .iter()
+            .flat_map(|(kind, store)| store.state().into_iter().map(move |o| (*kind, o)))
+            .collect()
+    }
+}

@@ -1,0 +1,118 @@
+//! `herald controller`: Knative resources on a Kubernetes API server drive the same runtime
+//! as `herald serve`; the Lease holder writes their status and finalizers.
+
+mod cache;
+mod leader;
+mod reconcile;
+mod resolve;
+mod writeback;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use herald_sources::apiserver::{load_config, KubeAccess};
+use kube::Client;
+use tokio_util::sync::CancellationToken;
+
+use crate::admin::{self, Readiness};
+use crate::cli::ControllerArgs;
+use crate::dataplane::DataPlane;
+
+/// Reconcile this often even without changes: source health and backend recoveries show
+/// up in status without an API event.
+const RESYNC: Duration = Duration::from_secs(10);
+
+pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
+    let config = load_config(args.data.kubeconfig.as_deref())
+        .await
+        .map_err(anyhow::Error::msg)?;
+    let server_url = config
+        .cluster_url
+        .to_string()
+        .trim_end_matches('/')
+        .to_owned();
+    let client = Client::try_from(config).context("cannot make a Kubernetes client")?;
+    let kube = Arc::new(KubeAccess::with_client(client.clone(), server_url.clone()));
+    let DataPlane {
+        runtime,
+        routes,
+        ingress,
+        metrics,
+        listeners,
+    } = DataPlane::open(&args.data, kube, |_| Ok(())).await?;
+
+    let identity = match &args.identity {
+        Some(identity) => identity.clone(),
+        None => hostname(),
+    };
+    let leadership = leader::elect(
+        client.clone(),
+        &args.lease_namespace,
+        &args.lease_name,
+        &identity,
+        args.lease_duration,
+    )
+    .await
+    .with_context(|| {
+        format!(
+            "cannot take part in leader election (Lease {}/{})",
+            args.lease_namespace, args.lease_name
+        )
+    })?;
+    tracing::info!(api = %server_url, %identity, "controller started");
+
+    let stop = CancellationToken::new();
+    let cache = cache::Cache::start(&client, &stop);
+    let mut reconciler = reconcile::Reconciler {
+        runtime,
+        routes,
+        resolver: resolve::Resolver::new(client.clone(), args.cluster_domain.clone()),
+        writer: writeback::Writer::new(client.clone(), &identity),
+        external_url: args.external_url.trim_end_matches('/').to_owned(),
+    };
+    let mut is_leader = leadership.is_leader.clone();
+    let control_stop = stop.clone();
+    let control = tokio::spawn(async move {
+        cache.wait_for_first_lists().await;
+        let mut was_leader = false;
+        loop {
+            let leader = *is_leader.borrow_and_update();
+            if leader != was_leader {
+                tracing::info!(leader, "leadership changed");
+                was_leader = leader;
+            }
+            reconciler.reconcile(&cache.objects(), leader).await;
+            tokio::select! {
+                _ = control_stop.cancelled() => break,
+                _ = cache.changed.notified() => {}
+                _ = is_leader.changed() => {}
+                _ = tokio::time::sleep(RESYNC) => {}
+            }
+        }
+        reconciler.runtime
+    });
+
+    let readiness = Readiness::default();
+    listeners
+        .serve_until_signal(
+            ingress,
+            admin::router(readiness.clone(), metrics),
+            readiness,
+            stop.clone(),
+        )
+        .await?;
+    let mut runtime = control.await.context("the controller loop failed")?;
+    runtime.shutdown().await;
+    leadership.release().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_owned())
+        .ok()
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| format!("herald-{}", std::process::id()))
+}

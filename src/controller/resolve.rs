@@ -1,0 +1,136 @@
+//! Destinations on a cluster: a `ref` to a Service becomes
+//! `http://{name}.{namespace}.svc.{cluster domain}`, a `ref` to any other addressable its
+//! `status.address.url`. Broker refs stay: the runtime sends those to Herald's own ingress.
+
+use herald_crds::{Destination, KReference};
+use kube::api::{Api, DynamicObject};
+use kube::core::GroupVersionKind;
+use kube::Client;
+
+use crate::config::Resource;
+
+pub struct Resolver {
+    client: Client,
+    cluster_domain: String,
+}
+
+/// A destination that could not be resolved: its field path and why.
+#[derive(Debug, Clone)]
+pub struct Unresolved {
+    pub field: &'static str,
+    pub message: String,
+}
+
+impl Resolver {
+    pub fn new(client: Client, cluster_domain: String) -> Self {
+        Self {
+            client,
+            cluster_domain,
+        }
+    }
+
+    /// Rewrites every non-Broker `ref` of `resource` into a `uri`.
+    pub async fn resolve(&self, resource: &mut Resource) -> Result<(), Unresolved> {
+        let (namespace, _) = resource.namespaced_name();
+        for (field, destination) in resource.destinations_mut() {
+            let Some(reference) = destination.reference.clone() else {
+                continue;
+            };
+            if is_broker(&reference) {
+                continue;
+            }
+            let namespace = reference.namespace.as_deref().unwrap_or(&namespace);
+            let base = self
+                .url_of(&reference, namespace)
+                .await
+                .map_err(|message| Unresolved { field, message })?;
+            *destination = Destination {
+                reference: None,
+                uri: Some(join(&base, destination.uri.as_deref())),
+                ..destination.clone()
+            };
+        }
+        Ok(())
+    }
+
+    async fn url_of(&self, reference: &KReference, namespace: &str) -> Result<String, String> {
+        let (group, version) = match reference.api_version.split_once('/') {
+            Some((group, version)) => (group, version),
+            None => ("", reference.api_version.as_str()),
+        };
+        let what = format!("{} {namespace}/{}", reference.kind, reference.name);
+        if group.is_empty() && reference.kind == "Service" {
+            let api: Api<k8s_openapi::api::core::v1::Service> =
+                Api::namespaced(self.client.clone(), namespace);
+            return match api.get_opt(&reference.name).await {
+                Ok(Some(_)) => Ok(format!(
+                    "http://{}.{namespace}.svc.{}",
+                    reference.name, self.cluster_domain
+                )),
+                Ok(None) => Err(format!("{what} does not exist")),
+                Err(error) => Err(format!("cannot read {what}: {error}")),
+            };
+        }
+        let gvk = GroupVersionKind::gvk(group, version, &reference.kind);
+        let (resource, _) = kube::discovery::pinned_kind(&self.client, &gvk)
+            .await
+            .map_err(|e| format!("cannot find the kind of {what}: {e}"))?;
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(self.client.clone(), namespace, &resource);
+        let object = api
+            .get_opt(&reference.name)
+            .await
+            .map_err(|e| format!("cannot read {what}: {e}"))?
+            .ok_or_else(|| format!("{what} does not exist"))?;
+        object.data["status"]["address"]["url"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| format!("{what} is not addressable yet (no status.address.url)"))
+    }
+}
+
+fn is_broker(reference: &KReference) -> bool {
+    reference.kind == "Broker" && reference.api_version.starts_with("eventing.knative.dev/")
+}
+
+/// A `uri` next to a `ref` is resolved against the ref's URL, as in Knative.
+fn join(base: &str, path: Option<&str>) -> String {
+    match path {
+        None | Some("") => base.to_owned(),
+        Some(path) => format!(
+            "{}/{}",
+            base.trim_end_matches('/'),
+            path.trim_start_matches('/')
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_uri_beside_a_ref_is_a_path_under_it() {
+        assert_eq!(
+            join("http://s.ns.svc.cluster.local", None),
+            "http://s.ns.svc.cluster.local"
+        );
+        assert_eq!(
+            join("http://s.ns.svc.cluster.local/", Some("/hooks/a")),
+            "http://s.ns.svc.cluster.local/hooks/a"
+        );
+    }
+
+    #[test]
+    fn only_knative_brokers_stay_refs() {
+        let reference = |api_version: &str, kind: &str| KReference {
+            api_version: api_version.into(),
+            kind: kind.into(),
+            name: "x".into(),
+            namespace: None,
+        };
+        assert!(is_broker(&reference("eventing.knative.dev/v1", "Broker")));
+        assert!(!is_broker(&reference("v1", "Service")));
+        assert!(!is_broker(&reference("serving.knative.dev/v1", "Service")));
+    }
+}

@@ -1,0 +1,219 @@
+//! What `serve` and `controller` share: the log backends, the ingress and admin listeners,
+//! the runtime, and serving until SIGTERM/SIGINT with a drain.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use herald_broker::log::kafka::{KafkaLog, KafkaOptions};
+use herald_broker::log::nats::{NatsLog, NatsOptions, DEFAULT_PUBLISH_TIMEOUT};
+use herald_broker::log::routed::RoutedLog;
+use herald_broker::log::sled::SledLog;
+use herald_broker::{BrokerRegistry, EventLog, Ingress, IngressConfig};
+use herald_sources::apiserver::KubeAccess;
+use herald_sources::webhook::WebhookRegistry;
+use herald_triggers::attempt::Sender;
+use herald_triggers::process::Deps;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::admin::Readiness;
+use crate::cli::{Backend, DataPlaneArgs, DEFAULT_NATS_URL};
+use crate::runtime::Runtime;
+use crate::sources::SourceContext;
+
+/// An opened data plane: backends connected, listeners bound, nothing running yet.
+pub struct DataPlane {
+    pub routes: Arc<RoutedLog>,
+    pub runtime: Runtime,
+    pub ingress: Arc<Ingress>,
+    pub metrics: PrometheusHandle,
+    pub listeners: Listeners,
+}
+
+/// The bound listeners, served by [`Listeners::serve_until_signal`].
+pub struct Listeners {
+    ingress: TcpListener,
+    admin: TcpListener,
+    webhooks: Arc<WebhookRegistry>,
+    max_event_bytes: usize,
+    grace: std::time::Duration,
+}
+
+impl DataPlane {
+    /// Connects the backends, lets `check` refuse the configuration before any port is
+    /// bound, then binds the listeners and builds the runtime.
+    pub async fn open(
+        args: &DataPlaneArgs,
+        kube: Arc<KubeAccess>,
+        check: impl FnOnce(&RoutedLog) -> anyhow::Result<()>,
+    ) -> anyhow::Result<Self> {
+        let metrics = crate::admin::install_metrics()?;
+        let routes = Arc::new(open_backends(args).await?);
+        check(&routes)?;
+        let log: Arc<dyn EventLog> = routes.clone();
+        let ingress_listener = bind(args.listen).await?;
+        let admin_listener = bind(args.admin_listen).await?;
+        let ingress_addr = ingress_listener.local_addr()?;
+        let ingress = Arc::new(Ingress::new(
+            log.clone(),
+            Arc::new(BrokerRegistry::default()),
+            IngressConfig {
+                max_event_bytes: args.max_event_bytes,
+                ..IngressConfig::default()
+            },
+        ));
+        let deps = Deps {
+            sender: Sender::new(args.max_event_bytes, args.max_outbound)?,
+            log,
+            ingress: ingress.clone(),
+        };
+        let webhooks = Arc::new(WebhookRegistry::default());
+        let runtime = Runtime::new(
+            routes.clone(),
+            deps,
+            format!("http://{ingress_addr}"),
+            args.max_in_flight,
+            args.shutdown_grace,
+            SourceContext {
+                webhooks: webhooks.clone(),
+                retries: args.source_retry,
+                backoff: args.source_backoff_delay,
+                kube,
+            },
+        );
+        Ok(Self {
+            routes,
+            runtime,
+            ingress,
+            metrics,
+            listeners: Listeners {
+                ingress: ingress_listener,
+                admin: admin_listener,
+                webhooks,
+                max_event_bytes: args.max_event_bytes,
+                grace: args.shutdown_grace,
+            },
+        })
+    }
+}
+
+impl Listeners {
+    /// Serves the ingress (brokers and webhook sources) and `admin` until SIGTERM/SIGINT;
+    /// then reports not ready, cancels `stop` and lets open requests finish within the grace
+    /// period.
+    pub async fn serve_until_signal(
+        self,
+        ingress: Arc<Ingress>,
+        admin: axum::Router,
+        readiness: Readiness,
+        stop: CancellationToken,
+    ) -> anyhow::Result<()> {
+        let ingress_addr = self.ingress.local_addr()?;
+        let admin_addr = self.admin.local_addr()?;
+        let ingress_server = tokio::spawn(serve(
+            self.ingress,
+            self.webhooks
+                .router(self.max_event_bytes)
+                .merge(ingress.router()),
+            stop.clone(),
+        ));
+        let admin_server = tokio::spawn(serve(self.admin, admin, stop.clone()));
+        tracing::info!(addr = %ingress_addr, "ingress listening");
+        tracing::info!(addr = %admin_addr, "admin listening");
+        readiness.set(true);
+
+        let signal = shutdown_signal().await?;
+        tracing::info!(signal, grace = ?self.grace, "shutting down");
+        readiness.set(false);
+        stop.cancel();
+        let drained = tokio::time::timeout(self.grace, async {
+            let _ = ingress_server.await;
+            let _ = admin_server.await;
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!("open connections did not finish within the grace period");
+        }
+        Ok(())
+    }
+}
+
+async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))
+}
+
+async fn serve(listener: TcpListener, router: axum::Router, stop: CancellationToken) {
+    let result = axum::serve(listener, router)
+        .with_graceful_shutdown(stop.cancelled_owned())
+        .await;
+    if let Err(error) = result {
+        tracing::error!(%error, "server failed");
+    }
+}
+
+async fn shutdown_signal() -> anyhow::Result<&'static str> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    })
+}
+
+/// Opens the default backend, and NATS or Kafka too when their address is given, behind
+/// one router.
+async fn open_backends(args: &DataPlaneArgs) -> anyhow::Result<RoutedLog> {
+    let mut backends: HashMap<String, Arc<dyn EventLog>> = HashMap::new();
+    if args.backend == Backend::Sled {
+        let dir = args.data_dir.join("log");
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+        let sled = SledLog::open(&dir, args.append_queue)
+            .with_context(|| format!("cannot open the log in {}", dir.display()))?;
+        backends.insert("sled".into(), Arc::new(sled));
+    }
+    if args.backend == Backend::Nats || args.nats_url.is_some() {
+        let url = args
+            .nats_url
+            .clone()
+            .unwrap_or_else(|| DEFAULT_NATS_URL.to_owned());
+        let options = NatsOptions {
+            url: url.clone(),
+            credentials_file: args.nats_credentials.clone(),
+            token: args.nats_token.clone(),
+            tls_ca_file: args.nats_tls_ca.clone(),
+        };
+        let nats = NatsLog::connect(&options, DEFAULT_PUBLISH_TIMEOUT)
+            .await
+            .with_context(|| format!("cannot connect to NATS at {url}"))?;
+        backends.insert("nats".into(), Arc::new(nats));
+    }
+    if args.backend == Backend::Kafka || args.kafka_bootstrap.is_some() {
+        let bootstrap = args
+            .kafka_bootstrap
+            .clone()
+            .ok_or_else(|| anyhow::anyhow!("--backend kafka needs --kafka-bootstrap HOST:PORT"))?;
+        let options = KafkaOptions {
+            bootstrap: bootstrap.clone(),
+            client_options: args.kafka_options.clone(),
+            prefix: args.kafka_prefix.clone(),
+            partitions: args.kafka_partitions,
+            replication_factor: args.kafka_replication_factor,
+        };
+        let kafka = KafkaLog::connect(options)
+            .with_context(|| format!("cannot set up the Kafka clients for {bootstrap}"))?;
+        backends.insert("kafka".into(), Arc::new(kafka));
+    }
+    let default = match args.backend {
+        Backend::Sled => "sled",
+        Backend::Nats => "nats",
+        Backend::Kafka => "kafka",
+    };
+    Ok(RoutedLog::new(default, backends))
+}

@@ -1,0 +1,155 @@
+//! Knative-shaped status of what Herald runs: the admin API and the controller report the
+//! same conditions from the same runtime.
+
+use herald_broker::BrokerKey;
+use herald_crds::status::Addressable;
+use herald_crds::{Broker, BrokerStatus, Condition, SourceStatus, TriggerStatus};
+
+use crate::config::{Rejected, Resource};
+use crate::runtime::Runtime;
+use crate::store::ObjectKey;
+
+/// A Broker's status: `Ready` while its log is open, and its address under `base_url`
+/// (Herald's own listener, or the controller's `--external-url`).
+pub fn broker(runtime: &Runtime, base_url: &str, broker: &Broker) -> BrokerStatus {
+    let namespace = broker
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| herald_crds::DEFAULT_NAMESPACE.to_owned());
+    let name = broker.metadata.name.clone().unwrap_or_default();
+    let key = BrokerKey::new(namespace.clone(), name.clone());
+    let running = runtime.deps().ingress.brokers().contains(&key);
+    BrokerStatus {
+        observed_generation: broker.metadata.generation,
+        conditions: vec![ready(
+            running,
+            "BrokerNotRunning",
+            "the broker's log is not open",
+        )],
+        address: Some(Addressable {
+            name: Some("http".into()),
+            url: Some(format!("{base_url}/{namespace}/{name}")),
+        }),
+        dead_letter_sink_uri: broker
+            .spec
+            .delivery
+            .as_ref()
+            .and_then(|d| d.dead_letter_sink.as_ref())
+            .map(|d| runtime.destination_url(d, &namespace)),
+    }
+}
+
+/// A Trigger's status: `BrokerReady`, `SubscriberResolved`, `DeadLetterSinkResolved` (with
+/// a dead-letter sink) and `Ready`, with the URIs its dispatcher uses. No statistics.
+pub fn trigger(
+    runtime: &Runtime,
+    namespace: &str,
+    name: &str,
+    generation: Option<i64>,
+) -> TriggerStatus {
+    match runtime.trigger(&(namespace.to_owned(), name.to_owned())) {
+        Some((plan, _)) => {
+            let mut conditions = vec![
+                Condition::new("BrokerReady", true, None, None),
+                Condition::new("SubscriberResolved", true, None, None),
+            ];
+            if plan.dead_letter_sink.is_some() {
+                conditions.push(Condition::new("DeadLetterSinkResolved", true, None, None));
+            }
+            conditions.push(Condition::new("Ready", true, None, None));
+            TriggerStatus {
+                observed_generation: generation,
+                conditions,
+                subscriber_uri: Some(plan.subscriber.clone()),
+                dead_letter_sink_uri: plan.dead_letter_sink.clone(),
+                ..TriggerStatus::default()
+            }
+        }
+        None => TriggerStatus {
+            observed_generation: generation,
+            conditions: vec![ready(
+                false,
+                "DispatcherNotRunning",
+                "the trigger's dispatcher is not running",
+            )],
+            ..TriggerStatus::default()
+        },
+    }
+}
+
+/// `SinkProvided` (its broker exists), `Ready` (it runs, and its last run did not fail)
+/// and `sinkUri`.
+pub fn source(runtime: &Runtime, resource: &Resource) -> SourceStatus {
+    let state = runtime.source_state(&ObjectKey::of(resource));
+    let (sink, running, last_error) = match state {
+        Some(state) => (state.sink, state.running, state.last_error),
+        None => (Err("not reconciled yet".to_owned()), false, None),
+    };
+    let sink_provided = match &sink {
+        Ok(_) => Condition::new("SinkProvided", true, None, None),
+        Err(why) => Condition::new("SinkProvided", false, Some("NotFound"), Some(why.clone())),
+    };
+    let ready = match (&sink, running, last_error) {
+        (Err(why), _, _) => Condition::new(
+            "Ready",
+            false,
+            Some("SinkNotProvided"),
+            Some(format!("waiting for the sink: {why}")),
+        ),
+        (Ok(_), false, _) => Condition::new(
+            "Ready",
+            false,
+            Some("NotRunning"),
+            Some("the source is not running".into()),
+        ),
+        (Ok(_), true, Some(error)) => Condition::new("Ready", false, Some("Failing"), Some(error)),
+        (Ok(_), true, None) => Condition::new("Ready", true, None, None),
+    };
+    SourceStatus {
+        observed_generation: resource.meta().generation,
+        conditions: vec![sink_provided, ready],
+        sink_uri: sink.ok(),
+    }
+}
+
+/// The status of an object left out of the desired state: `Ready=False` saying why; a
+/// trigger whose broker is missing says `BrokerDoesNotExist`, as Knative's does.
+pub fn rejected(rejected: &Rejected, generation: Option<i64>) -> serde_json::Value {
+    let message = match &rejected.error.field {
+        Some(field) => format!("{field}: {}", rejected.error.message),
+        None => rejected.error.message.clone(),
+    };
+    let conditions = match &rejected.missing_broker {
+        Some(broker) => {
+            let message = format!("Broker {:?} does not exist", broker.name);
+            vec![
+                Condition::new(
+                    "BrokerReady",
+                    false,
+                    Some("BrokerDoesNotExist"),
+                    Some(message.clone()),
+                ),
+                Condition::new("Ready", false, Some("BrokerDoesNotExist"), Some(message)),
+            ]
+        }
+        None => vec![Condition::new(
+            "Ready",
+            false,
+            Some("InvalidSpec"),
+            Some(message),
+        )],
+    };
+    serde_json::json!({
+        "observedGeneration": generation,
+        "conditions": conditions,
+    })
+}
+
+fn ready(ok: bool, reason: &str, message: &str) -> Condition {
+    if ok {
+        Condition::new("Ready", true, None, None)
+    } else {
+        Condition::new("Ready", false, Some(reason), Some(message.to_owned()))
+    }
+}

@@ -1,0 +1,662 @@
+//! `herald controller` against a real kube-apiserver: Knative resources applied to the API
+//! server run, get Knative-shaped status, and are cleaned up through their finalizer;
+//! ApiServerSource turns ConfigMap changes into events, in the controller and in `serve`;
+//! the Lease decides which replica writes status; the example manifests are accepted.
+#![allow(unused_imports)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::herald::Sled;
+use common::kube::KubeApiServer;
+use common::{wait_for_async, Herald, HeraldDirs, Subscriber};
+use serde_json::{json, Value};
+
+const EVENTING: &str = "/apis/eventing.knative.dev/v1/namespaces/default";
+const SOURCES: &str = "/apis/sources.knative.dev/v1/namespaces/default";
+const CORE: &str = "/api/v1/namespaces/default";
+
+fn broker(name: &str) -> Value {
+    json!({"apiVersion": "eventing.knative.dev/v1", "kind": "Broker", "metadata": {"name": name}})
+}
+
+fn trigger(name: &str, broker: &str, subscriber: Value) -> Value {
+    json!({
+        "apiVersion": "eventing.knative.dev/v1", "kind": "Trigger", "metadata": {"name": name},
+        "spec": {"broker": broker, "subscriber": subscriber}
+    })
+}
+
+fn condition<'a>(object: &'a Value, type_: &str) -> Option<&'a Value> {
+    object["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_)
+}
+
+/// Waits until the object's condition has `status` (and `reason`, when given); returns it.
+async fn wait_condition(
+    server: &KubeApiServer,
+    herald: &Herald,
+    path: &str,
+    type_: &str,
+    status: &str,
+    reason: Option<&str>,
+) -> Value {
+    let what = format!("{path}: {type_}={status} {reason:?}");
+    common::wait_for_value(&what, || async move {
+        let (_, object) = server.get(path).await;
+        let matched = condition(&object, type_)
+            .is_some_and(|c| c["status"] == status && reason.is_none_or(|r| c["reason"] == r));
+        if matched {
+            Ok(object)
+        } else {
+            Err(format!("{object}\nHerald's log:\n{}", herald.logs()))
+        }
+    })
+    .await
+}
+
+async fn create(server: &KubeApiServer, collection: &str, object: &Value) {
+    let (status, answer) = server.post(collection, object).await;
+    assert_eq!(status, 201, "{answer}");
+}
+
+async fn start_controller(
+    server: &KubeApiServer,
+    data: &tempfile::TempDir,
+    identity: &str,
+) -> Herald {
+    Herald::start_controller(
+        &Sled,
+        data.path(),
+        &server.kubeconfig(),
+        &[
+            "--external-url",
+            "http://herald-ingress.herald.svc.cluster.local",
+            "--identity",
+            identity,
+            "--lease-duration",
+            "3s",
+        ],
+    )
+    .await
+}
+
+async fn post_event(herald: &Herald, broker: &str, id: &str) -> u16 {
+    reqwest::Client::new()
+        .post(herald.broker_url("default", broker))
+        .header("ce-specversion", "1.0")
+        .header("ce-id", id)
+        .header("ce-type", "com.example.test")
+        .header("ce-source", "/tests")
+        .body("{}")
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn brokers_and_triggers_run_with_knative_status_and_finalizers() {
+    let server = KubeApiServer::start().await;
+    server.install_crds().await;
+    let subscriber = Subscriber::start().await;
+    let data = tempfile::tempdir().unwrap();
+    let herald = start_controller(&server, &data, "only").await;
+
+    // A trigger before its broker: not ready, the way Knative says it.
+    create(
+        &server,
+        &format!("{EVENTING}/triggers"),
+        &trigger("t", "b", json!({"uri": subscriber.url()})),
+    )
+    .await;
+    let t = format!("{EVENTING}/triggers/t");
+    let waiting = wait_condition(
+        &server,
+        &herald,
+        &t,
+        "Ready",
+        "False",
+        Some("BrokerDoesNotExist"),
+    )
+    .await;
+    let broker_ready = condition(&waiting, "BrokerReady").unwrap();
+    assert_eq!(broker_ready["status"], "False", "{waiting}");
+    assert_eq!(broker_ready["reason"], "BrokerDoesNotExist", "{waiting}");
+    assert!(
+        broker_ready["message"].as_str().unwrap().contains("\"b\""),
+        "{waiting}"
+    );
+
+    // The broker appears: both become ready, with the fields Knative sets.
+    create(&server, &format!("{EVENTING}/brokers"), &broker("b")).await;
+    let b = wait_condition(
+        &server,
+        &herald,
+        &format!("{EVENTING}/brokers/b"),
+        "Ready",
+        "True",
+        None,
+    )
+    .await;
+    assert_eq!(
+        b["status"]["address"]["url"], "http://herald-ingress.herald.svc.cluster.local/default/b",
+        "{b}"
+    );
+    assert_eq!(
+        b["status"]["observedGeneration"], b["metadata"]["generation"],
+        "{b}"
+    );
+    let ready = wait_condition(&server, &herald, &t, "Ready", "True", None).await;
+    assert_eq!(
+        ready["status"]["subscriberUri"],
+        subscriber.url(),
+        "{ready}"
+    );
+    assert_eq!(condition(&ready, "BrokerReady").unwrap()["status"], "True");
+    assert_eq!(
+        condition(&ready, "SubscriberResolved").unwrap()["status"],
+        "True"
+    );
+    assert!(
+        condition(&ready, "Ready").unwrap()["lastTransitionTime"].is_string(),
+        "{ready}"
+    );
+    assert_eq!(
+        ready["metadata"]["finalizers"],
+        json!(["herald.dev/finalizer"]),
+        "{ready}"
+    );
+
+    // Events posted to the broker reach the subscriber.
+    assert_eq!(post_event(&herald, "b", "first").await, 202);
+    let received = subscriber.wait_for_id("first").await;
+    assert_eq!(received[0].ce("type"), Some("com.example.test"));
+
+    // A ref to a Service resolves to its cluster DNS name; a missing one is reported.
+    create(
+        &server,
+        &format!("{CORE}/services"),
+        &json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "display"},
+                "spec": {"ports": [{"port": 80}]}}),
+    )
+    .await;
+    let service_ref = |name: &str| json!({"ref": {"apiVersion": "v1", "kind": "Service", "name": name}, "uri": "/events"});
+    create(
+        &server,
+        &format!("{EVENTING}/triggers"),
+        &trigger("to-service", "b", service_ref("display")),
+    )
+    .await;
+    create(
+        &server,
+        &format!("{EVENTING}/triggers"),
+        &trigger("to-nothing", "b", service_ref("missing")),
+    )
+    .await;
+    let resolved = wait_condition(
+        &server,
+        &herald,
+        &format!("{EVENTING}/triggers/to-service"),
+        "Ready",
+        "True",
+        None,
+    )
+    .await;
+    assert_eq!(
+        resolved["status"]["subscriberUri"], "http://display.default.svc.cluster.local/events",
+        "{resolved}"
+    );
+    let unresolved = wait_condition(
+        &server,
+        &herald,
+        &format!("{EVENTING}/triggers/to-nothing"),
+        "SubscriberResolved",
+        "False",
+        None,
+    )
+    .await;
+    assert!(
+        condition(&unresolved, "Ready").unwrap()["message"]
+            .as_str()
+            .unwrap()
+            .contains("Service default/missing does not exist"),
+        "{unresolved}"
+    );
+
+    // Deleting the trigger runs its finalizer: the object goes only once Herald let it go.
+    let (status, deleting) = server.delete(&t).await;
+    assert_eq!(status, 200, "{deleting}");
+    assert!(
+        deleting["metadata"]["deletionTimestamp"].is_string(),
+        "the finalizer holds it: {deleting}"
+    );
+    wait_for_async("the deleted trigger is gone", || async {
+        server.get(&t).await.0 == 404
+    })
+    .await;
+    // ...and its position went with it: a new trigger of the same name starts at the end,
+    // it does not resume where the deleted one was (delivered in order, so an event the
+    // old position still held would arrive first).
+    assert_eq!(post_event(&herald, "b", "while-deleted").await, 202);
+    let mut again = trigger("t", "b", json!({"uri": subscriber.url()}));
+    again["metadata"]["annotations"] =
+        json!({"kafka.eventing.knative.dev/delivery.order": "ordered"});
+    create(&server, &format!("{EVENTING}/triggers"), &again).await;
+    wait_condition(&server, &herald, &t, "Ready", "True", None).await;
+    assert_eq!(post_event(&herald, "b", "after").await, 202);
+    subscriber.wait_for_id("after").await;
+    let ids: Vec<String> = subscriber
+        .received()
+        .iter()
+        .filter_map(|r| r.ce("id").map(str::to_owned))
+        .collect();
+    assert!(!ids.contains(&"while-deleted".to_owned()), "{ids:?}");
+
+    // An invalid spec the CRD schema lets through (nested filters) is reported, not run.
+    create(
+        &server,
+        &format!("{EVENTING}/triggers"),
+        &json!({"apiVersion": "eventing.knative.dev/v1", "kind": "Trigger", "metadata": {"name": "bad-filter"},
+                "spec": {"broker": "b", "subscriber": {"uri": subscriber.url()},
+                         "filters": [{"all": [{"exact": {"type": "a"}, "prefix": {"source": "b"}}]}]}}),
+    )
+    .await;
+    let invalid = wait_condition(
+        &server,
+        &herald,
+        &format!("{EVENTING}/triggers/bad-filter"),
+        "Ready",
+        "False",
+        Some("InvalidSpec"),
+    )
+    .await;
+    assert!(
+        condition(&invalid, "Ready").unwrap()["message"]
+            .as_str()
+            .unwrap()
+            .contains("spec.filters[0].all[0]: multiple dialects found"),
+        "{invalid}"
+    );
+    herald.terminate().await;
+}
+
+/// The ConfigMap events of one mode, as the subscriber got them.
+fn of_mode<'a>(
+    subscriber: &'a [common::subscriber::Received],
+    prefix: &str,
+) -> Vec<&'a common::subscriber::Received> {
+    subscriber
+        .iter()
+        .filter(|r| r.ce("type").is_some_and(|t| t.starts_with(prefix)))
+        .collect()
+}
+
+/// Creates a ConfigMap with label `app=demo` (and one without), updates it, deletes it;
+/// each step waits for the `per_step` events it causes, so that every change is seen by an
+/// established watch.
+async fn change_config_maps(server: &KubeApiServer, subscriber: &Subscriber, per_step: usize) {
+    for (name, labels) in [("other", json!({})), ("demo", json!({"app": "demo"}))] {
+        create(
+            server,
+            &format!("{CORE}/configmaps"),
+            &json!({"apiVersion": "v1", "kind": "ConfigMap",
+                    "metadata": {"name": name, "labels": labels}, "data": {"v": "1"}}),
+        )
+        .await;
+    }
+    subscriber.wait_for(per_step).await;
+    let (status, answer) = server
+        .patch(
+            &format!("{CORE}/configmaps/demo"),
+            &json!({"data": {"v": "2"}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    subscriber.wait_for(2 * per_step).await;
+    let (status, answer) = server.delete(&format!("{CORE}/configmaps/demo")).await;
+    assert_eq!(status, 200, "{answer}");
+    subscriber.wait_for(3 * per_step).await;
+}
+
+fn api_server_source(name: &str, mode: &str) -> Value {
+    json!({
+        "apiVersion": "sources.knative.dev/v1", "kind": "ApiServerSource", "metadata": {"name": name},
+        "spec": {"mode": mode,
+                 "resources": [{"apiVersion": "v1", "kind": "ConfigMap", "selector": {"matchLabels": {"app": "demo"}}}],
+                 "ceOverrides": {"extensions": {"origin": name}},
+                 "sink": {"ref": {"apiVersion": "eventing.knative.dev/v1", "kind": "Broker", "name": "b"}}}
+    })
+}
+
+/// Checks one mode's three events against what the API server holds.
+fn check_config_map_events(
+    events: &[&common::subscriber::Received],
+    server: &KubeApiServer,
+    prefix: &str,
+    origin: &str,
+) {
+    let types: Vec<&str> = events.iter().map(|r| r.ce("type").unwrap()).collect();
+    assert_eq!(
+        types,
+        [
+            format!("{prefix}add"),
+            format!("{prefix}update"),
+            format!("{prefix}delete")
+        ],
+        "{origin}"
+    );
+    for event in events {
+        assert_eq!(event.ce("source"), Some(server.url.as_str()));
+        assert_eq!(
+            event.ce("subject"),
+            Some("/apis/v1/namespaces/default/configmaps/demo")
+        );
+        assert_eq!(event.ce("kind"), Some("ConfigMap"));
+        assert_eq!(event.ce("name"), Some("demo"));
+        assert_eq!(event.ce("namespace"), Some("default"));
+        assert_eq!(event.ce("apiversion"), Some("v1"));
+        assert_eq!(event.ce("origin"), Some(origin));
+        assert_eq!(event.header("content-type"), Some("application/json"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_server_source_sends_config_map_changes_in_both_modes() {
+    let server = KubeApiServer::start().await;
+    server.install_crds().await;
+    let subscriber = Subscriber::start().await;
+    let data = tempfile::tempdir().unwrap();
+    let _herald = start_controller(&server, &data, "only").await;
+    create(&server, &format!("{EVENTING}/brokers"), &broker("b")).await;
+    create(
+        &server,
+        &format!("{EVENTING}/triggers"),
+        &trigger("all", "b", json!({"uri": subscriber.url()})),
+    )
+    .await;
+    wait_condition(
+        &server,
+        &_herald,
+        &format!("{EVENTING}/triggers/all"),
+        "Ready",
+        "True",
+        None,
+    )
+    .await;
+    for (name, mode) in [("resources", "Resource"), ("references", "Reference")] {
+        create(
+            &server,
+            &format!("{SOURCES}/apiserversources"),
+            &api_server_source(name, mode),
+        )
+        .await;
+        let ready = wait_condition(
+            &server,
+            &_herald,
+            &format!("{SOURCES}/apiserversources/{name}"),
+            "Ready",
+            "True",
+            None,
+        )
+        .await;
+        assert_eq!(
+            ready["status"]["sinkUri"]
+                .as_str()
+                .map(|u| u.ends_with("/default/b")),
+            Some(true),
+            "{ready}"
+        );
+    }
+    change_config_maps(&server, &subscriber, 2).await;
+    let received = subscriber.received();
+    let resources = of_mode(&received, "dev.knative.apiserver.resource.");
+    let references = of_mode(&received, "dev.knative.apiserver.ref.");
+    check_config_map_events(
+        &resources,
+        &server,
+        "dev.knative.apiserver.resource.",
+        "resources",
+    );
+    check_config_map_events(
+        &references,
+        &server,
+        "dev.knative.apiserver.ref.",
+        "references",
+    );
+    // Resource mode carries the object as it was at each change; Reference mode a reference.
+    let data: Vec<Value> = resources
+        .iter()
+        .map(|r| serde_json::from_slice(&r.body).unwrap())
+        .collect();
+    assert_eq!(data[0]["data"]["v"], "1");
+    assert_eq!(data[1]["data"]["v"], "2");
+    assert_eq!(data[0]["kind"], "ConfigMap");
+    assert_eq!(data[0]["metadata"]["labels"]["app"], "demo");
+    for reference in &references {
+        let body: Value = serde_json::from_slice(&reference.body).unwrap();
+        assert_eq!(
+            body,
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "name": "demo", "namespace": "default"})
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_runs_an_api_server_source_given_a_kubeconfig() {
+    let server = KubeApiServer::start().await;
+    let subscriber = Subscriber::start().await;
+    let source = serde_yaml_ng::to_string(&api_server_source("files", "Reference")).unwrap();
+    let dirs = HeraldDirs::new(&format!(
+        "apiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadata: {{name: b}}\n---\n\
+         apiVersion: eventing.knative.dev/v1\nkind: Trigger\nmetadata: {{name: all}}\n\
+         spec: {{broker: b, subscriber: {{uri: \"{}\"}}}}\n---\n{source}",
+        subscriber.url()
+    ));
+    let kubeconfig = server.kubeconfig();
+    let herald = Herald::start(
+        &Sled,
+        &dirs,
+        &["--kubeconfig", kubeconfig.to_str().unwrap()],
+    )
+    .await;
+    let admin = common::admin::AdminClient::new(&herald.admin);
+    wait_for_async("the source watches", || async {
+        let (_, source) = admin
+            .get("/apis/sources.knative.dev/v1/namespaces/default/apiserversources/files")
+            .await;
+        condition(&source, "Ready").is_some_and(|c| c["status"] == "True")
+    })
+    .await;
+    change_config_maps(&server, &subscriber, 1).await;
+    let received = subscriber.received();
+    let references = of_mode(&received, "dev.knative.apiserver.ref.");
+    check_config_map_events(&references, &server, "dev.knative.apiserver.ref.", "files");
+    herald.terminate().await;
+}
+
+/// The replica that last wrote an object's status, from `managedFields`.
+fn status_writer(object: &Value) -> Option<String> {
+    object["metadata"]["managedFields"]
+        .as_array()?
+        .iter()
+        .find(|f| f["subresource"] == "status")
+        .and_then(|f| f["manager"].as_str())
+        .map(str::to_owned)
+}
+
+async fn lease_holder(server: &KubeApiServer) -> Option<String> {
+    let (_, lease) = server
+        .get("/apis/coordination.k8s.io/v1/namespaces/default/leases/herald-controller")
+        .await;
+    lease["spec"]["holderIdentity"].as_str().map(str::to_owned)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_lease_holder_writes_status_and_another_takes_over() {
+    let server = KubeApiServer::start().await;
+    server.install_crds().await;
+    let (data_a, data_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut replicas = vec![
+        ("a", start_controller(&server, &data_a, "a").await),
+        ("b", start_controller(&server, &data_b, "b").await),
+    ];
+    let leader = common::wait_for_value("a replica holds the Lease", || async {
+        lease_holder(&server)
+            .await
+            .ok_or_else(|| "no holder".to_owned())
+    })
+    .await;
+    // With a spec: the API server tracks managed fields only of objects created with some.
+    let with_spec = |name: &str| {
+        let mut object = broker(name);
+        object["spec"] = json!({"delivery": {"retry": 1}});
+        object
+    };
+    create(&server, &format!("{EVENTING}/brokers"), &with_spec("first")).await;
+    let first = wait_condition(
+        &server,
+        &replicas[0].1,
+        &format!("{EVENTING}/brokers/first"),
+        "Ready",
+        "True",
+        None,
+    )
+    .await;
+    assert_eq!(
+        status_writer(&first),
+        Some(format!("herald-{leader}")),
+        "{first}"
+    );
+
+    // SIGKILL the leader: it cannot release the Lease; the other takes over once it expires.
+    let position = replicas.iter().position(|(id, _)| *id == leader).unwrap();
+    let (_, killed) = replicas.remove(position);
+    killed.kill();
+    let follower = replicas[0].0.to_owned();
+    wait_for_async("the other replica holds the Lease", || async {
+        lease_holder(&server).await.as_deref() == Some(follower.as_str())
+    })
+    .await;
+    create(
+        &server,
+        &format!("{EVENTING}/brokers"),
+        &with_spec("second"),
+    )
+    .await;
+    let second = wait_condition(
+        &server,
+        &replicas[0].1,
+        &format!("{EVENTING}/brokers/second"),
+        "Ready",
+        "True",
+        None,
+    )
+    .await;
+    assert_eq!(
+        status_writer(&second),
+        Some(format!("herald-{follower}")),
+        "{second}"
+    );
+}
+
+/// Every object of the multi-document YAML file, created through the API as the admin.
+async fn apply_file(server: &KubeApiServer, file: &str) {
+    let path = format!("{}/examples/kubernetes/{file}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).unwrap();
+    for document in serde_yaml_ng::Deserializer::from_str(&text) {
+        let object: Value = serde::Deserialize::deserialize(document).unwrap();
+        if object.is_null() {
+            continue;
+        }
+        let api_version = object["apiVersion"].as_str().unwrap();
+        let kind = object["kind"].as_str().unwrap();
+        let prefix = if api_version.contains('/') {
+            "/apis"
+        } else {
+            "/api"
+        };
+        let plural = format!("{}s", kind.to_ascii_lowercase());
+        let cluster_scoped = ["Namespace", "ClusterRole", "ClusterRoleBinding"].contains(&kind);
+        let collection = match object["metadata"]["namespace"].as_str() {
+            _ if cluster_scoped => format!("{prefix}/{api_version}/{plural}"),
+            Some(namespace) => format!("{prefix}/{api_version}/namespaces/{namespace}/{plural}"),
+            None => format!("{prefix}/{api_version}/namespaces/default/{plural}"),
+        };
+        let (status, answer) = server.post(&collection, &object).await;
+        assert_eq!(status, 201, "{file}: {kind}: {answer}");
+    }
+}
+
+/// The example deployment on an API server that enforces RBAC: Herald, running as the
+/// example's ServiceAccount with only the example's roles, runs the example resources.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kubernetes_example_runs_with_its_least_privilege_rbac() {
+    let server = KubeApiServer::start_with_rbac().await;
+    server.install_crds().await;
+    for file in [
+        "00-namespace.yaml",
+        "10-rbac.yaml",
+        "20-deployment.yaml",
+        "30-service.yaml",
+    ] {
+        apply_file(&server, file).await;
+    }
+    let data = tempfile::tempdir().unwrap();
+    let kubeconfig = server.kubeconfig_with(common::kube::SERVICE_ACCOUNT_TOKEN);
+    let herald = Herald::start_controller(
+        &Sled,
+        data.path(),
+        &kubeconfig,
+        &[
+            "--external-url",
+            "http://herald-ingress.herald.svc.cluster.local",
+            "--lease-namespace",
+            "herald",
+        ],
+    )
+    .await;
+    apply_file(&server, "40-example.yaml").await;
+    let broker = wait_condition(
+        &server,
+        &herald,
+        &format!("{EVENTING}/brokers/default"),
+        "Ready",
+        "True",
+        None,
+    )
+    .await;
+    assert_eq!(
+        broker["status"]["address"]["url"],
+        "http://herald-ingress.herald.svc.cluster.local/default/default"
+    );
+    let trigger = wait_condition(
+        &server,
+        &herald,
+        &format!("{EVENTING}/triggers/display-all"),
+        "Ready",
+        "True",
+        None,
+    )
+    .await;
+    assert_eq!(
+        trigger["status"]["subscriberUri"],
+        "http://event-display.default.svc.cluster.local"
+    );
+    wait_condition(
+        &server,
+        &herald,
+        &format!("{SOURCES}/apiserversources/configmap-events"),
+        "Ready",
+        "True",
+        None,
+    )
+    .await;
+    let logs = herald.logs();
+    assert!(!logs.contains("forbidden"), "{logs}");
+    herald.terminate().await;
+}
