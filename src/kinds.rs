@@ -97,8 +97,16 @@ pub const API_SERVER_SOURCE: Kind = Kind {
     source: true,
 };
 
+pub const SINK_BINDING: Kind = Kind {
+    kind: "SinkBinding",
+    group: "sources.knative.dev",
+    version: "v1",
+    plural: "sinkbindings",
+    source: true,
+};
+
 /// Every kind, in the order brokers → triggers → sources (the order `apply` creates them).
-pub const KINDS: [&Kind; 8] = [
+pub const KINDS: [&Kind; 9] = [
     &BROKER,
     &TRIGGER,
     &PING_SOURCE,
@@ -106,6 +114,7 @@ pub const KINDS: [&Kind; 8] = [
     &WEBHOOK_SOURCE,
     &KAFKA_SOURCE,
     &API_SERVER_SOURCE,
+    &SINK_BINDING,
     &NATS_SOURCE,
 ];
 

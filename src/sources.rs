@@ -64,7 +64,7 @@ fn build(resource: &Resource, ctx: &SourceContext) -> Option<Arc<dyn Source>> {
             spec: s.spec.clone(),
             kube: ctx.kube.clone(),
         }),
-        Resource::Broker(_) | Resource::Trigger(_) => return None,
+        Resource::Broker(_) | Resource::Trigger(_) | Resource::SinkBinding(_) => return None,
     };
     Some(source)
 }

@@ -660,3 +660,148 @@ async fn the_kubernetes_example_runs_with_its_least_privilege_rbac() {
     assert!(!logs.contains("forbidden"), "{logs}");
     herald.terminate().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn container_sources_and_sink_bindings_run_as_workloads() {
+    let server = KubeApiServer::start().await;
+    server.install_crds().await;
+    let data = tempfile::tempdir().unwrap();
+    let herald = start_controller(&server, &data, "only").await;
+    create(&server, &format!("{EVENTING}/brokers"), &broker("b")).await;
+    let sink = "http://herald-ingress.herald.svc.cluster.local/default/b";
+    let broker_ref =
+        json!({"ref": {"apiVersion": "eventing.knative.dev/v1", "kind": "Broker", "name": "b"}});
+    let env_of = |deployment: &Value, container: usize| -> Vec<(String, String)> {
+        deployment["spec"]["template"]["spec"]["containers"][container]["env"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .map(|v| {
+                (
+                    v["name"].as_str().unwrap().to_owned(),
+                    v["value"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect()
+    };
+    let overrides = r#"{"extensions":{"team":"a"}}"#.to_owned();
+
+    // A ContainerSource becomes a Deployment whose containers get K_SINK and K_CE_OVERRIDES.
+    create(
+        &server,
+        &format!("{SOURCES}/containersources"),
+        &json!({"apiVersion": "sources.knative.dev/v1", "kind": "ContainerSource", "metadata": {"name": "beats"},
+                "spec": {"template": {"spec": {"containers": [{"name": "adapter", "image": "example/heartbeats",
+                                                                 "env": [{"name": "PERIOD", "value": "1"}]}]}},
+                         "ceOverrides": {"extensions": {"team": "a"}}, "sink": broker_ref}}),
+    )
+    .await;
+    let apps = "/apis/apps/v1/namespaces/default/deployments";
+    let deployment = common::wait_for_value("the ContainerSource's Deployment", || async {
+        match server.get(&format!("{apps}/beats-deployment")).await {
+            (200, deployment) => Ok(deployment),
+            (status, answer) => Err(format!("{status} {answer}")),
+        }
+    })
+    .await;
+    assert_eq!(
+        env_of(&deployment, 0),
+        [
+            ("PERIOD".to_owned(), "1".to_owned()),
+            ("K_SINK".to_owned(), sink.to_owned()),
+            ("K_CE_OVERRIDES".to_owned(), overrides.clone())
+        ]
+    );
+    let owner = &deployment["metadata"]["ownerReferences"][0];
+    assert_eq!(
+        (
+            owner["kind"].as_str(),
+            owner["name"].as_str(),
+            owner["controller"].as_bool()
+        ),
+        (Some("ContainerSource"), Some("beats"), Some(true))
+    );
+    let source_path = format!("{SOURCES}/containersources/beats");
+    let waiting = wait_condition(
+        &server,
+        &herald,
+        &source_path,
+        "Ready",
+        "False",
+        Some("DeploymentUnavailable"),
+    )
+    .await;
+    assert_eq!(waiting["status"]["sinkUri"], sink);
+    // No kubelet runs here: report the replica available as the Deployment controller would.
+    let (status, answer) = server
+        .patch(
+            &format!("{apps}/beats-deployment/status"),
+            &json!({"status": {"replicas": 1, "readyReplicas": 1, "availableReplicas": 1}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    wait_condition(&server, &herald, &source_path, "Ready", "True", None).await;
+
+    // A SinkBinding puts the variables into its subject, and takes them out when deleted.
+    create(
+        &server,
+        apps,
+        &json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "app"},
+                "spec": {"selector": {"matchLabels": {"app": "x"}},
+                         "template": {"metadata": {"labels": {"app": "x"}},
+                                      "spec": {"containers": [{"name": "main", "image": "example/app",
+                                                               "env": [{"name": "KEEP", "value": "yes"}]}]}}}}),
+    )
+    .await;
+    create(
+        &server,
+        &format!("{SOURCES}/sinkbindings"),
+        &json!({"apiVersion": "sources.knative.dev/v1", "kind": "SinkBinding", "metadata": {"name": "bind"},
+                "spec": {"subject": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "app"},
+                         "ceOverrides": {"extensions": {"team": "a"}}, "sink": broker_ref}}),
+    )
+    .await;
+    let binding_path = format!("{SOURCES}/sinkbindings/bind");
+    let bound = wait_condition(&server, &herald, &binding_path, "Ready", "True", None).await;
+    assert_eq!(bound["status"]["sinkUri"], sink);
+    assert_eq!(
+        bound["metadata"]["finalizers"],
+        json!(["herald.dev/finalizer"])
+    );
+    let app = server.get(&format!("{apps}/app")).await.1;
+    assert_eq!(
+        env_of(&app, 0),
+        [
+            ("KEEP".to_owned(), "yes".to_owned()),
+            ("K_SINK".to_owned(), sink.to_owned()),
+            ("K_CE_OVERRIDES".to_owned(), overrides)
+        ]
+    );
+    let (status, answer) = server.delete(&binding_path).await;
+    assert_eq!(status, 200, "{answer}");
+    wait_for_async("the binding is gone", || async {
+        server.get(&binding_path).await.0 == 404
+    })
+    .await;
+    let app = server.get(&format!("{apps}/app")).await.1;
+    assert_eq!(env_of(&app, 0), [("KEEP".to_owned(), "yes".to_owned())]);
+    herald.terminate().await;
+}
+
+#[test]
+fn serve_refuses_a_sink_binding_and_says_what_to_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("binding.yaml");
+    std::fs::write(
+        &config,
+        "apiVersion: sources.knative.dev/v1\nkind: SinkBinding\nmetadata: {name: bind}\n\
+         spec: {subject: {apiVersion: apps/v1, kind: Deployment, name: app}, sink: {uri: http://x/}}\n",
+    )
+    .unwrap();
+    let (status, stderr) = common::herald::run_invalid(&config, &dir.path().join("data"));
+    assert!(!status.success());
+    assert!(stderr.contains("SinkBinding default/bind"), "{stderr}");
+    assert!(stderr.contains("herald controller"), "{stderr}");
+    assert!(stderr.contains("herald run"), "{stderr}");
+}

@@ -25,8 +25,18 @@ use crate::Destination;
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ContainerSourceSpec {
+    /// Kept as an open object in the CRD, as Knative does: the full pod schema would make
+    /// the CRD too large for a client-side `kubectl apply`; Herald checks it on load.
+    #[schemars(schema_with = "pod_template")]
     pub template: PodTemplateSpec,
     pub sink: Destination,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ce_overrides: Option<CloudEventOverrides>,
+}
+
+fn pod_template(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": true
+    })
 }

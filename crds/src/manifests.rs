@@ -14,6 +14,7 @@ pub fn all() -> Vec<CustomResourceDefinition> {
         crate::ContainerSource::crd(),
         crate::KafkaSource::crd(),
         crate::ApiServerSource::crd(),
+        crate::SinkBinding::crd(),
         crate::WebhookSource::crd(),
         crate::NatsSource::crd(),
     ]

@@ -63,3 +63,4 @@ source_spec!(crate::ContainerSourceSpec);
 source_spec!(crate::WebhookSourceSpec);
 source_spec!(crate::KafkaSourceSpec);
 source_spec!(crate::ApiServerSourceSpec);
+source_spec!(crate::SinkBindingSpec);

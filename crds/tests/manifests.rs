@@ -39,6 +39,16 @@ fn schemas_have_no_refs() {
     }
 }
 
+/// Client-side `kubectl apply` keeps the whole object in an annotation, which Kubernetes
+/// caps at 256 KiB: every CRD must fit (a full PodTemplateSpec schema would not).
+#[test]
+fn crds_fit_a_client_side_kubectl_apply() {
+    for crd in herald_crds::manifests::all() {
+        let size = serde_json::to_vec(&crd).unwrap().len();
+        assert!(size < 200 * 1024, "{:?} is {size} bytes", crd.metadata.name);
+    }
+}
+
 #[test]
 fn crds_have_knative_names_status_and_columns() {
     let crds = herald_crds::manifests::all();
@@ -55,6 +65,7 @@ fn crds_have_knative_names_status_and_columns() {
             "containersources.sources.knative.dev",
             "kafkasources.sources.knative.dev",
             "apiserversources.sources.knative.dev",
+            "sinkbindings.sources.knative.dev",
             "webhooksources.sources.herald.dev",
             "natssources.sources.herald.dev",
         ]

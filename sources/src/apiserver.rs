@@ -130,17 +130,18 @@ pub fn validate(spec: &ApiServerSourceSpec) -> Result<(), FieldError> {
         let Some(selector) = selector else { continue };
         for (j, requirement) in selector.match_expressions.iter().enumerate() {
             let field = format!("{path}.matchExpressions[{j}]");
-            let needs_values =
-                match requirement.operator.as_str() {
-                    "In" | "NotIn" => true,
-                    "Exists" | "DoesNotExist" => false,
-                    other => return Err(FieldError::new(
+            let needs_values = match requirement.operator.as_str() {
+                "In" | "NotIn" => true,
+                "Exists" | "DoesNotExist" => false,
+                other => {
+                    return Err(FieldError::new(
                         format!("{field}.operator"),
                         format!(
                             "{other:?} is not an operator: use In, NotIn, Exists or DoesNotExist"
                         ),
-                    )),
-                };
+                    ))
+                }
+            };
             if needs_values == requirement.values.is_empty() {
                 return Err(FieldError::new(
                     format!("{field}.values"),

@@ -28,6 +28,8 @@ pub enum Resource {
     WebhookSource(herald_crds::WebhookSource),
     KafkaSource(herald_crds::KafkaSource),
     ApiServerSource(herald_crds::ApiServerSource),
+    /// Runs only under `herald controller`: it binds Kubernetes workloads.
+    SinkBinding(herald_crds::SinkBinding),
 }
 
 /// Evaluates `$body` with `$r` bound to the typed object, whatever its kind.
@@ -42,6 +44,7 @@ macro_rules! on_resource {
             Resource::WebhookSource($r) => $body,
             Resource::KafkaSource($r) => $body,
             Resource::ApiServerSource($r) => $body,
+            Resource::SinkBinding($r) => $body,
         }
     };
 }
@@ -58,6 +61,7 @@ impl Resource {
             Resource::WebhookSource(_) => &kinds::WEBHOOK_SOURCE,
             Resource::KafkaSource(_) => &kinds::KAFKA_SOURCE,
             Resource::ApiServerSource(_) => &kinds::API_SERVER_SOURCE,
+            Resource::SinkBinding(_) => &kinds::SINK_BINDING,
         }
     }
 
@@ -77,6 +81,7 @@ impl Resource {
             }
             "KafkaSource" => deserialize(value).map(Resource::KafkaSource),
             "ApiServerSource" => deserialize(value).map(Resource::ApiServerSource),
+            "SinkBinding" => deserialize(value).map(Resource::SinkBinding),
             _ => deserialize(value).map(Resource::WebhookSource),
         }
     }
@@ -99,6 +104,7 @@ impl Resource {
             Resource::WebhookSource(r) => Some(&r.spec),
             Resource::KafkaSource(r) => Some(&r.spec),
             Resource::ApiServerSource(r) => Some(&r.spec),
+            Resource::SinkBinding(r) => Some(&r.spec),
         }
     }
 
@@ -127,6 +133,7 @@ impl Resource {
             Resource::WebhookSource(r) => vec![("spec.sink", &mut r.spec.sink)],
             Resource::KafkaSource(r) => vec![("spec.sink", &mut r.spec.sink)],
             Resource::ApiServerSource(r) => vec![("spec.sink", &mut r.spec.sink)],
+            Resource::SinkBinding(r) => vec![("spec.sink", &mut r.spec.sink)],
         }
     }
 

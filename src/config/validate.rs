@@ -167,7 +167,8 @@ fn check_one(
         | Resource::ContainerSource(_)
         | Resource::WebhookSource(_)
         | Resource::KafkaSource(_)
-        | Resource::ApiServerSource(_) => {
+        | Resource::ApiServerSource(_)
+        | Resource::SinkBinding(_) => {
             validate_source(&resource).map_err(fail)?;
             desired.sources.insert(ObjectKey::of(&resource), resource);
         }
@@ -305,6 +306,12 @@ fn validate_source(resource: &Resource) -> Result<(), FieldError> {
         Resource::WebhookSource(s) => herald_sources::webhook::validate(&s.spec)?,
         Resource::KafkaSource(s) => herald_sources::kafka::validate(&s.spec)?,
         Resource::ApiServerSource(s) => herald_sources::apiserver::validate(&s.spec)?,
+        Resource::SinkBinding(_) => {
+            return Err(FieldError::new(
+                "kind",
+                "a SinkBinding binds Kubernetes workloads: it runs under `herald controller`; for a local program use `herald run --sink broker:NAME -- PROGRAM`",
+            ))
+        }
         Resource::Broker(_) | Resource::Trigger(_) => return Ok(()),
     }
     let Some(spec) = resource.source_spec() else {

@@ -68,6 +68,27 @@ impl Cache {
                 }
             });
         }
+        // ContainerSources are ready when their Deployment is: its changes wake us too.
+        let deployments: Api<k8s_openapi::api::apps::v1::Deployment> = Api::all(client.clone());
+        let config = watcher::Config::default().labels(super::workloads::CONTAINER_SOURCE_LABEL);
+        let (wake, stop) = (changed.clone(), stop.clone());
+        tokio::spawn(async move {
+            let stream = watcher(deployments, config).default_backoff();
+            let mut stream = std::pin::pin!(stream);
+            loop {
+                let item = tokio::select! {
+                    _ = stop.cancelled() => return,
+                    item = stream.next() => item,
+                };
+                match item {
+                    Some(Ok(_)) => wake.notify_one(),
+                    Some(Err(error)) => {
+                        tracing::warn!(%error, "Deployment watch failed; retrying with backoff")
+                    }
+                    None => return,
+                }
+            }
+        });
         Self { stores, changed }
     }
 

@@ -5,6 +5,7 @@ mod cache;
 mod leader;
 mod reconcile;
 mod resolve;
+mod workloads;
 mod writeback;
 
 use std::sync::Arc;
@@ -69,6 +70,7 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
         routes,
         resolver: resolve::Resolver::new(client.clone(), args.cluster_domain.clone()),
         writer: writeback::Writer::new(client.clone(), &identity),
+        workloads: workloads::Workloads::new(client.clone(), &identity),
         external_url: args.external_url.trim_end_matches('/').to_owned(),
     };
     let mut is_leader = leadership.is_leader.clone();

@@ -9,6 +9,7 @@ use kube::api::DynamicObject;
 use serde_json::{json, Value};
 
 use super::resolve::{Resolver, Unresolved};
+use super::workloads::Workloads;
 use super::writeback::{Writer, FINALIZER};
 use crate::config::{build_desired_lenient, Loaded, Resource};
 use crate::kinds::{self, Kind};
@@ -33,6 +34,7 @@ pub struct Reconciler {
     pub routes: Arc<RoutedLog>,
     pub resolver: Resolver,
     pub writer: Writer,
+    pub workloads: Workloads,
     /// Brokers are addressed at `{external_url}/{namespace}/{name}`.
     pub external_url: String,
 }
@@ -69,6 +71,7 @@ impl Reconciler {
         let mut problems: HashMap<ObjectKey, Problem> = HashMap::new();
         let mut loaded = Vec::new();
         let mut deleting = Vec::new();
+        let mut workloads = Vec::new();
         for (kind, object) in objects {
             let key = key_of(kind, object);
             if object.metadata.deletion_timestamp.is_some() {
@@ -82,6 +85,14 @@ impl Reconciler {
                     continue;
                 }
             };
+            if matches!(
+                resource,
+                Resource::ContainerSource(_) | Resource::SinkBinding(_)
+            ) {
+                // They run on the cluster, not in Herald; only the leader touches the cluster.
+                workloads.push((*kind, object.clone(), resource));
+                continue;
+            }
             if let Err(unresolved) = self.resolver.resolve(&mut resource).await {
                 problems.insert(key, Problem::Unresolved(unresolved));
                 continue;
@@ -109,12 +120,24 @@ impl Reconciler {
         if !leader {
             return;
         }
+        for (kind, object, resource) in workloads {
+            let status = self.run_workload(&desired, resource).await;
+            if matches!(kind.kind, "SinkBinding") {
+                self.writer.finalizer(kind, &object, true).await;
+            }
+            self.writer.status(kind, &object, status).await;
+        }
         for (kind, object) in objects {
             if object.metadata.deletion_timestamp.is_some() {
                 continue;
             }
             if kind.kind == kinds::TRIGGER.kind {
                 self.writer.finalizer(kind, object, true).await;
+            }
+            if matches!(kind.kind, "ContainerSource" | "SinkBinding")
+                && !problems.contains_key(&key_of(kind, object))
+            {
+                continue; // written above
             }
             let key = key_of(kind, object);
             let status = match problems.get(&key) {
@@ -136,7 +159,31 @@ impl Reconciler {
                 .iter()
                 .flatten()
                 .any(|f| f == FINALIZER);
-            if kind.kind != kinds::TRIGGER.kind || !has_finalizer {
+            if !has_finalizer {
+                continue;
+            }
+            if kind.kind == kinds::SINK_BINDING.kind {
+                if !leader {
+                    continue;
+                }
+                // The subjects lose the variables; a subject that is gone has nothing to undo.
+                let undone = match parse(kind, object) {
+                    Ok(Resource::SinkBinding(binding)) => {
+                        self.workloads.bind(&binding, None).await.map(|_| ())
+                    }
+                    _ => Ok(()),
+                };
+                match undone {
+                    Err(error) if !error.contains("does not exist") => tracing::warn!(
+                        binding = object.metadata.name.as_deref().unwrap_or_default(),
+                        %error,
+                        "cannot unbind; the finalizer stays"
+                    ),
+                    _ => self.writer.finalizer(kind, object, false).await,
+                }
+                continue;
+            }
+            if kind.kind != kinds::TRIGGER.kind {
                 continue;
             }
             let Ok(Resource::Trigger(trigger)) = parse(kind, object) else {
@@ -157,6 +204,108 @@ impl Reconciler {
                 ),
             }
         }
+    }
+
+    /// Where a workload sends events: a Broker by its external address (pods cannot reach
+    /// Herald's own listener address), anything else as the resolver says.
+    async fn workload_sink(
+        &self,
+        desired: &crate::config::Desired,
+        resource: &mut Resource,
+    ) -> Result<String, String> {
+        let (namespace, _) = resource.namespaced_name();
+        self.resolver
+            .resolve(resource)
+            .await
+            .map_err(|u| u.message)?;
+        let sink = resource
+            .source_spec()
+            .map(|spec| spec.sink().clone())
+            .unwrap_or_default();
+        match crate::config::referenced_broker(&sink, &namespace) {
+            Some(broker) if !desired.brokers.contains_key(&broker) => {
+                Err(format!("broker {broker} does not exist"))
+            }
+            Some(broker) => Ok(format!(
+                "{}/{}/{}{}",
+                self.external_url,
+                broker.namespace,
+                broker.name,
+                sink.uri.as_deref().unwrap_or_default()
+            )),
+            None => sink
+                .uri
+                .ok_or_else(|| "spec.sink: set ref or uri".to_owned()),
+        }
+    }
+
+    /// Runs a ContainerSource's Deployment or a SinkBinding's injection; returns its status.
+    async fn run_workload(
+        &self,
+        desired: &crate::config::Desired,
+        mut resource: Resource,
+    ) -> Value {
+        let generation = resource.meta().generation;
+        let condition = |type_: &str, ok: bool, reason: &str, message: &str| {
+            if ok {
+                json!({"type": type_, "status": "True"})
+            } else {
+                json!({"type": type_, "status": "False", "reason": reason, "message": message})
+            }
+        };
+        let sink = match self.workload_sink(desired, &mut resource).await {
+            Ok(sink) => sink,
+            Err(message) => {
+                return json!({"observedGeneration": generation, "conditions": [
+                    condition("SinkProvided", false, "NotFound", &message),
+                    condition("Ready", false, "SinkNotProvided", &message),
+                ]})
+            }
+        };
+        let (running, extra) = match &resource {
+            Resource::ContainerSource(source) => {
+                let has_container = source
+                    .spec
+                    .template
+                    .spec
+                    .as_ref()
+                    .is_some_and(|pod| !pod.containers.is_empty());
+                let state = if has_container {
+                    self.workloads.container_source(source, &sink).await
+                } else {
+                    Err("spec.template.spec.containers: one container is required".to_owned())
+                };
+                let adapter = match &state {
+                    Ok(state) => condition(
+                        "ReceiveAdapterReady",
+                        state.ready,
+                        state.reason,
+                        &state.message,
+                    ),
+                    Err(message) => {
+                        condition("ReceiveAdapterReady", false, "DeploymentFailed", message)
+                    }
+                };
+                (
+                    state.map(|s| s.ready.then_some(()).ok_or((s.reason, s.message))),
+                    Some(adapter),
+                )
+            }
+            Resource::SinkBinding(binding) => {
+                let bound = self.workloads.bind(binding, Some(&sink)).await;
+                (bound.map(|_| Ok(())), None)
+            }
+            _ => (Err("not a workload".to_owned()), None),
+        };
+        let ready = match running {
+            Ok(Ok(())) => condition("Ready", true, "", ""),
+            Ok(Err((reason, message))) => condition("Ready", false, reason, &message),
+            Err(message) => condition("Ready", false, "Failed", &message),
+        };
+        let mut conditions = vec![condition("SinkProvided", true, "", "")];
+        conditions.extend(extra);
+        conditions.push(ready);
+        json!({"observedGeneration": generation, "conditions": conditions, "sinkUri": sink})
     }
 
     /// The status of an object that runs.

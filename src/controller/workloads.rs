@@ -1,0 +1,283 @@
+//! Sources that run as Kubernetes workloads, not inside Herald: a ContainerSource becomes a
+//! Deployment, a SinkBinding puts `K_SINK` and `K_CE_OVERRIDES` into the containers of its
+//! subjects (Knative does the latter with a webhook; Herald patches the subject, and takes
+//! the variables out again when the binding goes).
+
+use std::collections::BTreeMap;
+
+use herald_crds::{ContainerSource, SinkBinding, SourceSpec};
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
+use kube::core::GroupVersionKind;
+use kube::Client;
+use serde_json::{json, Value};
+
+/// The variables a binding sets; removed again on unbinding.
+const BOUND_VARIABLES: [&str; 2] = ["K_SINK", "K_CE_OVERRIDES"];
+
+/// The label that ties a ContainerSource's Deployment to it.
+pub const CONTAINER_SOURCE_LABEL: &str = "sources.knative.dev/containerSource";
+
+pub struct Workloads {
+    client: Client,
+    params: PatchParams,
+}
+
+/// How a workload-backed source is doing, for its status.
+pub struct WorkloadState {
+    /// `false` while the Deployment has no available replica (or a subject is missing).
+    pub ready: bool,
+    pub reason: &'static str,
+    pub message: String,
+}
+
+/// `K_SINK` and `K_CE_OVERRIDES` as Knative sets them.
+fn binding_env(sink: &str, spec: &dyn SourceSpec) -> Vec<(String, String)> {
+    let extensions = spec.extensions();
+    let mut env = vec![("K_SINK".to_owned(), sink.to_owned())];
+    if !extensions.is_empty() {
+        env.push((
+            "K_CE_OVERRIDES".to_owned(),
+            json!({ "extensions": extensions }).to_string(),
+        ));
+    }
+    env
+}
+
+/// Sets (or, with an empty `env`, removes) the bound variables in every container of a pod
+/// spec given as JSON; `true` when anything changed.
+fn set_env(pod_spec: &mut Value, env: &[(String, String)]) -> bool {
+    let mut changed = false;
+    for list in ["containers", "initContainers"] {
+        let Some(containers) = pod_spec.get_mut(list).and_then(Value::as_array_mut) else {
+            continue;
+        };
+        for container in containers {
+            let before = container.get("env").cloned().unwrap_or(json!([]));
+            let mut vars: Vec<Value> = before
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|v| !BOUND_VARIABLES.contains(&v["name"].as_str().unwrap_or_default()))
+                .collect();
+            vars.extend(
+                env.iter()
+                    .map(|(name, value)| json!({"name": name, "value": value})),
+            );
+            let after = Value::Array(vars);
+            if after != before {
+                changed = true;
+                container["env"] = after;
+            }
+        }
+    }
+    changed
+}
+
+impl Workloads {
+    pub fn new(client: Client, identity: &str) -> Self {
+        Self {
+            client,
+            params: PatchParams::apply(&format!("herald-{identity}")).force(),
+        }
+    }
+
+    /// Applies the ContainerSource's Deployment (server-side apply: unchanged means no
+    /// write) and reports whether a replica is available.
+    pub async fn container_source(
+        &self,
+        source: &ContainerSource,
+        sink: &str,
+    ) -> Result<WorkloadState, String> {
+        let namespace = source.metadata.namespace.as_deref().unwrap_or("default");
+        let name = source.metadata.name.as_deref().unwrap_or_default();
+        let deployment_name = format!("{name}-deployment");
+        let mut template = source.spec.template.clone();
+        let labels = template.metadata.get_or_insert_with(Default::default);
+        let labels = labels.labels.get_or_insert_with(BTreeMap::new);
+        labels.insert(CONTAINER_SOURCE_LABEL.to_owned(), name.to_owned());
+        let mut template_json = serde_json::to_value(&template).map_err(|e| e.to_string())?;
+        set_env(&mut template_json["spec"], &binding_env(sink, &source.spec));
+        let template = serde_json::from_value(template_json).map_err(|e| e.to_string())?;
+        let deployment = Deployment {
+            metadata: ObjectMeta {
+                name: Some(deployment_name.clone()),
+                namespace: Some(namespace.to_owned()),
+                labels: Some(BTreeMap::from([(
+                    CONTAINER_SOURCE_LABEL.to_owned(),
+                    name.to_owned(),
+                )])),
+                owner_references: Some(vec![OwnerReference {
+                    api_version: "sources.knative.dev/v1".into(),
+                    kind: "ContainerSource".into(),
+                    name: name.to_owned(),
+                    uid: source.metadata.uid.clone().unwrap_or_default(),
+                    controller: Some(true),
+                    block_owner_deletion: Some(true),
+                }]),
+                ..ObjectMeta::default()
+            },
+            spec: Some(DeploymentSpec {
+                replicas: Some(1),
+                selector: LabelSelector {
+                    match_labels: Some(BTreeMap::from([(
+                        CONTAINER_SOURCE_LABEL.to_owned(),
+                        name.to_owned(),
+                    )])),
+                    ..LabelSelector::default()
+                },
+                template,
+                ..DeploymentSpec::default()
+            }),
+            status: None,
+        };
+        let mut body = serde_json::to_value(&deployment).map_err(|e| e.to_string())?;
+        body["apiVersion"] = json!("apps/v1");
+        body["kind"] = json!("Deployment");
+        let api: Api<Deployment> = Api::namespaced(self.client.clone(), namespace);
+        let applied = api
+            .patch(&deployment_name, &self.params, &Patch::Apply(body))
+            .await
+            .map_err(|e| format!("cannot apply Deployment {namespace}/{deployment_name}: {e}"))?;
+        let available = applied
+            .status
+            .as_ref()
+            .and_then(|s| s.available_replicas)
+            .unwrap_or(0);
+        Ok(if available > 0 {
+            WorkloadState {
+                ready: true,
+                reason: "",
+                message: String::new(),
+            }
+        } else {
+            WorkloadState {
+                ready: false,
+                reason: "DeploymentUnavailable",
+                message: format!(
+                    "Deployment {namespace}/{deployment_name} has no available replica yet"
+                ),
+            }
+        })
+    }
+
+    /// The subjects a binding names or selects.
+    async fn subjects(
+        &self,
+        binding: &SinkBinding,
+    ) -> Result<(Api<DynamicObject>, Vec<DynamicObject>), String> {
+        let subject = &binding.spec.subject;
+        let namespace = subject
+            .namespace
+            .as_deref()
+            .or(binding.metadata.namespace.as_deref())
+            .unwrap_or("default");
+        let (group, version) = match subject.api_version.split_once('/') {
+            Some((group, version)) => (group, version),
+            None => ("", subject.api_version.as_str()),
+        };
+        let gvk = GroupVersionKind::gvk(group, version, &subject.kind);
+        let (resource, _) = kube::discovery::pinned_kind(&self.client, &gvk)
+            .await
+            .map_err(|e| {
+                format!(
+                    "cannot find {} in {}: {e}",
+                    subject.kind, subject.api_version
+                )
+            })?;
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(self.client.clone(), namespace, &resource);
+        let objects = match (&subject.name, &subject.selector) {
+            (Some(name), _) => match api.get_opt(name).await {
+                Ok(Some(object)) => vec![object],
+                Ok(None) => {
+                    return Err(format!(
+                        "{} {namespace}/{name} does not exist",
+                        subject.kind
+                    ))
+                }
+                Err(e) => {
+                    return Err(format!(
+                        "cannot read {} {namespace}/{name}: {e}",
+                        subject.kind
+                    ))
+                }
+            },
+            (None, selector) => {
+                let labels = selector.as_ref().map(|s| s.to_query()).unwrap_or_default();
+                api.list(&ListParams::default().labels(&labels))
+                    .await
+                    .map_err(|e| format!("cannot list {}: {e}", subject.kind))?
+                    .items
+            }
+        };
+        Ok((api, objects))
+    }
+
+    /// Sets the binding's variables in its subjects (`sink = None` removes them); returns
+    /// how many subjects there are.
+    pub async fn bind(&self, binding: &SinkBinding, sink: Option<&str>) -> Result<usize, String> {
+        let (api, subjects) = self.subjects(binding).await?;
+        let env = sink
+            .map(|s| binding_env(s, &binding.spec))
+            .unwrap_or_default();
+        for subject in &subjects {
+            let name = subject.metadata.name.as_deref().unwrap_or_default();
+            let mut pod_spec = subject.data["spec"]["template"]["spec"].clone();
+            if pod_spec.is_null() {
+                return Err(format!(
+                    "{} {name} has no spec.template.spec (not a PodSpecable)",
+                    binding.spec.subject.kind
+                ));
+            }
+            if !set_env(&mut pod_spec, &env) {
+                continue;
+            }
+            let mut patch = json!({"metadata": {"resourceVersion": subject.metadata.resource_version}, "spec": {"template": {"spec": {}}}});
+            for list in ["containers", "initContainers"] {
+                if let Some(containers) = pod_spec.get(list) {
+                    patch["spec"]["template"]["spec"][list] = containers.clone();
+                }
+            }
+            api.patch(name, &PatchParams::default(), &Patch::Merge(patch))
+                .await
+                .map_err(|e| format!("cannot update {} {name}: {e}", binding.spec.subject.kind))?;
+        }
+        Ok(subjects.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn binding_replaces_its_variables_and_keeps_the_others() {
+        let mut pod = json!({"containers": [
+            {"name": "a", "env": [{"name": "KEEP", "value": "1"}, {"name": "K_SINK", "value": "old"}]},
+            {"name": "b"}
+        ], "initContainers": [{"name": "init"}]});
+        let env = vec![("K_SINK".to_owned(), "http://new".to_owned())];
+        assert!(set_env(&mut pod, &env));
+        assert_eq!(
+            pod["containers"][0]["env"],
+            json!([{"name": "KEEP", "value": "1"}, {"name": "K_SINK", "value": "http://new"}])
+        );
+        assert_eq!(
+            pod["containers"][1]["env"],
+            json!([{"name": "K_SINK", "value": "http://new"}])
+        );
+        assert_eq!(
+            pod["initContainers"][0]["env"],
+            json!([{"name": "K_SINK", "value": "http://new"}])
+        );
+        assert!(!set_env(&mut pod, &env), "a second pass changes nothing");
+        assert!(set_env(&mut pod, &[]));
+        assert_eq!(
+            pod["containers"][0]["env"],
+            json!([{"name": "KEEP", "value": "1"}])
+        );
+    }
+}
