@@ -312,6 +312,12 @@ pub struct ControllerArgs {
     #[arg(long, env = "HERALD_LEASE_DURATION", default_value = "15s", value_parser = humantime::parse_duration)]
     pub lease_duration: Duration,
 
+    /// When a Broker is deleted, delete its log too (topic, JetStream stream or sled tree,
+    /// with every trigger position and parked event of it), through a finalizer. Off by
+    /// default: a deleted Broker's events stay where they were.
+    #[arg(long, env = "HERALD_DELETE_BROKER_LOGS")]
+    pub delete_broker_logs: bool,
+
     #[command(flatten)]
     pub data: DataPlaneArgs,
 }

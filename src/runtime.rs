@@ -50,6 +50,10 @@ pub struct Runtime {
     grace: Duration,
     dispatchers: HashMap<TriggerKey, (Arc<TriggerPlan>, DispatcherHandle)>,
     sources: SourceSet,
+    /// Whether a trigger missing from the desired state has been deleted (files, admin API)
+    /// or may only be waiting (the controller: its broker or subscriber may come back, and
+    /// a finalizer says when it is really deleted).
+    removal_is_deletion: bool,
 }
 
 impl Runtime {
@@ -69,7 +73,14 @@ impl Runtime {
             grace,
             dispatchers: HashMap::new(),
             sources: SourceSet::new(sources),
+            removal_is_deletion: true,
         }
+    }
+
+    /// Triggers that leave the desired state keep their position and parked events until
+    /// [`Runtime::forget_trigger`] is called (the controller's finalizer).
+    pub fn keep_state_of_removed_triggers(&mut self) {
+        self.removal_is_deletion = false;
     }
 
     fn log(&self) -> &Arc<dyn EventLog> {
@@ -113,10 +124,11 @@ impl Runtime {
                 // A change must not wait on a slow subscriber: in-flight deliveries get a
                 // second, then are redelivered by the new dispatcher (at least once).
                 handle.stop(self.grace.min(CHANGE_GRACE)).await;
-                let kept = plans
-                    .get(&key)
-                    .is_some_and(|plan| plan.broker == running.broker);
-                if !kept {
+                let forget = match plans.get(&key) {
+                    Some(plan) => plan.broker != running.broker,
+                    None => self.removal_is_deletion,
+                };
+                if forget {
                     // A deleted (or moved) trigger forgets its position and parked events, so
                     // a new trigger of the same name starts where its annotation says.
                     if let Err(error) = self
@@ -251,6 +263,17 @@ impl Runtime {
 
     fn resolve(&self, destination: &Destination, namespace: &str) -> String {
         destination_url(&self.ingress_base_url, destination, namespace)
+    }
+
+    /// Deletes a deleted broker's log, in the backend its class names.
+    pub async fn delete_broker_log(
+        &self,
+        key: &BrokerKey,
+        broker: &Broker,
+    ) -> Result<(), RuntimeError> {
+        self.routes
+            .assign(key, crate::serve::broker_class(broker))?;
+        Ok(self.log().delete_broker(key).await?)
     }
 
     /// Forgets a deleted trigger's position and parked events in the log, whether or not it

@@ -228,6 +228,23 @@ async fn brokers_and_triggers_run_with_knative_status_and_finalizers() {
         "{unresolved}"
     );
 
+    // A trigger that stops running for a while (its subscriber does not resolve) keeps its
+    // position: what arrives meanwhile is delivered once it runs again.
+    let (status, answer) = server
+        .patch(&t, &json!({"spec": {"subscriber": service_ref("missing")}}))
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    wait_condition(&server, &herald, &t, "SubscriberResolved", "False", None).await;
+    assert_eq!(post_event(&herald, "b", "meanwhile").await, 202);
+    let (status, answer) = server
+        .patch(
+            &t,
+            &json!({"spec": {"subscriber": {"uri": subscriber.url(), "ref": null}}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    subscriber.wait_for_id("meanwhile").await;
+
     // Deleting the trigger runs its finalizer: the object goes only once Herald let it go.
     let (status, deleting) = server.delete(&t).await;
     assert_eq!(status, 200, "{deleting}");
@@ -804,4 +821,67 @@ fn serve_refuses_a_sink_binding_and_says_what_to_use() {
     assert!(stderr.contains("SinkBinding default/bind"), "{stderr}");
     assert!(stderr.contains("herald controller"), "{stderr}");
     assert!(stderr.contains("herald run"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_broker_deletes_its_log_when_asked() {
+    let server = KubeApiServer::start().await;
+    server.install_crds().await;
+    let subscriber = Subscriber::start().await;
+    let data = tempfile::tempdir().unwrap();
+    let herald = Herald::start_controller(
+        &Sled,
+        data.path(),
+        &server.kubeconfig(),
+        &[
+            "--external-url",
+            "http://herald.test",
+            "--delete-broker-logs",
+        ],
+    )
+    .await;
+    let b = format!("{EVENTING}/brokers/b");
+    create(&server, &format!("{EVENTING}/brokers"), &broker("b")).await;
+    let ready = wait_condition(&server, &herald, &b, "Ready", "True", None).await;
+    assert_eq!(
+        ready["metadata"]["finalizers"],
+        json!(["herald.dev/finalizer"])
+    );
+    assert_eq!(post_event(&herald, "b", "before").await, 202);
+    let (status, answer) = server.delete(&b).await;
+    assert_eq!(status, 200, "{answer}");
+    wait_for_async("the deleted broker is gone", || async {
+        server.get(&b).await.0 == 404
+    })
+    .await;
+    assert!(
+        herald.log_contains("deleted the broker's log"),
+        "{}",
+        herald.logs()
+    );
+
+    // A new broker of the same name starts empty: a trigger reading from the earliest event
+    // gets only what was sent after.
+    create(&server, &format!("{EVENTING}/brokers"), &broker("b")).await;
+    let mut replay = trigger("replay", "b", json!({"uri": subscriber.url()}));
+    replay["metadata"]["annotations"] = json!({"herald.dev/start-from": "earliest",
+                                                "kafka.eventing.knative.dev/delivery.order": "ordered"});
+    create(&server, &format!("{EVENTING}/triggers"), &replay).await;
+    wait_condition(
+        &server,
+        &herald,
+        &format!("{EVENTING}/triggers/replay"),
+        "Ready",
+        "True",
+        None,
+    )
+    .await;
+    assert_eq!(post_event(&herald, "b", "after").await, 202);
+    subscriber.wait_for_id("after").await;
+    let ids: Vec<String> = subscriber
+        .received()
+        .iter()
+        .filter_map(|r| r.ce("id").map(str::to_owned))
+        .collect();
+    assert_eq!(ids, ["after"]);
 }

@@ -438,6 +438,9 @@ mod tests {
         async fn delete_consumer(&self, _: &BrokerKey, _: &str) -> Result<(), LogError> {
             Err((self.0)())
         }
+        async fn delete_broker(&self, _: &BrokerKey) -> Result<(), LogError> {
+            Err((self.0)())
+        }
         async fn close(&self) -> Result<(), LogError> {
             Ok(())
         }

@@ -36,12 +36,15 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
     let client = Client::try_from(config).context("cannot make a Kubernetes client")?;
     let kube = Arc::new(KubeAccess::with_client(client.clone(), server_url.clone()));
     let DataPlane {
-        runtime,
+        mut runtime,
         routes,
         ingress,
         metrics,
         listeners,
     } = DataPlane::open(&args.data, kube, |_| Ok(())).await?;
+    // A trigger can leave the desired state for a while (its broker or subscriber is gone):
+    // only its finalizer deletes its position and parked events.
+    runtime.keep_state_of_removed_triggers();
 
     let identity = match &args.identity {
         Some(identity) => identity.clone(),
@@ -72,6 +75,7 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
         writer: writeback::Writer::new(client.clone(), &identity),
         workloads: workloads::Workloads::new(client.clone(), &identity),
         external_url: args.external_url.trim_end_matches('/').to_owned(),
+        delete_broker_logs: args.delete_broker_logs,
     };
     let mut is_leader = leadership.is_leader.clone();
     let control_stop = stop.clone();

@@ -37,6 +37,8 @@ pub struct Reconciler {
     pub workloads: Workloads,
     /// Brokers are addressed at `{external_url}/{namespace}/{name}`.
     pub external_url: String,
+    /// Brokers get a finalizer that deletes their log (`--delete-broker-logs`).
+    pub delete_broker_logs: bool,
 }
 
 /// An object as Herald's typed resource (apiVersion and kind filled in, status dropped).
@@ -131,7 +133,9 @@ impl Reconciler {
             if object.metadata.deletion_timestamp.is_some() {
                 continue;
             }
-            if kind.kind == kinds::TRIGGER.kind {
+            if kind.kind == kinds::TRIGGER.kind
+                || (kind.kind == kinds::BROKER.kind && self.delete_broker_logs)
+            {
                 self.writer.finalizer(kind, object, true).await;
             }
             if matches!(kind.kind, "ContainerSource" | "SinkBinding")
@@ -183,6 +187,10 @@ impl Reconciler {
                 }
                 continue;
             }
+            if kind.kind == kinds::BROKER.kind {
+                self.finalize_broker(kind, object, leader).await;
+                continue;
+            }
             if kind.kind != kinds::TRIGGER.kind {
                 continue;
             }
@@ -204,6 +212,28 @@ impl Reconciler {
                 ),
             }
         }
+    }
+
+    /// A deleted Broker: its log goes when `--delete-broker-logs` asks for it (the leader
+    /// does it, once), then the finalizer.
+    async fn finalize_broker(&self, kind: &Kind, object: &DynamicObject, leader: bool) {
+        if !leader {
+            return;
+        }
+        if self.delete_broker_logs {
+            if let Ok(Resource::Broker(broker)) = parse(kind, object) {
+                let key = herald_broker::BrokerKey::new(
+                    object.metadata.namespace.as_deref().unwrap_or("default"),
+                    object.metadata.name.as_deref().unwrap_or_default(),
+                );
+                if let Err(error) = self.runtime.delete_broker_log(&key, &broker).await {
+                    tracing::warn!(broker = %key, %error, "cannot delete the broker's log; the finalizer stays");
+                    return;
+                }
+                tracing::info!(broker = %key, "deleted the broker's log");
+            }
+        }
+        self.writer.finalizer(kind, object, false).await;
     }
 
     /// Where a workload sends events: a Broker by its external address (pods cannot reach

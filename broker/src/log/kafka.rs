@@ -497,6 +497,53 @@ impl EventLog for KafkaLog {
         Ok(removed)
     }
 
+    async fn delete_broker(&self, broker: &BrokerKey) -> Result<(), LogError> {
+        let topics = [
+            self.options.topic(broker),
+            self.options.parked_topic(broker),
+        ];
+        let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+        let results = self
+            .admin
+            .delete_topics(&names, &AdminOptions::new())
+            .await
+            .map_err(unavailable)?;
+        for result in results {
+            match result {
+                Ok(_) | Err((_, RDKafkaErrorCode::UnknownTopicOrPartition)) => {}
+                Err((name, code)) => {
+                    return Err(LogError::Unavailable(format!(
+                        "cannot delete topic {name}: {code}"
+                    )))
+                }
+            }
+        }
+        if let Ok(mut ends) = self.ends.lock() {
+            ends.remove(broker);
+        }
+        // Deletion finishes in the background: wait until the topics are gone, so that a
+        // broker of the same name created next starts empty.
+        let reader = self.reader()?;
+        blocking_with_retries(move || {
+            for topic in &topics {
+                let metadata = reader
+                    .fetch_metadata(Some(topic), REQUEST_TIMEOUT)
+                    .map_err(unavailable)?;
+                let present = metadata
+                    .topics()
+                    .iter()
+                    .any(|t| t.error().is_none() && !t.partitions().is_empty());
+                if present {
+                    return Err(LogError::Unavailable(format!(
+                        "topic {topic} is still being deleted"
+                    )));
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
     async fn delete_consumer(&self, broker: &BrokerKey, consumer: &str) -> Result<(), LogError> {
         let ids: Vec<RecordId> = self
             .parked(broker, consumer)

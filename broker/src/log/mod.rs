@@ -234,6 +234,11 @@ pub trait EventLog: Send + Sync + 'static {
     /// the same name starts afresh.
     async fn delete_consumer(&self, broker: &BrokerKey, consumer: &str) -> Result<(), LogError>;
 
+    /// Deletes a broker's log with every consumer position and parked record of it (topic,
+    /// stream, tree). Only for a broker nothing uses any more; deleting an unknown broker
+    /// is not an error. A broker ensured again afterwards starts empty.
+    async fn delete_broker(&self, broker: &BrokerKey) -> Result<(), LogError>;
+
     /// Flushes everything and releases resources; appends after this fail.
     async fn close(&self) -> Result<(), LogError>;
 }

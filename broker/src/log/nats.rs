@@ -352,6 +352,22 @@ impl EventLog for NatsLog {
         Ok(removed)
     }
 
+    async fn delete_broker(&self, broker: &BrokerKey) -> Result<(), LogError> {
+        for stream in [stream_name(broker), parked_stream_name(broker)] {
+            if let Err(error) = self.jetstream.delete_stream(&stream).await {
+                let not_found = matches!(
+                    error.kind(),
+                    jetstream::context::DeleteStreamErrorKind::JetStream(ref e)
+                        if e.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND
+                );
+                if !not_found {
+                    return Err(unavailable(error));
+                }
+            }
+        }
+        Ok(())
+    }
+
     async fn delete_consumer(&self, broker: &BrokerKey, consumer: &str) -> Result<(), LogError> {
         let stream = self
             .jetstream

@@ -149,6 +149,10 @@ impl EventLog for RoutedLog {
         self.log(broker)?.delete_consumer(broker, consumer).await
     }
 
+    async fn delete_broker(&self, broker: &BrokerKey) -> Result<(), LogError> {
+        self.log(broker)?.delete_broker(broker).await
+    }
+
     async fn close(&self) -> Result<(), LogError> {
         for log in self.backends.values() {
             log.close().await?;

@@ -110,10 +110,7 @@ impl SledLog {
         if let Some(existing) = brokers.get(key) {
             return Ok(existing.clone());
         }
-        let tree = self
-            .db
-            .open_tree(format!("log\0{}\0{}", key.namespace, key.name))
-            .map_err(storage)?;
+        let tree = self.db.open_tree(tree_name(key)).map_err(storage)?;
         let next = match tree.last().map_err(storage)? {
             Some((k, _)) => offset_from_key(&k)? + 1,
             None => 0,
@@ -169,6 +166,15 @@ fn first_arrived_since(tree: &BrokerTree, time: std::time::SystemTime) -> Result
         }
     }
     Ok(end)
+}
+
+fn tree_name(broker: &BrokerKey) -> String {
+    format!("log\0{}\0{}", broker.namespace, broker.name)
+}
+
+/// The prefix of every consumer key of a broker.
+fn broker_prefix(broker: &BrokerKey) -> Vec<u8> {
+    format!("{}\0{}\0", broker.namespace, broker.name).into_bytes()
 }
 
 fn consumer_key(broker: &BrokerKey, consumer: &str) -> Vec<u8> {
@@ -359,6 +365,21 @@ impl EventLog for SledLog {
         }
         flush(&self.db).await?;
         Ok(())
+    }
+
+    async fn delete_broker(&self, broker: &BrokerKey) -> Result<(), LogError> {
+        self.brokers
+            .lock()
+            .map_err(|_| LogError::Storage("lock poisoned".into()))?
+            .remove(broker);
+        self.db.drop_tree(tree_name(broker)).map_err(storage)?;
+        let prefix = broker_prefix(broker);
+        for tree in [&self.offsets, &self.parked] {
+            for key in tree.scan_prefix(&prefix).keys() {
+                tree.remove(key.map_err(storage)?).map_err(storage)?;
+            }
+        }
+        flush(&self.db).await
     }
 
     async fn close(&self) -> Result<(), LogError> {

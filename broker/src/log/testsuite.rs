@@ -44,6 +44,7 @@ where
     unknown_broker_is_an_error(&*new_harness().await).await;
     parking_again_replaces_and_unpark_removes(&*new_harness().await).await;
     deleting_a_consumer_forgets_it(&*new_harness().await).await;
+    deleting_a_broker_forgets_everything(&*new_harness().await).await;
     start_from_a_time(&*new_harness().await).await;
 }
 
@@ -430,6 +431,34 @@ async fn deleting_a_consumer_forgets_it(harness: &dyn LogHarness) {
     assert_eq!(ids(&poll_exactly(&mut *second, 2).await), ["d1", "d2"]);
     drop(second);
     log.delete_consumer(&broker, "never-existed").await.unwrap();
+    log.close().await.unwrap();
+}
+
+async fn deleting_a_broker_forgets_everything(harness: &dyn LogHarness) {
+    let (log, broker) = fresh(harness, "delete-broker").await;
+    let mut first = consumer(&*log, &broker, "t", StartFrom::Earliest).await;
+    log.append(&broker, vec![sample("old")]).await.unwrap();
+    let records = poll_exactly(&mut *first, 1).await;
+    first.ack(records[0].id).await.unwrap();
+    first.commit().await.unwrap();
+    let parked = ParkedRecord {
+        id: records[0].id,
+        record: records[0].record.clone(),
+        failure: failure(1),
+    };
+    log.park(&broker, "t", parked).await.unwrap();
+    drop(first);
+    log.delete_broker(&broker).await.unwrap();
+    log.delete_broker(&broker).await.unwrap();
+    // A broker of the same name starts empty: no records, no position, nothing parked.
+    log.ensure_broker(&broker, &BrokerSettings::default())
+        .await
+        .unwrap();
+    assert!(log.parked(&broker, "t").await.unwrap().is_empty());
+    let mut second = consumer(&*log, &broker, "t", StartFrom::Earliest).await;
+    log.append(&broker, vec![sample("new")]).await.unwrap();
+    assert_eq!(ids(&poll_exactly(&mut *second, 1).await), ["new"]);
+    drop(second);
     log.close().await.unwrap();
 }
 
