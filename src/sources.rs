@@ -144,6 +144,7 @@ impl SourceSet {
         for key in stale {
             if let Some(running) = self.running.remove(&key) {
                 running.stop(grace).await;
+                tracing::info!(source = %format!("{} {}/{}", key.kind, key.namespace, key.name), "source stopped");
             }
         }
         for (key, (resource, url)) in wanted {
@@ -157,6 +158,7 @@ impl SourceSet {
                 .source_spec()
                 .map(|spec| spec.extensions())
                 .unwrap_or_default();
+            tracing::info!(source = %source.describe(), sink = %url, "source started");
             let sink = SinkClient::new(url.clone(), overrides)
                 .with_retries(self.ctx.retries, self.ctx.backoff);
             let shutdown = CancellationToken::new();

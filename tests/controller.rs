@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::herald::Sled;
 use common::kube::KubeApiServer;
-use common::{wait_for_async, Herald, HeraldDirs, Subscriber};
+use common::{wait_for_async, wait_until, Herald, HeraldDirs, Subscriber};
 use serde_json::{json, Value};
 
 const EVENTING: &str = "/apis/eventing.knative.dev/v1/namespaces/default";
@@ -528,6 +528,25 @@ async fn only_the_lease_holder_writes_status_and_another_takes_over() {
             .ok_or_else(|| "no holder".to_owned())
     })
     .await;
+    // Sources run on the leader only: one ping per tick, not one per replica.
+    let subscriber = Subscriber::start().await;
+    create(
+        &server,
+        &format!("{SOURCES}/pingsources"),
+        &json!({"apiVersion": "sources.knative.dev/v1", "kind": "PingSource", "metadata": {"name": "tick"},
+                "spec": {"schedule": "@every 1s", "sink": {"uri": subscriber.url()}}}),
+    )
+    .await;
+    subscriber.wait_for(1).await;
+    let started = "source started source=PingSource default/tick";
+    for (id, replica) in &replicas {
+        assert_eq!(
+            replica.log_contains(started),
+            *id == leader,
+            "{id}: {}",
+            replica.logs()
+        );
+    }
     // With a spec: the API server tracks managed fields only of objects created with some.
     let with_spec = |name: &str| {
         let mut object = broker(name);
@@ -557,6 +576,10 @@ async fn only_the_lease_holder_writes_status_and_another_takes_over() {
     let follower = replicas[0].0.to_owned();
     wait_for_async("the other replica holds the Lease", || async {
         lease_holder(&server).await.as_deref() == Some(follower.as_str())
+    })
+    .await;
+    wait_until("the new leader runs the source", || {
+        replicas[0].1.log_contains(started)
     })
     .await;
     create(

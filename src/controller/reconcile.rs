@@ -110,7 +110,14 @@ impl Reconciler {
                 resource,
             });
         }
-        let (desired, rejected) = build_desired_lenient(loaded);
+        let (mut desired, rejected) = build_desired_lenient(loaded);
+        if !leader {
+            // Sources would send everything once per replica: only the leader runs them.
+            // Webhooks are the exception: every replica serves them behind the Service.
+            desired
+                .sources
+                .retain(|key, _| key.kind == kinds::WEBHOOK_SOURCE.kind);
+        }
         for rejected in rejected {
             problems.insert(rejected.key.clone(), Problem::Rejected(rejected));
         }
