@@ -10,17 +10,42 @@ use axum::{Json, Router};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use serde_json::json;
 
-/// Ready once the config is loaded and every dispatcher runs; not ready while shutting down.
-#[derive(Clone, Default)]
-pub struct Readiness(Arc<AtomicBool>);
+/// Ready once the listeners serve and the resources run; not ready while shutting down.
+#[derive(Clone)]
+pub struct Readiness {
+    serving: Arc<AtomicBool>,
+    /// The resources run (`serve` starts them before it listens; the controller after its
+    /// first reconcile, so a new replica gets no traffic before it knows its brokers).
+    synced: Arc<AtomicBool>,
+}
+
+impl Default for Readiness {
+    fn default() -> Self {
+        Self {
+            serving: Arc::new(AtomicBool::new(false)),
+            synced: Arc::new(AtomicBool::new(true)),
+        }
+    }
+}
 
 impl Readiness {
+    /// Not ready until [`Readiness::mark_synced`] as well.
+    pub fn until_synced() -> Self {
+        let readiness = Self::default();
+        readiness.synced.store(false, Ordering::SeqCst);
+        readiness
+    }
+
     pub fn set(&self, ready: bool) {
-        self.0.store(ready, Ordering::SeqCst);
+        self.serving.store(ready, Ordering::SeqCst);
+    }
+
+    pub fn mark_synced(&self) {
+        self.synced.store(true, Ordering::SeqCst);
     }
 
     pub fn get(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
+        self.serving.load(Ordering::SeqCst) && self.synced.load(Ordering::SeqCst)
     }
 }
 

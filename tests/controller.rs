@@ -172,6 +172,12 @@ async fn brokers_and_triggers_run_with_knative_status_and_finalizers() {
         "{ready}"
     );
 
+    // Ready for traffic once the resources run.
+    let readyz = reqwest::get(format!("{}/readyz", herald.admin))
+        .await
+        .unwrap();
+    assert_eq!(readyz.status(), 200);
+
     // Events posted to the broker reach the subscriber.
     assert_eq!(post_event(&herald, "b", "first").await, 202);
     let received = subscriber.wait_for_id("first").await;
@@ -267,11 +273,7 @@ async fn brokers_and_triggers_run_with_knative_status_and_finalizers() {
     wait_condition(&server, &herald, &t, "Ready", "True", None).await;
     assert_eq!(post_event(&herald, "b", "after").await, 202);
     subscriber.wait_for_id("after").await;
-    let ids: Vec<String> = subscriber
-        .received()
-        .iter()
-        .filter_map(|r| r.ce("id").map(str::to_owned))
-        .collect();
+    let ids = subscriber.ids();
     assert!(!ids.contains(&"while-deleted".to_owned()), "{ids:?}");
 
     // An invalid spec the CRD schema lets through (nested filters) is reported, not run.
@@ -901,10 +903,6 @@ async fn deleting_a_broker_deletes_its_log_when_asked() {
     .await;
     assert_eq!(post_event(&herald, "b", "after").await, 202);
     subscriber.wait_for_id("after").await;
-    let ids: Vec<String> = subscriber
-        .received()
-        .iter()
-        .filter_map(|r| r.ce("id").map(str::to_owned))
-        .collect();
+    let ids = subscriber.ids();
     assert_eq!(ids, ["after"]);
 }

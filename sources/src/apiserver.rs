@@ -81,6 +81,24 @@ pub async fn load_config(kubeconfig: Option<&std::path::Path>) -> Result<kube::C
     }
 }
 
+/// The API resource (plural, scope) of `kind` in `api_version` (`v1`, `apps/v1`), asked of
+/// the API server's discovery.
+pub async fn discover(
+    client: &Client,
+    api_version: &str,
+    kind: &str,
+) -> Result<ApiResource, String> {
+    let (group, version) = match api_version.split_once('/') {
+        Some((group, version)) => (group, version),
+        None => ("", api_version),
+    };
+    let gvk = GroupVersionKind::gvk(group, version, kind);
+    kube::discovery::pinned_kind(client, &gvk)
+        .await
+        .map(|(resource, _)| resource)
+        .map_err(|e| format!("cannot find {kind} in {api_version}: {e}"))
+}
+
 pub struct ApiServerSource {
     pub namespace: String,
     pub name: String,
@@ -204,19 +222,9 @@ impl ApiServerSource {
         let namespaces = self.namespaces(client).await?;
         let mut watched = Vec::new();
         for resource in &self.spec.resources {
-            let (group, version) = match resource.api_version.split_once('/') {
-                Some((group, version)) => (group, version),
-                None => ("", resource.api_version.as_str()),
-            };
-            let gvk = GroupVersionKind::gvk(group, version, &resource.kind);
-            let (found, _) = kube::discovery::pinned_kind(client, &gvk)
+            let found = discover(client, &resource.api_version, &resource.kind)
                 .await
-                .map_err(|e| {
-                    SourceError::Input(format!(
-                        "cannot find {} in {}: {e}",
-                        resource.kind, resource.api_version
-                    ))
-                })?;
+                .map_err(SourceError::Input)?;
             let selector = resource
                 .selector
                 .as_ref()

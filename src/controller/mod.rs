@@ -67,6 +67,8 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
     tracing::info!(api = %server_url, %identity, "controller started");
 
     let stop = CancellationToken::new();
+    let readiness = Readiness::until_synced();
+    let synced = readiness.clone();
     let cache = cache::Cache::start(&client, &stop);
     let mut reconciler = reconcile::Reconciler {
         runtime,
@@ -89,6 +91,7 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
                 was_leader = leader;
             }
             reconciler.reconcile(&cache.objects(), leader).await;
+            synced.mark_synced();
             tokio::select! {
                 _ = control_stop.cancelled() => break,
                 _ = cache.changed.notified() => {}
@@ -99,7 +102,6 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
         reconciler.runtime
     });
 
-    let readiness = Readiness::default();
     listeners
         .serve_until_signal(
             ingress,

@@ -63,6 +63,19 @@ fn key_of(kind: &Kind, object: &DynamicObject) -> ObjectKey {
     )
 }
 
+/// The objects of one pass, sorted by what happens to them.
+#[derive(Default)]
+struct Sorted {
+    /// To run in Herald.
+    loaded: Vec<Loaded>,
+    /// Why the others do not run.
+    problems: HashMap<ObjectKey, Problem>,
+    /// Deleted, waiting for their finalizer.
+    deleting: Vec<(&'static Kind, Arc<DynamicObject>)>,
+    /// ContainerSources and SinkBindings: they run on the cluster, not in Herald.
+    workloads: Vec<(ObjectKey, Resource)>,
+}
+
 impl Reconciler {
     /// Makes the runtime match `objects`; with `leader`, also writes finalizers and status.
     pub async fn reconcile(
@@ -70,46 +83,12 @@ impl Reconciler {
         objects: &[(&'static Kind, Arc<DynamicObject>)],
         leader: bool,
     ) {
-        let mut problems: HashMap<ObjectKey, Problem> = HashMap::new();
-        let mut loaded = Vec::new();
-        let mut deleting = Vec::new();
-        let mut workloads = Vec::new();
-        for (kind, object) in objects {
-            let key = key_of(kind, object);
-            if object.metadata.deletion_timestamp.is_some() {
-                deleting.push((*kind, object.clone()));
-                continue;
-            }
-            let mut resource = match parse(kind, object) {
-                Ok(resource) => resource,
-                Err(message) => {
-                    problems.insert(key, Problem::Invalid(message));
-                    continue;
-                }
-            };
-            if matches!(
-                resource,
-                Resource::ContainerSource(_) | Resource::SinkBinding(_)
-            ) {
-                // They run on the cluster, not in Herald; only the leader touches the cluster.
-                workloads.push((*kind, object.clone(), resource));
-                continue;
-            }
-            if let Err(unresolved) = self.resolver.resolve(&mut resource).await {
-                problems.insert(key, Problem::Unresolved(unresolved));
-                continue;
-            }
-            if let Resource::Broker(broker) = &resource {
-                if let Err(message) = self.routes.backend_for_class(broker_class(broker)) {
-                    problems.insert(key, Problem::Backend(message));
-                    continue;
-                }
-            }
-            loaded.push(Loaded {
-                origin: "the API server".into(),
-                resource,
-            });
-        }
+        let Sorted {
+            loaded,
+            mut problems,
+            deleting,
+            workloads,
+        } = self.sort(objects).await;
         let (mut desired, rejected) = build_desired_lenient(loaded);
         if !leader {
             // Sources would send everything once per replica: only the leader runs them.
@@ -129,35 +108,78 @@ impl Reconciler {
         if !leader {
             return;
         }
-        for (kind, object, resource) in workloads {
-            let status = self.run_workload(&desired, resource).await;
-            if matches!(kind.kind, "SinkBinding") {
-                self.writer.finalizer(kind, &object, true).await;
-            }
-            self.writer.status(kind, &object, status).await;
+        // Only the leader touches the cluster: workloads, finalizers, status.
+        let mut statuses = HashMap::new();
+        for (key, resource) in workloads {
+            statuses.insert(key, self.run_workload(&desired, resource).await);
         }
         for (kind, object) in objects {
             if object.metadata.deletion_timestamp.is_some() {
                 continue;
             }
-            if kind.kind == kinds::TRIGGER.kind
-                || (kind.kind == kinds::BROKER.kind && self.delete_broker_logs)
-            {
+            if self.wants_finalizer(kind) {
                 self.writer.finalizer(kind, object, true).await;
             }
-            if matches!(kind.kind, "ContainerSource" | "SinkBinding")
-                && !problems.contains_key(&key_of(kind, object))
-            {
-                continue; // written above
-            }
             let key = key_of(kind, object);
-            let status = match problems.get(&key) {
-                Some(problem) => problem_status(kind, problem, object.metadata.generation),
-                None => self.running_status(kind, object),
+            let status = match (statuses.remove(&key), problems.get(&key)) {
+                (Some(status), _) => Some(status),
+                (None, Some(problem)) => problem_status(kind, problem, object.metadata.generation),
+                (None, None) => self.running_status(kind, object),
             };
             if let Some(status) = status {
                 self.writer.status(kind, object, status).await;
             }
+        }
+    }
+
+    /// Parses, resolves and checks each object on its own.
+    async fn sort(&self, objects: &[(&'static Kind, Arc<DynamicObject>)]) -> Sorted {
+        let mut sorted = Sorted::default();
+        for (kind, object) in objects {
+            let key = key_of(kind, object);
+            if object.metadata.deletion_timestamp.is_some() {
+                sorted.deleting.push((*kind, object.clone()));
+                continue;
+            }
+            let mut resource = match parse(kind, object) {
+                Ok(resource) => resource,
+                Err(message) => {
+                    sorted.problems.insert(key, Problem::Invalid(message));
+                    continue;
+                }
+            };
+            if matches!(
+                resource,
+                Resource::ContainerSource(_) | Resource::SinkBinding(_)
+            ) {
+                sorted.workloads.push((key, resource));
+                continue;
+            }
+            if let Err(unresolved) = self.resolver.resolve(&mut resource).await {
+                sorted.problems.insert(key, Problem::Unresolved(unresolved));
+                continue;
+            }
+            if let Resource::Broker(broker) = &resource {
+                if let Err(message) = self.routes.backend_for_class(broker_class(broker)) {
+                    sorted.problems.insert(key, Problem::Backend(message));
+                    continue;
+                }
+            }
+            sorted.loaded.push(Loaded {
+                origin: "the API server".into(),
+                resource,
+            });
+        }
+        sorted
+    }
+
+    /// Triggers and SinkBindings always hold a finalizer (their cleanup must run before
+    /// they go); Brokers only when their log is to be deleted with them.
+    fn wants_finalizer(&self, kind: &Kind) -> bool {
+        match kind.kind {
+            "Trigger" | "SinkBinding" => true,
+            "Broker" => self.delete_broker_logs,
+            _ => false,
         }
     }
 

@@ -3,8 +3,8 @@
 //! `status.address.url`. Broker refs stay: the runtime sends those to Herald's own ingress.
 
 use herald_crds::{Destination, KReference};
+use herald_sources::apiserver::discover;
 use kube::api::{Api, DynamicObject};
-use kube::core::GroupVersionKind;
 use kube::Client;
 
 use crate::config::Resource;
@@ -54,12 +54,8 @@ impl Resolver {
     }
 
     async fn url_of(&self, reference: &KReference, namespace: &str) -> Result<String, String> {
-        let (group, version) = match reference.api_version.split_once('/') {
-            Some((group, version)) => (group, version),
-            None => ("", reference.api_version.as_str()),
-        };
         let what = format!("{} {namespace}/{}", reference.kind, reference.name);
-        if group.is_empty() && reference.kind == "Service" {
+        if reference.api_version == "v1" && reference.kind == "Service" {
             let api: Api<k8s_openapi::api::core::v1::Service> =
                 Api::namespaced(self.client.clone(), namespace);
             return match api.get_opt(&reference.name).await {
@@ -71,10 +67,7 @@ impl Resolver {
                 Err(error) => Err(format!("cannot read {what}: {error}")),
             };
         }
-        let gvk = GroupVersionKind::gvk(group, version, &reference.kind);
-        let (resource, _) = kube::discovery::pinned_kind(&self.client, &gvk)
-            .await
-            .map_err(|e| format!("cannot find the kind of {what}: {e}"))?;
+        let resource = discover(&self.client, &reference.api_version, &reference.kind).await?;
         let api: Api<DynamicObject> =
             Api::namespaced_with(self.client.clone(), namespace, &resource);
         let object = api

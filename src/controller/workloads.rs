@@ -6,10 +6,10 @@
 use std::collections::BTreeMap;
 
 use herald_crds::{ContainerSource, SinkBinding, SourceSpec};
+use herald_sources::apiserver::discover;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
-use kube::core::GroupVersionKind;
 use kube::Client;
 use serde_json::{json, Value};
 
@@ -174,19 +174,7 @@ impl Workloads {
             .as_deref()
             .or(binding.metadata.namespace.as_deref())
             .unwrap_or("default");
-        let (group, version) = match subject.api_version.split_once('/') {
-            Some((group, version)) => (group, version),
-            None => ("", subject.api_version.as_str()),
-        };
-        let gvk = GroupVersionKind::gvk(group, version, &subject.kind);
-        let (resource, _) = kube::discovery::pinned_kind(&self.client, &gvk)
-            .await
-            .map_err(|e| {
-                format!(
-                    "cannot find {} in {}: {e}",
-                    subject.kind, subject.api_version
-                )
-            })?;
+        let resource = discover(&self.client, &subject.api_version, &subject.kind).await?;
         let api: Api<DynamicObject> =
             Api::namespaced_with(self.client.clone(), namespace, &resource);
         let objects = match (&subject.name, &subject.selector) {

@@ -120,6 +120,14 @@ impl Subscriber {
         *self.state.default.lock().unwrap() = Some(reply);
     }
 
+    /// Every `ce-id` received, in arrival order.
+    pub fn ids(&self) -> Vec<String> {
+        self.received()
+            .iter()
+            .filter_map(|r| r.ce("id").map(str::to_owned))
+            .collect()
+    }
+
     pub fn received(&self) -> Vec<Received> {
         self.state.received.lock().unwrap().clone()
     }

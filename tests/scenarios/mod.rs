@@ -75,11 +75,7 @@ pub async fn send_binary(url: &str, id: &str, event_type: &str, extra: &[(&str, 
 
 /// Every `ce-id` a subscriber has received, in arrival order.
 pub fn ids(subscriber: &Subscriber) -> Vec<String> {
-    subscriber
-        .received()
-        .iter()
-        .filter_map(|r| r.ce("id").map(str::to_owned))
-        .collect()
+    subscriber.ids()
 }
 
 /// Broker `b` with one trigger `t` to `subscriber`; `extra` is spliced into the trigger's spec.
