@@ -5,13 +5,13 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use crate::apiserver_source::KubeAccess;
 use anyhow::Context;
 use herald_broker::log::kafka::{KafkaLog, KafkaOptions};
 use herald_broker::log::nats::{NatsLog, NatsOptions, DEFAULT_PUBLISH_TIMEOUT};
 use herald_broker::log::routed::RoutedLog;
 use herald_broker::log::sled::SledLog;
 use herald_broker::{BrokerRegistry, EventLog, Ingress, IngressConfig};
-use herald_sources::apiserver::KubeAccess;
 use herald_sources::webhook::WebhookRegistry;
 use herald_triggers::attempt::Sender;
 use herald_triggers::process::Deps;

@@ -2,6 +2,7 @@
 
 mod admin;
 mod api;
+mod apiserver_source;
 mod cli;
 mod client;
 mod config;

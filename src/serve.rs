@@ -2,9 +2,9 @@
 
 use std::sync::Arc;
 
+use crate::apiserver_source::KubeAccess;
 use anyhow::Context;
 use herald_crds::BROKER_CLASS_ANNOTATION;
-use herald_sources::apiserver::KubeAccess;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::{self, Readiness};

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use herald_sources::apiserver::{ApiServerSource, KubeAccess};
+use crate::apiserver_source::{ApiServerSource, KubeAccess};
 use herald_sources::container::ContainerSource;
 use herald_sources::kafka::KafkaSource;
 use herald_sources::nats::NatsSource;

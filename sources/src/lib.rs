@@ -4,7 +4,6 @@
 //! Every source implements [`Source`] in a module of its own; what they share (overrides,
 //! `id`/`time` defaults, retries) lives in [`sink`].
 
-pub mod apiserver;
 pub mod container;
 #[cfg(feature = "kafka")]
 pub mod kafka;

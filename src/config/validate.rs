@@ -305,7 +305,7 @@ fn validate_source(resource: &Resource) -> Result<(), FieldError> {
         Resource::ContainerSource(s) => herald_sources::container::validate(&s.spec)?,
         Resource::WebhookSource(s) => herald_sources::webhook::validate(&s.spec)?,
         Resource::KafkaSource(s) => herald_sources::kafka::validate(&s.spec)?,
-        Resource::ApiServerSource(s) => herald_sources::apiserver::validate(&s.spec)?,
+        Resource::ApiServerSource(s) => crate::apiserver_source::validate(&s.spec)?,
         Resource::SinkBinding(_) => {
             return Err(FieldError::new(
                 "kind",

@@ -11,8 +11,8 @@ mod writeback;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::apiserver_source::{load_config, KubeAccess};
 use anyhow::Context;
-use herald_sources::apiserver::{load_config, KubeAccess};
 use kube::Client;
 use tokio_util::sync::CancellationToken;
 

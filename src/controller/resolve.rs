@@ -2,8 +2,8 @@
 //! `http://{name}.{namespace}.svc.{cluster domain}`, a `ref` to any other addressable its
 //! `status.address.url`. Broker refs stay: the runtime sends those to Herald's own ingress.
 
+use crate::apiserver_source::discover;
 use herald_crds::{Destination, KReference};
-use herald_sources::apiserver::discover;
 use kube::api::{Api, DynamicObject};
 use kube::Client;
 

@@ -5,8 +5,8 @@
 
 use std::collections::BTreeMap;
 
+use crate::apiserver_source::discover;
 use herald_crds::{ContainerSource, SinkBinding, SourceSpec};
-use herald_sources::apiserver::discover;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};

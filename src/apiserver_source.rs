@@ -1,5 +1,6 @@
 //! ApiServerSource: changes of Kubernetes objects as CloudEvents, the way Knative's
 //! apiserver adapter sends them (event types, `source`, `subject`, extensions, data).
+//! It lives in the binary, not in `herald-sources`, which stays free of kube-runtime.
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -16,7 +17,7 @@ use kube::runtime::watcher::{self, watcher};
 use kube::Client;
 use tokio_util::sync::CancellationToken;
 
-use crate::{SinkClient, Source, SourceError};
+use herald_sources::{SinkClient, Source, SourceError};
 
 /// The event types of each mode (Knative's `dev.knative.apiserver.*`).
 const RESOURCE_TYPE_PREFIX: &str = "dev.knative.apiserver.resource.";
