@@ -906,3 +906,62 @@ async fn deleting_a_broker_deletes_its_log_when_asked() {
     let ids = subscriber.ids();
     assert_eq!(ids, ["after"]);
 }
+
+/// Two replicas on one NATS JetStream: both accept events for the broker, and the trigger's
+/// durable consumer is shared, so every event is delivered whichever replica took it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_share_the_data_plane_on_nats() {
+    let server = KubeApiServer::start().await;
+    server.install_crds().await;
+    let nats = common::herald::Nats::start();
+    let subscriber = Subscriber::start().await;
+    let (data_a, data_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut replicas = Vec::new();
+    for (id, data) in [("a", &data_a), ("b", &data_b)] {
+        let herald = Herald::start_controller(
+            &nats,
+            data.path(),
+            &server.kubeconfig(),
+            &["--external-url", "http://herald.test", "--identity", id],
+        )
+        .await;
+        replicas.push(herald);
+    }
+    create(&server, &format!("{EVENTING}/brokers"), &broker("b")).await;
+    create(
+        &server,
+        &format!("{EVENTING}/triggers"),
+        &trigger("t", "b", json!({"uri": subscriber.url()})),
+    )
+    .await;
+    wait_condition(
+        &server,
+        &replicas[0],
+        &format!("{EVENTING}/triggers/t"),
+        "Ready",
+        "True",
+        None,
+    )
+    .await;
+    // Every replica runs the broker once it has reconciled (readiness says so).
+    for replica in &replicas {
+        wait_for_async("the replica accepts events", || async {
+            post_event(replica, "b", "probe").await == 202
+        })
+        .await;
+    }
+    let mut sent = Vec::new();
+    for i in 0..20 {
+        let id = format!("e{i}");
+        assert_eq!(post_event(&replicas[i % 2], "b", &id).await, 202);
+        sent.push(id);
+    }
+    common::wait_for_value("every event delivered", || async {
+        let got: std::collections::BTreeSet<String> = subscriber.ids().into_iter().collect();
+        match sent.iter().filter(|id| !got.contains(*id)).count() {
+            0 => Ok(()),
+            missing => Err(format!("{missing} missing")),
+        }
+    })
+    .await;
+}
