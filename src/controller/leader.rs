@@ -7,6 +7,9 @@ use kube::Client;
 use kube_lease_manager::LeaseManagerBuilder;
 use tokio::sync::watch;
 
+/// How long start-up waits for the API server before it gives up.
+const START_PATIENCE: Duration = Duration::from_secs(60);
+
 /// Who holds the Lease, as this replica sees it.
 pub struct Leadership {
     /// `true` while this replica holds the Lease.
@@ -26,13 +29,26 @@ pub async fn elect(
     let seconds = duration.as_secs().max(2);
     // Renew a third of the way before expiry, so one slow renewal does not lose the Lease.
     let grace = (seconds / 3).max(1);
-    let manager = LeaseManagerBuilder::new(client, name)
-        .with_namespace(namespace)
-        .with_identity(identity)
-        .with_duration(seconds)
-        .with_grace(grace)
-        .build()
-        .await?;
+    // The API server may not answer yet (a pod starting with its cluster): keep trying for
+    // a while before giving up.
+    let deadline = tokio::time::Instant::now() + START_PATIENCE;
+    let manager = loop {
+        let built = LeaseManagerBuilder::new(client.clone(), name)
+            .with_namespace(namespace)
+            .with_identity(identity)
+            .with_duration(seconds)
+            .with_grace(grace)
+            .build()
+            .await;
+        match built {
+            Ok(manager) => break manager,
+            Err(error) if tokio::time::Instant::now() < deadline => {
+                tracing::warn!(%error, "cannot reach the Lease yet; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(error) => return Err(error.into()),
+        }
+    };
     let (is_leader, handle) = manager.watch().await;
     let task = tokio::spawn(async move {
         match handle.await {
