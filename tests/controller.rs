@@ -233,6 +233,27 @@ async fn brokers_and_triggers_run_with_knative_status_and_finalizers() {
             .contains("Service default/missing does not exist"),
         "{unresolved}"
     );
+    // ...and it resolves as soon as the Service appears.
+    create(
+        &server,
+        &format!("{EVENTING}/triggers"),
+        &trigger("to-late", "b", service_ref("late")),
+    )
+    .await;
+    let late = format!("{EVENTING}/triggers/to-late");
+    wait_condition(&server, &herald, &late, "SubscriberResolved", "False", None).await;
+    create(
+        &server,
+        &format!("{CORE}/services"),
+        &json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "late"},
+                "spec": {"ports": [{"port": 80}]}}),
+    )
+    .await;
+    let resolved = wait_condition(&server, &herald, &late, "Ready", "True", None).await;
+    assert_eq!(
+        resolved["status"]["subscriberUri"],
+        "http://late.default.svc.cluster.local/events"
+    );
 
     // A trigger that stops running for a while (its subscriber does not resolve) keeps its
     // position: what arrives meanwhile is delivered once it runs again.

@@ -5,6 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Service;
 use kube::api::{Api, DynamicObject};
 use kube::discovery::ApiResource;
 use kube::runtime::reflector::{self, Store};
@@ -21,8 +23,38 @@ const FIRST_LIST_WAIT: Duration = Duration::from_secs(10);
 
 pub struct Cache {
     stores: Vec<(&'static Kind, Store<DynamicObject>)>,
+    /// Every Service, for resolving `ref`s to them.
+    pub services: Store<Service>,
     /// Notified on every change of any watched object.
     pub changed: Arc<Notify>,
+}
+
+/// Drives a watch until `stop`, waking the reconciler on every event.
+fn follow<T, E: std::fmt::Display>(
+    stream: impl futures_util::Stream<Item = Result<T, E>> + Send + 'static,
+    what: &'static str,
+    changed: &Arc<Notify>,
+    stop: &CancellationToken,
+) where
+    T: Send,
+{
+    let (changed, stop) = (changed.clone(), stop.clone());
+    tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        loop {
+            let item = tokio::select! {
+                _ = stop.cancelled() => return,
+                item = stream.next() => item,
+            };
+            match item {
+                Some(Ok(_)) => changed.notify_one(),
+                Some(Err(error)) => {
+                    tracing::warn!(kind = what, %error, "watch failed; retrying with backoff")
+                }
+                None => return,
+            }
+        }
+    });
 }
 
 /// The API resource of one of Herald's kinds.
@@ -46,54 +78,40 @@ impl Cache {
             let writer = reflector::store::Writer::new(resource.clone());
             stores.push((kind, writer.as_reader()));
             let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
-            let changed = changed.clone();
-            let stop = stop.clone();
-            tokio::spawn(async move {
-                let stream = watcher(api, watcher::Config::default())
-                    .default_backoff()
-                    .reflect(writer);
-                let mut stream = std::pin::pin!(stream);
-                loop {
-                    let item = tokio::select! {
-                        _ = stop.cancelled() => return,
-                        item = stream.next() => item,
-                    };
-                    match item {
-                        Some(Ok(_)) => changed.notify_one(),
-                        Some(Err(error)) => {
-                            tracing::warn!(kind = kind.kind, %error, "watch failed; retrying with backoff")
-                        }
-                        None => return,
-                    }
-                }
-            });
+            let stream = watcher(api, watcher::Config::default())
+                .default_backoff()
+                .reflect(writer);
+            follow(stream, kind.kind, &changed, stop);
         }
+        // Service refs resolve from this store (no request per ref and pass), and a Service
+        // that appears brings its triggers up at once.
+        let (services, writer) = reflector::store::<Service>();
+        let stream = watcher(
+            Api::<Service>::all(client.clone()),
+            watcher::Config::default(),
+        )
+        .default_backoff()
+        .reflect(writer);
+        follow(stream, "Service", &changed, stop);
         // ContainerSources are ready when their Deployment is: its changes wake us too.
-        let deployments: Api<k8s_openapi::api::apps::v1::Deployment> = Api::all(client.clone());
         let config = watcher::Config::default().labels(super::workloads::CONTAINER_SOURCE_LABEL);
-        let (wake, stop) = (changed.clone(), stop.clone());
-        tokio::spawn(async move {
-            let stream = watcher(deployments, config).default_backoff();
-            let mut stream = std::pin::pin!(stream);
-            loop {
-                let item = tokio::select! {
-                    _ = stop.cancelled() => return,
-                    item = stream.next() => item,
-                };
-                match item {
-                    Some(Ok(_)) => wake.notify_one(),
-                    Some(Err(error)) => {
-                        tracing::warn!(%error, "Deployment watch failed; retrying with backoff")
-                    }
-                    None => return,
-                }
-            }
-        });
-        Self { stores, changed }
+        let stream = watcher(Api::<Deployment>::all(client.clone()), config).default_backoff();
+        follow(stream, "Deployment", &changed, stop);
+        Self {
+            stores,
+            services,
+            changed,
+        }
     }
 
     /// Waits until every kind has been listed once, or [`FIRST_LIST_WAIT`] per kind.
     pub async fn wait_for_first_lists(&self) {
+        if tokio::time::timeout(FIRST_LIST_WAIT, self.services.wait_until_ready())
+            .await
+            .is_err()
+        {
+            tracing::warn!("Services not listed yet; going on without them");
+        }
         for (kind, store) in &self.stores {
             if tokio::time::timeout(FIRST_LIST_WAIT, store.wait_until_ready())
                 .await

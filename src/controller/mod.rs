@@ -73,7 +73,11 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
     let mut reconciler = reconcile::Reconciler {
         runtime,
         routes,
-        resolver: resolve::Resolver::new(client.clone(), args.cluster_domain.clone()),
+        resolver: resolve::Resolver::new(
+            client.clone(),
+            args.cluster_domain.clone(),
+            cache.services.clone(),
+        ),
         writer: writeback::Writer::new(client.clone(), &identity),
         workloads: workloads::Workloads::new(client.clone(), &identity),
         external_url: args.external_url.trim_end_matches('/').to_owned(),

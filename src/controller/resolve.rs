@@ -4,7 +4,9 @@
 
 use crate::apiserver_source::discover;
 use herald_crds::{Destination, KReference};
+use k8s_openapi::api::core::v1::Service;
 use kube::api::{Api, DynamicObject};
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::Client;
 
 use crate::config::Resource;
@@ -12,6 +14,8 @@ use crate::config::Resource;
 pub struct Resolver {
     client: Client,
     cluster_domain: String,
+    /// Every Service, kept by the controller's watch.
+    services: Store<Service>,
 }
 
 /// A destination that could not be resolved: its field path and why.
@@ -22,10 +26,11 @@ pub struct Unresolved {
 }
 
 impl Resolver {
-    pub fn new(client: Client, cluster_domain: String) -> Self {
+    pub fn new(client: Client, cluster_domain: String, services: Store<Service>) -> Self {
         Self {
             client,
             cluster_domain,
+            services,
         }
     }
 
@@ -56,15 +61,13 @@ impl Resolver {
     async fn url_of(&self, reference: &KReference, namespace: &str) -> Result<String, String> {
         let what = format!("{} {namespace}/{}", reference.kind, reference.name);
         if reference.api_version == "v1" && reference.kind == "Service" {
-            let api: Api<k8s_openapi::api::core::v1::Service> =
-                Api::namespaced(self.client.clone(), namespace);
-            return match api.get_opt(&reference.name).await {
-                Ok(Some(_)) => Ok(format!(
+            let key = ObjectRef::new(&reference.name).within(namespace);
+            return match self.services.get(&key) {
+                Some(_) => Ok(format!(
                     "http://{}.{namespace}.svc.{}",
                     reference.name, self.cluster_domain
                 )),
-                Ok(None) => Err(format!("{what} does not exist")),
-                Err(error) => Err(format!("cannot read {what}: {error}")),
+                None => Err(format!("{what} does not exist")),
             };
         }
         let resource = discover(&self.client, &reference.api_version, &reference.kind).await?;
