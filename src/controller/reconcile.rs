@@ -386,7 +386,18 @@ impl Reconciler {
             )),
             _ => serde_json::to_value(crate::status::source(&self.runtime, &resource)),
         };
-        status.ok()
+        let mut status = status.ok()?;
+        // Herald delivers to its own brokers over its listener; the cluster knows them by
+        // the external URL.
+        let internal = self.runtime.ingress_base_url();
+        for field in ["subscriberUri", "deadLetterSinkUri", "sinkUri"] {
+            if let Some(uri) = status[field].as_str() {
+                if let Some(path) = uri.strip_prefix(internal) {
+                    status[field] = Value::String(format!("{}{path}", self.external_url));
+                }
+            }
+        }
+        Some(status)
     }
 }
 
