@@ -984,3 +984,38 @@ async fn replicas_share_the_data_plane_on_nats() {
     })
     .await;
 }
+
+/// A controller that starts before its API server answers (a pod starting with its cluster)
+/// waits for it instead of exiting, then runs what it finds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_controller_started_before_its_api_server_waits_for_it() {
+    let port = common::free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = KubeApiServer::kubeconfig_for_port(dir.path(), port);
+    let data = tempfile::tempdir().unwrap();
+    // Both start at once: the API server needs about a second (etcd first), the controller
+    // reaches it within milliseconds, so its first attempts find nothing listening.
+    let (herald, server) = tokio::join!(
+        Herald::start_controller(
+            &Sled,
+            data.path(),
+            &kubeconfig,
+            &["--external-url", "http://herald.test"]
+        ),
+        async {
+            let server = KubeApiServer::start_on(port).await;
+            server.install_crds().await;
+            server
+        }
+    );
+    create(&server, &format!("{EVENTING}/brokers"), &broker("b")).await;
+    wait_condition(
+        &server,
+        &herald,
+        &format!("{EVENTING}/brokers/b"),
+        "Ready",
+        "True",
+        None,
+    )
+    .await;
+}

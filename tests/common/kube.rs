@@ -42,7 +42,16 @@ impl KubeApiServer {
         Self::start_with("RBAC").await
     }
 
+    /// Serves on `port` (chosen by the test beforehand, e.g. for a client started first).
+    pub async fn start_on(port: u16) -> Self {
+        Self::start_at("AlwaysAllow", port).await
+    }
+
     async fn start_with(authorization_mode: &str) -> Self {
+        Self::start_at(authorization_mode, free_port()).await
+    }
+
+    async fn start_at(authorization_mode: &str, secure: u16) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path();
         let keys = Command::new("openssl")
@@ -65,7 +74,7 @@ impl KubeApiServer {
             ),
         )
         .unwrap();
-        let (client, peer, secure) = (free_port(), free_port(), free_port());
+        let (client, peer) = (free_port(), free_port());
         let etcd = Command::new(binary("HERALD_ETCD"))
             .arg("--data-dir")
             .arg(path.join("etcd"))
@@ -214,13 +223,21 @@ impl KubeApiServer {
         self.kubeconfig_with(TOKEN)
     }
 
+    /// A kubeconfig for a server that will serve on `port` (see [`KubeApiServer::start_on`]).
+    pub fn kubeconfig_for_port(dir: &std::path::Path, port: u16) -> PathBuf {
+        let path = dir.join("kubeconfig");
+        std::fs::write(
+            &path,
+            kubeconfig_text(&format!("https://127.0.0.1:{port}"), TOKEN),
+        )
+        .unwrap();
+        path
+    }
+
     /// A kubeconfig that authenticates with `token`.
     pub fn kubeconfig_with(&self, token: &str) -> PathBuf {
         let path = self.dir.path().join(format!("kubeconfig-{token}"));
-        let text = format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: {url}\n    insecure-skip-tls-verify: true\nusers:\n- name: admin\n  user:\n    token: {token}\ncontexts:\n- name: test\n  context:\n    cluster: test\n    user: admin\ncurrent-context: test\n",
-            url = self.url
-        );
+        let text = kubeconfig_text(&self.url, token);
         std::fs::write(&path, text).unwrap();
         path
     }
@@ -233,4 +250,10 @@ impl Drop for KubeApiServer {
         let _ = self.etcd.kill();
         let _ = self.etcd.wait();
     }
+}
+
+fn kubeconfig_text(url: &str, token: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: {url}\n    insecure-skip-tls-verify: true\nusers:\n- name: admin\n  user:\n    token: {token}\ncontexts:\n- name: test\n  context:\n    cluster: test\n    user: admin\ncurrent-context: test\n"
+    )
 }
