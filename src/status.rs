@@ -124,22 +124,22 @@ pub fn rejected(rejected: &Rejected, generation: Option<i64>) -> serde_json::Val
         Some(broker) => {
             let message = format!("Broker {:?} does not exist", broker.name);
             vec![
-                Condition::new(
-                    "BrokerReady",
-                    false,
-                    Some("BrokerDoesNotExist"),
-                    Some(message.clone()),
-                ),
-                Condition::new("Ready", false, Some("BrokerDoesNotExist"), Some(message)),
+                failed("BrokerReady", "BrokerDoesNotExist", message.clone()),
+                failed("Ready", "BrokerDoesNotExist", message),
             ]
         }
-        None => vec![Condition::new(
-            "Ready",
-            false,
-            Some("InvalidSpec"),
-            Some(message),
-        )],
+        None => vec![failed("Ready", "InvalidSpec", message)],
     };
+    not_running(generation, conditions)
+}
+
+/// A condition that does not hold, and why.
+pub fn failed(type_: &str, reason: &str, message: impl Into<String>) -> Condition {
+    Condition::new(type_, false, Some(reason), Some(message.into()))
+}
+
+/// The status of an object Herald does not run: only why.
+pub fn not_running(generation: Option<i64>, conditions: Vec<Condition>) -> serde_json::Value {
     serde_json::json!({
         "observedGeneration": generation,
         "conditions": conditions,
@@ -150,6 +150,6 @@ fn ready(ok: bool, reason: &str, message: &str) -> Condition {
     if ok {
         Condition::new("Ready", true, None, None)
     } else {
-        Condition::new("Ready", false, Some(reason), Some(message.to_owned()))
+        failed("Ready", reason, message)
     }
 }

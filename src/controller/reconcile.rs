@@ -11,11 +11,14 @@ use serde_json::{json, Value};
 use super::resolve::{Resolver, Unresolved};
 use super::workloads::Workloads;
 use super::writeback::{Writer, FINALIZER};
-use crate::config::{build_desired_lenient, Loaded, Resource};
+use crate::config::{build_desired_lenient, Desired, Loaded, Resource};
 use crate::kinds::{self, Kind};
 use crate::runtime::Runtime;
 use crate::serve::broker_class;
+use crate::status;
 use crate::store::ObjectKey;
+use herald_broker::BrokerKey;
+use herald_crds::Condition;
 
 /// Why an object does not run.
 enum Problem {
@@ -123,8 +126,10 @@ impl Reconciler {
             let key = key_of(kind, object);
             let status = match (statuses.remove(&key), problems.get(&key)) {
                 (Some(status), _) => Some(status),
-                (None, Some(problem)) => problem_status(kind, problem, object.metadata.generation),
-                (None, None) => self.running_status(kind, object),
+                (None, Some(problem)) => {
+                    Some(problem_status(kind, problem, object.metadata.generation))
+                }
+                (None, None) => self.running_status(&key, &desired),
             };
             if let Some(status) = status {
                 self.writer.status(kind, object, status).await;
@@ -299,29 +304,22 @@ impl Reconciler {
     }
 
     /// Runs a ContainerSource's Deployment or a SinkBinding's injection; returns its status.
-    async fn run_workload(
-        &self,
-        desired: &crate::config::Desired,
-        mut resource: Resource,
-    ) -> Value {
+    async fn run_workload(&self, desired: &Desired, mut resource: Resource) -> Value {
         let generation = resource.meta().generation;
-        let condition = |type_: &str, ok: bool, reason: &str, message: &str| {
-            if ok {
-                json!({"type": type_, "status": "True"})
-            } else {
-                json!({"type": type_, "status": "False", "reason": reason, "message": message})
-            }
-        };
         let sink = match self.workload_sink(desired, &mut resource).await {
             Ok(sink) => sink,
             Err(message) => {
-                return json!({"observedGeneration": generation, "conditions": [
-                    condition("SinkProvided", false, "NotFound", &message),
-                    condition("Ready", false, "SinkNotProvided", &message),
-                ]})
+                return status::not_running(
+                    generation,
+                    vec![
+                        status::failed("SinkProvided", "NotFound", message.clone()),
+                        status::failed("Ready", "SinkNotProvided", message),
+                    ],
+                )
             }
         };
-        let (running, extra) = match &resource {
+        let mut conditions = vec![Condition::new("SinkProvided", true, None, None)];
+        let running = match &resource {
             Resource::ContainerSource(source) => {
                 let has_container = source
                     .spec
@@ -334,57 +332,58 @@ impl Reconciler {
                 } else {
                     Err("spec.template.spec.containers: one container is required".to_owned())
                 };
-                let adapter = match &state {
-                    Ok(state) => condition(
-                        "ReceiveAdapterReady",
-                        state.ready,
-                        state.reason,
-                        &state.message,
+                let (adapter, running) = match state {
+                    Ok(state) if state.ready => (
+                        Condition::new("ReceiveAdapterReady", true, None, None),
+                        Ok(()),
                     ),
-                    Err(message) => {
-                        condition("ReceiveAdapterReady", false, "DeploymentFailed", message)
-                    }
+                    Ok(state) => (
+                        status::failed("ReceiveAdapterReady", state.reason, state.message.clone()),
+                        Err((state.reason, state.message)),
+                    ),
+                    Err(message) => (
+                        status::failed("ReceiveAdapterReady", "DeploymentFailed", message.clone()),
+                        Err(("Failed", message)),
+                    ),
                 };
-                (
-                    state.map(|s| s.ready.then_some(()).ok_or((s.reason, s.message))),
-                    Some(adapter),
-                )
+                conditions.push(adapter);
+                running
             }
-            Resource::SinkBinding(binding) => {
-                let bound = self.workloads.bind(binding, Some(&sink)).await;
-                (bound.map(|_| Ok(())), None)
-            }
-            _ => (Err("not a workload".to_owned()), None),
+            Resource::SinkBinding(binding) => self
+                .workloads
+                .bind(binding, Some(&sink))
+                .await
+                .map(|_| ())
+                .map_err(|message| ("Failed", message)),
+            _ => Err(("Failed", "not a workload".to_owned())),
         };
-        let ready = match running {
-            Ok(Ok(())) => condition("Ready", true, "", ""),
-            Ok(Err((reason, message))) => condition("Ready", false, reason, &message),
-            Err(message) => condition("Ready", false, "Failed", &message),
-        };
-        let mut conditions = vec![condition("SinkProvided", true, "", "")];
-        conditions.extend(extra);
-        conditions.push(ready);
+        conditions.push(match running {
+            Ok(()) => Condition::new("Ready", true, None, None),
+            Err((reason, message)) => status::failed("Ready", reason, message),
+        });
         json!({"observedGeneration": generation, "conditions": conditions, "sinkUri": sink})
     }
 
-    /// The status of an object that runs.
-    fn running_status(&self, kind: &Kind, object: &DynamicObject) -> Option<Value> {
-        let resource = parse(kind, object).ok()?;
-        let (namespace, name) = resource.namespaced_name();
-        let generation = object.metadata.generation;
-        let status = match &resource {
-            Resource::Broker(broker) => serde_json::to_value(crate::status::broker(
+    /// The status of an object that runs, from what the desired state holds for it.
+    fn running_status(&self, key: &ObjectKey, desired: &Desired) -> Option<Value> {
+        let (namespace, name) = (key.namespace.clone(), key.name.clone());
+        let status = if key.kind == kinds::BROKER.kind {
+            let broker = desired.brokers.get(&BrokerKey::new(namespace, name))?;
+            serde_json::to_value(status::broker(&self.runtime, &self.external_url, broker))
+        } else if key.kind == kinds::TRIGGER.kind {
+            let generation = desired
+                .triggers
+                .get(&(namespace, name))?
+                .metadata
+                .generation;
+            serde_json::to_value(status::trigger(
                 &self.runtime,
-                &self.external_url,
-                broker,
-            )),
-            Resource::Trigger(_) => serde_json::to_value(crate::status::trigger(
-                &self.runtime,
-                &namespace,
-                &name,
+                &key.namespace,
+                &key.name,
                 generation,
-            )),
-            _ => serde_json::to_value(crate::status::source(&self.runtime, &resource)),
+            ))
+        } else {
+            serde_json::to_value(status::source(&self.runtime, desired.sources.get(key)?))
         };
         let mut status = status.ok()?;
         // Herald delivers to its own brokers over its listener; the cluster knows them by
@@ -402,12 +401,17 @@ impl Reconciler {
 }
 
 /// The status of an object that does not run.
-fn problem_status(kind: &Kind, problem: &Problem, generation: Option<i64>) -> Option<Value> {
-    let condition = |type_: &str, reason: &str, message: &str| json!({"type": type_, "status": "False", "reason": reason, "message": message});
+fn problem_status(kind: &Kind, problem: &Problem, generation: Option<i64>) -> Value {
     let conditions = match problem {
-        Problem::Rejected(rejected) => return Some(crate::status::rejected(rejected, generation)),
-        Problem::Invalid(message) => vec![condition("Ready", "InvalidSpec", message)],
-        Problem::Backend(message) => vec![condition("Ready", "BackendNotConfigured", message)],
+        Problem::Rejected(rejected) => return status::rejected(rejected, generation),
+        Problem::Invalid(message) => vec![status::failed("Ready", "InvalidSpec", message.clone())],
+        Problem::Backend(message) => {
+            vec![status::failed(
+                "Ready",
+                "BackendNotConfigured",
+                message.clone(),
+            )]
+        }
         Problem::Unresolved(Unresolved { field, message }) => {
             let type_ = match *field {
                 "spec.subscriber" => "SubscriberResolved",
@@ -421,10 +425,10 @@ fn problem_status(kind: &Kind, problem: &Problem, generation: Option<i64>) -> Op
             };
             let message = format!("{field}: {message}");
             vec![
-                condition(type_, reason, &message),
-                condition("Ready", reason, &message),
+                status::failed(type_, reason, message.clone()),
+                status::failed("Ready", reason, message),
             ]
         }
     };
-    Some(json!({"observedGeneration": generation, "conditions": conditions}))
+    status::not_running(generation, conditions)
 }
