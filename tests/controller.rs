@@ -16,6 +16,8 @@ use serde_json::{json, Value};
 const EVENTING: &str = "/apis/eventing.knative.dev/v1/namespaces/default";
 const SOURCES: &str = "/apis/sources.knative.dev/v1/namespaces/default";
 const CORE: &str = "/api/v1/namespaces/default";
+/// The `--external-url` the tests give the controller, as the example deployment does.
+const EXTERNAL_URL: &str = "http://herald-ingress.herald.svc.cluster.local";
 
 fn broker(name: &str) -> Value {
     json!({"apiVersion": "eventing.knative.dev/v1", "kind": "Broker", "metadata": {"name": name}})
@@ -58,6 +60,11 @@ async fn wait_condition(
     .await
 }
 
+/// Waits until the object is `Ready=True`; returns it.
+async fn wait_ready(server: &KubeApiServer, herald: &Herald, path: &str) -> Value {
+    wait_condition(server, herald, path, "Ready", "True", None).await
+}
+
 async fn create(server: &KubeApiServer, collection: &str, object: &Value) {
     let (status, answer) = server.post(collection, object).await;
     assert_eq!(status, 201, "{answer}");
@@ -74,7 +81,7 @@ async fn start_controller(
         &server.kubeconfig(),
         &[
             "--external-url",
-            "http://herald-ingress.herald.svc.cluster.local",
+            EXTERNAL_URL,
             "--identity",
             identity,
             "--lease-duration",
@@ -134,24 +141,17 @@ async fn brokers_and_triggers_run_with_knative_status_and_finalizers() {
 
     // The broker appears: both become ready, with the fields Knative sets.
     create(&server, &format!("{EVENTING}/brokers"), &broker("b")).await;
-    let b = wait_condition(
-        &server,
-        &herald,
-        &format!("{EVENTING}/brokers/b"),
-        "Ready",
-        "True",
-        None,
-    )
-    .await;
+    let b = wait_ready(&server, &herald, &format!("{EVENTING}/brokers/b")).await;
     assert_eq!(
-        b["status"]["address"]["url"], "http://herald-ingress.herald.svc.cluster.local/default/b",
+        b["status"]["address"]["url"],
+        format!("{EXTERNAL_URL}/default/b"),
         "{b}"
     );
     assert_eq!(
         b["status"]["observedGeneration"], b["metadata"]["generation"],
         "{b}"
     );
-    let ready = wait_condition(&server, &herald, &t, "Ready", "True", None).await;
+    let ready = wait_ready(&server, &herald, &t).await;
     assert_eq!(
         ready["status"]["subscriberUri"],
         subscriber.url(),
@@ -204,15 +204,7 @@ async fn brokers_and_triggers_run_with_knative_status_and_finalizers() {
         &trigger("to-nothing", "b", service_ref("missing")),
     )
     .await;
-    let resolved = wait_condition(
-        &server,
-        &herald,
-        &format!("{EVENTING}/triggers/to-service"),
-        "Ready",
-        "True",
-        None,
-    )
-    .await;
+    let resolved = wait_ready(&server, &herald, &format!("{EVENTING}/triggers/to-service")).await;
     assert_eq!(
         resolved["status"]["subscriberUri"], "http://display.default.svc.cluster.local/events",
         "{resolved}"
@@ -249,7 +241,7 @@ async fn brokers_and_triggers_run_with_knative_status_and_finalizers() {
                 "spec": {"ports": [{"port": 80}]}}),
     )
     .await;
-    let resolved = wait_condition(&server, &herald, &late, "Ready", "True", None).await;
+    let resolved = wait_ready(&server, &herald, &late).await;
     assert_eq!(
         resolved["status"]["subscriberUri"],
         "http://late.default.svc.cluster.local/events"
@@ -291,7 +283,7 @@ async fn brokers_and_triggers_run_with_knative_status_and_finalizers() {
     again["metadata"]["annotations"] =
         json!({"kafka.eventing.knative.dev/delivery.order": "ordered"});
     create(&server, &format!("{EVENTING}/triggers"), &again).await;
-    wait_condition(&server, &herald, &t, "Ready", "True", None).await;
+    wait_ready(&server, &herald, &t).await;
     assert_eq!(post_event(&herald, "b", "after").await, 202);
     subscriber.wait_for_id("after").await;
     let ids = subscriber.ids();
@@ -419,15 +411,7 @@ async fn api_server_source_sends_config_map_changes_in_both_modes() {
         &trigger("all", "b", json!({"uri": subscriber.url()})),
     )
     .await;
-    wait_condition(
-        &server,
-        &_herald,
-        &format!("{EVENTING}/triggers/all"),
-        "Ready",
-        "True",
-        None,
-    )
-    .await;
+    wait_ready(&server, &_herald, &format!("{EVENTING}/triggers/all")).await;
     for (name, mode) in [("resources", "Resource"), ("references", "Reference")] {
         create(
             &server,
@@ -435,18 +419,16 @@ async fn api_server_source_sends_config_map_changes_in_both_modes() {
             &api_server_source(name, mode),
         )
         .await;
-        let ready = wait_condition(
+        let ready = wait_ready(
             &server,
             &_herald,
             &format!("{SOURCES}/apiserversources/{name}"),
-            "Ready",
-            "True",
-            None,
         )
         .await;
         // The cluster's address of the broker, not Herald's own listener.
         assert_eq!(
-            ready["status"]["sinkUri"], "http://herald-ingress.herald.svc.cluster.local/default/b",
+            ready["status"]["sinkUri"],
+            format!("{EXTERNAL_URL}/default/b"),
             "{ready}"
         );
     }
@@ -575,13 +557,10 @@ async fn only_the_lease_holder_writes_status_and_another_takes_over() {
         object
     };
     create(&server, &format!("{EVENTING}/brokers"), &with_spec("first")).await;
-    let first = wait_condition(
+    let first = wait_ready(
         &server,
         &replicas[0].1,
         &format!("{EVENTING}/brokers/first"),
-        "Ready",
-        "True",
-        None,
     )
     .await;
     assert_eq!(
@@ -609,13 +588,10 @@ async fn only_the_lease_holder_writes_status_and_another_takes_over() {
         &with_spec("second"),
     )
     .await;
-    let second = wait_condition(
+    let second = wait_ready(
         &server,
         &replicas[0].1,
         &format!("{EVENTING}/brokers/second"),
-        "Ready",
-        "True",
-        None,
     )
     .await;
     assert_eq!(
@@ -675,46 +651,32 @@ async fn the_kubernetes_example_runs_with_its_least_privilege_rbac() {
         &kubeconfig,
         &[
             "--external-url",
-            "http://herald-ingress.herald.svc.cluster.local",
+            EXTERNAL_URL,
             "--lease-namespace",
             "herald",
         ],
     )
     .await;
     apply_file(&server, "40-example.yaml").await;
-    let broker = wait_condition(
-        &server,
-        &herald,
-        &format!("{EVENTING}/brokers/default"),
-        "Ready",
-        "True",
-        None,
-    )
-    .await;
+    let broker = wait_ready(&server, &herald, &format!("{EVENTING}/brokers/default")).await;
     assert_eq!(
         broker["status"]["address"]["url"],
-        "http://herald-ingress.herald.svc.cluster.local/default/default"
+        format!("{EXTERNAL_URL}/default/default")
     );
-    let trigger = wait_condition(
+    let trigger = wait_ready(
         &server,
         &herald,
         &format!("{EVENTING}/triggers/display-all"),
-        "Ready",
-        "True",
-        None,
     )
     .await;
     assert_eq!(
         trigger["status"]["subscriberUri"],
         "http://event-display.default.svc.cluster.local"
     );
-    wait_condition(
+    wait_ready(
         &server,
         &herald,
         &format!("{SOURCES}/apiserversources/configmap-events"),
-        "Ready",
-        "True",
-        None,
     )
     .await;
     let logs = herald.logs();
@@ -729,7 +691,7 @@ async fn container_sources_and_sink_bindings_run_as_workloads() {
     let data = tempfile::tempdir().unwrap();
     let herald = start_controller(&server, &data, "only").await;
     create(&server, &format!("{EVENTING}/brokers"), &broker("b")).await;
-    let sink = "http://herald-ingress.herald.svc.cluster.local/default/b";
+    let sink = format!("{EXTERNAL_URL}/default/b");
     let broker_ref =
         json!({"ref": {"apiVersion": "eventing.knative.dev/v1", "kind": "Broker", "name": "b"}});
     let env_of = |deployment: &Value, container: usize| -> Vec<(String, String)> {
@@ -802,7 +764,7 @@ async fn container_sources_and_sink_bindings_run_as_workloads() {
         )
         .await;
     assert_eq!(status, 200, "{answer}");
-    wait_condition(&server, &herald, &source_path, "Ready", "True", None).await;
+    wait_ready(&server, &herald, &source_path).await;
 
     // A SinkBinding puts the variables into its subject, and takes them out when deleted.
     create(
@@ -824,7 +786,7 @@ async fn container_sources_and_sink_bindings_run_as_workloads() {
     )
     .await;
     let binding_path = format!("{SOURCES}/sinkbindings/bind");
-    let bound = wait_condition(&server, &herald, &binding_path, "Ready", "True", None).await;
+    let bound = wait_ready(&server, &herald, &binding_path).await;
     assert_eq!(bound["status"]["sinkUri"], sink);
     assert_eq!(
         bound["metadata"]["finalizers"],
@@ -886,7 +848,7 @@ async fn deleting_a_broker_deletes_its_log_when_asked() {
     .await;
     let b = format!("{EVENTING}/brokers/b");
     create(&server, &format!("{EVENTING}/brokers"), &broker("b")).await;
-    let ready = wait_condition(&server, &herald, &b, "Ready", "True", None).await;
+    let ready = wait_ready(&server, &herald, &b).await;
     assert_eq!(
         ready["metadata"]["finalizers"],
         json!(["herald.dev/finalizer"])
@@ -911,15 +873,7 @@ async fn deleting_a_broker_deletes_its_log_when_asked() {
     replay["metadata"]["annotations"] = json!({"herald.dev/start-from": "earliest",
                                                 "kafka.eventing.knative.dev/delivery.order": "ordered"});
     create(&server, &format!("{EVENTING}/triggers"), &replay).await;
-    wait_condition(
-        &server,
-        &herald,
-        &format!("{EVENTING}/triggers/replay"),
-        "Ready",
-        "True",
-        None,
-    )
-    .await;
+    wait_ready(&server, &herald, &format!("{EVENTING}/triggers/replay")).await;
     assert_eq!(post_event(&herald, "b", "after").await, 202);
     subscriber.wait_for_id("after").await;
     let ids = subscriber.ids();
@@ -953,15 +907,7 @@ async fn replicas_share_the_data_plane_on_nats() {
         &trigger("t", "b", json!({"uri": subscriber.url()})),
     )
     .await;
-    wait_condition(
-        &server,
-        &replicas[0],
-        &format!("{EVENTING}/triggers/t"),
-        "Ready",
-        "True",
-        None,
-    )
-    .await;
+    wait_ready(&server, &replicas[0], &format!("{EVENTING}/triggers/t")).await;
     // Every replica runs the broker once it has reconciled (readiness says so).
     for replica in &replicas {
         wait_for_async("the replica accepts events", || async {
@@ -1009,13 +955,5 @@ async fn a_controller_started_before_its_api_server_waits_for_it() {
         }
     );
     create(&server, &format!("{EVENTING}/brokers"), &broker("b")).await;
-    wait_condition(
-        &server,
-        &herald,
-        &format!("{EVENTING}/brokers/b"),
-        "Ready",
-        "True",
-        None,
-    )
-    .await;
+    wait_ready(&server, &herald, &format!("{EVENTING}/brokers/b")).await;
 }
