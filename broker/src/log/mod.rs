@@ -181,6 +181,12 @@ pub enum LogError {
     Corrupt(String),
     #[error("log storage error: {0}")]
     Storage(String),
+    /// Another process (or a handle of this one that is still closing) holds the log's
+    /// storage; two Heralds must not share a data directory.
+    #[error(
+        "it is in use by another process (is another Herald running with the same --data-dir?)"
+    )]
+    InUse,
 }
 
 /// A broker's durable log.

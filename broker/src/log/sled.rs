@@ -72,7 +72,15 @@ impl SledLog {
             .path(dir)
             .flush_every_ms(Some(OFFSET_FLUSH_MS))
             .open()
-            .map_err(storage)?;
+            .map_err(|e| match e {
+                // sled reports its failed `flock` as an `Other` I/O error with this text
+                // (sled 0.34, config.rs `try_lock`); a test of two Heralds on one directory
+                // notices if that changes.
+                sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
+                    LogError::InUse
+                }
+                other => storage(other),
+            })?;
         let offsets = db.open_tree("offsets").map_err(storage)?;
         let parked = db.open_tree("parked").map_err(storage)?;
         let (tx, rx) = mpsc::channel(queue_capacity.max(1));
@@ -491,8 +499,21 @@ mod tests {
 
     #[async_trait]
     impl LogHarness for SledHarness {
+        /// Reopening in the same process may find the file lock still held for a moment:
+        /// sled releases it from its I/O threads after the last handle is dropped
+        /// (spacejam/sled#1234). A new process never sees this, the kernel releases the lock
+        /// at exit, so only the harness waits.
         async fn open(&self) -> Arc<dyn EventLog> {
-            Arc::new(SledLog::open(self.dir.path(), 64).expect("open sled log"))
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            loop {
+                match SledLog::open(self.dir.path(), 64) {
+                    Ok(log) => return Arc::new(log),
+                    Err(LogError::InUse) if std::time::Instant::now() < deadline => {
+                        tokio::time::sleep(std::time::Duration::from_millis(10)).await
+                    }
+                    Err(e) => panic!("open sled log: {e}"),
+                }
+            }
         }
     }
 
