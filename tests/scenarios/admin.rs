@@ -9,7 +9,7 @@ use super::*;
 use crate::common::admin::{AdminClient, TRIGGERS};
 use crate::common::{free_port, wait_until, Backend, Herald, HeraldDirs};
 
-fn runtime_trigger(name: &str, subscriber: &str, annotations: &str, delivery: &str) -> String {
+pub fn runtime_trigger(name: &str, subscriber: &str, annotations: &str, delivery: &str) -> String {
     format!(
         "apiVersion: eventing.knative.dev/v1\nkind: Trigger\nmetadata:\n  name: {name}\n  annotations: {{{annotations}}}\nspec:\n  broker: b\n  subscriber: {{uri: '{subscriber}'}}\n{delivery}"
     )

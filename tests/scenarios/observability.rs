@@ -32,7 +32,7 @@ async fn scrape(herald: &Herald) -> String {
 }
 
 /// Waits until `/metrics` shows `name{labels}` at exactly `want`.
-async fn wait_for_series(herald: &Herald, name: &str, labels: &[(&str, &str)], want: f64) {
+pub async fn wait_for_series(herald: &Herald, name: &str, labels: &[(&str, &str)], want: f64) {
     let deadline = tokio::time::Instant::now() + crate::common::DEADLINE;
     loop {
         let text = scrape(herald).await;

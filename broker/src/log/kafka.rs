@@ -341,6 +341,13 @@ impl EventLog for KafkaLog {
         if let Some(bytes) = &retention_bytes {
             new = new.set("retention.bytes", bytes);
         }
+        if settings.interest_retention {
+            tracing::warn!(
+                %topic,
+                "herald.dev/retention: interest is not supported on Kafka: the topic keeps \
+                 records by time and size (retention-max-age, retention-max-bytes)"
+            );
+        }
         self.create_topic(new).await?;
         // Parked records stay until people deal with them: compacted, never expired.
         let parked = self.options.parked_topic(broker);

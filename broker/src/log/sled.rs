@@ -22,6 +22,11 @@ use super::{
 };
 use crate::record::Record;
 
+mod retention;
+
+pub use retention::LOG_TRIMMED;
+use retention::{Retention, Trimmer};
+
 /// Default bound of the append queue; a full queue answers [`LogError::Overloaded`].
 pub const DEFAULT_QUEUE_CAPACITY: usize = 4096;
 /// Background flush interval: what makes committed offsets durable when no appends flush.
@@ -36,6 +41,10 @@ struct BrokerTree {
     next: AtomicU64,
     /// Offsets below this value are durable.
     durable: watch::Sender<u64>,
+    /// No record below this offset is left: retention deleted it.
+    first: AtomicU64,
+    /// What retention keeps, from the broker's settings.
+    retention: Mutex<Retention>,
 }
 
 /// What the writer thread is asked to do.
@@ -56,9 +65,12 @@ pub struct SledLog {
     db: sled::Db,
     offsets: sled::Tree,
     parked: sled::Tree,
-    brokers: Mutex<HashMap<BrokerKey, Arc<BrokerTree>>>,
+    brokers: Arc<Mutex<HashMap<BrokerKey, Arc<BrokerTree>>>>,
     writer: mpsc::Sender<WriterMessage>,
     writer_thread: Mutex<Option<JoinHandle<()>>>,
+    /// Dropping (or sending on) it stops the retention thread.
+    trimmer_stop: Mutex<Option<std::sync::mpsc::Sender<()>>>,
+    trimmer_thread: Mutex<Option<JoinHandle<()>>>,
 }
 
 fn storage(e: sled::Error) -> LogError {
@@ -89,13 +101,22 @@ impl SledLog {
             .name("herald-sled-writer".into())
             .spawn(move || run_writer(writer_db, rx))
             .map_err(|e| LogError::Storage(format!("cannot start the writer thread: {e}")))?;
+        let brokers = Arc::new(Mutex::new(HashMap::new()));
+        let (trimmer_stop, stop) = std::sync::mpsc::channel();
+        let trimmer = Trimmer::new(brokers.clone(), offsets.clone());
+        let trimmer_thread = std::thread::Builder::new()
+            .name("herald-sled-retention".into())
+            .spawn(move || trimmer.run(stop))
+            .map_err(|e| LogError::Storage(format!("cannot start the retention thread: {e}")))?;
         Ok(Self {
             db,
             offsets,
             parked,
-            brokers: Mutex::new(HashMap::new()),
+            brokers,
             writer: tx,
             writer_thread: Mutex::new(Some(thread)),
+            trimmer_stop: Mutex::new(Some(trimmer_stop)),
+            trimmer_thread: Mutex::new(Some(trimmer_thread)),
         })
     }
 
@@ -123,6 +144,10 @@ impl SledLog {
             Some((k, _)) => offset_from_key(&k)? + 1,
             None => 0,
         };
+        let first = match tree.first().map_err(storage)? {
+            Some((k, _)) => offset_from_key(&k)?,
+            None => next,
+        };
         let (durable, _) = watch::channel(next);
         super::record_log_size(key, next);
         let broker = Arc::new(BrokerTree {
@@ -130,6 +155,8 @@ impl SledLog {
             tree,
             next: AtomicU64::new(next),
             durable,
+            first: AtomicU64::new(first),
+            retention: Mutex::new(Retention::default()),
         });
         brokers.insert(key.clone(), broker.clone());
         Ok(broker)
@@ -159,21 +186,25 @@ fn offset_from_key(key: &[u8]) -> Result<u64, LogError> {
 /// (records without one count as older), or the durable end when there is none. A scan: it
 /// runs once, when a consumer is created.
 fn first_arrived_since(tree: &BrokerTree, time: std::time::SystemTime) -> Result<u64, LogError> {
-    let since = chrono::DateTime::<chrono::Utc>::from(time);
     let end = *tree.durable.borrow();
     for entry in tree.tree.range(..end.to_be_bytes()) {
         let (key, value) = entry.map_err(storage)?;
-        let record = Record::decode(bytes::Bytes::copy_from_slice(&value))
-            .map_err(|e| LogError::Corrupt(e.to_string()))?;
-        let arrived = record
-            .event
-            .text(crate::ingress::ARRIVAL_TIME_EXTENSION)
-            .and_then(|t| chrono::DateTime::parse_from_rfc3339(&t).ok());
-        if arrived.is_some_and(|arrived| arrived >= since) {
+        if arrival_time(&value)?.is_some_and(|arrived| arrived >= time) {
             return offset_from_key(&key);
         }
     }
     Ok(end)
+}
+
+/// When ingress accepted a stored record (its `knativearrivaltime`), if it says.
+fn arrival_time(value: &[u8]) -> Result<Option<std::time::SystemTime>, LogError> {
+    let record = Record::decode(bytes::Bytes::copy_from_slice(value))
+        .map_err(|e| LogError::Corrupt(e.to_string()))?;
+    Ok(record
+        .event
+        .text(crate::ingress::ARRIVAL_TIME_EXTENSION)
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(&t).ok())
+        .map(std::time::SystemTime::from))
 }
 
 fn tree_name(broker: &BrokerKey) -> String {
@@ -248,13 +279,20 @@ fn run_writer(db: sled::Db, mut rx: mpsc::Receiver<WriterMessage>) {
 
 #[async_trait]
 impl EventLog for SledLog {
-    /// The embedded log keeps everything: it takes no settings.
+    /// Takes the retention settings (see `retention`); replicas and partitions mean nothing
+    /// to a log on one machine.
     async fn ensure_broker(
         &self,
         broker: &BrokerKey,
-        _settings: &BrokerSettings,
+        settings: &BrokerSettings,
     ) -> Result<(), LogError> {
-        self.open_broker(broker).map(|_| ())
+        let tree = self.open_broker(broker)?;
+        *tree
+            .retention
+            .lock()
+            .map_err(|_| LogError::Storage("lock poisoned".into()))? =
+            Retention::from_settings(settings);
+        Ok(())
     }
 
     async fn append(&self, broker: &BrokerKey, records: Vec<Record>) -> Result<(), LogError> {
@@ -391,6 +429,25 @@ impl EventLog for SledLog {
     }
 
     async fn close(&self) -> Result<(), LogError> {
+        let trimmer = self
+            .trimmer_thread
+            .lock()
+            .map_err(|_| LogError::Storage("lock poisoned".into()))?
+            .take();
+        if let Some(stop) = self
+            .trimmer_stop
+            .lock()
+            .map_err(|_| LogError::Storage("lock poisoned".into()))?
+            .take()
+        {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = trimmer {
+            tokio::task::spawn_blocking(move || thread.join())
+                .await
+                .map_err(|e| LogError::Storage(e.to_string()))?
+                .map_err(|_| LogError::Storage("the retention thread panicked".into()))?;
+        }
         // The writer finishes what it has taken, then stops; requests queued behind the
         // close are answered "unavailable" when the queue is dropped.
         let _ = self.writer.send(WriterMessage::Close).await;
@@ -469,7 +526,9 @@ impl LogConsumer for SledConsumer {
 
     fn lag(&self) -> Option<u64> {
         let high_water = *self.durable.borrow();
-        Some(high_water.saturating_sub(self.next_read) + self.pending.len() as u64)
+        // Records retention deleted before they were read are no longer owed.
+        let next = self.next_read.max(self.broker.first.load(Ordering::SeqCst));
+        Some(high_water.saturating_sub(next) + self.pending.len() as u64)
     }
 
     async fn commit(&mut self) -> Result<(), LogError> {
