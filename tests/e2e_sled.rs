@@ -5,7 +5,7 @@ mod scenarios;
 
 use common::admin::{AdminClient, TRIGGERS};
 use common::herald::{run_invalid, Herald, HeraldDirs, Sled};
-use common::Subscriber;
+use common::{Reply, Subscriber};
 use scenarios::admin::runtime_trigger;
 use scenarios::observability::wait_for_series;
 
@@ -96,4 +96,49 @@ async fn the_embedded_log_drops_what_every_trigger_finished_under_interest_reten
     let broker = [("namespace", "default"), ("broker", "b")];
     wait_for_series(&herald, "herald_log_trimmed_records_total", &broker, 3.0).await;
     assert_eq!(subscriber.ids(), ["a", "b", "c"]);
+}
+
+/// `examples/quickstart` does what the README's quickstart says, with the example's
+/// subscriber addresses pointed at test subscribers.
+#[tokio::test]
+async fn the_quickstart_example_behaves_as_documented() {
+    let orders = Subscriber::start().await;
+    let flaky = Subscriber::start().await;
+    flaky.set_default(Reply::status(503).body("flaky on purpose"));
+    let dead_letter = Subscriber::start().await;
+    let mut config = String::new();
+    for file in ["broker.yaml", "triggers.yaml"] {
+        let path = format!("{}/examples/quickstart/{file}", env!("CARGO_MANIFEST_DIR"));
+        config += &std::fs::read_to_string(path).unwrap();
+        config += "\n---\n";
+    }
+    for (path, subscriber) in [
+        ("/orders", &orders),
+        ("/flaky", &flaky),
+        ("/dead-letter", &dead_letter),
+    ] {
+        let address = format!("http://127.0.0.1:9000{path}");
+        assert!(config.contains(&address), "the example sends to {address}");
+        config = config.replace(&address, &subscriber.url());
+    }
+    let dirs = HeraldDirs::new(&config);
+    let herald = Herald::start(&Sled, &dirs, &[]).await;
+
+    let status = scenarios::client()
+        .post(herald.broker_url("default", "default"))
+        .header("ce-specversion", "1.0")
+        .header("ce-id", "order-1")
+        .header("ce-source", "/shop")
+        .header("ce-type", "com.example.order.created")
+        .header("content-type", "application/json")
+        .body(r#"{"item":"book","qty":2}"#)
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 202);
+    orders.wait_for_id("order-1").await;
+    let dead = dead_letter.wait_for_id("order-1").await;
+    assert_eq!(dead[0].ce("knativeerrorcode"), Some("503"));
+    assert_eq!(flaky.ids().len(), 3, "the first attempt and two retries");
 }
