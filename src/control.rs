@@ -10,10 +10,10 @@ use herald_triggers::{TriggerPlan, TriggerStats};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{build_desired, ConfigError, Desired, Resource, TriggerKey};
+use crate::config::{build_desired, ConfigError, Desired, Loaded, Resource, TriggerKey};
 use crate::kinds::Kind;
 use crate::runtime::Runtime;
-use crate::store::{ObjectKey, Owner, ResourceStore, StoreError};
+use crate::store::{FileChanges, ObjectKey, Owner, ResourceStore, StoreError};
 
 /// Why a request to the control plane failed; each maps to one HTTP status.
 #[derive(Debug, thiserror::Error)]
@@ -140,6 +140,30 @@ impl ControlPlane {
         }
         self.desired = desired;
         Ok(())
+    }
+
+    /// Replaces the objects of the config files with `files` (read again): validated as a
+    /// whole, run, and only then kept; on any failure nothing changes.
+    pub async fn reload_files(&mut self, files: Vec<Loaded>) -> Result<FileChanges, ControlError> {
+        let mut candidate = self.store.clone();
+        let changes = candidate
+            .replace_files(files)
+            .map_err(|error| match error {
+                StoreError::Config(error) => ControlError::Invalid(error),
+                other => ControlError::Conflict(other.to_string()),
+            })?;
+        let desired = build_desired(candidate.loaded()).map_err(ControlError::Invalid)?;
+        if let Err(error) = self.runtime.reconcile(&desired).await {
+            if let Err(again) = self.runtime.reconcile(&self.desired).await {
+                tracing::error!(%again, "cannot restore the previous running state");
+            }
+            return Err(ControlError::Unavailable(format!(
+                "the event log is unavailable ({error}); nothing was changed"
+            )));
+        }
+        self.store = candidate;
+        self.desired = desired;
+        Ok(changes)
     }
 
     fn writable(&self, key: &ObjectKey) -> Result<(), ControlError> {

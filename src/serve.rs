@@ -1,5 +1,6 @@
 //! `herald serve`: config files and the admin API → the data plane, until SIGTERM/SIGINT.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::apiserver_source::KubeAccess;
@@ -11,7 +12,7 @@ use crate::admin::{self, Readiness};
 use crate::api::ApiState;
 use crate::cli::ServeArgs;
 use crate::config::{build_desired, load_paths};
-use crate::control::ControlPlane;
+use crate::control::{ControlError, ControlPlane};
 use crate::dataplane::DataPlane;
 use crate::store::ResourceStore;
 
@@ -57,6 +58,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 
     let readiness = Readiness::default();
     let stop_serving = CancellationToken::new();
+    let reloads = tokio::spawn(reload_on_sighup(
+        args.config.clone(),
+        control.clone(),
+        stop_serving.clone(),
+    ));
     let api = crate::api::router(ApiState {
         control: control.clone(),
         ingress: ingress.clone(),
@@ -69,9 +75,49 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     listeners
         .serve_until_signal(ingress, admin_router, readiness, stop_serving)
         .await?;
+    reloads.abort();
     control.lock().await.shutdown().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Reads the config files again on each SIGHUP and applies them as the admin API applies a
+/// change: all or nothing. A file with an error is logged and changes nothing.
+async fn reload_on_sighup(
+    config: Vec<PathBuf>,
+    control: Arc<tokio::sync::Mutex<ControlPlane>>,
+    stop: CancellationToken,
+) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hangups = match signal(SignalKind::hangup()) {
+        Ok(hangups) => hangups,
+        Err(error) => {
+            tracing::warn!(%error, "cannot listen for SIGHUP: config reloads are off");
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            received = hangups.recv() => if received.is_none() { return },
+        }
+        let outcome = match load_paths(&config) {
+            Ok(files) => control.lock().await.reload_files(files).await,
+            Err(error) => Err(ControlError::Invalid(error)),
+        };
+        match outcome {
+            Ok(changes) => tracing::info!(
+                added = changes.added,
+                changed = changes.changed,
+                removed = changes.removed,
+                "configuration reloaded"
+            ),
+            Err(error) => tracing::error!(
+                %error,
+                "configuration not reloaded: nothing was changed"
+            ),
+        }
+    }
 }
 
 /// A broker's `eventing.knative.dev/broker.class` annotation, if set.

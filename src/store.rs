@@ -1,8 +1,8 @@
 //! Every resource Herald runs, with Kubernetes-style metadata, and the ones registered through
 //! the admin API persisted in `--data-dir/resources/{plural}/{namespace}/{name}.json`.
 //!
-//! Files from `--config` are loaded at each start and are read-only here; objects from the API
-//! survive restarts. Each write goes to a temporary file that is synced and renamed into
+//! Files from `--config` are loaded at each start (and again on a reload) and are read-only
+//! here; objects from the API survive restarts. Each write goes to a temporary file that is synced and renamed into
 //! place, so a crash leaves the old or the new object, never half of one.
 
 use std::collections::BTreeMap;
@@ -37,6 +37,12 @@ impl ObjectKey {
     }
 }
 
+impl std::fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}/{}", self.kind, self.namespace, self.name)
+    }
+}
+
 /// Who may change an object.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Owner {
@@ -59,14 +65,29 @@ pub enum StoreError {
     Config(#[from] ConfigError),
     #[error("{path}: {error}")]
     Io { path: String, error: std::io::Error },
-    #[error("{key:?} is declared in {file} and was also registered through the admin API (stored in {stored}); remove one of them")]
+    #[error("{key} is declared in {file} and was also registered through the admin API (stored in {stored}); remove one of them")]
     Duplicate {
         key: ObjectKey,
         file: String,
         stored: String,
     },
+    #[error("{key} is declared twice: in {first} and in {second}; remove one of them")]
+    DeclaredTwice {
+        key: ObjectKey,
+        first: String,
+        second: String,
+    },
 }
 
+/// What a reload of the config files changed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FileChanges {
+    pub added: usize,
+    pub changed: usize,
+    pub removed: usize,
+}
+
+#[derive(Clone)]
 pub struct ResourceStore {
     dir: PathBuf,
     entries: BTreeMap<ObjectKey, Entry>,
@@ -108,27 +129,74 @@ impl ResourceStore {
                 );
             }
         }
+        store.replace_files(files)?;
+        Ok(store)
+    }
+
+    /// Puts the objects of the config files in place of those loaded before. An object that
+    /// did not change keeps its metadata; a changed one keeps its `uid` and creation time and
+    /// gets a new `resourceVersion` (and `generation`, when its spec changed), as on
+    /// Kubernetes. On an error the store may be half changed: reload into a clone.
+    pub fn replace_files(&mut self, files: Vec<Loaded>) -> Result<FileChanges, StoreError> {
+        let (before, api): (BTreeMap<_, _>, BTreeMap<_, _>) = std::mem::take(&mut self.entries)
+            .into_iter()
+            .partition(|(_, entry)| matches!(entry.owner, Owner::File(_)));
+        self.entries = api;
         let now = now();
+        let mut changes = FileChanges::default();
         for loaded in files {
             let key = ObjectKey::of(&loaded.resource);
-            if let Some(existing) = store.entries.get(&key) {
-                if existing.owner == Owner::Api {
+            match self.entries.get(&key).map(|e| &e.owner) {
+                Some(Owner::Api) => {
                     return Err(StoreError::Duplicate {
-                        stored: store.path_of(&key).display().to_string(),
+                        stored: self.path_of(&key).display().to_string(),
                         key,
                         file: loaded.origin,
-                    });
+                    })
                 }
+                Some(Owner::File(first)) => {
+                    return Err(StoreError::DeclaredTwice {
+                        first: first.clone(),
+                        key,
+                        second: loaded.origin,
+                    })
+                }
+                None => {}
             }
             let mut resource = loaded.resource;
-            let version = store.next_version();
-            let meta = resource.meta_mut();
-            meta.uid
-                .get_or_insert_with(|| uuid::Uuid::new_v4().to_string());
-            meta.generation.get_or_insert(1);
-            meta.resource_version = Some(version);
-            meta.creation_timestamp.get_or_insert_with(|| now.clone());
-            store.entries.insert(
+            match before.get(&key) {
+                Some(previous) => {
+                    let old = previous.resource.meta();
+                    let meta = resource.meta_mut();
+                    meta.uid = meta.uid.take().or_else(|| old.uid.clone());
+                    meta.creation_timestamp = meta
+                        .creation_timestamp
+                        .take()
+                        .or_else(|| old.creation_timestamp.clone());
+                    meta.generation = meta.generation.or(old.generation);
+                    meta.resource_version = old.resource_version.clone();
+                    if resource.to_json() != previous.resource.to_json() {
+                        let spec_changed = resource.spec_json() != previous.resource.spec_json();
+                        let version = self.next_version();
+                        let meta = resource.meta_mut();
+                        meta.generation =
+                            Some(old.generation.unwrap_or(1) + i64::from(spec_changed));
+                        meta.resource_version = Some(version);
+                        changes.changed += 1;
+                    }
+                }
+                None => {
+                    let version = self.next_version();
+                    let meta = resource.meta_mut();
+                    meta.uid
+                        .get_or_insert_with(|| uuid::Uuid::new_v4().to_string());
+                    meta.generation.get_or_insert(1);
+                    meta.resource_version = Some(version);
+                    meta.creation_timestamp.get_or_insert_with(|| now.clone());
+                    changes.added += 1;
+                }
+            }
+            self.entries.insert(
                 key,
                 Entry {
                     resource,
@@ -136,7 +204,11 @@ impl ResourceStore {
                 },
             );
         }
-        Ok(store)
+        changes.removed = before
+            .keys()
+            .filter(|key| !self.entries.contains_key(*key))
+            .count();
+        Ok(changes)
     }
 
     /// Every object, as the validation of the desired state takes them.

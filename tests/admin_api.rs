@@ -309,3 +309,92 @@ fn a_public_admin_listener_needs_a_token() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("--admin-token"), "{stderr}");
 }
+
+/// Waits until Herald has logged `needle` `count` times in all.
+async fn wait_for_log(herald: &Herald, needle: &str, count: usize) {
+    common::wait_until(&format!("{count}x {needle:?} in the log"), || {
+        herald.log_count(needle) >= count
+    })
+    .await;
+}
+
+/// SIGHUP reads the config files again and applies them all or nothing: a file with an error
+/// changes nothing and the log says where the error is; a good one changes, adds and removes
+/// triggers (a changed trigger keeps its position, uid and creation time, with a new
+/// generation), and objects the reload did not change keep their resourceVersion.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_config_files_all_or_nothing() {
+    use scenarios::{accept, broker_yaml, trigger_yaml};
+    let first = common::Subscriber::start().await;
+    let second = common::Subscriber::start().await;
+    let added = common::Subscriber::start().await;
+    let dirs =
+        HeraldDirs::new(&(broker_yaml("b", None) + &trigger_yaml("t", "b", &first.url(), "")));
+    let herald = Herald::start(&Sled, &dirs, &[]).await;
+    let admin = AdminClient::new(&herald.admin);
+    let (_, trigger_before) = admin.get(&format!("{TRIGGERS}/t")).await;
+    let (_, broker_before) = admin.get(&format!("{BROKERS}/b")).await;
+    accept(&herald, "e1", "t", &[]).await;
+    first.wait_for_id("e1").await;
+
+    let write = |config: String| std::fs::write(dirs.config_file(), config).unwrap();
+    write(
+        broker_yaml("b", None)
+            + &trigger_yaml("t", "b", &second.url(), "delivery: {retyr: 1}")
+            + &trigger_yaml("u", "b", &added.url(), ""),
+    );
+    herald.hangup();
+    wait_for_log(&herald, "configuration not reloaded", 1).await;
+    let logs = herald.logs();
+    assert!(logs.contains("spec.delivery.retyr"), "{logs}");
+    assert!(
+        logs.contains("config.yaml"),
+        "the error names the file: {logs}"
+    );
+    assert_eq!(admin.get(&format!("{TRIGGERS}/u")).await.0, 404);
+    accept(&herald, "e2", "t", &[]).await;
+    first.wait_for_id("e2").await;
+
+    write(
+        broker_yaml("b", None)
+            + &trigger_yaml("t", "b", &second.url(), "")
+            + &trigger_yaml("u", "b", &added.url(), ""),
+    );
+    herald.hangup();
+    wait_for_log(&herald, "configuration reloaded", 1).await;
+    let (_, trigger_after) = admin.get(&format!("{TRIGGERS}/t")).await;
+    let (_, broker_after) = admin.get(&format!("{BROKERS}/b")).await;
+    for field in ["uid", "creationTimestamp"] {
+        assert_eq!(
+            trigger_after["metadata"][field],
+            trigger_before["metadata"][field]
+        );
+    }
+    assert_eq!(trigger_after["metadata"]["generation"], 2);
+    assert_ne!(
+        trigger_after["metadata"]["resourceVersion"],
+        trigger_before["metadata"]["resourceVersion"]
+    );
+    assert_eq!(
+        broker_after["metadata"]["resourceVersion"], broker_before["metadata"]["resourceVersion"],
+        "an unchanged object is untouched"
+    );
+    accept(&herald, "e3", "t", &[]).await;
+    second.wait_for_id("e3").await;
+    added.wait_for_id("e3").await;
+    assert_eq!(
+        second.ids(),
+        ["e3"],
+        "the changed trigger kept its position"
+    );
+    assert_eq!(first.ids(), ["e1", "e2"]);
+
+    write(broker_yaml("b", None) + &trigger_yaml("t", "b", &second.url(), ""));
+    herald.hangup();
+    wait_for_log(&herald, "configuration reloaded", 2).await;
+    assert_eq!(admin.get(&format!("{TRIGGERS}/u")).await.0, 404);
+    let (status, body) = admin
+        .call(Method::DELETE, &format!("{TRIGGERS}/t"), None)
+        .await;
+    assert_eq!(status, 409, "file objects stay read-only: {body}");
+}

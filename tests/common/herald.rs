@@ -298,6 +298,23 @@ impl Herald {
         self.child.wait().unwrap();
     }
 
+    /// SIGHUP: `herald serve` reads its config files again.
+    pub fn hangup(&self) {
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGHUP);
+        }
+    }
+
+    /// How many log lines contain `needle`.
+    pub fn log_count(&self, needle: &str) -> usize {
+        self.logs
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(needle))
+            .count()
+    }
+
     /// SIGTERM, then waits for the exit.
     pub async fn terminate(self) -> ExitStatus {
         self.stop().await.0

@@ -323,6 +323,7 @@ pub async fn invalid_config_is_rejected_before_binding(_backend: &dyn Backend) {
         ("bad duration", broker_yaml("b", None) + &trigger_yaml("t", "b", "http://x/", "delivery: {backoffDelay: 2s}"), "spec.delivery.backoffDelay"),
         ("missing broker", broker_yaml("b", None) + &trigger_yaml("t", "nope", "http://x/", ""), "spec.broker"),
         ("bad attribute", broker_yaml("b", None) + &trigger_yaml("t", "b", "http://x/", "filter: {attributes: {My-Attr: x}}"), "spec.filter.attributes.My-Attr"),
+        ("declared twice", broker_yaml("b", None) + &trigger_yaml("t", "b", "http://x/", "") + &trigger_yaml("t", "b", "http://y/", ""), "declared twice"),
         ("bad yaml", "kind: [unclosed".to_owned(), "invalid YAML"),
     ];
     for (what, config, field) in cases {
