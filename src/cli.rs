@@ -296,6 +296,12 @@ pub struct ControllerArgs {
     #[arg(long, env = "HERALD_CLUSTER_DOMAIN", default_value = "cluster.local")]
     pub cluster_domain: String,
 
+    /// Watch only this namespace (repeatable; env: comma-separated). Default: every
+    /// namespace. With it Herald needs permissions in these namespaces only (a RoleBinding
+    /// per namespace instead of a ClusterRoleBinding).
+    #[arg(long = "namespace", env = "HERALD_NAMESPACES", value_delimiter = ',')]
+    pub namespaces: Vec<String>,
+
     /// The coordination.k8s.io Lease whose holder writes status and finalizers.
     #[arg(long, env = "HERALD_LEASE_NAME", default_value = "herald-controller")]
     pub lease_name: String,

@@ -957,3 +957,103 @@ async fn a_controller_started_before_its_api_server_waits_for_it() {
     create(&server, &format!("{EVENTING}/brokers"), &broker("b")).await;
     wait_ready(&server, &herald, &format!("{EVENTING}/brokers/b")).await;
 }
+
+/// `--namespace`: a controller that may act only in `default` (the example's ClusterRole
+/// bound there by a RoleBinding, no ClusterRoleBinding) runs what is in `default` and leaves
+/// other namespaces alone; a Service ref into an unwatched namespace says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_controller_scoped_to_a_namespace_needs_permissions_only_there() {
+    let server = KubeApiServer::start_with_rbac().await;
+    server.install_crds().await;
+    for file in [
+        "00-namespace.yaml",
+        "10-rbac.yaml",
+        "20-deployment.yaml",
+        "30-service.yaml",
+    ] {
+        apply_file(&server, file).await;
+    }
+    let (status, answer) = server
+        .delete("/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/herald-controller")
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    apply_file(&server, "15-rbac-one-namespace.yaml").await;
+    create(
+        &server,
+        "/api/v1/namespaces",
+        &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "other"}}),
+    )
+    .await;
+    let other_broker = "/apis/eventing.knative.dev/v1/namespaces/other/brokers/elsewhere";
+    create(
+        &server,
+        "/apis/eventing.knative.dev/v1/namespaces/other/brokers",
+        &json!({"apiVersion": "eventing.knative.dev/v1", "kind": "Broker",
+                "metadata": {"name": "elsewhere"}, "spec": {}}),
+    )
+    .await;
+
+    let data = tempfile::tempdir().unwrap();
+    let kubeconfig = server.kubeconfig_with(common::kube::SERVICE_ACCOUNT_TOKEN);
+    let herald = Herald::start_controller(
+        &Sled,
+        data.path(),
+        &kubeconfig,
+        &[
+            "--external-url",
+            EXTERNAL_URL,
+            "--lease-namespace",
+            "herald",
+            "--namespace",
+            "default",
+        ],
+    )
+    .await;
+    apply_file(&server, "40-example.yaml").await;
+    wait_ready(&server, &herald, &format!("{EVENTING}/brokers/default")).await;
+    wait_ready(
+        &server,
+        &herald,
+        &format!("{EVENTING}/triggers/display-all"),
+    )
+    .await;
+    wait_ready(
+        &server,
+        &herald,
+        &format!("{SOURCES}/apiserversources/configmap-events"),
+    )
+    .await;
+
+    create(
+        &server,
+        &format!("{EVENTING}/triggers"),
+        &json!({"apiVersion": "eventing.knative.dev/v1", "kind": "Trigger",
+                "metadata": {"name": "to-other"},
+                "spec": {"broker": "default", "subscriber": {"ref":
+                    {"apiVersion": "v1", "kind": "Service", "name": "x", "namespace": "other"}}}}),
+    )
+    .await;
+    let trigger = wait_condition(
+        &server,
+        &herald,
+        &format!("{EVENTING}/triggers/to-other"),
+        "SubscriberResolved",
+        "False",
+        None,
+    )
+    .await;
+    let message = condition(&trigger, "SubscriberResolved").unwrap()["message"].to_string();
+    assert!(message.contains("not watched"), "{message}");
+
+    // That status was written by a later pass than any that could have seen `other`.
+    let (_, elsewhere) = server.get(other_broker).await;
+    assert!(
+        elsewhere
+            .get("status")
+            .is_none_or(|s| s.get("conditions").is_none()),
+        "{elsewhere}"
+    );
+    let logs = herald.logs();
+    assert!(!logs.contains("forbidden"), "{logs}");
+    herald.terminate().await;
+}

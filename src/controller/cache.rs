@@ -9,7 +9,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
 use kube::api::{Api, DynamicObject};
 use kube::discovery::ApiResource;
-use kube::runtime::reflector::{self, Store};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::Client;
 use tokio::sync::Notify;
@@ -22,9 +22,10 @@ use crate::kinds::{Kind, KINDS};
 const FIRST_LIST_WAIT: Duration = Duration::from_secs(10);
 
 pub struct Cache {
+    /// One store per kind and watched namespace (or per kind, watching all).
     stores: Vec<(&'static Kind, Store<DynamicObject>)>,
-    /// Every Service, for resolving `ref`s to them.
-    pub services: Store<Service>,
+    /// Every Service Herald watches, for resolving `ref`s to them.
+    pub services: Services,
     /// Notified on every change of any watched object.
     pub changed: Arc<Notify>,
 }
@@ -57,6 +58,71 @@ fn follow<T, E: std::fmt::Display>(
     });
 }
 
+/// The namespaces the controller watches: all, or the listed ones (`--namespace`).
+#[derive(Clone, Debug)]
+pub struct Scope {
+    namespaces: Vec<String>,
+}
+
+impl Scope {
+    pub fn new(namespaces: &[String]) -> Self {
+        let mut namespaces: Vec<String> = namespaces
+            .iter()
+            .filter(|n| !n.is_empty())
+            .cloned()
+            .collect();
+        namespaces.sort();
+        namespaces.dedup();
+        Self { namespaces }
+    }
+
+    pub fn includes(&self, namespace: &str) -> bool {
+        self.namespaces.is_empty() || self.namespaces.iter().any(|n| n == namespace)
+    }
+
+    /// One `Api` per watched namespace, or one for all namespaces; `make` gets `None` for all.
+    fn apis<K>(&self, make: impl Fn(Option<&str>) -> Api<K>) -> Vec<Api<K>> {
+        if self.namespaces.is_empty() {
+            return vec![make(None)];
+        }
+        self.namespaces.iter().map(|n| make(Some(n))).collect()
+    }
+}
+
+/// The Services of the watched namespaces.
+#[derive(Clone)]
+pub struct Services {
+    scope: Scope,
+    stores: Vec<Store<Service>>,
+}
+
+impl Services {
+    /// Whether Service `namespace/name` exists; an error when Herald does not watch its
+    /// namespace.
+    pub fn exists(&self, namespace: &str, name: &str) -> Result<bool, String> {
+        if !self.scope.includes(namespace) {
+            return Err(format!(
+                "namespace {namespace} is not watched (--namespace {})",
+                self.scope.namespaces.join(",")
+            ));
+        }
+        let key = ObjectRef::new(name).within(namespace);
+        Ok(self.stores.iter().any(|store| store.get(&key).is_some()))
+    }
+}
+
+/// A typed `Api` in one namespace, or in all.
+fn typed_api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    K::DynamicType: Default,
+{
+    match namespace {
+        Some(namespace) => Api::namespaced(client.clone(), namespace),
+        None => Api::all(client.clone()),
+    }
+}
+
 /// The API resource of one of Herald's kinds.
 pub fn api_resource(kind: &Kind) -> ApiResource {
     ApiResource {
@@ -69,34 +135,51 @@ pub fn api_resource(kind: &Kind) -> ApiResource {
 }
 
 impl Cache {
-    /// Starts one watch per kind, in every namespace, until `stop`.
-    pub fn start(client: &Client, stop: &CancellationToken) -> Self {
+    /// Starts one watch per kind and watched namespace (or per kind, in every namespace),
+    /// until `stop`.
+    pub fn start(client: &Client, scope: &Scope, stop: &CancellationToken) -> Self {
         let changed = Arc::new(Notify::new());
         let mut stores = Vec::new();
         for kind in KINDS {
             let resource = api_resource(kind);
-            let writer = reflector::store::Writer::new(resource.clone());
-            stores.push((kind, writer.as_reader()));
-            let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
+            let apis = scope.apis(|namespace| match namespace {
+                Some(namespace) => Api::namespaced_with(client.clone(), namespace, &resource),
+                None => Api::all_with(client.clone(), &resource),
+            });
+            for api in apis {
+                let writer = reflector::store::Writer::new(resource.clone());
+                stores.push((kind, writer.as_reader()));
+                let stream = watcher(api, watcher::Config::default())
+                    .default_backoff()
+                    .reflect(writer);
+                follow(stream, kind.kind, &changed, stop);
+            }
+        }
+        // Service refs resolve from these stores (no request per ref and pass), and a
+        // Service that appears brings its triggers up at once.
+        let mut services = Services {
+            scope: scope.clone(),
+            stores: Vec::new(),
+        };
+        for api in scope.apis(|namespace| typed_api::<Service>(client, namespace)) {
+            let (store, writer) = reflector::store::<Service>();
+            services.stores.push(store);
             let stream = watcher(api, watcher::Config::default())
                 .default_backoff()
                 .reflect(writer);
-            follow(stream, kind.kind, &changed, stop);
+            follow(stream, "Service", &changed, stop);
         }
-        // Service refs resolve from this store (no request per ref and pass), and a Service
-        // that appears brings its triggers up at once.
-        let (services, writer) = reflector::store::<Service>();
-        let stream = watcher(
-            Api::<Service>::all(client.clone()),
-            watcher::Config::default(),
-        )
-        .default_backoff()
-        .reflect(writer);
-        follow(stream, "Service", &changed, stop);
         // ContainerSources are ready when their Deployment is: its changes wake us too.
-        let config = watcher::Config::default().labels(super::workloads::CONTAINER_SOURCE_LABEL);
-        let stream = watcher(Api::<Deployment>::all(client.clone()), config).default_backoff();
-        follow(stream, "Deployment", &changed, stop);
+        for api in scope.apis(|namespace| typed_api::<Deployment>(client, namespace)) {
+            let config =
+                watcher::Config::default().labels(super::workloads::CONTAINER_SOURCE_LABEL);
+            follow(
+                watcher(api, config).default_backoff(),
+                "Deployment",
+                &changed,
+                stop,
+            );
+        }
         Self {
             stores,
             services,
@@ -106,11 +189,13 @@ impl Cache {
 
     /// Waits until every kind has been listed once, or [`FIRST_LIST_WAIT`] per kind.
     pub async fn wait_for_first_lists(&self) {
-        if tokio::time::timeout(FIRST_LIST_WAIT, self.services.wait_until_ready())
-            .await
-            .is_err()
-        {
-            tracing::warn!("Services not listed yet; going on without them");
+        for store in &self.services.stores {
+            if tokio::time::timeout(FIRST_LIST_WAIT, store.wait_until_ready())
+                .await
+                .is_err()
+            {
+                tracing::warn!("Services not listed yet; going on without them");
+            }
         }
         for (kind, store) in &self.stores {
             if tokio::time::timeout(FIRST_LIST_WAIT, store.wait_until_ready())

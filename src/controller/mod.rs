@@ -64,12 +64,17 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
             args.lease_namespace, args.lease_name
         )
     })?;
-    tracing::info!(api = %server_url, %identity, "controller started");
+    let watched = match args.namespaces.is_empty() {
+        true => "all".to_owned(),
+        false => args.namespaces.join(","),
+    };
+    tracing::info!(api = %server_url, %identity, namespaces = %watched, "controller started");
 
     let stop = CancellationToken::new();
     let readiness = Readiness::until_synced();
     let synced = readiness.clone();
-    let cache = cache::Cache::start(&client, &stop);
+    let scope = cache::Scope::new(&args.namespaces);
+    let cache = cache::Cache::start(&client, &scope, &stop);
     let mut reconciler = reconcile::Reconciler {
         runtime,
         routes,

@@ -4,18 +4,18 @@
 
 use crate::apiserver_source::discover;
 use herald_crds::{Destination, KReference};
-use k8s_openapi::api::core::v1::Service;
 use kube::api::{Api, DynamicObject};
-use kube::runtime::reflector::{ObjectRef, Store};
 use kube::Client;
+
+use super::cache::Services;
 
 use crate::config::Resource;
 
 pub struct Resolver {
     client: Client,
     cluster_domain: String,
-    /// Every Service, kept by the controller's watch.
-    services: Store<Service>,
+    /// The Services of the watched namespaces, kept by the controller's watch.
+    services: Services,
 }
 
 /// A destination that could not be resolved: its field path and why.
@@ -26,7 +26,7 @@ pub struct Unresolved {
 }
 
 impl Resolver {
-    pub fn new(client: Client, cluster_domain: String, services: Store<Service>) -> Self {
+    pub fn new(client: Client, cluster_domain: String, services: Services) -> Self {
         Self {
             client,
             cluster_domain,
@@ -61,13 +61,13 @@ impl Resolver {
     async fn url_of(&self, reference: &KReference, namespace: &str) -> Result<String, String> {
         let what = format!("{} {namespace}/{}", reference.kind, reference.name);
         if reference.api_version == "v1" && reference.kind == "Service" {
-            let key = ObjectRef::new(&reference.name).within(namespace);
-            return match self.services.get(&key) {
-                Some(_) => Ok(format!(
+            return match self.services.exists(namespace, &reference.name) {
+                Ok(true) => Ok(format!(
                     "http://{}.{namespace}.svc.{}",
                     reference.name, self.cluster_domain
                 )),
-                None => Err(format!("{what} does not exist")),
+                Ok(false) => Err(format!("{what} does not exist")),
+                Err(why) => Err(format!("{what} cannot be resolved: {why}")),
             };
         }
         let resource = discover(&self.client, &reference.api_version, &reference.kind).await?;
