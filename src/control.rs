@@ -117,16 +117,7 @@ impl ControlPlane {
                 ControlError::Invalid(error)
             }
         })?;
-        if let Err(error) = self.runtime.reconcile(&desired).await {
-            let restored = self.runtime.reconcile(&self.desired).await;
-            if let Err(again) = restored {
-                tracing::error!(%again, "cannot restore the previous running state");
-            }
-            tracing::warn!(%error, "cannot apply a change");
-            return Err(ControlError::Unavailable(
-                "the event log is unavailable; nothing was changed, retry later".into(),
-            ));
-        }
+        self.run_or_restore(&desired).await?;
         let stored = match change {
             Some(resource) => self.store.save(resource),
             None => self.store.delete(key),
@@ -153,17 +144,24 @@ impl ControlPlane {
                 other => ControlError::Conflict(other.to_string()),
             })?;
         let desired = build_desired(candidate.loaded()).map_err(ControlError::Invalid)?;
-        if let Err(error) = self.runtime.reconcile(&desired).await {
-            if let Err(again) = self.runtime.reconcile(&self.desired).await {
-                tracing::error!(%again, "cannot restore the previous running state");
-            }
-            return Err(ControlError::Unavailable(format!(
-                "the event log is unavailable ({error}); nothing was changed"
-            )));
-        }
+        self.run_or_restore(&desired).await?;
         self.store = candidate;
         self.desired = desired;
         Ok(changes)
+    }
+
+    /// Runs `desired`; if the runtime refuses it, puts the running state back.
+    async fn run_or_restore(&mut self, desired: &Desired) -> Result<(), ControlError> {
+        let Err(error) = self.runtime.reconcile(desired).await else {
+            return Ok(());
+        };
+        if let Err(again) = self.runtime.reconcile(&self.desired).await {
+            tracing::error!(%again, "cannot restore the previous running state");
+        }
+        tracing::warn!(%error, "cannot apply a change");
+        Err(ControlError::Unavailable(
+            "the event log is unavailable; nothing was changed, retry later".into(),
+        ))
     }
 
     fn writable(&self, key: &ObjectKey) -> Result<(), ControlError> {

@@ -629,10 +629,9 @@ async fn apply_file(server: &KubeApiServer, file: &str) {
     }
 }
 
-/// The example deployment on an API server that enforces RBAC: Herald, running as the
-/// example's ServiceAccount with only the example's roles, runs the example resources.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_kubernetes_example_runs_with_its_least_privilege_rbac() {
+/// An API server that enforces RBAC, with the CRDs and the example deployment's namespace,
+/// RBAC, Deployment and Services applied.
+async fn install_example_deployment() -> KubeApiServer {
     let server = KubeApiServer::start_with_rbac().await;
     server.install_crds().await;
     for file in [
@@ -643,20 +642,34 @@ async fn the_kubernetes_example_runs_with_its_least_privilege_rbac() {
     ] {
         apply_file(&server, file).await;
     }
-    let data = tempfile::tempdir().unwrap();
+    server
+}
+
+/// `herald controller` authenticated as the example's ServiceAccount, as the example's
+/// Deployment runs it.
+async fn start_as_example_service_account(
+    server: &KubeApiServer,
+    data: &tempfile::TempDir,
+    extra: &[&str],
+) -> Herald {
     let kubeconfig = server.kubeconfig_with(common::kube::SERVICE_ACCOUNT_TOKEN);
-    let herald = Herald::start_controller(
-        &Sled,
-        data.path(),
-        &kubeconfig,
-        &[
-            "--external-url",
-            EXTERNAL_URL,
-            "--lease-namespace",
-            "herald",
-        ],
-    )
-    .await;
+    let mut args = vec![
+        "--external-url",
+        EXTERNAL_URL,
+        "--lease-namespace",
+        "herald",
+    ];
+    args.extend_from_slice(extra);
+    Herald::start_controller(&Sled, data.path(), &kubeconfig, &args).await
+}
+
+/// The example deployment on an API server that enforces RBAC: Herald, running as the
+/// example's ServiceAccount with only the example's roles, runs the example resources.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kubernetes_example_runs_with_its_least_privilege_rbac() {
+    let server = install_example_deployment().await;
+    let data = tempfile::tempdir().unwrap();
+    let herald = start_as_example_service_account(&server, &data, &[]).await;
     apply_file(&server, "40-example.yaml").await;
     let broker = wait_ready(&server, &herald, &format!("{EVENTING}/brokers/default")).await;
     assert_eq!(
@@ -963,16 +976,7 @@ async fn a_controller_started_before_its_api_server_waits_for_it() {
 /// other namespaces alone; a Service ref into an unwatched namespace says so.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_controller_scoped_to_a_namespace_needs_permissions_only_there() {
-    let server = KubeApiServer::start_with_rbac().await;
-    server.install_crds().await;
-    for file in [
-        "00-namespace.yaml",
-        "10-rbac.yaml",
-        "20-deployment.yaml",
-        "30-service.yaml",
-    ] {
-        apply_file(&server, file).await;
-    }
+    let server = install_example_deployment().await;
     let (status, answer) = server
         .delete("/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/herald-controller")
         .await;
@@ -994,21 +998,8 @@ async fn a_controller_scoped_to_a_namespace_needs_permissions_only_there() {
     .await;
 
     let data = tempfile::tempdir().unwrap();
-    let kubeconfig = server.kubeconfig_with(common::kube::SERVICE_ACCOUNT_TOKEN);
-    let herald = Herald::start_controller(
-        &Sled,
-        data.path(),
-        &kubeconfig,
-        &[
-            "--external-url",
-            EXTERNAL_URL,
-            "--lease-namespace",
-            "herald",
-            "--namespace",
-            "default",
-        ],
-    )
-    .await;
+    let herald =
+        start_as_example_service_account(&server, &data, &["--namespace", "default"]).await;
     apply_file(&server, "40-example.yaml").await;
     wait_ready(&server, &herald, &format!("{EVENTING}/brokers/default")).await;
     wait_ready(
