@@ -822,6 +822,43 @@ async fn container_sources_and_sink_bindings_run_as_workloads() {
     .await;
     let app = server.get(&format!("{apps}/app")).await.1;
     assert_eq!(env_of(&app, 0), [("KEEP".to_owned(), "yes".to_owned())]);
+
+    // A binding cannot reach into another namespace's workloads (Knative refuses it too).
+    create(
+        &server,
+        "/api/v1/namespaces",
+        &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "other"}}),
+    )
+    .await;
+    let other_apps = "/apis/apps/v1/namespaces/other/deployments";
+    let mut other_app = server.get(&format!("{apps}/app")).await.1;
+    other_app["metadata"] = json!({"name": "app"});
+    other_app.as_object_mut().unwrap().remove("status");
+    create(&server, other_apps, &other_app).await;
+    create(
+        &server,
+        &format!("{SOURCES}/sinkbindings"),
+        &json!({"apiVersion": "sources.knative.dev/v1", "kind": "SinkBinding", "metadata": {"name": "reach"},
+                "spec": {"subject": {"apiVersion": "apps/v1", "kind": "Deployment", "namespace": "other", "name": "app"},
+                         "sink": broker_ref}}),
+    )
+    .await;
+    let refused = wait_condition(
+        &server,
+        &herald,
+        &format!("{SOURCES}/sinkbindings/reach"),
+        "Ready",
+        "False",
+        Some("InvalidSpec"),
+    )
+    .await;
+    let message = condition(&refused, "Ready").unwrap()["message"].to_string();
+    assert!(message.contains("spec.subject.namespace"), "{message}");
+    let other_app = server.get(&format!("{other_apps}/app")).await.1;
+    assert_eq!(
+        env_of(&other_app, 0),
+        [("KEEP".to_owned(), "yes".to_owned())]
+    );
     herald.terminate().await;
 }
 

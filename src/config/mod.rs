@@ -8,8 +8,8 @@ mod validate;
 
 pub use load::{load_paths, parse_documents};
 pub use validate::{
-    broker_settings, build_desired, build_desired_lenient, referenced_broker, start_from, Desired,
-    Rejected, TriggerKey,
+    broker_settings, build_desired, build_desired_lenient, referenced_broker, start_from,
+    validate_cluster_workload, Desired, Rejected, TriggerKey,
 };
 
 use std::fmt;

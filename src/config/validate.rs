@@ -314,6 +314,62 @@ fn validate_source(resource: &Resource) -> Result<(), FieldError> {
         }
         Resource::Broker(_) | Resource::Trigger(_) => return Ok(()),
     }
+    validate_source_common(resource)
+}
+
+/// Checks what `herald controller` runs on the cluster itself (ContainerSources and
+/// SinkBindings), which never goes through [`build_desired`].
+pub fn validate_cluster_workload(resource: &Resource) -> Result<(), FieldError> {
+    match resource {
+        Resource::SinkBinding(binding) => {
+            validate_binding_subject(binding)?;
+            validate_source_common(resource)
+        }
+        // The pod template is the API server's to check when the Deployment is created;
+        // `container::validate` is about running it as a local process.
+        other => validate_source_common(other),
+    }
+}
+
+/// Knative's rules for a SinkBinding's subject: in the binding's own namespace (a binding
+/// must not reach into another team's workloads), and exactly one of `name` or `selector`.
+fn validate_binding_subject(binding: &herald_crds::SinkBinding) -> Result<(), FieldError> {
+    let subject = &binding.spec.subject;
+    let own = binding.metadata.namespace.as_deref().unwrap_or("default");
+    if let Some(namespace) = &subject.namespace {
+        if namespace != own {
+            return Err(FieldError::new(
+                "spec.subject.namespace",
+                format!("{namespace:?} is not the SinkBinding's namespace {own:?}: a binding binds workloads in its own namespace only"),
+            ));
+        }
+    }
+    for (field, value) in [
+        ("apiVersion", &subject.api_version),
+        ("kind", &subject.kind),
+    ] {
+        if value.trim().is_empty() {
+            return Err(FieldError::new(
+                format!("spec.subject.{field}"),
+                "must not be empty",
+            ));
+        }
+    }
+    match (&subject.name, &subject.selector) {
+        (Some(_), Some(_)) => Err(FieldError::new(
+            "spec.subject",
+            "give name or selector, not both",
+        )),
+        (None, None) => Err(FieldError::new(
+            "spec.subject",
+            "give name (one workload) or selector (those its labels match)",
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The fields every source shares: its sink and its extension names.
+fn validate_source_common(resource: &Resource) -> Result<(), FieldError> {
     let Some(spec) = resource.source_spec() else {
         return Ok(());
     };

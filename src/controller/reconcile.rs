@@ -157,6 +157,12 @@ impl Reconciler {
                 resource,
                 Resource::ContainerSource(_) | Resource::SinkBinding(_)
             ) {
+                if let Err(error) = crate::config::validate_cluster_workload(&resource) {
+                    sorted
+                        .problems
+                        .insert(key, Problem::Invalid(error.to_string()));
+                    continue;
+                }
                 sorted.workloads.push((key, resource));
                 continue;
             }
@@ -205,8 +211,14 @@ impl Reconciler {
                     continue;
                 }
                 // The subjects lose the variables; a subject that is gone has nothing to undo.
+                // An invalid binding never bound anything.
                 let undone = match parse(kind, object) {
-                    Ok(Resource::SinkBinding(binding)) => {
+                    Ok(resource @ Resource::SinkBinding(_))
+                        if crate::config::validate_cluster_workload(&resource).is_ok() =>
+                    {
+                        let Resource::SinkBinding(binding) = resource else {
+                            unreachable!()
+                        };
                         self.workloads.bind(&binding, None).await.map(|_| ())
                     }
                     _ => Ok(()),

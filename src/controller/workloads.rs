@@ -169,11 +169,9 @@ impl Workloads {
         binding: &SinkBinding,
     ) -> Result<(Api<DynamicObject>, Vec<DynamicObject>), String> {
         let subject = &binding.spec.subject;
-        let namespace = subject
-            .namespace
-            .as_deref()
-            .or(binding.metadata.namespace.as_deref())
-            .unwrap_or("default");
+        // Validation refuses a subject in another namespace; the binding's own is the only
+        // one ever used, whatever the spec says.
+        let namespace = binding.metadata.namespace.as_deref().unwrap_or("default");
         let resource = discover(&self.client, &subject.api_version, &subject.kind).await?;
         let api: Api<DynamicObject> =
             Api::namespaced_with(self.client.clone(), namespace, &resource);
@@ -193,8 +191,9 @@ impl Workloads {
                     ))
                 }
             },
-            (None, selector) => {
-                let labels = selector.as_ref().map(|s| s.to_query()).unwrap_or_default();
+            (None, None) => return Err("the subject has neither name nor selector".into()),
+            (None, Some(selector)) => {
+                let labels = selector.to_query();
                 api.list(&ListParams::default().labels(&labels))
                     .await
                     .map_err(|e| format!("cannot list {}: {e}", subject.kind))?
