@@ -245,10 +245,18 @@ impl KafkaLog {
     ) -> Result<Vec<(String, Option<ParkedRecord>)>, LogError> {
         let topic = self.options.parked_topic(broker);
         let reader = self.reader()?;
+        let broker_key = broker.clone();
         blocking(move || {
             let (low, high) = reader
                 .fetch_watermarks(&topic, 0, REQUEST_TIMEOUT)
-                .map_err(unavailable)?;
+                .map_err(|error| match error.rdkafka_error_code() {
+                    Some(
+                        RDKafkaErrorCode::UnknownPartition
+                        | RDKafkaErrorCode::UnknownTopicOrPartition
+                        | RDKafkaErrorCode::UnknownTopic,
+                    ) => LogError::UnknownBroker(broker_key.clone()),
+                    _ => unavailable(error),
+                })?;
             let mut latest: HashMap<String, (i64, Option<ParkedRecord>)> = HashMap::new();
             if high > low {
                 let mut assignment = TopicPartitionList::new();
@@ -552,13 +560,16 @@ impl EventLog for KafkaLog {
     }
 
     async fn delete_consumer(&self, broker: &BrokerKey, consumer: &str) -> Result<(), LogError> {
-        let ids: Vec<RecordId> = self
-            .parked(broker, consumer)
-            .await?
-            .iter()
-            .map(|p| p.id)
-            .collect();
-        self.unpark(broker, consumer, &ids).await?;
+        // A broker whose topics are gone (deleted first, or never created) has nothing
+        // parked; the consumer group may still exist and is deleted below.
+        match self.parked(broker, consumer).await {
+            Ok(parked) => {
+                let ids: Vec<RecordId> = parked.iter().map(|p| p.id).collect();
+                self.unpark(broker, consumer, &ids).await?;
+            }
+            Err(LogError::UnknownBroker(_)) => {}
+            Err(error) => return Err(error),
+        }
         let group = self.options.group(broker, consumer);
         // The group may still have a member for a moment after its consumer was dropped.
         for attempt in 0..20 {

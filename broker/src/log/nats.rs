@@ -161,6 +161,24 @@ impl NatsLog {
             .map_err(unavailable)?;
         Ok(())
     }
+
+    /// The stream, or `None` when it does not exist.
+    async fn existing_stream(
+        &self,
+        name: String,
+    ) -> Result<Option<jetstream::stream::Stream>, LogError> {
+        match self.jetstream.get_stream(name).await {
+            Ok(stream) => Ok(Some(stream)),
+            Err(error) => match error.kind() {
+                jetstream::context::GetStreamErrorKind::JetStream(ref e)
+                    if e.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND =>
+                {
+                    Ok(None)
+                }
+                _ => Err(unavailable(error)),
+            },
+        }
+    }
 }
 
 #[async_trait]
@@ -369,11 +387,11 @@ impl EventLog for NatsLog {
     }
 
     async fn delete_consumer(&self, broker: &BrokerKey, consumer: &str) -> Result<(), LogError> {
-        let stream = self
-            .jetstream
-            .get_stream(stream_name(broker))
-            .await
-            .map_err(unavailable)?;
+        // A broker whose streams are gone (deleted first, or never created) has nothing
+        // left to forget.
+        let Some(stream) = self.existing_stream(stream_name(broker)).await? else {
+            return Ok(());
+        };
         if let Err(error) = stream.delete_consumer(&durable_name(consumer)).await {
             let not_found = matches!(
                 error.kind(),
@@ -384,11 +402,9 @@ impl EventLog for NatsLog {
                 return Err(unavailable(error));
             }
         }
-        let parked = self
-            .jetstream
-            .get_stream(parked_stream_name(broker))
-            .await
-            .map_err(unavailable)?;
+        let Some(parked) = self.existing_stream(parked_stream_name(broker)).await? else {
+            return Ok(());
+        };
         parked
             .purge()
             .filter(format!("{}.>", parked_subject(broker, consumer)))
