@@ -19,6 +19,9 @@ use tokio_util::sync::CancellationToken;
 
 use herald_sources::{SinkClient, Source, SourceError};
 
+mod access;
+use access::{Access, ServiceAccount, WATCH_VERBS};
+
 /// The event types of each mode (Knative's `dev.knative.apiserver.*`).
 const RESOURCE_TYPE_PREFIX: &str = "dev.knative.apiserver.resource.";
 const REF_TYPE_PREFIX: &str = "dev.knative.apiserver.ref.";
@@ -28,6 +31,9 @@ const REF_TYPE_PREFIX: &str = "dev.knative.apiserver.ref.";
 pub struct KubeAccess {
     kubeconfig: Option<PathBuf>,
     client: tokio::sync::OnceCell<(Client, String)>,
+    /// Whether each source's ServiceAccount must be allowed to read what it watches
+    /// (the controller's identity is not the source owner's; see [`access`]).
+    check_service_accounts: bool,
 }
 
 impl KubeAccess {
@@ -35,14 +41,17 @@ impl KubeAccess {
         Self {
             kubeconfig,
             client: tokio::sync::OnceCell::new(),
+            check_service_accounts: false,
         }
     }
 
-    /// Uses a client that is already connected (the controller's).
-    pub fn with_client(client: Client, server_url: String) -> Self {
+    /// The controller's connected client. Sources run only if their ServiceAccount may read
+    /// what they watch: Herald's own rights are wider than any one source owner's.
+    pub fn for_controller(client: Client, server_url: String) -> Self {
         Self {
             kubeconfig: None,
             client: tokio::sync::OnceCell::new_with(Some((client, server_url))),
+            check_service_accounts: true,
         }
     }
 
@@ -202,11 +211,32 @@ impl Change {
 }
 
 impl ApiServerSource {
+    /// The account the source reads as, when the controller must check its permissions.
+    fn service_account(&self) -> Option<ServiceAccount> {
+        self.kube.check_service_accounts.then(|| ServiceAccount {
+            namespace: self.namespace.clone(),
+            name: self
+                .spec
+                .service_account_name
+                .clone()
+                .unwrap_or_else(|| "default".into()),
+        })
+    }
+
     /// The namespaces to watch: the source's own, or those the selector picks.
     async fn namespaces(&self, client: &Client) -> Result<Vec<String>, SourceError> {
         let Some(selector) = &self.spec.namespace_selector else {
             return Ok(vec![self.namespace.clone()]);
         };
+        if let Some(account) = self.service_account() {
+            let list = Access {
+                verb: "list",
+                group: "",
+                resource: "namespaces",
+                namespace: None,
+            };
+            account.require(client, &[list]).await?;
+        }
         let api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
         let list = api
             .list(&ListParams::default().labels(&selector.to_query()))
@@ -372,6 +402,20 @@ impl Source for ApiServerSource {
             .await
             .map_err(|e| SourceError::Connect(format!("no Kubernetes API: {e}")))?;
         let watched = self.watched(&client).await?;
+        if let Some(account) = self.service_account() {
+            let wanted: Vec<Access> = watched
+                .iter()
+                .flat_map(|w| {
+                    WATCH_VERBS.iter().map(|verb| Access {
+                        verb,
+                        group: &w.resource.group,
+                        resource: &w.resource.plural,
+                        namespace: Some(&w.namespace),
+                    })
+                })
+                .collect();
+            account.require(&client, &wanted).await?;
+        }
         let mut streams =
             futures_util::stream::select_all(watched.into_iter().enumerate().map(|(index, w)| {
                 let api: Api<DynamicObject> =
@@ -394,6 +438,11 @@ impl Source for ApiServerSource {
             let seen = seen.entry(index).or_default();
             let changes: Vec<(DynamicObject, Change)> = match event {
                 Err(error) => {
+                    // Permissions do not come back by retrying the watch: fail, so that the
+                    // status says so and the supervisor retries with backoff.
+                    if let Some(message) = access::forbidden(&error) {
+                        return Err(SourceError::Forbidden(message));
+                    }
                     tracing::warn!(source = %self.describe(), %error, "watch failed; retrying");
                     tokio::select! {
                         _ = shutdown.cancelled() => return Ok(()),

@@ -75,7 +75,14 @@ pub struct SourceState {
     pub sink: Result<String, String>,
     pub running: bool,
     /// The last failure of a run that did not get going, until a run does.
-    pub last_error: Option<String>,
+    pub last_error: Option<SourceFailure>,
+}
+
+/// Why a source's last run failed: a condition reason and a message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SourceFailure {
+    pub reason: &'static str,
+    pub message: String,
 }
 
 struct RunningSource {
@@ -83,7 +90,7 @@ struct RunningSource {
     sink: String,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<()>,
-    last_error: Arc<Mutex<Option<String>>>,
+    last_error: Arc<Mutex<Option<SourceFailure>>>,
 }
 
 impl RunningSource {
@@ -204,10 +211,10 @@ async fn supervise(
     source: Arc<dyn Source>,
     sink: SinkClient,
     shutdown: CancellationToken,
-    last_error: Arc<Mutex<Option<String>>>,
+    last_error: Arc<Mutex<Option<SourceFailure>>>,
 ) {
     let mut backoff = Duration::from_millis(500);
-    let set_error = |error: Option<String>| {
+    let set_error = |error: Option<SourceFailure>| {
         if let Ok(mut last) = last_error.lock() {
             *last = error;
         }
@@ -226,7 +233,10 @@ async fn supervise(
             Ok(()) => return,
             Err(error) => {
                 tracing::error!(source = %source.describe(), %error, retry_in = ?backoff, "source failed");
-                set_error(Some(error.to_string()));
+                set_error(Some(SourceFailure {
+                    reason: error.reason(),
+                    message: error.to_string(),
+                }));
             }
         }
         tokio::select! {

@@ -90,7 +90,7 @@ pub fn source(runtime: &Runtime, resource: &Resource) -> SourceStatus {
         Ok(_) => Condition::new("SinkProvided", true, None, None),
         Err(why) => Condition::new("SinkProvided", false, Some("NotFound"), Some(why.clone())),
     };
-    let ready = match (&sink, running, last_error) {
+    let ready = match (&sink, running, &last_error) {
         (Err(why), _, _) => Condition::new(
             "Ready",
             false,
@@ -103,12 +103,30 @@ pub fn source(runtime: &Runtime, resource: &Resource) -> SourceStatus {
             Some("NotRunning"),
             Some("the source is not running".into()),
         ),
-        (Ok(_), true, Some(error)) => Condition::new("Ready", false, Some("Failing"), Some(error)),
+        (Ok(_), true, Some(failure)) => Condition::new(
+            "Ready",
+            false,
+            Some(failure.reason),
+            Some(failure.message.clone()),
+        ),
         (Ok(_), true, None) => Condition::new("Ready", true, None, None),
     };
+    let mut conditions = vec![sink_provided, ready];
+    if matches!(resource, Resource::ApiServerSource(_)) {
+        // Knative's ApiServerSource says whether its ServiceAccount may read what it watches.
+        conditions.push(match &last_error {
+            Some(failure) if failure.reason == "InsufficientPermission" => Condition::new(
+                "SufficientPermissions",
+                false,
+                Some(failure.reason),
+                Some(failure.message.clone()),
+            ),
+            _ => Condition::new("SufficientPermissions", true, None, None),
+        });
+    }
     SourceStatus {
         observed_generation: resource.meta().generation,
-        conditions: vec![sink_provided, ready],
+        conditions,
         sink_uri: sink.ok(),
     }
 }

@@ -686,14 +686,43 @@ async fn the_kubernetes_example_runs_with_its_least_privilege_rbac() {
         trigger["status"]["subscriberUri"],
         "http://event-display.default.svc.cluster.local"
     );
-    wait_ready(
+    let source = wait_ready(
         &server,
         &herald,
         &format!("{SOURCES}/apiserversources/configmap-events"),
     )
     .await;
+    assert_eq!(
+        condition(&source, "SufficientPermissions").unwrap()["status"],
+        "True"
+    );
     let logs = herald.logs();
     assert!(!logs.contains("forbidden"), "{logs}");
+
+    // Herald may read every ConfigMap, but a source whose ServiceAccount may not does not run:
+    // nobody gets more than their own account allows through Herald.
+    let mut sneaky = api_server_source("sneaky", "Resource");
+    sneaky["spec"]["serviceAccountName"] = json!("no-rights");
+    sneaky["spec"]["sink"] = json!({"uri": "http://127.0.0.1:9/"});
+    create(&server, &format!("{SOURCES}/apiserversources"), &sneaky).await;
+    let refused = wait_condition(
+        &server,
+        &herald,
+        &format!("{SOURCES}/apiserversources/sneaky"),
+        "Ready",
+        "False",
+        Some("InsufficientPermission"),
+    )
+    .await;
+    let denied = condition(&refused, "SufficientPermissions").unwrap();
+    assert_eq!(denied["status"], "False");
+    let message = denied["message"].as_str().unwrap();
+    assert!(
+        message.contains(
+            "ServiceAccount default/no-rights may not get configmaps in namespace default"
+        ),
+        "{message}"
+    );
     herald.terminate().await;
 }
 

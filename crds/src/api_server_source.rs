@@ -38,8 +38,9 @@ pub struct ApiServerSourceSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^(Reference|Resource)$"))]
     pub mode: Option<String>,
-    /// Knative reads the resources as this ServiceAccount; Herald reads them with its own
-    /// identity (see examples/kubernetes for the RBAC it needs).
+    /// The ServiceAccount (default `default`) that must be allowed to get, list and watch
+    /// the resources: `herald controller` runs the source only if it is (condition
+    /// `SufficientPermissions`). `herald serve` reads with its kubeconfig's identity.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_account_name: Option<String>,
     /// Watch the namespaces these labels select instead of the source's own namespace.

@@ -33,4 +33,17 @@ pub enum SourceError {
     Connect(String),
     #[error("the source's input failed: {0}")]
     Input(String),
+    /// The source may not read what it is asked to (Knative's `SufficientPermissions`).
+    #[error("insufficient permissions: {0}")]
+    Forbidden(String),
+}
+
+impl SourceError {
+    /// The `reason` of the source's `Ready=False` condition while this error lasts.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            SourceError::Forbidden(_) => "InsufficientPermission",
+            SourceError::Connect(_) | SourceError::Input(_) => "Failing",
+        }
+    }
 }

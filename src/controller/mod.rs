@@ -34,7 +34,10 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
         .trim_end_matches('/')
         .to_owned();
     let client = Client::try_from(config).context("cannot make a Kubernetes client")?;
-    let kube = Arc::new(KubeAccess::with_client(client.clone(), server_url.clone()));
+    let kube = Arc::new(KubeAccess::for_controller(
+        client.clone(),
+        server_url.clone(),
+    ));
     let DataPlane {
         mut runtime,
         routes,
