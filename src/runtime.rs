@@ -29,16 +29,59 @@ const CHANGE_GRACE: Duration = Duration::from_secs(1);
 pub enum RuntimeError {
     #[error(transparent)]
     Log(#[from] herald_broker::LogError),
+    /// The broker's log cannot be created or opened (its backend is down, ...).
+    #[error("broker {broker}: {error}")]
+    BrokerLog {
+        broker: BrokerKey,
+        error: herald_broker::LogError,
+    },
+    /// The trigger's consumer cannot be opened.
+    #[error("trigger {}/{}: {error}", trigger.0, trigger.1)]
+    TriggerLog {
+        trigger: TriggerKey,
+        error: herald_broker::LogError,
+    },
     #[error("broker {broker}: {error}")]
     Broker {
-        broker: String,
+        broker: BrokerKey,
         error: herald_crds::FieldError,
     },
-    #[error("trigger {trigger}: {error}")]
+    #[error("trigger {}/{}: {error}", trigger.0, trigger.1)]
     Filter {
-        trigger: String,
+        trigger: TriggerKey,
         error: herald_crds::FieldError,
     },
+}
+
+/// The one object a [`RuntimeError`] is about, so that a caller can leave it out and run
+/// the others.
+pub enum FailedObject {
+    Broker(BrokerKey),
+    Trigger(TriggerKey),
+}
+
+impl RuntimeError {
+    pub fn failed_object(&self) -> Option<FailedObject> {
+        match self {
+            RuntimeError::Log(_) => None,
+            RuntimeError::BrokerLog { broker, .. } | RuntimeError::Broker { broker, .. } => {
+                Some(FailedObject::Broker(broker.clone()))
+            }
+            RuntimeError::TriggerLog { trigger, .. } | RuntimeError::Filter { trigger, .. } => {
+                Some(FailedObject::Trigger(trigger.clone()))
+            }
+        }
+    }
+
+    /// The condition reason for the object it is about.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            RuntimeError::Log(_)
+            | RuntimeError::BrokerLog { .. }
+            | RuntimeError::TriggerLog { .. } => "LogUnavailable",
+            RuntimeError::Broker { .. } | RuntimeError::Filter { .. } => "InvalidSpec",
+        }
+    }
 }
 
 /// Runs what the desired state asks for.
@@ -95,14 +138,22 @@ impl Runtime {
     /// triggers, stops removed ones. Unchanged triggers are not disturbed.
     pub async fn reconcile(&mut self, desired: &Desired) -> Result<(), RuntimeError> {
         for (key, broker) in &desired.brokers {
+            let log_error = |error| RuntimeError::BrokerLog {
+                broker: key.clone(),
+                error,
+            };
             self.routes
-                .assign(key, crate::serve::broker_class(broker))?;
+                .assign(key, crate::serve::broker_class(broker))
+                .map_err(log_error)?;
             let settings =
                 crate::config::broker_settings(broker).map_err(|error| RuntimeError::Broker {
-                    broker: key.to_string(),
+                    broker: key.clone(),
                     error,
                 })?;
-            self.log().ensure_broker(key, &settings).await?;
+            self.log()
+                .ensure_broker(key, &settings)
+                .await
+                .map_err(log_error)?;
             self.ingress().brokers().insert(key.clone());
         }
         // A removed broker stops accepting at once; its log stays in the data dir.
@@ -194,12 +245,15 @@ impl Runtime {
                     self.dispatchers.insert(key, (plan, handle));
                 }
                 Err(error) => {
-                    first_error.get_or_insert(error);
+                    first_error.get_or_insert(RuntimeError::TriggerLog {
+                        trigger: key,
+                        error,
+                    });
                 }
             }
         }
         if let Some(error) = first_error {
-            return Err(error.into());
+            return Err(error);
         }
         self.reconcile_sources(desired).await;
         Ok(())
@@ -240,7 +294,7 @@ impl Runtime {
             .unwrap_or_else(DeliverySpec::broker_default);
         let filter = herald_triggers::filter::compile(&trigger.spec).map_err(|error| {
             RuntimeError::Filter {
-                trigger: format!("{namespace}/{name}"),
+                trigger: (namespace.clone(), name.clone()),
                 error,
             }
         })?;

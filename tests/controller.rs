@@ -959,6 +959,112 @@ async fn deleting_a_broker_deletes_its_log_when_asked() {
     assert_eq!(ids, ["after"]);
 }
 
+/// A broker that cannot run (its backend refuses its stream; its dead-letter sink does not
+/// resolve) is `Ready=False` saying why, its triggers say `BrokerNotReady`, and the other
+/// brokers and triggers run meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_that_cannot_run_does_not_stop_the_others() {
+    let server = KubeApiServer::start().await;
+    server.install_crds().await;
+    let nats = common::herald::Nats::start();
+    let subscriber = Subscriber::start().await;
+    let data = tempfile::tempdir().unwrap();
+    let herald = Herald::start_controller(
+        &nats,
+        data.path(),
+        &server.kubeconfig(),
+        &["--external-url", EXTERNAL_URL],
+    )
+    .await;
+    let brokers = format!("{EVENTING}/brokers");
+    let triggers = format!("{EVENTING}/triggers");
+    // A single NATS server cannot keep three replicas of a stream.
+    let mut replicated = broker("replicated");
+    replicated["metadata"]["annotations"] = json!({"herald.dev/replicas": "3"});
+    create(&server, &brokers, &replicated).await;
+    let mut unresolved = broker("unresolved");
+    unresolved["spec"] = json!({"delivery": {"deadLetterSink": {"ref": {"apiVersion": "v1", "kind": "Service", "name": "nowhere"}}}});
+    create(&server, &brokers, &unresolved).await;
+    create(&server, &brokers, &broker("fine")).await;
+    for (name, broker) in [
+        ("on-replicated", "replicated"),
+        ("on-unresolved", "unresolved"),
+        ("on-fine", "fine"),
+    ] {
+        create(
+            &server,
+            &triggers,
+            &trigger(name, broker, json!({"uri": subscriber.url()})),
+        )
+        .await;
+    }
+
+    wait_ready(&server, &herald, &format!("{triggers}/on-fine")).await;
+    assert_eq!(post_event(&herald, "fine", "fine-1").await, 202);
+    subscriber.wait_for_id("fine-1").await;
+
+    let failed = wait_condition(
+        &server,
+        &herald,
+        &format!("{brokers}/replicated"),
+        "Ready",
+        "False",
+        Some("LogUnavailable"),
+    )
+    .await;
+    let message = condition(&failed, "Ready").unwrap()["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(message.contains("replicas"), "{message}");
+    wait_condition(
+        &server,
+        &herald,
+        &format!("{brokers}/unresolved"),
+        "DeadLetterSinkResolved",
+        "False",
+        None,
+    )
+    .await;
+    for (trigger, broker) in [
+        ("on-replicated", "replicated"),
+        ("on-unresolved", "unresolved"),
+    ] {
+        let waiting = wait_condition(
+            &server,
+            &herald,
+            &format!("{triggers}/{trigger}"),
+            "BrokerReady",
+            "False",
+            Some("BrokerNotReady"),
+        )
+        .await;
+        let message = condition(&waiting, "Ready").unwrap()["message"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            message.starts_with(&format!("Broker \"{broker}\" is not ready: ")),
+            "{message}"
+        );
+        // A broker that does not run accepts nothing (nothing is taken that could not be kept).
+        assert_eq!(post_event(&herald, broker, "refused").await, 404);
+    }
+
+    // Fixed, the broker runs and so does its trigger.
+    let (status, answer) = server
+        .patch(
+            &format!("{brokers}/replicated"),
+            &json!({"metadata": {"annotations": {"herald.dev/replicas": "1"}}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    wait_ready(&server, &herald, &format!("{triggers}/on-replicated")).await;
+    assert_eq!(post_event(&herald, "replicated", "replicated-1").await, 202);
+    subscriber.wait_for_id("replicated-1").await;
+    herald.terminate().await;
+}
+
 /// Two replicas on one NATS JetStream: both accept events for the broker, and the trigger's
 /// durable consumer is shared, so every event is delivered whichever replica took it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

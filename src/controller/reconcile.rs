@@ -18,6 +18,8 @@ use crate::serve::broker_class;
 use crate::status;
 use crate::store::ObjectKey;
 use herald_broker::BrokerKey;
+
+use crate::runtime::FailedObject;
 use herald_crds::Condition;
 
 /// Why an object does not run.
@@ -30,6 +32,26 @@ enum Problem {
     Backend(String),
     /// Left out of the desired state (a missing broker, a bad reference).
     Rejected(crate::config::Rejected),
+    /// A trigger whose broker exists but does not run.
+    BrokerNotReady(String),
+    /// Valid, but running it failed (its backend is down, ...): the others run meanwhile.
+    Failed {
+        reason: &'static str,
+        message: String,
+    },
+}
+
+impl Problem {
+    fn message(&self) -> String {
+        match self {
+            Problem::Invalid(message)
+            | Problem::Backend(message)
+            | Problem::BrokerNotReady(message)
+            | Problem::Failed { message, .. } => message.clone(),
+            Problem::Unresolved(Unresolved { field, message }) => format!("{field}: {message}"),
+            Problem::Rejected(rejected) => rejected.error.to_string(),
+        }
+    }
 }
 
 pub struct Reconciler {
@@ -101,11 +123,65 @@ impl Reconciler {
                 .retain(|key, _| key.kind == kinds::WEBHOOK_SOURCE.kind);
         }
         for rejected in rejected {
-            problems.insert(rejected.key.clone(), Problem::Rejected(rejected));
+            // A trigger's broker that exists but does not run is not "missing": say why.
+            let broker_problem = rejected
+                .missing_broker
+                .as_ref()
+                .map(|b| ObjectKey::new(&kinds::BROKER, &b.namespace, &b.name))
+                .and_then(|key| Some((key.name.clone(), problems.get(&key)?.message())));
+            let problem = match broker_problem {
+                Some((broker, why)) => {
+                    Problem::BrokerNotReady(format!("Broker {broker:?} is not ready: {why}"))
+                }
+                None => Problem::Rejected(rejected.clone()),
+            };
+            problems.insert(rejected.key, problem);
         }
-        if let Err(error) = self.runtime.reconcile(&desired).await {
-            tracing::warn!(%error, "cannot run the resources; retrying on the next change or resync");
-            return;
+        // One object that cannot run (a broker whose backend is down) must not stop the
+        // others: leave it out, with its triggers, and run the rest. Each round removes one.
+        while let Err(error) = self.runtime.reconcile(&desired).await {
+            let problem = Problem::Failed {
+                reason: error.reason(),
+                message: error.to_string(),
+            };
+            match error.failed_object() {
+                Some(FailedObject::Broker(broker)) if desired.brokers.remove(&broker).is_some() => {
+                    tracing::warn!(%error, "cannot run this broker and its triggers; retrying on the next change or resync");
+                    let why = format!("Broker {:?} is not ready: {error}", broker.name);
+                    let triggers: Vec<_> = desired
+                        .triggers
+                        .iter()
+                        .filter(|((namespace, _), t)| {
+                            *namespace == broker.namespace && t.spec.broker == broker.name
+                        })
+                        .map(|(key, _)| key.clone())
+                        .collect();
+                    for (namespace, name) in triggers {
+                        desired.triggers.remove(&(namespace.clone(), name.clone()));
+                        problems.insert(
+                            ObjectKey::new(&kinds::TRIGGER, &namespace, &name),
+                            Problem::BrokerNotReady(why.clone()),
+                        );
+                    }
+                    problems.insert(
+                        ObjectKey::new(&kinds::BROKER, &broker.namespace, &broker.name),
+                        problem,
+                    );
+                }
+                Some(FailedObject::Trigger(trigger))
+                    if desired.triggers.remove(&trigger).is_some() =>
+                {
+                    tracing::warn!(%error, "cannot run this trigger; retrying on the next change or resync");
+                    problems.insert(
+                        ObjectKey::new(&kinds::TRIGGER, &trigger.0, &trigger.1),
+                        problem,
+                    );
+                }
+                _ => {
+                    tracing::warn!(%error, "cannot run the resources; retrying on the next change or resync");
+                    return;
+                }
+            }
         }
         self.finalize(&deleting, leader).await;
         if !leader {
@@ -416,6 +492,13 @@ impl Reconciler {
 fn problem_status(kind: &Kind, problem: &Problem, generation: Option<i64>) -> Value {
     let conditions = match problem {
         Problem::Rejected(rejected) => return status::rejected(rejected, generation),
+        Problem::BrokerNotReady(message) => vec![
+            status::failed("BrokerReady", "BrokerNotReady", message.clone()),
+            status::failed("Ready", "BrokerNotReady", message.clone()),
+        ],
+        Problem::Failed { reason, message } => {
+            vec![status::failed("Ready", reason, message.clone())]
+        }
         Problem::Invalid(message) => vec![status::failed("Ready", "InvalidSpec", message.clone())],
         Problem::Backend(message) => {
             vec![status::failed(
