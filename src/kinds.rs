@@ -11,12 +11,21 @@ pub struct Kind {
     pub plural: &'static str,
     /// Whether it is an event source (`herald get sources` lists these).
     pub source: bool,
+    /// Another version accepted with the same schema (read as `version`).
+    pub also_served: Option<&'static str>,
 }
 
 impl Kind {
     /// `group/version`, as in `apiVersion`.
     pub fn api_version(&self) -> String {
         format!("{}/{}", self.group, self.version)
+    }
+
+    /// Whether `api_version` (`group/version`) names this kind's schema.
+    pub fn serves(&self, api_version: &str) -> bool {
+        api_version.split_once('/').is_some_and(|(group, version)| {
+            group == self.group && (version == self.version || Some(version) == self.also_served)
+        })
     }
 
     /// The collection path in a namespace.
@@ -39,6 +48,7 @@ pub const BROKER: Kind = Kind {
     version: "v1",
     plural: "brokers",
     source: false,
+    also_served: None,
 };
 
 pub const TRIGGER: Kind = Kind {
@@ -47,6 +57,7 @@ pub const TRIGGER: Kind = Kind {
     version: "v1",
     plural: "triggers",
     source: false,
+    also_served: None,
 };
 
 pub const NATS_SOURCE: Kind = Kind {
@@ -55,6 +66,7 @@ pub const NATS_SOURCE: Kind = Kind {
     version: "v1alpha1",
     plural: "natssources",
     source: true,
+    also_served: None,
 };
 
 pub const PING_SOURCE: Kind = Kind {
@@ -63,6 +75,7 @@ pub const PING_SOURCE: Kind = Kind {
     version: "v1",
     plural: "pingsources",
     source: true,
+    also_served: None,
 };
 
 pub const CONTAINER_SOURCE: Kind = Kind {
@@ -71,6 +84,7 @@ pub const CONTAINER_SOURCE: Kind = Kind {
     version: "v1",
     plural: "containersources",
     source: true,
+    also_served: None,
 };
 
 pub const WEBHOOK_SOURCE: Kind = Kind {
@@ -79,6 +93,7 @@ pub const WEBHOOK_SOURCE: Kind = Kind {
     version: "v1alpha1",
     plural: "webhooksources",
     source: true,
+    also_served: None,
 };
 
 pub const KAFKA_SOURCE: Kind = Kind {
@@ -87,6 +102,7 @@ pub const KAFKA_SOURCE: Kind = Kind {
     version: "v1",
     plural: "kafkasources",
     source: true,
+    also_served: Some(herald_crds::kafka_source::ALSO_SERVED_VERSION),
 };
 
 pub const API_SERVER_SOURCE: Kind = Kind {
@@ -95,6 +111,7 @@ pub const API_SERVER_SOURCE: Kind = Kind {
     version: "v1",
     plural: "apiserversources",
     source: true,
+    also_served: None,
 };
 
 pub const SINK_BINDING: Kind = Kind {
@@ -103,6 +120,7 @@ pub const SINK_BINDING: Kind = Kind {
     version: "v1",
     plural: "sinkbindings",
     source: true,
+    also_served: None,
 };
 
 /// Every kind, in the order brokers → triggers → sources (the order `apply` creates them).
@@ -120,9 +138,11 @@ pub const KINDS: [&Kind; 9] = [
 
 /// The kind served at `/apis/{group}/{version}/.../{plural}`.
 pub fn by_path(group: &str, version: &str, plural: &str) -> Option<&'static Kind> {
-    KINDS
-        .into_iter()
-        .find(|k| k.group == group && k.version == version && k.plural == plural)
+    KINDS.into_iter().find(|k| {
+        k.group == group
+            && (k.version == version || k.also_served == Some(version))
+            && k.plural == plural
+    })
 }
 
 /// A kind by what people type: `broker`, `brokers`, `Broker`, `natssource`, ...

@@ -28,7 +28,7 @@ async fn crds_apply_and_reject_invalid_objects() {
     let (status, answer) = server.post(&format!("{eventing}/triggers"), &trigger).await;
     assert_eq!(status, 201, "{answer}");
 
-    let invalid: [(Value, &str); 2] = [
+    let invalid: [(Value, &str); 4] = [
         (
             json!({"apiVersion": "eventing.knative.dev/v1", "kind": "Trigger", "metadata": {"name": "no-subscriber"}, "spec": {"broker": "b"}}),
             "spec.subscriber",
@@ -37,6 +37,16 @@ async fn crds_apply_and_reject_invalid_objects() {
             json!({"apiVersion": "eventing.knative.dev/v1", "kind": "Trigger", "metadata": {"name": "bad-policy"},
                    "spec": {"broker": "b", "subscriber": {"uri": "http://x/"}, "delivery": {"backoffPolicy": "sometimes"}}}),
             "spec.delivery.backoffPolicy",
+        ),
+        (
+            json!({"apiVersion": "eventing.knative.dev/v1", "kind": "Trigger", "metadata": {"name": "bad-delay"},
+                   "spec": {"broker": "b", "subscriber": {"uri": "http://x/"}, "delivery": {"backoffDelay": "5s"}}}),
+            "spec.delivery.backoffDelay",
+        ),
+        (
+            json!({"apiVersion": "eventing.knative.dev/v1", "kind": "Trigger", "metadata": {"name": "bad-retry"},
+                   "spec": {"broker": "b", "subscriber": {"uri": "http://x/"}, "delivery": {"retry": -1}}}),
+            "spec.delivery.retry",
         ),
     ];
     for (object, field) in invalid {
@@ -57,4 +67,37 @@ async fn crds_apply_and_reject_invalid_objects() {
         )
         .await;
     assert_eq!(status, 201, "{answer}");
+
+    // Knative's KafkaSource is v1beta1: that YAML applies as it is, and reads back as v1.
+    let kafka = json!({
+        "apiVersion": "sources.knative.dev/v1beta1", "kind": "KafkaSource", "metadata": {"name": "k"},
+        "spec": {"bootstrapServers": ["kafka:9092"], "topics": ["orders"], "initialOffset": "earliest",
+                 "sink": {"ref": {"apiVersion": "eventing.knative.dev/v1", "kind": "Broker", "name": "b"}}}
+    });
+    let (status, answer) = server
+        .post(
+            "/apis/sources.knative.dev/v1beta1/namespaces/default/kafkasources",
+            &kafka,
+        )
+        .await;
+    assert_eq!(status, 201, "{answer}");
+    let (status, stored) = server
+        .get("/apis/sources.knative.dev/v1/namespaces/default/kafkasources/k")
+        .await;
+    assert_eq!(status, 200, "{stored}");
+    assert_eq!(stored["spec"], kafka["spec"]);
+    let mut bad_offset = kafka.clone();
+    bad_offset["metadata"]["name"] = json!("bad-offset");
+    bad_offset["spec"]["initialOffset"] = json!("oldest");
+    let (status, answer) = server
+        .post(
+            "/apis/sources.knative.dev/v1beta1/namespaces/default/kafkasources",
+            &bad_offset,
+        )
+        .await;
+    assert_eq!(status, 422, "{answer}");
+    assert!(
+        answer.to_string().contains("spec.initialOffset"),
+        "{answer}"
+    );
 }

@@ -15,6 +15,7 @@ use crate::{DeliverySpec, KReference};
     kind = "Broker",
     namespaced,
     status = "BrokerStatus",
+    label("duck.knative.dev/addressable", "true"),
     category = "all",
     category = "knative",
     category = "eventing",

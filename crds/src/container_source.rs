@@ -17,11 +17,15 @@ use crate::Destination;
     kind = "ContainerSource",
     namespaced,
     status = "SourceStatus",
+    label("duck.knative.dev/source", "true"),
+    label("eventing.knative.dev/source", "true"),
     category = "all",
     category = "knative",
     category = "sources",
     printcolumn = r#"{"name":"Sink","type":"string","jsonPath":".status.sinkUri"}"#,
-    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ContainerSourceSpec {

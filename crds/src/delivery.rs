@@ -13,17 +13,27 @@ pub struct DeliverySpec {
     pub dead_letter_sink: Option<Destination>,
     /// Retries after the first attempt; total attempts are `retry + 1`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
     pub retry: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backoff_policy: Option<BackoffPolicy>,
     /// ISO-8601 duration, e.g. `PT0.2S`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(
+        pattern = r"^P([0-9]+([.,][0-9]+)?[YMWD])*(T([0-9]+([.,][0-9]+)?[HMS])+)?$"
+    ))]
     pub backoff_delay: Option<String>,
     /// Per-attempt timeout, ISO-8601.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(
+        pattern = r"^P([0-9]+([.,][0-9]+)?[YMWD])*(T([0-9]+([.,][0-9]+)?[HMS])+)?$"
+    ))]
     pub timeout: Option<String>,
     /// Upper bound for a subscriber's `Retry-After`; `PT0S` ignores the header.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(
+        pattern = r"^P([0-9]+([.,][0-9]+)?[YMWD])*(T([0-9]+([.,][0-9]+)?[HMS])+)?$"
+    ))]
     pub retry_after_max: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub format: Option<DeliveryFormat>,

@@ -12,7 +12,10 @@ pub fn all() -> Vec<CustomResourceDefinition> {
         crate::Trigger::crd(),
         crate::PingSource::crd(),
         crate::ContainerSource::crd(),
-        crate::KafkaSource::crd(),
+        also_served(
+            crate::KafkaSource::crd(),
+            crate::kafka_source::ALSO_SERVED_VERSION,
+        ),
         crate::ApiServerSource::crd(),
         crate::SinkBinding::crd(),
         crate::WebhookSource::crd(),
@@ -42,5 +45,15 @@ fn spec_optional(mut crd: CustomResourceDefinition) -> CustomResourceDefinition 
             required.retain(|field| field != "spec");
         }
     }
+    crd
+}
+
+/// Serves the CRD's schema under a second version too, stored as the first (the schemas are
+/// the same, so the API server converts by changing `apiVersion` only).
+fn also_served(mut crd: CustomResourceDefinition, version: &str) -> CustomResourceDefinition {
+    let mut other = crd.spec.versions[0].clone();
+    other.name = version.to_owned();
+    other.storage = false;
+    crd.spec.versions.push(other);
     crd
 }

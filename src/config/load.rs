@@ -138,7 +138,7 @@ fn parse_resource(origin: &str, mut value: Value) -> Result<Resource, ConfigErro
     }
     let Some(known) = crate::kinds::KINDS
         .into_iter()
-        .find(|k| k.kind == kind && k.api_version() == api_version)
+        .find(|k| k.kind == kind && k.serves(&api_version))
     else {
         let served: Vec<String> = crate::kinds::KINDS
             .iter()
@@ -189,6 +189,24 @@ mod tests {
                 .as_deref(),
             Some("metadata.nmespace")
         );
+    }
+
+    #[test]
+    fn kafka_sources_are_read_in_knatives_version_too() {
+        let source = |version: &str| {
+            format!("apiVersion: sources.knative.dev/{version}\nkind: KafkaSource\nmetadata: {{name: k}}\nspec: {{bootstrapServers: ['k:9092'], topics: [t], sink: {{uri: 'http://x'}}}}\n")
+        };
+        for version in ["v1beta1", "v1"] {
+            let loaded = parse_documents("f.yaml", &source(version)).unwrap();
+            assert!(
+                matches!(loaded[0].resource, Resource::KafkaSource(_)),
+                "{version}"
+            );
+        }
+        let err = parse_documents("f.yaml", &source("v1alpha1")).unwrap_err();
+        assert_eq!(err.field.as_deref(), Some("kind"));
+        let trigger = "apiVersion: eventing.knative.dev/v1beta1\nkind: Trigger\nmetadata: {name: t}\nspec: {broker: b, subscriber: {uri: 'http://x'}}\n";
+        assert!(parse_documents("f.yaml", trigger).is_err());
     }
 
     #[test]
