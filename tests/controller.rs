@@ -1149,10 +1149,14 @@ async fn a_controller_started_before_its_api_server_waits_for_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_controller_scoped_to_a_namespace_needs_permissions_only_there() {
     let server = install_example_deployment().await;
-    let (status, answer) = server
-        .delete("/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/herald-controller")
-        .await;
-    assert_eq!(status, 200, "{answer}");
+    for binding in ["herald-controller", "herald-addressable-resolver"] {
+        let (status, answer) = server
+            .delete(&format!(
+                "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/{binding}"
+            ))
+            .await;
+        assert_eq!(status, 200, "{answer}");
+    }
     apply_file(&server, "15-rbac-one-namespace.yaml").await;
     create(
         &server,
