@@ -192,12 +192,9 @@ async fn brokers_and_triggers_run_with_knative_status_and_finalizers() {
     )
     .await;
     let service_ref = |name: &str| json!({"ref": {"apiVersion": "v1", "kind": "Service", "name": name}, "uri": "/events"});
-    create(
-        &server,
-        &format!("{EVENTING}/triggers"),
-        &trigger("to-service", "b", service_ref("display")),
-    )
-    .await;
+    let mut to_service = trigger("to-service", "b", service_ref("display"));
+    to_service["spec"]["delivery"] = json!({"deadLetterSink": {"ref": {"apiVersion": "eventing.knative.dev/v1", "kind": "Broker", "name": "b"}}});
+    create(&server, &format!("{EVENTING}/triggers"), &to_service).await;
     create(
         &server,
         &format!("{EVENTING}/triggers"),
@@ -208,6 +205,16 @@ async fn brokers_and_triggers_run_with_knative_status_and_finalizers() {
     assert_eq!(
         resolved["status"]["subscriberUri"], "http://display.default.svc.cluster.local/events",
         "{resolved}"
+    );
+    // The dead-letter sink is the broker's address as the cluster knows it.
+    assert_eq!(
+        resolved["status"]["deadLetterSinkUri"],
+        format!("{EXTERNAL_URL}/default/b"),
+        "{resolved}"
+    );
+    assert_eq!(
+        condition(&resolved, "DeadLetterSinkResolved").unwrap()["status"],
+        "True"
     );
     let unresolved = wait_condition(
         &server,
