@@ -142,17 +142,11 @@ pub fn validate(spec: &ApiServerSourceSpec) -> Result<(), FieldError> {
             spec.namespace_selector.as_ref(),
         )));
     for (i, resource) in spec.resources.iter().enumerate() {
-        for (field, value) in [
-            ("apiVersion", &resource.api_version),
-            ("kind", &resource.kind),
-        ] {
-            if value.trim().is_empty() {
-                return Err(FieldError::new(
-                    format!("spec.resources[{i}].{field}"),
-                    "must not be empty",
-                ));
-            }
-        }
+        herald_crds::validation::validate_api_version_kind(
+            &format!("spec.resources[{i}]"),
+            &resource.api_version,
+            &resource.kind,
+        )?;
     }
     for (path, selector) in selectors {
         let Some(selector) = selector else { continue };

@@ -39,6 +39,23 @@ pub fn is_filter_attribute_name(name: &str) -> bool {
     matches!(chars.next(), Some('a'..='z')) && chars.all(|c| matches!(c, 'a'..='z' | '0'..='9'))
 }
 
+/// Checks that a reference to a Kubernetes kind at `path` gives its `apiVersion` and `kind`.
+pub fn validate_api_version_kind(
+    path: &str,
+    api_version: &str,
+    kind: &str,
+) -> Result<(), FieldError> {
+    for (field, value) in [("apiVersion", api_version), ("kind", kind)] {
+        if value.trim().is_empty() {
+            return Err(FieldError::new(
+                format!("{path}.{field}"),
+                "must not be empty",
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Validates a Kubernetes object name (DNS-1123 subdomain, as Knative resources use).
 pub fn validate_name(path: &str, name: &str) -> Result<(), FieldError> {
     let ok = !name.is_empty()

@@ -344,17 +344,11 @@ fn validate_binding_subject(binding: &herald_crds::SinkBinding) -> Result<(), Fi
             ));
         }
     }
-    for (field, value) in [
-        ("apiVersion", &subject.api_version),
-        ("kind", &subject.kind),
-    ] {
-        if value.trim().is_empty() {
-            return Err(FieldError::new(
-                format!("spec.subject.{field}"),
-                "must not be empty",
-            ));
-        }
-    }
+    herald_crds::validation::validate_api_version_kind(
+        "spec.subject",
+        &subject.api_version,
+        &subject.kind,
+    )?;
     match (&subject.name, &subject.selector) {
         (Some(_), Some(_)) => Err(FieldError::new(
             "spec.subject",

@@ -14,12 +14,11 @@ use super::writeback::{Writer, FINALIZER};
 use crate::config::{build_desired_lenient, Desired, Loaded, Resource};
 use crate::kinds::{self, Kind};
 use crate::runtime::Runtime;
+use crate::runtime::{FailedObject, RuntimeError};
 use crate::serve::broker_class;
 use crate::status;
 use crate::store::ObjectKey;
 use herald_broker::BrokerKey;
-
-use crate::runtime::FailedObject;
 use herald_crds::Condition;
 
 /// Why an object does not run.
@@ -140,48 +139,11 @@ impl Reconciler {
         // One object that cannot run (a broker whose backend is down) must not stop the
         // others: leave it out, with its triggers, and run the rest. Each round removes one.
         while let Err(error) = self.runtime.reconcile(&desired).await {
-            let problem = Problem::Failed {
-                reason: error.reason(),
-                message: error.to_string(),
-            };
-            match error.failed_object() {
-                Some(FailedObject::Broker(broker)) if desired.brokers.remove(&broker).is_some() => {
-                    tracing::warn!(%error, "cannot run this broker and its triggers; retrying on the next change or resync");
-                    let why = format!("Broker {:?} is not ready: {error}", broker.name);
-                    let triggers: Vec<_> = desired
-                        .triggers
-                        .iter()
-                        .filter(|((namespace, _), t)| {
-                            *namespace == broker.namespace && t.spec.broker == broker.name
-                        })
-                        .map(|(key, _)| key.clone())
-                        .collect();
-                    for (namespace, name) in triggers {
-                        desired.triggers.remove(&(namespace.clone(), name.clone()));
-                        problems.insert(
-                            ObjectKey::new(&kinds::TRIGGER, &namespace, &name),
-                            Problem::BrokerNotReady(why.clone()),
-                        );
-                    }
-                    problems.insert(
-                        ObjectKey::new(&kinds::BROKER, &broker.namespace, &broker.name),
-                        problem,
-                    );
-                }
-                Some(FailedObject::Trigger(trigger))
-                    if desired.triggers.remove(&trigger).is_some() =>
-                {
-                    tracing::warn!(%error, "cannot run this trigger; retrying on the next change or resync");
-                    problems.insert(
-                        ObjectKey::new(&kinds::TRIGGER, &trigger.0, &trigger.1),
-                        problem,
-                    );
-                }
-                _ => {
-                    tracing::warn!(%error, "cannot run the resources; retrying on the next change or resync");
-                    return;
-                }
+            if !leave_out(&mut desired, &mut problems, &error) {
+                tracing::warn!(%error, "cannot run the resources; retrying on the next change or resync");
+                return;
             }
+            tracing::warn!(%error, "cannot run this object; the others run; retrying on the next change or resync");
         }
         self.finalize(&deleting, leader).await;
         if !leader {
@@ -289,15 +251,18 @@ impl Reconciler {
                 // The subjects lose the variables; a subject that is gone has nothing to undo.
                 // An invalid binding never bound anything.
                 let undone = match parse(kind, object) {
-                    Ok(resource @ Resource::SinkBinding(_))
-                        if crate::config::validate_cluster_workload(&resource).is_ok() =>
-                    {
-                        let Resource::SinkBinding(binding) = resource else {
-                            unreachable!()
-                        };
-                        self.workloads.bind(&binding, None).await.map(|_| ())
+                    Ok(resource) => {
+                        match (
+                            crate::config::validate_cluster_workload(&resource),
+                            resource,
+                        ) {
+                            (Ok(()), Resource::SinkBinding(binding)) => {
+                                self.workloads.bind(&binding, None).await.map(|_| ())
+                            }
+                            _ => Ok(()),
+                        }
                     }
-                    _ => Ok(()),
+                    Err(_) => Ok(()),
                 };
                 match undone {
                     Err(error) if !error.contains("does not exist") => tracing::warn!(
@@ -485,6 +450,48 @@ impl Reconciler {
             }
         }
         Some(status)
+    }
+}
+
+/// Takes the object `error` is about out of `desired` (a broker with its triggers), saying
+/// why in `problems`; `false` when the error is about no object still in `desired`.
+fn leave_out(
+    desired: &mut crate::config::Desired,
+    problems: &mut HashMap<ObjectKey, Problem>,
+    error: &RuntimeError,
+) -> bool {
+    let problem = Problem::Failed {
+        reason: error.reason(),
+        message: error.to_string(),
+    };
+    match error.failed_object() {
+        Some(FailedObject::Broker(broker)) if desired.brokers.remove(&broker).is_some() => {
+            let why = format!("Broker {:?} is not ready: {error}", broker.name);
+            desired.triggers.retain(|(namespace, name), trigger| {
+                let on_broker =
+                    *namespace == broker.namespace && trigger.spec.broker == broker.name;
+                if on_broker {
+                    problems.insert(
+                        ObjectKey::new(&kinds::TRIGGER, namespace, name),
+                        Problem::BrokerNotReady(why.clone()),
+                    );
+                }
+                !on_broker
+            });
+            problems.insert(
+                ObjectKey::new(&kinds::BROKER, &broker.namespace, &broker.name),
+                problem,
+            );
+            true
+        }
+        Some(FailedObject::Trigger(trigger)) if desired.triggers.remove(&trigger).is_some() => {
+            problems.insert(
+                ObjectKey::new(&kinds::TRIGGER, &trigger.0, &trigger.1),
+                problem,
+            );
+            true
+        }
+        _ => false,
     }
 }
 
