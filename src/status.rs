@@ -115,12 +115,14 @@ pub fn source(runtime: &Runtime, resource: &Resource) -> SourceStatus {
     if matches!(resource, Resource::ApiServerSource(_)) {
         // Knative's ApiServerSource says whether its ServiceAccount may read what it watches.
         conditions.push(match &last_error {
-            Some(failure) if failure.reason == "InsufficientPermission" => Condition::new(
-                "SufficientPermissions",
-                false,
-                Some(failure.reason),
-                Some(failure.message.clone()),
-            ),
+            Some(failure) if failure.reason == herald_sources::INSUFFICIENT_PERMISSION => {
+                Condition::new(
+                    "SufficientPermissions",
+                    false,
+                    Some(failure.reason),
+                    Some(failure.message.clone()),
+                )
+            }
             _ => Condition::new("SufficientPermissions", true, None, None),
         });
     }

@@ -17,8 +17,6 @@ use crate::Destination;
     kind = "ContainerSource",
     namespaced,
     status = "SourceStatus",
-    label("duck.knative.dev/source", "true"),
-    label("eventing.knative.dev/source", "true"),
     category = "all",
     category = "knative",
     category = "sources",

@@ -20,8 +20,6 @@ pub const ALSO_SERVED_VERSION: &str = "v1beta1";
     kind = "KafkaSource",
     namespaced,
     status = "SourceStatus",
-    label("duck.knative.dev/source", "true"),
-    label("eventing.knative.dev/source", "true"),
     category = "all",
     category = "knative",
     category = "eventing",

@@ -7,7 +7,7 @@ use kube::CustomResourceExt;
 
 /// Every CRD, brokers and triggers first.
 pub fn all() -> Vec<CustomResourceDefinition> {
-    vec![
+    let crds = vec![
         spec_optional(crate::Broker::crd()),
         crate::Trigger::crd(),
         crate::PingSource::crd(),
@@ -20,7 +20,20 @@ pub fn all() -> Vec<CustomResourceDefinition> {
         crate::SinkBinding::crd(),
         crate::WebhookSource::crd(),
         crate::NatsSource::crd(),
-    ]
+    ];
+    crds.into_iter().map(source_labels).collect()
+}
+
+/// Knative's labels on every source kind (its `sources.*` groups), by which `kn source list`
+/// and Knative's aggregated roles find sources.
+fn source_labels(mut crd: CustomResourceDefinition) -> CustomResourceDefinition {
+    if crd.spec.group.starts_with("sources.") {
+        let labels = crd.metadata.labels.get_or_insert_with(Default::default);
+        for label in ["duck.knative.dev/source", "eventing.knative.dev/source"] {
+            labels.insert(label.to_owned(), "true".to_owned());
+        }
+    }
+    crd
 }
 
 /// The file a CRD is kept in: `{plural}.{group}.yaml`, as Kubernetes names the CRD itself.

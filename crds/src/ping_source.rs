@@ -15,8 +15,6 @@ use crate::Destination;
     kind = "PingSource",
     namespaced,
     status = "SourceStatus",
-    label("duck.knative.dev/source", "true"),
-    label("eventing.knative.dev/source", "true"),
     category = "all",
     category = "knative",
     category = "sources",

@@ -16,8 +16,6 @@ use crate::{Destination, LabelSelector};
     kind = "SinkBinding",
     namespaced,
     status = "SourceStatus",
-    label("duck.knative.dev/source", "true"),
-    label("eventing.knative.dev/source", "true"),
     label("duck.knative.dev/binding", "true"),
     category = "all",
     category = "knative",

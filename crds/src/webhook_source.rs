@@ -18,8 +18,6 @@ use crate::Destination;
     kind = "WebhookSource",
     namespaced,
     status = "SourceStatus",
-    label("duck.knative.dev/source", "true"),
-    label("eventing.knative.dev/source", "true"),
     category = "all",
     category = "sources",
     printcolumn = r#"{"name":"Sink","type":"string","jsonPath":".status.sinkUri"}"#,

@@ -38,11 +38,14 @@ pub enum SourceError {
     Forbidden(String),
 }
 
+/// The condition reason of a source that may not read what it is asked to.
+pub const INSUFFICIENT_PERMISSION: &str = "InsufficientPermission";
+
 impl SourceError {
     /// The `reason` of the source's `Ready=False` condition while this error lasts.
     pub fn reason(&self) -> &'static str {
         match self {
-            SourceError::Forbidden(_) => "InsufficientPermission",
+            SourceError::Forbidden(_) => INSUFFICIENT_PERMISSION,
             SourceError::Connect(_) | SourceError::Input(_) => "Failing",
         }
     }

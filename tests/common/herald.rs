@@ -166,6 +166,16 @@ impl HeraldDirs {
 }
 
 /// A running Herald.
+/// Listeners on ports the OS picks (read back from the log) and a short shutdown grace.
+const ON_FREE_PORTS: [&str; 6] = [
+    "--listen",
+    "127.0.0.1:0",
+    "--admin-listen",
+    "127.0.0.1:0",
+    "--shutdown-grace",
+    "5s",
+];
+
 pub struct Herald {
     child: Child,
     /// `http://127.0.0.1:PORT`
@@ -188,14 +198,7 @@ impl Herald {
             .arg(dirs.config.path())
             .arg("--data-dir")
             .arg(dirs.data.path())
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--admin-listen",
-                "127.0.0.1:0",
-                "--shutdown-grace",
-                "5s",
-            ])
+            .args(ON_FREE_PORTS)
             .args(backend.args())
             .args(extra);
         Self::launch(command).await
@@ -215,14 +218,7 @@ impl Herald {
             .arg(kubeconfig)
             .arg("--data-dir")
             .arg(data_dir)
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--admin-listen",
-                "127.0.0.1:0",
-                "--shutdown-grace",
-                "5s",
-            ])
+            .args(ON_FREE_PORTS)
             .args(backend.args())
             .args(extra);
         Self::launch(command).await

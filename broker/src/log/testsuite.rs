@@ -417,12 +417,7 @@ async fn deleting_a_consumer_forgets_it(harness: &dyn LogHarness) {
         first.ack(record.id).await.unwrap();
     }
     first.commit().await.unwrap();
-    let parked = ParkedRecord {
-        id: records[0].id,
-        record: records[0].record.clone(),
-        failure: failure(1),
-    };
-    log.park(&broker, "t", parked).await.unwrap();
+    park_first(&*log, &broker, &records).await;
     drop(first);
     log.delete_consumer(&broker, "t").await.unwrap();
     assert!(log.parked(&broker, "t").await.unwrap().is_empty());
@@ -434,6 +429,16 @@ async fn deleting_a_consumer_forgets_it(harness: &dyn LogHarness) {
     log.close().await.unwrap();
 }
 
+/// Parks the first of `records` for consumer `t`, as a failed delivery would.
+async fn park_first(log: &dyn EventLog, broker: &BrokerKey, records: &[LogRecord]) {
+    let parked = ParkedRecord {
+        id: records[0].id,
+        record: records[0].record.clone(),
+        failure: failure(1),
+    };
+    log.park(broker, "t", parked).await.unwrap();
+}
+
 async fn deleting_a_broker_forgets_everything(harness: &dyn LogHarness) {
     let (log, broker) = fresh(harness, "delete-broker").await;
     let mut first = consumer(&*log, &broker, "t", StartFrom::Earliest).await;
@@ -441,12 +446,7 @@ async fn deleting_a_broker_forgets_everything(harness: &dyn LogHarness) {
     let records = poll_exactly(&mut *first, 1).await;
     first.ack(records[0].id).await.unwrap();
     first.commit().await.unwrap();
-    let parked = ParkedRecord {
-        id: records[0].id,
-        record: records[0].record.clone(),
-        failure: failure(1),
-    };
-    log.park(&broker, "t", parked).await.unwrap();
+    park_first(&*log, &broker, &records).await;
     drop(first);
     log.delete_broker(&broker).await.unwrap();
     log.delete_broker(&broker).await.unwrap();
