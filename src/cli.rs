@@ -411,6 +411,15 @@ pub struct DataPlaneArgs {
     #[arg(long, env = "HERALD_APPEND_QUEUE", default_value_t = herald_broker::log::sled::DEFAULT_QUEUE_CAPACITY)]
     pub append_queue: usize,
 
+    /// Bytes of page cache of the embedded log (sled's own default is 1 GiB).
+    #[arg(long, env = "HERALD_SLED_CACHE_BYTES", default_value_t = herald_broker::log::sled::DEFAULT_CACHE_BYTES)]
+    pub sled_cache_bytes: u64,
+
+    /// Distinct event types per broker that get their own `event_type` label on
+    /// `herald_events_received_total`; later types are counted as `_other`.
+    #[arg(long, env = "HERALD_METRICS_MAX_EVENT_TYPES", default_value_t = herald_broker::type_labels::DEFAULT_MAX_EVENT_TYPES)]
+    pub metrics_max_event_types: usize,
+
     /// How long shutdown waits for in-flight requests and deliveries (e.g. 30s, 500ms).
     #[arg(long, env = "HERALD_SHUTDOWN_GRACE", default_value = "30s", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,

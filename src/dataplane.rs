@@ -9,7 +9,7 @@ use crate::apiserver_source::KubeAccess;
 use anyhow::Context;
 use herald_broker::log::kafka::{KafkaLog, KafkaOptions};
 use herald_broker::log::nats::{NatsLog, NatsOptions, DEFAULT_PUBLISH_TIMEOUT};
-use herald_broker::log::routed::RoutedLog;
+use herald_broker::log::routed::{BackendChoice, RoutedLog};
 use herald_broker::log::sled::SledLog;
 use herald_broker::{BrokerRegistry, EventLog, Ingress, IngressConfig};
 use herald_sources::webhook::WebhookRegistry;
@@ -43,16 +43,17 @@ pub struct Listeners {
 }
 
 impl DataPlane {
-    /// Connects the backends, lets `check` refuse the configuration before any port is
-    /// bound, then binds the listeners and builds the runtime.
+    /// Lets `check` refuse the configuration against the backends `args` configure before
+    /// any backend is opened (so the data directory is untouched) or port bound, then
+    /// connects the backends, binds the listeners and builds the runtime.
     pub async fn open(
         args: &DataPlaneArgs,
         kube: Arc<KubeAccess>,
-        check: impl FnOnce(&RoutedLog) -> anyhow::Result<()>,
+        check: impl FnOnce(&BackendChoice) -> anyhow::Result<()>,
     ) -> anyhow::Result<Self> {
+        check(&backend_choice(args))?;
         let metrics = crate::admin::install_metrics()?;
         let routes = Arc::new(open_backends(args).await?);
-        check(&routes)?;
         let log: Arc<dyn EventLog> = routes.clone();
         let ingress_listener = bind(args.listen).await?;
         let admin_listener = bind(args.admin_listen).await?;
@@ -62,6 +63,7 @@ impl DataPlane {
             Arc::new(BrokerRegistry::default()),
             IngressConfig {
                 max_event_bytes: args.max_event_bytes,
+                max_event_types: args.metrics_max_event_types,
                 ..IngressConfig::default()
             },
         ));
@@ -166,6 +168,26 @@ async fn shutdown_signal() -> anyhow::Result<&'static str> {
     })
 }
 
+/// The backends [`open_backends`] opens for `args`, and the default among them.
+fn backend_choice(args: &DataPlaneArgs) -> BackendChoice {
+    let mut configured = vec![default_backend(args)];
+    if args.nats_url.is_some() {
+        configured.push("nats");
+    }
+    if args.kafka_bootstrap.is_some() {
+        configured.push("kafka");
+    }
+    BackendChoice::new(default_backend(args), configured)
+}
+
+fn default_backend(args: &DataPlaneArgs) -> &'static str {
+    match args.backend {
+        Backend::Sled => "sled",
+        Backend::Nats => "nats",
+        Backend::Kafka => "kafka",
+    }
+}
+
 /// Opens the default backend, and NATS or Kafka too when their address is given, behind
 /// one router.
 async fn open_backends(args: &DataPlaneArgs) -> anyhow::Result<RoutedLog> {
@@ -174,7 +196,7 @@ async fn open_backends(args: &DataPlaneArgs) -> anyhow::Result<RoutedLog> {
         let dir = args.data_dir.join("log");
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;
-        let sled = SledLog::open(&dir, args.append_queue)
+        let sled = SledLog::open_with_cache(&dir, args.append_queue, args.sled_cache_bytes)
             .with_context(|| format!("cannot open the log in {}", dir.display()))?;
         backends.insert("sled".into(), Arc::new(sled));
     }
@@ -210,10 +232,5 @@ async fn open_backends(args: &DataPlaneArgs) -> anyhow::Result<RoutedLog> {
             .with_context(|| format!("cannot set up the Kafka clients for {bootstrap}"))?;
         backends.insert("kafka".into(), Arc::new(kafka));
     }
-    let default = match args.backend {
-        Backend::Sled => "sled",
-        Backend::Nats => "nats",
-        Backend::Kafka => "kafka",
-    };
-    Ok(RoutedLog::new(default, backends))
+    Ok(RoutedLog::new(default_backend(args), backends))
 }

@@ -11,10 +11,11 @@ use tokio_util::sync::CancellationToken;
 use crate::admin::{self, Readiness};
 use crate::api::ApiState;
 use crate::cli::ServeArgs;
-use crate::config::{build_desired, load_paths};
+use crate::config::{build_desired, load_paths, ConfigError, Loaded, Resource};
 use crate::control::{ControlError, ControlPlane};
 use crate::dataplane::DataPlane;
 use crate::store::ResourceStore;
+use herald_broker::log::routed::BackendChoice;
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     crate::api::check_exposure(args.data.admin_listen, args.admin_token.as_deref())
@@ -37,14 +38,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         metrics,
         listeners,
         ..
-    } = DataPlane::open(&args.data, kube, |routes| {
-        // Every broker's class must name a configured backend.
-        for (key, broker) in &desired.brokers {
-            routes.backend_for_class(broker_class(broker)).map_err(|message| {
-                anyhow::anyhow!("Broker {key}: field metadata.annotations[{BROKER_CLASS_ANNOTATION}]: {message}")
-            })?;
-        }
-        Ok(())
+    } = DataPlane::open(&args.data, kube, |choice| {
+        Ok(check_broker_classes(&store.loaded(), choice)?)
     })
     .await?;
     // Consumers exist before the first event can be accepted, so no trigger misses one.
@@ -118,6 +113,28 @@ async fn reload_on_sighup(
             ),
         }
     }
+}
+
+/// Every broker's class must name a configured backend; the error names the file, the
+/// broker and the annotation.
+fn check_broker_classes(loaded: &[Loaded], choice: &BackendChoice) -> Result<(), ConfigError> {
+    for Loaded { origin, resource } in loaded {
+        let Resource::Broker(broker) = resource else {
+            continue;
+        };
+        choice
+            .backend_for_class(broker_class(broker))
+            .map_err(|message| {
+                let (namespace, name) = resource.namespaced_name();
+                ConfigError {
+                    origin: origin.clone(),
+                    resource: Some(format!("Broker {namespace}/{name}")),
+                    field: Some(format!("metadata.annotations[{BROKER_CLASS_ANNOTATION}]")),
+                    message,
+                }
+            })?;
+    }
+    Ok(())
 }
 
 /// A broker's `eventing.knative.dev/broker.class` annotation, if set.

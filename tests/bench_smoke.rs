@@ -30,6 +30,12 @@ async fn smoke(backend: &str) {
             .all(|p| p["ingress_202"]["samples"].as_u64() > Some(0)),
         "{open:?}"
     );
+    for field in ["idle_rss_bytes", "overload_peak_rss_bytes"] {
+        assert!(
+            json["memory"][field].as_u64().is_some_and(|v| v > 0),
+            "memory.{field} in {json}"
+        );
+    }
     let fanout = json["fanout"].as_array().unwrap();
     assert_eq!(fanout.len(), 2);
     assert!(

@@ -15,6 +15,7 @@ every_scenario!(Sled);
 on_backend!(Sled =>
     ingress::invalid_config_is_rejected_before_binding,
     filters::invalid_filters_are_rejected_at_load,
+    observability::event_type_labels_are_bounded,
 );
 
 /// Two Heralds on one data directory would corrupt the log: the second is refused with an

@@ -73,6 +73,22 @@ impl Herald {
     }
 }
 
+impl Herald {
+    /// Resident memory of the Herald process now (Linux `/proc`), in bytes.
+    pub fn rss_bytes(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        let kib = status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))?
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse::<u64>()
+            .ok()?;
+        Some(kib * 1024)
+    }
+}
+
 impl Drop for Herald {
     fn drop(&mut self) {
         let _ = self.child.kill();

@@ -55,6 +55,22 @@ pub struct FanoutPoint {
     pub complete: bool,
 }
 
+/// Herald's memory at rest and under overload.
+#[derive(Clone, Debug, Serialize)]
+pub struct MemoryPoint {
+    /// Resident memory with one broker and trigger, after start, before any event.
+    pub idle_rss_bytes: u64,
+    /// The open-loop rate offered: [`OVERLOAD_FACTOR`] times the measured maximum.
+    pub overload_rate_per_second: f64,
+    /// The largest resident memory sampled while that rate was offered.
+    pub overload_peak_rss_bytes: u64,
+    /// Requests of the overload that did not get a 202 (503s, refused connections).
+    pub overload_failures: u64,
+}
+
+/// The overload offered when measuring memory, as a multiple of the maximum throughput.
+pub const OVERLOAD_FACTOR: f64 = 10.0;
+
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
     pub date: String,
@@ -72,6 +88,7 @@ pub struct Report {
     pub ratio_to_nats_baseline: Option<f64>,
     pub ratio_to_kafka_baseline: Option<f64>,
     pub open_loop: Vec<RatePoint>,
+    pub memory: MemoryPoint,
     pub fanout: Vec<FanoutPoint>,
 }
 
@@ -169,6 +186,8 @@ pub async fn run_backend(settings: &Settings, backend: &str) -> anyhow::Result<R
         &args_for_run(),
     )?;
     let url = format!("{}/default/bench", herald.ingress);
+    tokio::time::sleep(settings.warmup).await;
+    let idle_rss_bytes = herald.rss_bytes().unwrap_or_default();
     let herald_ingress_rps = median_of(settings.repetitions, || async {
         Ok(closed_loop(
             &url,
@@ -196,6 +215,16 @@ pub async fn run_backend(settings: &Settings, backend: &str) -> anyhow::Result<R
             failures,
         });
     }
+    let memory = overload(
+        &herald,
+        &url,
+        &pool,
+        payload.clone(),
+        herald_ingress_rps,
+        settings,
+    )
+    .await
+    .with_idle(idle_rss_bytes);
     drop(herald);
 
     let mut fanout = Vec::new();
@@ -262,8 +291,48 @@ pub async fn run_backend(settings: &Settings, backend: &str) -> anyhow::Result<R
         baseline_nats_publish_rps,
         herald_ingress_rps,
         open_loop: open,
+        memory,
         fanout,
     })
+}
+
+/// Offers [`OVERLOAD_FACTOR`] times the maximum rate for the run's duration while sampling
+/// Herald's resident memory.
+async fn overload(
+    herald: &Herald,
+    url: &str,
+    pool: &[reqwest::Client],
+    payload: Bytes,
+    max_rate: f64,
+    settings: &Settings,
+) -> MemoryPoint {
+    let rate = (max_rate * OVERLOAD_FACTOR).max(1.0);
+    let load = open_loop(url, pool, payload, rate, settings.duration);
+    tokio::pin!(load);
+    let mut peak = 0;
+    let mut sample = tokio::time::interval(Duration::from_millis(100));
+    let (_, failures) = loop {
+        tokio::select! {
+            done = &mut load => break done,
+            _ = sample.tick() => peak = peak.max(herald.rss_bytes().unwrap_or_default()),
+        }
+    };
+    peak = peak.max(herald.rss_bytes().unwrap_or_default());
+    MemoryPoint {
+        idle_rss_bytes: 0,
+        overload_rate_per_second: rate,
+        overload_peak_rss_bytes: peak,
+        overload_failures: failures,
+    }
+}
+
+impl MemoryPoint {
+    fn with_idle(self, idle_rss_bytes: u64) -> Self {
+        Self {
+            idle_rss_bytes,
+            ..self
+        }
+    }
 }
 
 /// The median of `repetitions` runs of a rate measurement.
@@ -308,6 +377,12 @@ pub fn markdown(report: &Report) -> String {
             point.rate_per_second, point.end_to_end.p50_ms, point.end_to_end.p99_ms, point.end_to_end.p999_ms
         ));
     }
+    let mib = |bytes: u64| bytes as f64 / (1024.0 * 1024.0);
+    out.push_str(&format!(
+        "| resident memory, idle (one broker, one trigger) | {:.1} MiB | | |\n| resident memory, peak under {:.0}x overload ({:.0}/s offered, {} not accepted) | {:.1} MiB | | |\n",
+        mib(report.memory.idle_rss_bytes), OVERLOAD_FACTOR, report.memory.overload_rate_per_second,
+        report.memory.overload_failures, mib(report.memory.overload_peak_rss_bytes)
+    ));
     for point in &report.fanout {
         out.push_str(&format!(
             "| fan-out to {} triggers ({} events) | {:.0} deliveries/s, {:.0} µs per event{} | | |\n",

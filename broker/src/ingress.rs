@@ -22,6 +22,7 @@ use crate::binding::{decode_request, DecodeError};
 use crate::event::{AttrValue, CloudEvent, InvalidEvent};
 use crate::log::{BrokerKey, EventLog, LogError};
 use crate::record::Record;
+use crate::type_labels::EventTypeLabels;
 
 /// Default `--max-event-bytes`: 4 MiB.
 pub const DEFAULT_MAX_EVENT_BYTES: usize = 4 * 1024 * 1024;
@@ -41,6 +42,8 @@ pub struct IngressConfig {
     pub max_event_bytes: usize,
     pub max_ttl: i64,
     pub body_timeout: Duration,
+    /// Distinct `event_type` labels per broker on ingress metrics (the rest share one).
+    pub max_event_types: usize,
 }
 
 impl Default for IngressConfig {
@@ -49,6 +52,7 @@ impl Default for IngressConfig {
             max_event_bytes: DEFAULT_MAX_EVENT_BYTES,
             max_ttl: DEFAULT_MAX_TTL,
             body_timeout: DEFAULT_BODY_TIMEOUT,
+            max_event_types: crate::type_labels::DEFAULT_MAX_EVENT_TYPES,
         }
     }
 }
@@ -152,6 +156,7 @@ pub struct Ingress {
     config: IngressConfig,
     /// Accepted events for live tails; costs nothing while nobody listens.
     tap: broadcast::Sender<Arc<TappedEvent>>,
+    type_labels: EventTypeLabels,
 }
 
 /// An event this process accepted (after its append was durable), as live tails see it.
@@ -173,6 +178,7 @@ impl Ingress {
         Self {
             log,
             brokers,
+            type_labels: EventTypeLabels::new(config.max_event_types),
             config,
             tap: broadcast::channel(TAP_CAPACITY).0,
         }
@@ -322,6 +328,7 @@ impl Ingress {
         match result {
             Ok(types) => {
                 for event_type in types {
+                    let event_type = self.type_labels.label(&broker, event_type);
                     metrics::counter!(EVENTS_RECEIVED, &labels(event_type, 202)).increment(1);
                 }
                 Ok(StatusCode::ACCEPTED.into_response())

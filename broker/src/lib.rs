@@ -11,6 +11,7 @@ pub mod record;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod trace;
+pub mod type_labels;
 
 pub use event::{AttrValue, CloudEvent, InvalidEvent};
 pub use ingress::{BrokerRegistry, Ingress, IngressConfig, IngressError};

@@ -56,23 +56,46 @@ pub fn validate_api_version_kind(
     Ok(())
 }
 
-/// Validates a Kubernetes object name (DNS-1123 subdomain, as Knative resources use).
+/// Longest DNS-1123 subdomain: Kubernetes' limit on `metadata.name`.
+pub const MAX_NAME_LEN: usize = 253;
+/// Longest DNS-1123 label: Kubernetes' limit on `metadata.namespace`.
+pub const MAX_NAMESPACE_LEN: usize = 63;
+
+/// Validates a Kubernetes object name: a DNS-1123 subdomain, as Kubernetes requires of
+/// Knative's resources (dot-separated labels of lower-case letters, digits and '-', each
+/// starting and ending with a letter or digit; 253 characters at most).
 pub fn validate_name(path: &str, name: &str) -> Result<(), FieldError> {
-    let ok = !name.is_empty()
-        && name.len() <= 253
-        && name
-            .chars()
-            .all(|c| matches!(c, 'a'..='z' | '0'..='9' | '-' | '.'))
-        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
-        && name.ends_with(|c: char| c.is_ascii_alphanumeric());
-    if ok {
+    if name.len() <= MAX_NAME_LEN && name.split('.').all(is_dns1123_label) {
         Ok(())
     } else {
         Err(FieldError::new(
             path,
-            format!("{name:?} is not a valid name: lower-case letters, digits, '-' and '.', starting and ending with a letter or digit"),
+            format!("{name:?} is not a valid name: a DNS-1123 subdomain of at most {MAX_NAME_LEN} characters, dot-separated parts of lower-case letters, digits and '-', each starting and ending with a letter or digit"),
         ))
     }
+}
+
+/// Validates a namespace: a DNS-1123 label (no dots, at most 63 characters).
+pub fn validate_namespace(path: &str, namespace: &str) -> Result<(), FieldError> {
+    if namespace.len() <= MAX_NAMESPACE_LEN && is_dns1123_label(namespace) {
+        Ok(())
+    } else {
+        Err(FieldError::new(
+            path,
+            format!("{namespace:?} is not a valid namespace: a DNS-1123 label of at most {MAX_NAMESPACE_LEN} characters, lower-case letters, digits and '-', starting and ending with a letter or digit"),
+        ))
+    }
+}
+
+/// One DNS-1123 label without its length limit (a subdomain's parts are bounded by the
+/// whole name's limit only, as in Kubernetes' `IsDNS1123Subdomain`).
+fn is_dns1123_label(label: &str) -> bool {
+    !label.is_empty()
+        && label
+            .bytes()
+            .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'-'))
+        && !label.starts_with('-')
+        && !label.ends_with('-')
 }
 
 pub fn validate_destination(path: &str, dest: &Destination) -> Result<(), FieldError> {
@@ -91,6 +114,9 @@ pub fn validate_destination(path: &str, dest: &Destination) -> Result<(), FieldE
                 ));
             }
             validate_name(&format!("{path}.ref.name"), &reference.name)?;
+            if let Some(namespace) = &reference.namespace {
+                validate_namespace(&format!("{path}.ref.namespace"), namespace)?;
+            }
             if let Some(uri) = &dest.uri {
                 if !uri.starts_with('/') {
                     return Err(FieldError::new(
@@ -177,6 +203,45 @@ pub fn validate_trigger_spec(spec: &TriggerSpec) -> Result<(), FieldError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_are_dns1123_subdomains() {
+        for good in ["a", "a-b", "a.b", "a1.b-2.c", "0", &"a".repeat(253)] {
+            assert!(validate_name("metadata.name", good).is_ok(), "{good:?}");
+        }
+        for bad in [
+            "",
+            "a..b",
+            "a.-b",
+            "a-.b",
+            ".a",
+            "a.",
+            "-a",
+            "a-",
+            "A",
+            "a_b",
+            "a b",
+            "ü",
+            &"a".repeat(254),
+        ] {
+            let error = validate_name("metadata.name", bad).unwrap_err();
+            assert_eq!(error.path, "metadata.name", "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn namespaces_are_dns1123_labels() {
+        for good in ["default", "a-b", "x", &"n".repeat(63)] {
+            assert!(
+                validate_namespace("metadata.namespace", good).is_ok(),
+                "{good:?}"
+            );
+        }
+        for bad in ["", "a.b", "-a", "a-", "A", &"n".repeat(64)] {
+            let error = validate_namespace("metadata.namespace", bad).unwrap_err();
+            assert!(error.message.contains("DNS-1123 label"), "{bad:?}: {error}");
+        }
+    }
 
     #[test]
     fn attribute_names() {

@@ -4,7 +4,9 @@ use std::collections::BTreeMap;
 
 use herald_broker::BrokerKey;
 use herald_crds::validation::validate_destination;
-use herald_crds::validation::{validate_delivery, validate_name, validate_trigger_spec};
+use herald_crds::validation::{
+    validate_delivery, validate_name, validate_namespace, validate_trigger_spec,
+};
 use herald_crds::{Broker, Destination, FieldError, NatsSourceSpec, Trigger, DEFAULT_NAMESPACE};
 
 use super::{ConfigError, Loaded, Resource};
@@ -145,7 +147,7 @@ fn check_one(
         message: e.message,
     };
     validate_name("metadata.name", &name).map_err(fail)?;
-    validate_name("metadata.namespace", &namespace).map_err(fail)?;
+    validate_namespace("metadata.namespace", &namespace).map_err(fail)?;
     if let Some(first) = origins.insert(ident.clone(), origin.to_owned()) {
         return Err(fail(FieldError::new(
             "metadata.name",

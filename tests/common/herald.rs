@@ -349,8 +349,10 @@ impl Drop for Herald {
 }
 
 /// Runs `herald serve` with a config that must be rejected; returns (exit status, stderr).
+/// A Herald that does not exit within [`DEADLINE`] (it accepted the config) is killed, and
+/// its status then says it did not succeed.
 pub fn run_invalid(config: &Path, data_dir: &Path) -> (ExitStatus, String) {
-    let output = Command::new(herald_binary())
+    let mut child = Command::new(herald_binary())
         .args([
             "serve",
             "--listen",
@@ -362,10 +364,26 @@ pub fn run_invalid(config: &Path, data_dir: &Path) -> (ExitStatus, String) {
         .arg(config)
         .arg("--data-dir")
         .arg(data_dir)
-        .output()
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
         .expect("run herald");
-    (
-        output.status,
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+    let mut stderr = child.stderr.take().expect("stderr is piped");
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
+        text
+    });
+    let deadline = std::time::Instant::now() + DEADLINE;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for herald") {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            break child.wait().expect("wait for herald");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    (status, reader.join().unwrap_or_default())
 }

@@ -228,3 +228,38 @@ pub async fn spans_are_exported_over_otlp(backend: &dyn Backend) {
         "{ingress:?}"
     );
 }
+
+/// Producers choose event types: past `--metrics-max-event-types` per broker they share one
+/// `_other` label, so `/metrics` and memory stay bounded.
+pub async fn event_type_labels_are_bounded(backend: &dyn Backend) {
+    let dirs = HeraldDirs::new(&broker_yaml("b", None));
+    let herald = Herald::start(backend, &dirs, &["--metrics-max-event-types", "3"]).await;
+    for i in 0..8 {
+        accept(&herald, &format!("e{i}"), &format!("type.{i}"), &[]).await;
+    }
+    accept(&herald, "again", "type.0", &[]).await;
+    let b = [("namespace", NS), ("broker", "b"), ("response_code", "202")];
+    let received = "herald_events_received_total";
+    wait_for_series(
+        &herald,
+        received,
+        &[b[0], b[1], b[2], ("event_type", "_other")],
+        5.0,
+    )
+    .await;
+    let text = scrape(&herald).await;
+    let labelled: Vec<&str> = text
+        .lines()
+        .filter(|line| line.starts_with(received) && line.contains("response_code=\"202\""))
+        .collect();
+    assert_eq!(labelled.len(), 4, "three types and _other: {labelled:#?}");
+    assert_eq!(
+        series(
+            &text,
+            received,
+            &[b[0], b[1], b[2], ("event_type", "type.0")]
+        ),
+        Some(2.0),
+        "a type seen first keeps its own label"
+    );
+}

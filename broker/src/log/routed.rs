@@ -18,19 +18,22 @@ pub const KAFKA_BROKER_CLASS: &str = "Kafka";
 /// Knative's default class: Herald runs it on its default backend.
 pub const DEFAULT_BROKER_CLASS: &str = "MTChannelBasedBroker";
 
-/// Logs by backend name (`sled`, `nats`), one of them the default.
-pub struct RoutedLog {
+/// Which backends are configured and which is the default: enough to decide a broker
+/// class's backend before any backend is opened, so a configuration that names an unknown
+/// or unconfigured class is refused before the data directory is touched.
+#[derive(Clone, Debug)]
+pub struct BackendChoice {
     default: String,
-    backends: HashMap<String, Arc<dyn EventLog>>,
-    routes: RwLock<HashMap<BrokerKey, Arc<dyn EventLog>>>,
+    configured: Vec<String>,
 }
 
-impl RoutedLog {
-    pub fn new(default: &str, backends: HashMap<String, Arc<dyn EventLog>>) -> Self {
+impl BackendChoice {
+    /// `configured` names every backend that will be opened (`sled`, `nats`, `kafka`);
+    /// `default` is one of them.
+    pub fn new(default: &str, configured: impl IntoIterator<Item = impl Into<String>>) -> Self {
         Self {
             default: default.to_owned(),
-            backends,
-            routes: RwLock::new(HashMap::new()),
+            configured: configured.into_iter().map(Into::into).collect(),
         }
     }
 
@@ -46,8 +49,8 @@ impl RoutedLog {
                 ))
             }
         };
-        if self.backends.contains_key(wanted) {
-            Ok(wanted)
+        if let Some(name) = self.configured.iter().find(|name| *name == wanted) {
+            Ok(name)
         } else {
             let flag = if wanted == "kafka" {
                 "--kafka-bootstrap"
@@ -59,6 +62,28 @@ impl RoutedLog {
                 class.unwrap_or_default()
             ))
         }
+    }
+}
+
+/// Logs by backend name (`sled`, `nats`), one of them the default.
+pub struct RoutedLog {
+    choice: BackendChoice,
+    backends: HashMap<String, Arc<dyn EventLog>>,
+    routes: RwLock<HashMap<BrokerKey, Arc<dyn EventLog>>>,
+}
+
+impl RoutedLog {
+    pub fn new(default: &str, backends: HashMap<String, Arc<dyn EventLog>>) -> Self {
+        Self {
+            choice: BackendChoice::new(default, backends.keys().cloned()),
+            backends,
+            routes: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// The backend a broker class asks for, or why it cannot be had.
+    pub fn backend_for_class(&self, class: Option<&str>) -> Result<&str, String> {
+        self.choice.backend_for_class(class)
     }
 
     /// Places a broker's log on the backend its class chooses.
@@ -89,7 +114,7 @@ impl RoutedLog {
             Some(log) => Ok(log),
             None => self
                 .backends
-                .get(&self.default)
+                .get(&self.choice.default)
                 .cloned()
                 .ok_or_else(|| LogError::UnknownBroker(broker.clone())),
         }

@@ -77,11 +77,25 @@ fn storage(e: sled::Error) -> LogError {
     LogError::Storage(e.to_string())
 }
 
+/// sled's page cache by default (`--sled-cache-bytes`): sled's own default is 1 GiB, far more
+/// than an append-mostly log that is read near its tail needs.
+pub const DEFAULT_CACHE_BYTES: u64 = 64 * 1024 * 1024;
+
 impl SledLog {
-    /// Opens (or creates) the log in `dir`.
+    /// Opens (or creates) the log in `dir` with the default cache.
     pub fn open(dir: &Path, queue_capacity: usize) -> Result<Self, LogError> {
+        Self::open_with_cache(dir, queue_capacity, DEFAULT_CACHE_BYTES)
+    }
+
+    /// Opens (or creates) the log in `dir`, with at most `cache_bytes` of sled's page cache.
+    pub fn open_with_cache(
+        dir: &Path,
+        queue_capacity: usize,
+        cache_bytes: u64,
+    ) -> Result<Self, LogError> {
         let db = sled::Config::new()
             .path(dir)
+            .cache_capacity(cache_bytes)
             .flush_every_ms(Some(OFFSET_FLUSH_MS))
             .open()
             .map_err(|e| match e {
