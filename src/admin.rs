@@ -1,5 +1,5 @@
 //! The admin listener: health and readiness probes and Prometheus `/metrics` (the resource
-//! API comes later).
+//! API is merged in by `serve`).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -64,15 +64,37 @@ const LATENCY_BUCKETS: [f64; 14] = [
 ];
 
 pub fn router(readiness: Readiness, metrics: PrometheusHandle) -> Router {
-    Router::new()
-        .route(
-            "/metrics",
-            get(move || {
-                metrics_process::Collector::default().collect();
-                let text = metrics.render();
-                async move { ([("content-type", "text/plain; version=0.0.4")], text) }
-            }),
+    probes(readiness).route(
+        "/metrics",
+        get(move || {
+            metrics_process::Collector::default().collect();
+            let text = metrics.render();
+            async move { ([("content-type", "text/plain; version=0.0.4")], text) }
+        }),
+    )
+}
+
+/// What the admin listener serves beyond its connection limit: the probes, so that a full
+/// listener is not mistaken for a dead process, and 503 for everything else.
+pub fn probes_only(readiness: Readiness) -> Router {
+    probes(readiness).fallback(|| async {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [("retry-after", "1")],
+            Json(json!({
+                "apiVersion": "v1",
+                "kind": "Status",
+                "status": "Failure",
+                "message": "the admin listener is at its connection limit (--max-connections): only /healthz and /readyz are served until a connection closes",
+                "reason": "ServiceUnavailable",
+                "code": 503,
+            })),
         )
+    })
+}
+
+fn probes(readiness: Readiness) -> Router {
+    Router::new()
         .route(
             "/healthz",
             get(|| async { Json(json!({ "status": "ok" })) }),

@@ -420,6 +420,21 @@ pub struct DataPlaneArgs {
     #[arg(long, env = "HERALD_METRICS_MAX_EVENT_TYPES", default_value_t = herald_broker::type_labels::DEFAULT_MAX_EVENT_TYPES)]
     pub metrics_max_event_types: usize,
 
+    /// Open connections per listener (ingress, admin). At the limit the listener stops
+    /// accepting until one closes; the admin listener keeps 16 more connections for /healthz
+    /// and /readyz. Default: a quarter of the open-file limit, at most 10000.
+    #[arg(long, env = "HERALD_MAX_CONNECTIONS", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: Option<u32>,
+
+    /// How long a client may take to send a request's headers, from the connection's start
+    /// or the request's first byte; then the connection is closed.
+    #[arg(long, env = "HERALD_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_positive_duration)]
+    pub header_read_timeout: Duration,
+
+    /// How long a keep-alive connection may wait for its next request before it is closed.
+    #[arg(long, env = "HERALD_IDLE_TIMEOUT", default_value = "120s", value_parser = parse_positive_duration)]
+    pub idle_timeout: Duration,
+
     /// How long shutdown waits for in-flight requests and deliveries (e.g. 30s, 500ms).
     #[arg(long, env = "HERALD_SHUTDOWN_GRACE", default_value = "30s", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,
@@ -436,6 +451,21 @@ pub struct DataPlaneArgs {
     /// (`/v1/traces` is added). Off by default.
     #[arg(long, env = "HERALD_OTLP_ENDPOINT")]
     pub otlp_endpoint: Option<String>,
+}
+
+/// An `--admin-token` (or `--token`) as used: surrounding whitespace (a newline from a
+/// Secret file) dropped, and a blank one counting as none.
+pub fn token(given: Option<&str>) -> Option<&str> {
+    given.map(str::trim).filter(|token| !token.is_empty())
+}
+
+/// A duration above zero, e.g. `10s`, `500ms`.
+fn parse_positive_duration(text: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(text) {
+        Ok(duration) if duration.is_zero() => Err("must be more than 0".to_owned()),
+        Ok(duration) => Ok(duration),
+        Err(error) => Err(error.to_string()),
+    }
 }
 
 /// `key=value`

@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use crate::admin::Readiness;
 use crate::cli::{Backend, DataPlaneArgs, DEFAULT_NATS_URL};
 use crate::runtime::Runtime;
+use crate::server;
 use crate::sources::SourceContext;
 
 /// An opened data plane: backends connected, listeners bound, nothing running yet.
@@ -40,6 +41,7 @@ pub struct Listeners {
     webhooks: Arc<WebhookRegistry>,
     max_event_bytes: usize,
     grace: std::time::Duration,
+    limits: server::Limits,
 }
 
 impl DataPlane {
@@ -53,6 +55,7 @@ impl DataPlane {
     ) -> anyhow::Result<Self> {
         check(&backend_choice(args))?;
         let metrics = crate::admin::install_metrics()?;
+        let limits = connection_limits(args);
         let routes = Arc::new(open_backends(args).await?);
         let log: Arc<dyn EventLog> = routes.clone();
         let ingress_listener = bind(args.listen).await?;
@@ -97,6 +100,7 @@ impl DataPlane {
                 webhooks,
                 max_event_bytes: args.max_event_bytes,
                 grace: args.shutdown_grace,
+                limits,
             },
         })
     }
@@ -104,8 +108,8 @@ impl DataPlane {
 
 impl Listeners {
     /// Serves the ingress (brokers and webhook sources) and `admin` until SIGTERM/SIGINT;
-    /// then reports not ready, cancels `stop` and lets open requests finish within the grace
-    /// period.
+    /// then reports not ready, cancels `stop`, closes connections without a request in
+    /// flight and lets open requests finish within the grace period.
     pub async fn serve_until_signal(
         self,
         ingress: Arc<Ingress>,
@@ -115,14 +119,29 @@ impl Listeners {
     ) -> anyhow::Result<()> {
         let ingress_addr = self.ingress.local_addr()?;
         let admin_addr = self.admin.local_addr()?;
-        let ingress_server = tokio::spawn(serve(
-            self.ingress,
-            self.webhooks
-                .router(self.max_event_bytes)
-                .merge(ingress.router()),
+        let ingress_server = tokio::spawn(server::serve(
+            server::Listener {
+                name: "ingress",
+                socket: self.ingress,
+                router: self
+                    .webhooks
+                    .router(self.max_event_bytes)
+                    .merge(ingress.router()),
+                reserve: None,
+            },
+            self.limits,
             stop.clone(),
         ));
-        let admin_server = tokio::spawn(serve(self.admin, admin, stop.clone()));
+        let admin_server = tokio::spawn(server::serve(
+            server::Listener {
+                name: "admin",
+                socket: self.admin,
+                router: admin,
+                reserve: Some(crate::admin::probes_only(readiness.clone())),
+            },
+            self.limits,
+            stop.clone(),
+        ));
         tracing::info!(addr = %ingress_addr, "ingress listening");
         tracing::info!(addr = %admin_addr, "admin listening");
         readiness.set(true);
@@ -149,14 +168,53 @@ async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
         .with_context(|| format!("cannot listen on {addr}"))
 }
 
-async fn serve(listener: TcpListener, router: axum::Router, stop: CancellationToken) {
-    let result = axum::serve(listener, router)
-        .with_graceful_shutdown(stop.cancelled_owned())
-        .await;
-    if let Err(error) = result {
-        tracing::error!(%error, "server failed");
+/// Raises the open-file limit and sets the listeners' limits within it; logs both.
+fn connection_limits(args: &DataPlaneArgs) -> server::Limits {
+    let open_files = match server::raise_soft_limit() {
+        Ok((open_files, None)) => Some(open_files),
+        Ok((open_files, Some(error))) => {
+            tracing::warn!(soft = open_files.soft, hard = open_files.hard, %error, "cannot raise the open-file limit to the hard limit");
+            Some(open_files)
+        }
+        Err(error) => {
+            tracing::warn!(%error, "cannot read the open-file limit");
+            None
+        }
+    };
+    let max_connections = args.max_connections.unwrap_or_else(|| {
+        open_files.map_or(
+            DEFAULT_MAX_CONNECTIONS_UNKNOWN_LIMIT,
+            server::default_max_connections,
+        )
+    });
+    if let Some(open_files) = open_files {
+        tracing::info!(
+            open_files = open_files.soft,
+            max_connections,
+            header_read_timeout = ?args.header_read_timeout,
+            idle_timeout = ?args.idle_timeout,
+            "connection limits (per listener)"
+        );
+        let needed = 2 * u64::from(max_connections) + server::PROBE_RESERVE as u64;
+        if needed > open_files.soft {
+            tracing::warn!(
+                open_files = open_files.soft,
+                max_connections,
+                "--max-connections on two listeners exceeds the open-file limit: accepting fails with 'too many open files' before the connection limit is reached"
+            );
+        }
+    }
+    server::Limits {
+        max_connections,
+        timeouts: server::Timeouts {
+            header_read: args.header_read_timeout,
+            idle: args.idle_timeout,
+        },
     }
 }
+
+/// The connection limit when the open-file limit cannot be read: that of the usual 1,024.
+const DEFAULT_MAX_CONNECTIONS_UNKNOWN_LIMIT: u32 = 256;
 
 async fn shutdown_signal() -> anyhow::Result<&'static str> {
     use tokio::signal::unix::{signal, SignalKind};

@@ -13,6 +13,7 @@ mod filter_test;
 mod kinds;
 mod runtime;
 mod serve;
+mod server;
 mod sources;
 mod status;
 mod store;

@@ -20,6 +20,9 @@ use herald_broker::log::routed::BackendChoice;
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     crate::api::check_exposure(args.data.admin_listen, args.admin_token.as_deref())
         .map_err(anyhow::Error::msg)?;
+    if args.admin_token.is_some() && crate::cli::token(args.admin_token.as_deref()).is_none() {
+        tracing::warn!("--admin-token is blank, which counts as none: the admin API is open to anyone on this host");
+    }
     // Validate everything before a port is bound or the data dir is written to.
     let store = ResourceStore::open(
         &args.data.data_dir.join("resources"),
@@ -65,7 +68,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     });
     let admin_router = crate::api::protect(
         admin::router(readiness.clone(), metrics).merge(api),
-        args.admin_token.clone(),
+        args.admin_token.as_deref(),
     );
     listeners
         .serve_until_signal(ingress, admin_router, readiness, stop_serving)

@@ -310,6 +310,82 @@ fn a_public_admin_listener_needs_a_token() {
     assert!(stderr.contains("--admin-token"), "{stderr}");
 }
 
+/// `--admin-token ''` (or blank) is no token: refused on a public listener, and on loopback
+/// the API is open instead of wanting an empty bearer token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blank_admin_token_counts_as_none() {
+    for (flag, env) in [(Some(""), None), (Some("  "), None), (None, Some(" \n"))] {
+        let dirs = HeraldDirs::new("");
+        let mut command = tokio::process::Command::new(common::herald::herald_binary());
+        command
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "0.0.0.0:0",
+            ])
+            .arg("--data-dir")
+            .arg(dirs.data.path())
+            .env_remove("HERALD_ADMIN_TOKEN")
+            .kill_on_drop(true);
+        if let Some(token) = flag {
+            command.args(["--admin-token", token]);
+        }
+        if let Some(token) = env {
+            command.env("HERALD_ADMIN_TOKEN", token);
+        }
+        let output = tokio::time::timeout(common::DEADLINE, command.output())
+            .await
+            .unwrap_or_else(|_| panic!("{flag:?} {env:?}: Herald started"))
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{flag:?} {env:?}: {stderr}");
+        assert!(
+            stderr.contains("blank --admin-token"),
+            "{flag:?} {env:?}: {stderr}"
+        );
+    }
+
+    let (herald, _dirs) = empty_herald(&["--admin-token", ""]).await;
+    assert_eq!(AdminClient::new(&herald.admin).get(BROKERS).await.0, 200);
+    assert!(
+        herald.log_contains("--admin-token is blank"),
+        "{}",
+        herald.logs()
+    );
+}
+
+/// The `Authorization` scheme is case-insensitive, as kube-apiserver takes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bearer_scheme_is_case_insensitive() {
+    let (herald, _dirs) = empty_herald(&["--admin-token", "s3cret"]).await;
+    let call = |authorization: &'static str| {
+        let url = format!("{}{BROKERS}", herald.admin);
+        async move {
+            reqwest::Client::new()
+                .get(url)
+                .header("authorization", authorization)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    for accepted in ["Bearer s3cret", "bearer s3cret", "BEARER s3cret"] {
+        assert_eq!(call(accepted).await, 200, "{accepted}");
+    }
+    for refused in [
+        "bearer wrong",
+        "BEARER s3cre",
+        "Basic s3cret",
+        "bearers3cret",
+    ] {
+        assert_eq!(call(refused).await, 401, "{refused}");
+    }
+}
+
 /// Waits until Herald has logged `needle` `count` times in all.
 async fn wait_for_log(herald: &Herald, needle: &str, count: usize) {
     common::wait_until(&format!("{count}x {needle:?} in the log"), || {

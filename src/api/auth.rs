@@ -1,4 +1,5 @@
-//! `--admin-token`: every admin call but the probes and `/metrics` needs `Authorization: Bearer`.
+//! `--admin-token`: every admin call but the probes and `/metrics` needs `Authorization: Bearer`
+//! (the scheme in any case, as kube-apiserver takes it).
 
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
@@ -10,14 +11,19 @@ use serde_json::json;
 /// Paths open without a token: what orchestrators and Prometheus call.
 const OPEN_PATHS: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
 
-/// Whether `token` may be omitted for an admin listener on `addr`.
+/// Whether `token` (as given, before [`crate::cli::token`]) may be omitted for an admin
+/// listener on `addr`.
 pub fn check_exposure(addr: std::net::SocketAddr, token: Option<&str>) -> Result<(), String> {
-    if token.is_none() && !addr.ip().is_loopback() {
-        return Err(format!(
-            "refusing to serve the admin API on {addr} without --admin-token (HERALD_ADMIN_TOKEN): anyone who can reach it could change Herald; bind it to 127.0.0.1 or set a token"
-        ));
+    if addr.ip().is_loopback() || crate::cli::token(token).is_some() {
+        return Ok(());
     }
-    Ok(())
+    let missing = match token {
+        Some(_) => "with a blank --admin-token (HERALD_ADMIN_TOKEN), which counts as none",
+        None => "without --admin-token (HERALD_ADMIN_TOKEN)",
+    };
+    Err(format!(
+        "refusing to serve the admin API on {addr} {missing}: anyone who can reach it could change Herald; bind it to 127.0.0.1 or set a token"
+    ))
 }
 
 pub async fn require_token(
@@ -35,7 +41,7 @@ pub async fn require_token(
         .headers()
         .get("authorization")
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+        .and_then(bearer);
     match presented {
         Some(presented) if same(presented.as_bytes(), token.as_bytes()) => next.run(request).await,
         _ => (
@@ -52,6 +58,14 @@ pub async fn require_token(
         )
             .into_response(),
     }
+}
+
+/// The credentials of an `Authorization: Bearer TOKEN` value; the scheme in any case.
+fn bearer(value: &str) -> Option<&str> {
+    let (scheme, credentials) = value.trim().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| credentials.trim_start())
 }
 
 /// Compares without stopping at the first difference.
@@ -72,8 +86,23 @@ mod tests {
         assert!(check_exposure(public, None)
             .unwrap_err()
             .contains("--admin-token"));
+        for blank in ["", "  ", "\n"] {
+            let error = check_exposure(public, Some(blank)).unwrap_err();
+            assert!(error.contains("blank --admin-token"), "{error}");
+        }
+        assert!(check_exposure(local, Some("")).is_ok());
         assert!(same(b"abc", b"abc"));
         assert!(!same(b"abc", b"abd"));
         assert!(!same(b"abc", b"ab"));
+    }
+
+    #[test]
+    fn the_scheme_is_case_insensitive() {
+        for value in ["Bearer t", "bearer t", "BEARER t", "  bEaReR   t "] {
+            assert_eq!(bearer(value), Some("t"), "{value:?}");
+        }
+        for value in ["Basic t", "Bearert", "Bearer", "t"] {
+            assert_eq!(bearer(value), None, "{value:?}");
+        }
     }
 }

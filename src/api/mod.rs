@@ -61,9 +61,9 @@ pub fn router(state: ApiState) -> Router {
         .with_state(state)
 }
 
-/// Guards `router` with the bearer token, when one is set.
-pub fn protect(router: Router, token: Option<String>) -> Router {
-    let token: Option<Arc<str>> = token.map(Arc::from);
+/// Guards `router` with the bearer token, when one is set (a blank one counts as none).
+pub fn protect(router: Router, token: Option<&str>) -> Router {
+    let token: Option<Arc<str>> = crate::cli::token(token).map(Arc::from);
     router.layer(axum::middleware::from_fn_with_state(
         token,
         auth::require_token,

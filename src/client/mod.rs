@@ -98,7 +98,7 @@ impl Api {
         Self {
             http: reqwest::Client::new(),
             server: args.server.trim_end_matches('/').to_owned(),
-            token: args.token.clone(),
+            token: crate::cli::token(args.token.as_deref()).map(str::to_owned),
             namespace: args.namespace.clone(),
         }
     }

@@ -166,15 +166,16 @@ impl HeraldDirs {
 }
 
 /// A running Herald.
-/// Listeners on ports the OS picks (read back from the log) and a short shutdown grace.
-const ON_FREE_PORTS: [&str; 6] = [
-    "--listen",
-    "127.0.0.1:0",
-    "--admin-listen",
-    "127.0.0.1:0",
-    "--shutdown-grace",
-    "5s",
-];
+/// Listeners on ports the OS picks (read back from the log).
+const ON_FREE_PORTS: [&str; 4] = ["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"];
+
+/// A short shutdown grace, unless the test sets its own.
+fn grace(extra: &[&str]) -> &'static [&'static str] {
+    match extra.contains(&"--shutdown-grace") {
+        true => &[],
+        false => &["--shutdown-grace", "5s"],
+    }
+}
 
 pub struct Herald {
     child: Child,
@@ -191,6 +192,16 @@ pub fn herald_binary() -> &'static str {
 impl Herald {
     /// Starts `herald serve` on free ports and waits until both listeners are up.
     pub async fn start(backend: &dyn Backend, dirs: &HeraldDirs, extra: &[&str]) -> Herald {
+        Self::start_with(backend, dirs, extra, |_| {}).await
+    }
+
+    /// [`Herald::start`], with `adjust` applied to the command before it runs.
+    pub async fn start_with(
+        backend: &dyn Backend,
+        dirs: &HeraldDirs,
+        extra: &[&str],
+        adjust: impl FnOnce(&mut Command),
+    ) -> Herald {
         let mut command = Command::new(herald_binary());
         command
             .arg("serve")
@@ -199,8 +210,10 @@ impl Herald {
             .arg("--data-dir")
             .arg(dirs.data.path())
             .args(ON_FREE_PORTS)
+            .args(grace(extra))
             .args(backend.args())
             .args(extra);
+        adjust(&mut command);
         Self::launch(command).await
     }
 
@@ -219,6 +232,7 @@ impl Herald {
             .arg("--data-dir")
             .arg(data_dir)
             .args(ON_FREE_PORTS)
+            .args(grace(extra))
             .args(backend.args())
             .args(extra);
         Self::launch(command).await
@@ -276,6 +290,10 @@ impl Herald {
         }
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn broker_url(&self, namespace: &str, broker: &str) -> String {
         format!("{}/{namespace}/{broker}", self.ingress)
     }
@@ -322,10 +340,25 @@ impl Herald {
         (status, self.logs())
     }
 
-    async fn signal_and_wait(&mut self) -> ExitStatus {
+    /// SIGTERM only; [`Herald::wait`] for the exit.
+    pub fn sigterm(&self) {
         unsafe {
             libc::kill(self.child.id() as i32, libc::SIGTERM);
         }
+    }
+
+    /// Waits for the exit (after [`Herald::sigterm`]); the exit status and everything logged.
+    pub async fn wait(mut self) -> (ExitStatus, String) {
+        let status = self.wait_for_exit().await;
+        (status, self.logs())
+    }
+
+    async fn signal_and_wait(&mut self) -> ExitStatus {
+        self.sigterm();
+        self.wait_for_exit().await
+    }
+
+    async fn wait_for_exit(&mut self) -> ExitStatus {
         let deadline = std::time::Instant::now() + DEADLINE;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
