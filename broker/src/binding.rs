@@ -5,6 +5,7 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::event::{AttrValue, CloudEvent, InvalidEvent};
+use crate::header_text;
 use crate::json;
 
 /// A request body that could not be turned into events; `index` is set for batch members.
@@ -88,18 +89,15 @@ fn require_json_format(headers: &HeaderMap) -> Result<(), InvalidEvent> {
     }
 }
 
-/// Binary mode: `ce-*` headers are attributes (percent-decoded), Content-Type is
-/// `datacontenttype`, the body is the data.
+/// Binary mode: `ce-*` headers are attributes (read by [`header_text::decode`]), Content-Type
+/// is `datacontenttype`, the body is the data.
 pub fn decode_binary(headers: &HeaderMap, body: Bytes) -> Result<CloudEvent, InvalidEvent> {
     let mut event = CloudEvent::new();
     for (name, value) in headers {
         let Some(attribute) = name.as_str().strip_prefix("ce-") else {
             continue;
         };
-        let text = percent_decode(value.as_bytes()).ok_or_else(|| {
-            InvalidEvent::new(attribute, "header value is not valid percent-encoded UTF-8")
-        })?;
-        event.set(attribute, text);
+        event.set(attribute, header_text::decode(attribute, value.as_bytes()));
     }
     if event.attribute("specversion").is_none() {
         return Err(InvalidEvent::new(
@@ -136,8 +134,7 @@ pub fn encode_binary(event: &CloudEvent) -> EncodedRequest {
         let Ok(header) = HeaderName::try_from(format!("ce-{name}")) else {
             continue;
         };
-        let encoded = percent_encode(&value.as_text());
-        if let Ok(v) = HeaderValue::from_str(&encoded) {
+        if let Ok(v) = header_text::encode(name, &value.as_text()) {
             headers.push((header, v));
         }
     }
@@ -156,39 +153,6 @@ pub fn encode_structured(event: &CloudEvent) -> EncodedRequest {
         )],
         body: Bytes::from(json::to_json(event)),
     }
-}
-
-/// The HTTP binding's rule: space, `"`, `%` and anything outside printable ASCII are
-/// percent-encoded (as UTF-8 octets).
-fn percent_encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for byte in text.bytes() {
-        if (0x21..=0x7e).contains(&byte) && byte != b'"' && byte != b'%' {
-            out.push(byte as char);
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
-}
-
-fn percent_decode(bytes: &[u8]) -> Option<String> {
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = bytes.get(i + 1..i + 3)?;
-            if !hex.iter().all(u8::is_ascii_hexdigit) {
-                return None;
-            }
-            out.push(u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 impl From<bool> for AttrValue {
@@ -240,12 +204,5 @@ mod tests {
     fn missing_specversion_in_binary_mode() {
         let err = decode_request(&headers(&[("ce-id", "1")]), Bytes::new()).unwrap_err();
         assert_eq!(err.source.attribute, "specversion");
-    }
-
-    #[test]
-    fn bad_percent_escape_is_rejected() {
-        assert_eq!(percent_decode(b"abc%"), None);
-        assert_eq!(percent_decode(b"%4"), None);
-        assert_eq!(percent_decode(b"%41"), Some("A".into()));
     }
 }

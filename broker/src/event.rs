@@ -216,7 +216,13 @@ const CORE_STRING_ATTRIBUTES: [&str; 9] = [
     "schemaurl",
 ];
 
-/// RFC 3986 URI-reference syntax check: allowed characters, well-formed percent escapes, and a
+/// Whether `text` passes [`check_uri_reference`].
+pub(crate) fn is_uri_reference(text: &str, absolute: bool) -> bool {
+    check_uri_reference("", text, absolute).is_ok()
+}
+
+/// URI-reference syntax check (RFC 3986, with the non-ASCII characters of RFC 3987 IRIs, as
+/// sdk-go and so Knative accept them): allowed characters, well-formed percent escapes, and a
 /// well-formed scheme when one is present (required when `absolute`).
 fn check_uri_reference(name: &str, text: &str, absolute: bool) -> Result<(), InvalidEvent> {
     let bad = |why: &str| {
@@ -231,25 +237,24 @@ fn check_uri_reference(name: &str, text: &str, absolute: bool) -> Result<(), Inv
     if text.is_empty() {
         return bad("empty");
     }
-    let bytes = text.as_bytes();
-    let mut i = 0;
-    while i < bytes.len() {
-        let c = bytes[i];
-        if c == b'%' {
-            if i + 2 >= bytes.len() {
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '%' {
+            let hex: String = chars.by_ref().take(2).collect();
+            if hex.chars().count() < 2 {
                 return bad("incomplete percent escape");
             }
-            if !(bytes[i + 1].is_ascii_hexdigit() && bytes[i + 2].is_ascii_hexdigit()) {
+            if !hex.chars().all(|h| h.is_ascii_hexdigit()) {
                 return bad("invalid percent escape");
             }
-            i += 3;
             continue;
         }
-        let allowed = c.is_ascii_alphanumeric() || b"-._~:/?#[]@!$&'()*+,;=".contains(&c);
+        let allowed = c.is_ascii_alphanumeric()
+            || "-._~:/?#[]@!$&'()*+,;=".contains(c)
+            || (!c.is_ascii() && !c.is_control());
         if !allowed {
-            return bad(&format!("character {:?} is not allowed", c as char));
+            return bad(&format!("character {c:?} is not allowed"));
         }
-        i += 1;
     }
     let before_delim = text.split(['/', '?', '#']).next().unwrap_or_default();
     match before_delim.split_once(':') {
@@ -324,7 +329,26 @@ mod tests {
         e.set("time", "2024-01-02T03:04:05.123Z");
         e.set("dataschema", "https://example.com/schema");
         e.set("source", "urn:example:x%20y");
+        e.validate().unwrap();
+        e.set("source", "/interop/münchen/日本");
         e.set("myext", AttrValue::Integer(42));
+        e.validate().unwrap();
+    }
+
+    #[test]
+    fn iri_characters_are_accepted_and_errors_name_the_character() {
+        let mut e = minimal();
+        e.set("source", "/ü x");
+        let err = e.validate().unwrap_err();
+        assert!(err.reason.contains("character ' ' is not allowed"), "{err}");
+        e.set("source", "/ü\u{85}");
+        let err = e.validate().unwrap_err();
+        assert!(err.reason.contains("character '\\u{85}'"), "{err}");
+        e.set("source", "%C3%zz");
+        assert!(e.validate().unwrap_err().reason.contains("invalid percent escape"));
+        e.set("source", "/ab%4");
+        assert!(e.validate().unwrap_err().reason.contains("incomplete"));
+        e.set("source", "/grüße%20x");
         e.validate().unwrap();
     }
 

@@ -2,6 +2,7 @@
 
 pub mod binding;
 pub mod event;
+pub mod header_text;
 pub mod ingress;
 pub mod json;
 #[cfg(feature = "kafka")]

@@ -2,6 +2,7 @@
 
 use std::io::{Read, Write};
 
+use herald_broker::header_text;
 use reqwest::Method;
 use serde_json::Value;
 
@@ -75,7 +76,11 @@ pub async fn send(args: SendArgs) -> Result<(), ClientError> {
     }
     let mut request = reqwest::Client::new().post(url);
     for (name, value) in request_headers {
-        request = request.header(name, percent_encode(&value));
+        let attribute = name.strip_prefix("ce-").unwrap_or(&name);
+        let encoded = header_text::encode(attribute, &value).map_err(|e| {
+            ClientError::Usage(format!("{attribute} {value:?} cannot be sent: {e}"))
+        })?;
+        request = request.header(name, encoded);
     }
     if let Some(content_type) = content_type {
         request = request.header("content-type", content_type);
@@ -105,20 +110,6 @@ pub async fn send(args: SendArgs) -> Result<(), ClientError> {
         api.namespace, args.broker
     );
     Ok(())
-}
-
-/// Binary-mode header values: printable ASCII except `"` and `%` as is, the rest as UTF-8
-/// percent-escapes (CloudEvents HTTP binding, 3.1.3.2).
-fn percent_encode(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for byte in value.bytes() {
-        if (0x20..0x7f).contains(&byte) && byte != b'"' && byte != b'%' {
-            out.push(byte as char);
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
 }
 
 /// Bound of one unfinished server-sent-events line held by `tail`.
@@ -229,7 +220,6 @@ mod tests {
 
     #[test]
     fn encodings() {
-        assert_eq!(percent_encode("a b\"%é"), "a b%22%25%C3%A9");
         assert_eq!(percent_encode_query("type = 'x'"), "type%20%3D%20%27x%27");
     }
 }
