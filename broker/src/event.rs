@@ -216,11 +216,6 @@ const CORE_STRING_ATTRIBUTES: [&str; 9] = [
     "schemaurl",
 ];
 
-/// Whether `text` passes [`check_uri_reference`].
-pub(crate) fn is_uri_reference(text: &str, absolute: bool) -> bool {
-    check_uri_reference("", text, absolute).is_ok()
-}
-
 /// URI-reference syntax check (RFC 3986, with the non-ASCII characters of RFC 3987 IRIs, as
 /// sdk-go and so Knative accept them): allowed characters, well-formed percent escapes, and a
 /// well-formed scheme when one is present (required when `absolute`).

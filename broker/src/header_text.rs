@@ -12,12 +12,10 @@
 
 use http::HeaderValue;
 
-use crate::event::is_uri_reference;
-
-/// Attributes whose values are URI-references: percent-escapes are part of their syntax, so a
-/// value is decoded only when the decoded text is still a URI-reference.
-const URI_ATTRIBUTES: [(&str, bool); 3] =
-    [("source", false), ("dataschema", true), ("schemaurl", false)];
+/// Attributes whose values are URI-references: their percent-escapes are URI syntax (`/a%2Fb`
+/// and `/a/b` are different URIs, `/m%C3%BCnchen` is how sdk-go writes `/münchen`), so they are
+/// kept exactly as sent, as Knative keeps them.
+const URI_ATTRIBUTES: [&str; 3] = ["source", "dataschema", "schemaurl"];
 
 /// The bytes the binding's encoder escapes: space, `"`, `%`, control characters and every byte
 /// of a non-ASCII character. An escape of any other byte (`%2F`, `%41`) is never the encoder's
@@ -32,16 +30,16 @@ fn encoder_escapes(byte: u8) -> bool {
 /// one byte each). The text is then percent-decoded only when it is exactly the encoder's output:
 /// printable ASCII other than space and `"`, at least one `%`, every `%` followed by two hex
 /// digits that stand for a byte the encoder escapes, and the decoded bytes UTF-8. Anything
-/// else is the value as it is.
+/// else, and every URI attribute, is the value as it is.
 pub fn decode(attribute: &str, raw: &[u8]) -> String {
     let text = match std::str::from_utf8(raw) {
         Ok(text) => text.to_owned(),
         Err(_) => raw.iter().map(|&byte| char::from(byte)).collect(),
     };
-    match percent_decoded(&text) {
-        Some(decoded) if still_valid(attribute, &decoded) => decoded,
-        _ => text,
+    if URI_ATTRIBUTES.contains(&attribute) {
+        return text;
     }
+    percent_decoded(&text).unwrap_or(text)
 }
 
 /// The header value that carries `text` for `attribute`: the text as it is (UTF-8 bytes for
@@ -64,13 +62,6 @@ pub fn encode(attribute: &str, text: &str) -> Result<HeaderValue, http::header::
         }
     }
     HeaderValue::from_str(&encoded)
-}
-
-fn still_valid(attribute: &str, decoded: &str) -> bool {
-    match URI_ATTRIBUTES.iter().find(|(name, _)| *name == attribute) {
-        Some((_, absolute)) => is_uri_reference(decoded, *absolute),
-        None => true,
-    }
 }
 
 /// `text` percent-decoded, when it is exactly what the binding's encoder makes.
@@ -148,12 +139,13 @@ mod tests {
     }
 
     #[test]
-    fn uri_attributes_are_decoded_only_into_uri_references() {
-        assert_eq!(decode("source", b"/m%C3%BCnchen"), "/münchen");
+    fn uri_attributes_are_kept_as_sent() {
+        assert_eq!(decode("source", b"/m%C3%BCnchen"), "/m%C3%BCnchen");
         assert_eq!(decode("source", b"https://x/a%20b"), "https://x/a%20b");
-        assert_eq!(decode("source", b"/a%25b"), "/a%25b");
         assert_eq!(decode("dataschema", b"urn:x:%22q%22"), "urn:x:%22q%22");
+        assert_eq!(decode("source", b"/m\xfcnchen"), "/münchen");
         assert_eq!(decode("subject", b"https://x/a%20b"), "https://x/a b");
+        assert_eq!(encode("source", "/m%C3%BCnchen").unwrap(), "/m%C3%BCnchen");
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! Test harness: the real `herald` binary, real HTTP subscribers, and backends.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 pub mod admin;
 pub mod herald;
