@@ -115,6 +115,8 @@ async fn manage_everything_without_config_files() {
             r#"{"n":1}"#,
             "--ext",
             "region=eu",
+            "--ext",
+            "note=100% grüße",
         ],
         None,
     )
@@ -128,6 +130,11 @@ async fn manage_everything_without_config_files() {
     let event = got.iter().find(|r| r.ce("id") == Some("cli-1")).unwrap();
     assert_eq!(event.ce("type"), Some("com.example.created"));
     assert_eq!(event.ce("region"), Some("eu"));
+    assert_eq!(
+        event.headers.get("ce-note").map(|v| v.as_bytes()),
+        Some("100% grüße".as_bytes()),
+        "the value Herald got from the CLI is the one given"
+    );
     assert_eq!(event.header("content-type"), Some("application/json"));
     assert_eq!(&event.body[..], br#"{"n":1}"#);
     let generated = cli(admin, &["send", "--broker", "b", "--type", "t"], None).await;

@@ -340,7 +340,11 @@ mod tests {
         let err = e.validate().unwrap_err();
         assert!(err.reason.contains("character '\\u{85}'"), "{err}");
         e.set("source", "%C3%zz");
-        assert!(e.validate().unwrap_err().reason.contains("invalid percent escape"));
+        assert!(e
+            .validate()
+            .unwrap_err()
+            .reason
+            .contains("invalid percent escape"));
         e.set("source", "/ab%4");
         assert!(e.validate().unwrap_err().reason.contains("incomplete"));
         e.set("source", "/grüße%20x");

@@ -46,7 +46,10 @@ pub fn decode(attribute: &str, raw: &[u8]) -> String {
 /// non-ASCII) when [`decode`] reads it back unchanged and a header can carry it, otherwise the
 /// binding's percent-encoding of all of it. Fails only for an attribute name no header can have
 /// (never: the caller checked the name).
-pub fn encode(attribute: &str, text: &str) -> Result<HeaderValue, http::header::InvalidHeaderValue> {
+pub fn encode(
+    attribute: &str,
+    text: &str,
+) -> Result<HeaderValue, http::header::InvalidHeaderValue> {
     let carried = !text.bytes().any(|b| b < 0x20 || b == 0x7f)
         && !text.starts_with([' ', '\t'])
         && !text.ends_with([' ', '\t']);
@@ -167,7 +170,11 @@ mod tests {
         ];
         for text in texts {
             let value = encode("ext", text).unwrap();
-            assert_eq!(decode("ext", value.as_bytes()), text, "{text:?} as {value:?}");
+            assert_eq!(
+                decode("ext", value.as_bytes()),
+                text,
+                "{text:?} as {value:?}"
+            );
         }
     }
 
