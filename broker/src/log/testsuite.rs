@@ -535,6 +535,8 @@ async fn similar_names_stay_apart(harness: &dyn LogHarness) {
             format!("{}-{run}", "a".repeat(252 - run.len())),
         ),
     ];
+    // Trigger names are unique in a namespace (Kafka's consumer groups rely on it).
+    let others: Vec<String> = (1..4).map(|i| format!("trigger-u{i}")).collect();
     let long_trigger = format!("trigger-{}", "c".repeat(245));
     let mut consumers = Vec::new();
     for (i, broker) in brokers.iter().enumerate() {
@@ -544,7 +546,7 @@ async fn similar_names_stay_apart(harness: &dyn LogHarness) {
         let names = match i {
             0 => vec![dash, dot],
             4 => vec![long_trigger.as_str()],
-            _ => vec!["trigger-t"],
+            _ => vec![others[i - 1].as_str()],
         };
         for name in names {
             consumers.push((
