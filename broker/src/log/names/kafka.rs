@@ -13,7 +13,7 @@
 use super::{hashed, is_dns_label, is_dns_subdomain};
 use crate::log::{BrokerKey, RecordId};
 
-/// Kafka's limit on topic names; consumer groups are kept to it too.
+/// Kafka's limit on topic names (consumer groups have none).
 pub const MAX_TOPIC_LEN: usize = 249;
 /// The longest `--kafka-prefix`: what is left must hold the start of a name and its hash.
 pub const MAX_PREFIX_LEN: usize = 100;
@@ -48,18 +48,47 @@ fn plain(namespace: &str, name: &str) -> bool {
     is_dns_label(namespace) && !namespace.contains('-') && is_dns_subdomain(name)
 }
 
+/// The limits of a name.
+#[derive(Clone, Copy)]
+struct Kind {
+    /// Tells the hashes of different things apart.
+    tag: &'static str,
+    max_len: usize,
+}
+
+const TOPIC: Kind = Kind {
+    tag: "topic",
+    max_len: MAX_TOPIC_LEN,
+};
+const PARKED_TOPIC: Kind = Kind {
+    tag: "parked-topic",
+    max_len: MAX_TOPIC_LEN,
+};
+const TRIGGER_GROUP: Kind = Kind {
+    tag: "trigger-group",
+    max_len: usize::MAX,
+};
+const GROUP: Kind = Kind {
+    tag: "group",
+    max_len: usize::MAX,
+};
+const SOURCE_GROUP: Kind = Kind {
+    tag: "source-group",
+    max_len: usize::MAX,
+};
+
 /// `{prefix}{knative}` when `plain` and short enough; otherwise the readable part of it
-/// (illegal characters as `-`) with the hash of `kind` and `parts`.
-fn name(prefix: &str, knative: String, plain: bool, kind: &str, parts: &[&str]) -> String {
-    if plain && prefix.len() + knative.len() <= MAX_TOPIC_LEN {
+/// (illegal characters as `-`) with the hash of the kind and `parts`.
+fn name(prefix: &str, knative: String, plain: bool, kind: Kind, parts: &[&str]) -> String {
+    if plain && prefix.len() + knative.len() <= kind.max_len {
         return format!("{prefix}{knative}");
     }
     let readable: String = knative
         .chars()
         .map(|c| if is_topic_char(c) && c != '_' { c } else { '-' })
         .collect();
-    let room = MAX_TOPIC_LEN.saturating_sub(prefix.len());
-    format!("{prefix}{}", hashed(&readable, room, kind, parts))
+    let room = kind.max_len.saturating_sub(prefix.len());
+    format!("{prefix}{}", hashed(&readable, room, kind.tag, parts))
 }
 
 /// The broker's topic: `{prefix}knative-broker-{namespace}-{name}`.
@@ -69,7 +98,7 @@ pub fn topic(prefix: &str, broker: &BrokerKey) -> String {
         prefix,
         format!("knative-broker-{ns}-{n}"),
         plain(ns, n) && !n.ends_with(PARKED_SUFFIX),
-        "topic",
+        TOPIC,
         &[ns, n],
     )
 }
@@ -81,7 +110,7 @@ pub fn parked_topic(prefix: &str, broker: &BrokerKey) -> String {
         prefix,
         format!("knative-broker-{ns}-{n}{PARKED_SUFFIX}"),
         plain(ns, n),
-        "parked-topic",
+        PARKED_TOPIC,
         &[ns, n],
     )
 }
@@ -97,14 +126,14 @@ pub fn group(prefix: &str, broker: &BrokerKey, consumer: &str) -> String {
             prefix,
             format!("knative-trigger-{ns}-{trigger}"),
             plain(ns, trigger),
-            "trigger-group",
+            TRIGGER_GROUP,
             &[ns, trigger],
         ),
         None => name(
             prefix,
             format!("knative-{ns}-{consumer}"),
             false,
-            "group",
+            GROUP,
             &[ns, &broker.name, consumer],
         ),
     }
@@ -117,7 +146,7 @@ pub fn source_group(namespace: &str, source: &str) -> String {
         "",
         format!("knative-kafka-source-{namespace}-{source}"),
         plain(namespace, source),
-        "source-group",
+        SOURCE_GROUP,
         &[namespace, source],
     )
 }
@@ -143,11 +172,12 @@ mod tests {
     use super::*;
 
     fn legal_topic(topic: &str) -> bool {
-        !topic.is_empty()
-            && topic.len() <= MAX_TOPIC_LEN
-            && topic != "."
-            && topic != ".."
-            && topic.chars().all(is_topic_char)
+        topic.len() <= MAX_TOPIC_LEN && legal_group(topic)
+    }
+
+    /// Groups take any text; Herald's keep to topic characters.
+    fn legal_group(group: &str) -> bool {
+        !group.is_empty() && group != "." && group != ".." && group.chars().all(is_topic_char)
     }
 
     /// Kafka's own collision rule: topics equal once `.` is written as `_` cannot coexist.
@@ -206,6 +236,16 @@ mod tests {
             assert_eq!(name.len(), MAX_TOPIC_LEN, "{name}");
             assert!(name.starts_with(&prefix) && legal_topic(&name));
         }
+        // Groups have no length limit: a long trigger keeps Knative's.
+        let trigger = "a".repeat(253);
+        assert_eq!(
+            group(
+                "",
+                &BrokerKey::new("ns", "b"),
+                &format!("trigger-{trigger}")
+            ),
+            format!("knative-trigger-ns-{trigger}")
+        );
         // The longest topic Knative's form allows keeps it; its parked topic cannot.
         let broker = BrokerKey::new("ns", "a".repeat(MAX_TOPIC_LEN - "knative-broker-ns-".len()));
         assert_eq!(topic("", &broker).len(), MAX_TOPIC_LEN);
@@ -273,7 +313,7 @@ mod tests {
                 group("", &BrokerKey::new(ns, "b"), &format!("trigger-{trigger}"))
             };
             prop_assert_ne!(group_of(&a), group_of(&b));
-            prop_assert!(legal_topic(&group_of(&a)));
+            prop_assert!(legal_group(&group_of(&a)));
             prop_assert_ne!(source_group(&a.0, &a.1), source_group(&b.0, &b.1));
         }
 
@@ -302,7 +342,7 @@ mod tests {
             }
             prop_assert!(legal_topic(&topic("", &ka)), "{}", topic("", &ka));
             prop_assert!(legal_topic(&parked_topic("", &ka)));
-            prop_assert!(legal_topic(&group("", &ka, &a.2)));
+            prop_assert!(legal_group(&group("", &ka, &a.2)));
             let key = parked_key(&a.2, RecordId { partition: 1, offset: 2 });
             prop_assert_eq!(parked_key_consumer(&key), Some(a.2.as_str()));
         }

@@ -4,10 +4,11 @@
 //! Kubernetes names and no two brokers (or triggers) ever get the same one. Two brokers sharing
 //! a stream, or two triggers sharing a consumer, silently lose events.
 //!
-//! Knative's names are kept wherever they already tell all valid names apart, so logs that
-//! exist keep being used. Where they do not (Knative writes `-` and `.` alike as `_` on NATS;
-//! on Kafka `{namespace}-{name}` cannot be split when the namespace holds a `-`), or where the
-//! name would be longer than the backend allows, the name gets a hash suffix instead: the
+//! Knative's names are kept for every name the backend's rules allow without two names
+//! meeting, so logs that exist keep being used. For the others (Knative writes `-` and `.`
+//! alike as `_` on NATS; on Kafka `{namespace}-{name}` cannot be split when the namespace holds
+//! a `-`), and where the name would be longer than the backend allows, the name gets a hash
+//! suffix instead: the
 //! readable part (shortened to fit) and [`HASH_MARK`] with 16 hex digits of a SHA-256 of the
 //! exact names. Each backend's module says when.
 //!
@@ -24,8 +25,8 @@ pub mod sled;
 /// Put between the readable part of a name and its hash. No name that keeps Knative's form
 /// contains it: Knative's NATS names have no `-`, its Kafka names no upper-case letter.
 pub const HASH_MARK: &str = "-H";
-/// Hex digits of the hash: 64 bits, so a collision between two of a cluster's names is
-/// practically impossible (about 1 in 10^10 for a million names).
+/// Hex digits of the hash: 64 bits, so two hashed names of one kind meet with a chance below
+/// 1 in 10^7 even among a million of them.
 const HASH_DIGITS: usize = 16;
 /// Length of what a hashed name adds to its readable part.
 pub const HASH_SUFFIX_LEN: usize = HASH_MARK.len() + HASH_DIGITS;
@@ -57,6 +58,7 @@ fn is_label_chars(text: &str) -> bool {
     }
 }
 
+#[cfg_attr(not(any(feature = "nats", feature = "kafka")), allow(dead_code))]
 /// 16 hex digits of a SHA-256 of `kind` and `parts`, each length-prefixed so that no two
 /// different lists hash the same input. `kind` keeps names of different things apart.
 fn digest(kind: &str, parts: &[&str]) -> String {
@@ -73,6 +75,7 @@ fn digest(kind: &str, parts: &[&str]) -> String {
     out
 }
 
+#[cfg_attr(not(any(feature = "nats", feature = "kafka")), allow(dead_code))]
 /// `readable` (ASCII), cut so that the whole name has at most `max_len` bytes, then the hash
 /// of `kind` and `parts`.
 fn hashed(readable: &str, max_len: usize, kind: &str, parts: &[&str]) -> String {

@@ -1,13 +1,13 @@
 //! NATS JetStream names, after Knative's JetStream broker: stream `KN_BROKER_{NS}__{NAME}` on
 //! subject `{ns}.{name}._knative_broker`, parked records in `KN_BROKER_DLQ_{NS}__{NAME}`,
-//! durable consumer `KN_{CONSUMER}` (`KN_TRIGGER_{NAME}` for a trigger), where `{NS}` is the
-//! name in upper case with `-` as `_`.
+//! durable consumer `KN_{CONSUMER}` (`KN_TRIGGER_{NAME}` for a trigger), where `{NS}`, `{NAME}`
+//! and `{CONSUMER}` are upper case with `-` as `_`.
 //!
-//! Knative also writes `.` as `_`, so `a-b` and `a.b` would share a stream; and `__` between
-//! namespace and name is ambiguous when the namespace holds `--`, as is `KN_BROKER_DLQ_` when
-//! it starts with `dlq-`. Those names, and names longer than JetStream's 255 bytes, get the
-//! hash suffix (see [`super`]); Knative's names never contain `-`, so they cannot meet a
-//! hashed one. Subjects keep Knative's form for every valid name: namespaces have no `.` and
+//! Knative also writes `.` as `_`, so `a-b` and `a.b` would share a stream; `__` between
+//! namespace and name is ambiguous when the namespace holds `--`; and the stream of a
+//! namespace starting with `dlq-` would be the parked stream of the namespace without it.
+//! Those names, and names longer than JetStream's 255 bytes, get the hash suffix (see
+//! [`super`]); Knative's names never contain `-`, so they cannot meet a hashed one. Subjects keep Knative's form for every valid name: namespaces have no `.` and
 //! names no `_`, so `{ns}.{name}._knative_broker` can be read back.
 
 use super::{digest, hashed, is_dns_label, is_dns_subdomain};
@@ -118,7 +118,9 @@ pub fn parked_subject(broker: &BrokerKey, consumer: &str) -> String {
     )
 }
 
-/// One parked record's subject: `{parked_subject}.{partition}.{offset}`.
+/// One parked record's subject: `{parked_subject}.{partition}.{offset}`. One subject per
+/// record lets the parked stream keep one message per record (parking again replaces it) and
+/// makes removing one a purge of its subject.
 pub fn parked_record_subject(broker: &BrokerKey, consumer: &str, id: RecordId) -> String {
     format!(
         "{}.{}.{}",
