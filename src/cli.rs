@@ -374,8 +374,8 @@ pub struct DataPlaneArgs {
     pub kafka_replication_factor: i32,
 
     /// Put before every Kafka topic and consumer group Herald creates, so that several Herald
-    /// installations can share one cluster.
-    #[arg(long, env = "HERALD_KAFKA_PREFIX", default_value = "")]
+    /// installations can share one cluster (topic characters, at most 100).
+    #[arg(long, env = "HERALD_KAFKA_PREFIX", default_value = "", value_parser = parse_kafka_prefix)]
     pub kafka_prefix: String,
 
     /// NATS server: the log of `--backend nats` (default nats://127.0.0.1:4222), or, with
@@ -466,6 +466,13 @@ fn parse_positive_duration(text: &str) -> Result<Duration, String> {
         Ok(duration) => Ok(duration),
         Err(error) => Err(error.to_string()),
     }
+}
+
+/// A `--kafka-prefix` that leaves every topic name legal.
+fn parse_kafka_prefix(text: &str) -> Result<String, String> {
+    herald_broker::log::names::kafka::validate_prefix(text)
+        .map(|()| text.to_owned())
+        .map_err(|e| e.to_string())
 }
 
 /// `key=value`

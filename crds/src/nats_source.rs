@@ -46,7 +46,8 @@ pub struct NatsSourceSpec {
 pub struct JetStreamSourceSpec {
     /// The stream to read.
     pub stream: String,
-    /// The durable consumer's name (default: `herald-{namespace}-{name}`).
+    /// The durable consumer's name (default: `herald-{namespace}-{name}`, with a hash suffix
+    /// when that is not unique or not a legal consumer name).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub durable: Option<String>,
 }

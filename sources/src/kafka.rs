@@ -82,10 +82,9 @@ pub struct KafkaSource {
 
 impl KafkaSource {
     fn group(&self) -> String {
-        self.spec
-            .consumer_group
-            .clone()
-            .unwrap_or_else(|| format!("knative-kafka-source-{}-{}", self.namespace, self.name))
+        self.spec.consumer_group.clone().unwrap_or_else(|| {
+            herald_broker::log::names::kafka::source_group(&self.namespace, &self.name)
+        })
     }
 
     /// The event for one record, Knative's way.

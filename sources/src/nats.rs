@@ -80,10 +80,9 @@ impl Source for NatsSource {
         match &self.spec.jetstream {
             None => self.run_core(client, sink, shutdown).await,
             Some(js) => {
-                let durable = js
-                    .durable
-                    .clone()
-                    .unwrap_or_else(|| format!("herald-{}-{}", self.namespace, self.name));
+                let durable = js.durable.clone().unwrap_or_else(|| {
+                    herald_broker::log::names::nats::source_durable(&self.namespace, &self.name)
+                });
                 self.run_jetstream(client, &js.stream, &durable, sink, shutdown)
                     .await
             }

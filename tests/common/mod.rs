@@ -38,6 +38,7 @@ macro_rules! every_scenario {
             admin::triggers_change_at_runtime,
             admin::start_from_replays_exactly,
             admin::dead_letters_are_listed_redriven_and_purged,
+            names::look_alike_names_keep_their_own_events,
         );
     };
 }

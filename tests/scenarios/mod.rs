@@ -7,6 +7,7 @@ pub mod delivery;
 pub mod durability;
 pub mod filters;
 pub mod ingress;
+pub mod names;
 pub mod observability;
 
 use crate::common::{Herald, HeraldDirs, Subscriber};

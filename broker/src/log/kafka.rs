@@ -1,5 +1,6 @@
 //! The Apache Kafka backend, as Knative's Kafka broker lays it out: a topic per broker
-//! (`knative-broker-{ns}-{name}`), records in the CloudEvents Kafka binding's binary mode keyed
+//! (`knative-broker-{ns}-{name}`, made unique where Knative's is not: see
+//! [`crate::log::names::kafka`]), records in the CloudEvents Kafka binding's binary mode keyed
 //! by `partitionkey`, a consumer group per trigger (`knative-trigger-{ns}-{name}`) whose offsets
 //! move per partition as a contiguous low-water mark of finished records, and parked records in
 //! a compacted per-broker topic (`...-herald-parked`, one record per parked event, a tombstone
@@ -27,6 +28,7 @@ use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
+use super::names::kafka as names;
 use super::{
     BrokerKey, BrokerSettings, EventLog, LogConsumer, LogError, LogRecord, ParkedRecord, RecordId,
     StartFrom,
@@ -79,27 +81,19 @@ impl KafkaOptions {
         config
     }
 
-    /// `knative-broker-{ns}-{name}`
+    /// The broker's topic, `{prefix}knative-broker-{ns}-{name}` (see [`names::topic`]).
     pub fn topic(&self, broker: &BrokerKey) -> String {
-        format!(
-            "{}knative-broker-{}-{}",
-            self.prefix, broker.namespace, broker.name
-        )
+        names::topic(&self.prefix, broker)
     }
 
     fn parked_topic(&self, broker: &BrokerKey) -> String {
-        format!("{}-herald-parked", self.topic(broker))
+        names::parked_topic(&self.prefix, broker)
     }
 
-    /// `knative-trigger-{ns}-{name}` for a trigger's consumer (`trigger-{name}`).
+    /// A consumer's group, `{prefix}knative-trigger-{ns}-{name}` for a trigger's consumer
+    /// (`trigger-{name}`) (see [`names::group`]).
     pub fn group(&self, broker: &BrokerKey, consumer: &str) -> String {
-        match consumer.strip_prefix("trigger-") {
-            Some(trigger) => format!(
-                "{}knative-trigger-{}-{trigger}",
-                self.prefix, broker.namespace
-            ),
-            None => format!("{}knative-{}-{consumer}", self.prefix, broker.namespace),
-        }
+        names::group(&self.prefix, broker, consumer)
     }
 }
 
@@ -151,6 +145,8 @@ pub struct KafkaLog {
 
 impl KafkaLog {
     pub fn connect(options: KafkaOptions) -> Result<Self, LogError> {
+        names::validate_prefix(&options.prefix)
+            .map_err(|e| LogError::Storage(format!("the topic prefix {:?} {e}", options.prefix)))?;
         let mut producer = options.config();
         producer
             .set("acks", "all")
@@ -217,10 +213,6 @@ impl KafkaLog {
             .set("enable.auto.commit", "false")
             .set("enable.partition.eof", "false");
         config.create().map_err(unavailable)
-    }
-
-    fn parked_key(consumer: &str, id: RecordId) -> String {
-        format!("{consumer}/{}/{}", id.partition, id.offset)
     }
 
     async fn produce(&self, topic: &str, key: &str, value: Option<&[u8]>) -> Result<(), LogError> {
@@ -469,7 +461,7 @@ impl EventLog for KafkaLog {
         let value = parked.encode()?;
         self.produce(
             &self.options.parked_topic(broker),
-            &Self::parked_key(consumer, parked.id),
+            &names::parked_key(consumer, parked.id),
             Some(&value),
         )
         .await
@@ -480,12 +472,11 @@ impl EventLog for KafkaLog {
         broker: &BrokerKey,
         consumer: &str,
     ) -> Result<Vec<ParkedRecord>, LogError> {
-        let prefix = format!("{consumer}/");
         Ok(self
             .read_parked(broker)
             .await?
             .into_iter()
-            .filter(|(key, _)| key.starts_with(&prefix))
+            .filter(|(key, _)| names::parked_key_consumer(key) == Some(consumer))
             .filter_map(|(_, parked)| parked)
             .collect())
     }
@@ -505,7 +496,7 @@ impl EventLog for KafkaLog {
         let topic = self.options.parked_topic(broker);
         let mut removed = 0;
         for id in ids.iter().filter(|id| present.contains(id)) {
-            self.produce(&topic, &Self::parked_key(consumer, *id), None)
+            self.produce(&topic, &names::parked_key(consumer, *id), None)
                 .await?;
             removed += 1;
         }
@@ -945,22 +936,6 @@ mod tests {
             async move { harness }
         })
         .await;
-    }
-
-    #[test]
-    fn knative_names() {
-        let options = KafkaOptions::new("127.0.0.1:9092");
-        let broker = BrokerKey::new("shop", "orders");
-        assert_eq!(options.topic(&broker), "knative-broker-shop-orders");
-        assert_eq!(
-            options.group(&broker, "trigger-audit"),
-            "knative-trigger-shop-audit"
-        );
-        let prefixed = KafkaOptions {
-            prefix: "team-a.".into(),
-            ..options
-        };
-        assert_eq!(prefixed.topic(&broker), "team-a.knative-broker-shop-orders");
     }
 
     #[test]

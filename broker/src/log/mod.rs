@@ -26,6 +26,7 @@ use crate::record::Record;
 
 #[cfg(feature = "kafka")]
 pub mod kafka;
+pub mod names;
 #[cfg(feature = "nats")]
 pub mod nats;
 pub mod routed;

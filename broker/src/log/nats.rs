@@ -1,7 +1,8 @@
 //! The NATS JetStream backend: a stream per broker, a durable pull consumer per trigger.
 //!
-//! Names follow Knative's JetStream broker: stream `KN_BROKER_{NS}__{NAME}` on subject
-//! `{ns}.{name}._knative_broker`, parked records in `KN_BROKER_DLQ_{NS}__{NAME}`. Each message
+//! Names follow Knative's JetStream broker (stream `KN_BROKER_{NS}__{NAME}` on subject
+//! `{ns}.{name}._knative_broker`, parked records in `KN_BROKER_DLQ_{NS}__{NAME}`), made unique
+//! where Knative's are not: see [`crate::log::names::nats`]. Each message
 //! carries a stored [`Record`] and a `Nats-Msg-Id` built from the event's `source` and `id`, so
 //! JetStream's duplicate window drops retried publishes. Publishes of one append are pipelined:
 //! all are sent, then all acks are awaited. A consumer acknowledges each message when its
@@ -17,6 +18,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::{FutureExt, StreamExt};
 
+use super::names::nats as names;
 use super::{
     BrokerKey, BrokerSettings, EventLog, LogConsumer, LogError, LogRecord, ParkedRecord, RecordId,
     StartFrom,
@@ -47,55 +49,6 @@ pub struct NatsLog {
 
 fn unavailable(e: impl std::fmt::Display) -> LogError {
     LogError::Unavailable(e.to_string())
-}
-
-fn upper(text: &str) -> String {
-    text.to_ascii_uppercase().replace(['-', '.'], "_")
-}
-
-fn stream_name(broker: &BrokerKey) -> String {
-    format!(
-        "KN_BROKER_{}__{}",
-        upper(&broker.namespace),
-        upper(&broker.name)
-    )
-}
-
-fn subject(broker: &BrokerKey) -> String {
-    format!("{}.{}._knative_broker", broker.namespace, broker.name)
-}
-
-fn parked_stream_name(broker: &BrokerKey) -> String {
-    format!(
-        "KN_BROKER_DLQ_{}__{}",
-        upper(&broker.namespace),
-        upper(&broker.name)
-    )
-}
-
-/// The subjects of a consumer's parked records: `{ns}.{name}._knative_broker_dlq.{CONSUMER}`,
-/// then one subject per record (`.{partition}.{offset}`), so the DLQ stream keeps one message
-/// per record (parking again replaces it) and removing one is a purge of its subject.
-fn parked_subject(broker: &BrokerKey, consumer: &str) -> String {
-    format!(
-        "{}.{}._knative_broker_dlq.{}",
-        broker.namespace,
-        broker.name,
-        upper(consumer)
-    )
-}
-
-fn parked_record_subject(broker: &BrokerKey, consumer: &str, id: RecordId) -> String {
-    format!(
-        "{}.{}.{}",
-        parked_subject(broker, consumer),
-        id.partition,
-        id.offset
-    )
-}
-
-fn durable_name(consumer: &str) -> String {
-    format!("KN_{}", upper(consumer))
 }
 
 /// `Nats-Msg-Id`: the source's length, the source and the id, so no two pairs collide.
@@ -188,24 +141,26 @@ impl EventLog for NatsLog {
         broker: &BrokerKey,
         settings: &BrokerSettings,
     ) -> Result<(), LogError> {
-        self.ensure_stream(stream_name(broker), vec![subject(broker)], settings, -1)
-            .await?;
+        self.ensure_stream(
+            names::stream(broker),
+            vec![names::subject(broker)],
+            settings,
+            -1,
+        )
+        .await?;
         // Parked records are kept until people deal with them: no limits, no interest.
-        let dlq_subjects = vec![format!(
-            "{}.{}._knative_broker_dlq.>",
-            broker.namespace, broker.name
-        )];
+        let dlq_subjects = vec![names::parked_subjects(broker)];
         let parked = BrokerSettings {
             replicas: settings.replicas,
             ..BrokerSettings::default()
         };
-        self.ensure_stream(parked_stream_name(broker), dlq_subjects, &parked, 1)
+        self.ensure_stream(names::parked_stream(broker), dlq_subjects, &parked, 1)
             .await?;
         Ok(())
     }
 
     async fn append(&self, broker: &BrokerKey, records: Vec<Record>) -> Result<(), LogError> {
-        let subject = subject(broker);
+        let subject = names::subject(broker);
         let mut acks = Vec::with_capacity(records.len());
         for record in &records {
             let mut headers = async_nats::HeaderMap::new();
@@ -244,10 +199,10 @@ impl EventLog for NatsLog {
     ) -> Result<Box<dyn LogConsumer>, LogError> {
         let stream = self
             .jetstream
-            .get_stream(stream_name(broker))
+            .get_stream(names::stream(broker))
             .await
             .map_err(unavailable)?;
-        let durable = durable_name(name);
+        let durable = names::durable(name);
         let consumer: async_nats::jetstream::consumer::PullConsumer = stream
             .get_or_create_consumer(
                 &durable,
@@ -294,7 +249,7 @@ impl EventLog for NatsLog {
         // duplicate; the per-subject limit of 1 keeps a single copy.
         self.jetstream
             .publish(
-                parked_record_subject(broker, consumer, parked.id),
+                names::parked_record_subject(broker, consumer, parked.id),
                 Bytes::from(payload),
             )
             .await
@@ -311,12 +266,12 @@ impl EventLog for NatsLog {
     ) -> Result<Vec<ParkedRecord>, LogError> {
         let stream = self
             .jetstream
-            .get_stream(parked_stream_name(broker))
+            .get_stream(names::parked_stream(broker))
             .await
             .map_err(unavailable)?;
         let mut reader: async_nats::jetstream::consumer::PullConsumer = stream
             .create_consumer(pull::Config {
-                filter_subject: format!("{}.>", parked_subject(broker, consumer)),
+                filter_subject: format!("{}.>", names::parked_subject(broker, consumer)),
                 ack_policy: AckPolicy::None,
                 deliver_policy: DeliverPolicy::All,
                 inactive_threshold: Duration::from_secs(30),
@@ -355,14 +310,14 @@ impl EventLog for NatsLog {
     ) -> Result<usize, LogError> {
         let stream = self
             .jetstream
-            .get_stream(parked_stream_name(broker))
+            .get_stream(names::parked_stream(broker))
             .await
             .map_err(unavailable)?;
         let mut removed = 0;
         for id in ids {
             let purged = stream
                 .purge()
-                .filter(parked_record_subject(broker, consumer, *id))
+                .filter(names::parked_record_subject(broker, consumer, *id))
                 .await
                 .map_err(unavailable)?;
             removed += purged.purged as usize;
@@ -371,7 +326,7 @@ impl EventLog for NatsLog {
     }
 
     async fn delete_broker(&self, broker: &BrokerKey) -> Result<(), LogError> {
-        for stream in [stream_name(broker), parked_stream_name(broker)] {
+        for stream in [names::stream(broker), names::parked_stream(broker)] {
             if let Err(error) = self.jetstream.delete_stream(&stream).await {
                 let not_found = matches!(
                     error.kind(),
@@ -389,10 +344,10 @@ impl EventLog for NatsLog {
     async fn delete_consumer(&self, broker: &BrokerKey, consumer: &str) -> Result<(), LogError> {
         // A broker whose streams are gone (deleted first, or never created) has nothing
         // left to forget.
-        let Some(stream) = self.existing_stream(stream_name(broker)).await? else {
+        let Some(stream) = self.existing_stream(names::stream(broker)).await? else {
             return Ok(());
         };
-        if let Err(error) = stream.delete_consumer(&durable_name(consumer)).await {
+        if let Err(error) = stream.delete_consumer(&names::durable(consumer)).await {
             let not_found = matches!(
                 error.kind(),
                 jetstream::stream::ConsumerErrorKind::JetStream(ref e)
@@ -402,12 +357,12 @@ impl EventLog for NatsLog {
                 return Err(unavailable(error));
             }
         }
-        let Some(parked) = self.existing_stream(parked_stream_name(broker)).await? else {
+        let Some(parked) = self.existing_stream(names::parked_stream(broker)).await? else {
             return Ok(());
         };
         parked
             .purge()
-            .filter(format!("{}.>", parked_subject(broker, consumer)))
+            .filter(format!("{}.>", names::parked_subject(broker, consumer)))
             .await
             .map_err(unavailable)?;
         Ok(())
@@ -521,13 +476,5 @@ mod tests {
             }) as Box<dyn LogHarness>
         })
         .await;
-    }
-
-    #[test]
-    fn knative_names() {
-        let broker = BrokerKey::new("my-ns", "default");
-        assert_eq!(stream_name(&broker), "KN_BROKER_MY_NS__DEFAULT");
-        assert_eq!(subject(&broker), "my-ns.default._knative_broker");
-        assert_eq!(parked_stream_name(&broker), "KN_BROKER_DLQ_MY_NS__DEFAULT");
     }
 }

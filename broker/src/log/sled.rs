@@ -1,4 +1,5 @@
-//! The embedded log on sled: one tree per broker, keyed by big-endian offsets.
+//! The embedded log on sled: one tree per broker, keyed by big-endian offsets (names in
+//! [`crate::log::names::sled`]).
 //!
 //! Appends go through one writer thread that takes every request waiting in its bounded
 //! queue, inserts them, and flushes once for all of them (group commit): many concurrent
@@ -16,6 +17,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, watch};
 
+use super::names::sled as names;
 use super::{
     BrokerKey, BrokerSettings, EventLog, LogConsumer, LogError, LogRecord, ParkedRecord, RecordId,
     StartFrom,
@@ -153,7 +155,7 @@ impl SledLog {
         if let Some(existing) = brokers.get(key) {
             return Ok(existing.clone());
         }
-        let tree = self.db.open_tree(tree_name(key)).map_err(storage)?;
+        let tree = self.db.open_tree(names::tree(key)).map_err(storage)?;
         let next = match tree.last().map_err(storage)? {
             Some((k, _)) => offset_from_key(&k)? + 1,
             None => 0,
@@ -219,19 +221,6 @@ fn arrival_time(value: &[u8]) -> Result<Option<std::time::SystemTime>, LogError>
         .text(crate::ingress::ARRIVAL_TIME_EXTENSION)
         .and_then(|t| chrono::DateTime::parse_from_rfc3339(&t).ok())
         .map(std::time::SystemTime::from))
-}
-
-fn tree_name(broker: &BrokerKey) -> String {
-    format!("log\0{}\0{}", broker.namespace, broker.name)
-}
-
-/// The prefix of every consumer key of a broker.
-fn broker_prefix(broker: &BrokerKey) -> Vec<u8> {
-    format!("{}\0{}\0", broker.namespace, broker.name).into_bytes()
-}
-
-fn consumer_key(broker: &BrokerKey, consumer: &str) -> Vec<u8> {
-    format!("{}\0{}\0{}\0", broker.namespace, broker.name, consumer).into_bytes()
 }
 
 /// The group-commit loop: take all waiting requests, insert, flush once, answer all.
@@ -337,7 +326,7 @@ impl EventLog for SledLog {
         start: StartFrom,
     ) -> Result<Box<dyn LogConsumer>, LogError> {
         let tree = self.open_broker(broker)?;
-        let key = consumer_key(broker, name);
+        let key = names::consumer_key(broker, name);
         let committed = match self.offsets.get(&key).map_err(storage)? {
             Some(value) => offset_from_key(&value)?,
             None => {
@@ -375,7 +364,7 @@ impl EventLog for SledLog {
         consumer: &str,
         parked: ParkedRecord,
     ) -> Result<(), LogError> {
-        let mut key = consumer_key(broker, consumer);
+        let mut key = names::consumer_key(broker, consumer);
         key.extend_from_slice(&parked.id.offset.to_be_bytes());
         let value = parked.encode()?;
         self.parked.insert(key, value).map_err(storage)?;
@@ -388,7 +377,7 @@ impl EventLog for SledLog {
         broker: &BrokerKey,
         consumer: &str,
     ) -> Result<Vec<ParkedRecord>, LogError> {
-        let prefix = consumer_key(broker, consumer);
+        let prefix = names::consumer_key(broker, consumer);
         let mut out = Vec::new();
         for entry in self.parked.scan_prefix(&prefix) {
             let (_, value) = entry.map_err(storage)?;
@@ -405,7 +394,7 @@ impl EventLog for SledLog {
     ) -> Result<usize, LogError> {
         let mut removed = 0;
         for id in ids {
-            let mut key = consumer_key(broker, consumer);
+            let mut key = names::consumer_key(broker, consumer);
             key.extend_from_slice(&id.offset.to_be_bytes());
             if self.parked.remove(key).map_err(storage)?.is_some() {
                 removed += 1;
@@ -416,7 +405,7 @@ impl EventLog for SledLog {
     }
 
     async fn delete_consumer(&self, broker: &BrokerKey, consumer: &str) -> Result<(), LogError> {
-        let key = consumer_key(broker, consumer);
+        let key = names::consumer_key(broker, consumer);
         self.offsets.remove(&key).map_err(storage)?;
         for entry in self.parked.scan_prefix(&key).keys() {
             self.parked
@@ -432,8 +421,8 @@ impl EventLog for SledLog {
             .lock()
             .map_err(|_| LogError::Storage("lock poisoned".into()))?
             .remove(broker);
-        self.db.drop_tree(tree_name(broker)).map_err(storage)?;
-        let prefix = broker_prefix(broker);
+        self.db.drop_tree(names::tree(broker)).map_err(storage)?;
+        let prefix = names::broker_prefix(broker);
         for tree in [&self.offsets, &self.parked] {
             for key in tree.scan_prefix(&prefix).keys() {
                 tree.remove(key.map_err(storage)?).map_err(storage)?;

@@ -46,6 +46,7 @@ where
     deleting_a_consumer_forgets_it(&*new_harness().await).await;
     deleting_a_broker_forgets_everything(&*new_harness().await).await;
     start_from_a_time(&*new_harness().await).await;
+    similar_names_stay_apart(&*new_harness().await).await;
 }
 
 /// A new handle on the harness's storage with a new broker in it.
@@ -513,4 +514,94 @@ async fn settle_clock() {
     while SystemTime::now().duration_since(from).unwrap_or_default() < Duration::from_millis(3) {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
+}
+
+/// Brokers and consumers whose names differ only where a backend's naming could lose the
+/// difference (`-` against `.`, where the namespace ends, names too long for the backend)
+/// each keep their own records, consumer positions and parked records.
+async fn similar_names_stay_apart(harness: &dyn LogHarness) {
+    let log = harness.open().await;
+    let run = unique_broker("names").name;
+    let (dash, dot) = ("trigger-t-1", "trigger-t.1");
+    let brokers = [
+        BrokerKey::new("suite", format!("{run}-a-b")),
+        BrokerKey::new("suite", format!("{run}-a.b")),
+        // `{namespace}-{name}` alike.
+        BrokerKey::new(format!("suite-{run}"), "b"),
+        BrokerKey::new("suite", format!("{run}-b")),
+        // At the limits of Kubernetes names.
+        BrokerKey::new(
+            format!("{run}-{}", "n".repeat(62 - run.len())),
+            format!("{}-{run}", "a".repeat(252 - run.len())),
+        ),
+    ];
+    // Trigger names are unique in a namespace (Kafka's consumer groups rely on it).
+    let others: Vec<String> = (1..4).map(|i| format!("trigger-u{i}")).collect();
+    let long_trigger = format!("trigger-{}", "c".repeat(245));
+    let mut consumers = Vec::new();
+    for (i, broker) in brokers.iter().enumerate() {
+        log.ensure_broker(broker, &BrokerSettings::default())
+            .await
+            .unwrap_or_else(|e| panic!("ensure {broker}: {e}"));
+        let names = match i {
+            0 => vec![dash, dot],
+            4 => vec![long_trigger.as_str()],
+            _ => vec![others[i - 1].as_str()],
+        };
+        for name in names {
+            consumers.push((
+                i,
+                name,
+                consumer(&*log, broker, name, StartFrom::Earliest).await,
+            ));
+        }
+    }
+    for (i, broker) in brokers.iter().enumerate() {
+        log.append(
+            broker,
+            vec![sample(&format!("{i}-x")), sample(&format!("{i}-y"))],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("append to {broker}: {e}"));
+    }
+    let mut first_records = Vec::new();
+    for (i, name, consumer) in &mut consumers {
+        let records = poll_exactly(&mut **consumer, 2).await;
+        assert_eq!(
+            ids(&records),
+            [format!("{i}-x"), format!("{i}-y")],
+            "consumer {name} of broker {}",
+            brokers[*i]
+        );
+        assert_nothing_more(&mut **consumer).await;
+        first_records.push((*i, name.to_owned(), records[0].clone()));
+    }
+    // Each consumer parks its first record: every one sees only its own.
+    for (i, name, record) in &first_records {
+        let parked = ParkedRecord {
+            id: record.id,
+            record: record.record.clone(),
+            failure: failure(1),
+        };
+        log.park(&brokers[*i], name, parked).await.unwrap();
+    }
+    for (i, name, record) in &first_records {
+        let parked = log.parked(&brokers[*i], name).await.unwrap();
+        let parked: Vec<String> = parked
+            .iter()
+            .map(|p| p.record.event.id().into_owned())
+            .collect();
+        assert_eq!(
+            parked,
+            [record.record.event.id().into_owned()],
+            "parked for {name} of {}",
+            brokers[*i]
+        );
+    }
+    // Forgetting one consumer leaves its look-alike's parked records.
+    drop(consumers);
+    log.delete_consumer(&brokers[0], dash).await.unwrap();
+    assert!(log.parked(&brokers[0], dash).await.unwrap().is_empty());
+    assert_eq!(log.parked(&brokers[0], dot).await.unwrap().len(), 1);
+    log.close().await.unwrap();
 }

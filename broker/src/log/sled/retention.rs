@@ -13,7 +13,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use super::{arrival_time, broker_prefix, offset_from_key, storage, BrokerTree};
+use super::{arrival_time, names, offset_from_key, storage, BrokerTree};
 use crate::log::{BrokerKey, BrokerSettings, LogError};
 
 /// How often the trimmer looks at the brokers. With nothing to delete, a pass reads at most
@@ -181,7 +181,7 @@ impl Trimmer {
     /// The lowest committed position of the broker's consumers, if it has any.
     fn lowest_committed(&self, broker: &BrokerKey) -> Result<Option<u64>, LogError> {
         let mut lowest: Option<u64> = None;
-        for entry in self.offsets.scan_prefix(broker_prefix(broker)) {
+        for entry in self.offsets.scan_prefix(names::broker_prefix(broker)) {
             let (_, value) = entry.map_err(storage)?;
             let committed = offset_from_key(&value)?;
             lowest = Some(lowest.map_or(committed, |l| l.min(committed)));
