@@ -39,6 +39,9 @@ use crate::record::Record;
 /// Knative's default partition count for broker topics.
 pub const DEFAULT_PARTITIONS: i32 = 10;
 /// How long an append may wait for its delivery reports before ingress answers 503.
+/// How long the producer waits to fill a batch before sending (librdkafka's `linger.ms`,
+/// which `--kafka-option linger.ms=N` overrides). See README, Running on Apache Kafka.
+const PRODUCER_LINGER_MS: &str = "1";
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often a consumer logs librdkafka's (self-healing) errors.
 const ERROR_REPORT_INTERVAL: Duration = Duration::from_secs(10);
@@ -147,11 +150,16 @@ impl KafkaLog {
     pub fn connect(options: KafkaOptions) -> Result<Self, LogError> {
         names::validate_prefix(&options.prefix)
             .map_err(|e| LogError::Storage(format!("the topic prefix {:?} {e}", options.prefix)))?;
-        let mut producer = options.config();
+        // Tunable defaults first, then `--kafka-option`, then what a 202 depends on (every
+        // replica has the record, no duplicates on retry), which no option may weaken.
+        let mut producer = ClientConfig::new();
+        producer.set("linger.ms", PRODUCER_LINGER_MS);
+        for (key, value) in options.config().config_map() {
+            producer.set(key, value);
+        }
         producer
             .set("acks", "all")
             .set("enable.idempotence", "true")
-            .set("linger.ms", "5")
             .set(
                 "message.timeout.ms",
                 DELIVERY_TIMEOUT.as_millis().to_string(),
