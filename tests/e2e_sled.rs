@@ -17,6 +17,12 @@ on_backend!(Sled =>
     filters::invalid_filters_are_rejected_at_load,
 );
 
+// The embedded log's own disk: full, then freed; and crashes under load.
+on_backend!(Sled =>
+    disk::full_disk_refuses_then_recovers,
+    durability::accepted_events_survive_repeated_sigkill_under_load,
+);
+
 /// Two Heralds on one data directory would corrupt the log: the second is refused with an
 /// error that says why, and the first goes on accepting events.
 #[tokio::test]
