@@ -16,7 +16,7 @@ pub enum Answer {
     /// 503; `retry_after` tells whether the header came with it.
     Refused { retry_after: bool },
     /// No HTTP answer (Herald is down or was killed while answering).
-    NoAnswer,
+    Unanswered,
     /// Anything else: always a failure of the test.
     Other(u16),
 }
@@ -160,7 +160,7 @@ async fn send(http: &reqwest::Client, url: &str, id: &str) -> Answer {
             },
             other => Answer::Other(other),
         },
-        Err(_) => Answer::NoAnswer,
+        Err(_) => Answer::Unanswered,
     }
 }
 

@@ -31,9 +31,9 @@ mod database;
 mod retention;
 mod writer;
 
+use database::Database;
 pub use database::LOG_WRITABLE;
 pub use retention::LOG_TRIMMED;
-use database::Database;
 use retention::{Retention, Trimmer};
 use writer::{AppendRequest, WriterMessage};
 
@@ -347,7 +347,10 @@ impl EventLog for SledLog {
         let storage = |e| self.database.storage(e);
         handles.offsets.remove(&key).map_err(storage)?;
         for entry in handles.parked.scan_prefix(&key).keys() {
-            handles.parked.remove(entry.map_err(storage)?).map_err(storage)?;
+            handles
+                .parked
+                .remove(entry.map_err(storage)?)
+                .map_err(storage)?;
         }
         drop(handles);
         self.flush().await?;
@@ -384,7 +387,12 @@ impl EventLog for SledLog {
             .lock()
             .map_err(|_| lock_poisoned())?
             .take();
-        if let Some(stop) = self.trimmer_stop.lock().map_err(|_| lock_poisoned())?.take() {
+        if let Some(stop) = self
+            .trimmer_stop
+            .lock()
+            .map_err(|_| lock_poisoned())?
+            .take()
+        {
             let _ = stop.send(());
         }
         if let Some(thread) = trimmer {
@@ -396,7 +404,11 @@ impl EventLog for SledLog {
         // The writer finishes what it has taken, then stops; requests queued behind the
         // close are answered "unavailable" when the queue is dropped.
         let _ = self.writer.send(WriterMessage::Close).await;
-        let thread = self.writer_thread.lock().map_err(|_| lock_poisoned())?.take();
+        let thread = self
+            .writer_thread
+            .lock()
+            .map_err(|_| lock_poisoned())?
+            .take();
         if let Some(thread) = thread {
             tokio::task::spawn_blocking(move || thread.join())
                 .await
@@ -475,7 +487,9 @@ impl LogConsumer for SledConsumer {
 
     async fn commit(&mut self) -> Result<(), LogError> {
         let low_water = self.pending.first().copied().unwrap_or(self.next_read);
-        if low_water != self.committed {
+        // While the database reopens the position waits here for the first commit after
+        // it, as it waits for the next flush otherwise: a crash meanwhile only redelivers.
+        if low_water != self.committed && !self.database.is_failed() {
             // No flush of its own: with many triggers, one flush per trigger per commit was
             // the cost of fan-out. The offset becomes durable with the next group commit or
             // the background flush, at most OFFSET_FLUSH_MS later; a crash before that only
@@ -548,7 +562,9 @@ mod tests {
 
         log.database.fail("injected by the test");
         assert!(!log.can_persist());
-        let refused = log.append(&broker, vec![testsuite::sample("refused")]).await;
+        let refused = log
+            .append(&broker, vec![testsuite::sample("refused")])
+            .await;
         assert!(
             matches!(refused, Err(LogError::Unavailable(_))),
             "{refused:?}"

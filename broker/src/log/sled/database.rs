@@ -238,7 +238,8 @@ fn remove_unfinished_snapshots(dir: &Path) -> Result<(), LogError> {
 
 /// Writes and flushes [`PROBE_BYTES`], then removes them: the disk takes writes again.
 fn probe(db: &sled::Db) -> Result<(), LogError> {
-    db.insert(PROBE_KEY, vec![0u8; PROBE_BYTES]).map_err(plain)?;
+    db.insert(PROBE_KEY, vec![0u8; PROBE_BYTES])
+        .map_err(plain)?;
     db.flush().map_err(plain)?;
     db.remove(PROBE_KEY).map_err(plain)?;
     db.flush().map_err(plain)?;

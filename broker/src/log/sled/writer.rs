@@ -129,7 +129,9 @@ fn reopen(database: &Database, rx: &mut mpsc::Receiver<WriterMessage>) -> bool {
             if !refuse_queued(rx) {
                 return false;
             }
-            std::thread::sleep(QUEUE_CHECK.min(next_attempt.saturating_duration_since(Instant::now())));
+            std::thread::sleep(
+                QUEUE_CHECK.min(next_attempt.saturating_duration_since(Instant::now())),
+            );
         }
         attempts += 1;
         match database.reopen() {
