@@ -71,16 +71,6 @@ impl SmallDisk {
     pub fn free(&self) {
         std::fs::remove_file(&self.filler).expect("remove the filler file");
     }
-
-    /// Bytes free on the filesystem.
-    pub fn available(&self) -> u64 {
-        let path = CString::new(self.mount_point.as_os_str().as_bytes()).unwrap();
-        // SAFETY: statvfs is plain data, and `path` a valid NUL-terminated string.
-        let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
-        let done = unsafe { libc::statvfs(path.as_ptr(), &mut stat) };
-        assert_eq!(done, 0, "statvfs: {}", std::io::Error::last_os_error());
-        stat.f_bavail as u64 * stat.f_frsize as u64
-    }
 }
 
 impl Drop for SmallDisk {

@@ -124,11 +124,7 @@ impl Load {
 
     /// Sends that got each kind of answer, for messages.
     pub fn summary(&self) -> BTreeMap<String, usize> {
-        let mut out = BTreeMap::new();
-        for sent in self.record.sent.lock().unwrap().iter() {
-            *out.entry(format!("{:?}", sent.answer)).or_default() += 1;
-        }
-        out
+        summary(&self.record.sent.lock().unwrap())
     }
 
     /// Stops the producers and waits for their last sends.
@@ -162,6 +158,15 @@ async fn send(http: &reqwest::Client, url: &str, id: &str) -> Answer {
         },
         Err(_) => Answer::Unanswered,
     }
+}
+
+/// How many sends got each kind of answer.
+pub fn summary(sent: &[Sent]) -> BTreeMap<String, usize> {
+    let mut out = BTreeMap::new();
+    for sent in sent {
+        *out.entry(format!("{:?}", sent.answer)).or_default() += 1;
+    }
+    out
 }
 
 /// How often each id arrived, from a subscriber's received `ce-id`s.

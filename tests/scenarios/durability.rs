@@ -196,7 +196,7 @@ const CRASH_DELIVERY_DEADLINE: Duration = Duration::from_secs(120);
 /// reported per kill, not asserted (delivery is at-least-once). The kill moments come from
 /// a seeded RNG: `HERALD_KILL_SEED` replays a run.
 pub async fn accepted_events_survive_repeated_sigkill_under_load(backend: &dyn Backend) {
-    use crate::common::load::{arrivals, Answer, Load};
+    use crate::common::load::{arrivals, summary, Answer, Load};
 
     let kills = std::env::var("HERALD_KILLS")
         .ok()
@@ -310,13 +310,7 @@ pub async fn accepted_events_survive_repeated_sigkill_under_load(backend: &dyn B
         backend.name(),
         sent.len(),
         accepted.len(),
-        {
-            let mut summary = std::collections::BTreeMap::new();
-            for s in &sent {
-                *summary.entry(format!("{:?}", s.answer)).or_insert(0usize) += 1;
-            }
-            summary
-        }
+        summary(&sent)
     );
     for (kill, count) in duplicates.iter().enumerate() {
         match kill {
