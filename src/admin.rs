@@ -7,16 +7,19 @@ use std::sync::Arc;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
+use herald_broker::EventLog;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use serde_json::json;
 
-/// Ready once the listeners serve and the resources run; not ready while shutting down.
+/// Ready once the listeners serve and the resources run; not ready while shutting down, nor
+/// while the log cannot persist appends (the embedded log after a disk error).
 #[derive(Clone)]
 pub struct Readiness {
     serving: Arc<AtomicBool>,
     /// The resources run (`serve` starts them before it listens; the controller after its
     /// first reconcile, so a new replica gets no traffic before it knows its brokers).
     synced: Arc<AtomicBool>,
+    log: Option<Arc<dyn EventLog>>,
 }
 
 impl Default for Readiness {
@@ -24,6 +27,25 @@ impl Default for Readiness {
         Self {
             serving: Arc::new(AtomicBool::new(false)),
             synced: Arc::new(AtomicBool::new(true)),
+            log: None,
+        }
+    }
+}
+
+/// Why `/readyz` says not ready.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NotReady {
+    /// Starting, syncing or shutting down.
+    NotServing,
+    /// The event log cannot store appends; ingress answers 503 meanwhile.
+    LogCannotPersist,
+}
+
+impl NotReady {
+    fn reason(self) -> &'static str {
+        match self {
+            NotReady::NotServing => "not serving",
+            NotReady::LogCannotPersist => "the event log cannot persist events",
         }
     }
 }
@@ -44,8 +66,20 @@ impl Readiness {
         self.synced.store(true, Ordering::SeqCst);
     }
 
-    pub fn get(&self) -> bool {
-        self.serving.load(Ordering::SeqCst) && self.synced.load(Ordering::SeqCst)
+    /// Also not ready while `log` cannot persist.
+    pub fn with_log(mut self, log: Arc<dyn EventLog>) -> Self {
+        self.log = Some(log);
+        self
+    }
+
+    pub fn check(&self) -> Result<(), NotReady> {
+        if !(self.serving.load(Ordering::SeqCst) && self.synced.load(Ordering::SeqCst)) {
+            return Err(NotReady::NotServing);
+        }
+        if self.log.as_ref().is_some_and(|log| !log.can_persist()) {
+            return Err(NotReady::LogCannotPersist);
+        }
+        Ok(())
     }
 }
 
@@ -102,15 +136,14 @@ fn probes(readiness: Readiness) -> Router {
         .route(
             "/readyz",
             get(move || {
-                let ready = readiness.get();
+                let ready = readiness.check();
                 async move {
-                    if ready {
-                        (StatusCode::OK, Json(json!({ "status": "ready" })))
-                    } else {
-                        (
+                    match ready {
+                        Ok(()) => (StatusCode::OK, Json(json!({ "status": "ready" }))),
+                        Err(why) => (
                             StatusCode::SERVICE_UNAVAILABLE,
-                            Json(json!({ "status": "not ready" })),
-                        )
+                            Json(json!({ "status": "not ready", "reason": why.reason() })),
+                        ),
                     }
                 }
             }),

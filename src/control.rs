@@ -125,6 +125,11 @@ impl ControlPlane {
         if let Err(error) = stored {
             tracing::error!(%error, "cannot store a change");
             let _ = self.runtime.reconcile(&self.desired).await;
+            if error.is_disk_full() {
+                return Err(ControlError::Unavailable(
+                    "the data directory's disk is full: the change could not be stored; nothing was changed, retry once space is freed".into(),
+                ));
+            }
             return Err(ControlError::Internal(
                 "the change could not be stored; nothing was changed (see Herald's log)".into(),
             ));

@@ -36,6 +36,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     );
     let kube = Arc::new(KubeAccess::from_kubeconfig(args.data.kubeconfig.clone()));
     let DataPlane {
+        routes,
         mut runtime,
         ingress,
         metrics,
@@ -54,7 +55,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         store, runtime, desired,
     )));
 
-    let readiness = Readiness::default();
+    let readiness = Readiness::default().with_log(routes);
     let stop_serving = CancellationToken::new();
     let reloads = tokio::spawn(reload_on_sighup(
         args.config.clone(),

@@ -79,6 +79,17 @@ pub enum StoreError {
     },
 }
 
+impl StoreError {
+    /// The data directory's disk (or the user's quota) is full: retrying after space is
+    /// freed succeeds.
+    pub fn is_disk_full(&self) -> bool {
+        matches!(self, StoreError::Io { error, .. } if matches!(
+            error.kind(),
+            std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+        ))
+    }
+}
+
 /// What a reload of the config files changed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FileChanges {
@@ -265,9 +276,17 @@ impl ResourceStore {
         std::fs::create_dir_all(&folder).map_err(io(&folder))?;
         let text = serde_json::to_vec_pretty(&resource.to_json()).unwrap_or_default();
         let temporary = path.with_extension("json.tmp");
-        let mut file = std::fs::File::create(&temporary).map_err(io(&temporary))?;
-        file.write_all(&text).map_err(io(&temporary))?;
-        file.sync_all().map_err(io(&temporary))?;
+        let written = std::fs::File::create(&temporary)
+            .and_then(|mut file| {
+                file.write_all(&text)?;
+                file.sync_all()
+            })
+            .map_err(io(&temporary));
+        if let Err(error) = written {
+            // A full disk must not keep the half-written file: it holds the space it needs.
+            let _ = std::fs::remove_file(&temporary);
+            return Err(error);
+        }
         std::fs::rename(&temporary, &path).map_err(io(&path))?;
         sync_dir(&folder)?;
         self.entries.insert(

@@ -8,6 +8,9 @@ use common::herald::Kafka;
 
 every_scenario!(Kafka::shared());
 
+// Herald's own data dir full while the log is on Kafka.
+on_backend!(Kafka::shared() => disk::full_data_dir_refuses_changes_then_recovers);
+
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 

@@ -7,6 +7,12 @@ use common::herald::Nats;
 
 every_scenario!(Nats::start());
 
+// Herald's own data dir full while the log is on JetStream; and crashes under load.
+on_backend!(Nats::start() =>
+    disk::full_data_dir_refuses_changes_then_recovers,
+    durability::accepted_events_survive_repeated_sigkill_under_load,
+);
+
 /// nats-server dies while producers send: ingress answers 503 within a bounded time, and after
 /// the server is back every event that got a 202 is delivered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -74,7 +74,7 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
     tracing::info!(api = %server_url, %identity, namespaces = %watched, "controller started");
 
     let stop = CancellationToken::new();
-    let readiness = Readiness::until_synced();
+    let readiness = Readiness::until_synced().with_log(routes.clone());
     let synced = readiness.clone();
     let scope = cache::Scope::new(&args.namespaces);
     let cache = cache::Cache::start(&client, &scope, &stop);

@@ -2,8 +2,10 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod admin;
+pub mod disk;
 pub mod herald;
 pub mod kube;
+pub mod load;
 pub mod otlp;
 pub mod subscriber;
 

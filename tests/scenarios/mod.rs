@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod delivery;
+pub mod disk;
 pub mod durability;
 pub mod filters;
 pub mod ingress;

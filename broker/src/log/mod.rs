@@ -204,6 +204,13 @@ pub trait EventLog: Send + Sync + 'static {
     /// Appends records durably, in order (see the contract above).
     async fn append(&self, broker: &BrokerKey, records: Vec<Record>) -> Result<(), LogError>;
 
+    /// `false` while the log knows it cannot store appends (the embedded log after a disk
+    /// error, until it has reopened): `/readyz` reports not ready meanwhile. A log whose
+    /// server owns the storage finds out per append and keeps the default.
+    fn can_persist(&self) -> bool {
+        true
+    }
+
     /// Opens the named durable consumer of a broker's log.
     async fn consumer(
         &self,

@@ -135,6 +135,11 @@ impl EventLog for RoutedLog {
         self.log(broker)?.append(broker, records).await
     }
 
+    /// Every backend can: one that cannot takes the whole process out of traffic.
+    fn can_persist(&self) -> bool {
+        self.backends.values().all(|log| log.can_persist())
+    }
+
     async fn consumer(
         &self,
         broker: &BrokerKey,

@@ -6,11 +6,16 @@
 //! producers share one fsync, and each gets its answer only after the flush that covers it.
 //! Consumers read only up to the durable high-water mark, which the writer publishes on a
 //! `watch` channel after each flush: they wait on it instead of polling.
+//!
+//! After an I/O error (a full disk) the log refuses appends and the writer reopens the
+//! database until a write is durable again (see `database`); consumers, the retention
+//! thread and everything else reach sled only through [`Database`], so they go on with
+//! the reopened one by themselves.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 
 use async_trait::async_trait;
@@ -24,21 +29,25 @@ use super::{
 };
 use crate::record::Record;
 
+mod database;
 mod retention;
+mod writer;
 
+use database::Database;
+pub use database::LOG_WRITABLE;
 pub use retention::LOG_TRIMMED;
 use retention::{Retention, Trimmer};
+use writer::{AppendRequest, WriterMessage};
 
 /// Default bound of the append queue; a full queue answers [`LogError::Overloaded`].
 pub const DEFAULT_QUEUE_CAPACITY: usize = 4096;
 /// Background flush interval: what makes committed offsets durable when no appends flush.
 const OFFSET_FLUSH_MS: u64 = 200;
-/// Most requests one group commit takes.
-const MAX_BATCH_REQUESTS: usize = 1024;
 
 struct BrokerTree {
     key: BrokerKey,
-    tree: sled::Tree,
+    /// `None` while the database reopens (see [`Database::tree`]).
+    tree: RwLock<Option<sled::Tree>>,
     /// Next offset to assign; only the writer thread advances it.
     next: AtomicU64,
     /// Offsets below this value are durable.
@@ -49,25 +58,9 @@ struct BrokerTree {
     retention: Mutex<Retention>,
 }
 
-/// What the writer thread is asked to do.
-enum WriterMessage {
-    Append(AppendRequest),
-    /// Finish the current batch and stop; later appends fail as unavailable.
-    Close,
-}
-
-struct AppendRequest {
-    broker: Arc<BrokerTree>,
-    records: Vec<Vec<u8>>,
-    done: oneshot::Sender<Result<(), LogError>>,
-}
-
 /// The sled-backed [`EventLog`].
 pub struct SledLog {
-    db: sled::Db,
-    offsets: sled::Tree,
-    parked: sled::Tree,
-    brokers: Arc<Mutex<HashMap<BrokerKey, Arc<BrokerTree>>>>,
+    database: Arc<Database>,
     writer: mpsc::Sender<WriterMessage>,
     writer_thread: Mutex<Option<JoinHandle<()>>>,
     /// Dropping (or sending on) it stops the retention thread.
@@ -75,8 +68,8 @@ pub struct SledLog {
     trimmer_thread: Mutex<Option<JoinHandle<()>>>,
 }
 
-fn storage(e: sled::Error) -> LogError {
-    LogError::Storage(e.to_string())
+fn lock_poisoned() -> LogError {
+    LogError::Storage("lock poisoned".into())
 }
 
 /// sled's page cache by default (`--sled-cache-bytes`): sled's own default is 1 GiB, far more
@@ -95,40 +88,22 @@ impl SledLog {
         queue_capacity: usize,
         cache_bytes: u64,
     ) -> Result<Self, LogError> {
-        let db = sled::Config::new()
-            .path(dir)
-            .cache_capacity(cache_bytes)
-            .flush_every_ms(Some(OFFSET_FLUSH_MS))
-            .open()
-            .map_err(|e| match e {
-                // sled reports its failed `flock` as an `Other` I/O error with this text
-                // (sled 0.34, config.rs `try_lock`); a test of two Heralds on one directory
-                // notices if that changes.
-                sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
-                    LogError::InUse
-                }
-                other => storage(other),
-            })?;
-        let offsets = db.open_tree("offsets").map_err(storage)?;
-        let parked = db.open_tree("parked").map_err(storage)?;
         let (tx, rx) = mpsc::channel(queue_capacity.max(1));
-        let writer_db = db.clone();
+        let database = Arc::new(Database::open(dir, cache_bytes, tx.downgrade())?);
+        metrics::gauge!(LOG_WRITABLE).set(1.0);
+        let writer_database = database.clone();
         let thread = std::thread::Builder::new()
             .name("herald-sled-writer".into())
-            .spawn(move || run_writer(writer_db, rx))
+            .spawn(move || writer::run_writer(writer_database, rx))
             .map_err(|e| LogError::Storage(format!("cannot start the writer thread: {e}")))?;
-        let brokers = Arc::new(Mutex::new(HashMap::new()));
         let (trimmer_stop, stop) = std::sync::mpsc::channel();
-        let trimmer = Trimmer::new(brokers.clone(), offsets.clone());
+        let trimmer = Trimmer::new(database.clone());
         let trimmer_thread = std::thread::Builder::new()
             .name("herald-sled-retention".into())
             .spawn(move || trimmer.run(stop))
             .map_err(|e| LogError::Storage(format!("cannot start the retention thread: {e}")))?;
         Ok(Self {
-            db,
-            offsets,
-            parked,
-            brokers,
+            database,
             writer: tx,
             writer_thread: Mutex::new(Some(thread)),
             trimmer_stop: Mutex::new(Some(trimmer_stop)),
@@ -137,10 +112,7 @@ impl SledLog {
     }
 
     fn broker(&self, key: &BrokerKey) -> Result<Arc<BrokerTree>, LogError> {
-        let brokers = self
-            .brokers
-            .lock()
-            .map_err(|_| LogError::Storage("lock poisoned".into()))?;
+        let brokers = self.database.brokers.lock().map_err(|_| lock_poisoned())?;
         brokers
             .get(key)
             .cloned()
@@ -148,14 +120,17 @@ impl SledLog {
     }
 
     fn open_broker(&self, key: &BrokerKey) -> Result<Arc<BrokerTree>, LogError> {
-        let mut brokers = self
-            .brokers
-            .lock()
-            .map_err(|_| LogError::Storage("lock poisoned".into()))?;
+        let mut brokers = self.database.brokers.lock().map_err(|_| lock_poisoned())?;
         if let Some(existing) = brokers.get(key) {
             return Ok(existing.clone());
         }
-        let tree = self.db.open_tree(names::tree(key)).map_err(storage)?;
+        let storage = |e| self.database.storage(e);
+        let tree = self
+            .database
+            .handles()?
+            .db
+            .open_tree(names::tree(key))
+            .map_err(storage)?;
         let next = match tree.last().map_err(storage)? {
             Some((k, _)) => offset_from_key(&k)? + 1,
             None => 0,
@@ -168,7 +143,7 @@ impl SledLog {
         super::record_log_size(key, next);
         let broker = Arc::new(BrokerTree {
             key: key.clone(),
-            tree,
+            tree: RwLock::new(Some(tree)),
             next: AtomicU64::new(next),
             durable,
             first: AtomicU64::new(first),
@@ -177,18 +152,18 @@ impl SledLog {
         brokers.insert(key.clone(), broker.clone());
         Ok(broker)
     }
-}
 
-/// Makes everything written so far durable. sled's `flush_async` can hang when several tasks
-/// call it at once (seen when consumers of many triggers were created concurrently); a
-/// blocking flush on the blocking pool is serialised by sled itself.
-async fn flush(db: &sled::Db) -> Result<(), LogError> {
-    let db = db.clone();
-    tokio::task::spawn_blocking(move || db.flush())
-        .await
-        .map_err(|e| LogError::Storage(format!("flush task failed: {e}")))?
-        .map_err(storage)?;
-    Ok(())
+    /// Makes everything written so far durable. sled's `flush_async` can hang when several
+    /// tasks call it at once (seen when consumers of many triggers were created
+    /// concurrently); a blocking flush on the blocking pool is serialised by sled itself.
+    async fn flush(&self) -> Result<(), LogError> {
+        let db = self.database.handles()?.db;
+        let database = self.database.clone();
+        tokio::task::spawn_blocking(move || db.flush().map_err(|e| database.storage(e)))
+            .await
+            .map_err(|e| LogError::Storage(format!("flush task failed: {e}")))??;
+        Ok(())
+    }
 }
 
 fn offset_from_key(key: &[u8]) -> Result<u64, LogError> {
@@ -201,10 +176,14 @@ fn offset_from_key(key: &[u8]) -> Result<u64, LogError> {
 /// The offset of the first durable record whose `knativearrivaltime` is at or after `time`
 /// (records without one count as older), or the durable end when there is none. A scan: it
 /// runs once, when a consumer is created.
-fn first_arrived_since(tree: &BrokerTree, time: std::time::SystemTime) -> Result<u64, LogError> {
-    let end = *tree.durable.borrow();
-    for entry in tree.tree.range(..end.to_be_bytes()) {
-        let (key, value) = entry.map_err(storage)?;
+fn first_arrived_since(
+    database: &Database,
+    broker: &BrokerTree,
+    time: std::time::SystemTime,
+) -> Result<u64, LogError> {
+    let end = *broker.durable.borrow();
+    for entry in database.tree(broker)?.range(..end.to_be_bytes()) {
+        let (key, value) = entry.map_err(|e| database.storage(e))?;
         if arrival_time(&value)?.is_some_and(|arrived| arrived >= time) {
             return offset_from_key(&key);
         }
@@ -223,63 +202,6 @@ fn arrival_time(value: &[u8]) -> Result<Option<std::time::SystemTime>, LogError>
         .map(std::time::SystemTime::from))
 }
 
-/// The group-commit loop: take all waiting requests, insert, flush once, answer all.
-fn run_writer(db: sled::Db, mut rx: mpsc::Receiver<WriterMessage>) {
-    let mut closing = false;
-    while !closing {
-        let mut batch = Vec::new();
-        match rx.blocking_recv() {
-            None | Some(WriterMessage::Close) => break,
-            Some(WriterMessage::Append(request)) => batch.push(request),
-        }
-        while batch.len() < MAX_BATCH_REQUESTS {
-            match rx.try_recv() {
-                Ok(WriterMessage::Append(request)) => batch.push(request),
-                Ok(WriterMessage::Close) => {
-                    closing = true;
-                    break;
-                }
-                Err(_) => break,
-            }
-        }
-        let mut results = Vec::with_capacity(batch.len());
-        for request in &batch {
-            let mut result = Ok(());
-            for record in &request.records {
-                let offset = request.broker.next.fetch_add(1, Ordering::SeqCst);
-                if let Err(e) = request
-                    .broker
-                    .tree
-                    .insert(offset.to_be_bytes(), record.as_slice())
-                {
-                    result = Err(storage(e));
-                    break;
-                }
-            }
-            results.push(result);
-        }
-        let flushed = db.flush().map_err(storage);
-        for request in &batch {
-            let next = request.broker.next.load(Ordering::SeqCst);
-            let moved = request.broker.durable.send_if_modified(|durable| {
-                let moved = *durable != next;
-                *durable = next;
-                moved
-            });
-            if moved {
-                super::record_log_size(&request.broker.key, next);
-            }
-        }
-        for (request, result) in batch.into_iter().zip(results) {
-            let answer = match (&flushed, result) {
-                (Err(e), _) => Err(LogError::Storage(e.to_string())),
-                (Ok(_), result) => result,
-            };
-            let _ = request.done.send(answer);
-        }
-    }
-}
-
 #[async_trait]
 impl EventLog for SledLog {
     /// Takes the retention settings (see `retention`); replicas and partitions mean nothing
@@ -290,16 +212,14 @@ impl EventLog for SledLog {
         settings: &BrokerSettings,
     ) -> Result<(), LogError> {
         let tree = self.open_broker(broker)?;
-        *tree
-            .retention
-            .lock()
-            .map_err(|_| LogError::Storage("lock poisoned".into()))? =
-            Retention::from_settings(settings);
+        *tree.retention.lock().map_err(|_| lock_poisoned())? = Retention::from_settings(settings);
         Ok(())
     }
 
     async fn append(&self, broker: &BrokerKey, records: Vec<Record>) -> Result<(), LogError> {
         let tree = self.broker(broker)?;
+        // Refused at once while the database reopens, without taking a place in the queue.
+        self.database.check_writable()?;
         let records = records.iter().map(Record::encode).collect();
         let (done, answer) = oneshot::channel();
         self.writer
@@ -319,6 +239,10 @@ impl EventLog for SledLog {
             .map_err(|_| LogError::Unavailable("the writer stopped".into()))?
     }
 
+    fn can_persist(&self) -> bool {
+        !self.database.is_failed()
+    }
+
     async fn consumer(
         &self,
         broker: &BrokerKey,
@@ -327,30 +251,35 @@ impl EventLog for SledLog {
     ) -> Result<Box<dyn LogConsumer>, LogError> {
         let tree = self.open_broker(broker)?;
         let key = names::consumer_key(broker, name);
-        let committed = match self.offsets.get(&key).map_err(storage)? {
+        let offsets = self.database.handles()?.offsets;
+        let storage = |e| self.database.storage(e);
+        let committed = match offsets.get(&key).map_err(storage)? {
             Some(value) => offset_from_key(&value)?,
             None => {
                 let start_at = match start {
                     StartFrom::Latest => *tree.durable.borrow(),
-                    StartFrom::Earliest => match tree.tree.first().map_err(storage)? {
-                        Some((k, _)) => offset_from_key(&k)?,
-                        None => 0,
-                    },
-                    StartFrom::Time(time) => first_arrived_since(&tree, time)?,
+                    StartFrom::Earliest => {
+                        match self.database.tree(&tree)?.first().map_err(storage)? {
+                            Some((k, _)) => offset_from_key(&k)?,
+                            None => 0,
+                        }
+                    }
+                    StartFrom::Time(time) => first_arrived_since(&self.database, &tree, time)?,
                 };
                 // Persist the starting point now, so that a crash before the first commit
                 // cannot make the consumer skip what was accepted meanwhile.
-                self.offsets
+                offsets
                     .insert(&key, &start_at.to_be_bytes())
                     .map_err(storage)?;
-                flush(&self.db).await?;
+                drop(offsets);
+                self.flush().await?;
                 start_at
             }
         };
         Ok(Box::new(SledConsumer {
             durable: tree.durable.subscribe(),
             broker: tree,
-            offsets: self.offsets.clone(),
+            database: self.database.clone(),
             key,
             next_read: committed,
             committed,
@@ -367,8 +296,12 @@ impl EventLog for SledLog {
         let mut key = names::consumer_key(broker, consumer);
         key.extend_from_slice(&parked.id.offset.to_be_bytes());
         let value = parked.encode()?;
-        self.parked.insert(key, value).map_err(storage)?;
-        flush(&self.db).await?;
+        self.database
+            .handles()?
+            .parked
+            .insert(key, value)
+            .map_err(|e| self.database.storage(e))?;
+        self.flush().await?;
         Ok(())
     }
 
@@ -379,8 +312,8 @@ impl EventLog for SledLog {
     ) -> Result<Vec<ParkedRecord>, LogError> {
         let prefix = names::consumer_key(broker, consumer);
         let mut out = Vec::new();
-        for entry in self.parked.scan_prefix(&prefix) {
-            let (_, value) = entry.map_err(storage)?;
+        for entry in self.database.handles()?.parked.scan_prefix(&prefix) {
+            let (_, value) = entry.map_err(|e| self.database.storage(e))?;
             out.push(ParkedRecord::decode(&value)?);
         }
         Ok(out)
@@ -392,55 +325,74 @@ impl EventLog for SledLog {
         consumer: &str,
         ids: &[RecordId],
     ) -> Result<usize, LogError> {
+        let parked = self.database.handles()?.parked;
         let mut removed = 0;
         for id in ids {
             let mut key = names::consumer_key(broker, consumer);
             key.extend_from_slice(&id.offset.to_be_bytes());
-            if self.parked.remove(key).map_err(storage)?.is_some() {
+            if parked
+                .remove(key)
+                .map_err(|e| self.database.storage(e))?
+                .is_some()
+            {
                 removed += 1;
             }
         }
-        flush(&self.db).await?;
+        drop(parked);
+        self.flush().await?;
         Ok(removed)
     }
 
     async fn delete_consumer(&self, broker: &BrokerKey, consumer: &str) -> Result<(), LogError> {
         let key = names::consumer_key(broker, consumer);
-        self.offsets.remove(&key).map_err(storage)?;
-        for entry in self.parked.scan_prefix(&key).keys() {
-            self.parked
+        let handles = self.database.handles()?;
+        let storage = |e| self.database.storage(e);
+        handles.offsets.remove(&key).map_err(storage)?;
+        for entry in handles.parked.scan_prefix(&key).keys() {
+            handles
+                .parked
                 .remove(entry.map_err(storage)?)
                 .map_err(storage)?;
         }
-        flush(&self.db).await?;
+        drop(handles);
+        self.flush().await?;
         Ok(())
     }
 
     async fn delete_broker(&self, broker: &BrokerKey) -> Result<(), LogError> {
-        self.brokers
+        let handles = self.database.handles()?;
+        let removed = self
+            .database
+            .brokers
             .lock()
-            .map_err(|_| LogError::Storage("lock poisoned".into()))?
+            .map_err(|_| lock_poisoned())?
             .remove(broker);
-        self.db.drop_tree(names::tree(broker)).map_err(storage)?;
+        // Consumers of the deleted broker may live on a while: they must not keep sled open.
+        if let Some(removed) = removed {
+            removed.tree.write().map_err(|_| lock_poisoned())?.take();
+        }
+        let storage = |e| self.database.storage(e);
+        handles.db.drop_tree(names::tree(broker)).map_err(storage)?;
         let prefix = names::broker_prefix(broker);
-        for tree in [&self.offsets, &self.parked] {
+        for tree in [&handles.offsets, &handles.parked] {
             for key in tree.scan_prefix(&prefix).keys() {
                 tree.remove(key.map_err(storage)?).map_err(storage)?;
             }
         }
-        flush(&self.db).await
+        drop(handles);
+        self.flush().await
     }
 
     async fn close(&self) -> Result<(), LogError> {
         let trimmer = self
             .trimmer_thread
             .lock()
-            .map_err(|_| LogError::Storage("lock poisoned".into()))?
+            .map_err(|_| lock_poisoned())?
             .take();
         if let Some(stop) = self
             .trimmer_stop
             .lock()
-            .map_err(|_| LogError::Storage("lock poisoned".into()))?
+            .map_err(|_| lock_poisoned())?
             .take()
         {
             let _ = stop.send(());
@@ -457,7 +409,7 @@ impl EventLog for SledLog {
         let thread = self
             .writer_thread
             .lock()
-            .map_err(|_| LogError::Storage("lock poisoned".into()))?
+            .map_err(|_| lock_poisoned())?
             .take();
         if let Some(thread) = thread {
             tokio::task::spawn_blocking(move || thread.join())
@@ -465,15 +417,18 @@ impl EventLog for SledLog {
                 .map_err(|e| LogError::Storage(e.to_string()))?
                 .map_err(|_| LogError::Storage("the writer thread panicked".into()))?;
         }
-        flush(&self.db).await?;
+        // A database that failed has nothing more it could make durable.
+        if !self.database.is_failed() {
+            self.flush().await?;
+        }
         Ok(())
     }
 }
 
 struct SledConsumer {
     broker: Arc<BrokerTree>,
+    database: Arc<Database>,
     durable: watch::Receiver<u64>,
-    offsets: sled::Tree,
     key: Vec<u8>,
     next_read: u64,
     committed: u64,
@@ -489,12 +444,9 @@ impl LogConsumer for SledConsumer {
             if self.next_read < high_water {
                 let end = high_water.min(self.next_read.saturating_add(max.max(1) as u64));
                 let mut out = Vec::with_capacity((end - self.next_read) as usize);
-                for entry in self
-                    .broker
-                    .tree
-                    .range(self.next_read.to_be_bytes()..end.to_be_bytes())
-                {
-                    let (key, value) = entry.map_err(storage)?;
+                let tree = self.database.tree(&self.broker)?;
+                for entry in tree.range(self.next_read.to_be_bytes()..end.to_be_bytes()) {
+                    let (key, value) = entry.map_err(|e| self.database.storage(e))?;
                     let offset = offset_from_key(&key)?;
                     let record = Record::decode(Bytes::from_owner(value))
                         .map_err(|e| LogError::Corrupt(format!("offset {offset}: {e}")))?;
@@ -506,6 +458,7 @@ impl LogConsumer for SledConsumer {
                         record,
                     });
                 }
+                drop(tree);
                 for record in &out {
                     self.pending.insert(record.id.offset);
                 }
@@ -536,14 +489,18 @@ impl LogConsumer for SledConsumer {
 
     async fn commit(&mut self) -> Result<(), LogError> {
         let low_water = self.pending.first().copied().unwrap_or(self.next_read);
-        if low_water != self.committed {
+        // While the database reopens the position waits here for the first commit after
+        // it, as it waits for the next flush otherwise: a crash meanwhile only redelivers.
+        if low_water != self.committed && !self.database.is_failed() {
             // No flush of its own: with many triggers, one flush per trigger per commit was
             // the cost of fan-out. The offset becomes durable with the next group commit or
             // the background flush, at most OFFSET_FLUSH_MS later; a crash before that only
             // redelivers what finished meanwhile.
-            self.offsets
+            self.database
+                .handles()?
+                .offsets
                 .insert(&self.key, &low_water.to_be_bytes())
-                .map_err(storage)?;
+                .map_err(|e| self.database.storage(e))?;
             self.committed = low_water;
         }
         Ok(())
@@ -577,6 +534,94 @@ mod tests {
                 }
             }
         }
+    }
+
+    fn ids(records: &[LogRecord]) -> Vec<String> {
+        records
+            .iter()
+            .map(|r| r.record.event.id().into_owned())
+            .collect()
+    }
+
+    /// After an I/O error the log refuses appends and says it cannot persist; the writer
+    /// reopens the database by itself, and a consumer opened before goes on reading.
+    #[tokio::test]
+    async fn a_failed_database_is_reopened_and_consumers_go_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = SledLog::open(dir.path(), 16).unwrap();
+        let broker = BrokerKey::new("ns", "b");
+        log.ensure_broker(&broker, &BrokerSettings::default())
+            .await
+            .unwrap();
+        let mut consumer = log
+            .consumer(&broker, "c", StartFrom::Earliest)
+            .await
+            .unwrap();
+        log.append(&broker, vec![testsuite::sample("before")])
+            .await
+            .unwrap();
+        assert_eq!(ids(&consumer.poll(10).await.unwrap()), ["before"]);
+
+        log.database.fail("injected by the test");
+        assert!(!log.can_persist());
+        let refused = log
+            .append(&broker, vec![testsuite::sample("refused")])
+            .await;
+        assert!(
+            matches!(refused, Err(LogError::Unavailable(_))),
+            "{refused:?}"
+        );
+
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !log.can_persist() {
+            assert!(std::time::Instant::now() < deadline, "never reopened");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        log.append(&broker, vec![testsuite::sample("after")])
+            .await
+            .unwrap();
+        let read = tokio::time::timeout(std::time::Duration::from_secs(5), consumer.poll(10))
+            .await
+            .expect("the consumer reads from the reopened database")
+            .unwrap();
+        assert_eq!(ids(&read), ["after"]);
+        consumer.ack(read[0].id).await.unwrap();
+        consumer.commit().await.unwrap();
+        log.close().await.unwrap();
+    }
+
+    /// A snapshot cut short (a full disk, a kill while sled wrote it) must not keep the log
+    /// from opening: sled would read it as the newest snapshot and fail as corrupt.
+    #[tokio::test]
+    async fn an_unfinished_snapshot_does_not_keep_the_log_closed() {
+        let harness = SledHarness {
+            dir: tempfile::tempdir().unwrap(),
+        };
+        let broker = BrokerKey::new("ns", "b");
+        {
+            let log = harness.open().await;
+            log.ensure_broker(&broker, &BrokerSettings::default())
+                .await
+                .unwrap();
+            log.append(&broker, vec![testsuite::sample("kept")])
+                .await
+                .unwrap();
+            log.close().await.unwrap();
+        }
+        std::fs::write(
+            harness.dir.path().join("snap.7FFFFFFFFFFFFFFF.generating"),
+            b"half a snapshot",
+        )
+        .unwrap();
+        let log = harness.open().await;
+        log.ensure_broker(&broker, &BrokerSettings::default())
+            .await
+            .unwrap();
+        let mut consumer = log
+            .consumer(&broker, "c", StartFrom::Earliest)
+            .await
+            .unwrap();
+        assert_eq!(ids(&consumer.poll(10).await.unwrap()), ["kept"]);
     }
 
     #[tokio::test]

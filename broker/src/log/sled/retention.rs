@@ -10,10 +10,11 @@
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use super::{arrival_time, names, offset_from_key, storage, BrokerTree};
+use super::database::Database;
+use super::{arrival_time, names, offset_from_key, BrokerTree};
 use crate::log::{BrokerKey, BrokerSettings, LogError};
 
 /// How often the trimmer looks at the brokers. With nothing to delete, a pass reads at most
@@ -59,19 +60,14 @@ struct StoredBytes {
 
 /// The trimmer's state: the brokers to look at and what it has counted.
 pub(super) struct Trimmer {
-    brokers: Arc<Mutex<HashMap<BrokerKey, Arc<BrokerTree>>>>,
-    offsets: sled::Tree,
+    database: Arc<Database>,
     stored: HashMap<BrokerKey, StoredBytes>,
 }
 
 impl Trimmer {
-    pub(super) fn new(
-        brokers: Arc<Mutex<HashMap<BrokerKey, Arc<BrokerTree>>>>,
-        offsets: sled::Tree,
-    ) -> Self {
+    pub(super) fn new(database: Arc<Database>) -> Self {
         Self {
-            brokers,
-            offsets,
+            database,
             stored: HashMap::new(),
         }
     }
@@ -85,7 +81,12 @@ impl Trimmer {
 
     /// One pass over every broker. Failures are logged and retried at the next pass.
     pub(super) fn trim_all(&mut self, now: SystemTime) {
-        let brokers: Vec<Arc<BrokerTree>> = match self.brokers.lock() {
+        // Nothing to do while the database reopens; a pass after it counts afresh.
+        if self.database.is_failed() {
+            self.stored.clear();
+            return;
+        }
+        let brokers: Vec<Arc<BrokerTree>> = match self.database.brokers.lock() {
             Ok(brokers) => brokers.values().cloned().collect(),
             Err(_) => return,
         };
@@ -131,10 +132,12 @@ impl Trimmer {
             }
         };
 
+        let tree = self.database.tree(broker)?;
+        let storage = |e| self.database.storage(e);
         let mut batch = sled::Batch::default();
         let mut in_batch = 0;
         let mut removed = 0;
-        for entry in broker.tree.range(..durable.to_be_bytes()) {
+        for entry in tree.range(..durable.to_be_bytes()) {
             let (key, value) = entry.map_err(storage)?;
             let offset = offset_from_key(&key)?;
             let finished = offset < interest_floor;
@@ -154,15 +157,13 @@ impl Trimmer {
             removed += 1;
             broker.first.store(offset + 1, Ordering::SeqCst);
             if in_batch == DELETE_BATCH {
-                broker
-                    .tree
-                    .apply_batch(std::mem::take(&mut batch))
+                tree.apply_batch(std::mem::take(&mut batch))
                     .map_err(storage)?;
                 in_batch = 0;
             }
         }
         if in_batch > 0 {
-            broker.tree.apply_batch(batch).map_err(storage)?;
+            tree.apply_batch(batch).map_err(storage)?;
         }
         if let (Some((_, bytes)), Some(stored)) = (size, self.stored.get_mut(&broker.key)) {
             stored.bytes = bytes;
@@ -181,8 +182,9 @@ impl Trimmer {
     /// The lowest committed position of the broker's consumers, if it has any.
     fn lowest_committed(&self, broker: &BrokerKey) -> Result<Option<u64>, LogError> {
         let mut lowest: Option<u64> = None;
-        for entry in self.offsets.scan_prefix(names::broker_prefix(broker)) {
-            let (_, value) = entry.map_err(storage)?;
+        let offsets = self.database.handles()?.offsets;
+        for entry in offsets.scan_prefix(names::broker_prefix(broker)) {
+            let (_, value) = entry.map_err(|e| self.database.storage(e))?;
             let committed = offset_from_key(&value)?;
             lowest = Some(lowest.map_or(committed, |l| l.min(committed)));
         }
@@ -192,13 +194,11 @@ impl Trimmer {
     /// Adds the records that became durable since the last pass to the broker's byte count,
     /// and returns the bytes stored below `durable`.
     fn count_new_records(&mut self, broker: &BrokerTree, durable: u64) -> Result<u64, LogError> {
+        let tree = self.database.tree(broker)?;
         let stored = self.stored.entry(broker.key.clone()).or_default();
         if stored.counted_to < durable {
-            for entry in broker
-                .tree
-                .range(stored.counted_to.to_be_bytes()..durable.to_be_bytes())
-            {
-                let (key, value) = entry.map_err(storage)?;
+            for entry in tree.range(stored.counted_to.to_be_bytes()..durable.to_be_bytes()) {
+                let (key, value) = entry.map_err(|e| self.database.storage(e))?;
                 stored.bytes += record_size(&key, &value);
             }
             stored.counted_to = durable;
@@ -254,7 +254,7 @@ mod tests {
     impl Fixture {
         /// One pass of a trimmer of the test's own, as if at `now`.
         fn trim(&self, now: SystemTime) {
-            Trimmer::new(self.log.brokers.clone(), self.log.offsets.clone()).trim_all(now);
+            Trimmer::new(self.log.database.clone()).trim_all(now);
         }
 
         /// The ids of every record still in the log, read by a consumer that then goes away.

@@ -1,0 +1,255 @@
+//! The open sled database, and reopening it after an I/O error.
+//!
+//! sled keeps the first I/O error of its background writes (a full disk, say) as a global
+//! error: every later write fails with it until the database is opened again, even once the
+//! disk has room. So the first I/O error marks the database failed; appends are refused
+//! while it is, and the writer thread drops every handle and opens the database again,
+//! with backoff, until a probe write is durable (see `writer`). Every handle to sled lives
+//! here, behind locks held only for a clone, so that nothing keeps the failed instance open.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use tokio::sync::mpsc;
+
+use super::{names, offset_from_key, BrokerTree, WriterMessage, OFFSET_FLUSH_MS};
+use crate::log::{BrokerKey, LogError};
+
+/// What appends and reads answer while the database is being reopened.
+pub(super) const REOPENING: &str = "the embedded log cannot write to its disk and is reopening";
+/// Written and flushed before a reopened database is used: a disk that cannot take this
+/// much is not taken as writable again. Large enough to need new blocks (a 4 KiB page
+/// left free is not room), small enough to stay inline in sled's log.
+const PROBE_BYTES: usize = 16 * 1024;
+const PROBE_KEY: &[u8] = b"herald-probe";
+
+/// The database and its shared trees; broker trees live in their [`BrokerTree`].
+#[derive(Clone)]
+pub(super) struct Handles {
+    pub db: sled::Db,
+    pub offsets: sled::Tree,
+    pub parked: sled::Tree,
+}
+
+/// What the log, its consumers, the writer and the retention thread share.
+pub(super) struct Database {
+    dir: PathBuf,
+    /// `None` while the writer reopens the database.
+    /// sled's page cache, kept for reopening.
+    cache_bytes: u64,
+    handles: RwLock<Option<Handles>>,
+    pub brokers: Mutex<HashMap<BrokerKey, Arc<BrokerTree>>>,
+    /// Set by the first I/O error, cleared once the reopened database took a probe write.
+    failed: AtomicBool,
+    /// Wakes the writer to reopen; weak, so that dropping the log still stops the writer.
+    writer: mpsc::WeakSender<WriterMessage>,
+}
+
+fn lock_poisoned() -> LogError {
+    LogError::Storage("lock poisoned".into())
+}
+
+impl Database {
+    /// Opens the database in `dir`.
+    pub fn open(
+        dir: &Path,
+        cache_bytes: u64,
+        writer: mpsc::WeakSender<WriterMessage>,
+    ) -> Result<Self, LogError> {
+        let handles = open_handles(dir, cache_bytes)?;
+        Ok(Self {
+            dir: dir.to_owned(),
+            cache_bytes,
+            handles: RwLock::new(Some(handles)),
+            brokers: Mutex::new(HashMap::new()),
+            failed: AtomicBool::new(false),
+            writer,
+        })
+    }
+
+    /// `Unavailable` while the database is failed or reopening.
+    pub fn check_writable(&self) -> Result<(), LogError> {
+        match self.is_failed() {
+            true => Err(LogError::Unavailable(REOPENING.into())),
+            false => Ok(()),
+        }
+    }
+
+    /// The open database, or `Unavailable` while it is failed or reopening.
+    pub fn handles(&self) -> Result<Handles, LogError> {
+        self.check_writable()?;
+        self.handles
+            .read()
+            .map_err(|_| lock_poisoned())?
+            .clone()
+            .ok_or_else(|| LogError::Unavailable(REOPENING.into()))
+    }
+
+    /// A broker's tree, or `Unavailable` while the database is failed or reopening.
+    pub fn tree(&self, broker: &BrokerTree) -> Result<sled::Tree, LogError> {
+        self.check_writable()?;
+        broker
+            .tree
+            .read()
+            .map_err(|_| lock_poisoned())?
+            .clone()
+            .ok_or_else(|| LogError::Unavailable(REOPENING.into()))
+    }
+
+    pub fn is_failed(&self) -> bool {
+        self.failed.load(Ordering::SeqCst)
+    }
+
+    /// Maps a sled error; an I/O error also marks the database failed and wakes the writer
+    /// to reopen it.
+    pub fn storage(&self, error: sled::Error) -> LogError {
+        if matches!(error, sled::Error::Io(_)) {
+            self.fail(&error.to_string());
+        }
+        LogError::Storage(error.to_string())
+    }
+
+    /// Marks the database failed (once) and wakes the writer.
+    pub fn fail(&self, error: &str) {
+        if !self.failed.swap(true, Ordering::SeqCst) {
+            tracing::error!(
+                dir = %self.dir.display(),
+                %error,
+                "the embedded log cannot write to its disk: appends are refused until it is reopened"
+            );
+            metrics::gauge!(LOG_WRITABLE).set(0.0);
+        }
+        if let Some(writer) = self.writer.upgrade() {
+            // A full queue wakes the writer anyway.
+            let _ = writer.try_send(WriterMessage::Reopen);
+        }
+    }
+
+    /// Drops every handle of the failed instance (clones held by operations under way go
+    /// when they finish; until then the file lock keeps a reopen from succeeding).
+    pub fn close_handles(&self) {
+        if let Ok(mut handles) = self.handles.write() {
+            handles.take();
+        }
+        if let Ok(brokers) = self.brokers.lock() {
+            for broker in brokers.values() {
+                if let Ok(mut tree) = broker.tree.write() {
+                    tree.take();
+                }
+            }
+        }
+    }
+
+    /// Opens the database again, checks that a write is durable, and puts it in place with
+    /// every broker's tree; only the writer thread calls it, so that no append runs meanwhile.
+    pub fn reopen(&self) -> Result<(), LogError> {
+        let handles = open_handles(&self.dir, self.cache_bytes)?;
+        probe(&handles.db)?;
+        let brokers = self.brokers.lock().map_err(|_| lock_poisoned())?;
+        let mut trees = Vec::with_capacity(brokers.len());
+        for broker in brokers.values() {
+            let tree = handles
+                .db
+                .open_tree(names::tree(&broker.key))
+                .map_err(plain)?;
+            let last = tree.last().map_err(plain)?;
+            let first = tree.first().map_err(plain)?;
+            trees.push((broker.clone(), tree, last, first));
+        }
+        for (broker, tree, last, first) in trees {
+            // Records of appends that failed may or may not have reached the disk: numbering
+            // goes on after what is there, never below what consumers may have read.
+            let durable = *broker.durable.borrow();
+            let after_last = match last {
+                Some((key, _)) => offset_from_key(&key)? + 1,
+                None => 0,
+            };
+            let next = after_last.max(durable);
+            broker.next.store(next, Ordering::SeqCst);
+            let first = match first {
+                Some((key, _)) => offset_from_key(&key)?,
+                None => next,
+            };
+            broker.first.fetch_max(first, Ordering::SeqCst);
+            *broker.tree.write().map_err(|_| lock_poisoned())? = Some(tree);
+        }
+        *self.handles.write().map_err(|_| lock_poisoned())? = Some(handles);
+        drop(brokers);
+        self.failed.store(false, Ordering::SeqCst);
+        metrics::gauge!(LOG_WRITABLE).set(1.0);
+        tracing::info!(dir = %self.dir.display(), "the embedded log was reopened and accepts appends again");
+        Ok(())
+    }
+}
+
+/// Gauge: 1 while the embedded log can write, 0 while it reopens after an I/O error.
+pub const LOG_WRITABLE: &str = "herald_log_writable";
+
+/// A sled error as a log error, without marking anything failed (for the reopen itself).
+fn plain(error: sled::Error) -> LogError {
+    LogError::Storage(error.to_string())
+}
+
+/// Opens sled in `dir` with the trees every broker shares.
+fn open_handles(dir: &Path, cache_bytes: u64) -> Result<Handles, LogError> {
+    remove_unfinished_snapshots(dir)?;
+    let db = sled::Config::new()
+        .path(dir)
+        .cache_capacity(cache_bytes)
+        .flush_every_ms(Some(OFFSET_FLUSH_MS))
+        .open()
+        .map_err(|e| match e {
+            // sled reports its failed `flock` as an `Other` I/O error with this text
+            // (sled 0.34, config.rs `try_lock`); a test of two Heralds on one directory
+            // notices if that changes.
+            sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
+                LogError::InUse
+            }
+            other => plain(other),
+        })?;
+    let offsets = db.open_tree("offsets").map_err(plain)?;
+    let parked = db.open_tree("parked").map_err(plain)?;
+    Ok(Handles {
+        db,
+        offsets,
+        parked,
+    })
+}
+
+/// Deletes sled snapshots that were never finished. sled 0.34 writes a snapshot to
+/// `snap.{lsn}.generating`, syncs it and renames it into place; a write cut short (a full
+/// disk, a kill) leaves the `.generating` file, which sorts after the finished one, so the
+/// next open reads it and fails as corrupt for good (spacejam/sled#1527). Without it sled
+/// opens from the previous snapshot, which it keeps until the new one is in place, and the
+/// log, which is the source of truth.
+fn remove_unfinished_snapshots(dir: &Path) -> Result<(), LogError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(LogError::Storage(format!("{}: {e}", dir.display()))),
+    };
+    for entry in entries {
+        let path = entry
+            .map_err(|e| LogError::Storage(format!("{}: {e}", dir.display())))?
+            .path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if name.starts_with("snap.") && name.ends_with(".generating") {
+            tracing::warn!(file = %path.display(), "removing an unfinished sled snapshot");
+            std::fs::remove_file(&path)
+                .map_err(|e| LogError::Storage(format!("{}: {e}", path.display())))?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes and flushes [`PROBE_BYTES`], then removes them: the disk takes writes again.
+fn probe(db: &sled::Db) -> Result<(), LogError> {
+    db.insert(PROBE_KEY, vec![0u8; PROBE_BYTES])
+        .map_err(plain)?;
+    db.flush().map_err(plain)?;
+    db.remove(PROBE_KEY).map_err(plain)?;
+    db.flush().map_err(plain)?;
+    Ok(())
+}
