@@ -4,6 +4,7 @@
 //! user can go straight to the line at fault.
 
 mod load;
+mod nesting;
 mod validate;
 
 pub use load::{load_paths, parse_documents};
