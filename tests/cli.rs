@@ -428,6 +428,7 @@ async fn config_files_nested_100000_levels_deep_are_refused() {
             .arg(dirs.config_file())
             .arg("--data-dir")
             .arg(dirs.data.path())
+            .kill_on_drop(true)
             .output();
         let output = tokio::time::timeout(DEADLINE, output)
             .await

@@ -165,6 +165,9 @@ impl CloudEvent {
                     "attribute names must consist of lower-case ASCII letters and digits",
                 ));
             }
+            if let AttrValue::String(text) = value {
+                check_string_characters(name, text)?;
+            }
             let is_core = CORE_STRING_ATTRIBUTES.contains(&name.as_str());
             if is_core && !matches!(value, AttrValue::String(_)) {
                 return Err(InvalidEvent::new(name.clone(), "must be a string"));
@@ -215,6 +218,30 @@ const CORE_STRING_ATTRIBUTES: [&str; 9] = [
     "dataschema",
     "schemaurl",
 ];
+
+/// Whether CloudEvents' String type forbids `c`: the control characters U+0000–U+001F and
+/// U+007F–U+009F.
+fn is_forbidden_in_strings(c: char) -> bool {
+    matches!(c, '\u{0}'..='\u{1f}' | '\u{7f}'..='\u{9f}')
+}
+
+/// The String type's character rule, on the value as decoded (after percent-decoding in
+/// binary mode, after JSON unescaping in the JSON format), for every String-typed attribute
+/// (URI, URI-reference and Timestamp values travel as strings too): the one place it is
+/// checked for every content mode.
+fn check_string_characters(name: &str, text: &str) -> Result<(), InvalidEvent> {
+    match text.chars().enumerate().find(|(_, c)| is_forbidden_in_strings(*c)) {
+        None => Ok(()),
+        Some((position, c)) => Err(InvalidEvent::new(
+            name,
+            format!(
+                "contains the control character U+{:04X} at character {}: CloudEvents strings must not contain U+0000-U+001F or U+007F-U+009F",
+                u32::from(c),
+                position + 1
+            ),
+        )),
+    }
+}
 
 /// RFC 3986 URI-reference syntax check: allowed characters, well-formed percent escapes, and a
 /// well-formed scheme when one is present (required when `absolute`).
@@ -325,6 +352,33 @@ mod tests {
         e.set("dataschema", "https://example.com/schema");
         e.set("source", "urn:example:x%20y");
         e.set("myext", AttrValue::Integer(42));
+        e.validate().unwrap();
+    }
+
+    #[test]
+    fn control_characters_are_refused_in_every_string_attribute() {
+        for name in ["id", "source", "type", "subject", "myext", "time"] {
+            for c in ['\u{0}', '\n', '\u{1f}', '\u{7f}', '\u{85}', '\u{9f}'] {
+                let mut e = minimal();
+                let value = match name {
+                    "time" => format!("2024-01-02T03:04:05Z{c}"),
+                    "source" => format!("/a{c}b"),
+                    _ => format!("a{c}b"),
+                };
+                e.set(name, value);
+                let err = e.validate().expect_err(&format!("{name} with {c:?}"));
+                assert_eq!(err.attribute, name);
+                assert!(
+                    err.reason
+                        .contains(&format!("control character U+{:04X}", u32::from(c))),
+                    "{err}"
+                );
+            }
+        }
+        // Just outside the forbidden ranges: space, `~`, U+00A0 and beyond.
+        let mut e = minimal();
+        e.set("myext", "a b~\u{a0}é😀");
+        e.set("subject", " ");
         e.validate().unwrap();
     }
 
