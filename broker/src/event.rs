@@ -225,6 +225,21 @@ fn is_forbidden_in_strings(c: char) -> bool {
     matches!(c, '\u{0}'..='\u{1f}' | '\u{7f}'..='\u{9f}')
 }
 
+/// Arbitrary bytes (a Kafka key, a header) as a valid CloudEvents String: invalid UTF-8 and
+/// the control characters the String type forbids become U+FFFD, the replacement character.
+pub fn lossy_string(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes)
+        .chars()
+        .map(|c| {
+            if is_forbidden_in_strings(c) {
+                char::REPLACEMENT_CHARACTER
+            } else {
+                c
+            }
+        })
+        .collect()
+}
+
 /// The String type's character rule, on the value as decoded (after percent-decoding in
 /// binary mode, after JSON unescaping in the JSON format), for every String-typed attribute
 /// (URI, URI-reference and Timestamp values travel as strings too): the one place it is
@@ -380,6 +395,15 @@ mod tests {
         e.set("myext", "a b~\u{a0}é😀");
         e.set("subject", " ");
         e.validate().unwrap();
+    }
+
+    #[test]
+    fn lossy_strings_are_valid_strings() {
+        assert_eq!(lossy_string(b"customer-1"), "customer-1");
+        assert_eq!(
+            lossy_string(b"\x00\x00\x01\x7f\xff a\xc2\x85"),
+            "\u{fffd}\u{fffd}\u{fffd}\u{fffd}\u{fffd} a\u{fffd}"
+        );
     }
 
     #[test]
