@@ -199,6 +199,14 @@ impl CloudEvent {
                         "must not be empty when present",
                     ));
                 }
+                // A media type is ASCII, and binary mode carries it as the Content-Type
+                // header, which must be: refuse what could not be delivered that way.
+                "datacontenttype" if !text.bytes().all(|b| (b' '..=b'~').contains(&b)) => {
+                    return Err(InvalidEvent::new(
+                        name.clone(),
+                        format!("{text:?} is not a media type: only printable ASCII is allowed"),
+                    ));
+                }
                 _ => {}
             }
         }
@@ -345,7 +353,7 @@ mod tests {
 
     #[test]
     fn attribute_rules() {
-        let cases: [(&str, AttrValue); 7] = [
+        let cases: [(&str, AttrValue); 8] = [
             ("time", "yesterday".into()),
             ("source", "has space".into()),
             ("source", "%zz".into()),
@@ -353,6 +361,8 @@ mod tests {
             ("Bad-Name", "x".into()),
             ("subject", "".into()),
             ("myint", AttrValue::Integer(1 << 40)),
+            // Found by fuzzing: accepted in structured mode, undeliverable in binary mode.
+            ("datacontenttype", "\u{fffd}application/json".into()),
         ];
         for (name, value) in cases {
             let mut e = minimal();

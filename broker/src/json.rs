@@ -151,7 +151,12 @@ pub fn to_json(event: &CloudEvent) -> Vec<u8> {
             .data_content_type()
             .as_deref()
             .is_none_or(is_json_media_type);
-        if json_type && serde_json::from_slice::<&RawValue>(data).is_ok() {
+        // Inline only a JSON value with nothing around it: reading it back keeps the value's
+        // text alone, so surrounding whitespace would be lost (found by fuzzing).
+        let exact_json = || {
+            serde_json::from_slice::<&RawValue>(data).is_ok_and(|raw| raw.get().len() == data.len())
+        };
+        if json_type && exact_json() {
             member(&mut out, "data", data);
         } else if let (false, Ok(text)) = (json_type, std::str::from_utf8(data)) {
             member(
@@ -212,6 +217,16 @@ mod tests {
             parse_event(br#"{"specversion":"1.0","id":"1","source":"/s","type":"t","obj":{}}"#)
                 .unwrap_err();
         assert_eq!(err.attribute, "obj");
+    }
+
+    #[test]
+    fn json_data_with_surrounding_whitespace_keeps_its_bytes() {
+        let mut event =
+            parse_event(br#"{"specversion":"1.0","id":"1","source":"/s","type":"t"}"#).unwrap();
+        for data in [&b"\n{\"a\": 1}"[..], b"[1] ", b"\t\"x\"\r\n"] {
+            event.set_data(Some(Bytes::copy_from_slice(data)));
+            assert_eq!(parse_event(&to_json(&event)).unwrap().data(), event.data());
+        }
     }
 
     #[test]
