@@ -9,7 +9,9 @@
 //! replays a run (every run prints its seed). The input being checked is kept in
 //! `$TMPDIR/herald-fuzz-<target>-current`, for the case of a crash no test can catch.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
@@ -22,6 +24,9 @@ pub const DEFAULT_CASES: u32 = 256;
 pub const CASE_TIME_LIMIT: Duration = Duration::from_secs(3);
 /// A tokio worker's default stack: where the admin API, ingress and dispatchers parse.
 pub const WORKER_STACK: usize = 2 << 20;
+/// An input still running after this long hangs: the watchdog reports it and ends the
+/// process, as no test can interrupt it.
+const HANG_LIMIT: Duration = Duration::from_secs(60);
 /// Inputs are cut at this size: large enough for deep nesting, small enough to stay quick.
 const MAX_INPUT: usize = 64 * 1024;
 
@@ -250,10 +255,17 @@ fn fuzz<S: Strategy<Value = Vec<u8>>>(
     });
     // A stack overflow aborts the process before any report: the input at hand is on disk.
     let current = std::env::temp_dir().join(format!("herald-fuzz-{target}-current"));
+    let clock = Instant::now();
+    // When the running input started, in ms since `clock` (0: none is running).
+    let running_since = Arc::new(AtomicU64::new(0));
+    watchdog(target, &current, clock, running_since.clone());
     let timed = |input: Vec<u8>| -> Result<(), TestCaseError> {
         let _ = std::fs::write(&current, &input);
         let started = Instant::now();
-        check(&input).map_err(TestCaseError::fail)?;
+        running_since.store(elapsed_ms(clock).max(1), Ordering::Relaxed);
+        let result = check(&input).map_err(TestCaseError::fail);
+        running_since.store(0, Ordering::Relaxed);
+        result?;
         let took = started.elapsed();
         if took > CASE_TIME_LIMIT {
             return Err(TestCaseError::fail(format!(
@@ -291,8 +303,36 @@ fn fuzz<S: Strategy<Value = Vec<u8>>>(
             );
         }
     }
+    running_since.store(u64::MAX, Ordering::Relaxed);
     eprintln!(
         "fuzz target {target}: {cases} inputs in {:.1?} (HERALD_FUZZ_SEED={seed})",
         started.elapsed()
     );
+}
+
+fn elapsed_ms(clock: Instant) -> u64 {
+    u64::try_from(clock.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Ends the process, naming the input, when one input runs past [`HANG_LIMIT`]; stops when
+/// `running_since` is `u64::MAX` (the run is over).
+fn watchdog(target: &str, current: &Path, clock: Instant, running_since: Arc<AtomicU64>) {
+    let (target, current) = (target.to_owned(), current.to_owned());
+    let limit = u64::try_from(HANG_LIMIT.as_millis()).unwrap_or(u64::MAX);
+    std::thread::spawn(move || loop {
+        // Polling is the point here: the watched thread cannot signal that it is stuck.
+        std::thread::sleep(Duration::from_secs(1));
+        match running_since.load(Ordering::Relaxed) {
+            u64::MAX => return,
+            0 => {}
+            since if elapsed_ms(clock).saturating_sub(since) > limit => {
+                eprintln!(
+                    "fuzz target {target}: an input has run for more than {HANG_LIMIT:?}; it is in {}",
+                    current.display()
+                );
+                std::process::exit(101);
+            }
+            _ => {}
+        }
+    });
 }

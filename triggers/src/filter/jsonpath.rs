@@ -10,6 +10,13 @@ use jsonpath_rust::query::js_path_process;
 /// so Herald checks its own, smaller bound before handing the query over and names it.
 pub const MAX_DEPTH: usize = 32;
 
+/// How many rule calls jsonpath-rust's (pest) parser may make for one query. Its grammar
+/// backtracks exponentially on some malformed queries (each nested `match(` of a query that
+/// does not parse triples the work: 26 of them, 150 characters, would run for days); a
+/// well-formed query takes about ten calls per character, so this admits queries of some
+/// 100 KB and stops any other after a few milliseconds.
+pub const PARSE_CALL_LIMIT: usize = 1_000_000;
+
 /// Matches when the event's data is JSON and the query selects at least one node.
 #[derive(Clone, Debug, PartialEq)]
 pub struct JsonPathFilter {
@@ -20,9 +27,21 @@ impl JsonPathFilter {
     /// Parses the query once; the error text says what is wrong with it.
     pub fn parse(query: &str) -> Result<Self, String> {
         check_nesting(query)?;
+        // A process-wide pest setting; jsonpath-rust is the only pest parser in Herald.
+        pest::set_call_limit(std::num::NonZeroUsize::new(PARSE_CALL_LIMIT));
         parse_json_path(query)
             .map(|query| Self { query })
-            .map_err(|e| e.to_string())
+            .map_err(|e| {
+                let message = e.to_string();
+                // pest reports its limit only in the message text.
+                if message.contains("call limit reached") {
+                    format!(
+                        "the query takes more than {PARSE_CALL_LIMIT} parser steps: simplify it"
+                    )
+                } else {
+                    message
+                }
+            })
     }
 
     /// Data that is not JSON, or nests deeper than serde_json's limit (127 levels) (which
@@ -152,5 +171,30 @@ mod tests {
             .unwrap()
             .join()
             .unwrap();
+    }
+
+    #[test]
+    fn pathological_queries_stop_at_the_call_limit() {
+        // Found by fuzzing: nested functions in a query that does not parse backtrack
+        // exponentially (14 levels took 7 s, 26 would take days).
+        let query = format!("$.a[?(@.a >{} 1)]", "match(".repeat(26));
+        let started = std::time::Instant::now();
+        let err = JsonPathFilter::parse(&query).unwrap_err();
+        assert!(err.contains("parser steps"), "{err}");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+        // Long well-formed queries stay far below the limit.
+        let long = format!(
+            "$.items[?{}]",
+            (0..2_000)
+                .map(|i| format!("@.f{i} == 'v{i}'"))
+                .collect::<Vec<_>>()
+                .join(" && ")
+        );
+        assert!(long.len() > 30_000);
+        JsonPathFilter::parse(&long).unwrap();
     }
 }
