@@ -230,6 +230,41 @@ mod tests {
     }
 
     #[test]
+    fn deeply_nested_json_is_data_or_an_error_never_a_crash() {
+        // On a tokio worker's stack size, where ingress decodes events.
+        std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(|| {
+                let deep = format!("{}1{}", "[".repeat(100_000), "]".repeat(100_000));
+                // Data is kept as bytes, whatever its depth: serde_json skips it without
+                // recursing.
+                let event = format!(
+                    r#"{{"specversion":"1.0","id":"1","source":"/s","type":"t","data":{deep}}}"#
+                );
+                let parsed = parse_event(event.as_bytes()).unwrap();
+                assert_eq!(parsed.data().unwrap().as_ref(), deep.as_bytes());
+                assert_eq!(parse_event(&to_json(&parsed)).unwrap(), parsed);
+                let (index, _) =
+                    parse_batch(format!("[{event},{{\"x\":{deep}}}]").as_bytes()).unwrap_err();
+                assert_eq!(index, Some(1), "the deep member is refused as an attribute");
+                // An attribute is parsed as a value: serde_json's recursion limit refuses it.
+                let err = parse_event(
+                    format!(
+                        r#"{{"specversion":"1.0","id":"1","source":"/s","type":"t","x":{deep}}}"#
+                    )
+                    .as_bytes(),
+                )
+                .unwrap_err();
+                assert_eq!(err.attribute, "x");
+                let err = parse_event(deep.as_bytes()).unwrap_err();
+                assert!(err.reason.contains("not a JSON object"), "{err}");
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+    }
+
+    #[test]
     fn batch_names_the_bad_index() {
         let body = br#"[{"specversion":"1.0","id":"1","source":"/s","type":"t"},{"specversion":"1.0","id":"2","source":"/s"}]"#;
         let (index, err) = parse_batch(body).unwrap_err();
