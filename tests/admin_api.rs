@@ -474,3 +474,89 @@ async fn sighup_reloads_the_config_files_all_or_nothing() {
         .await;
     assert_eq!(status, 409, "file objects stay read-only: {body}");
 }
+
+/// Deeply nested filters in one request: a clear 400/422 naming the limit, and the process
+/// (ingress included) keeps serving. 2,000 levels overflowed a tokio worker's stack once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deeply_nested_filters_are_refused_and_herald_stays_up() {
+    let (herald, _dirs) = empty_herald(&[]).await;
+    let admin = AdminClient::new(&herald.admin);
+    admin.create(BROKERS, BROKER_B).await;
+    let broker = herald.broker_url("default", "b");
+    let trigger_with = |filters: Value| {
+        json!({"apiVersion": "eventing.knative.dev/v1", "kind": "Trigger",
+            "metadata": {"name": "deep"},
+            "spec": {"broker": "b", "subscriber": {"uri": "http://127.0.0.1:9/"}, "filters": filters}})
+        .to_string()
+    };
+    let levels = 2_000;
+    let cases = [
+        (
+            "nested NOTs",
+            trigger_with(json!([{"cesql": "NOT ".repeat(levels) + "TRUE"}])),
+            422,
+            "spec.filters[0].cesql",
+            "deeper than 64 levels",
+        ),
+        (
+            "nested parentheses",
+            trigger_with(json!([{"cesql": "(".repeat(levels) + "TRUE" + &")".repeat(levels)}])),
+            422,
+            "spec.filters[0].cesql",
+            "deeper than 64 levels",
+        ),
+        (
+            "nested JSONPath filters",
+            trigger_with(
+                json!([{"jsonpath": format!("$[?{}@.a{}]", "(".repeat(levels), ")".repeat(levels))}]),
+            ),
+            422,
+            "spec.filters[0].jsonpath",
+            "deeper than 32 levels",
+        ),
+        (
+            "not inside not",
+            trigger_with(json!([(0..40).fold(
+                json!({"exact": {"type": "a"}}),
+                |inner, _| json!({"not": inner})
+            )])),
+            422,
+            "spec.filters[0].not.not",
+            "filters nest deeper than 32 levels",
+        ),
+        (
+            "a document nested 2,000 levels",
+            trigger_with(json!([{"all": []}])).replace(
+                "{\"all\":[]}",
+                &format!("{}{{}}{}", "{\"all\":[".repeat(levels), "]}".repeat(levels)),
+            ),
+            400,
+            "",
+            "nests deeper than 128 levels",
+        ),
+    ];
+    for (what, body, code, field, needle) in cases {
+        let (status, answer) = admin
+            .call(Method::POST, TRIGGERS, Some(("application/json", &body)))
+            .await;
+        assert_eq!(status, code, "{what}: {answer}");
+        assert!(message(&answer).contains(needle), "{what}: {answer}");
+        if code == 422 {
+            let cause = answer["details"]["causes"][0]["field"]
+                .as_str()
+                .unwrap_or_default();
+            assert!(cause.starts_with(field), "{what}: {answer}");
+        }
+        assert_eq!(
+            scenarios::send_binary(&broker, what, "t", &[]).await,
+            202,
+            "{what}: ingress keeps accepting events"
+        );
+    }
+    let (_, triggers) = admin.get(TRIGGERS).await;
+    assert_eq!(
+        triggers["items"],
+        json!([]),
+        "refused triggers change nothing"
+    );
+}

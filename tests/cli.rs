@@ -377,3 +377,88 @@ async fn the_admin_example_applies() {
     );
     assert_eq!(replay["status"]["conditions"][0]["status"], "True");
 }
+
+/// Config files nested 100,000 levels deep (filters, CESQL, JSONPath, the document itself):
+/// `herald serve` exits 1 with an error naming the file, the resource, the field and the
+/// limit, promptly, instead of aborting on a stack overflow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_files_nested_100000_levels_deep_are_refused() {
+    let levels = 100_000;
+    let cases = [
+        (
+            format!("filters: [{{cesql: \"{}TRUE\"}}]", "NOT ".repeat(levels)),
+            "spec.filters[0].cesql",
+            "deeper than 64 levels",
+        ),
+        (
+            format!(
+                "filters: [{{cesql: \"{}TRUE{}\"}}]",
+                "(".repeat(levels),
+                ")".repeat(levels)
+            ),
+            "spec.filters[0].cesql",
+            "deeper than 64 levels",
+        ),
+        (
+            format!(
+                "filters: [{{jsonpath: '$[?{}@.a{}]'}}]",
+                "(".repeat(levels),
+                ")".repeat(levels)
+            ),
+            "spec.filters[0].jsonpath",
+            "deeper than 32 levels",
+        ),
+        (
+            format!(
+                "filters: [{}{{exact: {{type: a}}}}{}]",
+                "{not: ".repeat(levels),
+                "}".repeat(levels)
+            ),
+            "",
+            "nests deeper than 128 levels",
+        ),
+    ];
+    for (spec, field, limit) in cases {
+        let dirs = HeraldDirs::new(
+            &(scenarios::broker_yaml("b", None)
+                + &scenarios::trigger_yaml("t", "b", "http://127.0.0.1:1/", &spec)),
+        );
+        let output = tokio::process::Command::new(herald_binary())
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "127.0.0.1:0",
+            ])
+            .arg("--config")
+            .arg(dirs.config_file())
+            .arg("--data-dir")
+            .arg(dirs.data.path())
+            .kill_on_drop(true)
+            .output();
+        let output = tokio::time::timeout(DEADLINE, output)
+            .await
+            .expect("herald gave up within the deadline")
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let excerpt: String = stderr.chars().take(2_000).collect();
+        assert_eq!(output.status.code(), Some(1), "{field}: {excerpt}");
+        let resource = if field.is_empty() {
+            ""
+        } else {
+            "Trigger default/t"
+        };
+        for needle in ["config.yaml", resource, field, limit] {
+            assert!(
+                stderr.contains(needle),
+                "{field}: must name {needle:?}: {excerpt}"
+            );
+        }
+        assert!(
+            stderr.len() < 10_000,
+            "the error quotes an excerpt, not the whole expression: {} bytes",
+            stderr.len()
+        );
+    }
+}

@@ -205,4 +205,40 @@ mod tests {
         let err = decode_request(&headers(&[("ce-id", "1")]), Bytes::new()).unwrap_err();
         assert_eq!(err.source.attribute, "specversion");
     }
+
+    #[test]
+    fn control_characters_are_refused_in_every_content_mode() {
+        for (header, value) in [
+            ("ce-id", "a%00b"),
+            ("ce-myext", "a%0Ab"),
+            ("ce-subject", "%7F"),
+        ] {
+            let mut pairs = vec![
+                ("ce-specversion", "1.0"),
+                ("ce-id", "1"),
+                ("ce-source", "/s"),
+                ("ce-type", "t"),
+            ];
+            pairs.retain(|(name, _)| *name != header);
+            pairs.push((header, value));
+            let err = decode_request(&headers(&pairs), Bytes::new()).unwrap_err();
+            assert_eq!(
+                (err.index, err.source.attribute.as_str()),
+                (None, header.trim_start_matches("ce-")),
+                "{err}"
+            );
+        }
+        let structured = headers(&[("content-type", "application/cloudevents+json")]);
+        let body = r#"{"specversion":"1.0","id":"a\u0000b","source":"/s","type":"t"}"#;
+        let err = decode_request(&structured, Bytes::from(body)).unwrap_err();
+        assert_eq!((err.index, err.source.attribute.as_str()), (None, "id"));
+        let batch = headers(&[("content-type", "application/cloudevents-batch+json")]);
+        let body = r#"[{"specversion":"1.0","id":"1","source":"/s","type":"t"},{"specversion":"1.0","id":"2","source":"/s","type":"t","myext":"\u009f"}]"#;
+        let err = decode_request(&batch, Bytes::from(body)).unwrap_err();
+        assert_eq!(
+            (err.index, err.source.attribute.as_str()),
+            (Some(1), "myext")
+        );
+        assert!(err.to_string().starts_with("event 1 of the batch"), "{err}");
+    }
 }

@@ -165,6 +165,9 @@ impl CloudEvent {
                     "attribute names must consist of lower-case ASCII letters and digits",
                 ));
             }
+            if let AttrValue::String(text) = value {
+                check_string_characters(name, text)?;
+            }
             let is_core = CORE_STRING_ATTRIBUTES.contains(&name.as_str());
             if is_core && !matches!(value, AttrValue::String(_)) {
                 return Err(InvalidEvent::new(name.clone(), "must be a string"));
@@ -196,6 +199,14 @@ impl CloudEvent {
                         "must not be empty when present",
                     ));
                 }
+                // A media type is ASCII, and binary mode carries it as the Content-Type
+                // header, which must be: refuse what could not be delivered that way.
+                "datacontenttype" if !text.bytes().all(|b| (b' '..=b'~').contains(&b)) => {
+                    return Err(InvalidEvent::new(
+                        name.clone(),
+                        format!("{text:?} is not a media type: only printable ASCII is allowed"),
+                    ));
+                }
                 _ => {}
             }
         }
@@ -215,6 +226,45 @@ const CORE_STRING_ATTRIBUTES: [&str; 9] = [
     "dataschema",
     "schemaurl",
 ];
+
+/// Whether CloudEvents' String type forbids `c`: the control characters U+0000–U+001F and
+/// U+007F–U+009F.
+fn is_forbidden_in_strings(c: char) -> bool {
+    matches!(c, '\u{0}'..='\u{1f}' | '\u{7f}'..='\u{9f}')
+}
+
+/// Arbitrary bytes (a Kafka key, a header) as a valid CloudEvents String: invalid UTF-8 and
+/// the control characters the String type forbids become U+FFFD, the replacement character.
+pub fn lossy_string(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes)
+        .chars()
+        .map(|c| {
+            if is_forbidden_in_strings(c) {
+                char::REPLACEMENT_CHARACTER
+            } else {
+                c
+            }
+        })
+        .collect()
+}
+
+/// The String type's character rule, on the value as decoded (after percent-decoding in
+/// binary mode, after JSON unescaping in the JSON format), for every String-typed attribute
+/// (URI, URI-reference and Timestamp values travel as strings too): the one place it is
+/// checked for every content mode.
+fn check_string_characters(name: &str, text: &str) -> Result<(), InvalidEvent> {
+    match text.chars().enumerate().find(|(_, c)| is_forbidden_in_strings(*c)) {
+        None => Ok(()),
+        Some((position, c)) => Err(InvalidEvent::new(
+            name,
+            format!(
+                "contains the control character U+{:04X} at character {}: CloudEvents strings must not contain U+0000-U+001F or U+007F-U+009F",
+                u32::from(c),
+                position + 1
+            ),
+        )),
+    }
+}
 
 /// URI-reference syntax check (RFC 3986, with the non-ASCII characters of RFC 3987 IRIs, as
 /// sdk-go and so Knative accept them): allowed characters, well-formed percent escapes, and a
@@ -303,7 +353,7 @@ mod tests {
 
     #[test]
     fn attribute_rules() {
-        let cases: [(&str, AttrValue); 7] = [
+        let cases: [(&str, AttrValue); 8] = [
             ("time", "yesterday".into()),
             ("source", "has space".into()),
             ("source", "%zz".into()),
@@ -311,6 +361,8 @@ mod tests {
             ("Bad-Name", "x".into()),
             ("subject", "".into()),
             ("myint", AttrValue::Integer(1 << 40)),
+            // Found by fuzzing: accepted in structured mode, undeliverable in binary mode.
+            ("datacontenttype", "\u{fffd}application/json".into()),
         ];
         for (name, value) in cases {
             let mut e = minimal();
@@ -336,9 +388,10 @@ mod tests {
         e.set("source", "/ü x");
         let err = e.validate().unwrap_err();
         assert!(err.reason.contains("character ' ' is not allowed"), "{err}");
+        // A C1 control is refused by the String rule, which names it by code point.
         e.set("source", "/ü\u{85}");
         let err = e.validate().unwrap_err();
-        assert!(err.reason.contains("character '\\u{85}'"), "{err}");
+        assert!(err.reason.contains("control character U+0085"), "{err}");
         e.set("source", "%C3%zz");
         assert!(e
             .validate()
@@ -349,6 +402,42 @@ mod tests {
         assert!(e.validate().unwrap_err().reason.contains("incomplete"));
         e.set("source", "/grüße%20x");
         e.validate().unwrap();
+    }
+
+    #[test]
+    fn control_characters_are_refused_in_every_string_attribute() {
+        for name in ["id", "source", "type", "subject", "myext", "time"] {
+            for c in ['\u{0}', '\n', '\u{1f}', '\u{7f}', '\u{85}', '\u{9f}'] {
+                let mut e = minimal();
+                let value = match name {
+                    "time" => format!("2024-01-02T03:04:05Z{c}"),
+                    "source" => format!("/a{c}b"),
+                    _ => format!("a{c}b"),
+                };
+                e.set(name, value);
+                let err = e.validate().expect_err(&format!("{name} with {c:?}"));
+                assert_eq!(err.attribute, name);
+                assert!(
+                    err.reason
+                        .contains(&format!("control character U+{:04X}", u32::from(c))),
+                    "{err}"
+                );
+            }
+        }
+        // Just outside the forbidden ranges: space, `~`, U+00A0 and beyond.
+        let mut e = minimal();
+        e.set("myext", "a b~\u{a0}é😀");
+        e.set("subject", " ");
+        e.validate().unwrap();
+    }
+
+    #[test]
+    fn lossy_strings_are_valid_strings() {
+        assert_eq!(lossy_string(b"customer-1"), "customer-1");
+        assert_eq!(
+            lossy_string(b"\x00\x00\x01\x7f\xff a\xc2\x85"),
+            "\u{fffd}\u{fffd}\u{fffd}\u{fffd}\u{fffd} a\u{fffd}"
+        );
     }
 
     #[test]

@@ -151,7 +151,12 @@ pub fn to_json(event: &CloudEvent) -> Vec<u8> {
             .data_content_type()
             .as_deref()
             .is_none_or(is_json_media_type);
-        if json_type && serde_json::from_slice::<&RawValue>(data).is_ok() {
+        // Inline only a JSON value with nothing around it: reading it back keeps the value's
+        // text alone, so surrounding whitespace would be lost (found by fuzzing).
+        let exact_json = || {
+            serde_json::from_slice::<&RawValue>(data).is_ok_and(|raw| raw.get().len() == data.len())
+        };
+        if json_type && exact_json() {
             member(&mut out, "data", data);
         } else if let (false, Ok(text)) = (json_type, std::str::from_utf8(data)) {
             member(
@@ -212,6 +217,51 @@ mod tests {
             parse_event(br#"{"specversion":"1.0","id":"1","source":"/s","type":"t","obj":{}}"#)
                 .unwrap_err();
         assert_eq!(err.attribute, "obj");
+    }
+
+    #[test]
+    fn json_data_with_surrounding_whitespace_keeps_its_bytes() {
+        let mut event =
+            parse_event(br#"{"specversion":"1.0","id":"1","source":"/s","type":"t"}"#).unwrap();
+        for data in [&b"\n{\"a\": 1}"[..], b"[1] ", b"\t\"x\"\r\n"] {
+            event.set_data(Some(Bytes::copy_from_slice(data)));
+            assert_eq!(parse_event(&to_json(&event)).unwrap().data(), event.data());
+        }
+    }
+
+    #[test]
+    fn deeply_nested_json_is_data_or_an_error_never_a_crash() {
+        // On a tokio worker's stack size, where ingress decodes events.
+        std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(|| {
+                let deep = format!("{}1{}", "[".repeat(100_000), "]".repeat(100_000));
+                // Data is kept as bytes, whatever its depth: serde_json skips it without
+                // recursing.
+                let event = format!(
+                    r#"{{"specversion":"1.0","id":"1","source":"/s","type":"t","data":{deep}}}"#
+                );
+                let parsed = parse_event(event.as_bytes()).unwrap();
+                assert_eq!(parsed.data().unwrap().as_ref(), deep.as_bytes());
+                assert_eq!(parse_event(&to_json(&parsed)).unwrap(), parsed);
+                let (index, _) =
+                    parse_batch(format!("[{event},{{\"x\":{deep}}}]").as_bytes()).unwrap_err();
+                assert_eq!(index, Some(1), "the deep member is refused as an attribute");
+                // An attribute is parsed as a value: serde_json's recursion limit refuses it.
+                let err = parse_event(
+                    format!(
+                        r#"{{"specversion":"1.0","id":"1","source":"/s","type":"t","x":{deep}}}"#
+                    )
+                    .as_bytes(),
+                )
+                .unwrap_err();
+                assert_eq!(err.attribute, "x");
+                let err = parse_event(deep.as_bytes()).unwrap_err();
+                assert!(err.reason.contains("not a JSON object"), "{err}");
+            })
+            .unwrap()
+            .join()
+            .unwrap();
     }
 
     #[test]

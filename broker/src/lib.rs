@@ -2,6 +2,8 @@
 
 pub mod binding;
 pub mod event;
+#[cfg(feature = "testing")]
+pub mod fuzz;
 pub mod header_text;
 pub mod ingress;
 pub mod json;

@@ -2,7 +2,8 @@
 //! mapping. A record that already is a CloudEvent (binary `ce_` headers or structured
 //! `application/cloudevents+json`) passes through unchanged; any other becomes
 //! `dev.knative.kafka.event` with `source`, `subject`, `id`, `time`, the key as `key` and
-//! `partitionkey`, and each header as a `kafkaheader…` extension.
+//! `partitionkey`, and each header as a `kafkaheader…` extension (key and header bytes that
+//! are not UTF-8 or are control characters become U+FFFD: CloudEvents strings forbid them).
 //!
 //! Records are sent one at a time, in order; an offset is committed only after the sink took
 //! its event (a sink that keeps failing holds the source back, it does not skip).
@@ -10,6 +11,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
+use herald_broker::event::lossy_string;
 use herald_broker::kafka_binding::{self, KafkaRecord};
 use herald_broker::log::kafka::kafka_record;
 use herald_broker::CloudEvent;
@@ -135,7 +137,7 @@ impl KafkaSource {
             );
         }
         if let Some(key) = &record.key {
-            let key = String::from_utf8_lossy(key).into_owned();
+            let key = lossy_string(key);
             event.set("key", key.as_str());
             event.set("partitionkey", key);
         }
@@ -148,10 +150,7 @@ impl KafkaSource {
                 .filter(char::is_ascii_alphanumeric)
                 .map(|c| c.to_ascii_lowercase())
                 .collect();
-            event.set(
-                format!("kafkaheader{sanitized}"),
-                String::from_utf8_lossy(value).into_owned(),
-            );
+            event.set(format!("kafkaheader{sanitized}"), lossy_string(value));
         }
         if let Some(content_type) = record.content_type() {
             event.set("datacontenttype", content_type);
@@ -275,6 +274,25 @@ mod tests {
         assert_eq!(event.text("datacontenttype").unwrap(), "application/json");
         assert_eq!(event.data().unwrap().as_ref(), br#"{"total": 12.50}"#);
         assert!(event.validate().is_ok());
+    }
+
+    #[test]
+    fn binary_keys_and_headers_make_valid_events() {
+        let source = KafkaSource {
+            namespace: "ns".into(),
+            name: "orders".into(),
+            spec: KafkaSourceSpec::default(),
+        };
+        let record = KafkaRecord {
+            // A big-endian integer key and a header with a line break.
+            key: Some(vec![0, 0, 0, 42]),
+            headers: vec![("note".into(), b"a\nb".to_vec())],
+            value: None,
+        };
+        let event = source.wrap("orders", 0, 1, None, &record);
+        assert_eq!(event.text("key").unwrap(), "\u{fffd}\u{fffd}\u{fffd}*");
+        assert_eq!(event.text("kafkaheadernote").unwrap(), "a\u{fffd}b");
+        event.validate().unwrap();
     }
 
     #[test]

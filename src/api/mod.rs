@@ -4,6 +4,8 @@
 mod auth;
 mod dead_letters;
 mod errors;
+#[cfg(test)]
+mod fuzz;
 mod resources;
 mod tail;
 

@@ -137,7 +137,7 @@ pub async fn delete(
 
 /// A JSON or YAML body holding one object of `kind`, in `namespace` (and named `name` when the
 /// path names it). The checks are those of a config file, plus agreement with the path.
-fn parse_body(
+pub(super) fn parse_body(
     kind: &Kind,
     namespace: &str,
     name: Option<&str>,

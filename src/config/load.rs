@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use serde_yaml_ng::Value;
 
+use super::nesting::{check_flow_nesting, MAX_DOCUMENT_DEPTH};
 use super::{ConfigError, Loaded, Resource};
 
 const TOP_LEVEL_FIELDS: [&str; 5] = ["apiVersion", "kind", "metadata", "spec", "status"];
@@ -61,16 +62,32 @@ fn io_error(path: &Path, error: std::io::Error) -> ConfigError {
     }
 }
 
-/// Parses multi-document YAML (JSON is YAML) into resources.
+/// Parses multi-document YAML (JSON is YAML) into resources; documents nest at most
+/// [`MAX_DOCUMENT_DEPTH`] levels.
 pub fn parse_documents(origin: &str, text: &str) -> Result<Vec<Loaded>, ConfigError> {
+    check_flow_nesting(text).map_err(|too_deep| ConfigError {
+        origin: origin.to_owned(),
+        resource: None,
+        field: None,
+        message: format!("invalid YAML: {too_deep}"),
+    })?;
     let mut out = Vec::new();
     for (index, document) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
         let origin_doc = format!("{origin} (document {})", index + 1);
-        let value = Value::deserialize(document).map_err(|e| ConfigError {
-            origin: origin_doc.clone(),
-            resource: None,
-            field: None,
-            message: format!("invalid YAML: {e}"),
+        let value = Value::deserialize(document).map_err(|e| {
+            let mut message = format!("invalid YAML: {e}");
+            // serde_yaml_ng's error has no kind to match on, only this text.
+            if message.contains("recursion limit exceeded") {
+                message.push_str(&format!(
+                    " (documents nest at most {MAX_DOCUMENT_DEPTH} levels)"
+                ));
+            }
+            ConfigError {
+                origin: origin_doc.clone(),
+                resource: None,
+                field: None,
+                message,
+            }
         })?;
         if value.is_null() {
             continue;
@@ -217,5 +234,84 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.message.contains("unsupported resource"), "{err}");
+    }
+
+    const TRIGGER: &str = "apiVersion: eventing.knative.dev/v1\nkind: Trigger\nmetadata: {name: t}\nspec:\n  broker: b\n  subscriber: {uri: 'http://x'}\n";
+
+    /// A trigger whose `spec.filters[0]` is `value`.
+    fn trigger_with_filter(value: &str) -> String {
+        format!("{TRIGGER}  filters: [{value}]\n")
+    }
+
+    #[test]
+    fn deep_documents_are_refused_quickly_naming_the_limit() {
+        let limit = format!("{MAX_DOCUMENT_DEPTH} levels");
+        for levels in [MAX_DOCUMENT_DEPTH + 1, 100_000] {
+            for (open, close) in [("[", "]"), ("{not: ", "}"), ("{\"not\": ", "}")] {
+                let text = trigger_with_filter(&format!(
+                    "{}{{exact: {{type: a}}}}{}",
+                    open.repeat(levels),
+                    close.repeat(levels)
+                ));
+                let started = std::time::Instant::now();
+                let err = parse_documents("f.yaml", &text).unwrap_err();
+                assert!(err.message.contains(&limit), "{open}: {err}");
+                assert!(
+                    started.elapsed() < std::time::Duration::from_secs(5),
+                    "{open} x {levels}: {:?}",
+                    started.elapsed()
+                );
+            }
+        }
+        // Block collections: serde_yaml_ng's own limit, with the limit named.
+        let mut block = String::from("a:\n");
+        for level in 1..=MAX_DOCUMENT_DEPTH + 1 {
+            block += &format!("{}b:\n", "  ".repeat(level));
+        }
+        let err = parse_documents("f.yaml", &block).unwrap_err();
+        assert!(err.message.contains("recursion limit exceeded"), "{err}");
+        assert!(err.message.contains(&limit), "{err}");
+    }
+
+    #[test]
+    fn aliases_count_their_depth_and_repetitions() {
+        // An alias to a deep anchor nests as deeply as the anchor where it is used.
+        let deep = format!(
+            "{}1{}",
+            "[".repeat(MAX_DOCUMENT_DEPTH - 1),
+            "]".repeat(MAX_DOCUMENT_DEPTH - 1)
+        );
+        let text = format!("a: &deep {deep}\nb: [*deep]\n");
+        let err = parse_documents("f.yaml", &text).unwrap_err();
+        assert!(err.message.contains("recursion limit exceeded"), "{err}");
+        // Aliases of aliases ("billion laughs") stop at serde_yaml_ng's repetition limit.
+        let mut laughs = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+        for i in 1..9 {
+            let alias = format!("*a{}", i - 1);
+            laughs += &format!("a{i}: &a{i} [{}]\n", vec![alias; 10].join(", "));
+        }
+        let err = parse_documents("f.yaml", &laughs).unwrap_err();
+        assert!(err.message.contains("repetition limit exceeded"), "{err}");
+    }
+
+    #[test]
+    fn documents_up_to_the_limit_load_on_a_worker_stack() {
+        // The admin API and SIGHUP reloads parse on tokio workers (2 MiB stacks). Filters
+        // nest as deeply as the document allows here; compiling them refuses it later.
+        let levels = MAX_DOCUMENT_DEPTH - 6;
+        let text = trigger_with_filter(&format!(
+            "{}{{exact: {{type: a}}}}{}",
+            "{not: ".repeat(levels),
+            "}".repeat(levels)
+        ));
+        std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(move || {
+                let loaded = parse_documents("f.yaml", &text).unwrap();
+                assert!(matches!(loaded[0].resource, Resource::Trigger(_)));
+            })
+            .unwrap()
+            .join()
+            .unwrap();
     }
 }

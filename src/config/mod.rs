@@ -3,7 +3,10 @@
 //! Every error names the file, the resource (`Kind namespace/name`) and the field path, so a
 //! user can go straight to the line at fault.
 
+#[cfg(test)]
+mod fuzz;
 mod load;
+mod nesting;
 mod validate;
 
 pub use load::{load_paths, parse_documents};

@@ -49,6 +49,47 @@ pub async fn status_codes(backend: &dyn Backend) {
         "{body}"
     );
 
+    // CloudEvents strings carry no control characters, in any content mode.
+    for (header, value) in [
+        ("ce-id", "a%00b"),
+        ("ce-myext", "a%0Ab"),
+        ("ce-subject", "%C2%85"),
+    ] {
+        let request = match header {
+            "ce-id" => binary_request(&url, value),
+            _ => binary_request(&url, "ctl").header(header, value),
+        };
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 400, "{header}: {value}");
+        let body: serde_json::Value = json_body(response).await;
+        assert_eq!(
+            body["attribute"],
+            header.trim_start_matches("ce-"),
+            "{body}"
+        );
+        assert!(
+            body["reason"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("control character"),
+            "{body}"
+        );
+    }
+    let structured = r#"{"specversion":"1.0","id":"a\u0000b","source":"/s","type":"t"}"#;
+    let response = post_body(&url, "application/cloudevents+json", structured).await;
+    assert_eq!(response.status(), 400);
+    let body: serde_json::Value = json_body(response).await;
+    assert_eq!(body["attribute"], "id", "{body}");
+    let batch = r#"[{"specversion":"1.0","id":"c1","source":"/s","type":"t"},{"specversion":"1.0","id":"c2","source":"/s","type":"t","myext":"\u007f"}]"#;
+    let response = post_body(&url, "application/cloudevents-batch+json", batch).await;
+    assert_eq!(response.status(), 400);
+    let body: serde_json::Value = json_body(response).await;
+    assert_eq!(
+        (body["index"].as_u64(), body["attribute"].as_str()),
+        (Some(1), Some("myext")),
+        "{body}"
+    );
+
     assert_eq!(
         send_binary(&herald.broker_url(NS, "nope"), "x", "t", &[]).await,
         404

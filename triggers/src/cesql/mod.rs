@@ -18,6 +18,14 @@ use herald_broker::CloudEvent;
 pub use eval::Value;
 pub use parser::Expr;
 
+/// How deeply a CESQL expression may nest: the whole expression is level 1 and each
+/// parenthesis, operator, `NOT`, unary minus and function call inside another adds one.
+/// The parser and the evaluator recurse once per level (a few KiB of stack each in a debug
+/// build), so this keeps both far inside a 2 MiB tokio worker stack; deeper expressions are
+/// refused with a parse error, never a crash. Long `OR` chains count one level per operator
+/// (they associate to the right): use `IN` for long lists of alternatives.
+pub const MAX_DEPTH: usize = 64;
+
 /// The error kinds of the CESQL spec (and its conformance kit).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ErrorKind {
@@ -172,5 +180,66 @@ mod tests {
             Expression::parse("2147483648").is_err(),
             "integer literals are 32-bit"
         );
+    }
+
+    /// Runs `f` on a thread with a tokio worker's default stack (2 MiB), where the admin API
+    /// and the dispatchers parse and evaluate expressions.
+    fn on_worker_stack<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+        std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(f)
+            .unwrap()
+            .join()
+            .expect("no stack overflow")
+    }
+
+    /// Expressions `levels` deep of each shape that nests.
+    fn nested(levels: usize) -> Vec<(&'static str, String)> {
+        let inner = levels - 1;
+        vec![
+            ("NOT", "NOT ".repeat(inner) + "TRUE"),
+            (
+                "parentheses",
+                "(".repeat(inner) + "TRUE" + &")".repeat(inner),
+            ),
+            ("unary minus", "- ".repeat(inner) + "count"),
+            ("AND chain", "TRUE AND ".repeat(inner) + "TRUE"),
+            ("+ chain", "1 + ".repeat(inner) + "1"),
+            (
+                "function calls",
+                "ABS(".repeat(inner) + "1" + &")".repeat(inner),
+            ),
+            ("IN sets", "1 IN (".repeat(inner) + "1" + &")".repeat(inner)),
+            ("LIKE", "'a'".to_owned() + &" LIKE 'a'".repeat(inner)),
+        ]
+    }
+
+    #[test]
+    fn nesting_up_to_the_limit_parses_and_evaluates() {
+        on_worker_stack(|| {
+            for (shape, text) in nested(MAX_DEPTH) {
+                let expression = Expression::parse(&text)
+                    .unwrap_or_else(|e| panic!("{shape} at {MAX_DEPTH} levels: {e}"));
+                let _ = expression.evaluate(&event());
+            }
+        });
+    }
+
+    #[test]
+    fn nesting_beyond_the_limit_is_a_parse_error_naming_it() {
+        on_worker_stack(|| {
+            for levels in [MAX_DEPTH + 1, 2_000, 100_000] {
+                for (shape, text) in nested(levels) {
+                    let err = Expression::parse(&text)
+                        .expect_err(&format!("{shape} at {levels} levels must be refused"));
+                    assert_eq!(err.kind, ErrorKind::Parse, "{shape}: {err}");
+                    assert!(
+                        err.message
+                            .contains(&format!("deeper than {MAX_DEPTH} levels")),
+                        "{shape}: {err}"
+                    );
+                }
+            }
+        });
     }
 }

@@ -96,12 +96,16 @@ pub enum Expr {
 const PREFIX_BP: u8 = 6;
 const POSTFIX_BP: u8 = 5;
 
+/// An expression with the depth of its tree (1 for a literal or an attribute).
+type Tree = (Expr, usize);
+
 pub fn parse(source: &str) -> Result<Expr, ParseError> {
     let mut parser = Parser {
         tokens: tokenize(source)?,
         next: 0,
+        nesting: 0,
     };
-    let expr = parser.expression(0)?;
+    let (expr, _) = parser.expression(0)?;
     match parser.peek() {
         Token::Eof => Ok(expr),
         other => Err(error(
@@ -117,6 +121,29 @@ pub fn parse(source: &str) -> Result<Expr, ParseError> {
 struct Parser {
     tokens: Vec<(usize, Token)>,
     next: usize,
+    /// How many `expression` calls are open: the parser's own recursion depth.
+    nesting: usize,
+}
+
+/// The error for an expression nested deeper than [`MAX_DEPTH`](super::MAX_DEPTH).
+fn too_deep(position: usize) -> ParseError {
+    error(
+        position,
+        format!(
+            "the expression nests deeper than {} levels (parentheses, operators and function calls inside one another)",
+            super::MAX_DEPTH
+        ),
+    )
+}
+
+/// A node over children of the given depths, refused when it is deeper than the limit: the
+/// evaluator recurses once per level, so the tree's depth is what has to stay bounded.
+fn node(expr: Expr, child_depth: usize, position: usize) -> Result<Tree, ParseError> {
+    let depth = child_depth + 1;
+    if depth > super::MAX_DEPTH {
+        return Err(too_deep(position));
+    }
+    Ok((expr, depth))
 }
 
 fn keyword(token: &Token, word: &str) -> bool {
@@ -154,7 +181,19 @@ impl Parser {
         }
     }
 
-    fn expression(&mut self, min_bp: u8) -> Result<Expr, ParseError> {
+    /// Parses an expression whose operators bind at least as tightly as `min_bp`; every call
+    /// counts one level of nesting, so that `((((…` is refused before the stack runs out.
+    fn expression(&mut self, min_bp: u8) -> Result<Tree, ParseError> {
+        if self.nesting >= super::MAX_DEPTH {
+            return Err(too_deep(self.position()));
+        }
+        self.nesting += 1;
+        let result = self.operators(min_bp);
+        self.nesting -= 1;
+        result
+    }
+
+    fn operators(&mut self, min_bp: u8) -> Result<Tree, ParseError> {
         let mut left = self.prefix()?;
         loop {
             let token = self.peek().clone();
@@ -176,23 +215,34 @@ impl Parser {
             if left_bp < min_bp {
                 break;
             }
+            let position = self.position();
             self.next += 1;
-            let right = self.expression(right_bp)?;
-            left = Expr::Binary(op, Box::new(left), Box::new(right));
+            let (right, right_depth) = self.expression(right_bp)?;
+            let (left_expr, left_depth) = left;
+            left = node(
+                Expr::Binary(op, Box::new(left_expr), Box::new(right)),
+                left_depth.max(right_depth),
+                position,
+            )?;
         }
         Ok(left)
     }
 
-    fn postfix(&mut self, value: Expr, negated: bool) -> Result<Expr, ParseError> {
+    fn postfix(&mut self, (value, value_depth): Tree, negated: bool) -> Result<Tree, ParseError> {
+        let operator = self.position();
         let value = Box::new(value);
         if keyword(&self.bump(), "LIKE") {
             let position = self.position();
             match self.bump() {
-                Token::Str(pattern) => Ok(Expr::Like {
-                    value,
-                    pattern: LikePattern::compile(&pattern),
-                    negated,
-                }),
+                Token::Str(pattern) => node(
+                    Expr::Like {
+                        value,
+                        pattern: LikePattern::compile(&pattern),
+                        negated,
+                    },
+                    value_depth,
+                    operator,
+                ),
                 other => Err(error(
                     position,
                     format!(
@@ -203,21 +253,36 @@ impl Parser {
             }
         } else {
             self.expect(Token::LParen, "'(' to open the IN set")?;
-            let mut set = vec![self.expression(0)?];
-            while *self.peek() == Token::Comma {
-                self.next += 1;
-                set.push(self.expression(0)?);
-            }
+            let (set, set_depth) = self.list()?;
             self.expect(Token::RParen, "',' or ')' in the IN set")?;
-            Ok(Expr::In {
-                value,
-                set,
-                negated,
-            })
+            node(
+                Expr::In {
+                    value,
+                    set,
+                    negated,
+                },
+                value_depth.max(set_depth),
+                operator,
+            )
         }
     }
 
-    fn prefix(&mut self) -> Result<Expr, ParseError> {
+    /// A comma-separated list of expressions (at least one) and the depth of the deepest.
+    fn list(&mut self) -> Result<(Vec<Expr>, usize), ParseError> {
+        let mut items = Vec::new();
+        let mut deepest = 0;
+        loop {
+            let (item, depth) = self.expression(0)?;
+            items.push(item);
+            deepest = deepest.max(depth);
+            if *self.peek() != Token::Comma {
+                return Ok((items, deepest));
+            }
+            self.next += 1;
+        }
+    }
+
+    fn prefix(&mut self) -> Result<Tree, ParseError> {
         let position = self.position();
         match self.bump() {
             Token::Minus => {
@@ -226,10 +291,11 @@ impl Parser {
                     self.next += 1;
                     return int_literal(-magnitude, position);
                 }
-                Ok(Expr::Negate(Box::new(self.expression(PREFIX_BP)?)))
+                let (inner, depth) = self.expression(PREFIX_BP)?;
+                node(Expr::Negate(Box::new(inner)), depth, position)
             }
             Token::Int(value) => int_literal(value, position),
-            Token::Str(text) => Ok(Expr::Literal(Value::Str(Cow::Owned(text)))),
+            Token::Str(text) => Ok((Expr::Literal(Value::Str(Cow::Owned(text))), 1)),
             Token::LParen => {
                 let inner = self.expression(0)?;
                 self.expect(Token::RParen, "')'")?;
@@ -243,16 +309,19 @@ impl Parser {
         }
     }
 
-    fn word(&mut self, word: String, position: usize) -> Result<Expr, ParseError> {
+    fn word(&mut self, word: String, position: usize) -> Result<Tree, ParseError> {
         let upper = word.to_ascii_uppercase();
         match upper.as_str() {
-            "TRUE" => return Ok(Expr::Literal(Value::Bool(true))),
-            "FALSE" => return Ok(Expr::Literal(Value::Bool(false))),
-            "NOT" => return Ok(Expr::Not(Box::new(self.expression(PREFIX_BP)?))),
+            "TRUE" => return Ok((Expr::Literal(Value::Bool(true)), 1)),
+            "FALSE" => return Ok((Expr::Literal(Value::Bool(false)), 1)),
+            "NOT" => {
+                let (inner, depth) = self.expression(PREFIX_BP)?;
+                return node(Expr::Not(Box::new(inner)), depth, position);
+            }
             "EXISTS" => {
                 let position = self.position();
                 return match self.bump() {
-                    Token::Word(name) => Ok(Expr::Exists(attribute_name(&name, position)?)),
+                    Token::Word(name) => Ok((Expr::Exists(attribute_name(&name, position)?), 1)),
                     other => Err(error(
                         position,
                         format!(
@@ -271,24 +340,21 @@ impl Parser {
             _ => {}
         }
         if *self.peek() != Token::LParen {
-            return Ok(Expr::Attribute(attribute_name(&word, position)?));
+            return Ok((Expr::Attribute(attribute_name(&word, position)?), 1));
         }
         self.next += 1;
-        let mut args = Vec::new();
-        if *self.peek() != Token::RParen {
-            args.push(self.expression(0)?);
-            while *self.peek() == Token::Comma {
-                self.next += 1;
-                args.push(self.expression(0)?);
-            }
-        }
+        let (args, args_depth) = if *self.peek() == Token::RParen {
+            (Vec::new(), 0)
+        } else {
+            self.list()?
+        };
         self.expect(Token::RParen, "',' or ')' after the function's arguments")?;
         let function = Function::resolve(&word, args.len()).ok_or_else(|| ParseError {
             kind: ErrorKind::MissingFunction,
             column: position + 1,
             message: format!("no function {upper} taking {} argument(s)", args.len()),
         })?;
-        Ok(Expr::Call(function, args))
+        node(Expr::Call(function, args), args_depth, position)
     }
 }
 
@@ -308,9 +374,9 @@ fn attribute_name(word: &str, position: usize) -> Result<String, ParseError> {
     }
 }
 
-fn int_literal(value: i64, position: usize) -> Result<Expr, ParseError> {
+fn int_literal(value: i64, position: usize) -> Result<Tree, ParseError> {
     i32::try_from(value)
-        .map(|v| Expr::Literal(Value::Int(v)))
+        .map(|v| (Expr::Literal(Value::Int(v)), 1))
         .map_err(|_| error(position, format!("integer {value} does not fit in 32 bits")))
 }
 

@@ -19,6 +19,11 @@ pub use jsonpath::JsonPathFilter;
 
 use crate::cesql::Expression;
 
+/// How deeply `all`, `any` and `not` may nest in `spec.filters`: an element of the list is
+/// level 1. Compiling, evaluating and explaining recurse once per level, so a bound keeps a
+/// trigger from any source (file, admin API, Kubernetes) from exhausting a worker's stack.
+pub const MAX_DEPTH: usize = 32;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verdict {
     Pass,
@@ -258,7 +263,7 @@ pub fn compile(spec: &TriggerSpec) -> Result<Filter, FieldError> {
             .filters
             .iter()
             .enumerate()
-            .map(|(i, f)| compile_element(f, &format!("spec.filters[{i}]")))
+            .map(|(i, f)| compile_element(f, &format!("spec.filters[{i}]"), 1))
             .collect::<Result<_, _>>()?;
         return Ok(Filter {
             path: "spec.filters".into(),
@@ -274,7 +279,20 @@ pub fn compile(spec: &TriggerSpec) -> Result<Filter, FieldError> {
     }
 }
 
-fn compile_element(element: &SubscriptionsApiFilter, path: &str) -> Result<Filter, FieldError> {
+/// Compiles one element at nesting `level` (1 for an element of `spec.filters`).
+fn compile_element(
+    element: &SubscriptionsApiFilter,
+    path: &str,
+    level: usize,
+) -> Result<Filter, FieldError> {
+    if level > MAX_DEPTH {
+        return Err(FieldError::new(
+            path,
+            format!(
+                "filters nest deeper than {MAX_DEPTH} levels (all, any and not inside one another)"
+            ),
+        ));
+    }
     let dialects: Vec<&str> = [
         ("all", element.all.is_some()),
         ("any", element.any.is_some()),
@@ -306,7 +324,7 @@ fn compile_element(element: &SubscriptionsApiFilter, path: &str) -> Result<Filte
     let children = |list: &[SubscriptionsApiFilter], dialect: &str| {
         list.iter()
             .enumerate()
-            .map(|(i, f)| compile_element(f, &format!("{path}.{dialect}[{i}]")))
+            .map(|(i, f)| compile_element(f, &format!("{path}.{dialect}[{i}]"), level + 1))
             .collect::<Result<Vec<_>, _>>()
     };
     if let Some(list) = &element.all {
@@ -319,6 +337,7 @@ fn compile_element(element: &SubscriptionsApiFilter, path: &str) -> Result<Filte
         return node(Kind::Not(Box::new(compile_element(
             inner,
             &format!("{path}.not"),
+            level + 1,
         )?)));
     }
     for (dialect, how, map) in [
@@ -337,7 +356,7 @@ fn compile_element(element: &SubscriptionsApiFilter, path: &str) -> Result<Filte
         let expression = Expression::parse(text).map_err(|e| {
             FieldError::new(
                 format!("{path}.cesql"),
-                format!("invalid CESQL expression {text:?}: {e}"),
+                format!("invalid CESQL expression {}: {e}", excerpt(text)),
             )
         })?;
         return node(Kind::Cesql(expression));
@@ -346,12 +365,22 @@ fn compile_element(element: &SubscriptionsApiFilter, path: &str) -> Result<Filte
         let filter = JsonPathFilter::parse(query).map_err(|e| {
             FieldError::new(
                 format!("{path}.jsonpath"),
-                format!("invalid JSONPath {query:?}: {e}"),
+                format!("invalid JSONPath {}: {e}", excerpt(query)),
             )
         })?;
         return node(Kind::JsonPath(filter));
     }
     node(Kind::NoFilter)
+}
+
+/// The text quoted for an error message, cut after 80 characters: an expression may be
+/// megabytes long, and the error names the column anyway.
+fn excerpt(text: &str) -> String {
+    const SHOWN: usize = 80;
+    match text.char_indices().nth(SHOWN) {
+        Some((cut, _)) => format!("{:?}…", &text[..cut]),
+        None => format!("{text:?}"),
+    }
 }
 
 fn attribute_pairs(

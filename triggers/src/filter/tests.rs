@@ -284,3 +284,76 @@ proptest! {
         prop_assert_eq!(indexed, every);
     }
 }
+
+/// `levels` elements of `dialect` inside one another around an exact match.
+fn nested_filter(dialect: &str, levels: usize) -> SubscriptionsApiFilter {
+    let mut element = SubscriptionsApiFilter {
+        exact: Some([("type".to_owned(), "a".to_owned())].into()),
+        ..Default::default()
+    };
+    for _ in 1..levels {
+        element = match dialect {
+            "all" => SubscriptionsApiFilter {
+                all: Some(vec![element]),
+                ..Default::default()
+            },
+            "any" => SubscriptionsApiFilter {
+                any: Some(vec![element]),
+                ..Default::default()
+            },
+            _ => SubscriptionsApiFilter {
+                not: Some(Box::new(element)),
+                ..Default::default()
+            },
+        };
+    }
+    element
+}
+
+#[test]
+fn filters_nest_up_to_the_limit() {
+    // On a tokio worker's stack size, where dispatchers evaluate filters.
+    std::thread::Builder::new()
+        .stack_size(2 << 20)
+        .spawn(|| {
+            for dialect in ["all", "any", "not"] {
+                let filter = compile(&TriggerSpec {
+                    filters: vec![nested_filter(dialect, MAX_DEPTH)],
+                    ..spec("[]")
+                })
+                .unwrap_or_else(|e| panic!("{dialect} at {MAX_DEPTH} levels: {e}"));
+                let e = event(&[("type", "a")]);
+                let _ = filter.evaluate(&e);
+                let _ = filter.explain(&e);
+            }
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+}
+
+#[test]
+fn filters_nested_deeper_are_refused_naming_the_element() {
+    for dialect in ["all", "any", "not"] {
+        let err = compile(&TriggerSpec {
+            filters: vec![nested_filter(dialect, MAX_DEPTH + 1)],
+            ..spec("[]")
+        })
+        .unwrap_err();
+        let step = if dialect == "not" {
+            ".not".to_owned()
+        } else {
+            format!(".{dialect}[0]")
+        };
+        assert_eq!(
+            err.path,
+            format!("spec.filters[0]{}", step.repeat(MAX_DEPTH)),
+            "{dialect}"
+        );
+        assert!(
+            err.message
+                .contains(&format!("deeper than {MAX_DEPTH} levels")),
+            "{err:?}"
+        );
+    }
+}
