@@ -145,6 +145,7 @@ impl ControlPlane {
             })?;
         let desired = build_desired(candidate.loaded()).map_err(ControlError::Invalid)?;
         self.run_or_restore(&desired).await?;
+        desired.log_waiting_triggers();
         self.store = candidate;
         self.desired = desired;
         Ok(changes)
@@ -264,6 +265,18 @@ impl ControlPlane {
         let (namespace, name) = resource.namespaced_name();
         let generation = resource.meta().generation;
         let mut value = resource.to_json();
+        let waiting_for = match resource {
+            Resource::Trigger(_) => self
+                .desired
+                .waiting_triggers
+                .get(&(namespace.clone(), name.clone())),
+            _ => None,
+        };
+        if let (Some(broker), Some(object)) = (waiting_for, value.as_object_mut()) {
+            let status = crate::status::waiting_for_broker(broker, generation);
+            object.insert("status".into(), status);
+            return value;
+        }
         let runtime = &self.runtime;
         let status = match resource {
             Resource::Broker(broker) => serde_json::to_value(crate::status::broker(

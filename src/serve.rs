@@ -34,6 +34,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         triggers = desired.triggers.len(),
         "configuration loaded"
     );
+    desired.log_waiting_triggers();
     let kube = Arc::new(KubeAccess::from_kubeconfig(args.data.kubeconfig.clone()));
     let DataPlane {
         mut runtime,

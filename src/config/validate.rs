@@ -23,6 +23,22 @@ pub struct Desired {
     /// Every source, of every kind. A source's sink broker need not exist yet: the source
     /// waits (status `SinkProvided=False`) until it does.
     pub sources: BTreeMap<ObjectKey, Resource>,
+    /// Triggers whose broker does not exist yet, with that broker: accepted (as Knative
+    /// does, `Ready=False BrokerDoesNotExist`) and started once the broker appears.
+    pub waiting_triggers: BTreeMap<TriggerKey, BrokerKey>,
+}
+
+impl Desired {
+    /// One log line per trigger that waits for its broker.
+    pub fn log_waiting_triggers(&self) {
+        for ((namespace, name), broker) in &self.waiting_triggers {
+            tracing::warn!(
+                trigger = %format!("{namespace}/{name}"),
+                %broker,
+                "the trigger's broker does not exist: the trigger waits for it (Ready=False BrokerDoesNotExist)"
+            );
+        }
+    }
 }
 
 fn namespace_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> String {
@@ -40,13 +56,22 @@ pub struct Rejected {
     pub missing_broker: Option<BrokerKey>,
 }
 
-/// Checks every resource and the references between them; the first problem fails all.
+/// Checks every resource and the references between them; the first problem fails all,
+/// except a trigger whose broker does not exist yet: that one waits for it.
 pub fn build_desired(loaded: Vec<Loaded>) -> Result<Desired, ConfigError> {
-    let (desired, rejected) = build_desired_lenient(loaded);
-    match rejected.into_iter().next() {
-        Some(rejected) => Err(rejected.error),
-        None => Ok(desired),
+    let (mut desired, rejected) = build_desired_lenient(loaded);
+    for rejected in rejected {
+        match rejected.missing_broker {
+            Some(broker) => {
+                let key = rejected.key;
+                desired
+                    .waiting_triggers
+                    .insert((key.namespace, key.name), broker);
+            }
+            None => return Err(rejected.error),
+        }
     }
+    Ok(desired)
 }
 
 /// Checks every resource and the references between them, leaving out (and reporting) those
@@ -450,7 +475,6 @@ mod tests {
     #[test]
     fn errors_name_resource_and_field() {
         let cases = [
-            ("{broker: nope, subscriber: {uri: 'http://x'}}", "spec.broker"),
             ("{broker: b, subscriber: {}}", "spec.subscriber"),
             ("{broker: b, subscriber: {uri: 'http://x'}, delivery: {backoffDelay: 5s}}", "spec.delivery.backoffDelay"),
             ("{broker: b, subscriber: {uri: 'http://x'}, filter: {attributes: {Bad-Name: x}}}", "spec.filter.attributes.Bad-Name"),
@@ -489,6 +513,17 @@ mod tests {
                 "{err}"
             );
         }
+    }
+
+    #[test]
+    fn a_trigger_waits_for_its_broker() {
+        let text = "apiVersion: eventing.knative.dev/v1\nkind: Trigger\nmetadata: {name: t}\nspec: {broker: later, subscriber: {uri: 'http://x'}}\n";
+        let d = desired(text).unwrap();
+        assert!(d.triggers.is_empty());
+        assert_eq!(
+            d.waiting_triggers.get(&("default".to_owned(), "t".to_owned())),
+            Some(&BrokerKey::new("default", "later"))
+        );
     }
 
     #[test]

@@ -1,0 +1,110 @@
+//! Knative's own YAML off the cluster, through the real binary: triggers that wait for their
+//! broker, files that also hold Kubernetes objects, refs mapped to URLs with `--resolve`.
+
+mod common;
+
+use common::admin::{AdminClient, BROKERS, TRIGGERS};
+use common::herald::Sled;
+use common::{wait_for_async, wait_for_value, Herald, HeraldDirs, Subscriber};
+use serde_json::Value;
+
+const BROKER_B: &str = "apiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadata: {name: b}\n";
+
+fn trigger(name: &str, broker: &str, subscriber: &str) -> String {
+    format!("apiVersion: eventing.knative.dev/v1\nkind: Trigger\nmetadata: {{name: {name}}}\nspec: {{broker: {broker}, subscriber: {{uri: '{subscriber}'}}}}\n")
+}
+
+fn condition(object: &Value, kind: &str) -> Value {
+    object["status"]["conditions"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["type"] == kind).cloned())
+        .unwrap_or(Value::Null)
+}
+
+/// Sends one binary-mode event and returns the status code.
+async fn send(url: &str, id: &str) -> u16 {
+    reqwest::Client::new()
+        .post(url)
+        .header("ce-specversion", "1.0")
+        .header("ce-id", id)
+        .header("ce-source", "/s")
+        .header("ce-type", "t")
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// Waits until the object's `Ready` condition has `status`.
+async fn wait_ready(admin: &AdminClient, path: &str, status: &str) -> Value {
+    wait_for_value(&format!("{path} Ready={status}"), || async {
+        let (_, object) = admin.get(path).await;
+        match condition(&object, "Ready")["status"] == status {
+            true => Ok(object),
+            false => Err(object.to_string()),
+        }
+    })
+    .await
+}
+
+/// Knative accepts a Trigger whose Broker does not exist (`Ready=False BrokerDoesNotExist`)
+/// and runs it once the Broker appears: from a file, through the admin API, on a reload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trigger_waits_for_its_broker_everywhere() {
+    let subscriber = Subscriber::start().await;
+    let dirs = HeraldDirs::new(&trigger("from-file", "b", &subscriber.url()));
+    let herald = Herald::start(&Sled, &dirs, &[]).await;
+    let admin = AdminClient::new(&herald.admin);
+    assert!(
+        herald.log_contains("the trigger's broker does not exist"),
+        "one log line says the trigger waits"
+    );
+
+    // From a file: accepted, waiting.
+    let (status, waiting) = admin.get(&format!("{TRIGGERS}/from-file")).await;
+    assert_eq!(status, 200);
+    for kind in ["Ready", "BrokerReady"] {
+        let c = condition(&waiting, kind);
+        assert_eq!(
+            (c["status"].as_str(), c["reason"].as_str()),
+            (Some("False"), Some("BrokerDoesNotExist")),
+            "{waiting}"
+        );
+    }
+    // Through the admin API: created, waiting.
+    let (status, created) = admin
+        .post_yaml(TRIGGERS, &trigger("from-api", "b", &subscriber.url()))
+        .await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(condition(&created, "Ready")["reason"], "BrokerDoesNotExist");
+
+    // The broker appears (through the API): both run and receive.
+    admin.create(BROKERS, BROKER_B).await;
+    for name in ["from-file", "from-api"] {
+        wait_ready(&admin, &format!("{TRIGGERS}/{name}"), "True").await;
+    }
+    assert_eq!(send(&herald.broker_url("default", "b"), "e1").await, 202);
+    let got = subscriber.wait_for(2).await;
+    assert!(got.iter().all(|r| r.ce("id") == Some("e1")));
+
+    // Deleting the broker is allowed: its triggers wait again.
+    let (status, _) = admin.delete(&format!("{BROKERS}/b")).await;
+    assert_eq!(status, 200);
+    let (_, again) = admin.get(&format!("{TRIGGERS}/from-api")).await;
+    assert_eq!(condition(&again, "Ready")["reason"], "BrokerDoesNotExist");
+
+    // On a reload: the file now declares the broker too.
+    let with_broker = format!("{BROKER_B}---\n{}", trigger("from-file", "b", &subscriber.url()));
+    std::fs::write(dirs.config_file(), with_broker).unwrap();
+    herald.hangup();
+    for name in ["from-file", "from-api"] {
+        wait_ready(&admin, &format!("{TRIGGERS}/{name}"), "True").await;
+    }
+    assert_eq!(send(&herald.broker_url("default", "b"), "e2").await, 202);
+    subscriber.wait_for_id("e2").await;
+    wait_for_async("both triggers deliver e2", || async {
+        subscriber.ids().iter().filter(|id| *id == "e2").count() == 2
+    })
+    .await;
+}
