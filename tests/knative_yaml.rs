@@ -95,7 +95,10 @@ async fn a_trigger_waits_for_its_broker_everywhere() {
     assert_eq!(condition(&again, "Ready")["reason"], "BrokerDoesNotExist");
 
     // On a reload: the file now declares the broker too.
-    let with_broker = format!("{BROKER_B}---\n{}", trigger("from-file", "b", &subscriber.url()));
+    let with_broker = format!(
+        "{BROKER_B}---\n{}",
+        trigger("from-file", "b", &subscriber.url())
+    );
     std::fs::write(dirs.config_file(), with_broker).unwrap();
     herald.hangup();
     for name in ["from-file", "from-api"] {
@@ -107,4 +110,35 @@ async fn a_trigger_waits_for_its_broker_everywhere() {
         subscriber.ids().iter().filter(|id| *id == "e2").count() == 2
     })
     .await;
+}
+
+/// Knative's samples ship a Namespace, a Deployment, a Service and RBAC next to the Broker and
+/// Trigger: Herald runs the file, skipping each object it does not serve with one log line,
+/// and still refuses an unknown field in a kind it serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_skip_kubernetes_objects_and_keep_refusing_typos() {
+    let subscriber = Subscriber::start().await;
+    let kubernetes = "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {name: display, namespace: default}\nspec: {replicas: 1, selector: {matchLabels: {app: display}}, template: {metadata: {labels: {app: display}}, spec: {containers: [{name: c, image: example/display}]}}}\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {name: reader}\nrules: []\n---\n";
+    let config = format!(
+        "{kubernetes}{BROKER_B}---\n{}",
+        trigger("t", "b", &subscriber.url())
+    );
+    let dirs = HeraldDirs::new(&config);
+    let herald = Herald::start(&Sled, &dirs, &[]).await;
+    for skipped in [
+        "skipping v1 Namespace shop:",
+        "skipping apps/v1 Deployment default/display:",
+        "skipping rbac.authorization.k8s.io/v1 ClusterRole reader:",
+    ] {
+        assert_eq!(herald.log_count(skipped), 1, "{skipped}\n{}", herald.logs());
+    }
+    assert_eq!(send(&herald.broker_url("default", "b"), "e1").await, 202);
+    subscriber.wait_for_id("e1").await;
+    herald.terminate().await;
+
+    let typo = format!("{kubernetes}apiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadata: {{name: b}}\nspec: {{delivry: {{}}}}\n");
+    std::fs::write(dirs.config_file(), typo).unwrap();
+    let (status, output) = common::herald::run_invalid(&dirs.config_file(), dirs.data.path());
+    assert!(!status.success());
+    assert!(output.contains("spec.delivry"), "{output}");
 }

@@ -521,7 +521,8 @@ mod tests {
         let d = desired(text).unwrap();
         assert!(d.triggers.is_empty());
         assert_eq!(
-            d.waiting_triggers.get(&("default".to_owned(), "t".to_owned())),
+            d.waiting_triggers
+                .get(&("default".to_owned(), "t".to_owned())),
             Some(&BrokerKey::new("default", "later"))
         );
     }
