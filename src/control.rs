@@ -10,7 +10,7 @@ use herald_triggers::{TriggerPlan, TriggerStats};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{build_desired, ConfigError, Desired, Loaded, Resource, TriggerKey};
+use crate::config::{build_desired, ConfigError, Desired, Loaded, RefMap, Resource, TriggerKey};
 use crate::kinds::Kind;
 use crate::runtime::Runtime;
 use crate::store::{FileChanges, ObjectKey, Owner, ResourceStore, StoreError};
@@ -72,6 +72,8 @@ pub struct ControlPlane {
     store: ResourceStore,
     runtime: Runtime,
     desired: Desired,
+    /// `--resolve`: where non-Broker refs point off the cluster.
+    refs: RefMap,
     /// Cut redrives short at shutdown.
     shutdown: CancellationToken,
 }
@@ -90,11 +92,12 @@ pub fn parse_record_id(text: &str) -> Option<RecordId> {
 }
 
 impl ControlPlane {
-    pub fn new(store: ResourceStore, runtime: Runtime, desired: Desired) -> Self {
+    pub fn new(store: ResourceStore, runtime: Runtime, desired: Desired, refs: RefMap) -> Self {
         Self {
             store,
             runtime,
             desired,
+            refs,
             shutdown: CancellationToken::new(),
         }
     }
@@ -107,7 +110,7 @@ impl ControlPlane {
         change: Option<Resource>,
     ) -> Result<(), ControlError> {
         let candidate = self.store.loaded_with(key, change.as_ref());
-        let desired = build_desired(candidate).map_err(|error| {
+        let desired = build_desired(candidate, &self.refs).map_err(|error| {
             if change.is_none() {
                 ControlError::Conflict(format!(
                     "cannot delete {} {}/{}: {error}",
@@ -143,7 +146,8 @@ impl ControlPlane {
                 StoreError::Config(error) => ControlError::Invalid(error),
                 other => ControlError::Conflict(other.to_string()),
             })?;
-        let desired = build_desired(candidate.loaded()).map_err(ControlError::Invalid)?;
+        let desired =
+            build_desired(candidate.loaded(), &self.refs).map_err(ControlError::Invalid)?;
         self.run_or_restore(&desired).await?;
         desired.log_waiting_triggers();
         self.store = candidate;
@@ -279,10 +283,17 @@ impl ControlPlane {
         }
         let runtime = &self.runtime;
         let status = match resource {
+            // The running broker: its dead-letter sink's ref resolved.
             Resource::Broker(broker) => serde_json::to_value(crate::status::broker(
                 runtime,
                 runtime.ingress_base_url(),
-                broker,
+                self.desired
+                    .brokers
+                    .get(&herald_broker::BrokerKey::new(
+                        namespace.clone(),
+                        name.clone(),
+                    ))
+                    .unwrap_or(broker),
             )),
             Resource::Trigger(_) => {
                 let mut status = crate::status::trigger(runtime, &namespace, &name, generation);

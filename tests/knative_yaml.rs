@@ -142,3 +142,117 @@ async fn files_skip_kubernetes_objects_and_keep_refusing_typos() {
     assert!(!status.success());
     assert!(output.contains("spec.delivry"), "{output}");
 }
+
+/// Knative's YAML names Services, not URLs: `--resolve` (or `HERALD_RESOLVE`) maps each to a
+/// URL, the same way for a trigger's subscriber and dead-letter sink, a broker's dead-letter
+/// sink and a source's sink, from files and the admin API alike, with a `uri` beside the
+/// `ref` resolved against it. An unmapped ref says how to map it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refs_to_services_resolve_through_the_mapping() {
+    let display = Subscriber::start().await;
+    let dead = Subscriber::start().await;
+    dead.set_default(common::Reply::status(200));
+    display.set_default(common::Reply::status(500));
+    let service = |name: &str, extra: &str| {
+        format!("{{ref: {{apiVersion: v1, kind: Service, name: {name}}}{extra}}}")
+    };
+    let config = format!(
+        "apiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadata: {{name: b}}\nspec: {{delivery: {{deadLetterSink: {}}}}}\n---\napiVersion: eventing.knative.dev/v1\nkind: Trigger\nmetadata: {{name: t}}\nspec: {{broker: b, subscriber: {}, delivery: {{retry: 0, deadLetterSink: {}}}}}\n---\napiVersion: sources.knative.dev/v1\nkind: PingSource\nmetadata: {{name: p}}\nspec: {{schedule: '@every 1s', data: '{{}}', sink: {}}}\n",
+        service("dead", ""),
+        service("event-display", ", uri: /events"),
+        service("dead", ""),
+        service("dead", ", uri: pings"),
+    );
+    let dirs = HeraldDirs::new(&config);
+    let mapping = format!(
+        "v1/Service/default/event-display={},v1/Service/dead={}in/",
+        display.url(),
+        dead.url()
+    );
+    let herald = Herald::start_with(&Sled, &dirs, &[], |command| {
+        command.env("HERALD_RESOLVE", &mapping);
+    })
+    .await;
+    let admin = AdminClient::new(&herald.admin);
+    let (_, trigger) = admin.get(&format!("{TRIGGERS}/t")).await;
+    assert_eq!(
+        trigger["status"]["subscriberUri"],
+        format!("{}events", display.url()),
+        "a uri beside the ref replaces the path, as Knative resolves it"
+    );
+    assert_eq!(
+        trigger["status"]["deadLetterSinkUri"],
+        format!("{}in/", dead.url())
+    );
+    assert_eq!(
+        trigger["spec"]["subscriber"]["ref"]["name"], "event-display",
+        "the object is kept as written"
+    );
+    let (_, broker) = admin.get(&format!("{BROKERS}/b")).await;
+    assert_eq!(
+        broker["status"]["deadLetterSinkUri"],
+        format!("{}in/", dead.url())
+    );
+    let pings = "/apis/sources.knative.dev/v1/namespaces/default/pingsources/p";
+    let (_, ping) = admin.get(pings).await;
+    assert_eq!(
+        ping["status"]["sinkUri"],
+        format!("{}in/pings", dead.url()),
+        "a relative uri without a slash is relative to the mapped path"
+    );
+
+    // Events reach the mapped subscriber, then the mapped dead-letter sink.
+    assert_eq!(send(&herald.broker_url("default", "b"), "e1").await, 202);
+    display.wait_for_id("e1").await;
+    dead.wait_for_id("e1").await;
+
+    // The admin API resolves the same way; an unmapped ref is refused with the way out.
+    let unmapped = format!("apiVersion: eventing.knative.dev/v1\nkind: Trigger\nmetadata: {{name: u}}\nspec: {{broker: b, subscriber: {}}}\n", service("elsewhere", ""));
+    let (status, refused) = admin.post_yaml(TRIGGERS, &unmapped).await;
+    assert_eq!(status, 422, "{refused}");
+    assert_eq!(
+        refused["details"]["causes"][0]["field"],
+        "spec.subscriber.ref"
+    );
+    assert!(
+        common::admin::message(&refused)
+            .contains("--resolve 'v1/Service/default/elsewhere=http://HOST:PORT'"),
+        "{refused}"
+    );
+    let mapped = admin
+        .create(
+            TRIGGERS,
+            &unmapped
+                .replace("name: u", "name: m")
+                .replace("elsewhere", "event-display"),
+        )
+        .await;
+    assert_eq!(mapped["status"]["subscriberUri"], display.url());
+}
+
+/// A `--resolve` value that cannot be read stops Herald before it starts, saying why.
+#[tokio::test]
+async fn a_bad_mapping_is_refused_at_start() {
+    let dirs = HeraldDirs::new(BROKER_B);
+    let output = std::process::Command::new(common::herald::herald_binary())
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--config")
+        .arg(dirs.config_file())
+        .arg("--data-dir")
+        .arg(dirs.data.path())
+        .args(["--resolve", "v1/service/display=http://127.0.0.1:9"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("--resolve \"v1/service/display=http://127.0.0.1:9\": no kind"),
+        "{stderr}"
+    );
+}

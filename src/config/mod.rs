@@ -4,9 +4,11 @@
 //! user can go straight to the line at fault.
 
 mod load;
+mod refs;
 mod validate;
 
 pub use load::{load_paths, parse_documents};
+pub use refs::{join as join_ref_uri, RefMap};
 pub use validate::{
     broker_settings, build_desired, build_desired_lenient, referenced_broker, start_from,
     validate_cluster_workload, Desired, Rejected, TriggerKey,

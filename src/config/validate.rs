@@ -9,7 +9,7 @@ use herald_crds::validation::{
 };
 use herald_crds::{Broker, Destination, FieldError, NatsSourceSpec, Trigger, DEFAULT_NAMESPACE};
 
-use super::{ConfigError, Loaded, Resource};
+use super::{ConfigError, Loaded, RefMap, Resource};
 use crate::store::ObjectKey;
 
 /// Namespaced name of a trigger.
@@ -58,8 +58,8 @@ pub struct Rejected {
 
 /// Checks every resource and the references between them; the first problem fails all,
 /// except a trigger whose broker does not exist yet: that one waits for it.
-pub fn build_desired(loaded: Vec<Loaded>) -> Result<Desired, ConfigError> {
-    let (mut desired, rejected) = build_desired_lenient(loaded);
+pub fn build_desired(loaded: Vec<Loaded>, refs: &RefMap) -> Result<Desired, ConfigError> {
+    let (mut desired, rejected) = build_desired_lenient(loaded, refs);
     for rejected in rejected {
         match rejected.missing_broker {
             Some(broker) => {
@@ -76,15 +76,31 @@ pub fn build_desired(loaded: Vec<Loaded>) -> Result<Desired, ConfigError> {
 
 /// Checks every resource and the references between them, leaving out (and reporting) those
 /// with a problem, so that the rest can run: what a controller needs, where each object
-/// gets its own status.
-pub fn build_desired_lenient(loaded: Vec<Loaded>) -> (Desired, Vec<Rejected>) {
+/// gets its own status. Each non-Broker `ref` is first rewritten into the URL `refs` maps it
+/// to (`herald serve --resolve`; the controller resolves its refs on the cluster before).
+pub fn build_desired_lenient(loaded: Vec<Loaded>, refs: &RefMap) -> (Desired, Vec<Rejected>) {
     let mut rejected = Vec::new();
     let mut desired = Desired::default();
     let mut origins: BTreeMap<String, String> = BTreeMap::new();
     let mut triggers = Vec::new();
-    for Loaded { origin, resource } in loaded {
+    for Loaded {
+        origin,
+        mut resource,
+    } in loaded
+    {
         let key = ObjectKey::of(&resource);
-        let checked = check_one(&origin, resource, &mut desired, &mut origins);
+        let checked = match refs.resolve(&mut resource) {
+            Ok(()) => check_one(&origin, resource, &mut desired, &mut origins),
+            Err(error) => {
+                let (namespace, name) = resource.namespaced_name();
+                Err(ConfigError {
+                    origin: origin.clone(),
+                    resource: Some(format!("{} {namespace}/{name}", key.kind)),
+                    field: Some(error.path),
+                    message: error.message,
+                })
+            }
+        };
         match checked {
             Ok(Some(trigger)) => triggers.push(trigger),
             Ok(None) => {}
@@ -455,7 +471,7 @@ mod tests {
         "apiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadata: {name: b}\n---\n";
 
     fn desired(text: &str) -> Result<Desired, ConfigError> {
-        build_desired(parse_documents("f.yaml", text)?)
+        build_desired(parse_documents("f.yaml", text)?, &RefMap::default())
     }
 
     fn trigger(spec: &str) -> String {
