@@ -53,19 +53,29 @@ pub async fn status_codes(backend: &dyn Backend) {
         send_binary(&herald.broker_url(NS, "nope"), "x", "t", &[]).await,
         404
     );
+    // As Knative's ingress: `/` is 404, any other path that is not /{namespace}/{broker}
+    // is 400 (malformed path).
     assert_eq!(
-        send_binary(
-            &format!("{}/only-one-segment", herald.ingress),
-            "x",
-            "t",
-            &[]
-        )
-        .await,
+        send_binary(&format!("{}/", herald.ingress), "x", "t", &[]).await,
         404
     );
+    for path in ["/only-one-segment", "/a/b/extra"] {
+        let response = binary_request(&format!("{}{path}", herald.ingress), "x")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400, "{path}");
+        let body: serde_json::Value = json_body(response).await;
+        assert!(
+            body["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("malformed path")),
+            "{body}"
+        );
+    }
     assert_eq!(
         send_binary(&format!("{url}/extra"), "x", "t", &[]).await,
-        404
+        400
     );
 
     let get = c.get(&url).send().await.unwrap();
