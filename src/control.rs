@@ -269,6 +269,12 @@ impl ControlPlane {
         let (namespace, name) = resource.namespaced_name();
         let generation = resource.meta().generation;
         let mut value = resource.to_json();
+        // As Kubernetes: every namespaced object says its namespace, `default` when the file
+        // left it out.
+        if let Some(meta) = value.get_mut("metadata").and_then(|m| m.as_object_mut()) {
+            meta.entry("namespace")
+                .or_insert_with(|| serde_json::Value::from(namespace.clone()));
+        }
         let waiting_for = match resource {
             Resource::Trigger(_) => self
                 .desired

@@ -64,6 +64,12 @@ async fn a_trigger_waits_for_its_broker_everywhere() {
     // From a file: accepted, waiting.
     let (status, waiting) = admin.get(&format!("{TRIGGERS}/from-file")).await;
     assert_eq!(status, 200);
+    assert_eq!(
+        waiting["metadata"]["namespace"], "default",
+        "the namespace a file left out is filled, as Kubernetes does"
+    );
+    let (_, list) = admin.get(TRIGGERS).await;
+    assert_eq!(list["items"][0]["metadata"]["namespace"], "default");
     for kind in ["Ready", "BrokerReady"] {
         let c = condition(&waiting, kind);
         assert_eq!(
