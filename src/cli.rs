@@ -273,6 +273,12 @@ pub struct ServeArgs {
     #[arg(long = "config", env = "HERALD_CONFIG", value_delimiter = ',')]
     pub config: Vec<PathBuf>,
 
+    /// Where a `ref` to a Kubernetes object points off the cluster:
+    /// API_VERSION/KIND/[NAMESPACE/]NAME=URL, e.g. v1/Service/default/display=http://127.0.0.1:9000
+    /// (repeatable; env: comma-separated). The namespace defaults to `default`.
+    #[arg(long = "resolve", env = "HERALD_RESOLVE", value_delimiter = ',')]
+    pub resolve: Vec<String>,
+
     /// Bearer token every admin API call must carry (all but /healthz, /readyz, /metrics);
     /// required when --admin-listen is not a loopback address.
     #[arg(long, env = "HERALD_ADMIN_TOKEN", hide_env_values = true)]

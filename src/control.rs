@@ -10,7 +10,7 @@ use herald_triggers::{TriggerPlan, TriggerStats};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{build_desired, ConfigError, Desired, Loaded, Resource, TriggerKey};
+use crate::config::{build_desired, ConfigError, Desired, Loaded, RefMap, Resource, TriggerKey};
 use crate::kinds::Kind;
 use crate::runtime::Runtime;
 use crate::store::{FileChanges, ObjectKey, Owner, ResourceStore, StoreError};
@@ -72,6 +72,8 @@ pub struct ControlPlane {
     store: ResourceStore,
     runtime: Runtime,
     desired: Desired,
+    /// `--resolve`: where non-Broker refs point off the cluster.
+    refs: RefMap,
     /// Cut redrives short at shutdown.
     shutdown: CancellationToken,
 }
@@ -90,11 +92,12 @@ pub fn parse_record_id(text: &str) -> Option<RecordId> {
 }
 
 impl ControlPlane {
-    pub fn new(store: ResourceStore, runtime: Runtime, desired: Desired) -> Self {
+    pub fn new(store: ResourceStore, runtime: Runtime, desired: Desired, refs: RefMap) -> Self {
         Self {
             store,
             runtime,
             desired,
+            refs,
             shutdown: CancellationToken::new(),
         }
     }
@@ -107,7 +110,7 @@ impl ControlPlane {
         change: Option<Resource>,
     ) -> Result<(), ControlError> {
         let candidate = self.store.loaded_with(key, change.as_ref());
-        let desired = build_desired(candidate).map_err(|error| {
+        let desired = build_desired(candidate, &self.refs).map_err(|error| {
             if change.is_none() {
                 ControlError::Conflict(format!(
                     "cannot delete {} {}/{}: {error}",
@@ -148,8 +151,10 @@ impl ControlPlane {
                 StoreError::Config(error) => ControlError::Invalid(error),
                 other => ControlError::Conflict(other.to_string()),
             })?;
-        let desired = build_desired(candidate.loaded()).map_err(ControlError::Invalid)?;
+        let desired =
+            build_desired(candidate.loaded(), &self.refs).map_err(ControlError::Invalid)?;
         self.run_or_restore(&desired).await?;
+        desired.log_waiting_triggers();
         self.store = candidate;
         self.desired = desired;
         Ok(changes)
@@ -269,12 +274,37 @@ impl ControlPlane {
         let (namespace, name) = resource.namespaced_name();
         let generation = resource.meta().generation;
         let mut value = resource.to_json();
+        // As Kubernetes: every namespaced object says its namespace, `default` when the file
+        // left it out.
+        if let Some(meta) = value.get_mut("metadata").and_then(|m| m.as_object_mut()) {
+            meta.entry("namespace")
+                .or_insert_with(|| serde_json::Value::from(namespace.clone()));
+        }
+        let waiting_for = match resource {
+            Resource::Trigger(_) => self
+                .desired
+                .waiting_triggers
+                .get(&(namespace.clone(), name.clone())),
+            _ => None,
+        };
+        if let (Some(broker), Some(object)) = (waiting_for, value.as_object_mut()) {
+            let status = crate::status::waiting_for_broker(broker, generation);
+            object.insert("status".into(), status);
+            return value;
+        }
         let runtime = &self.runtime;
         let status = match resource {
+            // The running broker: its dead-letter sink's ref resolved.
             Resource::Broker(broker) => serde_json::to_value(crate::status::broker(
                 runtime,
                 runtime.ingress_base_url(),
-                broker,
+                self.desired
+                    .brokers
+                    .get(&herald_broker::BrokerKey::new(
+                        namespace.clone(),
+                        name.clone(),
+                    ))
+                    .unwrap_or(broker),
             )),
             Resource::Trigger(_) => {
                 let mut status = crate::status::trigger(runtime, &namespace, &name, generation);

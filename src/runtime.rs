@@ -177,7 +177,10 @@ impl Runtime {
                 handle.stop(self.grace.min(CHANGE_GRACE)).await;
                 let forget = match plans.get(&key) {
                     Some(plan) => plan.broker != running.broker,
-                    None => self.removal_is_deletion,
+                    // A trigger whose broker went away waits for it with its position.
+                    None => {
+                        self.removal_is_deletion && !desired.waiting_triggers.contains_key(&key)
+                    }
                 };
                 if forget {
                     // A deleted (or moved) trigger forgets its position and parked events, so

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use crate::admin::{self, Readiness};
 use crate::api::ApiState;
 use crate::cli::ServeArgs;
-use crate::config::{build_desired, load_paths, ConfigError, Loaded, Resource};
+use crate::config::{build_desired, load_paths, ConfigError, Loaded, RefMap, Resource};
 use crate::control::{ControlError, ControlPlane};
 use crate::dataplane::DataPlane;
 use crate::store::ResourceStore;
@@ -28,12 +28,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         &args.data.data_dir.join("resources"),
         load_paths(&args.config)?,
     )?;
-    let desired = build_desired(store.loaded())?;
+    let refs = RefMap::parse(&args.resolve)?;
+    let desired = build_desired(store.loaded(), &refs)?;
     tracing::info!(
         brokers = desired.brokers.len(),
         triggers = desired.triggers.len(),
         "configuration loaded"
     );
+    desired.log_waiting_triggers();
     let kube = Arc::new(KubeAccess::from_kubeconfig(args.data.kubeconfig.clone()));
     let DataPlane {
         routes,
@@ -52,7 +54,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .context("starting brokers and triggers")?;
     let control = Arc::new(tokio::sync::Mutex::new(ControlPlane::new(
-        store, runtime, desired,
+        store, runtime, desired, refs,
     )));
 
     let readiness = Readiness::default().with_log(routes);

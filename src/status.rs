@@ -140,17 +140,23 @@ pub fn rejected(rejected: &Rejected, generation: Option<i64>) -> serde_json::Val
         Some(field) => format!("{field}: {}", rejected.error.message),
         None => rejected.error.message.clone(),
     };
-    let conditions = match &rejected.missing_broker {
-        Some(broker) => {
-            let message = format!("Broker {:?} does not exist", broker.name);
-            vec![
-                failed("BrokerReady", "BrokerDoesNotExist", message.clone()),
-                failed("Ready", "BrokerDoesNotExist", message),
-            ]
-        }
-        None => vec![failed("Ready", "InvalidSpec", message)],
-    };
-    not_running(generation, conditions)
+    match &rejected.missing_broker {
+        Some(broker) => waiting_for_broker(broker, generation),
+        None => not_running(generation, vec![failed("Ready", "InvalidSpec", message)]),
+    }
+}
+
+/// The status of a trigger whose broker does not exist (yet): `BrokerReady` and `Ready`
+/// false with reason `BrokerDoesNotExist`, as Knative's.
+pub fn waiting_for_broker(broker: &BrokerKey, generation: Option<i64>) -> serde_json::Value {
+    let message = format!("Broker {:?} does not exist", broker.name);
+    not_running(
+        generation,
+        vec![
+            failed("BrokerReady", "BrokerDoesNotExist", message.clone()),
+            failed("Ready", "BrokerDoesNotExist", message),
+        ],
+    )
 }
 
 /// A condition that does not hold, and why.

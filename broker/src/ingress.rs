@@ -66,6 +66,9 @@ pub enum IngressError {
     UnknownBroker(BrokerKey),
     #[error("not found: brokers are addressed as /{{namespace}}/{{broker}}")]
     NotFound,
+    /// Any path but `/` that is not `/{namespace}/{broker}`: 400, as Knative's ingress.
+    #[error("malformed path: brokers are addressed as /{{namespace}}/{{broker}}")]
+    MalformedPath,
     #[error("method {0} is not allowed; use POST")]
     MethodNotAllowed(Method),
     #[error("request body exceeds the limit of {limit} bytes")]
@@ -81,7 +84,9 @@ pub enum IngressError {
 impl IngressError {
     pub fn status(&self) -> StatusCode {
         match self {
-            IngressError::InvalidEvent(_) | IngressError::BodyRead(_) => StatusCode::BAD_REQUEST,
+            IngressError::InvalidEvent(_)
+            | IngressError::BodyRead(_)
+            | IngressError::MalformedPath => StatusCode::BAD_REQUEST,
             IngressError::UnknownBroker(_) | IngressError::NotFound => StatusCode::NOT_FOUND,
             IngressError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             IngressError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -302,7 +307,10 @@ impl Ingress {
         if method != Method::POST {
             return Err(IngressError::MethodNotAllowed(method));
         }
-        let broker = broker_from_path(uri.path()).ok_or(IngressError::NotFound)?;
+        if uri.path() == "/" {
+            return Err(IngressError::NotFound);
+        }
+        let broker = broker_from_path(uri.path()).ok_or(IngressError::MalformedPath)?;
         if !self.brokers.contains(&broker) {
             // Unknown names are not used as labels: they would be unbounded.
             metrics::counter!(EVENTS_RECEIVED, "namespace" => "", "broker" => "", "event_type" => "", "response_code" => "404")
@@ -376,12 +384,13 @@ impl Ingress {
     }
 }
 
-/// `/{ns}/{name}` with an optional trailing slash.
+/// `/{ns}/{name}` with an optional trailing slash: exactly two segments, as Knative's
+/// ingress splits the path (an empty one names no broker, so it answers 404 there).
 fn broker_from_path(path: &str) -> Option<BrokerKey> {
     let trimmed = path.strip_suffix('/').unwrap_or(path);
     let mut parts = trimmed.strip_prefix('/')?.split('/');
     let (namespace, name) = (parts.next()?, parts.next()?);
-    if parts.next().is_some() || namespace.is_empty() || name.is_empty() {
+    if parts.next().is_some() {
         return None;
     }
     Some(BrokerKey::new(namespace, name))
@@ -488,8 +497,10 @@ mod tests {
     fn broker_paths() {
         assert_eq!(broker_from_path("/ns/b"), Some(BrokerKey::new("ns", "b")));
         assert_eq!(broker_from_path("/ns/b/"), Some(BrokerKey::new("ns", "b")));
-        for bad in ["/", "/ns", "/ns/", "/ns/b/c", "//b", "ns/b"] {
+        for bad in ["/", "/ns", "/ns/", "/ns/b/c", "ns/b"] {
             assert_eq!(broker_from_path(bad), None, "{bad}");
         }
+        // Two segments, one empty: no broker has that name (404), as in Knative.
+        assert_eq!(broker_from_path("//b"), Some(BrokerKey::new("", "b")));
     }
 }

@@ -51,10 +51,13 @@ fn fuzz_admin_body() {
                 {
                     return Err(format!("{content_type} accepted as {}", resource.to_json()));
                 }
-                let _ = build_desired(vec![Loaded {
-                    origin: "request body".into(),
-                    resource,
-                }]);
+                let _ = build_desired(
+                    vec![Loaded {
+                        origin: "request body".into(),
+                        resource,
+                    }],
+                    &crate::config::RefMap::default(),
+                );
             }
             Ok(())
         },

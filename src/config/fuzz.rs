@@ -56,7 +56,7 @@ fn fuzz_config_yaml() {
         let Ok(loaded) = parse_documents("fuzz.yaml", text) else {
             return Ok(());
         };
-        let _ = build_desired(loaded.clone());
+        let _ = build_desired(loaded.clone(), &crate::config::RefMap::default());
         for resource in loaded.iter().map(|l| &l.resource) {
             let json = resource.to_json();
             let again = parse_documents("again.json", &crate::store::stored_text(resource))

@@ -48,7 +48,11 @@ pub fn load_paths(paths: &[PathBuf]) -> Result<Vec<Loaded>, ConfigError> {
     let mut loaded = Vec::new();
     for file in files {
         let text = std::fs::read_to_string(&file).map_err(|e| io_error(&file, e))?;
-        loaded.extend(parse_documents(&file.display().to_string(), &text)?);
+        loaded.extend(documents(
+            &file.display().to_string(),
+            &text,
+            Unserved::Skip,
+        )?);
     }
     Ok(loaded)
 }
@@ -62,9 +66,23 @@ fn io_error(path: &Path, error: std::io::Error) -> ConfigError {
     }
 }
 
+/// What to do with an object of a kind Herald does not serve at all (a Deployment, a
+/// Namespace next to the Broker and Trigger in Knative's samples).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Unserved {
+    /// Files: leave it out, with one log line naming it.
+    Skip,
+    /// One object sent on purpose (the admin API, the store): an error.
+    Refuse,
+}
+
 /// Parses multi-document YAML (JSON is YAML) into resources; documents nest at most
-/// [`MAX_DOCUMENT_DEPTH`] levels.
+/// [`MAX_DOCUMENT_DEPTH`] levels, and any kind Herald does not serve is an error.
 pub fn parse_documents(origin: &str, text: &str) -> Result<Vec<Loaded>, ConfigError> {
+    documents(origin, text, Unserved::Refuse)
+}
+
+fn documents(origin: &str, text: &str, unserved: Unserved) -> Result<Vec<Loaded>, ConfigError> {
     check_flow_nesting(text).map_err(|too_deep| ConfigError {
         origin: origin.to_owned(),
         resource: None,
@@ -92,12 +110,37 @@ pub fn parse_documents(origin: &str, text: &str) -> Result<Vec<Loaded>, ConfigEr
         if value.is_null() {
             continue;
         }
+        if unserved == Unserved::Skip {
+            if let Some(what) = unserved_kind(&value) {
+                tracing::warn!("{origin_doc}: skipping {what}: Herald does not serve this kind");
+                continue;
+            }
+        }
         out.push(Loaded {
             origin: origin.to_owned(),
             resource: parse_resource(&origin_doc, value)?,
         });
     }
     Ok(out)
+}
+
+/// `apiVersion kind namespace/name` of an object whose kind Herald serves in no version, if
+/// it is one. A kind Herald serves in another version is not skipped: that is a mistake
+/// worth an error.
+fn unserved_kind(value: &Value) -> Option<String> {
+    let text = |key: &str| value.get(key).and_then(Value::as_str);
+    let (api_version, kind) = (text("apiVersion")?, text("kind")?);
+    if crate::kinds::KINDS.iter().any(|k| k.kind == kind) {
+        return None;
+    }
+    let metadata = value.get("metadata");
+    let field = |key: &str| metadata.and_then(|m| m.get(key)).and_then(Value::as_str);
+    let name = field("name").unwrap_or("<unnamed>");
+    Some(match field("namespace") {
+        Some(namespace) => format!("{api_version} {kind} {namespace}/{name}"),
+        // Cluster-scoped kinds (Namespace, ClusterRole) have no namespace.
+        None => format!("{api_version} {kind} {name}"),
+    })
 }
 
 fn parse_resource(origin: &str, mut value: Value) -> Result<Resource, ConfigError> {
@@ -224,6 +267,24 @@ mod tests {
         assert_eq!(err.field.as_deref(), Some("kind"));
         let trigger = "apiVersion: eventing.knative.dev/v1beta1\nkind: Trigger\nmetadata: {name: t}\nspec: {broker: b, subscriber: {uri: 'http://x'}}\n";
         assert!(parse_documents("f.yaml", trigger).is_err());
+    }
+
+    #[test]
+    fn files_skip_kinds_herald_does_not_serve() {
+        let text = "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d, namespace: shop, generateName: x}\nspec: {replicas: 1}\n---\napiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadata: {name: b, namespace: shop}\n";
+        let loaded = documents("f.yaml", text, Unserved::Skip).unwrap();
+        assert_eq!(loaded.len(), 1);
+        assert!(matches!(loaded[0].resource, Resource::Broker(_)));
+        assert_eq!(
+            unserved_kind(&serde_yaml_ng::from_str(text.split("---").nth(1).unwrap()).unwrap()),
+            Some("apps/v1 Deployment shop/d".to_owned())
+        );
+        // A served kind in a version Herald does not serve is still an error.
+        let trigger = "apiVersion: eventing.knative.dev/v1beta1\nkind: Trigger\nmetadata: {name: t}\nspec: {broker: b, subscriber: {uri: 'http://x'}}\n";
+        assert!(documents("f.yaml", trigger, Unserved::Skip).is_err());
+        // So is an unknown field in a served kind.
+        let typo = "apiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadata: {name: b}\nspec: {delivry: {}}\n";
+        assert!(documents("f.yaml", typo, Unserved::Skip).is_err());
     }
 
     #[test]

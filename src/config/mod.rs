@@ -7,9 +7,11 @@
 mod fuzz;
 mod load;
 mod nesting;
+mod refs;
 mod validate;
 
 pub use load::{load_paths, parse_documents};
+pub use refs::{join as join_ref_uri, RefMap};
 pub use validate::{
     broker_settings, build_desired, build_desired_lenient, referenced_broker, start_from,
     validate_cluster_workload, Desired, Rejected, TriggerKey,

@@ -9,7 +9,7 @@ use herald_crds::validation::{
 };
 use herald_crds::{Broker, Destination, FieldError, NatsSourceSpec, Trigger, DEFAULT_NAMESPACE};
 
-use super::{ConfigError, Loaded, Resource};
+use super::{ConfigError, Loaded, RefMap, Resource};
 use crate::store::ObjectKey;
 
 /// Namespaced name of a trigger.
@@ -23,6 +23,22 @@ pub struct Desired {
     /// Every source, of every kind. A source's sink broker need not exist yet: the source
     /// waits (status `SinkProvided=False`) until it does.
     pub sources: BTreeMap<ObjectKey, Resource>,
+    /// Triggers whose broker does not exist yet, with that broker: accepted (as Knative
+    /// does, `Ready=False BrokerDoesNotExist`) and started once the broker appears.
+    pub waiting_triggers: BTreeMap<TriggerKey, BrokerKey>,
+}
+
+impl Desired {
+    /// One log line per trigger that waits for its broker.
+    pub fn log_waiting_triggers(&self) {
+        for ((namespace, name), broker) in &self.waiting_triggers {
+            tracing::warn!(
+                trigger = %format!("{namespace}/{name}"),
+                %broker,
+                "the trigger's broker does not exist: the trigger waits for it (Ready=False BrokerDoesNotExist)"
+            );
+        }
+    }
 }
 
 fn namespace_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> String {
@@ -40,26 +56,51 @@ pub struct Rejected {
     pub missing_broker: Option<BrokerKey>,
 }
 
-/// Checks every resource and the references between them; the first problem fails all.
-pub fn build_desired(loaded: Vec<Loaded>) -> Result<Desired, ConfigError> {
-    let (desired, rejected) = build_desired_lenient(loaded);
-    match rejected.into_iter().next() {
-        Some(rejected) => Err(rejected.error),
-        None => Ok(desired),
+/// Checks every resource and the references between them; the first problem fails all,
+/// except a trigger whose broker does not exist yet: that one waits for it.
+pub fn build_desired(loaded: Vec<Loaded>, refs: &RefMap) -> Result<Desired, ConfigError> {
+    let (mut desired, rejected) = build_desired_lenient(loaded, refs);
+    for rejected in rejected {
+        match rejected.missing_broker {
+            Some(broker) => {
+                let key = rejected.key;
+                desired
+                    .waiting_triggers
+                    .insert((key.namespace, key.name), broker);
+            }
+            None => return Err(rejected.error),
+        }
     }
+    Ok(desired)
 }
 
 /// Checks every resource and the references between them, leaving out (and reporting) those
 /// with a problem, so that the rest can run: what a controller needs, where each object
-/// gets its own status.
-pub fn build_desired_lenient(loaded: Vec<Loaded>) -> (Desired, Vec<Rejected>) {
+/// gets its own status. Each non-Broker `ref` is first rewritten into the URL `refs` maps it
+/// to (`herald serve --resolve`; the controller resolves its refs on the cluster before).
+pub fn build_desired_lenient(loaded: Vec<Loaded>, refs: &RefMap) -> (Desired, Vec<Rejected>) {
     let mut rejected = Vec::new();
     let mut desired = Desired::default();
     let mut origins: BTreeMap<String, String> = BTreeMap::new();
     let mut triggers = Vec::new();
-    for Loaded { origin, resource } in loaded {
+    for Loaded {
+        origin,
+        mut resource,
+    } in loaded
+    {
         let key = ObjectKey::of(&resource);
-        let checked = check_one(&origin, resource, &mut desired, &mut origins);
+        let checked = match refs.resolve(&mut resource) {
+            Ok(()) => check_one(&origin, resource, &mut desired, &mut origins),
+            Err(error) => {
+                let (namespace, name) = resource.namespaced_name();
+                Err(ConfigError {
+                    origin: origin.clone(),
+                    resource: Some(format!("{} {namespace}/{name}", key.kind)),
+                    field: Some(error.path),
+                    message: error.message,
+                })
+            }
+        };
         match checked {
             Ok(Some(trigger)) => triggers.push(trigger),
             Ok(None) => {}
@@ -430,7 +471,7 @@ mod tests {
         "apiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadata: {name: b}\n---\n";
 
     fn desired(text: &str) -> Result<Desired, ConfigError> {
-        build_desired(parse_documents("f.yaml", text)?)
+        build_desired(parse_documents("f.yaml", text)?, &RefMap::default())
     }
 
     fn trigger(spec: &str) -> String {
@@ -450,7 +491,6 @@ mod tests {
     #[test]
     fn errors_name_resource_and_field() {
         let cases = [
-            ("{broker: nope, subscriber: {uri: 'http://x'}}", "spec.broker"),
             ("{broker: b, subscriber: {}}", "spec.subscriber"),
             ("{broker: b, subscriber: {uri: 'http://x'}, delivery: {backoffDelay: 5s}}", "spec.delivery.backoffDelay"),
             ("{broker: b, subscriber: {uri: 'http://x'}, filter: {attributes: {Bad-Name: x}}}", "spec.filter.attributes.Bad-Name"),
@@ -489,6 +529,18 @@ mod tests {
                 "{err}"
             );
         }
+    }
+
+    #[test]
+    fn a_trigger_waits_for_its_broker() {
+        let text = "apiVersion: eventing.knative.dev/v1\nkind: Trigger\nmetadata: {name: t}\nspec: {broker: later, subscriber: {uri: 'http://x'}}\n";
+        let d = desired(text).unwrap();
+        assert!(d.triggers.is_empty());
+        assert_eq!(
+            d.waiting_triggers
+                .get(&("default".to_owned(), "t".to_owned())),
+            Some(&BrokerKey::new("default", "later"))
+        );
     }
 
     #[test]

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use super::resolve::{Resolver, Unresolved};
 use super::workloads::Workloads;
 use super::writeback::{Writer, FINALIZER};
-use crate::config::{build_desired_lenient, Desired, Loaded, Resource};
+use crate::config::{build_desired_lenient, Desired, Loaded, RefMap, Resource};
 use crate::kinds::{self, Kind};
 use crate::runtime::Runtime;
 use crate::runtime::{FailedObject, RuntimeError};
@@ -113,7 +113,7 @@ impl Reconciler {
             deleting,
             workloads,
         } = self.sort(objects).await;
-        let (mut desired, rejected) = build_desired_lenient(loaded);
+        let (mut desired, rejected) = build_desired_lenient(loaded, &RefMap::default());
         if !leader {
             // Sources would send everything once per replica: only the leader runs them.
             // Webhooks are the exception: every replica serves them behind the Service.

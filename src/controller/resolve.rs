@@ -49,9 +49,11 @@ impl Resolver {
                 .url_of(&reference, namespace)
                 .await
                 .map_err(|message| Unresolved { field, message })?;
+            let uri = crate::config::join_ref_uri(&base, destination.uri.as_deref())
+                .map_err(|message| Unresolved { field, message })?;
             *destination = Destination {
                 reference: None,
-                uri: Some(join(&base, destination.uri.as_deref())),
+                uri: Some(uri),
                 ..destination.clone()
             };
         }
@@ -89,33 +91,9 @@ fn is_broker(reference: &KReference) -> bool {
     reference.kind == "Broker" && reference.api_version.starts_with("eventing.knative.dev/")
 }
 
-/// A `uri` next to a `ref` is resolved against the ref's URL, as in Knative.
-fn join(base: &str, path: Option<&str>) -> String {
-    match path {
-        None | Some("") => base.to_owned(),
-        Some(path) => format!(
-            "{}/{}",
-            base.trim_end_matches('/'),
-            path.trim_start_matches('/')
-        ),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_uri_beside_a_ref_is_a_path_under_it() {
-        assert_eq!(
-            join("http://s.ns.svc.cluster.local", None),
-            "http://s.ns.svc.cluster.local"
-        );
-        assert_eq!(
-            join("http://s.ns.svc.cluster.local/", Some("/hooks/a")),
-            "http://s.ns.svc.cluster.local/hooks/a"
-        );
-    }
 
     #[test]
     fn only_knative_brokers_stay_refs() {

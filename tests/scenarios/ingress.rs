@@ -94,19 +94,29 @@ pub async fn status_codes(backend: &dyn Backend) {
         send_binary(&herald.broker_url(NS, "nope"), "x", "t", &[]).await,
         404
     );
+    // As Knative's ingress: `/` is 404, any other path that is not /{namespace}/{broker}
+    // is 400 (malformed path).
     assert_eq!(
-        send_binary(
-            &format!("{}/only-one-segment", herald.ingress),
-            "x",
-            "t",
-            &[]
-        )
-        .await,
+        send_binary(&format!("{}/", herald.ingress), "x", "t", &[]).await,
         404
     );
+    for path in ["/only-one-segment", "/a/b/extra"] {
+        let response = binary_request(&format!("{}{path}", herald.ingress), "x")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400, "{path}");
+        let body: serde_json::Value = json_body(response).await;
+        assert!(
+            body["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("malformed path")),
+            "{body}"
+        );
+    }
     assert_eq!(
         send_binary(&format!("{url}/extra"), "x", "t", &[]).await,
-        404
+        400
     );
 
     let get = c.get(&url).send().await.unwrap();
@@ -377,7 +387,6 @@ pub async fn invalid_config_is_rejected_before_binding(_backend: &dyn Backend) {
         ("unknown field", broker_yaml("b", None) + &trigger_yaml("t", "b", "http://x/", "delivery: {retyr: 1}"), trigger, "spec.delivery.retyr"),
         ("missing subscriber", broker_yaml("b", None) + "apiVersion: eventing.knative.dev/v1\nkind: Trigger\nmetadata: {name: t}\nspec: {broker: b}\n", trigger, "subscriber"),
         ("bad duration", broker_yaml("b", None) + &trigger_yaml("t", "b", "http://x/", "delivery: {backoffDelay: 2s}"), trigger, "spec.delivery.backoffDelay"),
-        ("missing broker", broker_yaml("b", None) + &trigger_yaml("t", "nope", "http://x/", ""), trigger, "spec.broker"),
         ("bad attribute", broker_yaml("b", None) + &trigger_yaml("t", "b", "http://x/", "filter: {attributes: {My-Attr: x}}"), trigger, "spec.filter.attributes.My-Attr"),
         ("declared twice", broker_yaml("b", None) + &trigger_yaml("t", "b", "http://x/", "") + &trigger_yaml("t", "b", "http://y/", ""), trigger, "declared twice"),
         ("bad yaml", "kind: [unclosed".to_owned(), "", "invalid YAML"),
@@ -385,6 +394,7 @@ pub async fn invalid_config_is_rejected_before_binding(_backend: &dyn Backend) {
         ("unknown class", class("Mystery"), "Broker default/b", "metadata.annotations[eventing.knative.dev/broker.class]: broker class \"Mystery\" is not served"),
         ("NATS class without NATS", class("NatsJetStreamBroker"), "Broker default/b", "needs the nats backend, which is not configured (--nats-url)"),
         ("Kafka class without Kafka", class("Kafka"), "Broker default/b", "needs the kafka backend, which is not configured (--kafka-bootstrap)"),
+        ("KafkaNamespaced is served as Kafka", class("KafkaNamespaced"), "Broker default/b", "needs the kafka backend, which is not configured (--kafka-bootstrap)"),
         // Kubernetes' name rules: a DNS-1123 subdomain, a namespace a DNS-1123 label.
         ("empty label in a name", named("default", "a..b"), "Broker default/a..b", "field metadata.name: \"a..b\" is not a valid name"),
         ("label starting with '-'", named("default", "a.-b"), "Broker default/a.-b", "field metadata.name"),

@@ -18,8 +18,12 @@ use crate::retry::{classify, parse_retry_after, StatusClass};
 use crate::stats::{RecentError, TriggerStats};
 use crate::TriggerPlan;
 
-/// Knative's limit on `knativeerrordata`: the first 1024 bytes of the response.
-const ERROR_DATA_BYTES: usize = 1024;
+/// Knative's limit on `knativeerrordata`: the base64 text of the response, cut to 1024
+/// characters (the MT broker encodes, then cuts).
+const ERROR_DATA_CHARS: usize = 1024;
+
+/// How much of a failed answer's body a recorded failure keeps.
+const ERROR_TEXT_BYTES: usize = 1024;
 
 /// How a record left the trigger.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,7 +87,7 @@ impl AttemptFailure {
     }
 
     fn excerpt(&self) -> String {
-        String::from_utf8_lossy(&self.body[..self.body.len().min(ERROR_DATA_BYTES)]).into_owned()
+        String::from_utf8_lossy(&self.body[..self.body.len().min(ERROR_TEXT_BYTES)]).into_owned()
     }
 }
 
@@ -345,6 +349,14 @@ async fn judge_subscriber_answer(
         })
 }
 
+/// `knativeerrordata`: the base64 of the response body cut to 1024 characters, empty
+/// without a body, as Knative's MT broker sets it. Only the bytes that reach the cut are
+/// encoded: base64 turns each 3 bytes into 4 characters, so 768 bytes make exactly 1024.
+fn error_data(body: &[u8]) -> String {
+    let bytes = &body[..body.len().min(ERROR_DATA_CHARS / 4 * 3)];
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
 /// Sends the original event with Knative's `knativeerror*` extensions to the sink.
 async fn dead_letter(
     scope: &Scope<'_>,
@@ -361,13 +373,7 @@ async fn dead_letter(
         "knativeerrorcode",
         failure.status.unwrap_or(500).to_string(),
     );
-    let data = &failure.body[..failure.body.len().min(ERROR_DATA_BYTES)];
-    if !data.is_empty() {
-        event.set(
-            "knativeerrordata",
-            base64::engine::general_purpose::STANDARD.encode(data),
-        );
-    }
+    event.set("knativeerrordata", error_data(&failure.body));
     let target = Target {
         url: sink,
         format: plan.format,

@@ -15,6 +15,9 @@ use crate::record::Record;
 pub const NATS_BROKER_CLASS: &str = "NatsJetStreamBroker";
 /// Knative's class for brokers on Apache Kafka.
 pub const KAFKA_BROKER_CLASS: &str = "Kafka";
+/// Knative's class for Kafka brokers whose data plane runs in the broker's namespace; the
+/// events are the same, so Herald serves it as `Kafka`.
+pub const KAFKA_NAMESPACED_BROKER_CLASS: &str = "KafkaNamespaced";
 /// Knative's default class: Herald runs it on its default backend.
 pub const DEFAULT_BROKER_CLASS: &str = "MTChannelBasedBroker";
 
@@ -42,10 +45,10 @@ impl BackendChoice {
         let wanted = match class {
             None | Some(DEFAULT_BROKER_CLASS) => return Ok(&self.default),
             Some(NATS_BROKER_CLASS) => "nats",
-            Some(KAFKA_BROKER_CLASS) => "kafka",
+            Some(KAFKA_BROKER_CLASS | KAFKA_NAMESPACED_BROKER_CLASS) => "kafka",
             Some(other) => {
                 return Err(format!(
-                    "broker class {other:?} is not served by Herald: use {DEFAULT_BROKER_CLASS} (the default backend), {KAFKA_BROKER_CLASS} or {NATS_BROKER_CLASS}"
+                    "broker class {other:?} is not served by Herald: use {DEFAULT_BROKER_CLASS} (the default backend), {KAFKA_BROKER_CLASS} ({KAFKA_NAMESPACED_BROKER_CLASS} is served as {KAFKA_BROKER_CLASS}) or {NATS_BROKER_CLASS}"
                 ))
             }
         };
