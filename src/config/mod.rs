@@ -9,7 +9,7 @@ mod load;
 mod nesting;
 mod validate;
 
-pub use load::{load_paths, parse_documents};
+pub use load::{load_paths, parse_documents, parse_json_document};
 pub use validate::{
     broker_settings, build_desired, build_desired_lenient, referenced_broker, start_from,
     validate_cluster_workload, Desired, Rejected, TriggerKey,
