@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use crate::config::{parse_documents, ConfigError, Loaded, Resource};
+use crate::config::{parse_json_document, ConfigError, Loaded, Resource};
 use crate::kinds::Kind;
 
 /// Identifies an object: its kind, namespace and name.
@@ -122,23 +122,24 @@ impl ResourceStore {
         };
         for path in stored_files(dir)? {
             let text = std::fs::read_to_string(&path).map_err(io(&path))?;
-            for loaded in parse_documents(&path.display().to_string(), &text)? {
-                let version = loaded
-                    .resource
-                    .meta()
-                    .resource_version
-                    .as_deref()
-                    .and_then(|v| v.parse::<u64>().ok())
-                    .unwrap_or_default();
-                store.last_version = store.last_version.max(version);
-                store.entries.insert(
-                    ObjectKey::of(&loaded.resource),
-                    Entry {
-                        resource: loaded.resource,
-                        owner: Owner::Api,
-                    },
-                );
-            }
+            // JSON's own parser: the YAML loader of config files refuses some of what
+            // serde_json writes (found by fuzzing), and then Herald could not start.
+            let loaded = parse_json_document(&path.display().to_string(), &text)?;
+            let version = loaded
+                .resource
+                .meta()
+                .resource_version
+                .as_deref()
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or_default();
+            store.last_version = store.last_version.max(version);
+            store.entries.insert(
+                ObjectKey::of(&loaded.resource),
+                Entry {
+                    resource: loaded.resource,
+                    owner: Owner::Api,
+                },
+            );
         }
         store.replace_files(files)?;
         Ok(store)
@@ -378,25 +379,9 @@ fn sync_dir(dir: &Path) -> Result<(), StoreError> {
         .map_err(io(dir))
 }
 
-/// An object as the store writes it: pretty JSON that the YAML loader reads back the same.
-/// serde_json writes DEL, the C1 controls, the line separators U+2028/U+2029, U+FEFF and the
-/// noncharacters U+FFFE/U+FFFF unescaped; YAML refuses some of them in a stream and reads the
-/// others as line breaks (found by fuzzing: one such character in a label kept Herald from
-/// starting again). They can only occur inside JSON strings, where `\uXXXX` means the same.
+/// An object as the store writes it: pretty JSON, read back by [`parse_json_document`].
 pub fn stored_text(resource: &Resource) -> String {
-    let json = serde_json::to_string_pretty(&resource.to_json()).unwrap_or_default();
-    let mut text = String::with_capacity(json.len());
-    for c in json.chars() {
-        if matches!(
-            c,
-            '\u{7f}'..='\u{9f}' | '\u{2028}' | '\u{2029}' | '\u{feff}' | '\u{fffe}' | '\u{ffff}'
-        ) {
-            text.push_str(&format!("\\u{:04x}", u32::from(c)));
-        } else {
-            text.push(c);
-        }
-    }
-    text
+    serde_json::to_string_pretty(&resource.to_json()).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -405,8 +390,15 @@ mod tests {
 
     #[test]
     fn objects_with_any_character_are_read_back_as_written() {
-        let yaml = "apiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadata:\n  name: b\n  namespace: default\n  labels: {odd: \"a\\x7f\\u0085\\u0092\\u2028\\u2029\\ufeff\\uffff\\ufffe\\u00a0z\"}\n";
-        let resource = parse_documents("f.yaml", yaml).unwrap().remove(0).resource;
+        // Characters and a key that serde_json writes as they are and YAML would refuse.
+        let yaml = format!(
+            "apiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadata:\n  name: b\n  namespace: default\n  labels: {{odd: \"a\\x7f\\u0085\\u0092\\u2028\\u2029\\ufeff\\uffff\\ufffe\\u00a0z\"}}\n  annotations:\n    ? {}\n    : long\n",
+            "k".repeat(1_100)
+        );
+        let resource = crate::config::parse_documents("f.yaml", &yaml)
+            .unwrap()
+            .remove(0)
+            .resource;
         let dir = tempfile::tempdir().unwrap();
         let mut store = ResourceStore::open(dir.path(), Vec::new()).unwrap();
         store.save(resource.clone()).unwrap();

@@ -1,10 +1,11 @@
 //! Fuzz target `config_yaml` (see `herald_broker::fuzz`): config files as `herald serve
 //! --config` reads them. No input panics, overflows a worker's stack or takes long; every
-//! resource that loads reads back the same from the text the resource store writes.
+//! resource that loads reads back the same from the text the resource store writes, as the
+//! store reads it.
 
 use herald_broker::fuzz::{inputs, run};
 
-use super::{build_desired, parse_documents};
+use super::{build_desired, parse_documents, parse_json_document};
 
 const YAML_TOKENS: &[&str] = &[
     "\n---\n",
@@ -59,9 +60,9 @@ fn fuzz_config_yaml() {
         let _ = build_desired(loaded.clone(), &crate::config::RefMap::default());
         for resource in loaded.iter().map(|l| &l.resource) {
             let json = resource.to_json();
-            let again = parse_documents("again.json", &crate::store::stored_text(resource))
+            let again = parse_json_document("again.json", &crate::store::stored_text(resource))
                 .map_err(|e| format!("{json} does not load again: {e}"))?;
-            let again = again.first().map(|l| l.resource.to_json());
+            let again = Some(again.resource.to_json());
             if again.as_ref() != Some(&json) {
                 return Err(format!("{json} loads again as {again:?}"));
             }

@@ -10,7 +10,7 @@ mod nesting;
 mod refs;
 mod validate;
 
-pub use load::{load_paths, parse_documents};
+pub use load::{load_paths, parse_documents, parse_json_document};
 pub use refs::{join as join_ref_uri, RefMap};
 pub use validate::{
     broker_settings, build_desired, build_desired_lenient, referenced_broker, start_from,
