@@ -423,27 +423,9 @@ async fn config_files_nested_100000_levels_deep_are_refused() {
             &(scenarios::broker_yaml("b", None)
                 + &scenarios::trigger_yaml("t", "b", "http://127.0.0.1:1/", &spec)),
         );
-        let output = tokio::process::Command::new(herald_binary())
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--admin-listen",
-                "127.0.0.1:0",
-            ])
-            .arg("--config")
-            .arg(dirs.config_file())
-            .arg("--data-dir")
-            .arg(dirs.data.path())
-            .kill_on_drop(true)
-            .output();
-        let output = tokio::time::timeout(DEADLINE, output)
-            .await
-            .expect("herald gave up within the deadline")
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&output.stderr);
+        let (status, stderr) = common::herald::run_invalid(&dirs.config_file(), dirs.data.path());
         let excerpt: String = stderr.chars().take(2_000).collect();
-        assert_eq!(output.status.code(), Some(1), "{field}: {excerpt}");
+        assert_eq!(status.code(), Some(1), "{field}: {excerpt}");
         let resource = if field.is_empty() {
             ""
         } else {

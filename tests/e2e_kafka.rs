@@ -358,34 +358,19 @@ async fn the_kafka_example_runs() {
 fn an_illegal_kafka_prefix_is_refused() {
     for (prefix, why) in [("team/a.", "'/'"), (&*"p".repeat(101), "at most 100")] {
         let dirs = common::HeraldDirs::new("");
-        let mut child = std::process::Command::new(common::herald::herald_binary())
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--admin-listen",
-                "127.0.0.1:0",
-            ])
-            .args(["--backend", "kafka", "--kafka-bootstrap", "127.0.0.1:9"])
-            .args(["--kafka-prefix", prefix])
-            .arg("--config")
-            .arg(dirs.config.path())
-            .arg("--data-dir")
-            .arg(dirs.data.path())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("run herald");
-        let deadline = Instant::now() + common::DEADLINE;
-        while child.try_wait().unwrap().is_none() {
-            if Instant::now() > deadline {
-                child.kill().unwrap();
-                panic!("herald runs with --kafka-prefix {prefix:?}");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let output = child.wait_with_output().unwrap();
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(!output.status.success(), "{stderr}");
+        let (status, stderr) = common::herald::run_invalid_with(
+            &dirs.config_file(),
+            dirs.data.path(),
+            &[
+                "--backend",
+                "kafka",
+                "--kafka-bootstrap",
+                "127.0.0.1:9",
+                "--kafka-prefix",
+                prefix,
+            ],
+        );
+        assert!(!status.success(), "{stderr}");
         assert!(
             stderr.contains("--kafka-prefix") && stderr.contains(why),
             "{stderr}"

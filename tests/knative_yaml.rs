@@ -240,23 +240,12 @@ async fn refs_to_services_resolve_through_the_mapping() {
 #[tokio::test]
 async fn a_bad_mapping_is_refused_at_start() {
     let dirs = HeraldDirs::new(BROKER_B);
-    let output = std::process::Command::new(common::herald::herald_binary())
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-        ])
-        .arg("--config")
-        .arg(dirs.config_file())
-        .arg("--data-dir")
-        .arg(dirs.data.path())
-        .args(["--resolve", "v1/service/display=http://127.0.0.1:9"])
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let (status, stderr) = common::herald::run_invalid_with(
+        &dirs.config_file(),
+        dirs.data.path(),
+        &["--resolve", "v1/service/display=http://127.0.0.1:9"],
+    );
+    assert!(!status.success());
     assert!(
         stderr.contains("--resolve \"v1/service/display=http://127.0.0.1:9\": no kind"),
         "{stderr}"

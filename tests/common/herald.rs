@@ -385,6 +385,11 @@ impl Drop for Herald {
 /// A Herald that does not exit within [`DEADLINE`] (it accepted the config) is killed, and
 /// its status then says it did not succeed.
 pub fn run_invalid(config: &Path, data_dir: &Path) -> (ExitStatus, String) {
+    run_invalid_with(config, data_dir, &[])
+}
+
+/// [`run_invalid`] with more `herald serve` arguments.
+pub fn run_invalid_with(config: &Path, data_dir: &Path, extra: &[&str]) -> (ExitStatus, String) {
     let mut child = Command::new(herald_binary())
         .args([
             "serve",
@@ -397,6 +402,7 @@ pub fn run_invalid(config: &Path, data_dir: &Path) -> (ExitStatus, String) {
         .arg(config)
         .arg("--data-dir")
         .arg(data_dir)
+        .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
