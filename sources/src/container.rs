@@ -67,9 +67,12 @@ impl ContainerSource {
             })?;
         let mut command = container.command.clone().unwrap_or_default();
         if command.is_empty() {
+            let image = container.image.as_deref().unwrap_or("the image");
             return Err(FieldError::new(
                 format!("{base}.command"),
-                "required outside Kubernetes: Herald runs the command as a child process (the image is not pulled)",
+                format!(
+                    "required outside Kubernetes: Herald runs the command as a child process and does not pull {image}; give its program as command (and args), or run the image's program yourself under `herald run --sink broker:NAMESPACE/BROKER -- PROGRAM ARGS...`, which sets K_SINK and K_CE_OVERRIDES as Knative's SinkBinding does; on a cluster, herald controller runs the image as a Deployment"
+                ),
             ));
         }
         let program = command.remove(0);
@@ -235,10 +238,19 @@ mod tests {
             image: Some("ghcr.io/x/adapter".into()),
             ..Container::default()
         };
-        assert_eq!(
-            validate(&spec(image_only)).unwrap_err().path,
-            "spec.template.spec.containers[0].command"
-        );
+        let error = validate(&spec(image_only)).unwrap_err();
+        assert_eq!(error.path, "spec.template.spec.containers[0].command");
+        for hint in [
+            "ghcr.io/x/adapter",
+            "herald run --sink broker:",
+            "herald controller",
+        ] {
+            assert!(
+                error.message.contains(hint),
+                "{hint:?} in {}",
+                error.message
+            );
+        }
         let from_secret = Container {
             command: Some(vec!["x".into()]),
             env: Some(vec![EnvVar {
