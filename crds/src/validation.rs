@@ -61,11 +61,33 @@ pub const MAX_NAME_LEN: usize = 253;
 /// Longest DNS-1123 label: Kubernetes' limit on `metadata.namespace`.
 pub const MAX_NAMESPACE_LEN: usize = 63;
 
-/// Validates a Kubernetes object name: a DNS-1123 subdomain, as Kubernetes requires of
-/// Knative's resources (dot-separated labels of lower-case letters, digits and '-', each
-/// starting and ending with a letter or digit; 253 characters at most).
+/// Whether `text` is a DNS-1123 subdomain, as Kubernetes object names are: at most 253
+/// characters, dot-separated labels of lower-case letters, digits and `-`, each starting and
+/// ending with a letter or digit (a label's own 63-character limit does not apply inside a
+/// subdomain, as in Kubernetes' `IsDNS1123Subdomain`).
+pub fn is_dns1123_subdomain(text: &str) -> bool {
+    text.len() <= MAX_NAME_LEN && text.split('.').all(has_label_characters)
+}
+
+/// Whether `text` is a DNS-1123 label, as Kubernetes namespaces are: at most 63 lower-case
+/// letters, digits and `-`, starting and ending with a letter or digit.
+pub fn is_dns1123_label(text: &str) -> bool {
+    text.len() <= MAX_NAMESPACE_LEN && has_label_characters(text)
+}
+
+/// A DNS-1123 label's characters, whatever its length.
+fn has_label_characters(text: &str) -> bool {
+    !text.is_empty()
+        && text
+            .bytes()
+            .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'-'))
+        && !text.starts_with('-')
+        && !text.ends_with('-')
+}
+
+/// Validates a Kubernetes object name: a DNS-1123 subdomain ([`is_dns1123_subdomain`]).
 pub fn validate_name(path: &str, name: &str) -> Result<(), FieldError> {
-    if name.len() <= MAX_NAME_LEN && name.split('.').all(is_dns1123_label) {
+    if is_dns1123_subdomain(name) {
         Ok(())
     } else {
         Err(FieldError::new(
@@ -75,9 +97,9 @@ pub fn validate_name(path: &str, name: &str) -> Result<(), FieldError> {
     }
 }
 
-/// Validates a namespace: a DNS-1123 label (no dots, at most 63 characters).
+/// Validates a namespace: a DNS-1123 label ([`is_dns1123_label`]).
 pub fn validate_namespace(path: &str, namespace: &str) -> Result<(), FieldError> {
-    if namespace.len() <= MAX_NAMESPACE_LEN && is_dns1123_label(namespace) {
+    if is_dns1123_label(namespace) {
         Ok(())
     } else {
         Err(FieldError::new(
@@ -85,17 +107,6 @@ pub fn validate_namespace(path: &str, namespace: &str) -> Result<(), FieldError>
             format!("{namespace:?} is not a valid namespace: a DNS-1123 label of at most {MAX_NAMESPACE_LEN} characters, lower-case letters, digits and '-', starting and ending with a letter or digit"),
         ))
     }
-}
-
-/// One DNS-1123 label without its length limit (a subdomain's parts are bounded by the
-/// whole name's limit only, as in Kubernetes' `IsDNS1123Subdomain`).
-fn is_dns1123_label(label: &str) -> bool {
-    !label.is_empty()
-        && label
-            .bytes()
-            .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'-'))
-        && !label.starts_with('-')
-        && !label.ends_with('-')
 }
 
 pub fn validate_destination(path: &str, dest: &Destination) -> Result<(), FieldError> {

@@ -31,32 +31,10 @@ const HASH_DIGITS: usize = 16;
 /// Length of what a hashed name adds to its readable part.
 pub const HASH_SUFFIX_LEN: usize = HASH_MARK.len() + HASH_DIGITS;
 
-/// Whether `text` is a DNS-1123 label, as Kubernetes namespaces are: at most 63 lower-case
-/// letters, digits and `-`, starting and ending with a letter or digit.
-pub fn is_dns_label(text: &str) -> bool {
-    text.len() <= 63 && is_label_chars(text)
-}
-
-/// Whether `text` is a DNS-1123 subdomain, as Kubernetes object names are: at most 253
-/// characters, labels of lower-case letters, digits and `-` (each starting and ending with a
-/// letter or digit) joined by `.`.
-pub fn is_dns_subdomain(text: &str) -> bool {
-    text.len() <= 253 && text.split('.').all(is_label_chars)
-}
-
-fn is_label_chars(text: &str) -> bool {
-    let bytes = text.as_bytes();
-    match (bytes.first(), bytes.last()) {
-        (Some(first), Some(last)) => {
-            first.is_ascii_alphanumeric()
-                && last.is_ascii_alphanumeric()
-                && bytes
-                    .iter()
-                    .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'-'))
-        }
-        _ => false,
-    }
-}
+/// Kubernetes' name rules, from the resource model that validates every object.
+pub use herald_crds::validation::{
+    is_dns1123_label as is_dns_label, is_dns1123_subdomain as is_dns_subdomain,
+};
 
 #[cfg_attr(not(any(feature = "nats", feature = "kafka")), allow(dead_code))]
 /// 16 hex digits of a SHA-256 of `kind` and `parts`, each length-prefixed so that no two
