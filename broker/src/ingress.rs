@@ -229,7 +229,10 @@ impl Ingress {
                 headers: headers.clone(),
             });
         }
-        let span = tracing::info_span!("append", %broker, events = records.len());
+        let span = match crate::trace::spans_wanted() {
+            true => tracing::info_span!("append", %broker, events = records.len()),
+            false => tracing::Span::none(),
+        };
         let tapped = (self.tap.receiver_count() > 0)
             .then(|| records.iter().map(|r| r.event.clone()).collect::<Vec<_>>());
         self.log
@@ -317,7 +320,10 @@ impl Ingress {
                 .increment(1);
             return Err(IngressError::UnknownBroker(broker));
         }
-        let span = tracing::info_span!("ingress", %broker);
+        let span = match crate::trace::spans_wanted() {
+            true => tracing::info_span!("ingress", %broker),
+            false => tracing::Span::none(),
+        };
         crate::trace::continue_trace(
             &span,
             headers
@@ -336,8 +342,11 @@ impl Ingress {
         match result {
             Ok(types) => {
                 for event_type in types {
-                    let event_type = self.type_labels.label(&broker, event_type);
-                    metrics::counter!(EVENTS_RECEIVED, &labels(event_type, 202)).increment(1);
+                    self.type_labels
+                        .counter(&broker, &event_type, |label| {
+                            metrics::counter!(EVENTS_RECEIVED, &labels(label.to_owned(), 202))
+                        })
+                        .increment(1);
                 }
                 Ok(StatusCode::ACCEPTED.into_response())
             }

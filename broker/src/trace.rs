@@ -95,6 +95,14 @@ pub fn install(bridge: Box<dyn SpanContexts>) {
     let _ = BRIDGE.set(bridge);
 }
 
+/// Whether a per-request span (ingress, append, delivery attempt) is worth creating: its
+/// spans are exported, or debug logs are on. Otherwise no one sees it, and creating it is
+/// not free: the log layer formats a span's fields when the span is made, which was about
+/// 7 % of the instructions of an ingress request at the default `info` level.
+pub fn spans_wanted() -> bool {
+    BRIDGE.get().is_some() || tracing::enabled!(tracing::Level::DEBUG)
+}
+
 /// Joins `span` to the trace named by `parent` (a `traceparent` value), if exporting.
 pub fn continue_trace(span: &Span, parent: Option<&str>) {
     if let (Some(bridge), Some(parent)) = (BRIDGE.get(), parent.and_then(TraceParent::parse)) {

@@ -121,8 +121,12 @@ where
     let mut attempts = 0;
     loop {
         attempts += 1;
-        // A span per delivery attempt, with the fields operators search by.
-        let span = tracing::info_span!("delivery attempt", trigger = %plan.name, ce.id = event_id, attempt = attempts, target = target.url);
+        // A span per delivery attempt, with the fields operators search by, when someone
+        // will see it (exported spans or debug logs; failures are logged with these fields).
+        let span = match herald_broker::trace::spans_wanted() {
+            true => tracing::info_span!("delivery attempt", trigger = %plan.name, ce.id = event_id, attempt = attempts, target = target.url),
+            false => tracing::Span::none(),
+        };
         herald_broker::trace::continue_trace(&span, trace_parent);
         let result = tokio::select! {
             result = attempt().instrument(span) => result,
