@@ -159,7 +159,7 @@ where
                 last: failure,
             };
         }
-        crate::metrics::retry(plan);
+        crate::metrics::retry(plan, stats);
         let wait = plan.policy.wait_before(attempts, failure.retry_after);
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
@@ -198,14 +198,14 @@ pub async fn process(
         || async {
             let started = std::time::Instant::now();
             let answer = deps.sender.send(&target, &event).await;
-            crate::metrics::attempt(plan, "subscriber", &answer, started.elapsed());
+            crate::metrics::attempt(plan, stats, "subscriber", &answer, started.elapsed());
             judge_subscriber_answer(plan, deps, answer, ttl.clone()).await
         },
     )
     .await;
     let (attempts, last) = match result {
         RetryResult::Succeeded => {
-            crate::metrics::delivered(plan, &record.record.event);
+            crate::metrics::delivered(plan, stats, &record.record.event);
             return Outcome::Delivered;
         }
         RetryResult::Aborted => return Outcome::Aborted,
@@ -215,7 +215,7 @@ pub async fn process(
         None => "the trigger has no dead-letter sink".to_owned(),
         Some(sink) => match dead_letter(&scope, deps, sink, &event, headers, &last).await {
             RetryResult::Succeeded => {
-                crate::metrics::dead_lettered(plan);
+                crate::metrics::dead_lettered(plan, stats);
                 return Outcome::DeadLettered;
             }
             RetryResult::Aborted => return Outcome::Aborted,
@@ -253,7 +253,7 @@ pub async fn process(
         {
             Ok(()) => {
                 tracing::warn!(trigger = %plan.name, ce.id = %event_id, attempts, %reason, "event parked in the dead-letter store");
-                crate::metrics::parked(plan);
+                crate::metrics::parked(plan, stats);
                 return Outcome::Parked;
             }
             Err(error) => {
@@ -396,7 +396,7 @@ async fn dead_letter(
         || async {
             let started = std::time::Instant::now();
             let answer = deps.sender.send(&target, &event).await;
-            crate::metrics::attempt(plan, "dead_letter_sink", &answer, started.elapsed());
+            crate::metrics::attempt(plan, scope.stats, "dead_letter_sink", &answer, started.elapsed());
             match answer {
                 Answer::Transport(message) => Err(AttemptFailure::transport(message)),
                 Answer::Http {

@@ -32,6 +32,8 @@ pub struct TriggerStats {
     lag_events: AtomicU64,
     lag_millis: AtomicU64,
     recent_errors: Mutex<VecDeque<RecentError>>,
+    /// The trigger's metric handles.
+    pub(crate) metrics: crate::metrics::TriggerMetrics,
 }
 
 impl Default for TriggerStats {
@@ -40,6 +42,7 @@ impl Default for TriggerStats {
             lag_events: AtomicU64::new(UNKNOWN),
             lag_millis: AtomicU64::new(0),
             recent_errors: Mutex::new(VecDeque::with_capacity(RECENT_ERRORS)),
+            metrics: Default::default(),
         }
     }
 }
