@@ -44,6 +44,32 @@ pub struct Sender {
     /// Requests in flight across all triggers: many triggers times their windows must not
     /// exhaust sockets or file descriptors.
     outbound: Arc<Semaphore>,
+    urls: Arc<ParsedUrls>,
+}
+
+/// Most parsed target URLs kept; when full the cache starts again (targets are few: one
+/// subscriber and one dead-letter sink per trigger).
+const MAX_PARSED_URLS: usize = 4096;
+
+/// Targets' URLs, parsed once: reqwest parses a `&str` URL on every request, which was
+/// about 8 % of the instructions of a delivery.
+#[derive(Default)]
+struct ParsedUrls(std::sync::Mutex<std::collections::HashMap<String, reqwest::Url>>);
+
+impl ParsedUrls {
+    /// The parsed URL, or `None` when it does not parse (the request then reports why).
+    fn get(&self, url: &str) -> Option<reqwest::Url> {
+        let mut urls = self.0.lock().ok()?;
+        if let Some(parsed) = urls.get(url) {
+            return Some(parsed.clone());
+        }
+        let parsed = reqwest::Url::parse(url).ok()?;
+        if urls.len() >= MAX_PARSED_URLS {
+            urls.clear();
+        }
+        urls.insert(url.to_owned(), parsed.clone());
+        Some(parsed)
+    }
 }
 
 /// Default bound of outbound requests in flight, all triggers together.
@@ -61,6 +87,7 @@ impl Sender {
             client,
             max_body_bytes,
             outbound: Arc::new(Semaphore::new(max_outbound.max(1))),
+            urls: Arc::default(),
         })
     }
 
@@ -99,9 +126,11 @@ impl Sender {
         if let Ok(ns) = HeaderValue::from_str(target.namespace) {
             headers.insert("kn-namespace", ns);
         }
-        let request = self
-            .client
-            .post(target.url)
+        let request = match self.urls.get(target.url) {
+            Some(url) => self.client.post(url),
+            None => self.client.post(target.url),
+        };
+        let request = request
             .headers(headers)
             .body(encoded.body);
         let exchange = async {
