@@ -121,11 +121,12 @@ impl SinkClient {
 mod tests {
     use super::*;
 
-    fn unreachable_sink() -> String {
-        // A port nothing listens on: every attempt is a network error, which is retried.
+    /// A sink that never answers (nothing accepts on its listener): every attempt times out,
+    /// a network error, which is retried.
+    fn silent_sink() -> (std::net::TcpListener, String) {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
-        format!("http://127.0.0.1:{port}/")
+        (listener, format!("http://127.0.0.1:{port}/"))
     }
 
     fn event() -> CloudEvent {
@@ -139,7 +140,7 @@ mod tests {
 
     #[test]
     fn waits_double_from_the_backoff_delay() {
-        let sink = SinkClient::new(unreachable_sink(), BTreeMap::new())
+        let sink = SinkClient::new("http://127.0.0.1:1/".into(), BTreeMap::new())
             .with_retries(4, Duration::from_millis(50));
         let millis: Vec<u128> = sink.retry_delays().map(|d| d.as_millis()).collect();
         assert_eq!(millis, [50, 100, 200, 400]);
@@ -147,7 +148,7 @@ mod tests {
 
     #[test]
     fn the_wait_before_retry_33_is_backoff_times_2_to_the_32() {
-        let sink = SinkClient::new(unreachable_sink(), BTreeMap::new())
+        let sink = SinkClient::new("http://127.0.0.1:1/".into(), BTreeMap::new())
             .with_retries(100, Duration::from_millis(50));
         let wait = sink.retry_delays().nth(32).unwrap();
         // backon computes in f32: exact to a millionth.
@@ -161,8 +162,9 @@ mod tests {
     /// overflowed a u32 (a panic in debug builds, no wait at all in release builds).
     #[tokio::test(start_paused = true)]
     async fn many_retries_wait_longer_instead_of_overflowing() {
-        let sink = SinkClient::new(unreachable_sink(), BTreeMap::new())
-            .with_retries(40, Duration::from_millis(50));
+        let (_listener, url) = silent_sink();
+        let sink =
+            SinkClient::new(url, BTreeMap::new()).with_retries(40, Duration::from_millis(50));
         let started = tokio::time::Instant::now();
         let error = sink.send(event()).await.unwrap_err();
         assert!(
