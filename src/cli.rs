@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 
 /// Where `--backend nats` looks for NATS when no `--nats-url` is given.
+#[cfg(feature = "nats")]
 pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
 
 #[derive(Parser, Debug)]

@@ -7,8 +7,6 @@ use std::sync::Arc;
 
 use crate::apiserver_source::KubeAccess;
 use anyhow::Context;
-use herald_broker::log::kafka::{KafkaLog, KafkaOptions};
-use herald_broker::log::nats::{NatsLog, NatsOptions, DEFAULT_PUBLISH_TIMEOUT};
 use herald_broker::log::routed::{BackendChoice, RoutedLog};
 use herald_broker::log::sled::SledLog;
 use herald_broker::{BrokerRegistry, EventLog, Ingress, IngressConfig};
@@ -20,7 +18,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::Readiness;
-use crate::cli::{Backend, DataPlaneArgs, DEFAULT_NATS_URL};
+use crate::cli::{Backend, DataPlaneArgs};
 use crate::runtime::Runtime;
 use crate::server;
 use crate::sources::SourceContext;
@@ -259,36 +257,70 @@ async fn open_backends(args: &DataPlaneArgs) -> anyhow::Result<RoutedLog> {
         backends.insert("sled".into(), Arc::new(sled));
     }
     if args.backend == Backend::Nats || args.nats_url.is_some() {
-        let url = args
-            .nats_url
-            .clone()
-            .unwrap_or_else(|| DEFAULT_NATS_URL.to_owned());
-        let options = NatsOptions {
-            url: url.clone(),
-            credentials_file: args.nats_credentials.clone(),
-            token: args.nats_token.clone(),
-            tls_ca_file: args.nats_tls_ca.clone(),
-        };
-        let nats = NatsLog::connect(&options, DEFAULT_PUBLISH_TIMEOUT)
-            .await
-            .with_context(|| format!("cannot connect to NATS at {url}"))?;
-        backends.insert("nats".into(), Arc::new(nats));
+        backends.insert("nats".into(), open_nats(args).await?);
     }
     if args.backend == Backend::Kafka || args.kafka_bootstrap.is_some() {
-        let bootstrap = args
-            .kafka_bootstrap
-            .clone()
-            .ok_or_else(|| anyhow::anyhow!("--backend kafka needs --kafka-bootstrap HOST:PORT"))?;
-        let options = KafkaOptions {
-            bootstrap: bootstrap.clone(),
-            client_options: args.kafka_options.clone(),
-            prefix: args.kafka_prefix.clone(),
-            partitions: args.kafka_partitions,
-            replication_factor: args.kafka_replication_factor,
-        };
-        let kafka = KafkaLog::connect(options)
-            .with_context(|| format!("cannot set up the Kafka clients for {bootstrap}"))?;
-        backends.insert("kafka".into(), Arc::new(kafka));
+        backends.insert("kafka".into(), open_kafka(args)?);
     }
     Ok(RoutedLog::new(default_backend(args), backends))
+}
+
+#[cfg(feature = "nats")]
+async fn open_nats(args: &DataPlaneArgs) -> anyhow::Result<Arc<dyn EventLog>> {
+    use herald_broker::log::nats::{NatsLog, NatsOptions, DEFAULT_PUBLISH_TIMEOUT};
+    let url = args
+        .nats_url
+        .clone()
+        .unwrap_or_else(|| crate::cli::DEFAULT_NATS_URL.to_owned());
+    let options = NatsOptions {
+        url: url.clone(),
+        credentials_file: args.nats_credentials.clone(),
+        token: args.nats_token.clone(),
+        tls_ca_file: args.nats_tls_ca.clone(),
+    };
+    let nats = NatsLog::connect(&options, DEFAULT_PUBLISH_TIMEOUT)
+        .await
+        .with_context(|| format!("cannot connect to NATS at {url}"))?;
+    Ok(Arc::new(nats))
+}
+
+#[cfg(not(feature = "nats"))]
+async fn open_nats(_: &DataPlaneArgs) -> anyhow::Result<Arc<dyn EventLog>> {
+    Err(not_built("NATS", "nats", "--backend nats or --nats-url"))
+}
+
+#[cfg(feature = "kafka")]
+fn open_kafka(args: &DataPlaneArgs) -> anyhow::Result<Arc<dyn EventLog>> {
+    use herald_broker::log::kafka::{KafkaLog, KafkaOptions};
+    let bootstrap = args
+        .kafka_bootstrap
+        .clone()
+        .ok_or_else(|| anyhow::anyhow!("--backend kafka needs --kafka-bootstrap HOST:PORT"))?;
+    let options = KafkaOptions {
+        bootstrap: bootstrap.clone(),
+        client_options: args.kafka_options.clone(),
+        prefix: args.kafka_prefix.clone(),
+        partitions: args.kafka_partitions,
+        replication_factor: args.kafka_replication_factor,
+    };
+    let kafka = KafkaLog::connect(options)
+        .with_context(|| format!("cannot set up the Kafka clients for {bootstrap}"))?;
+    Ok(Arc::new(kafka))
+}
+
+#[cfg(not(feature = "kafka"))]
+fn open_kafka(_: &DataPlaneArgs) -> anyhow::Result<Arc<dyn EventLog>> {
+    Err(not_built(
+        "Kafka",
+        "kafka",
+        "--backend kafka or --kafka-bootstrap",
+    ))
+}
+
+/// The error of a backend this build left out.
+#[cfg(not(all(feature = "nats", feature = "kafka")))]
+fn not_built(backend: &str, feature: &str, flags: &str) -> anyhow::Error {
+    anyhow::anyhow!(
+        "{flags}: this herald is built without the {backend} backend (cargo feature `{feature}`)"
+    )
 }

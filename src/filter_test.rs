@@ -1,4 +1,5 @@
 //! `herald filter test`: which element of a trigger's filters decides for one event.
+#![allow(clippy::print_stdout, reason = "the CLI's output")]
 
 use std::io::Read;
 use std::process::ExitCode;

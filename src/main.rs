@@ -1,4 +1,5 @@
 //! The `herald` binary.
+#![forbid(unsafe_code)]
 
 mod admin;
 mod api;
@@ -21,6 +22,7 @@ mod telemetry;
 
 use clap::Parser;
 
+#[allow(clippy::print_stderr, reason = "the CLI's output")]
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
     let otlp_endpoint = match &cli.command {
@@ -40,6 +42,7 @@ fn main() -> std::process::ExitCode {
     code
 }
 
+#[allow(clippy::print_stderr, reason = "the CLI's output")]
 fn run(command: cli::Command) -> std::process::ExitCode {
     match command {
         cli::Command::Serve(args) => block_on(serve::run(args)),
@@ -62,6 +65,7 @@ fn run(command: cli::Command) -> std::process::ExitCode {
 }
 
 /// Runs a command on a multi-threaded runtime; its error is printed and exits 1.
+#[allow(clippy::print_stderr, reason = "the CLI's output")]
 fn block_on(
     command: impl std::future::Future<Output = anyhow::Result<()>>,
 ) -> std::process::ExitCode {
@@ -80,6 +84,7 @@ fn block_on(
 }
 
 /// `herald crds`: every CRD as multi-document YAML, or one file each in `out`.
+#[allow(clippy::print_stdout, reason = "the CLI's output")]
 fn print_crds(out: Option<&std::path::Path>) -> anyhow::Result<()> {
     use anyhow::Context;
     for crd in herald_crds::manifests::all() {

@@ -7,9 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::apiserver_source::{ApiServerSource, KubeAccess};
+use backon::{BackoffBuilder, ExponentialBuilder};
 use herald_sources::container::ContainerSource;
-use herald_sources::kafka::KafkaSource;
-use herald_sources::nats::NatsSource;
 use herald_sources::ping::PingSource;
 use herald_sources::webhook::{WebhookRegistry, WebhookSource};
 use herald_sources::{SinkClient, Source};
@@ -38,7 +37,8 @@ pub struct SourceContext {
 fn build(resource: &Resource, ctx: &SourceContext) -> Option<Arc<dyn Source>> {
     let (namespace, name) = resource.namespaced_name();
     let source: Arc<dyn Source> = match resource {
-        Resource::NatsSource(s) => Arc::new(NatsSource {
+        #[cfg(feature = "nats")]
+        Resource::NatsSource(s) => Arc::new(herald_sources::nats::NatsSource {
             namespace,
             name,
             spec: s.spec.clone(),
@@ -53,11 +53,17 @@ fn build(resource: &Resource, ctx: &SourceContext) -> Option<Arc<dyn Source>> {
             spec: s.spec.clone(),
             registry: ctx.webhooks.clone(),
         }),
-        Resource::KafkaSource(s) => Arc::new(KafkaSource {
+        #[cfg(feature = "kafka")]
+        Resource::KafkaSource(s) => Arc::new(herald_sources::kafka::KafkaSource {
             namespace,
             name,
             spec: s.spec.clone(),
         }),
+        // Refused by validation in a build without them.
+        #[cfg(not(feature = "nats"))]
+        Resource::NatsSource(_) => return None,
+        #[cfg(not(feature = "kafka"))]
+        Resource::KafkaSource(_) => return None,
         Resource::ApiServerSource(s) => Arc::new(ApiServerSource {
             namespace,
             name,
@@ -206,6 +212,9 @@ impl SourceSet {
     }
 }
 
+/// The longest wait before a failed source is started again.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
 /// Runs a source until shutdown, restarting it with backoff (up to 30 s) when it fails.
 async fn supervise(
     source: Arc<dyn Source>,
@@ -213,7 +222,11 @@ async fn supervise(
     shutdown: CancellationToken,
     last_error: Arc<Mutex<Option<SourceFailure>>>,
 ) {
-    let mut backoff = Duration::from_millis(500);
+    let mut backoffs = ExponentialBuilder::new()
+        .with_min_delay(Duration::from_millis(500))
+        .with_max_delay(MAX_BACKOFF)
+        .without_max_times()
+        .build();
     let set_error = |error: Option<SourceFailure>| {
         if let Ok(mut last) = last_error.lock() {
             *last = error;
@@ -229,6 +242,7 @@ async fn supervise(
                 run.await
             }
         };
+        let backoff = backoffs.next().unwrap_or(MAX_BACKOFF);
         match result {
             Ok(()) => return,
             Err(error) => {
@@ -240,7 +254,7 @@ async fn supervise(
             }
         }
         tokio::select! {
-            _ = tokio::time::sleep(backoff) => backoff = (backoff * 2).min(Duration::from_secs(30)),
+            _ = tokio::time::sleep(backoff) => {}
             _ = shutdown.cancelled() => return,
         }
     }

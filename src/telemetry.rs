@@ -32,6 +32,10 @@ pub struct Telemetry {
 }
 
 impl Telemetry {
+    #[allow(
+        clippy::print_stderr,
+        reason = "the log is shut down: stderr is what is left"
+    )]
     pub fn shutdown(self) {
         if let Some(provider) = self.provider {
             if let Err(error) = provider.shutdown() {

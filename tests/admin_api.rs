@@ -1,5 +1,11 @@
 //! The admin API through the real binary: every answer of create/get/list/replace/delete,
 //! optimistic concurrency, persistence across SIGKILL, read-only file objects, the token rule.
+#![allow(
+    clippy::unwrap_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "test code"
+)]
 
 mod common;
 mod scenarios;

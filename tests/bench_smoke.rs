@@ -1,5 +1,11 @@
 //! herald-bench in its smoke mode: it runs end to end on every backend and its report parses.
 //! Not a performance assertion: the numbers are only checked to exist.
+#![allow(
+    clippy::unwrap_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "test code"
+)]
 
 use herald_bench::{report, Settings};
 

@@ -1,5 +1,11 @@
 //! The CloudEvents SQL conformance kit: every case of every YAML file in `CESQL_TCK_DIR`
 //! (default `../shared/conformance/cesql-tck`) must give the expected value and error kind.
+#![allow(
+    clippy::unwrap_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "test code"
+)]
 
 use std::path::PathBuf;
 

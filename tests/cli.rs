@@ -1,5 +1,11 @@
 //! Every `herald` CLI command against a running Herald: output for people and `-o json` for
 //! scripts, and exit codes (0 done, 1 refused or failed, 2 bad usage).
+#![allow(
+    clippy::unwrap_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "test code"
+)]
 
 mod common;
 mod scenarios;

@@ -1,6 +1,12 @@
 //! The listeners' connection handling through the real binary and raw TCP: header-read and
 //! idle timeouts, shutdown with idle and half-sent connections, the connection limit with the
 //! admin listener's reserve for probes, and the open-file limit.
+#![allow(
+    clippy::unwrap_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "test code"
+)]
 
 mod common;
 mod scenarios;
@@ -310,6 +316,10 @@ async fn at_the_connection_limit_probes_still_answer_and_new_connections_wait() 
         .unwrap();
     assert_eq!(refused.status(), 503);
     assert!(refused.headers().contains_key("retry-after"));
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "a test reading its own server's answer"
+    )]
     let body: serde_json::Value = serde_json::from_slice(&refused.bytes().await.unwrap()).unwrap();
     assert_eq!(body["reason"], "ServiceUnavailable", "{body}");
     drop(held);
@@ -332,33 +342,29 @@ async fn wait_until_status(url: &str, expected: u16) {
 /// The soft open-file limit is raised to the hard one at start, and the default connection
 /// limit follows from it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(
+    unsafe_code,
+    reason = "pre_exec: the only way to give the child alone a low limit before it starts"
+)]
 async fn the_soft_open_file_limit_is_raised_to_the_hard_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
     use std::os::unix::process::CommandExt;
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
+    let Some(hard) = getrlimit(Resource::Nofile)
+        .maximum
+        .filter(|hard| *hard > 256)
+    else {
+        panic!("the test needs a finite hard limit above 256")
     };
-    assert_eq!(
-        unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) },
-        0
-    );
-    let hard = limit.rlim_max;
-    assert!(
-        hard > 256 && hard != libc::RLIM_INFINITY,
-        "the test needs a finite hard limit above 256"
-    );
     let dirs = HeraldDirs::new(&broker_yaml("b", None));
-    let herald = Herald::start_with(&Sled, &dirs, &[], |command| unsafe {
-        command.pre_exec(move || {
-            let low = libc::rlimit {
-                rlim_cur: 256,
-                rlim_max: hard,
-            };
-            match libc::setrlimit(libc::RLIMIT_NOFILE, &low) {
-                0 => Ok(()),
-                _ => Err(std::io::Error::last_os_error()),
-            }
-        });
+    let herald = Herald::start_with(&Sled, &dirs, &[], |command| {
+        let low = Rlimit {
+            current: Some(256),
+            maximum: Some(hard),
+        };
+        // SAFETY: setrlimit is async-signal-safe and the closure allocates nothing.
+        unsafe {
+            command.pre_exec(move || setrlimit(Resource::Nofile, low).map_err(Into::into));
+        }
     })
     .await;
     let limits = std::fs::read_to_string(format!("/proc/{}/limits", herald.pid())).unwrap();

@@ -2,6 +2,12 @@
 //! server run, get Knative-shaped status, and are cleaned up through their finalizer;
 //! ApiServerSource turns ConfigMap changes into events, in the controller and in `serve`;
 //! the Lease decides which replica writes status; the example manifests are accepted.
+#![allow(
+    clippy::unwrap_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "test code"
+)]
 #![allow(unused_imports)]
 
 mod common;

@@ -1,5 +1,11 @@
 //! The end-to-end scenario list on Apache Kafka (one broker per test process, a topic prefix
 //! per test), and Kafka's own checks.
+#![allow(
+    clippy::unwrap_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "test code"
+)]
 
 mod common;
 mod scenarios;

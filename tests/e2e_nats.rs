@@ -1,4 +1,10 @@
 //! The end-to-end scenario list on NATS JetStream, each scenario with its own nats-server.
+#![allow(
+    clippy::unwrap_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "test code"
+)]
 
 mod common;
 mod scenarios;

@@ -1,4 +1,10 @@
 //! The end-to-end scenario list on the embedded sled log.
+#![allow(
+    clippy::unwrap_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "test code"
+)]
 
 mod common;
 mod scenarios;

@@ -1,4 +1,10 @@
 //! `herald filter test` through the real binary.
+#![allow(
+    clippy::unwrap_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "test code"
+)]
 
 use std::io::Write;
 use std::process::{Command, Stdio};

@@ -6,6 +6,12 @@
 //! every value is checked against what its producer meant: exactly, or exactly as the one
 //! documented difference that applies predicts. The SDK programs are in tests/interop/ and
 //! `scripts/test` installs them (scripts/lib/sdks.sh).
+#![allow(
+    clippy::unwrap_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "test code"
+)]
 
 mod common;
 

@@ -1,5 +1,11 @@
 //! Knative's own YAML off the cluster, through the real binary: triggers that wait for their
 //! broker, files that also hold Kubernetes objects, refs mapped to URLs with `--resolve`.
+#![allow(
+    clippy::unwrap_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "test code"
+)]
 
 mod common;
 

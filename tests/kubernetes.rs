@@ -1,5 +1,11 @@
 //! The generated CRDs on a real kube-apiserver: they are accepted, and the API server then
 //! accepts Knative YAML and rejects invalid objects by their schema.
+#![allow(
+    clippy::unwrap_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "test code"
+)]
 #![allow(unused_imports)]
 
 mod common;

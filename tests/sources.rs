@@ -1,5 +1,11 @@
 //! Event sources through the real binary: PingSource, ContainerSource, `herald run`
 //! (SinkBinding), WebhookSource, and a source waiting for its sink broker.
+#![allow(
+    clippy::unwrap_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "test code"
+)]
 
 mod common;
 mod scenarios;

@@ -5,6 +5,7 @@
 //! 202 and ingress→subscriber), and fan-out to 1…1,000 triggers. Baselines in the same run: a
 //! bare axum server answering 202 (this machine's HTTP limit) and, for NATS, the raw JetStream
 //! publish rate to the same server. Reports are JSON plus a markdown table.
+#![forbid(unsafe_code)]
 
 pub mod load;
 pub mod processes;

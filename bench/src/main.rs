@@ -1,4 +1,10 @@
 //! `herald-bench`: see the crate docs. `scripts/bench` builds Herald in release mode and runs it.
+#![forbid(unsafe_code)]
+#![allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "the CLI's output"
+)]
 
 use std::path::PathBuf;
 

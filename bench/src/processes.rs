@@ -43,7 +43,7 @@ impl Herald {
             .spawn()
             .with_context(|| format!("cannot run {}", binary.display()))?;
         let stderr = child.stderr.take().context("no stderr")?;
-        let (tx, rx) = std::sync::mpsc::channel();
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
         let log = Arc::new(Mutex::new(Vec::new()));
         let lines = log.clone();
         std::thread::spawn(move || {

@@ -8,6 +8,10 @@
 //! [`DEFAULT_CASES`] inputs, the short run of a normal `cargo test`. `HERALD_FUZZ_SEED`
 //! replays a run (every run prints its seed). The input being checked is kept in
 //! `$TMPDIR/herald-fuzz-<target>-current`, for the case of a crash no test can catch.
+#![allow(
+    clippy::print_stderr,
+    reason = "test support: the seed and a failure are printed for the person running it"
+)]
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -321,6 +325,10 @@ fn watchdog(target: &str, current: &Path, clock: Instant, running_since: Arc<Ato
     let limit = u64::try_from(HANG_LIMIT.as_millis()).unwrap_or(u64::MAX);
     std::thread::spawn(move || loop {
         // Polling is the point here: the watched thread cannot signal that it is stuck.
+        #[allow(
+            clippy::disallowed_methods,
+            reason = "a plain thread, polling on purpose"
+        )]
         std::thread::sleep(Duration::from_secs(1));
         match running_since.load(Ordering::Relaxed) {
             u64::MAX => return,

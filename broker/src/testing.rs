@@ -70,6 +70,10 @@ impl NatsServer {
                 "nats-server did not start on port {}",
                 self.port
             );
+            #[allow(
+                clippy::disallowed_methods,
+                reason = "a synchronous wait on a condition with a deadline"
+            )]
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -101,6 +105,8 @@ mod kafka_server {
     use std::process::{Command, Stdio};
     use std::sync::OnceLock;
     use std::time::{Duration, Instant};
+
+    use rustix::process::{kill_process, Pid, Signal};
 
     use super::KafkaServer;
 
@@ -143,11 +149,11 @@ mod kafka_server {
     static SHARED: OnceLock<std::sync::Mutex<KafkaServer>> = OnceLock::new();
 
     extern "C" fn stop_shared() {
-        if let Some(pid) = SHARED_PID.get() {
-            // SAFETY: signalling the broker this process started.
-            unsafe {
-                libc::kill(*pid as i32, libc::SIGKILL);
-            }
+        if let Some(pid) = SHARED_PID
+            .get()
+            .and_then(|pid| Pid::from_raw((*pid).try_into().ok()?))
+        {
+            let _ = kill_process(pid, Signal::KILL);
         }
         if let Some(pidfile) = SHARED_PIDFILE.get() {
             let _ = std::fs::remove_file(pidfile);
@@ -204,7 +210,11 @@ mod kafka_server {
                         if let Some(path) = pidfile(child.id()) {
                             let _ = SHARED_PIDFILE.set(path);
                         }
+                        // A documented exception to the ban on `unsafe` (README, Development):
+                        // nothing else runs code when a test binary exits (statics are never
+                        // dropped), and without it every test binary would leave a JVM behind.
                         // SAFETY: registering a plain function to run at exit.
+                        #[allow(unsafe_code, reason = "atexit: see the comment above")]
                         unsafe {
                             libc::atexit(stop_shared);
                         }
@@ -295,6 +305,10 @@ mod kafka_server {
                     "Kafka did not start on port {}",
                     self.port
                 );
+                #[allow(
+                    clippy::disallowed_methods,
+                    reason = "a synchronous wait on a condition with a deadline"
+                )]
                 std::thread::sleep(Duration::from_millis(50));
             }
         }

@@ -3,6 +3,7 @@
 //! The same structs parse YAML files under `herald serve`, bodies of the admin API and
 //! CRD objects on a cluster, so every shape here follows Knative's field names exactly.
 //! Validation returns [`FieldError`]s that name the JSON path of the bad field.
+#![forbid(unsafe_code)]
 
 pub mod api_server_source;
 pub mod broker;

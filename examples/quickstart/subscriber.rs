@@ -3,6 +3,8 @@
 //! `/flaky` always answers 503 with a short body (to show retries and the dead-letter sink,
 //! whose `knativeerrordata` carries that body in base64); every other path
 //! answers 200. Run with `cargo run --example subscriber [ADDR]` (default 127.0.0.1:9000).
+#![forbid(unsafe_code)]
+#![allow(clippy::print_stdout, reason = "printing events is what it is for")]
 
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode, Uri};

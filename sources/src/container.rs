@@ -7,7 +7,9 @@ use std::collections::BTreeMap;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use backon::{BackoffBuilder, ExponentialBuilder};
 use herald_crds::{ContainerSourceSpec, FieldError};
+use rustix::process::{kill_process, Pid, Signal};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
@@ -17,8 +19,11 @@ use crate::{SinkClient, Source, SourceError};
 /// How long a stopped program gets between SIGTERM and SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(5);
 /// Restart backoff: from 1 s, doubling to 30 s; reset once a run lasted this long.
-const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+const RESTART_BACKOFF: ExponentialBuilder = ExponentialBuilder::new()
+    .with_min_delay(Duration::from_secs(1))
+    .with_max_delay(MAX_BACKOFF)
+    .without_max_times();
 
 /// The environment Knative's SinkBinding gives a workload.
 pub fn binding_env(
@@ -124,11 +129,9 @@ fn forward(output: impl AsyncRead + Unpin + Send + 'static, source: String, stre
 
 /// SIGTERM, then SIGKILL after the grace period.
 pub async fn stop_child(child: &mut Child) {
-    if let Some(pid) = child.id() {
-        // SAFETY: signalling our own child process by pid.
-        unsafe {
-            libc::kill(pid as i32, libc::SIGTERM);
-        }
+    if let Some(pid) = child.id().and_then(|id| Pid::from_raw(id.try_into().ok()?)) {
+        // A child that exited meanwhile is reaped by the wait below.
+        let _ = kill_process(pid, Signal::TERM);
     }
     if tokio::time::timeout(STOP_GRACE, child.wait())
         .await
@@ -149,7 +152,7 @@ impl Source for ContainerSource {
         if let Some(image) = &self.image {
             tracing::warn!(%source, %image, "the image is ignored outside Kubernetes: the command runs as a local process");
         }
-        let mut backoff = FIRST_BACKOFF;
+        let mut backoff = RESTART_BACKOFF.build();
         loop {
             let started = Instant::now();
             match self.spawn(&sink) {
@@ -176,10 +179,10 @@ impl Source for ContainerSource {
                 }
             }
             if started.elapsed() >= MAX_BACKOFF {
-                backoff = FIRST_BACKOFF;
+                backoff = RESTART_BACKOFF.build();
             }
             tokio::select! {
-                _ = tokio::time::sleep(backoff) => backoff = (backoff * 2).min(MAX_BACKOFF),
+                _ = tokio::time::sleep(backoff.next().unwrap_or(MAX_BACKOFF)) => {}
                 _ = shutdown.cancelled() => return Ok(()),
             }
         }

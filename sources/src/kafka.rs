@@ -10,6 +10,7 @@
 
 use std::time::Duration;
 
+use backon::{BackoffBuilder, ExponentialBuilder};
 use bytes::Bytes;
 use herald_broker::event::lossy_string;
 use herald_broker::kafka_binding::{self, KafkaRecord};
@@ -172,8 +173,13 @@ impl KafkaSource {
         event: CloudEvent,
         shutdown: &CancellationToken,
     ) -> bool {
-        let mut wait = Duration::from_millis(500);
+        let mut waits = ExponentialBuilder::new()
+            .with_min_delay(Duration::from_millis(500))
+            .with_max_delay(RESEND_BACKOFF_MAX)
+            .without_max_times()
+            .build();
         loop {
+            let wait = waits.next().unwrap_or(RESEND_BACKOFF_MAX);
             match sink.send(event.clone()).await {
                 Ok(()) => return true,
                 Err(error) => {
@@ -181,7 +187,7 @@ impl KafkaSource {
                 }
             }
             tokio::select! {
-                _ = tokio::time::sleep(wait) => wait = (wait * 2).min(RESEND_BACKOFF_MAX),
+                _ = tokio::time::sleep(wait) => {}
                 _ = shutdown.cancelled() => return false,
             }
         }

@@ -3,6 +3,7 @@
 //!
 //! Every source implements [`Source`] in a module of its own; what they share (overrides,
 //! `id`/`time` defaults, retries) lives in [`sink`].
+#![forbid(unsafe_code)]
 
 pub mod container;
 #[cfg(feature = "kafka")]

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use backon::{BackoffBuilder, ExponentialBuilder};
 use herald_broker::binding::encode_binary;
 use herald_broker::CloudEvent;
 
@@ -41,7 +42,8 @@ impl SinkClient {
         }
     }
 
-    /// The retry policy: `retries` after the first attempt, waits `backoff·2^(k-1)`.
+    /// The retry policy: `retries` after the first attempt, waits `backoff·2^(k-1)` before
+    /// retry k (saturating: a large `retries` makes long waits, never an overflow).
     pub fn with_retries(mut self, retries: u32, backoff: Duration) -> Self {
         self.retries = retries;
         self.backoff = backoff;
@@ -72,9 +74,10 @@ impl SinkClient {
             );
         }
         let encoded = encode_binary(&event);
-        let mut attempts = 0;
+        let mut delays = self.retry_delays();
+        let mut attempts = 0u32;
         loop {
-            attempts += 1;
+            attempts = attempts.saturating_add(1);
             let mut request = self.client.post(&self.url).timeout(Duration::from_secs(30));
             for (name, value) in &encoded.headers {
                 request = request.header(name, value);
@@ -95,10 +98,81 @@ impl SinkClient {
                     },
                 ),
             };
-            if !retryable || attempts > self.retries {
-                return Err(error);
+            match delays.next() {
+                Some(delay) if retryable => tokio::time::sleep(delay).await,
+                _ => return Err(error),
             }
-            tokio::time::sleep(self.backoff * 2u32.pow(attempts - 1)).await;
         }
+    }
+
+    /// The waits before retries 1..=`retries`: `backoff·2^(k-1)`, saturating at
+    /// `Duration::MAX` (which tokio's timer takes as "far in the future").
+    fn retry_delays(&self) -> impl Iterator<Item = Duration> {
+        ExponentialBuilder::new()
+            .with_min_delay(self.backoff)
+            .with_factor(2.0)
+            .without_max_delay()
+            .with_max_times(usize::try_from(self.retries).unwrap_or(usize::MAX))
+            .build()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A sink that never answers (nothing accepts on its listener): every attempt times out,
+    /// a network error, which is retried.
+    fn silent_sink() -> (std::net::TcpListener, String) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        (listener, format!("http://127.0.0.1:{port}/"))
+    }
+
+    fn event() -> CloudEvent {
+        let mut event = CloudEvent::new();
+        event.set("specversion", "1.0");
+        event.set("id", "1");
+        event.set("source", "test");
+        event.set("type", "test");
+        event
+    }
+
+    #[test]
+    fn waits_double_from_the_backoff_delay() {
+        let sink = SinkClient::new("http://127.0.0.1:1/".into(), BTreeMap::new())
+            .with_retries(4, Duration::from_millis(50));
+        let millis: Vec<u128> = sink.retry_delays().map(|d| d.as_millis()).collect();
+        assert_eq!(millis, [50, 100, 200, 400]);
+    }
+
+    #[test]
+    fn the_wait_before_retry_33_is_backoff_times_2_to_the_32() {
+        let sink = SinkClient::new("http://127.0.0.1:1/".into(), BTreeMap::new())
+            .with_retries(100, Duration::from_millis(50));
+        let wait = sink.retry_delays().nth(32).unwrap();
+        // backon computes in f32: exact to a millionth.
+        let exact = 0.05 * 2f64.powi(32);
+        assert!((wait.as_secs_f64() / exact - 1.0).abs() < 1e-6, "{wait:?}");
+        assert_eq!(sink.retry_delays().count(), 100);
+        assert_eq!(sink.retry_delays().last(), Some(Duration::MAX));
+    }
+
+    /// `--source-retry` of 32 or more: the wait before retry 33 is `backoff·2^32`, which
+    /// overflowed a u32 (a panic in debug builds, no wait at all in release builds).
+    #[tokio::test(start_paused = true)]
+    async fn many_retries_wait_longer_instead_of_overflowing() {
+        let (_listener, url) = silent_sink();
+        let sink =
+            SinkClient::new(url, BTreeMap::new()).with_retries(40, Duration::from_millis(50));
+        let started = tokio::time::Instant::now();
+        let error = sink.send(event()).await.unwrap_err();
+        assert!(
+            matches!(error, SinkError::Unreachable { attempts: 41, .. }),
+            "{error}"
+        );
+        // The waits grew: the first 31 alone are 50 ms·(2^31 − 1) on tokio's paused clock
+        // (whose timer caps each later one at about two years).
+        assert!(started.elapsed() >= Duration::from_millis(50 * ((1 << 31) - 1)));
     }
 }

@@ -1,5 +1,10 @@
 //! The `herald` CLI as a client of the admin API: `send`, `apply`, `get`, `describe`,
 //! `delete`, `dlq` and `tail`. Exit codes: 0 done, 1 refused or failed, 2 bad usage.
+#![allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "the CLI's output"
+)]
 
 mod dlq;
 mod events;
@@ -118,6 +123,10 @@ impl Api {
             error: describe(&e),
         })?;
         let status = response.status();
+        #[allow(
+            clippy::disallowed_methods,
+            reason = "the CLI reads the whole answer of the Herald it was pointed at"
+        )]
         let body = response
             .bytes()
             .await

@@ -30,6 +30,7 @@ pub async fn run(args: RunArgs) -> Result<ExitCode, ClientError> {
         .envs(env)
         .spawn()
         .map_err(|e| ClientError::Usage(format!("cannot run {program}: {e}")))?;
+    use rustix::process::{kill_process, Pid, Signal};
     use tokio::signal::unix::{signal, SignalKind};
     let mut term =
         signal(SignalKind::terminate()).map_err(|e| ClientError::Other(e.to_string()))?;
@@ -37,14 +38,12 @@ pub async fn run(args: RunArgs) -> Result<ExitCode, ClientError> {
     let status = loop {
         let forward = tokio::select! {
             status = child.wait() => break status,
-            _ = term.recv() => libc::SIGTERM,
-            _ = int.recv() => libc::SIGINT,
+            _ = term.recv() => Signal::TERM,
+            _ = int.recv() => Signal::INT,
         };
-        if let Some(pid) = child.id() {
-            // SAFETY: signalling our own child process by pid.
-            unsafe {
-                libc::kill(pid as i32, forward);
-            }
+        if let Some(pid) = child.id().and_then(|id| Pid::from_raw(id.try_into().ok()?)) {
+            // A child that exited meanwhile is reaped by the next wait.
+            let _ = kill_process(pid, forward);
         }
     }
     .map_err(|e| ClientError::Other(format!("{program}: {e}")))?;

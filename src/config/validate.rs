@@ -343,11 +343,17 @@ pub fn broker_settings(broker: &Broker) -> Result<herald_broker::log::BrokerSett
 /// Checks a source: its kind's own rules, then the fields every source shares.
 fn validate_source(resource: &Resource) -> Result<(), FieldError> {
     match resource {
-        Resource::NatsSource(s) => validate_nats_source(&s.spec)?,
+        Resource::NatsSource(s) => {
+            not_built_source("NatsSource", cfg!(feature = "nats"), "nats")?;
+            validate_nats_source(&s.spec)?
+        }
         Resource::PingSource(s) => herald_sources::ping::validate(&s.spec)?,
         Resource::ContainerSource(s) => herald_sources::container::validate(&s.spec)?,
         Resource::WebhookSource(s) => herald_sources::webhook::validate(&s.spec)?,
+        #[cfg(feature = "kafka")]
         Resource::KafkaSource(s) => herald_sources::kafka::validate(&s.spec)?,
+        #[cfg(not(feature = "kafka"))]
+        Resource::KafkaSource(_) => not_built_source("KafkaSource", false, "kafka")?,
         Resource::ApiServerSource(s) => crate::apiserver_source::validate(&s.spec)?,
         Resource::SinkBinding(_) => {
             return Err(FieldError::new(
@@ -424,6 +430,17 @@ fn validate_source_common(resource: &Resource) -> Result<(), FieldError> {
         }
     }
     Ok(())
+}
+
+/// Refuses a source kind this build left out (`built` is false), naming the cargo feature.
+fn not_built_source(kind: &str, built: bool, feature: &str) -> Result<(), FieldError> {
+    if built {
+        return Ok(());
+    }
+    Err(FieldError::new(
+        "kind",
+        format!("this herald is built without {kind}s (cargo feature `{feature}`)"),
+    ))
 }
 
 /// Checks a NatsSource's own fields.

@@ -1,5 +1,10 @@
 //! The process's open-file limit, which every connection counts against.
 
+use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+
+/// `RLIM_INFINITY` as [`OpenFiles`] reports it (rustix says `None`).
+const UNLIMITED: u64 = u64::MAX;
+
 /// The `RLIMIT_NOFILE` limits.
 #[derive(Debug, Clone, Copy)]
 pub struct OpenFiles {
@@ -12,40 +17,37 @@ pub struct OpenFiles {
 /// administrator allows; only the soft one is low by tradition). Returns the limits in force,
 /// and the error if the raise failed (the old soft limit then stays).
 pub fn raise_soft_limit() -> std::io::Result<(OpenFiles, Option<std::io::Error>)> {
-    let current = get()?;
+    let current = get();
     if current.soft >= target(current.hard) {
         return Ok((current, None));
     }
-    let raised = libc::rlimit {
-        rlim_cur: target(current.hard),
-        rlim_max: current.hard,
+    let raised = Rlimit {
+        current: limit(target(current.hard)),
+        maximum: limit(current.hard),
     };
-    // SAFETY: setrlimit only reads the struct we pass.
-    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
-        return Ok((current, Some(std::io::Error::last_os_error())));
+    if let Err(error) = setrlimit(Resource::Nofile, raised) {
+        return Ok((current, Some(error.into())));
     }
-    Ok((get()?, None))
+    Ok((get(), None))
 }
 
-fn get() -> std::io::Result<OpenFiles> {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes into the struct we own.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
-        return Err(std::io::Error::last_os_error());
+fn get() -> OpenFiles {
+    let limits = getrlimit(Resource::Nofile);
+    OpenFiles {
+        soft: limits.current.unwrap_or(UNLIMITED),
+        hard: limits.maximum.unwrap_or(UNLIMITED),
     }
-    Ok(OpenFiles {
-        soft: limit.rlim_cur,
-        hard: limit.rlim_max,
-    })
+}
+
+/// A limit as rustix takes it: `None` is unlimited.
+fn limit(value: u64) -> Option<u64> {
+    (value != UNLIMITED).then_some(value)
 }
 
 /// The hard limit, or, when that is unlimited, the kernel's ceiling for open files (a soft
 /// limit of "unlimited" is refused).
 fn target(hard: u64) -> u64 {
-    if hard != libc::RLIM_INFINITY {
+    if hard != UNLIMITED {
         return hard;
     }
     std::fs::read_to_string("/proc/sys/fs/nr_open")

@@ -44,6 +44,10 @@ impl AdminClient {
         }
         let response = request.send().await.expect("admin API reachable");
         let status = response.status().as_u16();
+        #[allow(
+            clippy::disallowed_methods,
+            reason = "a test reading its own server's answer"
+        )]
         let bytes = response.bytes().await.unwrap();
         (
             status,

@@ -3,8 +3,10 @@
 
 use std::ffi::CString;
 use std::io::Write;
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+
+use rustix::io::Errno;
+use rustix::mount::{mount, unmount, MountFlags, UnmountFlags};
 
 /// A tmpfs mounted over a directory of the test's own.
 pub struct SmallDisk {
@@ -16,24 +18,18 @@ impl SmallDisk {
     /// Mounts a tmpfs of `bytes` over `dir` (which must exist and be empty). `Err` says why
     /// it could not (no privilege to mount, as in an unprivileged container).
     pub fn mount(dir: &Path, bytes: u64) -> Result<SmallDisk, String> {
-        let target = CString::new(dir.as_os_str().as_bytes()).unwrap();
         let options = CString::new(format!("size={bytes},mode=0700")).unwrap();
-        let fstype = CString::new("tmpfs").unwrap();
-        // SAFETY: every pointer is a valid NUL-terminated string that outlives the call.
-        let mounted = unsafe {
-            libc::mount(
-                fstype.as_ptr(),
-                target.as_ptr(),
-                fstype.as_ptr(),
-                0,
-                options.as_ptr().cast(),
-            )
-        };
-        if mounted != 0 {
+        if let Err(error) = mount(
+            "tmpfs",
+            dir,
+            "tmpfs",
+            MountFlags::empty(),
+            options.as_c_str(),
+        ) {
             return Err(format!(
                 "mount -t tmpfs on {}: {}",
                 dir.display(),
-                std::io::Error::last_os_error()
+                std::io::Error::from(error)
             ));
         }
         Ok(SmallDisk {
@@ -51,7 +47,7 @@ impl SmallDisk {
             match file.write(&chunk) {
                 Ok(0) => break,
                 Ok(n) => written += n as u64,
-                Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => break,
+                Err(e) if Errno::from_io_error(&e) == Some(Errno::NOSPC) => break,
                 Err(e) => panic!("writing the filler file: {e}"),
             }
         }
@@ -75,12 +71,8 @@ impl SmallDisk {
 
 impl Drop for SmallDisk {
     fn drop(&mut self) {
-        let target = CString::new(self.mount_point.as_os_str().as_bytes()).unwrap();
         // Detached, so that a process still holding files there does not keep it mounted.
-        // SAFETY: a valid NUL-terminated path.
-        unsafe {
-            libc::umount2(target.as_ptr(), libc::MNT_DETACH);
-        }
+        let _ = unmount(&self.mount_point, UnmountFlags::DETACH);
     }
 }
 

@@ -10,6 +10,7 @@ use herald_broker::log::nats::{NatsLog, NatsOptions, DEFAULT_PUBLISH_TIMEOUT};
 use herald_broker::log::sled::SledLog;
 use herald_broker::testing::{KafkaServer, NatsServer};
 use herald_broker::EventLog;
+use rustix::process::{kill_process, Pid, Signal};
 use std::time::Duration;
 
 use super::DEADLINE;
@@ -314,9 +315,7 @@ impl Herald {
 
     /// SIGHUP: `herald serve` reads its config files again.
     pub fn hangup(&self) {
-        unsafe {
-            libc::kill(self.child.id() as i32, libc::SIGHUP);
-        }
+        let _ = kill_process(Pid::from_child(&self.child), Signal::HUP);
     }
 
     /// How many log lines contain `needle`.
@@ -342,9 +341,7 @@ impl Herald {
 
     /// SIGTERM only; [`Herald::wait`] for the exit.
     pub fn sigterm(&self) {
-        unsafe {
-            libc::kill(self.child.id() as i32, libc::SIGTERM);
-        }
+        let _ = kill_process(Pid::from_child(&self.child), Signal::TERM);
     }
 
     /// Waits for the exit (after [`Herald::sigterm`]); the exit status and everything logged.
@@ -422,6 +419,10 @@ pub fn run_invalid_with(config: &Path, data_dir: &Path, extra: &[&str]) -> (Exit
             let _ = child.kill();
             break child.wait().expect("wait for herald");
         }
+        #[allow(
+            clippy::disallowed_methods,
+            reason = "a synchronous wait on a condition with a deadline"
+        )]
         std::thread::sleep(Duration::from_millis(20));
     };
     (status, reader.join().unwrap_or_default())

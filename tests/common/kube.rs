@@ -147,6 +147,10 @@ impl KubeApiServer {
         {
             Ok(response) => {
                 let status = response.status().as_u16();
+                #[allow(
+                    clippy::disallowed_methods,
+                    reason = "a test reading its own server's answer"
+                )]
                 let body = response.bytes().await.unwrap_or_default();
                 (status, serde_json::from_slice(&body).unwrap_or_default())
             }
@@ -213,6 +217,10 @@ impl KubeApiServer {
         }
         let response = request.send().await.expect("kube-apiserver answers");
         let status = response.status().as_u16();
+        #[allow(
+            clippy::disallowed_methods,
+            reason = "a test reading its own server's answer"
+        )]
         let body = response.bytes().await.unwrap_or_default();
         (status, serde_json::from_slice(&body).unwrap_or_default())
     }

@@ -25,6 +25,10 @@ async fn readyz(herald: &Herald) -> (u16, serde_json::Value) {
         .await
         .unwrap();
     let status = response.status().as_u16();
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "a test reading its own server's answer"
+    )]
     let body = response.bytes().await.unwrap();
     (status, serde_json::from_slice(&body).unwrap_or_default())
 }

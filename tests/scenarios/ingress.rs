@@ -432,6 +432,10 @@ pub async fn invalid_config_is_rejected_before_binding(_backend: &dyn Backend) {
     }
 }
 
+#[allow(
+    clippy::disallowed_methods,
+    reason = "a test reading its own server's answer"
+)]
 async fn json_body(response: reqwest::Response) -> serde_json::Value {
     serde_json::from_slice(&response.bytes().await.unwrap()).expect("error bodies are JSON")
 }

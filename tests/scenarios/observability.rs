@@ -20,6 +20,10 @@ fn series(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
         })
 }
 
+#[allow(
+    clippy::disallowed_methods,
+    reason = "a test reading its own server's answer"
+)]
 async fn scrape(herald: &Herald) -> String {
     client()
         .get(format!("{}/metrics", herald.admin))

@@ -1,5 +1,6 @@
 //! Triggers: filters, delivery with Knative's retry semantics, and the dispatcher loop that
 //! moves each trigger along its broker's log.
+#![forbid(unsafe_code)]
 
 pub mod attempt;
 pub mod cesql;

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use backon::{BackoffBuilder, ExponentialBuilder};
 use base64::Engine;
 use bytes::Bytes;
 use herald_broker::binding::{decode_request, has_cloudevent_markers};
@@ -21,6 +22,8 @@ use crate::TriggerPlan;
 /// Knative's limit on `knativeerrordata`: the base64 text of the response, cut to 1024
 /// characters (the MT broker encodes, then cuts).
 const ERROR_DATA_CHARS: usize = 1024;
+/// The longest wait between two tries to park an event.
+const PARK_RETRY_MAX: Duration = Duration::from_secs(5);
 
 /// How much of a failed answer's body a recorded failure keeps.
 const ERROR_TEXT_BYTES: usize = 1024;
@@ -244,7 +247,11 @@ pub async fn process(
     };
     // Parking must succeed before the record may be acknowledged: keep trying until it does
     // or shutdown aborts (then the record is redelivered after restart).
-    let mut wait = Duration::from_millis(100);
+    let mut waits = ExponentialBuilder::new()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(PARK_RETRY_MAX)
+        .without_max_times()
+        .build();
     loop {
         match deps
             .log
@@ -261,7 +268,7 @@ pub async fn process(
             }
         }
         tokio::select! {
-            _ = tokio::time::sleep(wait) => wait = (wait * 2).min(Duration::from_secs(5)),
+            _ = tokio::time::sleep(waits.next().unwrap_or(PARK_RETRY_MAX)) => {}
             _ = abort.cancelled() => return Outcome::Aborted,
         }
     }

@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
+use backon::{BackoffBuilder, ExponentialBuilder};
 use bytes::Bytes;
 use futures_util::FutureExt;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -106,6 +107,8 @@ fn unavailable(error: impl std::fmt::Display) -> LogError {
 
 /// How long set-up calls keep retrying while a new topic's partitions get their leaders.
 const SETUP_PATIENCE: Duration = Duration::from_secs(30);
+/// The longest wait between two tries of a set-up call.
+const SETUP_RETRY_MAX: Duration = Duration::from_secs(2);
 
 /// Runs a blocking set-up call, retrying transient failures (a topic created a moment ago has
 /// no leader yet: `NotLeaderForPartition`, `LeaderNotAvailable`, ...) for [`SETUP_PATIENCE`].
@@ -114,15 +117,19 @@ async fn blocking_with_retries<T: Send + 'static>(
 ) -> Result<T, LogError> {
     let call = Arc::new(call);
     let deadline = std::time::Instant::now() + SETUP_PATIENCE;
-    let mut wait = Duration::from_millis(100);
+    let mut waits = ExponentialBuilder::new()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(SETUP_RETRY_MAX)
+        .without_max_times()
+        .build();
     loop {
+        let wait = waits.next().unwrap_or(SETUP_RETRY_MAX);
         let attempt = call.clone();
         match blocking(move || attempt()).await {
             Ok(value) => return Ok(value),
             Err(error) if std::time::Instant::now() + wait < deadline => {
                 tracing::debug!(%error, "Kafka set-up call failed; retrying");
                 tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(Duration::from_secs(2));
             }
             Err(error) => return Err(error),
         }

@@ -38,6 +38,10 @@ pub mod testsuite;
 /// namespace and broker.
 pub const LOG_RECORDS: &str = "herald_log_records";
 
+#[cfg_attr(
+    not(any(feature = "sled", feature = "nats", feature = "kafka")),
+    allow(dead_code, reason = "only the backends record it")
+)]
 fn record_log_size(broker: &BrokerKey, records: u64) {
     metrics::gauge!(LOG_RECORDS, "namespace" => broker.namespace.clone(), "broker" => broker.name.clone())
         .set(records as f64);

@@ -64,7 +64,7 @@ pub struct SledLog {
     writer: mpsc::Sender<WriterMessage>,
     writer_thread: Mutex<Option<JoinHandle<()>>>,
     /// Dropping (or sending on) it stops the retention thread.
-    trimmer_stop: Mutex<Option<std::sync::mpsc::Sender<()>>>,
+    trimmer_stop: Mutex<Option<std::sync::mpsc::SyncSender<()>>>,
     trimmer_thread: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -96,7 +96,7 @@ impl SledLog {
             .name("herald-sled-writer".into())
             .spawn(move || writer::run_writer(writer_database, rx))
             .map_err(|e| LogError::Storage(format!("cannot start the writer thread: {e}")))?;
-        let (trimmer_stop, stop) = std::sync::mpsc::channel();
+        let (trimmer_stop, stop) = std::sync::mpsc::sync_channel(1);
         let trimmer = Trimmer::new(database.clone());
         let trimmer_thread = std::thread::Builder::new()
             .name("herald-sled-retention".into())

@@ -3,6 +3,10 @@
 //! A backend's test calls [`run_all`] with a factory of [`LogHarness`]es; each harness stands
 //! for one storage (a directory, a Kafka cluster, a JetStream server) that can be reopened, so
 //! the suite can check that state survives a close and reopen.
+#![allow(
+    clippy::unwrap_used,
+    reason = "test support: a failed step is a failed test"
+)]
 
 use std::future::Future;
 use std::sync::Arc;

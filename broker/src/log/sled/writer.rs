@@ -10,6 +10,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use backon::{BackoffBuilder, ExponentialBuilder};
 use tokio::sync::{mpsc, oneshot};
 
 use super::database::{Database, REOPENING};
@@ -121,14 +122,22 @@ fn insert_and_flush(database: &Database, batch: &[AppendRequest]) -> Result<(), 
 /// were already queued as unavailable meanwhile. Returns `false` if the log closed instead.
 fn reopen(database: &Database, rx: &mut mpsc::Receiver<WriterMessage>) -> bool {
     database.close_handles();
-    let mut delay = REOPEN_FIRST_DELAY;
+    let mut delays = ExponentialBuilder::new()
+        .with_min_delay(REOPEN_FIRST_DELAY)
+        .with_max_delay(REOPEN_MAX_DELAY)
+        .without_max_times()
+        .build();
     let mut attempts = 0u32;
     loop {
-        let next_attempt = Instant::now() + delay;
+        let next_attempt = Instant::now() + delays.next().unwrap_or(REOPEN_MAX_DELAY);
         while Instant::now() < next_attempt {
             if !refuse_queued(rx) {
                 return false;
             }
+            #[allow(
+                clippy::disallowed_methods,
+                reason = "the writer's own thread, not async"
+            )]
             std::thread::sleep(
                 QUEUE_CHECK.min(next_attempt.saturating_duration_since(Instant::now())),
             );
@@ -141,7 +150,6 @@ fn reopen(database: &Database, rx: &mut mpsc::Receiver<WriterMessage>) -> bool {
                 if attempts <= 3 || attempts.is_multiple_of(60) {
                     tracing::warn!(%error, attempts, "the embedded log cannot be reopened yet");
                 }
-                delay = (delay * 2).min(REOPEN_MAX_DELAY);
             }
         }
     }
