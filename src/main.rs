@@ -22,8 +22,18 @@ mod telemetry;
 
 use clap::Parser;
 
+/// mimalloc instead of glibc's malloc: under callgrind it cut the instructions of an ingress
+/// request by 17 % and of a delivered event by 18 % (malloc and free were a quarter of
+/// both), and raised closed-loop ingress with one trigger by about 40 % on this machine.
+/// Its arenas are committed eagerly, so [`main`] turns transparent huge pages off for the
+/// process, or the kernel backs them with 2 MiB pages and idle RSS triples (22 → 63 MiB).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[allow(clippy::print_stderr, reason = "the CLI's output")]
 fn main() -> std::process::ExitCode {
+    // Before any thread or large allocation exists; failing only costs memory (old kernels).
+    let _ = rustix::thread::disable_transparent_huge_pages(true);
     let cli = cli::Cli::parse();
     let otlp_endpoint = match &cli.command {
         cli::Command::Serve(args) => args.data.otlp_endpoint.clone(),
