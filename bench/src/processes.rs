@@ -150,6 +150,16 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
     (ticks > 0).then(|| (utime + stime) as f64 / ticks as f64)
 }
 
+/// CPU seconds per 1,000 events between two readings, if both exist and events were counted.
+pub fn cpu_per_1000(before: Option<f64>, after: Option<f64>, events: u64) -> Option<f64> {
+    match (before, after) {
+        (Some(before), Some(after)) if events > 0 => {
+            Some((after - before) * 1000.0 / events as f64)
+        }
+        _ => None,
+    }
+}
+
 /// A subscriber that answers 200 at once and records the ingress→subscriber latency.
 pub struct FastSubscriber {
     pub url: String,

@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::baselines::{bare_relay, bare_server};
 use crate::load::{clients, closed_loop, median, open_loop, Percentiles};
-use crate::processes::{cpu_seconds, FastSubscriber, Herald};
+use crate::processes::{cpu_per_1000, FastSubscriber, Herald};
 use crate::recovery::RecoveryPoint;
 use crate::table::Goal;
 use crate::{raw, Settings};
@@ -221,8 +221,7 @@ pub async fn run_backend(settings: &Settings, backend: &str) -> anyhow::Result<R
         if let Some(bootstrap) = kafka.as_ref().map(|server| server.bootstrap()) {
             let (mut rates, mut cpus) = (Vec::new(), Vec::new());
             for _ in 0..settings.repetitions {
-                let before = cpu_seconds(std::process::id());
-                let rate = raw::kafka_produce_rate(
+                let (rate, cpu) = raw::kafka_produce_rate(
                     &bootstrap,
                     connections,
                     payload.clone(),
@@ -230,9 +229,8 @@ pub async fn run_backend(settings: &Settings, backend: &str) -> anyhow::Result<R
                     settings.duration,
                 )
                 .await?;
-                let after = cpu_seconds(std::process::id());
                 rates.push(rate.per_second);
-                cpus.extend(per_1000(before, after, rate.total));
+                cpus.extend(cpu);
             }
             raw_awaited_rps = Some(median(rates));
             raw_cpu_seconds_per_1000 = (!cpus.is_empty()).then(|| median(cpus));
@@ -384,16 +382,6 @@ pub async fn run_backend(settings: &Settings, backend: &str) -> anyhow::Result<R
     Ok(report)
 }
 
-/// CPU seconds per 1,000 events between two readings, if both exist and events were counted.
-fn per_1000(before: Option<f64>, after: Option<f64>, events: u64) -> Option<f64> {
-    match (before, after) {
-        (Some(before), Some(after)) if events > 0 => {
-            Some((after - before) * 1000.0 / events as f64)
-        }
-        _ => None,
-    }
-}
-
 /// Closed-loop ingress of `herald` (median of the repetitions) and its CPU per event; with a
 /// `subscriber`, the CPU count runs until every accepted event was delivered.
 async fn throughput(
@@ -422,7 +410,7 @@ async fn throughput(
                 .await;
         }
         rates.push(rate.per_second);
-        cpus.extend(per_1000(before, herald.cpu_seconds(), rate.total));
+        cpus.extend(cpu_per_1000(before, herald.cpu_seconds(), rate.total));
     }
     Throughput {
         events_per_second: median(rates),
