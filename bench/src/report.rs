@@ -47,6 +47,9 @@ pub struct Throughput {
     pub cpu_seconds_per_1000: Option<f64>,
     /// Every accepted event reached the subscriber within the drain deadline.
     pub delivered_all: bool,
+    /// With a trigger: accepted events per second from the start of the load (warm-up
+    /// included) until the last of them reached the subscriber: accept and deliver.
+    pub delivered_per_second: Option<f64>,
 }
 
 /// Closed-loop ingress at one connection count, with the baselines at the same count.
@@ -289,7 +292,11 @@ pub async fn run_backend(settings: &Settings, backend: &str) -> anyhow::Result<R
         point.one_trigger =
             throughput(&herald, &url, pool, &payload, settings, Some(&subscriber)).await;
     }
-    let max_rate = max_rate(&ingress);
+    // Open-loop rates are fractions of the maximum at the first connection count (32, as
+    // the measurements of issue 16 were made).
+    let max_rate = ingress
+        .first()
+        .map_or(0.0, |p| p.one_trigger.events_per_second);
     let low_rate = rate_point(
         &url,
         largest_pool,
@@ -393,9 +400,11 @@ async fn throughput(
     subscriber: Option<&FastSubscriber>,
 ) -> Throughput {
     let (mut rates, mut cpus, mut delivered_all) = (Vec::new(), Vec::new(), true);
+    let mut delivered_rates = Vec::new();
     for _ in 0..settings.repetitions {
         let delivered_before = subscriber.map_or(0, FastSubscriber::count);
         let before = herald.cpu_seconds();
+        let started = std::time::Instant::now();
         let rate = closed_loop(
             url,
             pool,
@@ -408,6 +417,7 @@ async fn throughput(
             delivered_all &= subscriber
                 .wait_for(delivered_before + rate.total, DRAIN_DEADLINE)
                 .await;
+            delivered_rates.push(rate.total as f64 / started.elapsed().as_secs_f64());
         }
         rates.push(rate.per_second);
         cpus.extend(cpu_per_1000(before, herald.cpu_seconds(), rate.total));
@@ -416,6 +426,7 @@ async fn throughput(
         events_per_second: median(rates),
         cpu_seconds_per_1000: (!cpus.is_empty()).then(|| median(cpus)),
         delivered_all,
+        delivered_per_second: (!delivered_rates.is_empty()).then(|| median(delivered_rates)),
     }
 }
 

@@ -96,21 +96,27 @@ fn rows(report: &Report) -> Vec<Row> {
                 .ratio_at_least(sled, rps, point.bare_http_rps, http_goal),
             );
         }
+        let relay = format!(
+            "bare relay (202, then forwarded): {:.0} req/s",
+            point.bare_relay_rps
+        );
         let rps = point.one_trigger.events_per_second;
         rows.push(
             Row::new(
                 format!("closed-loop ingress, one trigger, {c} connections, vs a bare relay"),
                 format!("{rps:.0} events/s"),
             )
-            .against(
-                format!(
-                    "bare relay (202, then forwarded): {:.0} req/s",
-                    point.bare_relay_rps
-                ),
-                rps,
-                point.bare_relay_rps,
-            ),
+            .against(&relay, rps, point.bare_relay_rps),
         );
+        if let Some(delivered) = point.one_trigger.delivered_per_second {
+            rows.push(
+                Row::new(
+                    format!("accept and deliver, one trigger, {c} connections (accepted events per second until the last was delivered), vs a bare relay"),
+                    format!("{delivered:.0} events/s"),
+                )
+                .against(&relay, delivered, point.bare_relay_rps),
+            );
+        }
         if let Some(raw) = point.raw_awaited_rps {
             let (baseline, bound) = if nats {
                 (
@@ -271,7 +277,7 @@ fn latencies(p: &crate::load::Percentiles) -> String {
 fn open_loop_rows(point: &RatePoint, sled: bool) -> [Row; 2] {
     let goal_line = point.fraction_of_max == Some(GOAL_FRACTION);
     let at = format!(
-        "open loop at {:.0}/s ({:.0} % of the maximum{})",
+        "open loop at {:.0}/s ({:.0} % of the maximum at the first connection count{})",
         point.rate_per_second,
         point.fraction_of_max.unwrap_or_default() * 100.0,
         if goal_line { ", the goal line" } else { "" }
