@@ -14,6 +14,11 @@ use crate::processes::Herald;
 pub struct RecoveryPoint {
     /// Events asked for (`--recovery-events`).
     pub requested_events: u64,
+    /// Events the fill aimed for: those asked for, or fewer if only that many fit in half the
+    /// free disk space at [`DISK_BYTES_PER_PAYLOAD_BYTE`].
+    pub planned_events: u64,
+    /// Free space on the data directory's file system before the fill.
+    pub disk_free_bytes: u64,
     /// Events accepted (202) into the log before the kill: fewer than asked when the fill
     /// reached its time limit.
     pub events: u64,
@@ -25,6 +30,10 @@ pub struct RecoveryPoint {
     /// From spawning the new process to its first 202 on the ingress.
     pub first_accept_seconds: f64,
 }
+
+/// Disk the embedded log is assumed to take per payload byte when the fill is sized to the
+/// free space (measured: about 2.2, key, headers and sled's own overhead included).
+pub const DISK_BYTES_PER_PAYLOAD_BYTE: u64 = 3;
 
 /// How long a restarted Herald may take before the measurement gives up.
 const RESTART_DEADLINE: Duration = Duration::from_secs(300);
@@ -43,13 +52,17 @@ pub async fn measure(
     let dir = tempfile::tempdir()?;
     std::fs::write(dir.path().join("config.yaml"), config)?;
     let args = ["--backend".to_owned(), "sled".to_owned()];
+    // The disk is shared: the fill takes at most half of what is free.
+    let disk_free_bytes = free_bytes(dir.path()).unwrap_or_default();
+    let per_event = (payload.len() as u64).max(1) * DISK_BYTES_PER_PAYLOAD_BYTE;
+    let planned_events = events.min(disk_free_bytes / 2 / per_event);
     let herald = Herald::start_in(herald_binary, dir.path(), &args)?;
     let started = Instant::now();
     let accepted = fill(
         &format!("{}/default/bench", herald.ingress),
         clients,
         payload.clone(),
-        events,
+        planned_events,
         fill_limit,
     )
     .await;
@@ -87,12 +100,24 @@ pub async fn measure(
     }
     Ok(RecoveryPoint {
         requested_events: events,
+        planned_events,
+        disk_free_bytes,
         events: accepted,
         fill_seconds,
         data_dir_bytes,
         ready_seconds,
         first_accept_seconds: spawned.elapsed().as_secs_f64(),
     })
+}
+
+/// Bytes available to this user on the file system of `path`.
+fn free_bytes(path: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statvfs writes into the zeroed struct it is given and reads the C string.
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    let status = unsafe { libc::statvfs(path.as_ptr(), &mut stat) };
+    (status == 0).then(|| stat.f_bavail as u64 * stat.f_frsize as u64)
 }
 
 /// Bytes of the files under `dir`, recursively (unreadable entries count as nothing).

@@ -135,8 +135,8 @@ pub struct Report {
     pub idle: IdlePoint,
     pub memory: MemoryPoint,
     pub fanout: Vec<FanoutPoint>,
-    /// Restart after SIGKILL with a filled log (embedded log only).
-    pub recovery: Option<RecoveryPoint>,
+    /// Restart after SIGKILL with a filled log (embedded log only), or why it failed.
+    pub recovery: Option<Result<RecoveryPoint, String>>,
     /// Every goal of issue 16 this report measures, and whether it is met.
     pub goals: Vec<Goal>,
 }
@@ -365,7 +365,9 @@ pub async fn run_backend(settings: &Settings, backend: &str) -> anyhow::Result<R
                 settings.recovery_events,
                 settings.recovery_fill_limit,
             )
-            .await?,
+            .await
+            // The rest of the report stands without it.
+            .map_err(|error| format!("{error:#}")),
         ),
         _ => None,
     };

@@ -246,9 +246,26 @@ fn rows(report: &Report) -> Vec<Row> {
             ),
         ));
     }
-    if let Some(recovery) = &report.recovery {
+    if let Some(Err(error)) = &report.recovery {
+        rows.push(
+            Row::new(
+                "restart after SIGKILL of the embedded log",
+                format!("failed: {error}"),
+            )
+            .goal("< 2 s", false),
+        );
+    }
+    if let Some(Ok(recovery)) = &report.recovery {
+        let asked = if recovery.planned_events < recovery.requested_events {
+            format!(
+                "; {} asked for, half the free disk allowed {}",
+                recovery.requested_events, recovery.planned_events
+            )
+        } else {
+            String::new()
+        };
         let what = format!(
-            "restart after SIGKILL with {} events ({:.2} GiB, filled in {:.0} s) in the embedded log",
+            "restart after SIGKILL with {} events ({:.2} GiB, filled in {:.0} s{asked}) in the embedded log",
             recovery.events,
             recovery.data_dir_bytes as f64 / (1024.0 * MIB),
             recovery.fill_seconds
