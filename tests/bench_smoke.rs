@@ -1,5 +1,6 @@
-//! herald-bench in its smoke mode: it runs end to end on every backend and its report parses.
-//! Not a performance assertion: the numbers are only checked to exist.
+//! herald-bench in its smoke mode: it runs end to end on every backend, measures everything
+//! it reports, and its report parses. Not a performance assertion: the numbers are only
+//! checked to exist.
 #![allow(
     clippy::unwrap_used,
     clippy::print_stdout,
@@ -8,6 +9,10 @@
 )]
 
 use herald_bench::{report, Settings};
+
+fn positive(value: &serde_json::Value) -> bool {
+    value.as_f64().is_some_and(|v| v > 0.0)
+}
 
 async fn smoke(backend: &str) {
     let settings = Settings::smoke(env!("CARGO_BIN_EXE_herald").into());
@@ -19,48 +24,83 @@ async fn smoke(backend: &str) {
     let json: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&paths[0]).unwrap()).expect("the JSON report parses");
     assert_eq!(json["backend"], backend);
-    for field in [
-        "herald_ingress_rps",
-        "baseline_http_rps",
-        "ratio_to_http_baseline",
-    ] {
-        assert!(
-            json[field].as_f64().is_some_and(|v| v > 0.0),
-            "{field} in {json}"
+    assert!(json["machine"]["cores"].as_u64().is_some_and(|c| c > 0));
+    let ingress = json["ingress"].as_array().unwrap();
+    assert_eq!(ingress.len(), settings.connections.len(), "{json}");
+    for point in ingress {
+        for field in ["bare_http_rps", "bare_relay_rps"] {
+            assert!(positive(&point[field]), "{field} in {point}");
+        }
+        for herald in ["no_trigger", "one_trigger"] {
+            assert!(
+                positive(&point[herald]["events_per_second"]),
+                "{herald} in {point}"
+            );
+            assert!(
+                point[herald]["cpu_seconds_per_1000"].as_f64().is_some(),
+                "{herald} CPU in {point}"
+            );
+        }
+        assert_eq!(point["one_trigger"]["delivered_all"], true, "{point}");
+        let raw = &point["raw_awaited_rps"];
+        assert_eq!(positive(raw), backend != "sled", "{point}");
+        assert_eq!(
+            point["raw_cpu_seconds_per_1000"].as_f64().is_some(),
+            backend == "kafka",
+            "{point}"
         );
     }
-    assert!(json["machine"]["cores"].as_u64().is_some_and(|c| c > 0));
+    assert_eq!(positive(&json["raw_pipelined_rps"]), backend == "nats");
+    assert!(json["low_rate"]["ingress_202"]["samples"].as_u64() > Some(0));
     let open = json["open_loop"].as_array().unwrap();
     assert!(
         open.iter()
             .all(|p| p["ingress_202"]["samples"].as_u64() > Some(0)),
         "{open:?}"
     );
-    for field in ["idle_rss_bytes", "overload_peak_rss_bytes"] {
-        assert!(
-            json["memory"][field].as_u64().is_some_and(|v| v > 0),
-            "memory.{field} in {json}"
-        );
-    }
+    assert!(positive(&json["idle"]["rss_bytes"]), "{json}");
+    assert!(json["idle"]["cpu_seconds_per_minute"].as_f64().is_some());
+    assert!(json["memory"]["overload_peak_rss_bytes"].as_u64() > Some(0));
     let fanout = json["fanout"].as_array().unwrap();
     assert_eq!(fanout.len(), 2);
     assert!(
-        fanout.iter().all(|p| p["complete"] == true),
+        fanout
+            .iter()
+            .all(|p| p["complete"] == true && p["rss_bytes"].as_u64() > Some(0)),
         "every fan-out delivery arrived: {fanout:?}"
     );
+    if backend == "sled" {
+        // Serialized as a Result: `Ok` holds the measurement, `Err` why it failed.
+        let recovery = &json["recovery"]["Ok"];
+        assert_eq!(recovery["events"], settings.recovery_events, "{recovery}");
+        assert!(positive(&recovery["ready_seconds"]), "{recovery}");
+        assert!(
+            recovery["first_accept_seconds"].as_f64() >= recovery["ready_seconds"].as_f64(),
+            "{recovery}"
+        );
+    } else {
+        assert!(json["recovery"].is_null(), "{json}");
+    }
+    let goals = json["goals"].as_array().unwrap();
+    assert!(goals.iter().all(|g| g["met"].is_boolean()), "{goals:?}");
     let markdown = std::fs::read_to_string(&paths[1]).unwrap();
-    assert!(markdown.contains("| ingress throughput"), "{markdown}");
-    if backend == "nats" {
-        assert!(json["baseline_nats_publish_rps"]
-            .as_f64()
-            .is_some_and(|v| v > 0.0));
-    }
-    if backend == "kafka" {
-        assert!(json["baseline_kafka_produce_rps"]
-            .as_f64()
-            .is_some_and(|v| v > 0.0));
-        assert!(markdown.contains("raw Kafka produce"), "{markdown}");
-    }
+    assert!(markdown.contains("| closed-loop ingress"), "{markdown}");
+    assert!(markdown.contains("the goal line"), "{markdown}");
+    assert!(markdown.contains("vs a bare relay"), "{markdown}");
+    let expected_goals = match backend {
+        // 2 ratios × 2 counts, end to end at the goal line, idle RSS and CPU, recovery.
+        "sled" => 8,
+        // 2 ratios × 2 counts against raw JetStream, idle RSS and CPU.
+        "nats" => 6,
+        // 2 ratios × 2 counts against the raw producer, CPU × 2 counts, low-rate p50, idle.
+        _ => 9,
+    };
+    assert_eq!(goals.len(), expected_goals, "{markdown}");
+    assert_eq!(
+        markdown.matches(": met |").count() + markdown.matches(": **not met** |").count(),
+        expected_goals,
+        "{markdown}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -26,7 +26,7 @@ pub fn clients(connections: usize) -> Vec<reqwest::Client> {
 static NEXT_ID: AtomicU64 = AtomicU64::new(0);
 
 /// One binary-mode event of `payload` bytes, stamped with its send time.
-async fn send(client: &reqwest::Client, url: &str, payload: &Bytes) -> Result<(), ()> {
+pub async fn send(client: &reqwest::Client, url: &str, payload: &Bytes) -> Result<(), ()> {
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed).to_string();
     let response = client
         .post(url)
@@ -47,6 +47,15 @@ async fn send(client: &reqwest::Client, url: &str, payload: &Bytes) -> Result<()
     }
 }
 
+/// What a closed-loop measurement counted.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Rate {
+    /// Successful operations per second after the warm-up.
+    pub per_second: f64,
+    /// Successful operations in all, warm-up included.
+    pub total: u64,
+}
+
 /// Requests per second over `duration` after `warmup`, each connection sending back to back.
 pub async fn closed_loop(
     url: &str,
@@ -54,7 +63,7 @@ pub async fn closed_loop(
     payload: Bytes,
     warmup: Duration,
     duration: Duration,
-) -> f64 {
+) -> Rate {
     let workers: Vec<_> = clients
         .iter()
         .map(|client| {
@@ -68,24 +77,27 @@ pub async fn closed_loop(
     measure_rate(workers, warmup, duration).await
 }
 
-/// Runs each worker's operation back to back for `warmup + duration` and returns the
-/// successful operations per second of the measured part.
-async fn measure_rate<W, F>(workers: Vec<W>, warmup: Duration, duration: Duration) -> f64
+/// Runs each worker's operation back to back for `warmup + duration` and counts the
+/// successful operations, those of the measured part apart.
+pub async fn measure_rate<W, F>(workers: Vec<W>, warmup: Duration, duration: Duration) -> Rate
 where
     W: Fn() -> F + Send + 'static,
     F: std::future::Future<Output = bool> + Send,
 {
-    let ok = Arc::new(AtomicU64::new(0));
+    let (ok, measured) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let measuring = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let stop_at = Instant::now() + warmup + duration;
     let tasks: Vec<_> = workers
         .into_iter()
         .map(|operation| {
-            let (ok, measuring) = (ok.clone(), measuring.clone());
+            let (ok, measured, measuring) = (ok.clone(), measured.clone(), measuring.clone());
             tokio::spawn(async move {
                 while Instant::now() < stop_at {
-                    if operation().await && measuring.load(Ordering::Relaxed) {
+                    if operation().await {
                         ok.fetch_add(1, Ordering::Relaxed);
+                        if measuring.load(Ordering::Relaxed) {
+                            measured.fetch_add(1, Ordering::Relaxed);
+                        }
                     }
                 }
             })
@@ -97,7 +109,41 @@ where
     for task in tasks {
         let _ = task.await;
     }
-    ok.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
+    Rate {
+        per_second: measured.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64(),
+        total: ok.load(Ordering::Relaxed),
+    }
+}
+
+/// Sends up to `count` events over all `clients` at once, as fast as they are accepted, for
+/// at most `limit`; returns how many got a 202.
+pub async fn fill(
+    url: &str,
+    clients: &[reqwest::Client],
+    payload: Bytes,
+    count: u64,
+    limit: Duration,
+) -> u64 {
+    let (claimed, accepted) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let stop_at = Instant::now() + limit;
+    let tasks: Vec<_> = clients
+        .iter()
+        .map(|client| {
+            let (client, url, payload) = (client.clone(), url.to_owned(), payload.clone());
+            let (claimed, accepted) = (claimed.clone(), accepted.clone());
+            tokio::spawn(async move {
+                while Instant::now() < stop_at && claimed.fetch_add(1, Ordering::Relaxed) < count {
+                    if send(&client, &url, &payload).await.is_ok() {
+                        accepted.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        let _ = task.await;
+    }
+    accepted.load(Ordering::Relaxed)
 }
 
 /// Latency percentiles in milliseconds.
@@ -159,87 +205,6 @@ pub async fn open_loop(
         }
     }
     (latencies, failures.load(Ordering::Relaxed))
-}
-
-/// JetStream publishes per second with acks awaited, `clients` publishers in parallel.
-pub async fn nats_publish_rate(
-    url: &str,
-    publishers: usize,
-    payload: Bytes,
-    warmup: Duration,
-    duration: Duration,
-) -> anyhow::Result<f64> {
-    let client = async_nats::connect(url).await?;
-    let js = async_nats::jetstream::new(client);
-    js.get_or_create_stream(async_nats::jetstream::stream::Config {
-        name: "BENCH_BASELINE".into(),
-        subjects: vec!["bench.baseline".into()],
-        ..Default::default()
-    })
-    .await?;
-    let workers: Vec<_> = (0..publishers.max(1))
-        .map(|_| {
-            let (js, payload) = (js.clone(), payload.clone());
-            move || {
-                let (js, payload) = (js.clone(), payload.clone());
-                async move {
-                    match js.publish("bench.baseline", payload).await {
-                        Ok(ack) => ack.await.is_ok(),
-                        Err(_) => false,
-                    }
-                }
-            }
-        })
-        .collect();
-    Ok(measure_rate(workers, warmup, duration).await)
-}
-
-/// Kafka produces per second with `acks=all` (idempotent, as Herald's producer), each awaited,
-/// `clients` producers' worth of concurrent sends on one client.
-pub async fn kafka_produce_rate(
-    bootstrap: &str,
-    clients: usize,
-    payload: Bytes,
-    warmup: Duration,
-    duration: Duration,
-) -> anyhow::Result<f64> {
-    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-    use rdkafka::client::DefaultClientContext;
-    use rdkafka::producer::{FutureProducer, FutureRecord};
-    let mut config = rdkafka::ClientConfig::new();
-    config.set("bootstrap.servers", bootstrap);
-    let admin: AdminClient<DefaultClientContext> = config.create()?;
-    let topic = "bench-baseline";
-    admin
-        .create_topics(
-            [&NewTopic::new(topic, 10, TopicReplication::Fixed(1))],
-            &AdminOptions::new(),
-        )
-        .await?;
-    let producer: FutureProducer = config
-        .clone()
-        .set("acks", "all")
-        .set("enable.idempotence", "true")
-        .set("linger.ms", "5")
-        .create()?;
-    let workers: Vec<_> = (0..clients.max(1))
-        .map(|_| {
-            let (producer, payload) = (producer.clone(), payload.clone());
-            move || {
-                let (producer, payload) = (producer.clone(), payload.clone());
-                async move {
-                    producer
-                        .send(
-                            FutureRecord::<(), [u8]>::to(topic).payload(payload.as_ref()),
-                            Duration::from_secs(5),
-                        )
-                        .await
-                        .is_ok()
-                }
-            }
-        })
-        .collect();
-    Ok(measure_rate(workers, warmup, duration).await)
 }
 
 /// The median of repeated measurements.

@@ -7,14 +7,15 @@
 )]
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::Parser;
-use herald_bench::{report, Settings};
+use herald_bench::{report, table, Settings};
 
 #[derive(Parser, Debug)]
 #[command(
     name = "herald-bench",
-    about = "Herald's throughput and latency, with same-run baselines"
+    about = "Herald's throughput, latency and resources, with same-run baselines and goals"
 )]
 struct Args {
     /// A run of seconds that only proves the tool works.
@@ -30,6 +31,16 @@ struct Args {
     /// Where reports go.
     #[arg(long, default_value = "bench/results")]
     out: PathBuf,
+    /// Events written into the embedded log before the recovery kill (default: 1,000,000;
+    /// 2,000 with --smoke). The fill stops after 180 s with what it has.
+    #[arg(long)]
+    recovery_events: Option<u64>,
+    /// Seconds each closed-loop and open-loop measurement runs after its warm-up (default 5).
+    #[arg(long)]
+    duration: Option<f64>,
+    /// Repetitions of each closed-loop measurement; the median is reported (default 3).
+    #[arg(long)]
+    repetitions: Option<usize>,
 }
 
 #[tokio::main]
@@ -45,10 +56,19 @@ async fn main() -> anyhow::Result<()> {
         Settings::full(herald)
     };
     settings.backends = args.backends;
+    if let Some(events) = args.recovery_events {
+        settings.recovery_events = events;
+    }
+    if let Some(seconds) = args.duration {
+        settings.duration = Duration::try_from_secs_f64(seconds)?;
+    }
+    if let Some(repetitions) = args.repetitions {
+        settings.repetitions = repetitions.max(1);
+    }
     for backend in settings.backends.clone() {
         eprintln!("measuring the {backend} backend…");
         let report = report::run_backend(&settings, &backend).await?;
-        println!("{}", report::markdown(&report));
+        println!("{}", table::markdown(&report));
         for path in report::write(&report, &args.out)? {
             eprintln!("wrote {}", path.display());
         }

@@ -1,4 +1,5 @@
-//! The processes a run needs: Herald itself, a fast subscriber, and the bare baseline server.
+//! The processes a run needs: Herald itself and a fast subscriber; and what `/proc` tells
+//! about a process (resident memory, CPU time).
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -21,20 +22,32 @@ pub fn now_nanos() -> u64 {
 /// A running Herald.
 pub struct Herald {
     child: Child,
+    /// `http://` address of the ingress listener.
     pub ingress: String,
-    _dirs: tempfile::TempDir,
+    /// `http://` address of the admin listener (`/readyz`).
+    pub admin: String,
+    _dirs: Option<tempfile::TempDir>,
 }
 
 impl Herald {
+    /// Starts Herald with `config` in a temporary directory of its own.
     pub fn start(binary: &Path, config: &str, args: &[String]) -> anyhow::Result<Self> {
         let dirs = tempfile::tempdir()?;
         std::fs::write(dirs.path().join("config.yaml"), config)?;
+        let mut herald = Self::start_in(binary, dirs.path(), args)?;
+        herald._dirs = Some(dirs);
+        Ok(herald)
+    }
+
+    /// Starts Herald on `dir/config.yaml` with `dir/data` as its data directory, and waits
+    /// until both listeners are bound (their addresses come from its log).
+    pub fn start_in(binary: &Path, dir: &Path, args: &[String]) -> anyhow::Result<Self> {
         let mut child = Command::new(binary)
             .arg("serve")
             .arg("--config")
-            .arg(dirs.path().join("config.yaml"))
+            .arg(dir.join("config.yaml"))
             .arg("--data-dir")
-            .arg(dirs.path().join("data"))
+            .arg(dir.join("data"))
             .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
             .args(args)
             .env("RUST_LOG", "warn,herald::serve=info,herald::dataplane=info")
@@ -48,8 +61,10 @@ impl Herald {
         let lines = log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(addr) = line.split("ingress listening addr=").nth(1) {
-                    let _ = tx.send(addr.trim().to_owned());
+                for listener in ["ingress", "admin"] {
+                    if let Some(addr) = line.split(&format!("{listener} listening addr=")).nth(1) {
+                        let _ = tx.send((listener, format!("http://{}", addr.trim())));
+                    }
                 }
                 if let Ok(mut lines) = lines.lock() {
                     if lines.len() < 200 {
@@ -58,34 +73,46 @@ impl Herald {
                 }
             }
         });
-        match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(addr) => Ok(Self {
-                child,
-                ingress: format!("http://{addr}"),
-                _dirs: dirs,
-            }),
-            Err(_) => {
-                let _ = child.kill();
-                let log = log.lock().map(|l| l.join("\n")).unwrap_or_default();
-                bail!("herald did not start:\n{log}")
+        let (mut ingress, mut admin) = (None, None);
+        let until = Instant::now() + Duration::from_secs(60);
+        while ingress.is_none() || admin.is_none() {
+            let left = until.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(("ingress", addr)) => ingress = Some(addr),
+                Ok((_, addr)) => admin = Some(addr),
+                Err(_) => {
+                    let _ = child.kill();
+                    let log = log.lock().map(|l| l.join("\n")).unwrap_or_default();
+                    bail!("herald did not start:\n{log}")
+                }
             }
         }
+        Ok(Self {
+            child,
+            ingress: ingress.unwrap_or_default(),
+            admin: admin.unwrap_or_default(),
+            _dirs: None,
+        })
     }
-}
 
-impl Herald {
-    /// Resident memory of the Herald process now (Linux `/proc`), in bytes.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Resident memory of the Herald process now, in bytes.
     pub fn rss_bytes(&self) -> Option<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
-        let kib = status
-            .lines()
-            .find_map(|line| line.strip_prefix("VmRSS:"))?
-            .trim()
-            .trim_end_matches("kB")
-            .trim()
-            .parse::<u64>()
-            .ok()?;
-        Some(kib * 1024)
+        rss_bytes(self.pid())
+    }
+
+    /// CPU time (user and system) Herald has used so far, in seconds.
+    pub fn cpu_seconds(&self) -> Option<f64> {
+        cpu_seconds(self.pid())
+    }
+
+    /// SIGKILL: no shutdown, no flush.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -93,6 +120,43 @@ impl Drop for Herald {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Resident memory of process `pid` now (Linux `/proc`), in bytes.
+pub fn rss_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse::<u64>()
+        .ok()?;
+    Some(kib * 1024)
+}
+
+/// User plus system CPU time of process `pid` so far (Linux `/proc/<pid>/stat`, fields 14
+/// and 15, in clock ticks), in seconds. Resolution: one tick, usually 10 ms.
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may contain spaces: count from after it.
+    let mut fields = stat.rsplit_once(')')?.1.split_whitespace().skip(11);
+    let utime = fields.next()?.parse::<u64>().ok()?;
+    let stime = fields.next()?.parse::<u64>().ok()?;
+    // SAFETY: sysconf only reads a configuration value.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    (ticks > 0).then(|| (utime + stime) as f64 / ticks as f64)
+}
+
+/// CPU seconds per 1,000 events between two readings, if both exist and events were counted.
+pub fn cpu_per_1000(before: Option<f64>, after: Option<f64>, events: u64) -> Option<f64> {
+    match (before, after) {
+        (Some(before), Some(after)) if events > 0 => {
+            Some((after - before) * 1000.0 / events as f64)
+        }
+        _ => None,
     }
 }
 
@@ -137,6 +201,11 @@ impl FastSubscriber {
         })
     }
 
+    /// Events received so far.
+    pub fn count(&self) -> u64 {
+        self.received.load(Ordering::Relaxed)
+    }
+
     /// Takes the latency samples recorded so far (nanoseconds).
     pub fn take_latencies(&self) -> Vec<u64> {
         self.latencies
@@ -148,7 +217,7 @@ impl FastSubscriber {
     /// Waits until `count` events arrived in total, or the deadline passes.
     pub async fn wait_for(&self, count: u64, deadline: Duration) -> bool {
         let until = Instant::now() + deadline;
-        while self.received.load(Ordering::Relaxed) < count {
+        while self.count() < count {
             if Instant::now() > until {
                 return false;
             }
@@ -156,13 +225,4 @@ impl FastSubscriber {
         }
         true
     }
-}
-
-/// The baseline: axum answering 202 without doing anything.
-pub async fn bare_server() -> anyhow::Result<String> {
-    let app = axum::Router::new().fallback(|| async { StatusCode::ACCEPTED });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let url = format!("http://{}/default/bench", listener.local_addr()?);
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    Ok(url)
 }

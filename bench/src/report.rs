@@ -6,11 +6,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde::Serialize;
 
-use crate::load::{
-    clients, closed_loop, kafka_produce_rate, median, nats_publish_rate, open_loop, Percentiles,
-};
-use crate::processes::{bare_server, FastSubscriber, Herald};
-use crate::Settings;
+use crate::baselines::{bare_relay, bare_server};
+use crate::load::{clients, closed_loop, median, open_loop, Percentiles};
+use crate::processes::{cpu_per_1000, FastSubscriber, Herald};
+use crate::recovery::RecoveryPoint;
+use crate::table::Goal;
+use crate::{raw, Settings};
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Machine {
@@ -37,12 +38,57 @@ impl Machine {
     }
 }
 
+/// Herald's closed-loop ingress (median of the repetitions).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Throughput {
+    pub events_per_second: f64,
+    /// Herald's CPU time (user + system) per 1,000 accepted events, from the start of the
+    /// load until every accepted event reached the subscriber (with a trigger).
+    pub cpu_seconds_per_1000: Option<f64>,
+    /// Every accepted event reached the subscriber within the drain deadline.
+    pub delivered_all: bool,
+    /// With a trigger: accepted events per second from the start of the load (warm-up
+    /// included) until the last of them reached the subscriber: accept and deliver.
+    pub delivered_per_second: Option<f64>,
+}
+
+/// Closed-loop ingress at one connection count, with the baselines at the same count.
+#[derive(Clone, Debug, Serialize)]
+pub struct IngressPoint {
+    pub connections: usize,
+    /// A bare axum server answering 202: the HTTP limit of this machine.
+    pub bare_http_rps: f64,
+    /// A bare relay: 202 at once, then forwarded to the same subscriber.
+    pub bare_relay_rps: f64,
+    /// The broker's own client, this many sends at a time, each awaiting its ack (NATS:
+    /// JetStream publishes; Kafka: acks=all idempotent produces).
+    pub raw_awaited_rps: Option<f64>,
+    /// CPU time of the raw producer's process (the bench itself) per 1,000 records (Kafka).
+    pub raw_cpu_seconds_per_1000: Option<f64>,
+    /// Herald with a broker and no trigger: the durable path alone.
+    pub no_trigger: Throughput,
+    /// Herald with one trigger to the subscriber.
+    pub one_trigger: Throughput,
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct RatePoint {
     pub rate_per_second: f64,
+    /// The rate as a fraction of the measured maximum (none for the fixed low rate).
+    pub fraction_of_max: Option<f64>,
     pub ingress_202: Percentiles,
     pub end_to_end: Percentiles,
     pub failures: u64,
+}
+
+/// Herald with one broker and one trigger, doing nothing.
+#[derive(Clone, Debug, Serialize)]
+pub struct IdlePoint {
+    pub rss_bytes: u64,
+    pub window_seconds: f64,
+    pub cpu_seconds: f64,
+    /// `cpu_seconds` scaled to a 60 s window.
+    pub cpu_seconds_per_minute: f64,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -53,13 +99,13 @@ pub struct FanoutPoint {
     /// Wall time per event to reach every trigger's subscriber, in microseconds.
     pub dispatch_cost_us_per_event: f64,
     pub complete: bool,
+    /// Herald's resident memory once every delivery arrived.
+    pub rss_bytes: u64,
 }
 
-/// Herald's memory at rest and under overload.
+/// Herald's memory under overload.
 #[derive(Clone, Debug, Serialize)]
 pub struct MemoryPoint {
-    /// Resident memory with one broker and trigger, after start, before any event.
-    pub idle_rss_bytes: u64,
     /// The open-loop rate offered: [`OVERLOAD_FACTOR`] times the measured maximum.
     pub overload_rate_per_second: f64,
     /// The largest resident memory sampled while that rate was offered.
@@ -71,25 +117,42 @@ pub struct MemoryPoint {
 /// The overload offered when measuring memory, as a multiple of the maximum throughput.
 pub const OVERLOAD_FACTOR: f64 = 10.0;
 
+/// How long the accepted events of a closed-loop run may take to reach the subscriber.
+const DRAIN_DEADLINE: Duration = Duration::from_secs(120);
+
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
     pub date: String,
     pub backend: String,
     pub machine: Machine,
     pub settings: Settings,
-    /// A bare axum server answering 202: the HTTP limit of this machine, same run.
-    pub baseline_http_rps: f64,
-    /// Raw JetStream publishes with acks to the same nats-server (NATS only).
-    pub baseline_nats_publish_rps: Option<f64>,
-    /// Raw Kafka produces with acks=all to the same broker (Kafka only).
-    pub baseline_kafka_produce_rps: Option<f64>,
-    pub herald_ingress_rps: f64,
-    pub ratio_to_http_baseline: f64,
-    pub ratio_to_nats_baseline: Option<f64>,
-    pub ratio_to_kafka_baseline: Option<f64>,
+    pub ingress: Vec<IngressPoint>,
+    /// Raw JetStream publishes from one pipelining publisher (NATS only).
+    pub raw_pipelined_rps: Option<f64>,
+    /// Open loop at [`Settings::low_rate`].
+    pub low_rate: RatePoint,
     pub open_loop: Vec<RatePoint>,
+    pub idle: IdlePoint,
     pub memory: MemoryPoint,
     pub fanout: Vec<FanoutPoint>,
+    /// Restart after SIGKILL with a filled log (embedded log only), or why it failed.
+    pub recovery: Option<Result<RecoveryPoint, String>>,
+    /// Every goal of issue 16 this report measures, and whether it is met.
+    pub goals: Vec<Goal>,
+}
+
+impl Report {
+    /// The highest closed-loop rate of Herald with one trigger.
+    pub fn max_rate(&self) -> f64 {
+        max_rate(&self.ingress)
+    }
+}
+
+fn max_rate(ingress: &[IngressPoint]) -> f64 {
+    ingress
+        .iter()
+        .map(|p| p.one_trigger.events_per_second)
+        .fold(0.0, f64::max)
 }
 
 fn config(triggers: usize, subscriber: &str) -> String {
@@ -122,52 +185,79 @@ pub async fn run_backend(settings: &Settings, backend: &str) -> anyhow::Result<R
         ],
         (None, None) => vec!["--backend".into(), "sled".into()],
     };
-    let pool = clients(settings.connections);
+    let pools: Vec<_> = settings.connections.iter().map(|&c| clients(c)).collect();
+    let (first_pool, largest_pool) = match (pools.first(), pools.last()) {
+        (Some(first), Some(last)) => (first, last),
+        _ => anyhow::bail!("no connection count to measure"),
+    };
+    let closed = |url: String, pool: &[reqwest::Client]| {
+        let (pool, payload) = (pool.to_vec(), payload.clone());
+        async move {
+            let rate = closed_loop(&url, &pool, payload, settings.warmup, settings.duration);
+            Ok(rate.await.per_second)
+        }
+    };
 
+    // Baselines first, at every connection count.
     let bare = bare_server().await?;
-    let baseline_http_rps = median_of(settings.repetitions, || async {
-        Ok(closed_loop(
-            &bare,
-            &pool,
-            payload.clone(),
-            settings.warmup,
-            settings.duration,
-        )
-        .await)
-    })
-    .await?;
-    let baseline_nats_publish_rps = match nats.as_ref().map(|server| server.url()) {
+    let relay_subscriber = FastSubscriber::start().await?;
+    let relay = bare_relay(&relay_subscriber.url).await?;
+    let mut ingress = Vec::new();
+    for (&connections, pool) in settings.connections.iter().zip(&pools) {
+        let bare_http_rps = median_of(settings.repetitions, || closed(bare.clone(), pool)).await?;
+        let bare_relay_rps =
+            median_of(settings.repetitions, || closed(relay.clone(), pool)).await?;
+        let (mut raw_awaited_rps, mut raw_cpu_seconds_per_1000) = (None, None);
+        if let Some(url) = nats.as_ref().map(|server| server.url()) {
+            let rate = median_of(settings.repetitions, || async {
+                let rate = raw::nats_awaited_rate(
+                    &url,
+                    connections,
+                    payload.clone(),
+                    settings.warmup,
+                    settings.duration,
+                );
+                Ok(rate.await?.per_second)
+            });
+            raw_awaited_rps = Some(rate.await?);
+        }
+        if let Some(bootstrap) = kafka.as_ref().map(|server| server.bootstrap()) {
+            let (mut rates, mut cpus) = (Vec::new(), Vec::new());
+            for _ in 0..settings.repetitions {
+                let (rate, cpu) = raw::kafka_produce_rate(
+                    &bootstrap,
+                    connections,
+                    payload.clone(),
+                    settings.warmup,
+                    settings.duration,
+                )
+                .await?;
+                rates.push(rate.per_second);
+                cpus.extend(cpu);
+            }
+            raw_awaited_rps = Some(median(rates));
+            raw_cpu_seconds_per_1000 = (!cpus.is_empty()).then(|| median(cpus));
+        }
+        ingress.push(IngressPoint {
+            connections,
+            bare_http_rps,
+            bare_relay_rps,
+            raw_awaited_rps,
+            raw_cpu_seconds_per_1000,
+            no_trigger: Throughput::default(),
+            one_trigger: Throughput::default(),
+        });
+    }
+    let raw_pipelined_rps = match nats.as_ref().map(|server| server.url()) {
         Some(url) => Some(
             median_of(settings.repetitions, || {
-                nats_publish_rate(
-                    &url,
-                    settings.connections,
-                    payload.clone(),
-                    settings.warmup,
-                    settings.duration,
-                )
-            })
-            .await?,
-        ),
-        None => None,
-    };
-    let baseline_kafka_produce_rps = match kafka.as_ref().map(|server| server.bootstrap()) {
-        Some(bootstrap) => Some(
-            median_of(settings.repetitions, || {
-                kafka_produce_rate(
-                    &bootstrap,
-                    settings.connections,
-                    payload.clone(),
-                    settings.warmup,
-                    settings.duration,
-                )
+                raw::nats_pipelined_rate(&url, payload.clone(), settings.warmup, settings.duration)
             })
             .await?,
         ),
         None => None,
     };
 
-    let subscriber = FastSubscriber::start().await?;
     // Each Herald of a run gets topics and consumer groups of its own on Kafka: a killed
     // predecessor's group members would otherwise hold up the next one's start by a session
     // timeout.
@@ -180,51 +270,68 @@ pub async fn run_backend(settings: &Settings, backend: &str) -> anyhow::Result<R
         }
         args
     };
+
+    // The durable path alone: a broker with no trigger.
+    let herald = Herald::start(&settings.herald, &config(0, ""), &args_for_run())?;
+    let url = format!("{}/default/bench", herald.ingress);
+    for (point, pool) in ingress.iter_mut().zip(&pools) {
+        point.no_trigger = throughput(&herald, &url, pool, &payload, settings, None).await;
+    }
+    drop(herald);
+
+    // One trigger: idle first, then full load, then fixed rates and overload.
+    let subscriber = FastSubscriber::start().await?;
     let herald = Herald::start(
         &settings.herald,
         &config(1, &subscriber.url),
         &args_for_run(),
     )?;
     let url = format!("{}/default/bench", herald.ingress);
-    tokio::time::sleep(settings.warmup).await;
-    let idle_rss_bytes = herald.rss_bytes().unwrap_or_default();
-    let herald_ingress_rps = median_of(settings.repetitions, || async {
-        Ok(closed_loop(
-            &url,
-            &pool,
-            payload.clone(),
-            settings.warmup,
-            settings.duration,
-        )
-        .await)
-    })
-    .await?;
+    let idle = idle(&herald, settings).await;
+    for (point, pool) in ingress.iter_mut().zip(&pools) {
+        point.one_trigger =
+            throughput(&herald, &url, pool, &payload, settings, Some(&subscriber)).await;
+    }
+    // Open-loop rates are fractions of the maximum at the first connection count (32, as
+    // the measurements of issue 16 were made).
+    let max_rate = ingress
+        .first()
+        .map_or(0.0, |p| p.one_trigger.events_per_second);
+    let low_rate = rate_point(
+        &url,
+        largest_pool,
+        &payload,
+        settings.low_rate,
+        None,
+        &subscriber,
+        settings,
+    )
+    .await;
     let mut open = Vec::new();
-    for fraction in &settings.rate_fractions {
-        let rate = (herald_ingress_rps * fraction).max(1.0);
-        // A pause so that deliveries of the previous phase do not count here.
-        tokio::time::sleep(settings.warmup).await;
-        subscriber.take_latencies();
-        let (latencies, failures) =
-            open_loop(&url, &pool, payload.clone(), rate, settings.duration).await;
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        open.push(RatePoint {
-            rate_per_second: rate,
-            ingress_202: Percentiles::of(latencies),
-            end_to_end: Percentiles::of(subscriber.take_latencies()),
-            failures,
-        });
+    for &fraction in &settings.rate_fractions {
+        let rate = (max_rate * fraction).max(1.0);
+        open.push(
+            rate_point(
+                &url,
+                largest_pool,
+                &payload,
+                rate,
+                Some(fraction),
+                &subscriber,
+                settings,
+            )
+            .await,
+        );
     }
     let memory = overload(
         &herald,
         &url,
-        &pool,
+        largest_pool,
         payload.clone(),
-        herald_ingress_rps,
+        max_rate,
         settings,
     )
-    .await
-    .with_idle(idle_rss_bytes);
+    .await;
     drop(herald);
 
     let mut fanout = Vec::new();
@@ -235,65 +342,179 @@ pub async fn run_backend(settings: &Settings, backend: &str) -> anyhow::Result<R
             &config(triggers, &subscriber.url),
             &args_for_run(),
         )?;
-        let url = format!("{}/default/bench", herald.ingress);
-        let started = std::time::Instant::now();
-        let per_client = settings.fanout_events.div_ceil(pool.len());
-        let mut sends = Vec::new();
-        for client in &pool {
-            let (client, url, payload) = (client.clone(), url.clone(), payload.clone());
-            sends.push(tokio::spawn(async move {
-                for _ in 0..per_client {
-                    let _ = client
-                        .post(&url)
-                        .header("ce-specversion", "1.0")
-                        .header("ce-id", crate::processes::now_nanos().to_string())
-                        .header("ce-source", "/bench")
-                        .header("ce-type", "fanout")
-                        .body(payload.clone())
-                        .send()
-                        .await;
-                }
-            }));
-        }
-        for send in sends {
-            let _ = send.await;
-        }
-        let events = per_client * pool.len();
-        let expected = (events * triggers) as u64;
-        let complete = subscriber
-            .wait_for(expected, Duration::from_secs(120))
-            .await;
-        let elapsed = started.elapsed().as_secs_f64();
-        fanout.push(FanoutPoint {
-            triggers,
-            events,
-            deliveries_per_second: subscriber
-                .received
-                .load(std::sync::atomic::Ordering::Relaxed)
-                as f64
-                / elapsed,
-            dispatch_cost_us_per_event: elapsed * 1e6 / events as f64,
-            complete,
-        });
+        fanout.push(
+            fan_out(
+                &herald,
+                &subscriber,
+                triggers,
+                first_pool,
+                &payload,
+                settings,
+            )
+            .await,
+        );
     }
 
-    Ok(Report {
+    let recovery = match backend {
+        "sled" => Some(
+            crate::recovery::measure(
+                &settings.herald,
+                &config(0, ""),
+                largest_pool,
+                payload.clone(),
+                settings.recovery_events,
+                settings.recovery_fill_limit,
+            )
+            .await
+            // The rest of the report stands without it.
+            .map_err(|error| format!("{error:#}")),
+        ),
+        _ => None,
+    };
+
+    let mut report = Report {
         date: chrono::Utc::now().format("%Y-%m-%d").to_string(),
         backend: backend.to_owned(),
         machine: Machine::describe(),
         settings: settings.clone(),
-        ratio_to_http_baseline: herald_ingress_rps / baseline_http_rps.max(1e-9),
-        ratio_to_nats_baseline: baseline_nats_publish_rps.map(|b| herald_ingress_rps / b.max(1e-9)),
-        ratio_to_kafka_baseline: baseline_kafka_produce_rps
-            .map(|b| herald_ingress_rps / b.max(1e-9)),
-        baseline_kafka_produce_rps,
-        baseline_http_rps,
-        baseline_nats_publish_rps,
-        herald_ingress_rps,
+        ingress,
+        raw_pipelined_rps,
+        low_rate,
         open_loop: open,
+        idle,
         memory,
         fanout,
-    })
+        recovery,
+        goals: Vec::new(),
+    };
+    report.goals = crate::table::goals(&report);
+    Ok(report)
+}
+
+/// Closed-loop ingress of `herald` (median of the repetitions) and its CPU per event; with a
+/// `subscriber`, the CPU count runs until every accepted event was delivered.
+async fn throughput(
+    herald: &Herald,
+    url: &str,
+    pool: &[reqwest::Client],
+    payload: &Bytes,
+    settings: &Settings,
+    subscriber: Option<&FastSubscriber>,
+) -> Throughput {
+    let (mut rates, mut cpus, mut delivered_all) = (Vec::new(), Vec::new(), true);
+    let mut delivered_rates = Vec::new();
+    for _ in 0..settings.repetitions {
+        let delivered_before = subscriber.map_or(0, FastSubscriber::count);
+        let before = herald.cpu_seconds();
+        let started = std::time::Instant::now();
+        let rate = closed_loop(
+            url,
+            pool,
+            payload.clone(),
+            settings.warmup,
+            settings.duration,
+        )
+        .await;
+        if let Some(subscriber) = subscriber {
+            delivered_all &= subscriber
+                .wait_for(delivered_before + rate.total, DRAIN_DEADLINE)
+                .await;
+            delivered_rates.push(rate.total as f64 / started.elapsed().as_secs_f64());
+        }
+        rates.push(rate.per_second);
+        cpus.extend(cpu_per_1000(before, herald.cpu_seconds(), rate.total));
+    }
+    Throughput {
+        events_per_second: median(rates),
+        cpu_seconds_per_1000: (!cpus.is_empty()).then(|| median(cpus)),
+        delivered_all,
+        delivered_per_second: (!delivered_rates.is_empty()).then(|| median(delivered_rates)),
+    }
+}
+
+/// Resident memory after start, and CPU over [`Settings::idle_window`] with nothing sent.
+async fn idle(herald: &Herald, settings: &Settings) -> IdlePoint {
+    // Start-up work (opening the log, starting the trigger) is not idleness.
+    tokio::time::sleep(settings.warmup).await;
+    let rss_bytes = herald.rss_bytes().unwrap_or_default();
+    let before = herald.cpu_seconds().unwrap_or_default();
+    tokio::time::sleep(settings.idle_window).await;
+    let cpu_seconds = herald.cpu_seconds().unwrap_or_default() - before;
+    let window_seconds = settings.idle_window.as_secs_f64();
+    IdlePoint {
+        rss_bytes,
+        window_seconds,
+        cpu_seconds,
+        cpu_seconds_per_minute: cpu_seconds * 60.0 / window_seconds.max(1e-9),
+    }
+}
+
+/// Open loop at `rate`: ingress 202 and end-to-end latency.
+async fn rate_point(
+    url: &str,
+    pool: &[reqwest::Client],
+    payload: &Bytes,
+    rate: f64,
+    fraction_of_max: Option<f64>,
+    subscriber: &FastSubscriber,
+    settings: &Settings,
+) -> RatePoint {
+    // A pause so that deliveries of the previous phase do not count here.
+    tokio::time::sleep(settings.warmup).await;
+    subscriber.take_latencies();
+    let (latencies, failures) =
+        open_loop(url, pool, payload.clone(), rate, settings.duration).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    RatePoint {
+        rate_per_second: rate,
+        fraction_of_max,
+        ingress_202: Percentiles::of(latencies),
+        end_to_end: Percentiles::of(subscriber.take_latencies()),
+        failures,
+    }
+}
+
+/// Sends [`Settings::fanout_events`] to a Herald with `triggers` triggers and times until
+/// every trigger's delivery arrived.
+async fn fan_out(
+    herald: &Herald,
+    subscriber: &FastSubscriber,
+    triggers: usize,
+    pool: &[reqwest::Client],
+    payload: &Bytes,
+    settings: &Settings,
+) -> FanoutPoint {
+    let url = format!("{}/default/bench", herald.ingress);
+    let started = std::time::Instant::now();
+    let per_client = settings.fanout_events.div_ceil(pool.len());
+    let sends: Vec<_> = pool
+        .iter()
+        .map(|client| {
+            let (client, url, payload) = (client.clone(), url.clone(), payload.clone());
+            tokio::spawn(async move {
+                for _ in 0..per_client {
+                    let _ = crate::load::send(&client, &url, &payload).await;
+                }
+            })
+        })
+        .collect();
+    for send in sends {
+        let _ = send.await;
+    }
+    let events = per_client * pool.len();
+    let expected = (events * triggers) as u64;
+    let complete = subscriber
+        .wait_for(expected, Duration::from_secs(120))
+        .await;
+    let elapsed = started.elapsed().as_secs_f64();
+    FanoutPoint {
+        triggers,
+        events,
+        deliveries_per_second: subscriber.count() as f64 / elapsed,
+        dispatch_cost_us_per_event: elapsed * 1e6 / events as f64,
+        complete,
+        rss_bytes: herald.rss_bytes().unwrap_or_default(),
+    }
 }
 
 /// Offers [`OVERLOAD_FACTOR`] times the maximum rate for the run's duration while sampling
@@ -319,19 +540,9 @@ async fn overload(
     };
     peak = peak.max(herald.rss_bytes().unwrap_or_default());
     MemoryPoint {
-        idle_rss_bytes: 0,
         overload_rate_per_second: rate,
         overload_peak_rss_bytes: peak,
         overload_failures: failures,
-    }
-}
-
-impl MemoryPoint {
-    fn with_idle(self, idle_rss_bytes: u64) -> Self {
-        Self {
-            idle_rss_bytes,
-            ..self
-        }
     }
 }
 
@@ -348,51 +559,6 @@ where
     Ok(median(rates))
 }
 
-/// The markdown table of a report.
-pub fn markdown(report: &Report) -> String {
-    let mut out = format!(
-        "### {} backend, {} ({} cores, {})\n\n| measure | value | baseline | ratio |\n| --- | --- | --- | --- |\n",
-        report.backend, report.date, report.machine.cores, report.machine.model
-    );
-    out.push_str(&format!(
-        "| ingress throughput, {} B events, {} connections | {:.0} events/s | bare HTTP 202: {:.0} req/s | {:.2} |\n",
-        report.settings.event_bytes, report.settings.connections, report.herald_ingress_rps, report.baseline_http_rps, report.ratio_to_http_baseline
-    ));
-    if let (Some(base), Some(ratio)) = (
-        report.baseline_nats_publish_rps,
-        report.ratio_to_nats_baseline,
-    ) {
-        out.push_str(&format!("| ingress throughput vs raw JetStream publish | {:.0} events/s | {base:.0} msgs/s | {ratio:.2} |\n", report.herald_ingress_rps));
-    }
-    if let (Some(base), Some(ratio)) = (
-        report.baseline_kafka_produce_rps,
-        report.ratio_to_kafka_baseline,
-    ) {
-        out.push_str(&format!("| ingress throughput vs raw Kafka produce (acks=all) | {:.0} events/s | {base:.0} records/s | {ratio:.2} |\n", report.herald_ingress_rps));
-    }
-    for point in &report.open_loop {
-        out.push_str(&format!(
-            "| open loop at {:.0}/s: ingress 202 p50 / p99 / p99.9 | {:.2} / {:.2} / {:.2} ms | | |\n| open loop at {:.0}/s: end to end p50 / p99 / p99.9 | {:.2} / {:.2} / {:.2} ms | | |\n",
-            point.rate_per_second, point.ingress_202.p50_ms, point.ingress_202.p99_ms, point.ingress_202.p999_ms,
-            point.rate_per_second, point.end_to_end.p50_ms, point.end_to_end.p99_ms, point.end_to_end.p999_ms
-        ));
-    }
-    let mib = |bytes: u64| bytes as f64 / (1024.0 * 1024.0);
-    out.push_str(&format!(
-        "| resident memory, idle (one broker, one trigger) | {:.1} MiB | | |\n| resident memory, peak under {:.0}x overload ({:.0}/s offered, {} not accepted) | {:.1} MiB | | |\n",
-        mib(report.memory.idle_rss_bytes), OVERLOAD_FACTOR, report.memory.overload_rate_per_second,
-        report.memory.overload_failures, mib(report.memory.overload_peak_rss_bytes)
-    ));
-    for point in &report.fanout {
-        out.push_str(&format!(
-            "| fan-out to {} triggers ({} events) | {:.0} deliveries/s, {:.0} µs per event{} | | |\n",
-            point.triggers, point.events, point.deliveries_per_second, point.dispatch_cost_us_per_event,
-            if point.complete { "" } else { " (incomplete)" }
-        ));
-    }
-    out
-}
-
 /// Writes `<dir>/<date>-<backend>.json` and `.md`; returns the paths.
 pub fn write(report: &Report, dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     std::fs::create_dir_all(dir)?;
@@ -400,6 +566,6 @@ pub fn write(report: &Report, dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let json = stem.with_extension("json");
     let md = stem.with_extension("md");
     std::fs::write(&json, serde_json::to_vec_pretty(report)?)?;
-    std::fs::write(&md, markdown(report))?;
+    std::fs::write(&md, crate::table::markdown(report))?;
     Ok(vec![json, md])
 }
