@@ -145,8 +145,7 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
     let mut fields = stat.rsplit_once(')')?.1.split_whitespace().skip(11);
     let utime = fields.next()?.parse::<u64>().ok()?;
     let stime = fields.next()?.parse::<u64>().ok()?;
-    // SAFETY: sysconf only reads a configuration value.
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let ticks = rustix::param::clock_ticks_per_second();
     (ticks > 0).then(|| (utime + stime) as f64 / ticks as f64)
 }
 

@@ -112,12 +112,8 @@ pub async fn measure(
 
 /// Bytes available to this user on the file system of `path`.
 fn free_bytes(path: &Path) -> Option<u64> {
-    use std::os::unix::ffi::OsStrExt;
-    let path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
-    // SAFETY: statvfs writes into the zeroed struct it is given and reads the C string.
-    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
-    let status = unsafe { libc::statvfs(path.as_ptr(), &mut stat) };
-    (status == 0).then(|| stat.f_bavail as u64 * stat.f_frsize as u64)
+    let stat = rustix::fs::statvfs(path).ok()?;
+    Some(stat.f_bavail.saturating_mul(stat.f_frsize))
 }
 
 /// Bytes of the files under `dir`, recursively (unreadable entries count as nothing).

@@ -498,9 +498,15 @@ mod tests {
         let read = |json: &str| serde_json::from_str::<AttrValue>(json).ok();
         assert_eq!(read("true"), Some(AttrValue::Boolean(true)));
         assert_eq!(read("-7"), Some(AttrValue::Integer(-7)));
-        assert_eq!(read("9223372036854775807"), Some(AttrValue::Integer(i64::MAX)));
+        assert_eq!(
+            read("9223372036854775807"),
+            Some(AttrValue::Integer(i64::MAX))
+        );
         assert_eq!(read("9223372036854775808"), None);
-        assert_eq!(read(r#""a\u00fcb""#), Some(AttrValue::String("a\u{fc}b".into())));
+        assert_eq!(
+            read(r#""a\u00fcb""#),
+            Some(AttrValue::String("a\u{fc}b".into()))
+        );
         for refused in ["1.5", "null", "[]", "{}"] {
             assert_eq!(read(refused), None, "{refused}");
         }

@@ -78,7 +78,10 @@ impl EventTypeLabels {
             types.known.insert(event_type.to_owned(), counter.clone());
             counter
         } else {
-            types.other.get_or_insert_with(|| make(OTHER_EVENT_TYPES)).clone()
+            types
+                .other
+                .get_or_insert_with(|| make(OTHER_EVENT_TYPES))
+                .clone()
         }
     }
 }
@@ -135,7 +138,11 @@ mod tests {
             "t1",
             "a known type keeps its label"
         );
-        assert_eq!(hits.count(&labels, &b, "t3"), "t3", "the limit is per broker");
+        assert_eq!(
+            hits.count(&labels, &b, "t3"),
+            "t3",
+            "the limit is per broker"
+        );
     }
 
     #[test]
@@ -144,7 +151,7 @@ mod tests {
         let a = BrokerKey::new("ns", "a");
         let mut made = Vec::new();
         for event_type in ["t1", "t1", "t2", "t3", "t1"] {
-            labels.counter(&a, event_type, |label| {
+            let _counter = labels.counter(&a, event_type, |label| {
                 made.push(label.to_owned());
                 Counter::noop()
             });

@@ -130,9 +130,7 @@ impl Sender {
             Some(url) => self.client.post(url),
             None => self.client.post(target.url),
         };
-        let request = request
-            .headers(headers)
-            .body(encoded.body);
+        let request = request.headers(headers).body(encoded.body);
         let exchange = async {
             let mut response = request.send().await?;
             let status = response.status().as_u16();

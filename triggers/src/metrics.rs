@@ -46,14 +46,16 @@ impl std::fmt::Debug for TriggerMetrics {
     }
 }
 
+/// An attempt's destination and response code (`None`: no HTTP answer).
+type AttemptLabels = (&'static str, Option<u16>);
+
 struct Handles {
     delivered: Counter,
     retries: Counter,
     dead_lettered: Counter,
     parked: Counter,
     event_latency: Histogram,
-    /// By destination and response code (`None`: no HTTP answer).
-    attempts: Mutex<HashMap<(&'static str, Option<u16>), (Counter, Histogram)>>,
+    attempts: Mutex<HashMap<AttemptLabels, (Counter, Histogram)>>,
 }
 
 impl TriggerMetrics {

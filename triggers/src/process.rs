@@ -127,7 +127,9 @@ where
         // A span per delivery attempt, with the fields operators search by, when someone
         // will see it (exported spans or debug logs; failures are logged with these fields).
         let span = match herald_broker::trace::spans_wanted() {
-            true => tracing::info_span!("delivery attempt", trigger = %plan.name, ce.id = event_id, attempt = attempts, target = target.url),
+            true => {
+                tracing::info_span!("delivery attempt", trigger = %plan.name, ce.id = event_id, attempt = attempts, target = target.url)
+            }
             false => tracing::Span::none(),
         };
         herald_broker::trace::continue_trace(&span, trace_parent);
@@ -403,7 +405,13 @@ async fn dead_letter(
         || async {
             let started = std::time::Instant::now();
             let answer = deps.sender.send(&target, &event).await;
-            crate::metrics::attempt(plan, scope.stats, "dead_letter_sink", &answer, started.elapsed());
+            crate::metrics::attempt(
+                plan,
+                scope.stats,
+                "dead_letter_sink",
+                &answer,
+                started.elapsed(),
+            );
             match answer {
                 Answer::Transport(message) => Err(AttemptFailure::transport(message)),
                 Answer::Http {
