@@ -1,8 +1,9 @@
 //! How Herald names what it creates in a backend: streams, subjects and durable consumers on
-//! NATS, topics and consumer groups on Kafka, trees and keys in sled. All of it is here, pure,
-//! so that the one property that matters can be checked: a name is a function of the exact
-//! Kubernetes names and no two brokers (or triggers) ever get the same one. Two brokers sharing
-//! a stream, or two triggers sharing a consumer, silently lose events.
+//! NATS, topics and consumer groups on Kafka, keys and segment directories of the embedded
+//! log. All of it is here, pure, so that the one property that matters can be checked: a
+//! name is a function of the exact Kubernetes names and no two brokers (or triggers) ever
+//! get the same one. Two brokers sharing a stream, or two triggers sharing a consumer,
+//! silently lose events.
 //!
 //! Knative's names are kept for every name the backend's rules allow without two names
 //! meeting, so logs that exist keep being used. For the others (Knative writes `-` and `.`
@@ -36,7 +37,10 @@ pub use herald_crds::validation::{
     is_dns1123_label as is_dns_label, is_dns1123_subdomain as is_dns_subdomain,
 };
 
-#[cfg_attr(not(any(feature = "nats", feature = "kafka")), allow(dead_code))]
+#[cfg_attr(
+    not(any(feature = "nats", feature = "kafka", feature = "sled")),
+    allow(dead_code)
+)]
 /// 16 hex digits of a SHA-256 of `kind` and `parts`, each length-prefixed so that no two
 /// different lists hash the same input. `kind` keeps names of different things apart.
 fn digest(kind: &str, parts: &[&str]) -> String {
