@@ -138,7 +138,7 @@ pub(super) fn zeros_from(file: &File, from: u64) -> io::Result<bool> {
 
 /// Writes zeros over `from..to` of `file` (no sync).
 pub(super) fn write_zeros(file: &File, from: u64, to: u64) -> io::Result<()> {
-    let zeros = vec![0u8; (to.saturating_sub(from)).min(SCAN_READ) as usize];
+    let zeros = vec![0u8; to.saturating_sub(from).min(SCAN_READ) as usize];
     let mut at = from;
     while at < to {
         let n = (to - at).min(zeros.len() as u64) as usize;
