@@ -454,7 +454,8 @@ mod tests {
     /// never acknowledged) is cut off, and appends go on after the last valid record.
     #[test]
     fn a_reopen_cuts_off_what_follows_the_last_valid_record() {
-        let tails: [(&str, Box<dyn Fn(&[u8]) -> Vec<u8>>); 3] = [
+        type Tail = Box<dyn Fn(&[u8]) -> Vec<u8>>;
+        let tails: [(&str, Tail); 3] = [
             (
                 "torn",
                 Box::new(|frame: &[u8]| frame[..frame.len() - 3].to_vec()),
