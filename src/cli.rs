@@ -325,8 +325,9 @@ pub struct ControllerArgs {
     #[arg(long, env = "HERALD_LEASE_DURATION", default_value = "15s", value_parser = humantime::parse_duration)]
     pub lease_duration: Duration,
 
-    /// When a Broker is deleted, delete its log too (topic, JetStream stream or sled tree,
-    /// with every trigger position and parked event of it), through a finalizer. Off by
+    /// When a Broker is deleted, delete its log too (topic, JetStream stream or the embedded
+    /// log's segment files, with every trigger position and parked event of it), through a
+    /// finalizer. Off by
     /// default: a deleted Broker's events stay where they were.
     #[arg(long, env = "HERALD_DELETE_BROKER_LOGS")]
     pub delete_broker_logs: bool,
@@ -418,7 +419,8 @@ pub struct DataPlaneArgs {
     #[arg(long, env = "HERALD_APPEND_QUEUE", default_value_t = herald_broker::log::sled::DEFAULT_QUEUE_CAPACITY)]
     pub append_queue: usize,
 
-    /// Bytes of page cache of the embedded log (sled's own default is 1 GiB).
+    /// Bytes of page cache of the embedded log's sled database, which holds trigger offsets
+    /// and parked events (sled's own default is 1 GiB).
     #[arg(long, env = "HERALD_SLED_CACHE_BYTES", default_value_t = herald_broker::log::sled::DEFAULT_CACHE_BYTES)]
     pub sled_cache_bytes: u64,
 

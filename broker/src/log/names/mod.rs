@@ -1,8 +1,9 @@
 //! How Herald names what it creates in a backend: streams, subjects and durable consumers on
-//! NATS, topics and consumer groups on Kafka, trees and keys in sled. All of it is here, pure,
-//! so that the one property that matters can be checked: a name is a function of the exact
-//! Kubernetes names and no two brokers (or triggers) ever get the same one. Two brokers sharing
-//! a stream, or two triggers sharing a consumer, silently lose events.
+//! NATS, topics and consumer groups on Kafka, keys and segment directories of the embedded
+//! log. All of it is here, pure, so that the one property that matters can be checked: a
+//! name is a function of the exact Kubernetes names and no two brokers (or triggers) ever
+//! get the same one. Two brokers sharing a stream, or two triggers sharing a consumer,
+//! silently lose events.
 //!
 //! Knative's names are kept for every name the backend's rules allow without two names
 //! meeting, so logs that exist keep being used. For the others (Knative writes `-` and `.`

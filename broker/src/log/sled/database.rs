@@ -1,11 +1,13 @@
-//! The open sled database, and reopening it after an I/O error.
+//! The open sled database and the segment directory, and reopening them after an I/O error.
 //!
 //! sled keeps the first I/O error of its background writes (a full disk, say) as a global
 //! error: every later write fails with it until the database is opened again, even once the
-//! disk has room. So the first I/O error marks the database failed; appends are refused
-//! while it is, and the writer thread drops every handle and opens the database again,
-//! with backoff, until a probe write is durable (see `writer`). Every handle to sled lives
-//! here, behind locks held only for a clone, so that nothing keeps the failed instance open.
+//! disk has room. So the first I/O error (of sled or of a segment file) marks the log
+//! failed; appends are refused while it is, and the writer thread drops every sled handle
+//! and opens the database again, with backoff, until probe writes to sled and to the segment
+//! directory are durable (see `writer`); it also cuts off what failed appends left in the
+//! segments. Every handle to sled lives here, behind locks held only for a clone, so that
+//! nothing keeps the failed instance open.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -14,7 +16,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use tokio::sync::mpsc;
 
-use super::{names, offset_from_key, BrokerTree, WriterMessage, OFFSET_FLUSH_MS};
+use super::{segments, BrokerTree, WriterMessage, OFFSET_FLUSH_MS};
 use crate::log::{BrokerKey, LogError};
 
 /// What appends and reads answer while the database is being reopened.
@@ -24,21 +26,30 @@ pub(super) const REOPENING: &str = "the embedded log cannot write to its disk an
 /// left free is not room), small enough to stay inline in sled's log.
 const PROBE_BYTES: usize = 16 * 1024;
 const PROBE_KEY: &[u8] = b"herald-probe";
+/// The directory of the segment files, in the log's directory.
+const SEGMENTS_DIR: &str = "segments";
+/// Where a broker's events are copied from an earlier version's sled tree before the copy
+/// is renamed into place, in the segment directory; no namespace is called so.
+pub(super) const MIGRATING_DIR: &str = "_migrating";
 
-/// The database and its shared trees; broker trees live in their [`BrokerTree`].
+/// The database and its trees.
 #[derive(Clone)]
 pub(super) struct Handles {
     pub db: sled::Db,
     pub offsets: sled::Tree,
     pub parked: sled::Tree,
+    /// Each broker's first kept offset, by broker prefix (moved by retention).
+    pub starts: sled::Tree,
 }
 
 /// What the log, its consumers, the writer and the retention thread share.
 pub(super) struct Database {
     dir: PathBuf,
-    /// `None` while the writer reopens the database.
     /// sled's page cache, kept for reopening.
     cache_bytes: u64,
+    /// Where a segment file is closed and the next started.
+    pub segment_bytes: u64,
+    /// `None` while the writer reopens the database.
     handles: RwLock<Option<Handles>>,
     pub brokers: Mutex<HashMap<BrokerKey, Arc<BrokerTree>>>,
     /// Set by the first I/O error, cleared once the reopened database took a probe write.
@@ -56,17 +67,29 @@ impl Database {
     pub fn open(
         dir: &Path,
         cache_bytes: u64,
+        segment_bytes: u64,
         writer: mpsc::WeakSender<WriterMessage>,
     ) -> Result<Self, LogError> {
         let handles = open_handles(dir, cache_bytes)?;
-        Ok(Self {
+        let database = Self {
             dir: dir.to_owned(),
             cache_bytes,
+            segment_bytes,
             handles: RwLock::new(Some(handles)),
             brokers: Mutex::new(HashMap::new()),
             failed: AtomicBool::new(false),
             writer,
-        })
+        };
+        // What an interrupted migration left: it starts again from the sled tree.
+        let migrating = database.segments_root().join(MIGRATING_DIR);
+        segments::remove_dir(&migrating)
+            .map_err(|e| LogError::Storage(format!("{}: {e}", migrating.display())))?;
+        Ok(database)
+    }
+
+    /// The directory of the brokers' segment directories.
+    pub fn segments_root(&self) -> PathBuf {
+        self.dir.join(SEGMENTS_DIR)
     }
 
     /// `Unavailable` while the database is failed or reopening.
@@ -81,17 +104,6 @@ impl Database {
     pub fn handles(&self) -> Result<Handles, LogError> {
         self.check_writable()?;
         self.handles
-            .read()
-            .map_err(|_| lock_poisoned())?
-            .clone()
-            .ok_or_else(|| LogError::Unavailable(REOPENING.into()))
-    }
-
-    /// A broker's tree, or `Unavailable` while the database is failed or reopening.
-    pub fn tree(&self, broker: &BrokerTree) -> Result<sled::Tree, LogError> {
-        self.check_writable()?;
-        broker
-            .tree
             .read()
             .map_err(|_| lock_poisoned())?
             .clone()
@@ -133,47 +145,28 @@ impl Database {
         if let Ok(mut handles) = self.handles.write() {
             handles.take();
         }
-        if let Ok(brokers) = self.brokers.lock() {
-            for broker in brokers.values() {
-                if let Ok(mut tree) = broker.tree.write() {
-                    tree.take();
-                }
-            }
-        }
     }
 
-    /// Opens the database again, checks that a write is durable, and puts it in place with
-    /// every broker's tree; only the writer thread calls it, so that no append runs meanwhile.
+    /// Opens the database again, checks that writes to it and to the segment directory are
+    /// durable, cuts off what failed appends left after each broker's durable mark, and puts
+    /// the database in place; only the writer thread calls it, so that no append runs
+    /// meanwhile.
     pub fn reopen(&self) -> Result<(), LogError> {
         let handles = open_handles(&self.dir, self.cache_bytes)?;
         probe(&handles.db)?;
+        let root = self.segments_root();
+        segments::probe(&root)
+            .map_err(|e| LogError::Storage(format!("{}: {e}", root.display())))?;
         let brokers = self.brokers.lock().map_err(|_| lock_poisoned())?;
-        let mut trees = Vec::with_capacity(brokers.len());
         for broker in brokers.values() {
-            let tree = handles
-                .db
-                .open_tree(names::tree(&broker.key))
-                .map_err(plain)?;
-            let last = tree.last().map_err(plain)?;
-            let first = tree.first().map_err(plain)?;
-            trees.push((broker.clone(), tree, last, first));
-        }
-        for (broker, tree, last, first) in trees {
-            // Records of appends that failed may or may not have reached the disk: numbering
-            // goes on after what is there, never below what consumers may have read.
+            // Records of appends that failed were never acknowledged nor read: numbering
+            // goes on from the durable mark, over them.
             let durable = *broker.durable.borrow();
-            let after_last = match last {
-                Some((key, _)) => offset_from_key(&key)? + 1,
-                None => 0,
-            };
-            let next = after_last.max(durable);
-            broker.next.store(next, Ordering::SeqCst);
-            let first = match first {
-                Some((key, _)) => offset_from_key(&key)?,
-                None => next,
-            };
-            broker.first.fetch_max(first, Ordering::SeqCst);
-            *broker.tree.write().map_err(|_| lock_poisoned())? = Some(tree);
+            broker
+                .segments
+                .reset_to(durable)
+                .map_err(|e| LogError::Storage(e.to_string()))?;
+            broker.next.store(durable, Ordering::SeqCst);
         }
         *self.handles.write().map_err(|_| lock_poisoned())? = Some(handles);
         drop(brokers);
@@ -211,10 +204,12 @@ fn open_handles(dir: &Path, cache_bytes: u64) -> Result<Handles, LogError> {
         })?;
     let offsets = db.open_tree("offsets").map_err(plain)?;
     let parked = db.open_tree("parked").map_err(plain)?;
+    let starts = db.open_tree("log-starts").map_err(plain)?;
     Ok(Handles {
         db,
         offsets,
         parked,
+        starts,
     })
 }
 

@@ -1,27 +1,26 @@
 //! Retention on the embedded log: what `herald.dev/retention-max-age`, `-max-bytes` and
 //! `herald.dev/retention: interest` mean on sled, with JetStream's meaning.
 //!
-//! One background thread looks at every broker once per [`CHECK_INTERVAL`] and deletes
-//! records from the front of its tree: those that arrived before the age limit, those every
+//! One background thread looks at every broker once per [`CHECK_INTERVAL`] and drops
+//! records from the front of its log: those that arrived before the age limit, those every
 //! trigger has finished (interest), and the oldest while the stored bytes exceed the limit.
-//! Only durable records are considered, so the trimmer never races the writer, which appends
-//! above the durable mark. Parked events are copies in their own tree and are never trimmed.
+//! Dropping moves the broker's first kept offset (consumers skip what is below it, and it
+//! is kept in sled); segment files wholly below it are deleted. Only durable records are
+//! considered, so the trimmer never races the writer, which appends above the durable mark.
+//! Parked events are copies in their own tree and are never trimmed.
 
-use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use super::database::Database;
-use super::{arrival_time, names, offset_from_key, BrokerTree};
+use super::{arrival_time, io_error, names, offset_from_key, BrokerTree};
 use crate::log::{BrokerKey, BrokerSettings, LogError};
 
 /// How often the trimmer looks at the brokers. With nothing to delete, a pass reads at most
 /// one record per broker with an age limit.
 pub(super) const CHECK_INTERVAL: Duration = Duration::from_secs(1);
-/// Deletions applied in one sled batch.
-const DELETE_BATCH: usize = 4096;
 
 /// Counter of records deleted by retention, by namespace and broker.
 pub const LOG_TRIMMED: &str = "herald_log_trimmed_records_total";
@@ -50,26 +49,14 @@ impl Retention {
     }
 }
 
-/// The stored bytes of a broker's records below `counted_to`, kept only while the broker has
-/// a byte limit: counting starts with one scan and then reads only new records.
-#[derive(Default)]
-struct StoredBytes {
-    counted_to: u64,
-    bytes: u64,
-}
-
-/// The trimmer's state: the brokers to look at and what it has counted.
+/// The trimmer's state: the brokers to look at.
 pub(super) struct Trimmer {
     database: Arc<Database>,
-    stored: HashMap<BrokerKey, StoredBytes>,
 }
 
 impl Trimmer {
     pub(super) fn new(database: Arc<Database>) -> Self {
-        Self {
-            database,
-            stored: HashMap::new(),
-        }
+        Self { database }
     }
 
     /// Runs a pass every [`CHECK_INTERVAL`] until `stop` receives or its sender is dropped.
@@ -81,21 +68,16 @@ impl Trimmer {
 
     /// One pass over every broker. Failures are logged and retried at the next pass.
     pub(super) fn trim_all(&mut self, now: SystemTime) {
-        // Nothing to do while the database reopens; a pass after it counts afresh.
+        // Nothing to do while the database reopens.
         if self.database.is_failed() {
-            self.stored.clear();
             return;
         }
         let brokers: Vec<Arc<BrokerTree>> = match self.database.brokers.lock() {
             Ok(brokers) => brokers.values().cloned().collect(),
             Err(_) => return,
         };
-        self.stored
-            .retain(|key, _| brokers.iter().any(|broker| &broker.key == key));
         for broker in brokers {
             if let Err(e) = self.trim(&broker, now) {
-                // Some deletions may have been applied: count again from scratch next time.
-                self.stored.remove(&broker.key);
                 tracing::warn!(
                     namespace = %broker.key.namespace,
                     broker = %broker.key.name,
@@ -106,14 +88,14 @@ impl Trimmer {
         }
     }
 
-    /// Deletes what the broker's retention no longer keeps; returns how many records.
+    /// Moves the broker's first kept offset past what its retention no longer keeps, and
+    /// deletes the segment files left wholly below it; returns how many records it dropped.
     fn trim(&mut self, broker: &BrokerTree, now: SystemTime) -> Result<u64, LogError> {
         let retention = *broker
             .retention
             .lock()
             .map_err(|_| LogError::Storage("lock poisoned".into()))?;
         if retention.keeps_everything() {
-            self.stored.remove(&broker.key);
             return Ok(0);
         }
         let durable = *broker.durable.borrow();
@@ -123,59 +105,56 @@ impl Trimmer {
             0
         };
         let cutoff = retention.max_age.and_then(|age| now.checked_sub(age));
-        // (limit, bytes stored below `durable`): every record the loop looks at is counted.
+        let start = broker.first.load(Ordering::SeqCst);
+        // (limit, bytes of the records from `first` to `durable`).
         let mut size = match retention.max_bytes {
-            Some(max) => Some((max, self.count_new_records(broker, durable)?)),
-            None => {
-                self.stored.remove(&broker.key);
-                None
-            }
+            Some(max) => Some((
+                max,
+                broker.segments.bytes(start, durable).map_err(io_error)?,
+            )),
+            None => None,
         };
-
-        let tree = self.database.tree(broker)?;
-        let storage = |e| self.database.storage(e);
-        let mut batch = sled::Batch::default();
-        let mut in_batch = 0;
-        let mut removed = 0;
-        for entry in tree.range(..durable.to_be_bytes()) {
-            let (key, value) = entry.map_err(storage)?;
-            let offset = offset_from_key(&key)?;
-            let finished = offset < interest_floor;
-            let too_old = match cutoff {
-                Some(cutoff) => arrival_time(&value)?.is_none_or(|arrived| arrived < cutoff),
-                None => false,
-            };
+        let mut arrivals = Arrivals::default();
+        let mut first = start;
+        while first < durable {
+            let finished = first < interest_floor;
             let over_size = size.is_some_and(|(max, bytes)| bytes > max);
-            if !(finished || too_old || over_size) {
+            // Read only when nothing else already drops the record.
+            let too_old = !(finished || over_size)
+                && match cutoff {
+                    Some(cutoff) => arrivals
+                        .of(broker, first, durable)?
+                        .is_none_or(|arrived| arrived < cutoff),
+                    None => false,
+                };
+            if !(finished || over_size || too_old) {
                 break;
             }
             if let Some((_, bytes)) = &mut size {
-                *bytes = bytes.saturating_sub(record_size(&key, &value));
+                let record = broker.segments.bytes(first, first + 1).map_err(io_error)?;
+                *bytes = bytes.saturating_sub(record);
             }
-            batch.remove(key);
-            in_batch += 1;
-            removed += 1;
-            broker.first.store(offset + 1, Ordering::SeqCst);
-            if in_batch == DELETE_BATCH {
-                tree.apply_batch(std::mem::take(&mut batch))
-                    .map_err(storage)?;
-                in_batch = 0;
-            }
+            first += 1;
         }
-        if in_batch > 0 {
-            tree.apply_batch(batch).map_err(storage)?;
+        let removed = first - start;
+        if removed == 0 {
+            return Ok(0);
         }
-        if let (Some((_, bytes)), Some(stored)) = (size, self.stored.get_mut(&broker.key)) {
-            stored.bytes = bytes;
-        }
-        if removed > 0 {
-            metrics::counter!(
-                LOG_TRIMMED,
-                "namespace" => broker.key.namespace.clone(),
-                "broker" => broker.key.name.clone()
-            )
-            .increment(removed);
-        }
+        broker.first.store(first, Ordering::SeqCst);
+        // Durable with sled's next flush; until then a restart keeps the first offset of the
+        // oldest segment file left, and only brings back records that were to go.
+        self.database
+            .handles()?
+            .starts
+            .insert(names::broker_prefix(&broker.key), &first.to_be_bytes())
+            .map_err(|e| self.database.storage(e))?;
+        broker.segments.remove_below(first).map_err(io_error)?;
+        metrics::counter!(
+            LOG_TRIMMED,
+            "namespace" => broker.key.namespace.clone(),
+            "broker" => broker.key.name.clone()
+        )
+        .increment(removed);
         Ok(removed)
     }
 
@@ -190,26 +169,45 @@ impl Trimmer {
         }
         Ok(lowest)
     }
-
-    /// Adds the records that became durable since the last pass to the broker's byte count,
-    /// and returns the bytes stored below `durable`.
-    fn count_new_records(&mut self, broker: &BrokerTree, durable: u64) -> Result<u64, LogError> {
-        let tree = self.database.tree(broker)?;
-        let stored = self.stored.entry(broker.key.clone()).or_default();
-        if stored.counted_to < durable {
-            for entry in tree.range(stored.counted_to.to_be_bytes()..durable.to_be_bytes()) {
-                let (key, value) = entry.map_err(|e| self.database.storage(e))?;
-                stored.bytes += record_size(&key, &value);
-            }
-            stored.counted_to = durable;
-        }
-        Ok(stored.bytes)
-    }
 }
 
-/// What a record counts against a byte limit: its key and its encoded record.
-fn record_size(key: &[u8], value: &[u8]) -> u64 {
-    (key.len() + value.len()) as u64
+/// Arrival times of records, read in batches that start at one record (a pass that deletes
+/// nothing reads one) and double up to [`MAX_READ`].
+#[derive(Default)]
+struct Arrivals {
+    from: u64,
+    times: Vec<Option<SystemTime>>,
+    batch: u64,
+}
+
+/// Most records the trimmer reads at once.
+const MAX_READ: u64 = 1024;
+
+impl Arrivals {
+    fn of(
+        &mut self,
+        broker: &BrokerTree,
+        offset: u64,
+        durable: u64,
+    ) -> Result<Option<SystemTime>, LogError> {
+        let held = offset >= self.from && offset - self.from < self.times.len() as u64;
+        if !held {
+            self.batch = (self.batch * 2).clamp(1, MAX_READ);
+            let records = broker
+                .segments
+                .read(offset, durable.min(offset + self.batch))
+                .map_err(io_error)?;
+            self.from = offset;
+            self.times = records
+                .iter()
+                .map(|(_, value)| arrival_time(value))
+                .collect::<Result<_, _>>()?;
+        }
+        self.times
+            .get((offset - self.from) as usize)
+            .copied()
+            .ok_or_else(|| LogError::Storage(format!("record {offset} could not be read")))
+    }
 }
 
 #[cfg(test)]
@@ -408,6 +406,65 @@ mod tests {
             f.remaining().await,
             Vec::<String>::new(),
             "with no consumers nothing is kept, as on JetStream"
+        );
+    }
+
+    /// Retention drops records one by one, and deletes the segment files that hold only
+    /// dropped records; the first kept offset survives a restart.
+    #[tokio::test]
+    async fn whole_segment_files_below_the_first_kept_record_are_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let one = 8 + sample("r00").encode().len() as u64;
+        // Three records to a segment file.
+        let log = SledLog::open_with(dir.path(), 16, 1 << 20, 3 * one + one / 2).unwrap();
+        let broker = BrokerKey::new("ns", "b");
+        let settings = BrokerSettings {
+            max_bytes: Some((3 * one + one / 2) as i64),
+            ..Default::default()
+        };
+        log.ensure_broker(&broker, &settings).await.unwrap();
+        let ids: Vec<String> = (0..10).map(|i| format!("r{i:02}")).collect();
+        for id in &ids {
+            log.append(&broker, vec![sample(id)]).await.unwrap();
+        }
+        let segment_dir = dir.path().join("segments/ns/b");
+        let files = || std::fs::read_dir(&segment_dir).unwrap().count();
+        assert_eq!(files(), 4, "r00-r02, r03-r05, r06-r08, r09");
+        let f = Fixture {
+            _dir: dir,
+            log,
+            broker,
+        };
+        f.trim(SystemTime::now());
+        assert_eq!(f.remaining().await, ["r07", "r08", "r09"]);
+        assert_eq!(
+            files(),
+            2,
+            "the files of r00-r05 are gone, r06-r08 holds r07"
+        );
+
+        f.log.close().await.unwrap();
+        let Fixture { _dir: dir, log, .. } = f;
+        drop(log);
+        let log = loop {
+            match SledLog::open_with(dir.path(), 16, 1 << 20, 3 * one + one / 2) {
+                Err(LogError::InUse) => tokio::time::sleep(Duration::from_millis(10)).await,
+                other => break other.unwrap(),
+            }
+        };
+        let broker = BrokerKey::new("ns", "b");
+        log.ensure_broker(&broker, &BrokerSettings::default())
+            .await
+            .unwrap();
+        let f = Fixture {
+            _dir: dir,
+            log,
+            broker,
+        };
+        assert_eq!(
+            f.remaining().await,
+            ["r07", "r08", "r09"],
+            "the first kept offset was kept"
         );
     }
 

@@ -1,10 +1,11 @@
-//! The writer thread: group commit, and reopening the database after an I/O error.
+//! The writer thread: group commit, and reopening the log after an I/O error.
 //!
-//! It takes every append request waiting in its bounded queue, inserts them, and flushes
-//! once for all of them; each gets its answer only after the flush that covers it, and the
-//! durable mark consumers read up to moves only after a flush succeeded. The writer alone
-//! numbers records, so it is also the one that reopens a failed database and renumbers
-//! from what the disk holds, with no append in between.
+//! It takes every append request waiting in its bounded queue, writes each broker's records
+//! with one write and syncs each touched segment file once; each request gets its answer
+//! only after the sync that covers it, and the durable mark consumers read up to moves only
+//! after every sync of the batch succeeded. The writer alone numbers records, so it is also
+//! the one that reopens a failed log and renumbers from the durable marks, with no append
+//! in between.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -14,6 +15,7 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 use tokio::sync::{mpsc, oneshot};
 
 use super::database::{Database, REOPENING};
+use super::segments::AppendError;
 use super::BrokerTree;
 use crate::log::LogError;
 
@@ -37,7 +39,10 @@ pub(super) enum WriterMessage {
 
 pub(super) struct AppendRequest {
     pub broker: Arc<BrokerTree>,
-    pub records: Vec<Vec<u8>>,
+    /// The records' frames, one after the other.
+    pub frames: Vec<u8>,
+    /// Where each frame ends in `frames`.
+    pub ends: Vec<u64>,
     pub done: oneshot::Sender<Result<(), LogError>>,
 }
 
@@ -73,48 +78,97 @@ pub(super) fn run_writer(database: Arc<Database>, mut rx: mpsc::Receiver<WriterM
     }
 }
 
-/// Inserts and flushes a batch, then answers it: all `Ok`, or all failed when anything
-/// failed (an error means "maybe stored", so the callers' retries are at-least-once).
+/// Writes and syncs a batch, then answers it: all `Ok`, or all failed when anything failed
+/// (an error means "maybe stored", so the callers' retries are at-least-once). Requests
+/// for a broker deleted meanwhile are answered on their own.
 fn commit(database: &Database, batch: Vec<AppendRequest>) {
-    match insert_and_flush(database, &batch) {
-        Ok(()) => {
-            for request in &batch {
-                let next = request.broker.next.load(Ordering::SeqCst);
-                let moved = request.broker.durable.send_if_modified(|durable| {
-                    let moved = *durable < next;
-                    *durable = (*durable).max(next);
-                    moved
-                });
-                if moved {
-                    crate::log::record_log_size(&request.broker.key, next);
+    if let Err(error) = database.check_writable() {
+        for request in batch {
+            let _ = request
+                .done
+                .send(Err(LogError::Unavailable(error.to_string())));
+        }
+        return;
+    }
+    // Each broker's requests in the order they came, written together.
+    let mut groups: Vec<(Arc<BrokerTree>, Vec<AppendRequest>)> = Vec::new();
+    for request in batch {
+        match groups
+            .iter_mut()
+            .find(|(broker, _)| Arc::ptr_eq(broker, &request.broker))
+        {
+            Some((_, requests)) => requests.push(request),
+            None => groups.push((request.broker.clone(), vec![request])),
+        }
+    }
+    let mut failure = None;
+    let mut written = Vec::with_capacity(groups.len());
+    for (broker, requests) in groups {
+        if failure.is_some() {
+            written.push((broker, requests));
+            continue;
+        }
+        match write_and_sync(&broker, &requests) {
+            Ok(()) => written.push((broker, requests)),
+            Err(AppendError::Deleted) => {
+                for request in requests {
+                    let _ = request
+                        .done
+                        .send(Err(LogError::UnknownBroker(broker.key.clone())));
                 }
             }
-            for request in batch {
-                let _ = request.done.send(Ok(()));
+            Err(AppendError::Io(error)) => {
+                failure = Some(format!("{}: {error}", broker.key));
+                written.push((broker, requests));
             }
         }
-        Err(error) => {
-            let message = error.to_string();
-            for request in batch {
-                let _ = request
-                    .done
-                    .send(Err(LogError::Unavailable(message.clone())));
-            }
+    }
+    if let Some(message) = failure {
+        // The reopen cuts off what this batch wrote and numbers from the durable marks.
+        database.fail(&message);
+        for request in written.into_iter().flat_map(|(_, requests)| requests) {
+            let _ = request
+                .done
+                .send(Err(LogError::Unavailable(message.clone())));
+        }
+        return;
+    }
+    for (broker, requests) in written {
+        let next = broker.next.load(Ordering::SeqCst);
+        let moved = broker.durable.send_if_modified(|durable| {
+            let moved = *durable < next;
+            *durable = (*durable).max(next);
+            moved
+        });
+        if moved {
+            crate::log::record_log_size(&broker.key, next);
+        }
+        for request in requests {
+            let _ = request.done.send(Ok(()));
         }
     }
 }
 
-fn insert_and_flush(database: &Database, batch: &[AppendRequest]) -> Result<(), LogError> {
-    let handles = database.handles()?;
-    for request in batch {
-        let tree = database.tree(&request.broker)?;
-        for record in &request.records {
-            let offset = request.broker.next.fetch_add(1, Ordering::SeqCst);
-            tree.insert(offset.to_be_bytes(), record.as_slice())
-                .map_err(|e| database.storage(e))?;
+/// Writes the records of one broker's requests with one write, syncs them, and numbers
+/// them.
+fn write_and_sync(broker: &BrokerTree, requests: &[AppendRequest]) -> Result<(), AppendError> {
+    let next = broker.next.load(Ordering::SeqCst);
+    let count: usize = requests.iter().map(|r| r.ends.len()).sum();
+    if let [request] = requests {
+        broker
+            .segments
+            .append(&request.frames, &request.ends, next)?;
+    } else {
+        let mut frames = Vec::with_capacity(requests.iter().map(|r| r.frames.len()).sum());
+        let mut ends = Vec::with_capacity(count);
+        for request in requests {
+            let at = frames.len() as u64;
+            frames.extend_from_slice(&request.frames);
+            ends.extend(request.ends.iter().map(|end| at + end));
         }
+        broker.segments.append(&frames, &ends, next)?;
     }
-    handles.db.flush().map_err(|e| database.storage(e))?;
+    broker.next.store(next + count as u64, Ordering::SeqCst);
     Ok(())
 }
 
