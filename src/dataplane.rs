@@ -51,6 +51,7 @@ impl DataPlane {
     pub async fn open(
         args: &DataPlaneArgs,
         kube: Arc<KubeAccess>,
+        secrets: Arc<dyn herald_sources::secrets::SecretReader>,
         check: impl FnOnce(&BackendChoice) -> anyhow::Result<()>,
     ) -> anyhow::Result<Self> {
         check(&backend_choice(args))?;
@@ -87,6 +88,7 @@ impl DataPlane {
                 retries: args.source_retry,
                 backoff: args.source_backoff_delay,
                 kube,
+                secrets,
             },
         );
         Ok(Self {
