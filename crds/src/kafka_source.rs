@@ -49,9 +49,10 @@ pub struct KafkaSourceSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^(ordered|unordered)$"))]
     pub ordering: Option<String>,
-    /// How to reach the Kafka cluster: SASL and TLS, their values from Secrets.
+    /// How to reach the Kafka cluster: SASL and TLS, their values from Secrets (boxed: it
+    /// is larger than the rest of the spec, and most sources have none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub net: Option<KafkaNetSpec>,
+    pub net: Option<Box<KafkaNetSpec>>,
     pub sink: Destination,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ce_overrides: Option<CloudEventOverrides>,
