@@ -49,8 +49,8 @@ pub struct KafkaSourceSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^(ordered|unordered)$"))]
     pub ordering: Option<String>,
-    /// How to reach the Kafka cluster: SASL and TLS, their values from Secrets (boxed: it
-    /// is larger than the rest of the spec, and most sources have none).
+    /// How to reach the Kafka cluster: SASL and TLS, their values from Secrets.
+    // Boxed: it is larger than the rest of the spec, and most sources have none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub net: Option<Box<KafkaNetSpec>>,
     pub sink: Destination,
