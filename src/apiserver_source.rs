@@ -114,10 +114,14 @@ pub struct ApiServerSource {
     pub name: String,
     pub spec: ApiServerSourceSpec,
     pub kube: Arc<KubeAccess>,
+    /// `spec.filters`, compiled: events it fails are not sent.
+    pub filter: herald_triggers::Filter,
 }
 
-/// Checks what the API server's schema cannot: selector operators with their values.
+/// Checks what the API server's schema cannot: selector operators with their values, and
+/// `spec.filters` as a Trigger's (same dialects, nesting limit and errors).
 pub fn validate(spec: &ApiServerSourceSpec) -> Result<(), FieldError> {
+    herald_triggers::filter::compile_filters(&spec.filters)?;
     if spec.resources.is_empty() {
         return Err(FieldError::new(
             "spec.resources",
@@ -476,6 +480,10 @@ impl Source for ApiServerSource {
                     continue;
                 }
                 let event = self.event(&server_url, &resource, &object, change);
+                // As Knative's adapter: filters see the event before `ceOverrides`.
+                if !self.filter.matches(&event) {
+                    continue;
+                }
                 // Like Knative's adapter: a change the sink refuses is logged, not retried
                 // forever; the watch goes on.
                 if let Err(error) = sink.send(event).await {

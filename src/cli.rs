@@ -280,6 +280,12 @@ pub struct ServeArgs {
     #[arg(long = "resolve", env = "HERALD_RESOLVE", value_delimiter = ',')]
     pub resolve: Vec<String>,
 
+    /// Where the Secrets that KafkaSources name (`spec.net`) are read off the cluster: the file
+    /// DIR/NAMESPACE/SECRET/KEY (a mounted Secret's layout, per namespace); without such a
+    /// file, the variable HERALD_SECRET_<NAMESPACE>_<SECRET>_<KEY>.
+    #[arg(long, env = "HERALD_SECRETS_DIR")]
+    pub secrets_dir: Option<PathBuf>,
+
     /// Bearer token every admin API call must carry (all but /healthz, /readyz, /metrics);
     /// required when --admin-listen is not a loopback address.
     #[arg(long, env = "HERALD_ADMIN_TOKEN", hide_env_values = true)]

@@ -10,10 +10,13 @@ use herald_triggers::{TriggerPlan, TriggerStats};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{build_desired, ConfigError, Desired, Loaded, RefMap, Resource, TriggerKey};
+use crate::config::{
+    build_desired, check_secrets, ConfigError, Desired, Loaded, RefMap, Resource, TriggerKey,
+};
 use crate::kinds::Kind;
 use crate::runtime::Runtime;
 use crate::store::{FileChanges, ObjectKey, Owner, ResourceStore, StoreError};
+use herald_sources::secrets::SecretReader;
 
 /// Why a request to the control plane failed; each maps to one HTTP status.
 #[derive(Debug, thiserror::Error)]
@@ -74,6 +77,8 @@ pub struct ControlPlane {
     desired: Desired,
     /// `--resolve`: where non-Broker refs point off the cluster.
     refs: RefMap,
+    /// `--secrets-dir` and the environment: the Secrets KafkaSources name.
+    secrets: Arc<dyn SecretReader>,
     /// Cut redrives short at shutdown.
     shutdown: CancellationToken,
 }
@@ -92,12 +97,19 @@ pub fn parse_record_id(text: &str) -> Option<RecordId> {
 }
 
 impl ControlPlane {
-    pub fn new(store: ResourceStore, runtime: Runtime, desired: Desired, refs: RefMap) -> Self {
+    pub fn new(
+        store: ResourceStore,
+        runtime: Runtime,
+        desired: Desired,
+        refs: RefMap,
+        secrets: Arc<dyn SecretReader>,
+    ) -> Self {
         Self {
             store,
             runtime,
             desired,
             refs,
+            secrets,
             shutdown: CancellationToken::new(),
         }
     }
@@ -110,16 +122,19 @@ impl ControlPlane {
         change: Option<Resource>,
     ) -> Result<(), ControlError> {
         let candidate = self.store.loaded_with(key, change.as_ref());
-        let desired = build_desired(candidate, &self.refs).map_err(|error| {
-            if change.is_none() {
-                ControlError::Conflict(format!(
-                    "cannot delete {} {}/{}: {error}",
-                    key.kind, key.namespace, key.name
-                ))
-            } else {
-                ControlError::Invalid(error)
-            }
-        })?;
+        let secrets_read = check_secrets(&candidate, self.secrets.as_ref()).await;
+        let desired = secrets_read
+            .and_then(|()| build_desired(candidate, &self.refs))
+            .map_err(|error| {
+                if change.is_none() {
+                    ControlError::Conflict(format!(
+                        "cannot delete {} {}/{}: {error}",
+                        key.kind, key.namespace, key.name
+                    ))
+                } else {
+                    ControlError::Invalid(error)
+                }
+            })?;
         self.run_or_restore(&desired).await?;
         let stored = match change {
             Some(resource) => self.store.save(resource),
@@ -151,8 +166,11 @@ impl ControlPlane {
                 StoreError::Config(error) => ControlError::Invalid(error),
                 other => ControlError::Conflict(other.to_string()),
             })?;
-        let desired =
-            build_desired(candidate.loaded(), &self.refs).map_err(ControlError::Invalid)?;
+        let loaded = candidate.loaded();
+        check_secrets(&loaded, self.secrets.as_ref())
+            .await
+            .map_err(ControlError::Invalid)?;
+        let desired = build_desired(loaded, &self.refs).map_err(ControlError::Invalid)?;
         self.run_or_restore(&desired).await?;
         desired.log_waiting_triggers();
         self.store = candidate;

@@ -49,6 +49,7 @@ impl DataPlane {
     pub async fn open(
         args: &DataPlaneArgs,
         kube: Arc<KubeAccess>,
+        secrets: Arc<dyn herald_sources::secrets::SecretReader>,
         check: impl FnOnce(&BackendChoice) -> anyhow::Result<()>,
     ) -> anyhow::Result<Self> {
         check(&backend_choice(args))?;
@@ -85,6 +86,7 @@ impl DataPlane {
                 retries: args.source_retry,
                 backoff: args.source_backoff_delay,
                 kube,
+                secrets,
             },
         );
         Ok(Self {

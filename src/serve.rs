@@ -11,11 +11,14 @@ use tokio_util::sync::CancellationToken;
 use crate::admin::{self, Readiness};
 use crate::api::ApiState;
 use crate::cli::ServeArgs;
-use crate::config::{build_desired, load_paths, ConfigError, Loaded, RefMap, Resource};
+use crate::config::{
+    build_desired, check_secrets, load_paths, ConfigError, Loaded, RefMap, Resource,
+};
 use crate::control::{ControlError, ControlPlane};
 use crate::dataplane::DataPlane;
 use crate::store::ResourceStore;
 use herald_broker::log::routed::BackendChoice;
+use herald_sources::secrets::{LocalSecrets, SecretReader};
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     crate::api::check_exposure(args.data.admin_listen, args.admin_token.as_deref())
@@ -29,7 +32,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         load_paths(&args.config)?,
     )?;
     let refs = RefMap::parse(&args.resolve)?;
-    let desired = build_desired(store.loaded(), &refs)?;
+    let secrets: Arc<dyn SecretReader> = Arc::new(LocalSecrets::new(args.secrets_dir.clone()));
+    let loaded = store.loaded();
+    check_secrets(&loaded, secrets.as_ref()).await?;
+    let desired = build_desired(loaded, &refs)?;
     tracing::info!(
         brokers = desired.brokers.len(),
         triggers = desired.triggers.len(),
@@ -44,7 +50,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         metrics,
         listeners,
         ..
-    } = DataPlane::open(&args.data, kube, |choice| {
+    } = DataPlane::open(&args.data, kube, secrets.clone(), |choice| {
         Ok(check_broker_classes(&store.loaded(), choice)?)
     })
     .await?;
@@ -54,7 +60,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .context("starting brokers and triggers")?;
     let control = Arc::new(tokio::sync::Mutex::new(ControlPlane::new(
-        store, runtime, desired, refs,
+        store, runtime, desired, refs, secrets,
     )));
 
     let readiness = Readiness::default().with_log(routes);

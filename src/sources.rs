@@ -31,6 +31,9 @@ pub struct SourceContext {
     pub backoff: Duration,
     /// The Kubernetes API, for ApiServerSources.
     pub kube: Arc<KubeAccess>,
+    /// Where KafkaSources' Secrets are read: files and environment (serve), the API server
+    /// (controller).
+    pub secrets: Arc<dyn herald_sources::secrets::SecretReader>,
 }
 
 /// The `Source` for a source resource.
@@ -58,6 +61,7 @@ fn build(resource: &Resource, ctx: &SourceContext) -> Option<Arc<dyn Source>> {
             namespace,
             name,
             spec: s.spec.clone(),
+            secrets: ctx.secrets.clone(),
         }),
         // Refused by validation in a build without them.
         #[cfg(not(feature = "nats"))]
@@ -67,6 +71,7 @@ fn build(resource: &Resource, ctx: &SourceContext) -> Option<Arc<dyn Source>> {
         Resource::ApiServerSource(s) => Arc::new(ApiServerSource {
             namespace,
             name,
+            filter: herald_triggers::filter::compile_filters(&s.spec.filters).ok()?,
             spec: s.spec.clone(),
             kube: ctx.kube.clone(),
         }),

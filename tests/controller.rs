@@ -1237,3 +1237,95 @@ async fn a_controller_scoped_to_a_namespace_needs_permissions_only_there() {
     assert!(!logs.contains("forbidden"), "{logs}");
     herald.terminate().await;
 }
+
+/// On the cluster a KafkaSource's `spec.net` Secret is read through the API server: while it
+/// is missing the source is `Ready=False SecretUnavailable` naming the Secret and key; once
+/// it exists the source authenticates (SCRAM-SHA-256, the test Kafka's SASL listener) and
+/// records reach the sink.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kafka_source_reads_its_secret_from_the_cluster() {
+    use herald_broker::testing::{KafkaServer, KAFKA_SASL_PASSWORD, KAFKA_SASL_USER};
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+
+    let topic = "cluster-sasl";
+    let mut kafka = rdkafka::ClientConfig::new();
+    kafka.set("bootstrap.servers", KafkaServer::shared());
+    let admin: AdminClient<DefaultClientContext> = kafka.create().unwrap();
+    admin
+        .create_topics(
+            [&NewTopic::new(topic, 1, TopicReplication::Fixed(1))],
+            &AdminOptions::new(),
+        )
+        .await
+        .unwrap();
+    let server = KubeApiServer::start().await;
+    server.install_crds().await;
+    let subscriber = Subscriber::start().await;
+    let data = tempfile::tempdir().unwrap();
+    let herald = start_controller(&server, &data, "only").await;
+    let secret_ref = |key: &str| json!({"secretKeyRef": {"name": "kafka-sasl", "key": key}});
+    create(
+        &server,
+        &format!("{SOURCES}/kafkasources"),
+        &json!({
+            "apiVersion": "sources.knative.dev/v1", "kind": "KafkaSource", "metadata": {"name": "sasl"},
+            "spec": {"bootstrapServers": [KafkaServer::shared_sasl()], "topics": [topic],
+                     "net": {"sasl": {"enable": true, "user": secret_ref("user"),
+                                      "password": secret_ref("password"), "type": secret_ref("saslType")},
+                             "tls": {"enable": false}},
+                     "sink": {"uri": subscriber.url()}}
+        }),
+    )
+    .await;
+    let path = format!("{SOURCES}/kafkasources/sasl");
+    let waiting = wait_condition(
+        &server,
+        &herald,
+        &path,
+        "Ready",
+        "False",
+        Some("SecretUnavailable"),
+    )
+    .await;
+    let message = condition(&waiting, "Ready").unwrap()["message"].to_string();
+    assert!(
+        message.contains("spec.net.sasl.user.secretKeyRef")
+            && message.contains(r#"key \"user\" of Secret default/kafka-sasl does not exist"#),
+        "{message}"
+    );
+    create(
+        &server,
+        &format!("{CORE}/secrets"),
+        &json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "kafka-sasl"},
+                "stringData": {"user": KAFKA_SASL_USER, "password": KAFKA_SASL_PASSWORD,
+                               "saslType": "SCRAM-SHA-256"}}),
+    )
+    .await;
+    // The failed source is retried with backoff (up to 30 s), then joins its group at the
+    // latest offset: send a record every half second until one arrives.
+    let producer: FutureProducer = kafka.create().unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    while subscriber.received().is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no record reached the sink: {}",
+            herald.logs()
+        );
+        producer
+            .send(
+                FutureRecord::<str, str>::to(topic).payload("on the cluster"),
+                Duration::from_secs(10),
+            )
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(
+        subscriber.received()[0].ce("type"),
+        Some("dev.knative.kafka.event")
+    );
+    wait_ready(&server, &herald, &path).await;
+    assert!(!herald.logs().contains(KAFKA_SASL_PASSWORD));
+}

@@ -1,5 +1,6 @@
 //! Knative's own YAML off the cluster, through the real binary: triggers that wait for their
-//! broker, files that also hold Kubernetes objects, refs mapped to URLs with `--resolve`.
+//! broker, files that also hold Kubernetes objects, refs mapped to URLs with `--resolve`,
+//! Secrets read from `--secrets-dir`.
 #![allow(
     clippy::unwrap_used,
     clippy::print_stdout,
@@ -9,10 +10,18 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::admin::{AdminClient, BROKERS, TRIGGERS};
 use common::herald::Sled;
+use common::kube::KubeApiServer;
 use common::{wait_for_async, wait_for_value, Herald, HeraldDirs, Subscriber};
-use serde_json::Value;
+use herald_broker::testing::{KafkaServer, KAFKA_SASL_PASSWORD, KAFKA_SASL_USER};
+use rdkafka::admin::{AdminClient as KafkaAdmin, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::ClientConfig;
+use serde_json::{json, Value};
 
 const BROKER_B: &str = "apiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadata: {name: b}\n";
 
@@ -266,16 +275,28 @@ async fn the_knative_docs_examples_run_unchanged() {
     let dirs = HeraldDirs::new("");
     let examples = format!("{}/examples/knative-docs", env!("CARGO_MANIFEST_DIR"));
     let mapping = format!("v1/Service/event-example/event-display={}", display.url());
+    // kafkasource.yaml names a Secret: the whole folder loads only if it can be read.
+    let secrets = kafka_sasl_secret("SCRAM-SHA-512");
     let herald = Herald::start(
         &Sled,
         &dirs,
-        &["--config", &examples, "--resolve", &mapping],
+        &[
+            "--config",
+            &examples,
+            "--resolve",
+            &mapping,
+            "--secrets-dir",
+            secrets.path().to_str().unwrap(),
+        ],
     )
     .await;
     for skipped in [
         "v1 Namespace event-example",
         "apps/v1 Deployment",
         "v1 Service",
+        "v1 ServiceAccount event-example/events-sa",
+        "rbac.authorization.k8s.io/v1 Role",
+        "rbac.authorization.k8s.io/v1 RoleBinding",
     ] {
         assert!(
             herald.log_contains(&format!("skipping {skipped}")),
@@ -302,4 +323,235 @@ async fn the_knative_docs_examples_run_unchanged() {
                 == Some("/apis/v1/namespaces/event-example/pingsources/test-ping-source")
     })
     .await;
+}
+
+const EXAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/knative-docs");
+
+/// A `--secrets-dir` holding kafkasource.yaml's Secret `event-example/kafka-sasl` with the
+/// test Kafka's SASL user, as a mounted Secret's files (the user with a line break, as
+/// `echo` writes it).
+fn kafka_sasl_secret(mechanism: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("event-example/kafka-sasl");
+    std::fs::create_dir_all(&secret).unwrap();
+    std::fs::write(secret.join("user"), format!("{KAFKA_SASL_USER}\n")).unwrap();
+    std::fs::write(secret.join("password"), KAFKA_SASL_PASSWORD).unwrap();
+    std::fs::write(secret.join("saslType"), mechanism).unwrap();
+    dir
+}
+
+/// apiserversource.yaml as it is: Events of `event-example` reach event-display, and its
+/// `filters` keep only additions. One watch sends in the API server's order, so the update
+/// of the first Event (made once its addition arrived) would arrive before the addition of
+/// the second if it were not dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_knative_docs_api_server_source_filters_what_it_sends() {
+    let server = KubeApiServer::start().await;
+    let (status, answer) = server
+        .post(
+            "/api/v1/namespaces",
+            &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "event-example"}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{answer}");
+    let display = Subscriber::start().await;
+    let dirs = HeraldDirs::new("");
+    let mapping = format!("v1/Service/event-example/event-display={}", display.url());
+    let kubeconfig = server.kubeconfig();
+    let herald = Herald::start(
+        &Sled,
+        &dirs,
+        &[
+            "--config",
+            &format!("{EXAMPLES}/apiserversource.yaml"),
+            "--resolve",
+            &mapping,
+            "--kubeconfig",
+            kubeconfig.to_str().unwrap(),
+        ],
+    )
+    .await;
+    let admin = AdminClient::new(&herald.admin);
+    let (_, source) = admin
+        .get("/apis/sources.knative.dev/v1/namespaces/event-example/apiserversources/k8s-events")
+        .await;
+    assert_eq!(
+        source["spec"]["filters"],
+        json!([{"exact": {"type": "dev.knative.apiserver.resource.add"}}])
+    );
+    wait_ready(
+        &admin,
+        "/apis/sources.knative.dev/v1/namespaces/event-example/apiserversources/k8s-events",
+        "True",
+    )
+    .await;
+    let events = "/api/v1/namespaces/event-example/events";
+    let event = |name: &str| {
+        json!({"apiVersion": "v1", "kind": "Event", "metadata": {"name": name},
+               "involvedObject": {"kind": "ConfigMap", "name": "demo", "namespace": "event-example"},
+               "reason": "Tested", "message": "first", "type": "Normal"})
+    };
+    let subject = |name: &str| format!("/apis/v1/namespaces/event-example/events/{name}");
+    let (status, answer) = server.post(events, &event("first")).await;
+    assert_eq!(status, 201, "{answer}");
+    // Its addition arrives through the watch: the update below is a change the watch sees.
+    common::wait_for(&display, |r| {
+        r.ce("subject") == Some(subject("first").as_str())
+    })
+    .await;
+    let (status, answer) = server
+        .patch(&format!("{events}/first"), &json!({"message": "second"}))
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    let (status, answer) = server.post(events, &event("second")).await;
+    assert_eq!(status, 201, "{answer}");
+    let got = common::wait_for(&display, |r| {
+        r.ce("subject") == Some(subject("second").as_str())
+    })
+    .await;
+    let seen: Vec<(&str, &str)> = got
+        .iter()
+        .map(|r| (r.ce("type").unwrap(), r.ce("subject").unwrap()))
+        .collect();
+    let add = "dev.knative.apiserver.resource.add";
+    assert_eq!(
+        seen,
+        [
+            (add, subject("first").as_str()),
+            (add, subject("second").as_str())
+        ]
+    );
+    let data: Value = serde_json::from_slice(&got[0].body).unwrap();
+    assert_eq!(data["message"], "first", "Resource mode sends the object");
+}
+
+/// kafkasource.yaml with only its bootstrap server changed (to the test Kafka's SASL
+/// listener): the source authenticates with SCRAM-SHA-512 from the Secret's files and a
+/// record reaches event-display as `dev.knative.kafka.event`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_knative_docs_kafka_source_reads_with_sasl() {
+    let plaintext = KafkaServer::shared();
+    let example = std::fs::read_to_string(format!("{EXAMPLES}/kafkasource.yaml")).unwrap();
+    let yaml = example.replace(
+        "my-cluster-kafka-bootstrap.kafka:9092",
+        &KafkaServer::shared_sasl(),
+    );
+    assert_ne!(yaml, example);
+    let topic = "knative-demo-topic";
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", &plaintext);
+    let admin: KafkaAdmin<DefaultClientContext> = config.create().unwrap();
+    admin
+        .create_topics(
+            [&NewTopic::new(topic, 1, TopicReplication::Fixed(1))],
+            &AdminOptions::new(),
+        )
+        .await
+        .unwrap();
+    let producer: FutureProducer = config.create().unwrap();
+    let display = Subscriber::start().await;
+    let dirs = HeraldDirs::new(&yaml);
+    let secrets = kafka_sasl_secret("SCRAM-SHA-512");
+    let mapping = format!("v1/Service/event-example/event-display={}", display.url());
+    let herald = Herald::start(
+        &Sled,
+        &dirs,
+        &[
+            "--resolve",
+            &mapping,
+            "--secrets-dir",
+            secrets.path().to_str().unwrap(),
+        ],
+    )
+    .await;
+    // The source starts at the latest offset once it has joined its group: records sent
+    // before are not for it, so send one every half second until one arrives.
+    let deadline = tokio::time::Instant::now() + common::DEADLINE;
+    let mut sent = 0;
+    while display.received().is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no record reached event-display: {}",
+            herald.logs()
+        );
+        producer
+            .send(
+                FutureRecord::to(topic)
+                    .key("k")
+                    .payload(r#"{"hello": "sasl"}"#),
+                Duration::from_secs(10),
+            )
+            .await
+            .unwrap();
+        sent += 1;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(sent > 0);
+    let got = display.received();
+    assert_eq!(got[0].ce("type"), Some("dev.knative.kafka.event"));
+    assert_eq!(
+        got[0].ce("source"),
+        Some("/apis/v1/namespaces/event-example/kafkasources/kafka-source#knative-demo-topic")
+    );
+    assert_eq!(&got[0].body[..], br#"{"hello": "sasl"}"#);
+    assert!(
+        !herald.logs().contains(KAFKA_SASL_PASSWORD),
+        "the password is never logged"
+    );
+}
+
+/// A Secret that cannot be read refuses the KafkaSource, naming the field, the Secret and
+/// the key, never a value: at start, and through the admin API (nothing is stored).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kafka_source_whose_secret_is_missing_is_refused() {
+    let example = std::fs::read_to_string(format!("{EXAMPLES}/kafkasource.yaml")).unwrap();
+    let secrets = kafka_sasl_secret("SCRAM-SHA-512");
+    std::fs::remove_file(secrets.path().join("event-example/kafka-sasl/password")).unwrap();
+    let dirs = HeraldDirs::new(&example);
+    let (status, stderr) = common::herald::run_invalid_with(
+        &dirs.config_file(),
+        dirs.data.path(),
+        &[
+            "--resolve",
+            "v1/Service/event-example/event-display=http://127.0.0.1:9",
+            "--secrets-dir",
+            secrets.path().to_str().unwrap(),
+        ],
+    );
+    assert!(!status.success());
+    for needle in [
+        "KafkaSource event-example/kafka-source",
+        "field spec.net.sasl.password.secretKeyRef",
+        "key \"password\" of Secret event-example/kafka-sasl does not exist",
+        "event-example/kafka-sasl/password",
+        "$HERALD_SECRET_EVENT_EXAMPLE_KAFKA_SASL_PASSWORD",
+    ] {
+        assert!(stderr.contains(needle), "{needle}: {stderr}");
+    }
+    // Through the admin API: refused, and nothing stored.
+    let dirs = HeraldDirs::new("");
+    let herald = Herald::start(
+        &Sled,
+        &dirs,
+        &[
+            "--resolve",
+            "v1/Service/event-example/event-display=http://127.0.0.1:9",
+            "--secrets-dir",
+            secrets.path().to_str().unwrap(),
+        ],
+    )
+    .await;
+    let admin = AdminClient::new(&herald.admin);
+    let path = "/apis/sources.knative.dev/v1/namespaces/event-example/kafkasources";
+    let (status, answer) = admin.post_yaml(path, &example).await;
+    assert_eq!(status, 422, "{answer}");
+    let message = common::admin::message(&answer);
+    assert!(
+        message.contains("spec.net.sasl.password.secretKeyRef")
+            && message.contains("Secret event-example/kafka-sasl"),
+        "{message}"
+    );
+    let (status, _) = admin.get(&format!("{path}/kafka-source")).await;
+    assert_eq!(status, 404);
+    herald.terminate().await;
 }

@@ -93,10 +93,19 @@ impl Drop for NatsServer {
 pub struct KafkaServer {
     child: Option<Child>,
     port: u16,
+    /// A second listener that asks for SASL (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512) as
+    /// [`KAFKA_SASL_USER`] with [`KAFKA_SASL_PASSWORD`].
+    sasl_port: u16,
     controller_port: u16,
     dir: tempfile::TempDir,
     starts: usize,
 }
+
+/// The user the test brokers' SASL listener knows, with every mechanism it offers.
+#[cfg(feature = "kafka")]
+pub const KAFKA_SASL_USER: &str = "herald";
+#[cfg(feature = "kafka")]
+pub const KAFKA_SASL_PASSWORD: &str = "herald-test-password";
 
 #[cfg(feature = "kafka")]
 mod kafka_server {
@@ -108,15 +117,21 @@ mod kafka_server {
 
     use rustix::process::{kill_process, Pid, Signal};
 
-    use super::KafkaServer;
+    use super::{KafkaServer, KAFKA_SASL_PASSWORD, KAFKA_SASL_USER};
 
     const STARTED: &str = "Kafka Server started";
 
-    fn free_port() -> u16 {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("a free port")
+    /// `N` distinct free ports: all bound at once, so that none is handed out twice.
+    fn free_ports<const N: usize>() -> [u16; N] {
+        let listeners: Vec<std::net::TcpListener> = (0..N)
+            .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("a free port"))
+            .collect();
+        std::array::from_fn(|i| {
+            listeners[i]
+                .local_addr()
+                .map(|a| a.port())
+                .expect("a free port")
+        })
     }
 
     fn libs() -> PathBuf {
@@ -169,10 +184,12 @@ mod kafka_server {
         /// Starts a broker of its own (for tests that stop or kill Kafka).
         pub fn start() -> Self {
             let dir = tempfile::tempdir().expect("a Kafka directory");
+            let [port, sasl_port, controller_port] = free_ports();
             let mut server = Self {
                 child: None,
-                port: free_port(),
-                controller_port: free_port(),
+                port,
+                sasl_port,
+                controller_port,
                 dir,
                 starts: 0,
             };
@@ -186,6 +203,18 @@ mod kafka_server {
                     "-c",
                 ])
                 .arg(server.dir.path().join("server.properties"))
+                .args(
+                    ["SCRAM-SHA-256", "SCRAM-SHA-512"]
+                        .iter()
+                        .flat_map(|mechanism| {
+                            [
+                                "--add-scram".to_owned(),
+                                format!(
+                            "{mechanism}=[name={KAFKA_SASL_USER},password={KAFKA_SASL_PASSWORD}]"
+                        ),
+                            ]
+                        }),
+                )
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped())
                 .output()
@@ -202,6 +231,15 @@ mod kafka_server {
         /// One broker for the whole test process, stopped when the process exits. Tests
         /// sharing it use their own topic prefix.
         pub fn shared() -> String {
+            Self::with_shared(Self::bootstrap)
+        }
+
+        /// The shared broker's SASL listener (see [`KafkaServer::sasl_bootstrap`]).
+        pub fn shared_sasl() -> String {
+            Self::with_shared(Self::sasl_bootstrap)
+        }
+
+        fn with_shared(address: fn(&Self) -> String) -> String {
             SHARED
                 .get_or_init(|| {
                     let server = Self::start();
@@ -222,7 +260,7 @@ mod kafka_server {
                     std::sync::Mutex::new(server)
                 })
                 .lock()
-                .map(|s| s.bootstrap())
+                .map(|s| address(&s))
                 .expect("the shared Kafka")
         }
 
@@ -230,20 +268,34 @@ mod kafka_server {
             format!("127.0.0.1:{}", self.port)
         }
 
+        /// The listener that asks for SASL (no TLS): user [`KAFKA_SASL_USER`], password
+        /// [`KAFKA_SASL_PASSWORD`], mechanism PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.
+        pub fn sasl_bootstrap(&self) -> String {
+            format!("127.0.0.1:{}", self.sasl_port)
+        }
+
         fn write_config(&self) {
             let dir = self.dir.path();
             let properties = format!(
                 "process.roles=broker,controller\nnode.id=1\ncontroller.quorum.voters=1@127.0.0.1:{c}\n\
-                 listeners=PLAINTEXT://127.0.0.1:{p},CONTROLLER://127.0.0.1:{c}\n\
-                 advertised.listeners=PLAINTEXT://127.0.0.1:{p}\ncontroller.listener.names=CONTROLLER\n\
-                 listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT\n\
+                 listeners=PLAINTEXT://127.0.0.1:{p},SASL_PLAINTEXT://127.0.0.1:{s},CONTROLLER://127.0.0.1:{c}\n\
+                 advertised.listeners=PLAINTEXT://127.0.0.1:{p},SASL_PLAINTEXT://127.0.0.1:{s}\n\
+                 controller.listener.names=CONTROLLER\ninter.broker.listener.name=PLAINTEXT\n\
+                 listener.security.protocol.map=PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:PLAINTEXT\n\
+                 sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-256,SCRAM-SHA-512\n\
+                 listener.name.sasl_plaintext.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_{user}=\"{password}\";\n\
+                 listener.name.sasl_plaintext.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;\n\
+                 listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;\n\
                  log.dirs={data}\nnum.partitions=1\noffsets.topic.replication.factor=1\n\
                  offsets.topic.num.partitions=4\ntransaction.state.log.replication.factor=1\n\
                  transaction.state.log.min.isr=1\nshare.coordinator.state.topic.replication.factor=1\n\
                  share.coordinator.state.topic.min.isr=1\ngroup.initial.rebalance.delay.ms=0\n\
                  auto.create.topics.enable=false\nlog.segment.bytes=16777216\n",
                 p = self.port,
+                s = self.sasl_port,
                 c = self.controller_port,
+                user = KAFKA_SASL_USER,
+                password = KAFKA_SASL_PASSWORD,
                 data = dir.join("data").display(),
             );
             std::fs::write(dir.join("server.properties"), properties).expect("server.properties");

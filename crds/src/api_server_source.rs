@@ -7,7 +7,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::source::{CloudEventOverrides, SourceStatus};
-use crate::Destination;
+use crate::{Destination, SubscriptionsApiFilter};
 
 /// Watches `resources` and sends one event per add, update and delete to `sink`.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
@@ -46,6 +46,10 @@ pub struct ApiServerSourceSpec {
     /// Watch the namespaces these labels select instead of the source's own namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace_selector: Option<LabelSelector>,
+    /// CloudEvents Subscriptions API filters, as on a Trigger: only the events they pass
+    /// (all elements must) are sent to the sink.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub filters: Vec<SubscriptionsApiFilter>,
     pub sink: Destination,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ce_overrides: Option<CloudEventOverrides>,

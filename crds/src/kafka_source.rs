@@ -49,7 +49,76 @@ pub struct KafkaSourceSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^(ordered|unordered)$"))]
     pub ordering: Option<String>,
+    /// How to reach the Kafka cluster: SASL and TLS, their values from Secrets.
+    // Boxed: it is larger than the rest of the spec, and most sources have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub net: Option<Box<KafkaNetSpec>>,
     pub sink: Destination,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ce_overrides: Option<CloudEventOverrides>,
+}
+
+/// `spec.net`: Knative's SASL and TLS settings of a Kafka client.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct KafkaNetSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sasl: Option<KafkaSaslSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<KafkaTlsSpec>,
+}
+
+/// `spec.net.sasl`: user and password, and the mechanism in `type` (default `PLAIN`).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct KafkaSaslSpec {
+    #[serde(default)]
+    pub enable: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<SecretValueFromSource>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<SecretValueFromSource>,
+    /// `PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512`.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub mechanism: Option<SecretValueFromSource>,
+    /// Knative's OAUTHBEARER settings (AWS MSK): accepted in the schema, refused by Herald.
+    #[serde(default, rename = "roleARN", skip_serializing_if = "Option::is_none")]
+    pub role_arn: Option<SecretValueFromSource>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_provider: Option<SecretValueFromSource>,
+}
+
+/// `spec.net.tls`: the server's CA and the client's certificate and key, PEM.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct KafkaTlsSpec {
+    #[serde(default)]
+    pub enable: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert: Option<SecretValueFromSource>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<SecretValueFromSource>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_cert: Option<SecretValueFromSource>,
+}
+
+/// Where a value comes from: a key of a Secret in the source's namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SecretValueFromSource {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_key_ref: Option<SecretKeySelector>,
+}
+
+/// Kubernetes' `SecretKeySelector`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SecretKeySelector {
+    /// The Secret's name.
+    #[serde(default)]
+    pub name: String,
+    pub key: String,
+    /// When true, a missing Secret or key leaves the value unset instead of failing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub optional: Option<bool>,
 }

@@ -27,7 +27,10 @@ pub use broker::{Broker, BrokerSpec, BrokerStatus};
 pub use container_source::{ContainerSource, ContainerSourceSpec};
 pub use delivery::{BackoffPolicy, DeliveryFormat, DeliverySpec};
 pub use destination::{Destination, KReference};
-pub use kafka_source::{KafkaSource, KafkaSourceSpec};
+pub use kafka_source::{
+    KafkaNetSpec, KafkaSaslSpec, KafkaSource, KafkaSourceSpec, KafkaTlsSpec, SecretKeySelector,
+    SecretValueFromSource,
+};
 pub use nats_source::{JetStreamSourceSpec, NatsSource, NatsSourceSpec};
 pub use ping_source::{PingSource, PingSourceSpec};
 pub use sink_binding::{BindingSubject, SinkBinding, SinkBindingSpec};

@@ -8,6 +8,7 @@
 //! Records are sent one at a time, in order; an offset is committed only after the sink took
 //! its event (a sink that keeps failing holds the source back, it does not skip).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
@@ -23,6 +24,7 @@ use rdkafka::message::{BorrowedMessage, Message, Timestamp};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
+use crate::secrets::SecretReader;
 use crate::{SinkClient, Source, SourceError};
 
 /// The type of records that are not CloudEvents.
@@ -74,6 +76,9 @@ pub fn validate(spec: &KafkaSourceSpec) -> Result<(), FieldError> {
     if matches!(spec.consumers, Some(n) if n < 1) {
         return Err(FieldError::new("spec.consumers", "must be 1 or more"));
     }
+    if let Some(net) = &spec.net {
+        crate::kafka_net::validate(net)?;
+    }
     Ok(())
 }
 
@@ -81,6 +86,8 @@ pub struct KafkaSource {
     pub namespace: String,
     pub name: String,
     pub spec: KafkaSourceSpec,
+    /// Where the values of `spec.net`'s Secrets are read, each time the source starts.
+    pub secrets: Arc<dyn SecretReader>,
 }
 
 impl KafkaSource {
@@ -194,6 +201,17 @@ impl KafkaSource {
     }
 }
 
+/// A client creation error without the value of the setting it names: that value may come
+/// from a Secret (rdkafka's message of a refused setting ends with it).
+fn without_setting_value(error: rdkafka::error::KafkaError) -> String {
+    match error {
+        rdkafka::error::KafkaError::ClientConfig(_, description, key, _) => {
+            format!("the Kafka client refused the setting {key}: {description}")
+        }
+        other => other.to_string(),
+    }
+}
+
 #[async_trait::async_trait]
 impl Source for KafkaSource {
     fn describe(&self) -> String {
@@ -201,7 +219,17 @@ impl Source for KafkaSource {
     }
 
     async fn run(&self, sink: SinkClient, shutdown: CancellationToken) -> Result<(), SourceError> {
-        let consumer: StreamConsumer = ClientConfig::new()
+        let mut config = ClientConfig::new();
+        if let Some(net) = &self.spec.net {
+            let settings =
+                crate::kafka_net::client_settings(&self.namespace, net, self.secrets.as_ref())
+                    .await
+                    .map_err(|e| SourceError::Secret(e.to_string()))?;
+            for (key, value) in settings {
+                config.set(key, value);
+            }
+        }
+        let consumer: StreamConsumer = config
             .set("bootstrap.servers", self.spec.bootstrap_servers.join(","))
             .set("group.id", self.group())
             .set("enable.auto.commit", "false")
@@ -211,7 +239,7 @@ impl Source for KafkaSource {
             )
             .set("max.poll.interval.ms", "86400000")
             .create()
-            .map_err(|e| SourceError::Connect(e.to_string()))?;
+            .map_err(|e| SourceError::Connect(without_setting_value(e)))?;
         let topics: Vec<&str> = self.spec.topics.iter().map(String::as_str).collect();
         consumer
             .subscribe(&topics)
@@ -256,6 +284,7 @@ mod tests {
             namespace: "ns".into(),
             name: "orders".into(),
             spec: KafkaSourceSpec::default(),
+            secrets: Arc::new(crate::secrets::LocalSecrets::default()),
         };
         let record = KafkaRecord {
             key: Some(b"customer-1".to_vec()),
@@ -288,6 +317,7 @@ mod tests {
             namespace: "ns".into(),
             name: "orders".into(),
             spec: KafkaSourceSpec::default(),
+            secrets: Arc::new(crate::secrets::LocalSecrets::default()),
         };
         let record = KafkaRecord {
             // A big-endian integer key and a header with a line break.

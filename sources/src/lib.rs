@@ -8,9 +8,11 @@
 pub mod container;
 #[cfg(feature = "kafka")]
 pub mod kafka;
+pub mod kafka_net;
 #[cfg(feature = "nats")]
 pub mod nats;
 pub mod ping;
+pub mod secrets;
 pub mod sink;
 pub mod webhook;
 
@@ -37,16 +39,23 @@ pub enum SourceError {
     /// The source may not read what it is asked to (Knative's `SufficientPermissions`).
     #[error("insufficient permissions: {0}")]
     Forbidden(String),
+    /// A Secret the source needs is missing or unusable (KafkaSource `spec.net`); the
+    /// message names the field, the Secret and the key, never a value.
+    #[error("{0}")]
+    Secret(String),
 }
 
 /// The condition reason of a source that may not read what it is asked to.
 pub const INSUFFICIENT_PERMISSION: &str = "InsufficientPermission";
+/// The condition reason of a source whose Secrets cannot be read.
+pub const SECRET_UNAVAILABLE: &str = "SecretUnavailable";
 
 impl SourceError {
     /// The `reason` of the source's `Ready=False` condition while this error lasts.
     pub fn reason(&self) -> &'static str {
         match self {
             SourceError::Forbidden(_) => INSUFFICIENT_PERMISSION,
+            SourceError::Secret(_) => SECRET_UNAVAILABLE,
             SourceError::Connect(_) | SourceError::Input(_) => "Failing",
         }
     }

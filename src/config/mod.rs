@@ -8,10 +8,12 @@ mod fuzz;
 mod load;
 mod nesting;
 mod refs;
+mod secrets;
 mod validate;
 
 pub use load::{load_paths, parse_documents, parse_json_document};
 pub use refs::{join as join_ref_uri, RefMap};
+pub use secrets::check_secrets;
 pub use validate::{
     broker_settings, build_desired, build_desired_lenient, referenced_broker, start_from,
     validate_cluster_workload, Desired, Rejected, TriggerKey,

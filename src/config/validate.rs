@@ -560,6 +560,58 @@ mod tests {
         );
     }
 
+    /// ApiServerSource `spec.filters` get a Trigger's checks: dialects, CESQL, nesting.
+    #[test]
+    fn api_server_source_filters_are_checked_as_a_triggers() {
+        let source = |filters: &str| {
+            format!("apiVersion: sources.knative.dev/v1\nkind: ApiServerSource\nmetadata: {{name: s}}\nspec: {{resources: [{{apiVersion: v1, kind: Event}}], sink: {{uri: 'http://x'}}, filters: {filters}}}\n")
+        };
+        assert!(desired(&source(
+            "[{exact: {type: a}}, {not: {cesql: \"source = 'b'\"}}]"
+        ))
+        .is_ok());
+        let deep = format!(
+            "[{}{{exact: {{type: a}}}}{}]",
+            "{not: ".repeat(herald_triggers::filter::MAX_DEPTH),
+            "}".repeat(herald_triggers::filter::MAX_DEPTH)
+        );
+        let cases = [
+            (
+                "[{cesql: \"type = \"}]",
+                "spec.filters[0].cesql".to_owned(),
+                "invalid CESQL",
+            ),
+            (
+                "[{exact: {type: a}, prefix: {type: b}}]",
+                "spec.filters[0]".to_owned(),
+                "multiple dialects",
+            ),
+            (
+                "[{exact: {Bad: a}}]",
+                "spec.filters[0].exact.Bad".to_owned(),
+                "invalid attribute name",
+            ),
+            (
+                &deep,
+                format!(
+                    "spec.filters[0]{}",
+                    ".not".repeat(herald_triggers::filter::MAX_DEPTH)
+                ),
+                "nest deeper than 32",
+            ),
+        ];
+        for (filters, field, message) in cases {
+            let err = desired(&source(filters)).unwrap_err();
+            assert_eq!(
+                err.resource.as_deref(),
+                Some("ApiServerSource default/s"),
+                "{err}"
+            );
+            assert_eq!(err.field.as_deref(), Some(field.as_str()), "{err}");
+            assert!(err.message.contains(message), "{err}");
+        }
+    }
+
     #[test]
     fn duplicates_are_rejected() {
         let err = desired(&format!("{BROKER}{BROKER}")).unwrap_err();

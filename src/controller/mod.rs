@@ -5,6 +5,7 @@ mod cache;
 mod leader;
 mod reconcile;
 mod resolve;
+mod secrets;
 mod workloads;
 mod writeback;
 
@@ -38,13 +39,14 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
         client.clone(),
         server_url.clone(),
     ));
+    let secrets = Arc::new(secrets::ClusterSecrets::new(client.clone()));
     let DataPlane {
         mut runtime,
         routes,
         ingress,
         metrics,
         listeners,
-    } = DataPlane::open(&args.data, kube, |_| Ok(())).await?;
+    } = DataPlane::open(&args.data, kube, secrets, |_| Ok(())).await?;
     // A trigger can leave the desired state for a while (its broker or subscriber is gone):
     // only its finalizer deletes its position and parked events.
     runtime.keep_state_of_removed_triggers();

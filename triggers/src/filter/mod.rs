@@ -259,16 +259,7 @@ fn match_attributes(how: AttributeMatch, pairs: &[(String, String)], event: &Clo
 /// Compiles a trigger's filter: a non-empty `spec.filters` replaces `spec.filter`.
 pub fn compile(spec: &TriggerSpec) -> Result<Filter, FieldError> {
     if !spec.filters.is_empty() {
-        let children = spec
-            .filters
-            .iter()
-            .enumerate()
-            .map(|(i, f)| compile_element(f, &format!("spec.filters[{i}]"), 1))
-            .collect::<Result<_, _>>()?;
-        return Ok(Filter {
-            path: "spec.filters".into(),
-            kind: Kind::All(children),
-        });
+        return compile_filters(&spec.filters);
     }
     match &spec.filter {
         Some(filter) if !filter.attributes.is_empty() => Ok(Filter {
@@ -277,6 +268,23 @@ pub fn compile(spec: &TriggerSpec) -> Result<Filter, FieldError> {
         }),
         _ => Ok(Filter::no_filter()),
     }
+}
+
+/// Compiles a `spec.filters` list (of a Trigger or an ApiServerSource): every element must
+/// pass; an empty list filters nothing. Errors name the element's path under `spec.filters`.
+pub fn compile_filters(filters: &[SubscriptionsApiFilter]) -> Result<Filter, FieldError> {
+    if filters.is_empty() {
+        return Ok(Filter::no_filter());
+    }
+    let children = filters
+        .iter()
+        .enumerate()
+        .map(|(i, f)| compile_element(f, &format!("spec.filters[{i}]"), 1))
+        .collect::<Result<_, _>>()?;
+    Ok(Filter {
+        path: "spec.filters".into(),
+        kind: Kind::All(children),
+    })
 }
 
 /// Compiles one element at nesting `level` (1 for an element of `spec.filters`).
