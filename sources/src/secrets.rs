@@ -176,6 +176,10 @@ mod tests {
             variable,
             "HERALD_SECRET_TEAM_A_KAFKA_AUTH_SASL_PASSWORD_TXT"
         );
+        #[allow(
+            clippy::disallowed_methods,
+            reason = "a variable only this test reads; the environment is the behaviour under test"
+        )]
         std::env::set_var(&variable, "from-env");
         assert_eq!(
             secrets.read(&reference("sasl_password.txt")).await.unwrap(),
