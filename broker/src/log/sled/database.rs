@@ -9,12 +9,13 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use tokio::sync::mpsc;
 
-use super::{names, offset_from_key, BrokerTree, WriterMessage, OFFSET_FLUSH_MS};
+use super::signal::Signal;
+use super::{names, offset_from_key, BrokerTree, WriterMessage};
 use crate::log::{BrokerKey, LogError};
 
 /// What appends and reads answer while the database is being reopened.
@@ -24,6 +25,11 @@ pub(super) const REOPENING: &str = "the embedded log cannot write to its disk an
 /// left free is not room), small enough to stay inline in sled's log.
 const PROBE_BYTES: usize = 16 * 1024;
 const PROBE_KEY: &[u8] = b"herald-probe";
+/// sled's own background thread writes what is buffered, cleans segments (which reclaims
+/// space) and syncs the file at this interval. Nothing's durability depends on it (appends,
+/// parking and commits flush by themselves), so it runs rarely: each run is a wake-up and an
+/// fsync even when nothing happened.
+const SLED_FLUSHER_MS: u64 = 1000;
 
 /// The database and its shared trees; broker trees live in their [`BrokerTree`].
 #[derive(Clone)]
@@ -45,6 +51,12 @@ pub(super) struct Database {
     failed: AtomicBool,
     /// Wakes the writer to reopen; weak, so that dropping the log still stops the writer.
     writer: mpsc::WeakSender<WriterMessage>,
+    /// Raised by each trigger commit: wakes the offset flusher (see `flusher`).
+    pub offsets_written: Signal,
+    /// Flushes the offset flusher made, for tests.
+    pub offset_flushes: AtomicU64,
+    /// Raised by what may let retention delete something: wakes the retention thread.
+    pub retention_wake: Signal,
 }
 
 fn lock_poisoned() -> LogError {
@@ -66,6 +78,9 @@ impl Database {
             brokers: Mutex::new(HashMap::new()),
             failed: AtomicBool::new(false),
             writer,
+            offsets_written: Signal::default(),
+            offset_flushes: AtomicU64::new(0),
+            retention_wake: Signal::default(),
         })
     }
 
@@ -178,6 +193,8 @@ impl Database {
         *self.handles.write().map_err(|_| lock_poisoned())? = Some(handles);
         drop(brokers);
         self.failed.store(false, Ordering::SeqCst);
+        // Retention skipped its passes while the database was failed.
+        self.retention_wake.raise();
         metrics::gauge!(LOG_WRITABLE).set(1.0);
         tracing::info!(dir = %self.dir.display(), "the embedded log was reopened and accepts appends again");
         Ok(())
@@ -198,7 +215,7 @@ fn open_handles(dir: &Path, cache_bytes: u64) -> Result<Handles, LogError> {
     let db = sled::Config::new()
         .path(dir)
         .cache_capacity(cache_bytes)
-        .flush_every_ms(Some(OFFSET_FLUSH_MS))
+        .flush_every_ms(Some(SLED_FLUSHER_MS))
         .open()
         .map_err(|e| match e {
             // sled reports its failed `flock` as an `Other` I/O error with this text

@@ -86,6 +86,7 @@ fn commit(database: &Database, batch: Vec<AppendRequest>) {
                 });
                 if moved {
                     crate::log::record_log_size(&request.broker.key, next);
+                    request.broker.wake_retention(database);
                 }
             }
             for request in batch {
