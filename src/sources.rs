@@ -33,7 +33,10 @@ pub struct SourceContext {
     pub kube: Arc<KubeAccess>,
     /// Where KafkaSources' Secrets are read: files and environment (serve), the API server
     /// (controller).
-    #[cfg_attr(not(feature = "kafka"), allow(dead_code, reason = "only KafkaSource reads Secrets"))]
+    #[cfg_attr(
+        not(feature = "kafka"),
+        allow(dead_code, reason = "only KafkaSource reads Secrets")
+    )]
     pub secrets: Arc<dyn herald_sources::secrets::SecretReader>,
 }
 

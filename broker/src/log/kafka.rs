@@ -26,7 +26,7 @@ use rdkafka::consumer::{
 };
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::BaseRecord;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use super::names::kafka as names;
@@ -36,6 +36,9 @@ use super::{
 };
 use crate::kafka_binding::{self, KafkaRecord};
 use crate::record::Record;
+
+mod producer;
+use producer::ReportingProducer;
 
 /// Knative's default partition count for broker topics.
 pub const DEFAULT_PARTITIONS: i32 = 10;
@@ -147,7 +150,7 @@ async fn blocking<T: Send + 'static>(
 
 pub struct KafkaLog {
     options: KafkaOptions,
-    producer: FutureProducer,
+    producer: ReportingProducer,
     admin: AdminClient<DefaultClientContext>,
     /// The end offset of each partition each broker was written to, for the log-size gauge.
     ends: Mutex<HashMap<BrokerKey, HashMap<i32, i64>>>,
@@ -171,7 +174,7 @@ impl KafkaLog {
                 "message.timeout.ms",
                 DELIVERY_TIMEOUT.as_millis().to_string(),
             );
-        let producer: FutureProducer = producer.create().map_err(unavailable)?;
+        let producer = ReportingProducer::create(&producer).map_err(unavailable)?;
         let admin: AdminClient<DefaultClientContext> =
             options.config().create().map_err(unavailable)?;
         Ok(Self {
@@ -231,17 +234,17 @@ impl KafkaLog {
     }
 
     async fn produce(&self, topic: &str, key: &str, value: Option<&[u8]>) -> Result<(), LogError> {
-        let mut record = FutureRecord::<str, [u8]>::to(topic).key(key);
+        let mut record = BaseRecord::<str, [u8]>::to(topic).key(key);
         if let Some(value) = value {
             record = record.payload(value);
         }
-        match self.producer.send_result(record) {
+        match self.producer.send(record) {
             Ok(delivery) => match delivery.await {
                 Ok(Ok(_)) => Ok(()),
-                Ok(Err((error, _))) => Err(unavailable(error)),
+                Ok(Err(error)) => Err(unavailable(error)),
                 Err(_) => Err(unavailable("the producer stopped")),
             },
-            Err((error, _)) => Err(unavailable(error)),
+            Err(error) => Err(unavailable(error)),
         }
     }
 
@@ -395,26 +398,26 @@ impl EventLog for KafkaLog {
         let encoded: Vec<KafkaRecord> = records.iter().map(kafka_binding::encode).collect();
         let mut deliveries = Vec::with_capacity(encoded.len());
         for record in &encoded {
-            let mut message = FutureRecord::<[u8], [u8]>::to(&topic).headers(kafka_headers(record));
+            let mut message = BaseRecord::<[u8], [u8]>::to(&topic).headers(kafka_headers(record));
             if let Some(key) = &record.key {
                 message = message.key(key.as_slice());
             }
             if let Some(value) = &record.value {
                 message = message.payload(value.as_ref());
             }
-            match self.producer.send_result(message) {
+            match self.producer.send(message) {
                 Ok(delivery) => deliveries.push(delivery),
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                Err(KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull)) => {
                     return Err(LogError::Overloaded)
                 }
-                Err((error, _)) => return Err(unavailable(error)),
+                Err(error) => return Err(unavailable(error)),
             }
         }
         let mut written = Vec::with_capacity(deliveries.len());
         for delivery in deliveries {
             match delivery.await {
-                Ok(Ok(delivery)) => written.push((delivery.partition, delivery.offset + 1)),
-                Ok(Err((error, _))) => return Err(unavailable(error)),
+                Ok(Ok((partition, offset))) => written.push((partition, offset + 1)),
+                Ok(Err(error)) => return Err(unavailable(error)),
                 Err(_) => return Err(unavailable("the producer stopped")),
             }
         }
@@ -603,11 +606,7 @@ impl EventLog for KafkaLog {
 
     async fn close(&self) -> Result<(), LogError> {
         let producer = self.producer.clone();
-        blocking(move || {
-            use rdkafka::producer::Producer;
-            producer.flush(REQUEST_TIMEOUT).map_err(unavailable)
-        })
-        .await
+        blocking(move || producer.flush(REQUEST_TIMEOUT).map_err(unavailable)).await
     }
 }
 

@@ -16,7 +16,7 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
@@ -31,10 +31,12 @@ use super::{
 use crate::record::Record;
 
 mod database;
+mod flusher;
 mod migrate;
 mod retention;
 mod segment;
 mod segments;
+mod signal;
 mod writer;
 
 use database::Database;
@@ -46,8 +48,6 @@ use writer::{AppendRequest, WriterMessage};
 
 /// Default bound of the append queue; a full queue answers [`LogError::Overloaded`].
 pub const DEFAULT_QUEUE_CAPACITY: usize = 4096;
-/// Background flush interval: what makes committed offsets durable.
-const OFFSET_FLUSH_MS: u64 = 200;
 
 /// A broker's log: its segment files and the marks in them.
 struct BrokerTree {
@@ -63,6 +63,17 @@ struct BrokerTree {
     retention: Mutex<Retention>,
     /// Set once the broker is deleted: its consumers stop.
     deleted: std::sync::atomic::AtomicBool,
+    /// Whether retention may delete anything: appends and commits then wake it.
+    has_limits: AtomicBool,
+}
+
+impl BrokerTree {
+    /// Wakes the retention thread if this broker has limits: something may be deletable.
+    fn wake_retention(&self, database: &Database) {
+        if self.has_limits.load(Ordering::SeqCst) {
+            database.retention_wake.raise();
+        }
+    }
 }
 
 /// The embedded [`EventLog`] (backend `sled`).
@@ -70,9 +81,10 @@ pub struct SledLog {
     database: Arc<Database>,
     writer: mpsc::Sender<WriterMessage>,
     writer_thread: Mutex<Option<JoinHandle<()>>>,
-    /// Dropping (or sending on) it stops the retention thread.
-    trimmer_stop: Mutex<Option<std::sync::mpsc::SyncSender<()>>>,
+    /// Stopped by the database's `retention_wake` signal (on close or drop).
     trimmer_thread: Mutex<Option<JoinHandle<()>>>,
+    /// Stopped by the database's `offsets_written` signal (on close or drop).
+    flusher_thread: Mutex<Option<JoinHandle<()>>>,
 }
 
 fn lock_poisoned() -> LogError {
@@ -126,19 +138,26 @@ impl SledLog {
             .name("herald-sled-writer".into())
             .spawn(move || writer::run_writer(writer_database, rx))
             .map_err(|e| LogError::Storage(format!("cannot start the writer thread: {e}")))?;
-        let (trimmer_stop, stop) = std::sync::mpsc::sync_channel(1);
+        let log = Self {
+            database: database.clone(),
+            writer: tx,
+            writer_thread: Mutex::new(Some(thread)),
+            trimmer_thread: Mutex::new(None),
+            flusher_thread: Mutex::new(None),
+        };
+        // From here on, dropping `log` stops whatever was started.
         let trimmer = Trimmer::new(database.clone());
         let trimmer_thread = std::thread::Builder::new()
             .name("herald-sled-retention".into())
-            .spawn(move || trimmer.run(stop))
+            .spawn(move || trimmer.run())
             .map_err(|e| LogError::Storage(format!("cannot start the retention thread: {e}")))?;
-        Ok(Self {
-            database,
-            writer: tx,
-            writer_thread: Mutex::new(Some(thread)),
-            trimmer_stop: Mutex::new(Some(trimmer_stop)),
-            trimmer_thread: Mutex::new(Some(trimmer_thread)),
-        })
+        *log.trimmer_thread.lock().map_err(|_| lock_poisoned())? = Some(trimmer_thread);
+        let flusher_thread = std::thread::Builder::new()
+            .name("herald-sled-offsets".into())
+            .spawn(move || flusher::run_offset_flusher(database))
+            .map_err(|e| LogError::Storage(format!("cannot start the offset flusher: {e}")))?;
+        *log.flusher_thread.lock().map_err(|_| lock_poisoned())? = Some(flusher_thread);
+        Ok(log)
     }
 
     fn broker(&self, key: &BrokerKey) -> Result<Arc<BrokerTree>, LogError> {
@@ -199,6 +218,7 @@ impl SledLog {
             first: AtomicU64::new(first),
             retention: Mutex::new(Retention::default()),
             deleted: Default::default(),
+            has_limits: AtomicBool::new(false),
         });
         brokers.insert(key.clone(), broker.clone());
         Ok(broker)
@@ -269,7 +289,12 @@ impl EventLog for SledLog {
         settings: &BrokerSettings,
     ) -> Result<(), LogError> {
         let tree = self.open_broker(broker)?;
-        *tree.retention.lock().map_err(|_| lock_poisoned())? = Retention::from_settings(settings);
+        let retention = Retention::from_settings(settings);
+        *tree.retention.lock().map_err(|_| lock_poisoned())? = retention;
+        tree.has_limits
+            .store(!retention.keeps_everything(), Ordering::SeqCst);
+        // New limits may delete what is there now.
+        tree.wake_retention(&self.database);
         Ok(())
     }
 
@@ -415,6 +440,10 @@ impl EventLog for SledLog {
                 .map_err(storage)?;
         }
         drop(handles);
+        // Under interest retention, what only this consumer still needed goes.
+        if let Ok(tree) = self.broker(broker) {
+            tree.wake_retention(&self.database);
+        }
         self.flush().await?;
         Ok(())
     }
@@ -457,24 +486,19 @@ impl EventLog for SledLog {
     }
 
     async fn close(&self) -> Result<(), LogError> {
-        let trimmer = self
-            .trimmer_thread
-            .lock()
-            .map_err(|_| lock_poisoned())?
-            .take();
-        if let Some(stop) = self
-            .trimmer_stop
-            .lock()
-            .map_err(|_| lock_poisoned())?
-            .take()
-        {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = trimmer {
-            tokio::task::spawn_blocking(move || thread.join())
-                .await
-                .map_err(|e| LogError::Storage(e.to_string()))?
-                .map_err(|_| LogError::Storage("the retention thread panicked".into()))?;
+        self.database.retention_wake.stop();
+        self.database.offsets_written.stop();
+        for (thread, name) in [
+            (&self.trimmer_thread, "the retention thread"),
+            (&self.flusher_thread, "the offset flusher"),
+        ] {
+            let thread = thread.lock().map_err(|_| lock_poisoned())?.take();
+            if let Some(thread) = thread {
+                tokio::task::spawn_blocking(move || thread.join())
+                    .await
+                    .map_err(|e| LogError::Storage(e.to_string()))?
+                    .map_err(|_| LogError::Storage(format!("{name} panicked")))?;
+            }
         }
         // The writer finishes what it has taken, then stops; requests queued behind the
         // close are answered "unavailable" when the queue is dropped.
@@ -495,6 +519,15 @@ impl EventLog for SledLog {
             self.flush().await?;
         }
         Ok(())
+    }
+}
+
+impl Drop for SledLog {
+    /// Stops the background threads of a log dropped without `close` (the writer stops by
+    /// itself when its queue is dropped).
+    fn drop(&mut self) {
+        self.database.retention_wake.stop();
+        self.database.offsets_written.stop();
     }
 }
 
@@ -570,15 +603,18 @@ impl LogConsumer for SledConsumer {
         // it, as it waits for the next flush otherwise: a crash meanwhile only redelivers.
         if low_water != self.committed && !self.database.is_failed() {
             // No flush of its own: with many triggers, one flush per trigger per commit was
-            // the cost of fan-out. The offset becomes durable with the background flush, at
-            // most OFFSET_FLUSH_MS later; a crash before that only redelivers what finished
-            // meanwhile.
+            // the cost of fan-out. The offset becomes durable with the offset flusher's flush
+            // this commit arms, at most `OFFSET_FLUSH` later; a crash before that only
+            // redelivers what finished meanwhile.
             self.database
                 .handles()?
                 .offsets
                 .insert(&self.key, &low_water.to_be_bytes())
                 .map_err(|e| self.database.storage(e))?;
             self.committed = low_water;
+            self.database.offsets_written.raise();
+            // Under interest retention, what every trigger finished may now go.
+            self.broker.wake_retention(&self.database);
         }
         Ok(())
     }
@@ -868,6 +904,80 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(ids(&read_some(&mut *consumer).await), ["kept"]);
+    }
+
+    fn copy_dir(from: &Path, to: &Path) {
+        for entry in std::fs::read_dir(from).unwrap() {
+            let entry = entry.unwrap();
+            let target = to.join(entry.file_name());
+            if entry.file_type().unwrap().is_dir() {
+                std::fs::create_dir_all(&target).unwrap();
+                copy_dir(&entry.path(), &target);
+            } else {
+                std::fs::copy(entry.path(), target).unwrap();
+            }
+        }
+    }
+
+    /// A commit is durable by itself, with no append after it, within the offset flush
+    /// (README: at most 200 ms): a copy of the directory taken after the flush, which is
+    /// what a SIGKILL leaves on disk, resumes after the committed records.
+    #[tokio::test]
+    async fn a_commit_becomes_durable_with_the_offset_flush_it_arms() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = SledLog::open(dir.path(), 16).unwrap();
+        let broker = BrokerKey::new("ns", "b");
+        log.ensure_broker(&broker, &BrokerSettings::default())
+            .await
+            .unwrap();
+        let mut consumer = log
+            .consumer(&broker, "c", StartFrom::Earliest)
+            .await
+            .unwrap();
+        log.append(
+            &broker,
+            vec![testsuite::sample("a"), testsuite::sample("b")],
+        )
+        .await
+        .unwrap();
+        let read = consumer.poll(10).await.unwrap();
+        assert_eq!(ids(&read), ["a", "b"]);
+        for record in &read {
+            consumer.ack(record.id).await.unwrap();
+        }
+        let flushes = log.database.offset_flushes.load(Ordering::SeqCst);
+        consumer.commit().await.unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while log.database.offset_flushes.load(Ordering::SeqCst) == flushes {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the commit armed no flush"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+
+        let copy = tempfile::tempdir().unwrap();
+        copy_dir(dir.path(), copy.path());
+        let after_kill = SledLog::open(copy.path(), 16).unwrap();
+        after_kill
+            .ensure_broker(&broker, &BrokerSettings::default())
+            .await
+            .unwrap();
+        after_kill
+            .append(&broker, vec![testsuite::sample("c")])
+            .await
+            .unwrap();
+        let mut resumed = after_kill
+            .consumer(&broker, "c", StartFrom::Earliest)
+            .await
+            .unwrap();
+        assert_eq!(
+            ids(&resumed.poll(10).await.unwrap()),
+            ["c"],
+            "the committed position survived"
+        );
+        after_kill.close().await.unwrap();
+        log.close().await.unwrap();
     }
 
     #[tokio::test]

@@ -11,12 +11,13 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use tokio::sync::mpsc;
 
-use super::{segments, BrokerTree, WriterMessage, OFFSET_FLUSH_MS};
+use super::signal::Signal;
+use super::{segments, BrokerTree, WriterMessage};
 use crate::log::{BrokerKey, LogError};
 
 /// What appends and reads answer while the database is being reopened.
@@ -31,6 +32,11 @@ const SEGMENTS_DIR: &str = "segments";
 /// Where a broker's events are copied from an earlier version's sled tree before the copy
 /// is renamed into place, in the segment directory; no namespace is called so.
 pub(super) const MIGRATING_DIR: &str = "_migrating";
+/// sled's own background thread writes what is buffered, cleans segments (which reclaims
+/// space) and syncs the file at this interval. Nothing's durability depends on it (appends,
+/// parking and commits flush by themselves), so it runs rarely: each run is a wake-up and an
+/// fsync even when nothing happened.
+const SLED_FLUSHER_MS: u64 = 1000;
 
 /// The database and its trees.
 #[derive(Clone)]
@@ -56,6 +62,12 @@ pub(super) struct Database {
     failed: AtomicBool,
     /// Wakes the writer to reopen; weak, so that dropping the log still stops the writer.
     writer: mpsc::WeakSender<WriterMessage>,
+    /// Raised by each trigger commit: wakes the offset flusher (see `flusher`).
+    pub offsets_written: Signal,
+    /// Flushes the offset flusher made, for tests.
+    pub offset_flushes: AtomicU64,
+    /// Raised by what may let retention delete something: wakes the retention thread.
+    pub retention_wake: Signal,
 }
 
 fn lock_poisoned() -> LogError {
@@ -79,6 +91,9 @@ impl Database {
             brokers: Mutex::new(HashMap::new()),
             failed: AtomicBool::new(false),
             writer,
+            offsets_written: Signal::default(),
+            offset_flushes: AtomicU64::new(0),
+            retention_wake: Signal::default(),
         };
         // What an interrupted migration left: it starts again from the sled tree.
         let migrating = database.segments_root().join(MIGRATING_DIR);
@@ -171,6 +186,8 @@ impl Database {
         *self.handles.write().map_err(|_| lock_poisoned())? = Some(handles);
         drop(brokers);
         self.failed.store(false, Ordering::SeqCst);
+        // Retention skipped its passes while the database was failed.
+        self.retention_wake.raise();
         metrics::gauge!(LOG_WRITABLE).set(1.0);
         tracing::info!(dir = %self.dir.display(), "the embedded log was reopened and accepts appends again");
         Ok(())
@@ -191,7 +208,7 @@ fn open_handles(dir: &Path, cache_bytes: u64) -> Result<Handles, LogError> {
     let db = sled::Config::new()
         .path(dir)
         .cache_capacity(cache_bytes)
-        .flush_every_ms(Some(OFFSET_FLUSH_MS))
+        .flush_every_ms(Some(SLED_FLUSHER_MS))
         .open()
         .map_err(|e| match e {
             // sled reports its failed `flock` as an `Other` I/O error with this text

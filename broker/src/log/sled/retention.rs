@@ -1,26 +1,31 @@
 //! Retention on the embedded log: what `herald.dev/retention-max-age`, `-max-bytes` and
 //! `herald.dev/retention: interest` mean on sled, with JetStream's meaning.
 //!
-//! One background thread looks at every broker once per [`CHECK_INTERVAL`] and drops
-//! records from the front of its log: those that arrived before the age limit, those every
-//! trigger has finished (interest), and the oldest while the stored bytes exceed the limit.
-//! Dropping moves the broker's first kept offset (consumers skip what is below it, and it
-//! is kept in sled); segment files wholly below it are deleted. Only durable records are
-//! considered, so the trimmer never races the writer, which appends above the durable mark.
-//! Parked events are copies in their own tree and are never trimmed.
+//! One background thread drops records from the front of each broker's log: those that
+//! arrived before the age limit, those every trigger has finished (interest), and the oldest
+//! while the stored bytes exceed the limit. Dropping moves the broker's first kept offset
+//! (consumers skip what is below it, and it is kept in sled); segment files wholly below it
+//! are deleted. The thread runs only when something can be dropped: it is woken by appends,
+//! commits and settings of brokers that have limits, and by the moment the oldest kept event
+//! reaches its age limit, which each pass computes; a log that keeps everything, or where
+//! nothing happens, wakes it never. It runs at most one pass per [`CHECK_INTERVAL`], so that
+//! under load one pass drops many records. Only durable records are considered, so the
+//! trimmer never races the writer, which appends above the durable mark. Parked events are
+//! copies in their own tree and are never trimmed.
 
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use super::database::Database;
+use super::signal::Woken;
 use super::{arrival_time, io_error, names, offset_from_key, BrokerTree};
 use crate::log::{BrokerKey, BrokerSettings, LogError};
 
-/// How often the trimmer looks at the brokers. With nothing to delete, a pass reads at most
-/// one record per broker with an age limit.
+/// Shortest time between two passes. A pass that failed is retried this much later.
 pub(super) const CHECK_INTERVAL: Duration = Duration::from_secs(1);
+/// Longest sleep before an age limit is due: the wall clock it is computed with may jump.
+const LONGEST_SLEEP: Duration = Duration::from_secs(60);
 
 /// Counter of records deleted by retention, by namespace and broker.
 pub const LOG_TRIMMED: &str = "herald_log_trimmed_records_total";
@@ -44,7 +49,7 @@ impl Retention {
         }
     }
 
-    fn keeps_everything(&self) -> bool {
+    pub(super) fn keeps_everything(&self) -> bool {
         *self == Self::default()
     }
 }
@@ -59,44 +64,70 @@ impl Trimmer {
         Self { database }
     }
 
-    /// Runs a pass every [`CHECK_INTERVAL`] until `stop` receives or its sender is dropped.
-    pub(super) fn run(mut self, stop: Receiver<()>) {
-        while let Err(RecvTimeoutError::Timeout) = stop.recv_timeout(CHECK_INTERVAL) {
-            self.trim_all(SystemTime::now());
-        }
-    }
-
-    /// One pass over every broker. Failures are logged and retried at the next pass.
-    pub(super) fn trim_all(&mut self, now: SystemTime) {
-        // Nothing to do while the database reopens.
-        if self.database.is_failed() {
-            return;
-        }
-        let brokers: Vec<Arc<BrokerTree>> = match self.database.brokers.lock() {
-            Ok(brokers) => brokers.values().cloned().collect(),
-            Err(_) => return,
-        };
-        for broker in brokers {
-            if let Err(e) = self.trim(&broker, now) {
-                tracing::warn!(
-                    namespace = %broker.key.namespace,
-                    broker = %broker.key.name,
-                    error = %e,
-                    "retention pass failed"
-                );
+    /// Sleeps until woken or until the next pass is due, runs it, and again, until the
+    /// database's retention signal is stopped.
+    pub(super) fn run(mut self) {
+        let signal = &self.database.clone().retention_wake;
+        let mut due: Option<Instant> = None;
+        loop {
+            if signal.wait(due) == Woken::Stopped {
+                return;
+            }
+            let started = Instant::now();
+            due = self.trim_all(SystemTime::now()).map(due_instant);
+            if !signal.sleep_until(started + CHECK_INTERVAL) {
+                return;
             }
         }
     }
 
+    /// One pass over every broker; returns when the next pass is due by itself (the oldest
+    /// kept event reaches its age limit, or a failed pass is retried), if ever.
+    pub(super) fn trim_all(&mut self, now: SystemTime) -> Option<SystemTime> {
+        // Nothing to do while the database reopens.
+        if self.database.is_failed() {
+            return None;
+        }
+        let brokers: Vec<Arc<BrokerTree>> = match self.database.brokers.lock() {
+            Ok(brokers) => brokers.values().cloned().collect(),
+            Err(_) => return None,
+        };
+        let mut next: Option<SystemTime> = None;
+        for broker in brokers {
+            let due = match self.trim(&broker, now) {
+                Ok(due) => due,
+                Err(e) => {
+                    tracing::warn!(
+                        namespace = %broker.key.namespace,
+                        broker = %broker.key.name,
+                        error = %e,
+                        "retention pass failed"
+                    );
+                    Some(now + CHECK_INTERVAL)
+                }
+            };
+            next = match (next, due) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
+        next
+    }
+
     /// Moves the broker's first kept offset past what its retention no longer keeps, and
-    /// deletes the segment files left wholly below it; returns how many records it dropped.
-    fn trim(&mut self, broker: &BrokerTree, now: SystemTime) -> Result<u64, LogError> {
+    /// deletes the segment files left wholly below it; returns when its oldest kept record
+    /// reaches the age limit (`None`: no age limit, or nothing kept to expire).
+    fn trim(
+        &mut self,
+        broker: &BrokerTree,
+        now: SystemTime,
+    ) -> Result<Option<SystemTime>, LogError> {
         let retention = *broker
             .retention
             .lock()
             .map_err(|_| LogError::Storage("lock poisoned".into()))?;
         if retention.keeps_everything() {
-            return Ok(0);
+            return Ok(None);
         }
         let durable = *broker.durable.borrow();
         let interest_floor = if retention.interest {
@@ -116,18 +147,20 @@ impl Trimmer {
         };
         let mut arrivals = Arrivals::default();
         let mut first = start;
+        let mut expires = None;
         while first < durable {
             let finished = first < interest_floor;
             let over_size = size.is_some_and(|(max, bytes)| bytes > max);
             // Read only when nothing else already drops the record.
+            let arrived = match (finished || over_size, cutoff) {
+                (false, Some(_)) => arrivals.of(broker, first, durable)?,
+                _ => None,
+            };
             let too_old = !(finished || over_size)
-                && match cutoff {
-                    Some(cutoff) => arrivals
-                        .of(broker, first, durable)?
-                        .is_none_or(|arrived| arrived < cutoff),
-                    None => false,
-                };
+                && cutoff.is_some_and(|cutoff| arrived.is_none_or(|at| at < cutoff));
             if !(finished || over_size || too_old) {
+                // The first record kept: the next one the age limit drops.
+                expires = arrived.zip(retention.max_age).map(|(at, age)| at + age);
                 break;
             }
             if let Some((_, bytes)) = &mut size {
@@ -138,7 +171,7 @@ impl Trimmer {
         }
         let removed = first - start;
         if removed == 0 {
-            return Ok(0);
+            return Ok(expires);
         }
         broker.first.store(first, Ordering::SeqCst);
         // Durable with sled's next flush; until then a restart keeps the first offset of the
@@ -155,7 +188,7 @@ impl Trimmer {
             "broker" => broker.key.name.clone()
         )
         .increment(removed);
-        Ok(removed)
+        Ok(expires)
     }
 
     /// The lowest committed position of the broker's consumers, if it has any.
@@ -208,6 +241,14 @@ impl Arrivals {
             .copied()
             .ok_or_else(|| LogError::Storage(format!("record {offset} could not be read")))
     }
+}
+
+/// The monotonic moment of the wall-clock `at`, at most [`LONGEST_SLEEP`] from now.
+fn due_instant(at: SystemTime) -> Instant {
+    let wait = at
+        .duration_since(SystemTime::now())
+        .unwrap_or(Duration::ZERO);
+    Instant::now() + wait.min(LONGEST_SLEEP)
 }
 
 #[cfg(test)]
@@ -350,6 +391,67 @@ mod tests {
 
         f.trim(now + HOUR - Duration::from_secs(1));
         assert_eq!(f.remaining().await, ["new"], "the limit moves with time");
+    }
+
+    /// A pass says when the next one is due by itself: when the oldest kept event reaches
+    /// the age limit. Without an age limit, or with nothing kept, no pass is due: retention
+    /// then sleeps until an append, a commit or new settings wake it.
+    #[tokio::test]
+    async fn a_pass_arms_a_timer_only_for_the_next_expiry() {
+        // Whole seconds: arrival times are stored to the microsecond.
+        let since_epoch = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap();
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(since_epoch.as_secs());
+        let limited = fixture(BrokerSettings {
+            max_age: Some(HOUR),
+            ..Default::default()
+        })
+        .await;
+        let mut trimmer = Trimmer::new(limited.log.database.clone());
+        assert_eq!(trimmer.trim_all(now), None, "an empty log expires nothing");
+        let young = now - HOUR / 2;
+        limited
+            .log
+            .append(
+                &limited.broker,
+                vec![
+                    arrived("old", now - 2 * HOUR),
+                    arrived("young", young),
+                    arrived("new", now),
+                ],
+            )
+            .await
+            .unwrap();
+        assert_eq!(trimmer.trim_all(now), Some(young + HOUR));
+        assert_eq!(limited.remaining().await, ["young", "new"]);
+        assert_eq!(trimmer.trim_all(now + 3 * HOUR), None, "everything expired");
+
+        let unlimited = fixture(BrokerSettings::default()).await;
+        unlimited
+            .log
+            .append(&unlimited.broker, vec![arrived("a", now - 48 * HOUR)])
+            .await
+            .unwrap();
+        let mut trimmer = Trimmer::new(unlimited.log.database.clone());
+        assert_eq!(trimmer.trim_all(now), None, "a log that keeps everything");
+
+        let sized = fixture(BrokerSettings {
+            max_bytes: Some(1 << 20),
+            ..Default::default()
+        })
+        .await;
+        sized
+            .log
+            .append(&sized.broker, vec![sample("a")])
+            .await
+            .unwrap();
+        let mut trimmer = Trimmer::new(sized.log.database.clone());
+        assert_eq!(
+            trimmer.trim_all(now),
+            None,
+            "only appends can exceed a byte limit"
+        );
     }
 
     #[tokio::test]

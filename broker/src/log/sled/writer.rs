@@ -142,6 +142,7 @@ fn commit(database: &Database, batch: Vec<AppendRequest>) {
         });
         if moved {
             crate::log::record_log_size(&broker.key, next);
+            broker.wake_retention(database);
         }
         for request in requests {
             let _ = request.done.send(Ok(()));
