@@ -31,13 +31,19 @@ fn trigger_labels(plan: &TriggerPlan) -> [(&'static str, String); 2] {
 /// past it (a subscriber answering hundreds of different codes) handles are looked up each time.
 const MAX_ATTEMPT_HANDLES: usize = 64;
 
-/// A trigger's metric handles, made on first use. Building the label strings and looking
-/// the series up in the recorder on every delivery cost several percent of dispatch; a
-/// handle is an atomic add. Lives in the trigger's [`crate::TriggerStats`], whose trigger
-/// (namespace and name) never changes.
+/// A trigger's metric handles, each made on its first use (a series appears only once it
+/// counts something, as before). Building the label strings and looking the series up in
+/// the recorder on every delivery cost several percent of dispatch; a handle is an atomic
+/// add. Lives in the trigger's [`crate::TriggerStats`], whose trigger (namespace and name)
+/// never changes.
 #[derive(Default)]
 pub struct TriggerMetrics {
-    handles: OnceLock<Handles>,
+    delivered: OnceLock<Counter>,
+    retries: OnceLock<Counter>,
+    dead_lettered: OnceLock<Counter>,
+    parked: OnceLock<Counter>,
+    event_latency: OnceLock<Histogram>,
+    attempts: Mutex<HashMap<AttemptLabels, (Counter, Histogram)>>,
 }
 
 impl std::fmt::Debug for TriggerMetrics {
@@ -49,29 +55,9 @@ impl std::fmt::Debug for TriggerMetrics {
 /// An attempt's destination and response code (`None`: no HTTP answer).
 type AttemptLabels = (&'static str, Option<u16>);
 
-struct Handles {
-    delivered: Counter,
-    retries: Counter,
-    dead_lettered: Counter,
-    parked: Counter,
-    event_latency: Histogram,
-    attempts: Mutex<HashMap<AttemptLabels, (Counter, Histogram)>>,
-}
-
-impl TriggerMetrics {
-    fn handles(&self, plan: &TriggerPlan) -> &Handles {
-        self.handles.get_or_init(|| {
-            let labels = trigger_labels(plan);
-            Handles {
-                delivered: metrics::counter!(DELIVERED, &labels),
-                retries: metrics::counter!(RETRIES, &labels),
-                dead_lettered: metrics::counter!(DEAD_LETTERED, &labels),
-                parked: metrics::counter!(PARKED, &labels),
-                event_latency: metrics::histogram!(EVENT_LATENCY, &labels),
-                attempts: Mutex::new(HashMap::new()),
-            }
-        })
-    }
+/// The trigger's counter `name`, registered the first time.
+fn counter<'a>(cell: &'a OnceLock<Counter>, name: &'static str, plan: &TriggerPlan) -> &'a Counter {
+    cell.get_or_init(|| metrics::counter!(name, &trigger_labels(plan)))
 }
 
 /// One attempt to the subscriber (`destination="subscriber"`) or the dead-letter sink.
@@ -100,8 +86,7 @@ pub fn attempt(
             metrics::histogram!(DISPATCH_LATENCY, &labels),
         )
     };
-    let handles = stats.metrics.handles(plan);
-    let (counter, histogram) = match handles.attempts.lock() {
+    let (counter, histogram) = match stats.metrics.attempts.lock() {
         Ok(mut attempts) => match attempts.get(&(destination, status)) {
             Some(pair) => pair.clone(),
             None if attempts.len() < MAX_ATTEMPT_HANDLES => {
@@ -118,24 +103,27 @@ pub fn attempt(
 }
 
 pub fn retry(plan: &TriggerPlan, stats: &TriggerStats) {
-    stats.metrics.handles(plan).retries.increment(1);
+    counter(&stats.metrics.retries, RETRIES, plan).increment(1);
 }
 
 /// A delivered event, with its latency from ingress acceptance (`knativearrivaltime`).
 pub fn delivered(plan: &TriggerPlan, stats: &TriggerStats, event: &CloudEvent) {
-    let handles = stats.metrics.handles(plan);
-    handles.delivered.increment(1);
+    counter(&stats.metrics.delivered, DELIVERED, plan).increment(1);
     if let Some(age) = age(event) {
-        handles.event_latency.record(age.as_secs_f64());
+        stats
+            .metrics
+            .event_latency
+            .get_or_init(|| metrics::histogram!(EVENT_LATENCY, &trigger_labels(plan)))
+            .record(age.as_secs_f64());
     }
 }
 
 pub fn dead_lettered(plan: &TriggerPlan, stats: &TriggerStats) {
-    stats.metrics.handles(plan).dead_lettered.increment(1);
+    counter(&stats.metrics.dead_lettered, DEAD_LETTERED, plan).increment(1);
 }
 
 pub fn parked(plan: &TriggerPlan, stats: &TriggerStats) {
-    stats.metrics.handles(plan).parked.increment(1);
+    counter(&stats.metrics.parked, PARKED, plan).increment(1);
 }
 
 /// Unfinished events of a trigger, and how long the oldest of them has waited.
