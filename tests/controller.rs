@@ -1245,21 +1245,10 @@ async fn a_controller_scoped_to_a_namespace_needs_permissions_only_there() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kafka_source_reads_its_secret_from_the_cluster() {
     use herald_broker::testing::{KafkaServer, KAFKA_SASL_PASSWORD, KAFKA_SASL_USER};
-    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-    use rdkafka::client::DefaultClientContext;
     use rdkafka::producer::{FutureProducer, FutureRecord};
 
     let topic = "cluster-sasl";
-    let mut kafka = rdkafka::ClientConfig::new();
-    kafka.set("bootstrap.servers", KafkaServer::shared());
-    let admin: AdminClient<DefaultClientContext> = kafka.create().unwrap();
-    admin
-        .create_topics(
-            [&NewTopic::new(topic, 1, TopicReplication::Fixed(1))],
-            &AdminOptions::new(),
-        )
-        .await
-        .unwrap();
+    herald_broker::testing::create_kafka_topic(&KafkaServer::shared(), topic, 1).await;
     let server = KubeApiServer::start().await;
     server.install_crds().await;
     let subscriber = Subscriber::start().await;
@@ -1305,7 +1294,10 @@ async fn a_kafka_source_reads_its_secret_from_the_cluster() {
     .await;
     // The failed source is retried with backoff (up to 30 s), then joins its group at the
     // latest offset: send a record every half second until one arrives.
-    let producer: FutureProducer = kafka.create().unwrap();
+    let producer: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", KafkaServer::shared())
+        .create()
+        .unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
     while subscriber.received().is_empty() {
         assert!(

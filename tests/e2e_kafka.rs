@@ -20,8 +20,6 @@ on_backend!(Kafka::shared() => disk::full_data_dir_refuses_changes_then_recovers
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
@@ -122,14 +120,7 @@ async fn records_are_cloudevents_for_any_consumer() {
 async fn kafka_source_maps_records() {
     let kafka = Kafka::shared();
     let topic = format!("{}orders", kafka.prefix);
-    let admin: AdminClient<DefaultClientContext> = client(&kafka.bootstrap).create().unwrap();
-    admin
-        .create_topics(
-            [&NewTopic::new(&topic, 1, TopicReplication::Fixed(1))],
-            &AdminOptions::new(),
-        )
-        .await
-        .unwrap();
+    herald_broker::testing::create_kafka_topic(&kafka.bootstrap, &topic, 1).await;
     let producer: FutureProducer = client(&kafka.bootstrap).create().unwrap();
     let plain = OwnedHeaders::new()
         .insert(Header {
@@ -320,19 +311,8 @@ async fn broker_class_kafka_chooses_the_backend() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_kafka_example_runs() {
     let kafka = Kafka::shared();
-    let admin: AdminClient<DefaultClientContext> = client(&kafka.bootstrap).create().unwrap();
     // The example's source reads this topic; it starts once the topic exists.
-    admin
-        .create_topics(
-            [&NewTopic::new(
-                "legacy-payments",
-                1,
-                TopicReplication::Fixed(1),
-            )],
-            &AdminOptions::new(),
-        )
-        .await
-        .unwrap();
+    herald_broker::testing::create_kafka_topic(&kafka.bootstrap, "legacy-payments", 1).await;
     let dirs = common::HeraldDirs::new("");
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/kafka");
     let herald = common::Herald::start(

@@ -17,8 +17,6 @@ use common::herald::Sled;
 use common::kube::KubeApiServer;
 use common::{wait_for_async, wait_for_value, Herald, HeraldDirs, Subscriber};
 use herald_broker::testing::{KafkaServer, KAFKA_SASL_PASSWORD, KAFKA_SASL_USER};
-use rdkafka::admin::{AdminClient as KafkaAdmin, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 use serde_json::{json, Value};
@@ -440,14 +438,7 @@ async fn the_knative_docs_kafka_source_reads_with_sasl() {
     let topic = "knative-demo-topic";
     let mut config = ClientConfig::new();
     config.set("bootstrap.servers", &plaintext);
-    let admin: KafkaAdmin<DefaultClientContext> = config.create().unwrap();
-    admin
-        .create_topics(
-            [&NewTopic::new(topic, 1, TopicReplication::Fixed(1))],
-            &AdminOptions::new(),
-        )
-        .await
-        .unwrap();
+    herald_broker::testing::create_kafka_topic(&plaintext, topic, 1).await;
     let producer: FutureProducer = config.create().unwrap();
     let display = Subscriber::start().await;
     let dirs = HeraldDirs::new(&yaml);

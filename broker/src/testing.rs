@@ -101,6 +101,35 @@ pub struct KafkaServer {
     starts: usize,
 }
 
+/// Creates `topic` with `partitions` partitions (one replica) on the Kafka at `bootstrap`;
+/// a topic that already exists is left as it is.
+#[cfg(feature = "kafka")]
+pub async fn create_kafka_topic(bootstrap: &str, topic: &str, partitions: i32) {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .expect("a Kafka admin client");
+    let results = admin
+        .create_topics(
+            [&NewTopic::new(
+                topic,
+                partitions,
+                TopicReplication::Fixed(1),
+            )],
+            &AdminOptions::new(),
+        )
+        .await
+        .expect("the topic is created");
+    for result in results {
+        match result {
+            Ok(_) | Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => panic!("creating topic {topic}: {code}"),
+        }
+    }
+}
+
 /// The user the test brokers' SASL listener knows, with every mechanism it offers.
 #[cfg(feature = "kafka")]
 pub const KAFKA_SASL_USER: &str = "herald";

@@ -654,6 +654,15 @@ mod tests {
         }
     }
 
+    /// [`reopen`], with `broker` ensured (default settings).
+    async fn reopen_with(dir: &Path, broker: &BrokerKey) -> SledLog {
+        let log = reopen(dir).await;
+        log.ensure_broker(broker, &BrokerSettings::default())
+            .await
+            .unwrap();
+        log
+    }
+
     /// The next records, or a failure if none come (never a test that hangs).
     async fn read_some(consumer: &mut dyn LogConsumer) -> Vec<LogRecord> {
         tokio::time::timeout(std::time::Duration::from_secs(10), consumer.poll(10))
@@ -686,10 +695,7 @@ mod tests {
                 .unwrap();
             db.flush().unwrap();
         }
-        let log = reopen(dir.path()).await;
-        log.ensure_broker(&broker, &BrokerSettings::default())
-            .await
-            .unwrap();
+        let log = reopen_with(dir.path(), &broker).await;
         let mut c = log.consumer(&broker, "c", StartFrom::Latest).await.unwrap();
         let read = read_some(&mut *c).await;
         assert_eq!(ids(&read), ["old-2", "old-3", "old-4"]);
@@ -717,10 +723,7 @@ mod tests {
         log.close().await.unwrap();
         drop(log);
 
-        let log = reopen(dir.path()).await;
-        log.ensure_broker(&broker, &BrokerSettings::default())
-            .await
-            .unwrap();
+        let log = reopen_with(dir.path(), &broker).await;
         let mut again = log
             .consumer(&broker, "again", StartFrom::Earliest)
             .await
@@ -751,10 +754,7 @@ mod tests {
         std::fs::create_dir_all(&half).unwrap();
         std::fs::write(half.join(segment::file_name(0)), b"half a copy").unwrap();
         std::fs::write(half.join(segment::file_name(7)), b"and more").unwrap();
-        let log = reopen(dir.path()).await;
-        log.ensure_broker(&broker, &BrokerSettings::default())
-            .await
-            .unwrap();
+        let log = reopen_with(dir.path(), &broker).await;
         let mut c = log
             .consumer(&broker, "c", StartFrom::Earliest)
             .await
@@ -770,10 +770,7 @@ mod tests {
     async fn a_restart_cuts_off_what_a_crash_left_after_the_durable_end() {
         let dir = tempfile::tempdir().unwrap();
         let broker = BrokerKey::new("ns", "b");
-        let log = reopen(dir.path()).await;
-        log.ensure_broker(&broker, &BrokerSettings::default())
-            .await
-            .unwrap();
+        let log = reopen_with(dir.path(), &broker).await;
         log.append(&broker, vec![testsuite::sample("acked")])
             .await
             .unwrap();
@@ -796,19 +793,13 @@ mod tests {
             .write_all_at(&torn, end)
             .unwrap();
 
-        let log = reopen(dir.path()).await;
-        log.ensure_broker(&broker, &BrokerSettings::default())
-            .await
-            .unwrap();
+        let log = reopen_with(dir.path(), &broker).await;
         log.append(&broker, vec![testsuite::sample("after")])
             .await
             .unwrap();
         log.close().await.unwrap();
         drop(log);
-        let log = reopen(dir.path()).await;
-        log.ensure_broker(&broker, &BrokerSettings::default())
-            .await
-            .unwrap();
+        let log = reopen_with(dir.path(), &broker).await;
         let mut c = log
             .consumer(&broker, "c", StartFrom::Earliest)
             .await
