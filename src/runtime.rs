@@ -16,7 +16,9 @@ use herald_crds::{Broker, DeliveryFormat, DeliverySpec, Destination, Trigger};
 use herald_triggers::process::Deps;
 use herald_triggers::router::TriggerRouter;
 use herald_triggers::Filter;
-use herald_triggers::{run_dispatcher, DispatcherHandle, RetryPolicy, TriggerPlan, TriggerStats};
+use herald_triggers::{
+    run_dispatcher, DispatcherHandle, ReplyTarget, RetryPolicy, TriggerPlan, TriggerStats,
+};
 
 /// Trigger consumers opened concurrently during a reconcile.
 const CONSUMERS_OPENED_AT_ONCE: usize = 32;
@@ -160,6 +162,10 @@ impl Runtime {
         self.ingress()
             .brokers()
             .retain(|key| desired.brokers.contains_key(key));
+        // Channels, sequences and parallels answer at their own paths.
+        self.ingress()
+            .brokers()
+            .set_addresses(desired.flows.addresses());
         let mut plans = HashMap::new();
         for (key, trigger) in &desired.triggers {
             plans.insert(key.clone(), self.plan(key, trigger, desired)?);
@@ -276,6 +282,17 @@ impl Runtime {
                     return Err(format!("broker {broker} does not exist"));
                 }
             }
+            // A channel, Sequence or Parallel as the sink must exist too.
+            if let Some(reference) = spec.sink().reference.as_ref() {
+                let ns = reference.namespace.as_deref().unwrap_or(&namespace);
+                let kind = herald_crds::OwnAddressable::of(reference);
+                if kind.is_some_and(|kind| !desired.flows.has(kind, ns, &reference.name)) {
+                    return Err(format!(
+                        "{} {ns}/{} does not exist",
+                        reference.kind, reference.name
+                    ));
+                }
+            }
             Ok(destination_url(&base, spec.sink(), &namespace))
         };
         self.sources.reconcile(desired, resolve, self.grace).await;
@@ -304,7 +321,7 @@ impl Runtime {
         Ok(TriggerPlan {
             namespace: namespace.clone(),
             name: name.clone(),
-            broker: broker_key,
+            broker: broker_key.clone(),
             filter,
             subscriber: self.resolve(&trigger.spec.subscriber, namespace),
             dead_letter_sink: delivery
@@ -315,7 +332,44 @@ impl Runtime {
             format: delivery.format.unwrap_or(DeliveryFormat::Binary),
             max_in_flight: self.max_in_flight,
             ordered: delivery_order(trigger) == Some("ordered"),
+            reply: self.reply_target(namespace, name, broker_key.clone(), desired),
         })
+    }
+
+    /// A trigger's replies go back to its broker; a Subscription's (the internal trigger
+    /// that runs it) to its `spec.reply`, or nowhere.
+    fn reply_target(
+        &self,
+        namespace: &str,
+        name: &str,
+        broker: BrokerKey,
+        desired: &Desired,
+    ) -> ReplyTarget {
+        let Some(subscription) = name.strip_prefix(crate::flows::SUBSCRIPTION_TRIGGER_PREFIX)
+        else {
+            return ReplyTarget::Log(broker);
+        };
+        let reply = desired
+            .flows
+            .subscriptions
+            .get(&(namespace.to_owned(), subscription.to_owned()))
+            .and_then(|run| run.reply.as_ref());
+        let Some(reply) = reply else {
+            return ReplyTarget::Drop;
+        };
+        // A reply to one of Herald's own addressables is appended to its stream directly.
+        let own = reply
+            .reference
+            .as_ref()
+            .filter(|_| reply.uri.is_none())
+            .and_then(|r| Some((herald_crds::OwnAddressable::of(r)?, r)));
+        match own {
+            Some((kind, reference)) => {
+                let ns = reference.namespace.as_deref().unwrap_or(namespace);
+                ReplyTarget::Log(crate::flows::stream_of(kind, ns, &reference.name))
+            }
+            None => ReplyTarget::Http(self.resolve(reply, namespace)),
+        }
     }
 
     fn resolve(&self, destination: &Destination, namespace: &str) -> String {
@@ -407,13 +461,16 @@ pub fn delivery_order(trigger: &Trigger) -> Option<&str> {
         .map(String::as_str)
 }
 
-/// A destination's URL: a Broker reference becomes Herald's own ingress address.
+/// A destination's URL: a reference to a Broker, channel, Sequence or Parallel becomes
+/// Herald's own ingress address for it (other refs were resolved to a `uri` before).
 fn destination_url(ingress_base_url: &str, destination: &Destination, namespace: &str) -> String {
     match &destination.reference {
         Some(reference) => {
             let ns = reference.namespace.as_deref().unwrap_or(namespace);
             let path = destination.uri.as_deref().unwrap_or_default();
-            format!("{ingress_base_url}/{ns}/{}{path}", reference.name)
+            let kind = herald_crds::OwnAddressable::of(reference)
+                .unwrap_or(herald_crds::OwnAddressable::Broker);
+            format!("{ingress_base_url}{}{path}", kind.path(ns, &reference.name))
         }
         None => destination.uri.clone().unwrap_or_default(),
     }

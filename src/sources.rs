@@ -79,7 +79,15 @@ fn build(resource: &Resource, ctx: &SourceContext) -> Option<Arc<dyn Source>> {
             spec: s.spec.clone(),
             kube: ctx.kube.clone(),
         }),
-        Resource::Broker(_) | Resource::Trigger(_) | Resource::SinkBinding(_) => return None,
+        Resource::Broker(_)
+        | Resource::Trigger(_)
+        | Resource::SinkBinding(_)
+        | Resource::Channel(_)
+        | Resource::InMemoryChannel(_)
+        | Resource::KafkaChannel(_)
+        | Resource::Subscription(_)
+        | Resource::Sequence(_)
+        | Resource::Parallel(_) => return None,
     };
     Some(source)
 }

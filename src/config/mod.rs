@@ -16,7 +16,8 @@ pub use refs::{join as join_ref_uri, RefMap};
 pub use secrets::check_secrets;
 pub use validate::{
     broker_settings, build_desired, build_desired_lenient, referenced_broker, start_from,
-    validate_cluster_workload, Desired, Rejected, TriggerKey,
+    validate_cluster_workload, Desired, Rejected, TriggerKey, MAX_AGE_ANNOTATION,
+    PARTITIONS_ANNOTATION, REPLICAS_ANNOTATION, START_FROM_ANNOTATION,
 };
 
 use std::fmt;
@@ -37,6 +38,12 @@ pub enum Resource {
     ApiServerSource(herald_crds::ApiServerSource),
     /// Runs only under `herald controller`: it binds Kubernetes workloads.
     SinkBinding(herald_crds::SinkBinding),
+    Channel(herald_crds::Channel),
+    InMemoryChannel(herald_crds::InMemoryChannel),
+    KafkaChannel(herald_crds::KafkaChannel),
+    Subscription(herald_crds::Subscription),
+    Sequence(herald_crds::Sequence),
+    Parallel(herald_crds::Parallel),
 }
 
 /// Evaluates `$body` with `$r` bound to the typed object, whatever its kind.
@@ -52,6 +59,12 @@ macro_rules! on_resource {
             Resource::KafkaSource($r) => $body,
             Resource::ApiServerSource($r) => $body,
             Resource::SinkBinding($r) => $body,
+            Resource::Channel($r) => $body,
+            Resource::InMemoryChannel($r) => $body,
+            Resource::KafkaChannel($r) => $body,
+            Resource::Subscription($r) => $body,
+            Resource::Sequence($r) => $body,
+            Resource::Parallel($r) => $body,
         }
     };
 }
@@ -69,6 +82,12 @@ impl Resource {
             Resource::KafkaSource(_) => &kinds::KAFKA_SOURCE,
             Resource::ApiServerSource(_) => &kinds::API_SERVER_SOURCE,
             Resource::SinkBinding(_) => &kinds::SINK_BINDING,
+            Resource::Channel(_) => &kinds::CHANNEL,
+            Resource::InMemoryChannel(_) => &kinds::IN_MEMORY_CHANNEL,
+            Resource::KafkaChannel(_) => &kinds::KAFKA_CHANNEL,
+            Resource::Subscription(_) => &kinds::SUBSCRIPTION,
+            Resource::Sequence(_) => &kinds::SEQUENCE,
+            Resource::Parallel(_) => &kinds::PARALLEL,
         }
     }
 
@@ -89,6 +108,12 @@ impl Resource {
             "KafkaSource" => deserialize(value).map(Resource::KafkaSource),
             "ApiServerSource" => deserialize(value).map(Resource::ApiServerSource),
             "SinkBinding" => deserialize(value).map(Resource::SinkBinding),
+            "Channel" => deserialize(value).map(Resource::Channel),
+            "InMemoryChannel" => deserialize(value).map(Resource::InMemoryChannel),
+            "KafkaChannel" => deserialize(value).map(Resource::KafkaChannel),
+            "Subscription" => deserialize(value).map(Resource::Subscription),
+            "Sequence" => deserialize(value).map(Resource::Sequence),
+            "Parallel" => deserialize(value).map(Resource::Parallel),
             _ => deserialize(value).map(Resource::WebhookSource),
         }
     }
@@ -104,7 +129,14 @@ impl Resource {
     /// The shared source fields (`sink`, `ceOverrides`), for source kinds.
     pub fn source_spec(&self) -> Option<&dyn herald_crds::SourceSpec> {
         match self {
-            Resource::Broker(_) | Resource::Trigger(_) => None,
+            Resource::Broker(_)
+            | Resource::Trigger(_)
+            | Resource::Channel(_)
+            | Resource::InMemoryChannel(_)
+            | Resource::KafkaChannel(_)
+            | Resource::Subscription(_)
+            | Resource::Sequence(_)
+            | Resource::Parallel(_) => None,
             Resource::NatsSource(r) => Some(&r.spec),
             Resource::PingSource(r) => Some(&r.spec),
             Resource::ContainerSource(r) => Some(&r.spec),
@@ -116,31 +148,92 @@ impl Resource {
     }
 
     /// Every destination of the resource with its field path: a trigger's subscriber and
-    /// dead-letter sink, a broker's dead-letter sink, a source's sink.
-    pub fn destinations_mut(&mut self) -> Vec<(&'static str, &mut herald_crds::Destination)> {
-        const DEAD_LETTER_SINK: &str = "spec.delivery.deadLetterSink";
-        fn dead_letter(
-            delivery: Option<&mut herald_crds::DeliverySpec>,
-        ) -> Option<(&'static str, &mut herald_crds::Destination)> {
+    /// dead-letter sink, a broker's or channel's dead-letter sink, a source's sink, a
+    /// Subscription's subscriber and reply, every step, filter, subscriber and reply of a
+    /// Sequence or Parallel.
+    pub fn destinations_mut(&mut self) -> Vec<(String, &mut herald_crds::Destination)> {
+        fn dead_letter<'a>(
+            path: &str,
+            delivery: Option<&'a mut herald_crds::DeliverySpec>,
+        ) -> Option<(String, &'a mut herald_crds::Destination)> {
             delivery
                 .and_then(|d| d.dead_letter_sink.as_mut())
-                .map(|d| (DEAD_LETTER_SINK, d))
+                .map(|d| (format!("{path}.deadLetterSink"), d))
         }
+        let sink = |d| vec![("spec.sink".to_owned(), d)];
         match self {
-            Resource::Broker(b) => dead_letter(b.spec.delivery.as_mut()).into_iter().collect(),
+            Resource::Broker(b) => dead_letter("spec.delivery", b.spec.delivery.as_mut())
+                .into_iter()
+                .collect(),
             Resource::Trigger(t) => {
                 let spec = &mut t.spec;
-                let mut all = vec![("spec.subscriber", &mut spec.subscriber)];
-                all.extend(dead_letter(spec.delivery.as_mut()));
+                let mut all = vec![("spec.subscriber".to_owned(), &mut spec.subscriber)];
+                all.extend(dead_letter("spec.delivery", spec.delivery.as_mut()));
                 all
             }
-            Resource::NatsSource(r) => vec![("spec.sink", &mut r.spec.sink)],
-            Resource::PingSource(r) => vec![("spec.sink", &mut r.spec.sink)],
-            Resource::ContainerSource(r) => vec![("spec.sink", &mut r.spec.sink)],
-            Resource::WebhookSource(r) => vec![("spec.sink", &mut r.spec.sink)],
-            Resource::KafkaSource(r) => vec![("spec.sink", &mut r.spec.sink)],
-            Resource::ApiServerSource(r) => vec![("spec.sink", &mut r.spec.sink)],
-            Resource::SinkBinding(r) => vec![("spec.sink", &mut r.spec.sink)],
+            Resource::NatsSource(r) => sink(&mut r.spec.sink),
+            Resource::PingSource(r) => sink(&mut r.spec.sink),
+            Resource::ContainerSource(r) => sink(&mut r.spec.sink),
+            Resource::WebhookSource(r) => sink(&mut r.spec.sink),
+            Resource::KafkaSource(r) => sink(&mut r.spec.sink),
+            Resource::ApiServerSource(r) => sink(&mut r.spec.sink),
+            Resource::SinkBinding(r) => sink(&mut r.spec.sink),
+            Resource::Channel(r) => dead_letter("spec.delivery", r.spec.delivery.as_mut())
+                .into_iter()
+                .collect(),
+            Resource::InMemoryChannel(r) => dead_letter("spec.delivery", r.spec.delivery.as_mut())
+                .into_iter()
+                .collect(),
+            Resource::KafkaChannel(r) => dead_letter("spec.delivery", r.spec.delivery.as_mut())
+                .into_iter()
+                .collect(),
+            Resource::Subscription(r) => {
+                let spec = &mut r.spec;
+                let mut all = Vec::new();
+                all.extend(
+                    spec.subscriber
+                        .as_mut()
+                        .map(|d| ("spec.subscriber".into(), d)),
+                );
+                all.extend(spec.reply.as_mut().map(|d| ("spec.reply".into(), d)));
+                all.extend(dead_letter("spec.delivery", spec.delivery.as_mut()));
+                all
+            }
+            Resource::Sequence(r) => {
+                let spec = &mut r.spec;
+                let mut all = Vec::new();
+                for (i, step) in spec.steps.iter_mut().enumerate() {
+                    let path = format!("spec.steps[{i}]");
+                    all.extend(dead_letter(
+                        &format!("{path}.delivery"),
+                        step.delivery.as_mut(),
+                    ));
+                    all.push((path, &mut step.destination));
+                }
+                all.extend(spec.reply.as_mut().map(|d| ("spec.reply".into(), d)));
+                all
+            }
+            Resource::Parallel(r) => {
+                let spec = &mut r.spec;
+                let mut all = Vec::new();
+                for (i, branch) in spec.branches.iter_mut().enumerate() {
+                    let path = format!("spec.branches[{i}]");
+                    all.extend(
+                        branch
+                            .filter
+                            .as_mut()
+                            .map(|d| (format!("{path}.filter"), d)),
+                    );
+                    all.push((format!("{path}.subscriber"), &mut branch.subscriber));
+                    all.extend(branch.reply.as_mut().map(|d| (format!("{path}.reply"), d)));
+                    all.extend(dead_letter(
+                        &format!("{path}.delivery"),
+                        branch.delivery.as_mut(),
+                    ));
+                }
+                all.extend(spec.reply.as_mut().map(|d| ("spec.reply".into(), d)));
+                all
+            }
         }
     }
 

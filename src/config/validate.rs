@@ -3,6 +3,10 @@
 use std::collections::BTreeMap;
 
 use herald_broker::BrokerKey;
+use herald_crds::flows_validation::{
+    validate_channel_spec, validate_channelable, validate_kafka_channel_spec,
+    validate_parallel_spec, validate_sequence_spec, validate_subscription_spec,
+};
 use herald_crds::validation::validate_destination;
 use herald_crds::validation::{
     validate_delivery, validate_name, validate_namespace, validate_trigger_spec,
@@ -26,6 +30,9 @@ pub struct Desired {
     /// Triggers whose broker does not exist yet, with that broker: accepted (as Knative
     /// does, `Ready=False BrokerDoesNotExist`) and started once the broker appears.
     pub waiting_triggers: BTreeMap<TriggerKey, BrokerKey>,
+    /// Channels, Subscriptions, Sequences and Parallels; their channels and Subscriptions
+    /// are also in `brokers` and `triggers`, under internal names ([`crate::flows`]).
+    pub flows: crate::flows::Flows,
 }
 
 impl Desired {
@@ -82,7 +89,7 @@ pub fn build_desired_lenient(loaded: Vec<Loaded>, refs: &RefMap) -> (Desired, Ve
     let mut rejected = Vec::new();
     let mut desired = Desired::default();
     let mut origins: BTreeMap<String, String> = BTreeMap::new();
-    let mut triggers = Vec::new();
+    let mut pending = Vec::new();
     for Loaded {
         origin,
         mut resource,
@@ -102,8 +109,7 @@ pub fn build_desired_lenient(loaded: Vec<Loaded>, refs: &RefMap) -> (Desired, Ve
             }
         };
         match checked {
-            Ok(Some(trigger)) => triggers.push(trigger),
-            Ok(None) => {}
+            Ok(more) => pending.extend(more),
             Err(error) => rejected.push(Rejected {
                 key,
                 error,
@@ -111,72 +117,160 @@ pub fn build_desired_lenient(loaded: Vec<Loaded>, refs: &RefMap) -> (Desired, Ve
             }),
         }
     }
-    for (origin, ident, namespace, name, trigger) in triggers {
-        let key = ObjectKey::new(&crate::kinds::TRIGGER, &namespace, &name);
+    for Pending {
+        origin,
+        ident,
+        namespace,
+        name,
+        resource,
+    } in pending
+    {
         let fail = |path: &str, message: String| ConfigError {
             origin: origin.clone(),
             resource: Some(ident.clone()),
             field: Some(path.to_owned()),
             message,
         };
-        let broker = BrokerKey::new(namespace.clone(), trigger.spec.broker.clone());
-        if !desired.brokers.contains_key(&broker) {
-            rejected.push(Rejected {
-                key,
-                error: fail("spec.broker", format!("broker {broker} does not exist")),
-                missing_broker: Some(broker),
-            });
-            continue;
-        }
-        let destinations = [
-            ("spec.subscriber", Some(&trigger.spec.subscriber)),
-            (
-                "spec.delivery.deadLetterSink",
-                trigger
-                    .spec
-                    .delivery
-                    .as_ref()
-                    .and_then(|d| d.dead_letter_sink.as_ref()),
-            ),
-        ];
-        let mut problem = None;
-        for (path, destination) in destinations {
-            if let Some(target) = destination.and_then(|d| referenced_broker(d, &namespace)) {
-                if !desired.brokers.contains_key(&target) {
-                    problem.get_or_insert_with(|| {
-                        fail(
-                            &format!("{path}.ref"),
-                            format!("broker {target} does not exist"),
-                        )
+        let key = ObjectKey::of(&resource);
+        let reject = |error| Rejected {
+            key: key.clone(),
+            error,
+            missing_broker: None,
+        };
+        match resource {
+            Resource::Trigger(trigger) => {
+                let broker = BrokerKey::new(namespace.clone(), trigger.spec.broker.clone());
+                if !desired.brokers.contains_key(&broker) {
+                    rejected.push(Rejected {
+                        key,
+                        error: fail("spec.broker", format!("broker {broker} does not exist")),
+                        missing_broker: Some(broker),
                     });
+                    continue;
+                }
+                let destinations = [
+                    ("spec.subscriber", Some(&trigger.spec.subscriber)),
+                    (
+                        "spec.delivery.deadLetterSink",
+                        trigger
+                            .spec
+                            .delivery
+                            .as_ref()
+                            .and_then(|d| d.dead_letter_sink.as_ref()),
+                    ),
+                ];
+                match missing_target(&desired, &namespace, destinations) {
+                    Some((path, message)) => rejected.push(reject(fail(&path, message))),
+                    None => {
+                        desired.triggers.insert((namespace, name), trigger);
+                    }
                 }
             }
-        }
-        match problem {
-            Some(error) => rejected.push(Rejected {
-                key,
-                error,
-                missing_broker: None,
-            }),
-            None => {
-                desired.triggers.insert((namespace, name), trigger);
+            Resource::Subscription(subscription) => {
+                let spec = &subscription.spec;
+                let channel = desired
+                    .flows
+                    .channels
+                    .get(&(namespace.clone(), spec.channel.name.clone()))
+                    .filter(|c| c.kind == spec.channel.kind || c.backing_kind == spec.channel.kind);
+                let Some(channel) = channel else {
+                    rejected.push(reject(fail(
+                        "spec.channel",
+                        format!(
+                            "{} {namespace}/{} does not exist",
+                            spec.channel.kind, spec.channel.name
+                        ),
+                    )));
+                    continue;
+                };
+                let delivery = crate::flows::subscription_delivery(
+                    spec.delivery.as_ref(),
+                    channel.delivery.as_ref(),
+                );
+                let destinations = [
+                    ("spec.subscriber", spec.subscriber.as_ref()),
+                    ("spec.reply", spec.reply.as_ref()),
+                    (
+                        "spec.delivery.deadLetterSink",
+                        delivery.dead_letter_sink.as_ref(),
+                    ),
+                ];
+                if let Some((path, message)) = missing_target(&desired, &namespace, destinations) {
+                    rejected.push(reject(fail(&path, message)));
+                    continue;
+                }
+                let run = crate::flows::SubscriptionRun {
+                    channel: spec.channel.name.clone(),
+                    subscriber: spec.subscriber.clone().unwrap_or_default(),
+                    reply: spec.reply.clone(),
+                    delivery,
+                    owned: subscription.metadata.owner_references.is_some(),
+                };
+                desired.flows.subscriptions.insert((namespace, name), run);
             }
+            _ => {}
         }
     }
+    let (brokers, triggers) = desired.flows.lower();
+    desired.brokers.extend(brokers);
+    desired.triggers.extend(triggers);
     (desired, rejected)
 }
 
-/// A trigger that passed its own checks, waiting for the check of its references.
-type PendingTrigger = (String, String, String, String, Trigger);
+/// The first destination whose `ref` names a Broker, Channel, Sequence or Parallel that
+/// does not exist: its field path and what is missing.
+fn missing_target<'a>(
+    desired: &Desired,
+    namespace: &str,
+    destinations: impl IntoIterator<Item = (&'a str, Option<&'a Destination>)>,
+) -> Option<(String, String)> {
+    for (path, destination) in destinations {
+        let Some(reference) = destination.and_then(|d| d.reference.as_ref()) else {
+            continue;
+        };
+        let Some(kind) = herald_crds::OwnAddressable::of(reference) else {
+            continue;
+        };
+        let namespace = reference.namespace.as_deref().unwrap_or(namespace);
+        let exists = match kind {
+            herald_crds::OwnAddressable::Broker => desired
+                .brokers
+                .contains_key(&BrokerKey::new(namespace, reference.name.clone())),
+            other => desired.flows.has(other, namespace, &reference.name),
+        };
+        if !exists {
+            let what = match kind {
+                herald_crds::OwnAddressable::Broker => "broker".to_owned(),
+                _ => reference.kind.clone(),
+            };
+            return Some((
+                format!("{path}.ref"),
+                format!("{what} {namespace}/{} does not exist", reference.name),
+            ));
+        }
+    }
+    None
+}
 
-/// Checks one resource on its own and adds it to `desired`; a trigger is returned instead,
-/// to be checked against the brokers once all are known.
+/// A trigger or Subscription that passed its own checks, waiting for the check of its
+/// references once every broker and channel is known.
+struct Pending {
+    origin: String,
+    ident: String,
+    namespace: String,
+    name: String,
+    resource: Resource,
+}
+
+/// Checks one resource on its own and adds it to `desired`; a trigger or Subscription is
+/// returned instead, to be checked against the brokers and channels once all are known. A
+/// Sequence or Parallel is checked with the channels and Subscriptions it is made of.
 fn check_one(
     origin: &str,
     resource: Resource,
     desired: &mut Desired,
     origins: &mut BTreeMap<String, String>,
-) -> Result<Option<PendingTrigger>, ConfigError> {
+) -> Result<Vec<Pending>, ConfigError> {
     let (meta, kind) = (resource.meta(), resource.kind().kind);
     let namespace = namespace_of(meta);
     let name = meta.name.clone().unwrap_or_default();
@@ -230,15 +324,88 @@ fn check_one(
                 }
             }
             start_from(&trigger).map_err(fail)?;
-            return Ok(Some((origin.to_owned(), ident, namespace, name, trigger)));
+            return Ok(vec![Pending {
+                origin: origin.to_owned(),
+                ident,
+                namespace,
+                name,
+                resource: Resource::Trigger(trigger),
+            }]);
+        }
+        Resource::Channel(_) | Resource::InMemoryChannel(_) | Resource::KafkaChannel(_) => {
+            validate_channel(&resource).map_err(fail)?;
+            // Every channel kind shares one set of names per namespace: a Channel's backing
+            // channel has its name, as in Knative.
+            let key = (namespace.clone(), name.clone());
+            if desired.flows.channels.contains_key(&key) {
+                return Err(fail(FieldError::new(
+                    "metadata.name",
+                    format!("another channel in namespace {namespace} is called {name:?}"),
+                )));
+            }
+            if let Some(run) = crate::flows::ChannelRun::of(&resource) {
+                desired.flows.channels.insert(key, run);
+            }
+        }
+        Resource::Subscription(subscription) => {
+            validate_subscription_spec(&subscription.spec).map_err(fail)?;
+            return Ok(vec![Pending {
+                origin: origin.to_owned(),
+                ident,
+                namespace,
+                name,
+                resource: Resource::Subscription(subscription),
+            }]);
+        }
+        Resource::Sequence(sequence) => {
+            validate_sequence_spec(&sequence.spec).map_err(fail)?;
+            let children = crate::flows::expand_sequence(&sequence)
+                .map_err(|e| fail(FieldError::new("spec.channelTemplate.spec", e)))?;
+            desired.flows.sequences.insert((namespace, name), sequence);
+            return check_children(origin, children, desired, origins);
+        }
+        Resource::Parallel(parallel) => {
+            validate_parallel_spec(&parallel.spec).map_err(fail)?;
+            let children = crate::flows::expand_parallel(&parallel)
+                .map_err(|e| fail(FieldError::new("spec.channelTemplate.spec", e)))?;
+            desired.flows.parallels.insert((namespace, name), parallel);
+            return check_children(origin, children, desired, origins);
         }
     }
-    Ok(None)
+    Ok(Vec::new())
+}
+
+/// Checks the channels and Subscriptions a Sequence or Parallel is made of.
+fn check_children(
+    origin: &str,
+    children: Vec<Resource>,
+    desired: &mut Desired,
+    origins: &mut BTreeMap<String, String>,
+) -> Result<Vec<Pending>, ConfigError> {
+    let mut pending = Vec::new();
+    for child in children {
+        pending.extend(check_one(origin, child, desired, origins)?);
+    }
+    Ok(pending)
+}
+
+/// A channel's own fields.
+fn validate_channel(resource: &Resource) -> Result<(), FieldError> {
+    match resource {
+        Resource::Channel(c) => validate_channel_spec(&c.spec),
+        Resource::InMemoryChannel(c) => {
+            validate_channelable("spec", &c.spec.subscribers, &c.spec.delivery)
+        }
+        Resource::KafkaChannel(c) => validate_kafka_channel_spec("spec", &c.spec),
+        _ => Ok(()),
+    }
 }
 
 /// The broker a destination's `ref` names, if any.
 pub fn referenced_broker(destination: &Destination, default_namespace: &str) -> Option<BrokerKey> {
-    let reference = destination.reference.as_ref()?;
+    let reference = destination.reference.as_ref().filter(|r| {
+        herald_crds::OwnAddressable::of(r) == Some(herald_crds::OwnAddressable::Broker)
+    })?;
     let namespace = reference
         .namespace
         .clone()
@@ -361,7 +528,14 @@ fn validate_source(resource: &Resource) -> Result<(), FieldError> {
                 "a SinkBinding binds Kubernetes workloads: it runs under `herald controller`; for a local program use `herald run --sink broker:NAME -- PROGRAM`",
             ))
         }
-        Resource::Broker(_) | Resource::Trigger(_) => return Ok(()),
+        Resource::Broker(_)
+        | Resource::Trigger(_)
+        | Resource::Channel(_)
+        | Resource::InMemoryChannel(_)
+        | Resource::KafkaChannel(_)
+        | Resource::Subscription(_)
+        | Resource::Sequence(_)
+        | Resource::Parallel(_) => return Ok(()),
     }
     validate_source_common(resource)
 }

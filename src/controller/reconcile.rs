@@ -515,7 +515,7 @@ fn problem_status(kind: &Kind, problem: &Problem, generation: Option<i64>) -> Va
             )]
         }
         Problem::Unresolved(Unresolved { field, message }) => {
-            let type_ = match *field {
+            let type_ = match field.as_str() {
                 "spec.subscriber" => "SubscriberResolved",
                 "spec.sink" => "SinkProvided",
                 _ => "DeadLetterSinkResolved",
