@@ -11,6 +11,7 @@ mod control;
 mod controller;
 mod dataplane;
 mod filter_test;
+mod flow_status;
 mod flows;
 mod kinds;
 mod runtime;

@@ -435,6 +435,16 @@ impl Reconciler {
                 &key.name,
                 generation,
             ))
+        } else if let Some(status) = crate::flow_status::status(
+            &self.runtime,
+            &self.external_url,
+            desired,
+            key.kind,
+            &key.namespace,
+            &key.name,
+            None,
+        ) {
+            Ok(status)
         } else {
             serde_json::to_value(status::source(&self.runtime, desired.sources.get(key)?))
         };
