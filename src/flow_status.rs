@@ -116,7 +116,7 @@ fn channel_status(
         .delivery
         .as_ref()
         .and_then(|d| d.dead_letter_sink.as_ref())
-        .map(|d| runtime.destination_url(d, namespace));
+        .map(|d| runtime.url(&crate::config::Target::of(d, namespace)));
     let mut conditions = Vec::new();
     if channel.kind == kinds::CHANNEL.kind {
         conditions.push(condition(

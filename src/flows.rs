@@ -13,16 +13,17 @@
 
 use std::collections::BTreeMap;
 
-use herald_broker::BrokerKey;
+use herald_broker::log::BrokerSettings;
+use herald_broker::{BrokerKey, StartFrom};
 use herald_crds::channel::{ChannelTemplateSpec, KAFKA_CHANNEL_API_VERSION};
 use herald_crds::{
-    Broker, BrokerSpec, ChannelTemplateSpec as Template, DeliverySpec, Destination,
-    InMemoryChannel, InMemoryChannelSpec, KReference, KafkaChannel, KafkaChannelSpec,
-    OwnAddressable, Parallel, Sequence, Subscription, SubscriptionSpec, Trigger, TriggerSpec,
+    ChannelTemplateSpec as Template, DeliveryFormat, DeliverySpec, Destination, InMemoryChannel,
+    InMemoryChannelSpec, KReference, KafkaChannel, KafkaChannelSpec, OwnAddressable, Parallel,
+    Sequence, Subscription, SubscriptionSpec,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 
-use crate::config::Resource;
+use crate::config::{BrokerPlan, Resource, Target, TriggerKey, TriggerSpecPlan};
 
 /// The start of the name of the internal trigger that runs a Subscription. `:` is not
 /// allowed in Kubernetes names, so it never meets a user's trigger.
@@ -239,6 +240,21 @@ pub fn expand_parallel(parallel: &Parallel) -> Result<Vec<Resource>, String> {
     Ok(children)
 }
 
+/// The field that makes a resource need the Kafka backend: a KafkaChannel's `kind`, or a
+/// `channelTemplate` naming KafkaChannel.
+pub fn kafka_channel_field(resource: &Resource) -> Option<&'static str> {
+    let template = match resource {
+        Resource::KafkaChannel(_) => return Some("kind"),
+        Resource::Channel(c) => c.spec.channel_template.as_ref(),
+        Resource::Sequence(s) => s.spec.channel_template.as_ref(),
+        Resource::Parallel(p) => p.spec.channel_template.as_ref(),
+        _ => None,
+    };
+    template
+        .filter(|t| t.kind == "KafkaChannel")
+        .map(|_| "spec.channelTemplate.kind")
+}
+
 /// A channel as Herald runs it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ChannelRun {
@@ -314,9 +330,11 @@ impl ChannelRun {
 /// A Subscription as Herald runs it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SubscriptionRun {
+    pub generation: Option<i64>,
     pub channel: String,
-    pub subscriber: Destination,
-    pub reply: Option<Destination>,
+    pub subscriber: Target,
+    /// Where replies go; `None` drops them.
+    pub reply: Option<Target>,
     /// The delivery in effect (Knative's `deliverySpec()`).
     pub delivery: DeliverySpec,
     /// Made by a Sequence or Parallel (with its channel): it reads its channel from the
@@ -385,82 +403,64 @@ impl Flows {
 
     /// The internal brokers (one per channel) and triggers (one per Subscription) that run
     /// these, keyed as the desired state keys brokers and triggers.
-    pub fn lower(&self) -> (Vec<(BrokerKey, Broker)>, Vec<((String, String), Trigger)>) {
+    pub fn lower(
+        &self,
+    ) -> (
+        Vec<(BrokerKey, BrokerPlan)>,
+        Vec<(TriggerKey, TriggerSpecPlan)>,
+    ) {
         let brokers = self
             .channels
             .iter()
             .map(|((namespace, name), channel)| {
-                let key = BrokerKey::channel(namespace.clone(), name);
-                let mut annotations = BTreeMap::new();
+                let mut settings = BrokerSettings::default();
+                let mut class = None;
                 if let Some(kafka) = &channel.kafka {
-                    annotations.insert(
-                        herald_crds::BROKER_CLASS_ANNOTATION.to_owned(),
-                        herald_broker::log::routed::KAFKA_BROKER_CLASS.to_owned(),
-                    );
-                    if let Some(partitions) = kafka.num_partitions {
-                        annotations.insert(
-                            crate::config::PARTITIONS_ANNOTATION.to_owned(),
-                            partitions.to_string(),
-                        );
-                    }
-                    if let Some(replicas) = kafka.replication_factor {
-                        annotations.insert(
-                            crate::config::REPLICAS_ANNOTATION.to_owned(),
-                            replicas.to_string(),
-                        );
-                    }
-                    if let Some(retention) = &kafka.retention_duration {
-                        annotations.insert(
-                            crate::config::MAX_AGE_ANNOTATION.to_owned(),
-                            retention.clone(),
-                        );
-                    }
+                    class = Some(herald_broker::log::routed::KAFKA_BROKER_CLASS.to_owned());
+                    settings.partitions = kafka.num_partitions;
+                    settings.replicas = kafka.replication_factor.map(|r| r.max(1) as usize);
+                    settings.max_age = kafka
+                        .retention_duration
+                        .as_deref()
+                        .and_then(|d| herald_crds::duration::parse_iso8601(d).ok());
                 }
-                let broker = Broker {
-                    metadata: ObjectMeta {
-                        name: Some(key.name.clone()),
-                        namespace: Some(namespace.clone()),
-                        annotations: (!annotations.is_empty()).then_some(annotations),
-                        ..ObjectMeta::default()
-                    },
-                    spec: BrokerSpec::default(),
-                    status: None,
+                let plan = BrokerPlan {
+                    generation: None,
+                    class,
+                    settings,
+                    delivery: None,
+                    dead_letter_sink: None,
                 };
-                (key, broker)
+                (BrokerKey::channel(namespace.clone(), name), plan)
             })
             .collect();
         let triggers = self
             .subscriptions
             .iter()
             .map(|((namespace, name), subscription)| {
-                let trigger_name = subscription_trigger(name);
-                // A new Subscription gets what its channel accepts from then on (Knative's
-                // behaviour); one a flow made reads its own new channel from the start.
-                let start = if subscription.owned {
-                    "earliest"
-                } else {
-                    "latest"
-                };
-                let trigger = Trigger {
-                    metadata: ObjectMeta {
-                        name: Some(trigger_name.clone()),
-                        namespace: Some(namespace.clone()),
-                        annotations: Some(BTreeMap::from([(
-                            crate::config::START_FROM_ANNOTATION.to_owned(),
-                            start.to_owned(),
-                        )])),
-                        ..ObjectMeta::default()
+                let delivery = &subscription.delivery;
+                let plan = TriggerSpecPlan {
+                    generation: subscription.generation,
+                    broker: BrokerKey::channel(namespace.clone(), &subscription.channel),
+                    filter: herald_triggers::Filter::no_filter(),
+                    subscriber: subscription.subscriber.clone(),
+                    dead_letter_sink: delivery
+                        .dead_letter_sink
+                        .as_ref()
+                        .map(|d| Target::of(d, namespace)),
+                    policy: herald_triggers::RetryPolicy::from_spec(delivery),
+                    format: delivery.format.unwrap_or(DeliveryFormat::Binary),
+                    ordered: false,
+                    // A new Subscription gets what its channel accepts from then on
+                    // (Knative's behaviour); one a flow made reads its own new channel from
+                    // the start.
+                    start: match subscription.owned {
+                        true => StartFrom::Earliest,
+                        false => StartFrom::Latest,
                     },
-                    spec: TriggerSpec {
-                        broker: BrokerKey::channel(namespace.clone(), &subscription.channel).name,
-                        filter: None,
-                        filters: Vec::new(),
-                        subscriber: subscription.subscriber.clone(),
-                        delivery: Some(subscription.delivery.clone()),
-                    },
-                    status: None,
+                    reply: subscription.reply.clone(),
                 };
-                ((namespace.clone(), trigger_name), trigger)
+                ((namespace.clone(), subscription_trigger(name)), plan)
             })
             .collect();
         (brokers, triggers)

@@ -5,10 +5,12 @@ use std::sync::Arc;
 
 use crate::apiserver_source::KubeAccess;
 use anyhow::Context;
-use herald_crds::BROKER_CLASS_ANNOTATION;
+use herald_broker::log::routed::KAFKA_BROKER_CLASS;
+use herald_crds::channel::KAFKA_CHANNEL_API_VERSION;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::{self, Readiness};
+use crate::annotations;
 use crate::api::ApiState;
 use crate::cli::ServeArgs;
 use crate::config::{
@@ -131,30 +133,32 @@ async fn reload_on_sighup(
 /// broker and the annotation.
 fn check_broker_classes(loaded: &[Loaded], choice: &BackendChoice) -> Result<(), ConfigError> {
     for Loaded { origin, resource } in loaded {
+        if let Some(field) = crate::flows::kafka_channel_field(resource) {
+            // A KafkaChannel's stream is on the Kafka backend.
+            if choice.backend_for_class(Some(KAFKA_BROKER_CLASS)).is_err() {
+                let (namespace, name) = resource.namespaced_name();
+                return Err(ConfigError {
+                    origin: origin.clone(),
+                    resource: Some(format!("{} {namespace}/{name}", resource.kind().kind)),
+                    field: Some(field.to_owned()),
+                    message: format!("KafkaChannel ({KAFKA_CHANNEL_API_VERSION}) needs the Kafka backend: run with --backend kafka, or give --kafka-bootstrap; InMemoryChannel runs on any backend"),
+                });
+            }
+        }
         let Resource::Broker(broker) = resource else {
             continue;
         };
         choice
-            .backend_for_class(broker_class(broker))
+            .backend_for_class(annotations::broker_class(&broker.metadata))
             .map_err(|message| {
                 let (namespace, name) = resource.namespaced_name();
                 ConfigError {
                     origin: origin.clone(),
                     resource: Some(format!("Broker {namespace}/{name}")),
-                    field: Some(format!("metadata.annotations[{BROKER_CLASS_ANNOTATION}]")),
+                    field: Some(annotations::field(annotations::BROKER_CLASS_ANNOTATION)),
                     message,
                 }
             })?;
     }
     Ok(())
-}
-
-/// A broker's `eventing.knative.dev/broker.class` annotation, if set.
-pub fn broker_class(broker: &herald_crds::Broker) -> Option<&str> {
-    broker
-        .metadata
-        .annotations
-        .as_ref()?
-        .get(BROKER_CLASS_ANNOTATION)
-        .map(String::as_str)
 }

@@ -1,4 +1,5 @@
-//! Cross-resource validation: the desired state Herald will run.
+//! Cross-resource validation: the desired state Herald will run, as typed plans
+//! (`super::plan`). Each field is parsed here once; the runtime takes the plans as they are.
 
 use std::collections::BTreeMap;
 
@@ -11,42 +12,13 @@ use herald_crds::validation::validate_destination;
 use herald_crds::validation::{
     validate_delivery, validate_name, validate_namespace, validate_trigger_spec,
 };
-use herald_crds::{Broker, Destination, FieldError, NatsSourceSpec, Trigger, DEFAULT_NAMESPACE};
+use herald_crds::{DeliveryFormat, DeliverySpec, FieldError, DEFAULT_NAMESPACE};
+use herald_triggers::RetryPolicy;
 
+use super::plan::{BrokerPlan, Desired, SourcePlan, Target, TriggerSpecPlan};
 use super::{ConfigError, Loaded, RefMap, Resource};
-use crate::store::ObjectKey;
-
-/// Namespaced name of a trigger.
-pub type TriggerKey = (String, String);
-
-/// The validated desired state: every broker and trigger to run.
-#[derive(Clone, Debug, Default)]
-pub struct Desired {
-    pub brokers: BTreeMap<BrokerKey, Broker>,
-    pub triggers: BTreeMap<TriggerKey, Trigger>,
-    /// Every source, of every kind. A source's sink broker need not exist yet: the source
-    /// waits (status `SinkProvided=False`) until it does.
-    pub sources: BTreeMap<ObjectKey, Resource>,
-    /// Triggers whose broker does not exist yet, with that broker: accepted (as Knative
-    /// does, `Ready=False BrokerDoesNotExist`) and started once the broker appears.
-    pub waiting_triggers: BTreeMap<TriggerKey, BrokerKey>,
-    /// Channels, Subscriptions, Sequences and Parallels; their channels and Subscriptions
-    /// are also in `brokers` and `triggers`, under internal names ([`crate::flows`]).
-    pub flows: crate::flows::Flows,
-}
-
-impl Desired {
-    /// One log line per trigger that waits for its broker.
-    pub fn log_waiting_triggers(&self) {
-        for ((namespace, name), broker) in &self.waiting_triggers {
-            tracing::warn!(
-                trigger = %format!("{namespace}/{name}"),
-                %broker,
-                "the trigger's broker does not exist: the trigger waits for it (Ready=False BrokerDoesNotExist)"
-            );
-        }
-    }
-}
+use crate::annotations;
+use crate::kinds::ObjectKey;
 
 fn namespace_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> String {
     meta.namespace
@@ -89,7 +61,7 @@ pub fn build_desired_lenient(loaded: Vec<Loaded>, refs: &RefMap) -> (Desired, Ve
     let mut rejected = Vec::new();
     let mut desired = Desired::default();
     let mut origins: BTreeMap<String, String> = BTreeMap::new();
-    let mut pending = Vec::new();
+    let mut pending = Pending::default();
     for Loaded {
         origin,
         mut resource,
@@ -97,7 +69,7 @@ pub fn build_desired_lenient(loaded: Vec<Loaded>, refs: &RefMap) -> (Desired, Ve
     {
         let key = ObjectKey::of(&resource);
         let checked = match refs.resolve(&mut resource) {
-            Ok(()) => check_one(&origin, resource, &mut desired, &mut origins),
+            Ok(()) => check_one(&origin, resource, &mut desired, &mut origins, &mut pending),
             Err(error) => {
                 let (namespace, name) = resource.namespaced_name();
                 Err(ConfigError {
@@ -109,7 +81,7 @@ pub fn build_desired_lenient(loaded: Vec<Loaded>, refs: &RefMap) -> (Desired, Ve
             }
         };
         match checked {
-            Ok(more) => pending.extend(more),
+            Ok(()) => {}
             Err(error) => rejected.push(Rejected {
                 key,
                 error,
@@ -117,98 +89,85 @@ pub fn build_desired_lenient(loaded: Vec<Loaded>, refs: &RefMap) -> (Desired, Ve
             }),
         }
     }
-    for Pending {
-        origin,
-        ident,
-        namespace,
-        name,
-        resource,
-    } in pending
-    {
+    for trigger in pending.triggers {
+        let (namespace, name) = (trigger.namespace.clone(), trigger.name.clone());
+        let key = ObjectKey::new(&crate::kinds::TRIGGER, &namespace, &name);
         let fail = |path: &str, message: String| ConfigError {
-            origin: origin.clone(),
-            resource: Some(ident.clone()),
+            origin: trigger.origin.clone(),
+            resource: Some(trigger.ident.clone()),
             field: Some(path.to_owned()),
             message,
         };
-        let key = ObjectKey::of(&resource);
-        let reject = |error| Rejected {
-            key: key.clone(),
-            error,
-            missing_broker: None,
+        let broker = BrokerKey::new(namespace.clone(), trigger.spec.broker.clone());
+        let Some(broker_plan) = desired.brokers.get(&broker) else {
+            rejected.push(Rejected {
+                key,
+                error: fail("spec.broker", format!("broker {broker} does not exist")),
+                missing_broker: Some(broker),
+            });
+            continue;
         };
-        match resource {
-            Resource::Trigger(trigger) => {
-                let broker = BrokerKey::new(namespace.clone(), trigger.spec.broker.clone());
-                if !desired.brokers.contains_key(&broker) {
-                    rejected.push(Rejected {
-                        key,
-                        error: fail("spec.broker", format!("broker {broker} does not exist")),
-                        missing_broker: Some(broker),
-                    });
-                    continue;
-                }
-                let destinations = [
-                    ("spec.subscriber", Some(&trigger.spec.subscriber)),
-                    (
-                        "spec.delivery.deadLetterSink",
-                        trigger
-                            .spec
-                            .delivery
-                            .as_ref()
-                            .and_then(|d| d.dead_letter_sink.as_ref()),
-                    ),
-                ];
-                match missing_target(&desired, &namespace, destinations) {
-                    Some((path, message)) => rejected.push(reject(fail(&path, message))),
-                    None => {
-                        desired.triggers.insert((namespace, name), trigger);
-                    }
-                }
-            }
-            Resource::Subscription(subscription) => {
-                let spec = &subscription.spec;
-                let channel = desired
-                    .flows
-                    .channels
-                    .get(&(namespace.clone(), spec.channel.name.clone()))
-                    .filter(|c| c.kind == spec.channel.kind || c.backing_kind == spec.channel.kind);
-                let Some(channel) = channel else {
-                    rejected.push(reject(fail(
-                        "spec.channel",
-                        format!(
-                            "{} {namespace}/{} does not exist",
-                            spec.channel.kind, spec.channel.name
-                        ),
-                    )));
-                    continue;
-                };
-                let delivery = crate::flows::subscription_delivery(
-                    spec.delivery.as_ref(),
-                    channel.delivery.as_ref(),
-                );
-                let destinations = [
-                    ("spec.subscriber", spec.subscriber.as_ref()),
-                    ("spec.reply", spec.reply.as_ref()),
-                    (
-                        "spec.delivery.deadLetterSink",
-                        delivery.dead_letter_sink.as_ref(),
-                    ),
-                ];
-                if let Some((path, message)) = missing_target(&desired, &namespace, destinations) {
-                    rejected.push(reject(fail(&path, message)));
-                    continue;
-                }
-                let run = crate::flows::SubscriptionRun {
-                    channel: spec.channel.name.clone(),
-                    subscriber: spec.subscriber.clone().unwrap_or_default(),
-                    reply: spec.reply.clone(),
-                    delivery,
-                    owned: subscription.metadata.owner_references.is_some(),
-                };
-                desired.flows.subscriptions.insert((namespace, name), run);
-            }
-            _ => {}
+        let subscriber = Target::of(&trigger.spec.subscriber, &namespace);
+        let own_dead_letter_sink = trigger
+            .spec
+            .delivery
+            .as_ref()
+            .and_then(|d| d.dead_letter_sink.as_ref())
+            .map(|d| Target::of(d, &namespace));
+        let targets = [
+            ("spec.subscriber", Some(&subscriber)),
+            (
+                "spec.delivery.deadLetterSink",
+                own_dead_letter_sink.as_ref(),
+            ),
+        ];
+        if let Some((path, message)) = missing_target(&desired, targets) {
+            rejected.push(Rejected {
+                key,
+                error: fail(&path, message),
+                missing_broker: None,
+            });
+            continue;
+        }
+        // Knative: a trigger without `delivery` takes its broker's, else the default.
+        let delivery = trigger
+            .spec
+            .delivery
+            .clone()
+            .or_else(|| broker_plan.delivery.clone())
+            .unwrap_or_else(DeliverySpec::broker_default);
+        let plan_broker = broker.clone();
+        let plan = TriggerSpecPlan {
+            generation: trigger.generation,
+            broker,
+            filter: trigger.filter,
+            subscriber,
+            dead_letter_sink: delivery
+                .dead_letter_sink
+                .as_ref()
+                .map(|d| Target::of(d, &namespace)),
+            policy: RetryPolicy::from_spec(&delivery),
+            format: delivery.format.unwrap_or(DeliveryFormat::Binary),
+            ordered: trigger.ordered,
+            start: trigger.start,
+            reply: Some(Target::Broker {
+                broker: plan_broker,
+                path: String::new(),
+            }),
+        };
+        desired.triggers.insert((namespace, name), plan);
+    }
+    for subscription in pending.subscriptions {
+        if let Err(error) = plan_subscription(&mut desired, &subscription) {
+            rejected.push(Rejected {
+                key: ObjectKey::new(
+                    &crate::kinds::SUBSCRIPTION,
+                    &subscription.namespace,
+                    &subscription.name,
+                ),
+                error,
+                missing_broker: None,
+            });
         }
     }
     let (brokers, triggers) = desired.flows.lower();
@@ -217,60 +176,134 @@ pub fn build_desired_lenient(loaded: Vec<Loaded>, refs: &RefMap) -> (Desired, Ve
     (desired, rejected)
 }
 
-/// The first destination whose `ref` names a Broker, Channel, Sequence or Parallel that
-/// does not exist: its field path and what is missing.
+/// Checks a Subscription against the channels and the targets it names, then adds it to
+/// the flows of `desired`.
+fn plan_subscription(
+    desired: &mut Desired,
+    pending: &PendingSubscription,
+) -> Result<(), ConfigError> {
+    let (namespace, spec) = (&pending.namespace, &pending.spec);
+    let fail = |path: &str, message: String| ConfigError {
+        origin: pending.origin.clone(),
+        resource: Some(pending.ident.clone()),
+        field: Some(path.to_owned()),
+        message,
+    };
+    let channel = desired
+        .flows
+        .channels
+        .get(&(namespace.clone(), spec.channel.name.clone()))
+        .filter(|c| c.kind == spec.channel.kind || c.backing_kind == spec.channel.kind)
+        .ok_or_else(|| {
+            fail(
+                "spec.channel",
+                format!(
+                    "{} {namespace}/{} does not exist",
+                    spec.channel.kind, spec.channel.name
+                ),
+            )
+        })?;
+    let delivery =
+        crate::flows::subscription_delivery(spec.delivery.as_ref(), channel.delivery.as_ref());
+    let subscriber = Target::of(&spec.subscriber.clone().unwrap_or_default(), namespace);
+    let reply = spec.reply.as_ref().map(|d| Target::of(d, namespace));
+    let dead_letter_sink = delivery
+        .dead_letter_sink
+        .as_ref()
+        .map(|d| Target::of(d, namespace));
+    let targets = [
+        ("spec.subscriber", Some(&subscriber)),
+        ("spec.reply", reply.as_ref()),
+        ("spec.delivery.deadLetterSink", dead_letter_sink.as_ref()),
+    ];
+    if let Some((path, message)) = missing_target(desired, targets) {
+        return Err(fail(&path, message));
+    }
+    let run = crate::flows::SubscriptionRun {
+        generation: pending.generation,
+        channel: spec.channel.name.clone(),
+        subscriber,
+        reply,
+        delivery,
+        owned: pending.owned,
+    };
+    desired
+        .flows
+        .subscriptions
+        .insert((namespace.clone(), pending.name.clone()), run);
+    Ok(())
+}
+
+/// The first target that names a Broker, channel, Sequence or Parallel that does not
+/// exist: its field path and what is missing.
 fn missing_target<'a>(
     desired: &Desired,
-    namespace: &str,
-    destinations: impl IntoIterator<Item = (&'a str, Option<&'a Destination>)>,
+    targets: impl IntoIterator<Item = (&'a str, Option<&'a Target>)>,
 ) -> Option<(String, String)> {
-    for (path, destination) in destinations {
-        let Some(reference) = destination.and_then(|d| d.reference.as_ref()) else {
-            continue;
+    for (path, target) in targets {
+        let missing = match target {
+            Some(Target::Broker { broker, .. }) if !desired.brokers.contains_key(broker) => {
+                format!("broker {broker} does not exist")
+            }
+            Some(Target::Flow {
+                kind,
+                namespace,
+                name,
+                ..
+            }) if !desired.flows.has(*kind, namespace, name) => {
+                format!("{kind:?} {namespace}/{name} does not exist")
+            }
+            _ => continue,
         };
-        let Some(kind) = herald_crds::OwnAddressable::of(reference) else {
-            continue;
-        };
-        let namespace = reference.namespace.as_deref().unwrap_or(namespace);
-        let exists = match kind {
-            herald_crds::OwnAddressable::Broker => desired
-                .brokers
-                .contains_key(&BrokerKey::new(namespace, reference.name.clone())),
-            other => desired.flows.has(other, namespace, &reference.name),
-        };
-        if !exists {
-            let what = match kind {
-                herald_crds::OwnAddressable::Broker => "broker".to_owned(),
-                _ => reference.kind.clone(),
-            };
-            return Some((
-                format!("{path}.ref"),
-                format!("{what} {namespace}/{} does not exist", reference.name),
-            ));
-        }
+        return Some((format!("{path}.ref"), missing));
     }
     None
 }
 
-/// A trigger or Subscription that passed its own checks, waiting for the check of its
+/// Triggers and Subscriptions that passed their own checks, waiting for the check of their
 /// references once every broker and channel is known.
+#[derive(Default)]
 struct Pending {
+    triggers: Vec<PendingTrigger>,
+    subscriptions: Vec<PendingSubscription>,
+}
+
+/// A Subscription that passed its own checks.
+struct PendingSubscription {
     origin: String,
     ident: String,
     namespace: String,
     name: String,
-    resource: Resource,
+    generation: Option<i64>,
+    spec: herald_crds::SubscriptionSpec,
+    /// Made by a Sequence or Parallel.
+    owned: bool,
 }
 
-/// Checks one resource on its own and adds it to `desired`; a trigger or Subscription is
-/// returned instead, to be checked against the brokers and channels once all are known. A
-/// Sequence or Parallel is checked with the channels and Subscriptions it is made of.
+/// A trigger that passed its own checks, waiting for the check of its references.
+struct PendingTrigger {
+    origin: String,
+    ident: String,
+    namespace: String,
+    name: String,
+    generation: Option<i64>,
+    spec: herald_crds::TriggerSpec,
+    filter: herald_triggers::Filter,
+    ordered: bool,
+    start: herald_broker::StartFrom,
+}
+
+/// Checks one resource on its own and adds its plan to `desired`; a trigger or
+/// Subscription goes to `pending` instead, to be checked against the brokers and channels
+/// once all are known. A Sequence or Parallel is checked with the channels and
+/// Subscriptions it is made of.
 fn check_one(
     origin: &str,
     resource: Resource,
     desired: &mut Desired,
     origins: &mut BTreeMap<String, String>,
-) -> Result<Vec<Pending>, ConfigError> {
+    pending: &mut Pending,
+) -> Result<(), ConfigError> {
     let (meta, kind) = (resource.meta(), resource.kind().kind);
     let namespace = namespace_of(meta);
     let name = meta.name.clone().unwrap_or_default();
@@ -291,46 +324,42 @@ fn check_one(
     }
     match resource {
         Resource::Broker(broker) => {
-            broker_settings(&broker).map_err(fail)?;
+            let settings = annotations::broker_settings(&broker.metadata).map_err(fail)?;
             if let Some(delivery) = &broker.spec.delivery {
                 validate_delivery("spec.delivery", delivery).map_err(fail)?;
             }
+            let plan = BrokerPlan {
+                generation: broker.metadata.generation,
+                class: annotations::broker_class(&broker.metadata).map(str::to_owned),
+                settings,
+                dead_letter_sink: broker
+                    .spec
+                    .delivery
+                    .as_ref()
+                    .and_then(|d| d.dead_letter_sink.as_ref())
+                    .map(|d| Target::of(d, &namespace)),
+                delivery: broker.spec.delivery,
+            };
             desired
                 .brokers
-                .insert(BrokerKey::new(namespace, name), broker);
-        }
-        Resource::NatsSource(_)
-        | Resource::PingSource(_)
-        | Resource::ContainerSource(_)
-        | Resource::WebhookSource(_)
-        | Resource::KafkaSource(_)
-        | Resource::ApiServerSource(_)
-        | Resource::SinkBinding(_) => {
-            validate_source(&resource).map_err(fail)?;
-            desired.sources.insert(ObjectKey::of(&resource), resource);
+                .insert(BrokerKey::new(namespace, name), plan);
         }
         Resource::Trigger(trigger) => {
             validate_trigger_spec(&trigger.spec).map_err(fail)?;
-            herald_triggers::filter::compile(&trigger.spec).map_err(fail)?;
-            if let Some(order) = crate::runtime::delivery_order(&trigger) {
-                if order != "ordered" && order != "unordered" {
-                    return Err(fail(FieldError::new(
-                        format!(
-                            "metadata.annotations[{}]",
-                            herald_triggers::plan::DELIVERY_ORDER_ANNOTATION
-                        ),
-                        format!("{order:?} is not a delivery order: use ordered or unordered"),
-                    )));
-                }
-            }
-            start_from(&trigger).map_err(fail)?;
-            return Ok(vec![Pending {
+            let filter = herald_triggers::filter::compile(&trigger.spec).map_err(fail)?;
+            let ordered = annotations::ordered(&trigger.metadata).map_err(fail)?;
+            let start = annotations::start_from(&trigger.metadata).map_err(fail)?;
+            pending.triggers.push(PendingTrigger {
                 origin: origin.to_owned(),
                 ident,
                 namespace,
                 name,
-                resource: Resource::Trigger(trigger),
-            }]);
+                generation: trigger.metadata.generation,
+                spec: trigger.spec,
+                filter,
+                ordered,
+                start,
+            });
         }
         Resource::Channel(_) | Resource::InMemoryChannel(_) | Resource::KafkaChannel(_) => {
             validate_channel(&resource).map_err(fail)?;
@@ -349,44 +378,40 @@ fn check_one(
         }
         Resource::Subscription(subscription) => {
             validate_subscription_spec(&subscription.spec).map_err(fail)?;
-            return Ok(vec![Pending {
+            pending.subscriptions.push(PendingSubscription {
                 origin: origin.to_owned(),
                 ident,
                 namespace,
                 name,
-                resource: Resource::Subscription(subscription),
-            }]);
+                generation: subscription.metadata.generation,
+                owned: subscription.metadata.owner_references.is_some(),
+                spec: subscription.spec,
+            });
         }
         Resource::Sequence(sequence) => {
             validate_sequence_spec(&sequence.spec).map_err(fail)?;
             let children = crate::flows::expand_sequence(&sequence)
                 .map_err(|e| fail(FieldError::new("spec.channelTemplate.spec", e)))?;
             desired.flows.sequences.insert((namespace, name), sequence);
-            return check_children(origin, children, desired, origins);
+            for child in children {
+                check_one(origin, child, desired, origins, pending)?;
+            }
         }
         Resource::Parallel(parallel) => {
             validate_parallel_spec(&parallel.spec).map_err(fail)?;
             let children = crate::flows::expand_parallel(&parallel)
                 .map_err(|e| fail(FieldError::new("spec.channelTemplate.spec", e)))?;
             desired.flows.parallels.insert((namespace, name), parallel);
-            return check_children(origin, children, desired, origins);
+            for child in children {
+                check_one(origin, child, desired, origins, pending)?;
+            }
+        }
+        source => {
+            let plan = plan_source(&source, &namespace, &name).map_err(fail)?;
+            desired.sources.insert(ObjectKey::of(&source), plan);
         }
     }
-    Ok(Vec::new())
-}
-
-/// Checks the channels and Subscriptions a Sequence or Parallel is made of.
-fn check_children(
-    origin: &str,
-    children: Vec<Resource>,
-    desired: &mut Desired,
-    origins: &mut BTreeMap<String, String>,
-) -> Result<Vec<Pending>, ConfigError> {
-    let mut pending = Vec::new();
-    for child in children {
-        pending.extend(check_one(origin, child, desired, origins)?);
-    }
-    Ok(pending)
+    Ok(())
 }
 
 /// A channel's own fields.
@@ -401,143 +426,22 @@ fn validate_channel(resource: &Resource) -> Result<(), FieldError> {
     }
 }
 
-/// The broker a destination's `ref` names, if any.
-pub fn referenced_broker(destination: &Destination, default_namespace: &str) -> Option<BrokerKey> {
-    let reference = destination.reference.as_ref().filter(|r| {
-        herald_crds::OwnAddressable::of(r) == Some(herald_crds::OwnAddressable::Broker)
-    })?;
-    let namespace = reference
-        .namespace
-        .clone()
-        .unwrap_or_else(|| default_namespace.to_owned());
-    Some(BrokerKey::new(namespace, reference.name.clone()))
-}
-
-/// Where a new trigger starts reading its broker: `earliest`, `latest` (Knative's behaviour,
-/// the default) or an RFC 3339 time to replay from.
-pub const START_FROM_ANNOTATION: &str = "herald.dev/start-from";
-
-/// The trigger's starting point; errors name the annotation.
-pub fn start_from(trigger: &Trigger) -> Result<herald_broker::StartFrom, FieldError> {
-    use herald_broker::StartFrom;
-    let Some(text) = trigger
-        .metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(START_FROM_ANNOTATION))
-    else {
-        return Ok(StartFrom::Latest);
+/// Checks a source, its kind's own rules first, then the fields every source shares.
+fn plan_source(resource: &Resource, namespace: &str, name: &str) -> Result<SourcePlan, FieldError> {
+    let Some(source) = resource.as_source() else {
+        return Err(FieldError::new("kind", "not a source"));
     };
-    match text.as_str() {
-        "latest" => Ok(StartFrom::Latest),
-        "earliest" => Ok(StartFrom::Earliest),
-        other => chrono::DateTime::parse_from_rfc3339(other)
-            .map(|time| StartFrom::Time(time.into()))
-            .map_err(|e| {
-                FieldError::new(
-                    format!("metadata.annotations[{START_FROM_ANNOTATION}]"),
-                    format!(
-                        "{other:?} is not earliest, latest or an RFC 3339 time like 2026-01-02T15:04:05Z: {e}"
-                    ),
-                )
-            }),
-    }
-}
-
-/// Herald's per-broker log settings, from the Broker's annotations.
-pub const MAX_AGE_ANNOTATION: &str = "herald.dev/retention-max-age";
-pub const MAX_BYTES_ANNOTATION: &str = "herald.dev/retention-max-bytes";
-pub const REPLICAS_ANNOTATION: &str = "herald.dev/replicas";
-pub const RETENTION_ANNOTATION: &str = "herald.dev/retention";
-pub const PARTITIONS_ANNOTATION: &str = "herald.dev/partitions";
-
-/// Reads the `herald.dev/*` log settings of a broker; errors name the annotation.
-pub fn broker_settings(broker: &Broker) -> Result<herald_broker::log::BrokerSettings, FieldError> {
-    let mut settings = herald_broker::log::BrokerSettings::default();
-    let Some(annotations) = &broker.metadata.annotations else {
-        return Ok(settings);
-    };
-    let field = |name: &str| format!("metadata.annotations[{name}]");
-    if let Some(text) = annotations.get(MAX_AGE_ANNOTATION) {
-        let age = herald_crds::duration::parse_iso8601(text)
-            .map_err(|e| FieldError::new(field(MAX_AGE_ANNOTATION), e))?;
-        settings.max_age = Some(age);
-    }
-    if let Some(text) = annotations.get(MAX_BYTES_ANNOTATION) {
-        let bytes = text.parse::<i64>().ok().filter(|b| *b > 0);
-        let bytes = bytes.ok_or_else(|| {
-            FieldError::new(
-                field(MAX_BYTES_ANNOTATION),
-                format!("{text:?} is not a positive number of bytes"),
-            )
-        })?;
-        settings.max_bytes = Some(bytes);
-    }
-    if let Some(text) = annotations.get(REPLICAS_ANNOTATION) {
-        let replicas = text.parse::<usize>().ok().filter(|r| (1..=5).contains(r));
-        let replicas = replicas.ok_or_else(|| {
-            FieldError::new(
-                field(REPLICAS_ANNOTATION),
-                format!("{text:?} is not a replica count from 1 to 5"),
-            )
-        })?;
-        settings.replicas = Some(replicas);
-    }
-    if let Some(text) = annotations.get(PARTITIONS_ANNOTATION) {
-        let partitions = text.parse::<i32>().ok().filter(|p| *p >= 1);
-        settings.partitions = Some(partitions.ok_or_else(|| {
-            FieldError::new(
-                field(PARTITIONS_ANNOTATION),
-                format!("{text:?} is not a partition count of 1 or more"),
-            )
-        })?);
-    }
-    if let Some(text) = annotations.get(RETENTION_ANNOTATION) {
-        settings.interest_retention = match text.as_str() {
-            "limits" => false,
-            "interest" => true,
-            _ => {
-                return Err(FieldError::new(
-                    field(RETENTION_ANNOTATION),
-                    format!("{text:?} is not a retention: use limits or interest"),
-                ))
-            }
-        };
-    }
-    Ok(settings)
-}
-
-/// Checks a source: its kind's own rules, then the fields every source shares.
-fn validate_source(resource: &Resource) -> Result<(), FieldError> {
-    match resource {
-        Resource::NatsSource(s) => {
-            not_built_source("NatsSource", cfg!(feature = "nats"), "nats")?;
-            validate_nats_source(&s.spec)?
-        }
-        Resource::PingSource(s) => herald_sources::ping::validate(&s.spec)?,
-        Resource::ContainerSource(s) => herald_sources::container::validate(&s.spec)?,
-        Resource::WebhookSource(s) => herald_sources::webhook::validate(&s.spec)?,
-        #[cfg(feature = "kafka")]
-        Resource::KafkaSource(s) => herald_sources::kafka::validate(&s.spec)?,
-        #[cfg(not(feature = "kafka"))]
-        Resource::KafkaSource(_) => not_built_source("KafkaSource", false, "kafka")?,
-        Resource::ApiServerSource(s) => crate::apiserver_source::validate(&s.spec)?,
-        Resource::SinkBinding(_) => {
-            return Err(FieldError::new(
-                "kind",
-                "a SinkBinding binds Kubernetes workloads: it runs under `herald controller`; for a local program use `herald run --sink broker:NAME -- PROGRAM`",
-            ))
-        }
-        Resource::Broker(_)
-        | Resource::Trigger(_)
-        | Resource::Channel(_)
-        | Resource::InMemoryChannel(_)
-        | Resource::KafkaChannel(_)
-        | Resource::Subscription(_)
-        | Resource::Sequence(_)
-        | Resource::Parallel(_) => return Ok(()),
-    }
-    validate_source_common(resource)
+    let runner = source.plan(namespace, name)?;
+    validate_source_common(resource)?;
+    let spec = source.spec();
+    Ok(SourcePlan {
+        kind: resource.kind(),
+        generation: resource.meta().generation,
+        spec: resource.spec_json(),
+        sink: Target::of(spec.sink(), namespace),
+        overrides: spec.extensions(),
+        runner,
+    })
 }
 
 /// Checks what `herald controller` runs on the cluster itself (ContainerSources and
@@ -606,56 +510,12 @@ fn validate_source_common(resource: &Resource) -> Result<(), FieldError> {
     Ok(())
 }
 
-/// Refuses a source kind this build left out (`built` is false), naming the cargo feature.
-fn not_built_source(kind: &str, built: bool, feature: &str) -> Result<(), FieldError> {
-    if built {
-        return Ok(());
-    }
-    Err(FieldError::new(
-        "kind",
-        format!("this herald is built without {kind}s (cargo feature `{feature}`)"),
-    ))
-}
-
-/// Checks a NatsSource's own fields.
-fn validate_nats_source(spec: &NatsSourceSpec) -> Result<(), FieldError> {
-    if !["nats://", "tls://", "ws://", "wss://"]
-        .iter()
-        .any(|scheme| spec.url.starts_with(scheme))
-    {
-        return Err(FieldError::new(
-            "spec.url",
-            format!("{:?} is not a NATS URL (nats://host:port)", spec.url),
-        ));
-    }
-    if spec.subjects.is_empty() {
-        return Err(FieldError::new(
-            "spec.subjects",
-            "at least one subject is required",
-        ));
-    }
-    for (i, subject) in spec.subjects.iter().enumerate() {
-        if subject.is_empty() || subject.contains(char::is_whitespace) {
-            return Err(FieldError::new(
-                format!("spec.subjects[{i}]"),
-                format!("{subject:?} is not a NATS subject"),
-            ));
-        }
-    }
-    if let Some(js) = &spec.jetstream {
-        if js.stream.is_empty() {
-            return Err(FieldError::new(
-                "spec.jetstream.stream",
-                "the stream name is required",
-            ));
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::annotations::{
+        MAX_AGE_ANNOTATION, MAX_BYTES_ANNOTATION, REPLICAS_ANNOTATION, RETENTION_ANNOTATION,
+    };
     use crate::config::parse_documents;
 
     const BROKER: &str =
@@ -701,7 +561,7 @@ mod tests {
             format!("apiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadata:\n  name: b\n  annotations: {{{annotation}}}\n")
         };
         let ok = desired(&broker("herald.dev/retention-max-age: PT1H, herald.dev/replicas: '3', herald.dev/retention: interest")).unwrap();
-        let settings = broker_settings(ok.brokers.values().next().unwrap()).unwrap();
+        let settings = &ok.brokers.values().next().unwrap().settings;
         assert_eq!(settings.max_age, Some(std::time::Duration::from_secs(3600)));
         assert_eq!(
             (settings.replicas, settings.interest_retention),
