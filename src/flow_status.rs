@@ -12,7 +12,7 @@ use herald_crds::subscription::{PhysicalSubscription, SubscriptionStatus};
 use herald_crds::{Condition, KReference, OwnAddressable};
 
 use crate::config::Desired;
-use crate::flows::{self, ChannelRun};
+use crate::flows::{self, ChannelRun, FlowRun};
 use crate::kinds;
 use crate::runtime::Runtime;
 
@@ -30,15 +30,18 @@ pub fn status(
 ) -> Option<serde_json::Value> {
     let key = (namespace.to_owned(), name.to_owned());
     let value = if kind == kinds::SUBSCRIPTION.kind {
-        desired.flows.subscriptions.get(&key)?;
+        let run = desired.flows.subscriptions.get(&key)?;
+        let generation = generation.or(run.generation);
         serde_json::to_value(subscription(runtime, namespace, name, generation))
     } else if kind == kinds::SEQUENCE.kind {
         let sequence = desired.flows.sequences.get(&key)?;
+        let generation = generation.or(sequence.generation);
         serde_json::to_value(sequence_status(
             runtime, base_url, namespace, name, sequence, generation,
         ))
     } else if kind == kinds::PARALLEL.kind {
         let parallel = desired.flows.parallels.get(&key)?;
+        let generation = generation.or(parallel.generation);
         serde_json::to_value(parallel_status(
             runtime, base_url, namespace, name, parallel, generation,
         ))
@@ -297,13 +300,6 @@ fn subscription_entry(runtime: &Runtime, namespace: &str, name: String) -> Subsc
     }
 }
 
-fn template_kind(template: Option<&herald_crds::ChannelTemplateSpec>) -> (String, String) {
-    let template = template
-        .cloned()
-        .unwrap_or_else(herald_crds::ChannelTemplateSpec::in_memory);
-    (template.api_version, template.kind)
-}
-
 /// Ready conditions of a flow from its children: `ChannelsReady`, `SubscriptionsReady`,
 /// `Addressable` and `Ready`.
 fn flow_conditions(channels_ready: bool, subscriptions_ready: bool) -> Vec<Condition> {
@@ -341,11 +337,11 @@ fn sequence_status(
     base_url: &str,
     namespace: &str,
     name: &str,
-    sequence: &herald_crds::Sequence,
+    sequence: &FlowRun,
     generation: Option<i64>,
 ) -> SequenceStatus {
-    let (api_version, kind) = template_kind(sequence.spec.channel_template.as_ref());
-    let children = 0..sequence.spec.steps.len();
+    let (api_version, kind) = &sequence.template;
+    let children = 0..sequence.children;
     let channel_statuses: Vec<_> = children
         .clone()
         .map(|i| {
@@ -353,7 +349,7 @@ fn sequence_status(
                 runtime,
                 namespace,
                 flows::sequence_child(name, i),
-                (&api_version, &kind),
+                (api_version, kind),
             )
         })
         .collect();
@@ -382,13 +378,13 @@ fn parallel_status(
     base_url: &str,
     namespace: &str,
     name: &str,
-    parallel: &herald_crds::Parallel,
+    parallel: &FlowRun,
     generation: Option<i64>,
 ) -> ParallelStatus {
-    let (api_version, kind) = template_kind(parallel.spec.channel_template.as_ref());
+    let (api_version, kind) = &parallel.template;
     let template = (api_version.as_str(), kind.as_str());
     let ingress = channel_entry(runtime, namespace, flows::parallel_ingress(name), template);
-    let branch_statuses: Vec<_> = (0..parallel.spec.branches.len())
+    let branch_statuses: Vec<_> = (0..parallel.children)
         .map(|i| ParallelBranchStatus {
             filter_subscription_status: subscription_entry(
                 runtime,

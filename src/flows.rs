@@ -361,13 +361,44 @@ pub fn subscription_delivery(
     }
 }
 
+/// A Sequence or Parallel as Herald runs it: its children are in [`Flows::channels`] and
+/// [`Flows::subscriptions`]; this is what its status needs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FlowRun {
+    pub generation: Option<i64>,
+    /// Steps of a Sequence, branches of a Parallel.
+    pub children: usize,
+    /// The channels' kind: `apiVersion` and `kind` of the template in effect.
+    pub template: (String, String),
+}
+
+impl FlowRun {
+    pub fn of_sequence(sequence: &Sequence) -> Self {
+        let template = template_or_default(sequence.spec.channel_template.as_ref());
+        Self {
+            generation: sequence.metadata.generation,
+            children: sequence.spec.steps.len(),
+            template: (template.api_version, template.kind),
+        }
+    }
+
+    pub fn of_parallel(parallel: &Parallel) -> Self {
+        let template = template_or_default(parallel.spec.channel_template.as_ref());
+        Self {
+            generation: parallel.metadata.generation,
+            children: parallel.spec.branches.len(),
+            template: (template.api_version, template.kind),
+        }
+    }
+}
+
 /// Everything of channels and flows the desired state holds, by `(namespace, name)`.
 #[derive(Clone, Debug, Default)]
 pub struct Flows {
     pub channels: BTreeMap<(String, String), ChannelRun>,
     pub subscriptions: BTreeMap<(String, String), SubscriptionRun>,
-    pub sequences: BTreeMap<(String, String), Sequence>,
-    pub parallels: BTreeMap<(String, String), Parallel>,
+    pub sequences: BTreeMap<(String, String), FlowRun>,
+    pub parallels: BTreeMap<(String, String), FlowRun>,
 }
 
 impl Flows {
@@ -403,12 +434,7 @@ impl Flows {
 
     /// The internal brokers (one per channel) and triggers (one per Subscription) that run
     /// these, keyed as the desired state keys brokers and triggers.
-    pub fn lower(
-        &self,
-    ) -> (
-        Vec<(BrokerKey, BrokerPlan)>,
-        Vec<(TriggerKey, TriggerSpecPlan)>,
-    ) {
+    pub fn lower(&self) -> Lowered {
         let brokers = self
             .channels
             .iter()
@@ -463,8 +489,15 @@ impl Flows {
                 ((namespace.clone(), subscription_trigger(name)), plan)
             })
             .collect();
-        (brokers, triggers)
+        Lowered { brokers, triggers }
     }
+}
+
+/// What [`Flows::lower`] makes: internal broker and trigger plans, keyed as the desired
+/// state keys them.
+pub struct Lowered {
+    pub brokers: Vec<(BrokerKey, BrokerPlan)>,
+    pub triggers: Vec<(TriggerKey, TriggerSpecPlan)>,
 }
 
 #[cfg(test)]

@@ -170,9 +170,9 @@ pub fn build_desired_lenient(loaded: Vec<Loaded>, refs: &RefMap) -> (Desired, Ve
             });
         }
     }
-    let (brokers, triggers) = desired.flows.lower();
-    desired.brokers.extend(brokers);
-    desired.triggers.extend(triggers);
+    let lowered = desired.flows.lower();
+    desired.brokers.extend(lowered.brokers);
+    desired.triggers.extend(lowered.triggers);
     (desired, rejected)
 }
 
@@ -392,7 +392,8 @@ fn check_one(
             validate_sequence_spec(&sequence.spec).map_err(fail)?;
             let children = crate::flows::expand_sequence(&sequence)
                 .map_err(|e| fail(FieldError::new("spec.channelTemplate.spec", e)))?;
-            desired.flows.sequences.insert((namespace, name), sequence);
+            let run = crate::flows::FlowRun::of_sequence(&sequence);
+            desired.flows.sequences.insert((namespace, name), run);
             for child in children {
                 check_one(origin, child, desired, origins, pending)?;
             }
@@ -401,7 +402,8 @@ fn check_one(
             validate_parallel_spec(&parallel.spec).map_err(fail)?;
             let children = crate::flows::expand_parallel(&parallel)
                 .map_err(|e| fail(FieldError::new("spec.channelTemplate.spec", e)))?;
-            desired.flows.parallels.insert((namespace, name), parallel);
+            let run = crate::flows::FlowRun::of_parallel(&parallel);
+            desired.flows.parallels.insert((namespace, name), run);
             for child in children {
                 check_one(origin, child, desired, origins, pending)?;
             }
