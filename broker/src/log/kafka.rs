@@ -937,6 +937,9 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn kafka_passes_the_conformance_suite() {
+        if !crate::testing::available(crate::testing::Server::Kafka) {
+            return;
+        }
         let bootstrap = crate::testing::KafkaServer::shared();
         let counter = std::sync::atomic::AtomicUsize::new(0);
         crate::log::testsuite::run_all(&|| {

@@ -471,6 +471,9 @@ mod tests {
 
     #[tokio::test]
     async fn jetstream_passes_the_conformance_suite() {
+        if !crate::testing::available(crate::testing::Server::Nats) {
+            return;
+        }
         testsuite::run_all(&|| async {
             Box::new(NatsHarness {
                 server: NatsServer::start(),
