@@ -497,3 +497,6 @@ async fn dead_letter(
     )
     .await
 }
+
+#[cfg(test)]
+mod tests;
