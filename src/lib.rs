@@ -20,5 +20,3 @@ pub mod source_kinds;
 pub mod sources;
 pub mod status;
 pub mod store;
-#[cfg(test)]
-mod test_support;

@@ -19,6 +19,9 @@ use herald_triggers::router::TriggerRouter;
 use herald_triggers::Filter;
 use herald_triggers::{run_dispatcher, DispatcherHandle, TriggerPlan, TriggerStats};
 
+#[cfg(test)]
+pub mod testing;
+
 /// Trigger consumers opened concurrently during a reconcile.
 const CONSUMERS_OPENED_AT_ONCE: usize = 32;
 
@@ -365,8 +368,8 @@ impl Runtime {
 
 #[cfg(test)]
 mod tests {
+    use super::testing::{desired, runtime, trigger, BROKER, INGRESS};
     use super::*;
-    use crate::test_support::{desired, runtime, trigger, BROKER, INGRESS};
     use herald_broker::log::memory::MemoryLog;
     use herald_broker::log::{Failure, ParkedRecord};
     use herald_broker::RecordId;

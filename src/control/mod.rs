@@ -506,7 +506,7 @@ impl From<StoreError> for ControlError {
 mod tests {
     use super::*;
     use crate::config::parse_documents;
-    use crate::test_support::{runtime, trigger, BROKER};
+    use crate::runtime::testing::{runtime, trigger, BROKER};
     use herald_broker::log::memory::MemoryLog;
 
     /// A control plane over a store in `dir` holding `files` (a config file's text), on the

@@ -17,9 +17,9 @@ use herald_sources::webhook::WebhookRegistry;
 use herald_triggers::attempt::Sender;
 use herald_triggers::process::Deps;
 
+use super::Runtime;
 use crate::apiserver_source::KubeAccess;
 use crate::config::{build_desired, parse_documents, Desired, RefMap};
-use crate::runtime::Runtime;
 use crate::source_kinds::SourceContext;
 
 /// Where the test runtime says its ingress listens (nothing does: no test sends to it).
