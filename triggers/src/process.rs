@@ -434,3 +434,6 @@ async fn dead_letter(
     )
     .await
 }
+
+#[cfg(test)]
+mod tests;
