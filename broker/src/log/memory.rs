@@ -87,7 +87,7 @@ impl MemoryLog {
 
     fn check_open(&self) -> Result<(), LogError> {
         match self.closed.load(Ordering::Acquire) {
-            true => Err(LogError::Unavailable("the log is closed".into())),
+            true => Err(LogError::unavailable("the log is closed")),
             false => Ok(()),
         }
     }
