@@ -33,7 +33,7 @@ pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
 pub const TTL_EXTENSION: &str = "knativebrokerttl";
 /// Counter of events received at ingress, by namespace, broker, event type and response code.
 pub const EVENTS_RECEIVED: &str = "herald_events_received_total";
-pub const ARRIVAL_TIME_EXTENSION: &str = "knativearrivaltime";
+pub use crate::record::ARRIVAL_TIME_EXTENSION;
 const ALLOW: &str = "POST, OPTIONS";
 
 /// Ingress settings.
