@@ -101,13 +101,25 @@ pub async fn kafka_producer(
     let mut config = rdkafka::ClientConfig::new();
     config.set("bootstrap.servers", bootstrap);
     let admin: AdminClient<DefaultClientContext> = config.create()?;
-    // An existing topic is reported per topic, not as an error: every run can ask.
-    admin
-        .create_topics(
-            [&NewTopic::new(topic, 10, TopicReplication::Fixed(1))],
-            &AdminOptions::new(),
-        )
-        .await?;
+    // An existing topic is reported per topic, not as an error: every run can ask. A Kafka
+    // started a moment ago on a busy machine may time the first request out: a few tries.
+    let mut tries = 0;
+    loop {
+        let created = admin
+            .create_topics(
+                [&NewTopic::new(topic, 10, TopicReplication::Fixed(1))],
+                &AdminOptions::new(),
+            )
+            .await;
+        match created {
+            Ok(_) => break,
+            Err(error) if tries < 5 => {
+                eprintln!("creating {topic} failed ({error}); trying again");
+                tries += 1;
+            }
+            Err(error) => return Err(error.into()),
+        }
+    }
     let producer: FutureProducer = config
         .clone()
         .set("acks", "all")
