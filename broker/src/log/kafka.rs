@@ -255,7 +255,8 @@ impl KafkaLog {
         if let Some(value) = value {
             record = record.payload(value);
         }
-        match self.producer.send(record) {
+        let sent = self.producer.sender(1).send(record);
+        match sent {
             Ok(delivery) => match delivery.await {
                 Ok(Ok(_)) => Ok(()),
                 Ok(Err(error)) => Err(unavailable(error)),
@@ -441,6 +442,7 @@ impl EventLog for KafkaLog {
         let topic = self.options.topic(broker);
         let encoded: Vec<KafkaRecord> = records.iter().map(kafka_binding::encode).collect();
         let mut deliveries = Vec::with_capacity(encoded.len());
+        let mut sender = self.producer.sender(encoded.len());
         for record in &encoded {
             let mut message = BaseRecord::<[u8], [u8]>::to(&topic).headers(kafka_headers(record));
             if let Some(key) = &record.key {
@@ -449,7 +451,7 @@ impl EventLog for KafkaLog {
             if let Some(value) = &record.value {
                 message = message.payload(value.as_ref());
             }
-            match self.producer.send(message) {
+            match sender.send(message) {
                 Ok(delivery) => deliveries.push(delivery),
                 Err(KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull)) => {
                     return Err(LogError::Overloaded)
@@ -457,6 +459,7 @@ impl EventLog for KafkaLog {
                 Err(error) => return Err(unavailable(error)),
             }
         }
+        drop(sender);
         let mut written = Vec::with_capacity(deliveries.len());
         for delivery in deliveries {
             match delivery.await {

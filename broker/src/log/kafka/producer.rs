@@ -1,14 +1,15 @@
 //! The Kafka producer: librdkafka's, with delivery reports handed to the appending task.
 //!
-//! Two librdkafka producers with the same settings but `linger.ms`: a record sent while no
+//! Two librdkafka producers with the same settings but `linger.ms`: an append sent while no
 //! other record waits for its report goes out at once (`linger.ms` 0), so a lone request is
 //! not held back by a linger that has nothing to batch (p50 of a lone 202 1.75 -> 0.5 ms on
 //! a local Kafka); a record sent while others wait joins the batching producer's next batch
 //! (`linger.ms` 1 by default), which a closed loop of 32 clients needs (with `linger.ms` 0
 //! for all, each record is a request of its own and Herald's CPU per event more than
-//! doubles). Order is unaffected: requests that overlap in time were never ordered, and a
-//! client that waits for its 202 before the next request sees the first record durable
-//! before the second is sent, whichever producer sends each.
+//! doubles). Order is unaffected: the records of one append go through one producer;
+//! requests that overlap in time were never ordered; and a client that waits for its 202
+//! before the next request sees the first record durable before the second is sent,
+//! whichever producer sends each.
 //!
 //! rdkafka's `FutureProducer` polls its delivery reports from a thread that wakes every
 //! 100 ms, and each wake ends in a busy loop: rdkafka passes the time left to librdkafka in
@@ -125,10 +126,42 @@ impl ReportingProducer {
         })
     }
 
+    /// A sender of `count` records through one producer (records of one append keep their
+    /// order): the immediate one when no other record waits for its report.
+    pub(super) fn sender(&self, count: usize) -> Sender<'_> {
+        let inner = &*self.inner;
+        let alone = inner.waiting.fetch_add(count, Ordering::SeqCst) == 0;
+        Sender {
+            producer: if alone {
+                &inner.immediate.producer
+            } else {
+                &inner.batching.producer
+            },
+            waiting: &inner.waiting,
+            unsent: count,
+        }
+    }
+
+    /// Waits up to `timeout` for every queued record's report.
+    pub(super) fn flush(&self, timeout: Duration) -> Result<(), KafkaError> {
+        self.inner.batching.producer.flush(timeout)?;
+        self.inner.immediate.producer.flush(timeout)
+    }
+}
+
+/// Sends the records of one append through one producer; see [`ReportingProducer::sender`].
+pub(super) struct Sender<'a> {
+    producer: &'a BaseProducer<Reports>,
+    waiting: &'a AtomicUsize,
+    /// Records counted as waiting that were not queued (yet).
+    unsent: usize,
+}
+
+impl Sender<'_> {
     /// Queues `record`; the receiver gets its delivery report. An error (queue full, say)
     /// means the record was not queued.
     pub(super) fn send<K, P>(
-        &self,
+        &mut self,
         record: BaseRecord<'_, K, P, ()>,
     ) -> Result<oneshot::Receiver<Written>, KafkaError>
     where
@@ -145,22 +178,18 @@ impl ReportingProducer {
             headers: record.headers,
             delivery_opaque: Box::new(answer),
         };
-        let inner = &self.inner;
-        let producer = if inner.waiting.fetch_add(1, Ordering::SeqCst) == 0 {
-            &inner.immediate.producer
-        } else {
-            &inner.batching.producer
-        };
-        producer.send(record).map(|()| report).map_err(|(error, _)| {
-            // Not queued: no report will come for it.
-            inner.waiting.fetch_sub(1, Ordering::SeqCst);
-            error
-        })
+        let sent = self.producer.send(record);
+        if sent.is_ok() {
+            // Its report will take it off the count.
+            self.unsent = self.unsent.saturating_sub(1);
+        }
+        sent.map(|()| report).map_err(|(error, _)| error)
     }
+}
 
-    /// Waits up to `timeout` for every queued record's report.
-    pub(super) fn flush(&self, timeout: Duration) -> Result<(), KafkaError> {
-        self.inner.batching.producer.flush(timeout)?;
-        self.inner.immediate.producer.flush(timeout)
+impl Drop for Sender<'_> {
+    /// Records never queued get no report: they stop counting as waiting.
+    fn drop(&mut self) {
+        self.waiting.fetch_sub(self.unsent, Ordering::SeqCst);
     }
 }
