@@ -375,7 +375,11 @@ pub async fn run_backend(settings: &Settings, backend: &str) -> anyhow::Result<R
     }
 
     let mut fanout = Vec::new();
-    for &triggers in settings.fanout_triggers.iter().filter(|_| measured("fanout")) {
+    for &triggers in settings
+        .fanout_triggers
+        .iter()
+        .filter(|_| measured("fanout"))
+    {
         let subscriber = FastSubscriber::start().await?;
         let herald = Herald::start(
             &settings.herald,
