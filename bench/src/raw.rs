@@ -113,10 +113,7 @@ pub async fn kafka_producer(
             .await;
         match created {
             Ok(_) => break,
-            Err(error) if tries < 5 => {
-                eprintln!("creating {topic} failed ({error}); trying again");
-                tries += 1;
-            }
+            Err(_) if tries < 5 => tries += 1,
             Err(error) => return Err(error.into()),
         }
     }
