@@ -9,15 +9,15 @@ use kube::api::DynamicObject;
 use serde_json::{json, Value};
 
 use super::resolve::{Resolver, Unresolved};
-use super::workloads::Workloads;
+use super::workloads::{WorkloadError, Workloads};
 use super::writeback::{Writer, FINALIZER};
-use crate::config::{build_desired_lenient, Desired, Loaded, RefMap, Resource};
+use crate::annotations;
+use crate::config::{build_desired_lenient, Desired, Loaded, RefMap, Resource, Target};
+use crate::kinds::ObjectKey;
 use crate::kinds::{self, Kind};
 use crate::runtime::Runtime;
 use crate::runtime::{FailedObject, RuntimeError};
-use crate::serve::broker_class;
 use crate::status;
-use crate::store::ObjectKey;
 use herald_broker::BrokerKey;
 use herald_crds::Condition;
 
@@ -65,9 +65,25 @@ pub struct Reconciler {
     pub delete_broker_logs: bool,
 }
 
+/// Why an object from the API server is not a valid resource of its kind.
+#[derive(Debug, thiserror::Error)]
+enum ParseError {
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+    #[error(transparent)]
+    Yaml(#[from] serde_yaml_ng::Error),
+    /// A field at `path` does not fit Herald's type.
+    #[error("{path}: {source}")]
+    Field {
+        path: String,
+        #[source]
+        source: serde_yaml_ng::Error,
+    },
+}
+
 /// An object as Herald's typed resource (apiVersion and kind filled in, status dropped).
-fn parse(kind: &Kind, object: &DynamicObject) -> Result<Resource, String> {
-    let mut value = serde_json::to_value(object).map_err(|e| e.to_string())?;
+fn parse(kind: &Kind, object: &DynamicObject) -> Result<Resource, ParseError> {
+    let mut value = serde_json::to_value(object)?;
     if let Some(map) = value.as_object_mut() {
         map.insert("apiVersion".into(), kind.api_version().into());
         map.insert("kind".into(), kind.kind.into());
@@ -75,8 +91,23 @@ fn parse(kind: &Kind, object: &DynamicObject) -> Result<Resource, String> {
         // Knative lets a Broker leave out `spec` (all of it has defaults).
         map.entry("spec").or_insert_with(|| json!({}));
     }
-    let yaml = serde_yaml_ng::to_value(&value).map_err(|e| e.to_string())?;
-    Resource::parse(kind, yaml).map_err(|e| format!("{}: {}", e.path(), e.inner()))
+    let yaml = serde_yaml_ng::to_value(&value)?;
+    Resource::parse(kind, yaml).map_err(|e| ParseError::Field {
+        path: e.path().to_string(),
+        source: e.into_inner(),
+    })
+}
+
+/// Why a workload has no sink address.
+#[derive(Debug, thiserror::Error)]
+enum SinkError {
+    /// Its `ref` does not resolve (the resolver says why).
+    #[error("{0}")]
+    Unresolved(String),
+    #[error("broker {0} does not exist")]
+    NoBroker(BrokerKey),
+    #[error("spec.sink: set ref or uri")]
+    Unset,
 }
 
 fn key_of(kind: &Kind, object: &DynamicObject) -> ObjectKey {
@@ -186,8 +217,10 @@ impl Reconciler {
             }
             let mut resource = match parse(kind, object) {
                 Ok(resource) => resource,
-                Err(message) => {
-                    sorted.problems.insert(key, Problem::Invalid(message));
+                Err(error) => {
+                    sorted
+                        .problems
+                        .insert(key, Problem::Invalid(error.to_string()));
                     continue;
                 }
             };
@@ -209,8 +242,13 @@ impl Reconciler {
                 continue;
             }
             if let Resource::Broker(broker) = &resource {
-                if let Err(message) = self.routes.backend_for_class(broker_class(broker)) {
-                    sorted.problems.insert(key, Problem::Backend(message));
+                if let Err(message) = self
+                    .routes
+                    .backend_for_class(annotations::broker_class(&broker.metadata))
+                {
+                    sorted
+                        .problems
+                        .insert(key, Problem::Backend(message.to_string()));
                     continue;
                 }
             }
@@ -265,11 +303,14 @@ impl Reconciler {
                     Err(_) => Ok(()),
                 };
                 match undone {
-                    Err(error) if !error.contains("does not exist") => tracing::warn!(
-                        binding = object.metadata.name.as_deref().unwrap_or_default(),
-                        %error,
-                        "cannot unbind; the finalizer stays"
-                    ),
+                    // A subject that is gone has nothing to undo.
+                    Err(error) if !matches!(error, WorkloadError::SubjectMissing { .. }) => {
+                        tracing::warn!(
+                            binding = object.metadata.name.as_deref().unwrap_or_default(),
+                            %error,
+                            "cannot unbind; the finalizer stays"
+                        )
+                    }
                     _ => self.writer.finalizer(kind, object, false).await,
                 }
                 continue;
@@ -288,8 +329,20 @@ impl Reconciler {
                 }
                 continue;
             };
-            let namespace = object.metadata.namespace.as_deref().unwrap_or("default");
-            match self.runtime.forget_trigger(namespace, &trigger).await {
+            let key = (
+                object
+                    .metadata
+                    .namespace
+                    .as_deref()
+                    .unwrap_or("default")
+                    .to_owned(),
+                trigger.metadata.name.clone().unwrap_or_default(),
+            );
+            match self
+                .runtime
+                .forget_trigger(&key, &trigger.spec.broker)
+                .await
+            {
                 Ok(()) if leader => self.writer.finalizer(kind, object, false).await,
                 Ok(()) => {}
                 Err(error) => tracing::warn!(
@@ -313,7 +366,8 @@ impl Reconciler {
                     object.metadata.namespace.as_deref().unwrap_or("default"),
                     object.metadata.name.as_deref().unwrap_or_default(),
                 );
-                if let Err(error) = self.runtime.delete_broker_log(&key, &broker).await {
+                let class = annotations::broker_class(&broker.metadata);
+                if let Err(error) = self.runtime.delete_broker_log(&key, class).await {
                     tracing::warn!(broker = %key, %error, "cannot delete the broker's log; the finalizer stays");
                     return;
                 }
@@ -329,19 +383,19 @@ impl Reconciler {
         &self,
         desired: &crate::config::Desired,
         resource: &mut Resource,
-    ) -> Result<String, String> {
+    ) -> Result<String, SinkError> {
         let (namespace, _) = resource.namespaced_name();
         self.resolver
             .resolve(resource)
             .await
-            .map_err(|u| u.message)?;
+            .map_err(|u| SinkError::Unresolved(u.message))?;
         let sink = resource
             .source_spec()
             .map(|spec| spec.sink().clone())
             .unwrap_or_default();
-        match crate::config::referenced_broker(&sink, &namespace) {
-            Some(broker) if !desired.brokers.contains_key(&broker) => {
-                Err(format!("broker {broker} does not exist"))
+        match Target::of(&sink, &namespace).broker() {
+            Some(broker) if !desired.brokers.contains_key(broker) => {
+                Err(SinkError::NoBroker(broker.clone()))
             }
             Some(broker) => Ok(format!(
                 "{}/{}/{}{}",
@@ -350,9 +404,7 @@ impl Reconciler {
                 broker.name,
                 sink.uri.as_deref().unwrap_or_default()
             )),
-            None => sink
-                .uri
-                .ok_or_else(|| "spec.sink: set ref or uri".to_owned()),
+            None => sink.uri.ok_or(SinkError::Unset),
         }
     }
 
@@ -361,14 +413,15 @@ impl Reconciler {
         let generation = resource.meta().generation;
         let sink = match self.workload_sink(desired, &mut resource).await {
             Ok(sink) => sink,
-            Err(message) => {
+            Err(error) => {
+                let message = error.to_string();
                 return status::not_running(
                     generation,
                     vec![
                         status::failed("SinkProvided", "NotFound", message.clone()),
                         status::failed("Ready", "SinkNotProvided", message),
                     ],
-                )
+                );
             }
         };
         let mut conditions = vec![Condition::new("SinkProvided", true, None, None)];
@@ -381,7 +434,10 @@ impl Reconciler {
                     .as_ref()
                     .is_some_and(|pod| !pod.containers.is_empty());
                 let state = if has_container {
-                    self.workloads.container_source(source, &sink).await
+                    self.workloads
+                        .container_source(source, &sink)
+                        .await
+                        .map_err(|error| error.to_string())
                 } else {
                     Err("spec.template.spec.containers: one container is required".to_owned())
                 };
@@ -407,7 +463,7 @@ impl Reconciler {
                 .bind(binding, Some(&sink))
                 .await
                 .map(|_| ())
-                .map_err(|message| ("Failed", message)),
+                .map_err(|error| ("Failed", error.to_string())),
             _ => Err(("Failed", "not a workload".to_owned())),
         };
         conditions.push(match running {
@@ -421,14 +477,16 @@ impl Reconciler {
     fn running_status(&self, key: &ObjectKey, desired: &Desired) -> Option<Value> {
         let (namespace, name) = (key.namespace.clone(), key.name.clone());
         let status = if key.kind == kinds::BROKER.kind {
-            let broker = desired.brokers.get(&BrokerKey::new(namespace, name))?;
-            serde_json::to_value(status::broker(&self.runtime, &self.external_url, broker))
+            let key = BrokerKey::new(namespace, name);
+            let broker = desired.brokers.get(&key)?;
+            serde_json::to_value(status::broker(
+                &self.runtime,
+                &self.external_url,
+                &key,
+                broker,
+            ))
         } else if key.kind == kinds::TRIGGER.kind {
-            let generation = desired
-                .triggers
-                .get(&(namespace, name))?
-                .metadata
-                .generation;
+            let generation = desired.triggers.get(&(namespace, name))?.generation;
             serde_json::to_value(status::trigger(
                 &self.runtime,
                 &key.namespace,
@@ -436,7 +494,8 @@ impl Reconciler {
                 generation,
             ))
         } else {
-            serde_json::to_value(status::source(&self.runtime, desired.sources.get(key)?))
+            let generation = desired.sources.get(key)?.generation;
+            serde_json::to_value(status::source(&self.runtime, key, generation))
         };
         let mut status = status.ok()?;
         // Herald delivers to its own brokers over its listener; the cluster knows them by
@@ -468,8 +527,7 @@ fn leave_out(
         Some(FailedObject::Broker(broker)) if desired.brokers.remove(&broker).is_some() => {
             let why = format!("Broker {:?} is not ready: {error}", broker.name);
             desired.triggers.retain(|(namespace, name), trigger| {
-                let on_broker =
-                    *namespace == broker.namespace && trigger.spec.broker == broker.name;
+                let on_broker = trigger.broker == broker;
                 if on_broker {
                     problems.insert(
                         ObjectKey::new(&kinds::TRIGGER, namespace, name),

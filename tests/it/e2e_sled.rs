@@ -6,8 +6,8 @@
     reason = "test code"
 )]
 
-mod common;
-mod scenarios;
+use crate::common;
+use crate::scenarios;
 
 use common::admin::{AdminClient, TRIGGERS};
 use common::herald::{run_invalid, Herald, HeraldDirs, Sled};
@@ -16,6 +16,19 @@ use scenarios::admin::runtime_trigger;
 use scenarios::observability::wait_for_series;
 
 every_scenario!(Sled);
+
+// What does not depend on the log runs once, here: retries and their timing (also unit-tested
+// on paused time in herald-triggers), dead-letter extensions, filters, the outbound bound.
+on_backend!(Sled =>
+    delivery::linear_backoff,
+    delivery::exponential_backoff,
+    delivery::retry_after_is_honoured,
+    delivery::timeout_then_dead_letter,
+    delivery::dead_letter_extensions,
+    delivery::outbound_requests_are_bounded_across_triggers,
+    ingress::exact_filters,
+    filters::every_dialect,
+);
 
 // Configuration checks happen before any backend is touched: run them once.
 on_backend!(Sled =>
