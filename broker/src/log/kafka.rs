@@ -195,7 +195,7 @@ impl KafkaLog {
         let mut slot = self
             .admin
             .lock()
-            .map_err(|_| unavailable("the admin client's lock is poisoned"))?;
+            .map_err(|_| LogError::unavailable("the admin client's lock is poisoned"))?;
         if let Some(client) = slot.upgrade() {
             return Ok(Admin(client));
         }
