@@ -95,9 +95,11 @@ async fn main() -> anyhow::Result<()> {
     }
     for backend in settings.backends.clone() {
         eprintln!("measuring the {backend} backend…");
-        let report = report::run_backend(&settings, &backend).await?;
-        println!("{}", table::markdown(&report));
-        for path in report::write(&report, &args.out)? {
+        let mut report = report::run_backend(&settings, &backend).await?;
+        report.goals = table::goals(&report);
+        let markdown = table::markdown(&report);
+        println!("{markdown}");
+        for path in report::write(&report, &markdown, &args.out)? {
             eprintln!("wrote {}", path.display());
         }
     }

@@ -10,7 +10,6 @@ use crate::baselines::{bare_relay, bare_server};
 use crate::load::{clients, closed_loop, median, open_loop, Percentiles};
 use crate::processes::{cpu_per_1000, FastSubscriber, Herald};
 use crate::recovery::RecoveryPoint;
-use crate::table::Goal;
 use crate::{raw, Settings};
 
 #[derive(Clone, Debug, Serialize)]
@@ -115,6 +114,15 @@ pub struct MemoryPoint {
     pub overload_peak_rss_bytes: u64,
     /// Requests of the overload that did not get a 202 (503s, refused connections).
     pub overload_failures: u64,
+}
+
+/// One goal as measured: what, the value, the target, and whether it is met.
+#[derive(Clone, Debug, Serialize)]
+pub struct Goal {
+    pub measure: String,
+    pub value: String,
+    pub target: String,
+    pub met: bool,
 }
 
 /// The overload offered when measuring memory, as a multiple of the maximum throughput.
@@ -416,7 +424,7 @@ pub async fn run_backend(settings: &Settings, backend: &str) -> anyhow::Result<R
         _ => None,
     };
 
-    let mut report = Report {
+    let report = Report {
         date: chrono::Utc::now().format("%Y-%m-%d").to_string(),
         backend: backend.to_owned(),
         machine: Machine::describe(),
@@ -429,9 +437,9 @@ pub async fn run_backend(settings: &Settings, backend: &str) -> anyhow::Result<R
         memory,
         fanout,
         recovery,
+        // Filled by the caller from the measures (`table::goals`).
         goals: Vec::new(),
     };
-    report.goals = crate::table::goals(&report);
     Ok(report)
 }
 
@@ -603,13 +611,13 @@ where
     Ok(median(rates))
 }
 
-/// Writes `<dir>/<date>-<backend>.json` and `.md`; returns the paths.
-pub fn write(report: &Report, dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+/// Writes `<dir>/<date>-<backend>.json` and `.md` (the `markdown` table); returns the paths.
+pub fn write(report: &Report, markdown: &str, dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     std::fs::create_dir_all(dir)?;
     let stem = dir.join(format!("{}-{}", report.date, report.backend));
     let json = stem.with_extension("json");
     let md = stem.with_extension("md");
     std::fs::write(&json, serde_json::to_vec_pretty(report)?)?;
-    std::fs::write(&md, crate::table::markdown(report))?;
+    std::fs::write(&md, markdown)?;
     Ok(vec![json, md])
 }

@@ -1,19 +1,8 @@
 //! The markdown table of a report, each row with its goal (issue 16) where it has one, and
 //! the list of those goals for the JSON report.
 
-use serde::Serialize;
-
-use crate::report::{RatePoint, Report, OVERLOAD_FACTOR};
+use crate::report::{Goal, RatePoint, Report, OVERLOAD_FACTOR};
 use crate::GOAL_FRACTION;
-
-/// One goal as measured: what, the value, the target, and whether it is met.
-#[derive(Clone, Debug, Serialize)]
-pub struct Goal {
-    pub measure: String,
-    pub value: String,
-    pub target: String,
-    pub met: bool,
-}
 
 /// A line of the table.
 struct Row {
