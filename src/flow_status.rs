@@ -11,8 +11,8 @@ use herald_crds::status::Addressable;
 use herald_crds::subscription::{PhysicalSubscription, SubscriptionStatus};
 use herald_crds::{Condition, KReference, OwnAddressable};
 
+use crate::config::flows::{self, ChannelRun, FlowRun};
 use crate::config::Desired;
-use crate::flows::{self, ChannelRun, FlowRun};
 use crate::kinds;
 use crate::runtime::Runtime;
 

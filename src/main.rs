@@ -2,27 +2,21 @@
 #![forbid(unsafe_code)]
 
 mod admin;
-mod annotations;
 mod api;
-mod apiserver_source;
 mod cli;
 mod client;
-mod config;
-mod control;
 mod controller;
 mod dataplane;
 mod filter_test;
-mod flow_status;
-mod flows;
-mod kinds;
-mod runtime;
 mod serve;
 mod server;
-mod source_kinds;
-mod sources;
-mod status;
-mod store;
 mod telemetry;
+
+// The control plane is the library's; its modules keep their `crate::` paths here.
+use herald::{
+    annotations, apiserver_source, config, control, flow_status, kinds, runtime, source_kinds,
+    status, store,
+};
 
 use clap::Parser;
 

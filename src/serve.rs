@@ -61,7 +61,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .reconcile(&desired)
         .await
         .context("starting brokers and triggers")?;
-    let control = Arc::new(tokio::sync::Mutex::new(ControlPlane::new(
+    let control = Arc::new(tokio::sync::RwLock::new(ControlPlane::new(
         store, runtime, desired, refs, secrets,
     )));
 
@@ -85,7 +85,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .serve_until_signal(ingress, admin_router, readiness, stop_serving)
         .await?;
     reloads.abort();
-    control.lock().await.shutdown().await;
+    control.write().await.shutdown().await;
     tracing::info!("stopped");
     Ok(())
 }
@@ -94,7 +94,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 /// change: all or nothing. A file with an error is logged and changes nothing.
 async fn reload_on_sighup(
     config: Vec<PathBuf>,
-    control: Arc<tokio::sync::Mutex<ControlPlane>>,
+    control: Arc<tokio::sync::RwLock<ControlPlane>>,
     stop: CancellationToken,
 ) {
     use tokio::signal::unix::{signal, SignalKind};
@@ -111,7 +111,7 @@ async fn reload_on_sighup(
             received = hangups.recv() => if received.is_none() { return },
         }
         let outcome = match load_paths(&config) {
-            Ok(files) => control.lock().await.reload_files(files).await,
+            Ok(files) => control.write().await.reload_files(files).await,
             Err(error) => Err(ControlError::Invalid(error)),
         };
         match outcome {
@@ -133,7 +133,7 @@ async fn reload_on_sighup(
 /// broker and the annotation.
 fn check_broker_classes(loaded: &[Loaded], choice: &BackendChoice) -> Result<(), ConfigError> {
     for Loaded { origin, resource } in loaded {
-        if let Some(field) = crate::flows::kafka_channel_field(resource) {
+        if let Some(field) = crate::config::flows::kafka_channel_field(resource) {
             // A KafkaChannel's stream is on the Kafka backend.
             if choice.backend_for_class(Some(KAFKA_BROKER_CLASS)).is_err() {
                 let (namespace, name) = resource.namespaced_name();

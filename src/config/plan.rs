@@ -28,8 +28,8 @@ pub struct Desired {
     /// does, `Ready=False BrokerDoesNotExist`) and started once the broker appears.
     pub waiting_triggers: BTreeMap<TriggerKey, BrokerKey>,
     /// Channels, Subscriptions, Sequences and Parallels; their channels and Subscriptions
-    /// also run as `brokers` and `triggers`, under internal names ([`crate::flows`]).
-    pub flows: crate::flows::Flows,
+    /// also run as `brokers` and `triggers`, under internal names ([`crate::config::flows`]).
+    pub flows: crate::config::flows::Flows,
 }
 
 impl Desired {
@@ -109,7 +109,7 @@ impl Target {
                 namespace,
                 name,
                 path,
-            } if path.is_empty() => Some(crate::flows::stream_of(*kind, namespace, name)),
+            } if path.is_empty() => Some(crate::config::flows::stream_of(*kind, namespace, name)),
             _ => None,
         }
     }

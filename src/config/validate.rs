@@ -203,8 +203,10 @@ fn plan_subscription(
                 ),
             )
         })?;
-    let delivery =
-        crate::flows::subscription_delivery(spec.delivery.as_ref(), channel.delivery.as_ref());
+    let delivery = crate::config::flows::subscription_delivery(
+        spec.delivery.as_ref(),
+        channel.delivery.as_ref(),
+    );
     let subscriber = Target::of(&spec.subscriber.clone().unwrap_or_default(), namespace);
     let reply = spec.reply.as_ref().map(|d| Target::of(d, namespace));
     let dead_letter_sink = delivery
@@ -219,7 +221,7 @@ fn plan_subscription(
     if let Some((path, message)) = missing_target(desired, targets) {
         return Err(fail(&path, message));
     }
-    let run = crate::flows::SubscriptionRun {
+    let run = crate::config::flows::SubscriptionRun {
         generation: pending.generation,
         channel: spec.channel.name.clone(),
         subscriber,
@@ -372,7 +374,7 @@ fn check_one(
                     format!("another channel in namespace {namespace} is called {name:?}"),
                 )));
             }
-            if let Some(run) = crate::flows::ChannelRun::of(&resource) {
+            if let Some(run) = crate::config::flows::ChannelRun::of(&resource) {
                 desired.flows.channels.insert(key, run);
             }
         }
@@ -390,9 +392,9 @@ fn check_one(
         }
         Resource::Sequence(sequence) => {
             validate_sequence_spec(&sequence.spec).map_err(fail)?;
-            let children = crate::flows::expand_sequence(&sequence)
+            let children = crate::config::flows::expand_sequence(&sequence)
                 .map_err(|e| fail(FieldError::new("spec.channelTemplate.spec", e)))?;
-            let run = crate::flows::FlowRun::of_sequence(&sequence);
+            let run = crate::config::flows::FlowRun::of_sequence(&sequence);
             desired.flows.sequences.insert((namespace, name), run);
             for child in children {
                 check_one(origin, child, desired, origins, pending)?;
@@ -400,9 +402,9 @@ fn check_one(
         }
         Resource::Parallel(parallel) => {
             validate_parallel_spec(&parallel.spec).map_err(fail)?;
-            let children = crate::flows::expand_parallel(&parallel)
+            let children = crate::config::flows::expand_parallel(&parallel)
                 .map_err(|e| fail(FieldError::new("spec.channelTemplate.spec", e)))?;
-            let run = crate::flows::FlowRun::of_parallel(&parallel);
+            let run = crate::config::flows::FlowRun::of_parallel(&parallel);
             desired.flows.parallels.insert((namespace, name), run);
             for child in children {
                 check_one(origin, child, desired, origins, pending)?;

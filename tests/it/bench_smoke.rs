@@ -9,7 +9,7 @@
 )]
 
 use crate::common::{self, Server};
-use herald_bench::{report, Settings};
+use herald_bench::{report, table, Settings};
 
 fn positive(value: &serde_json::Value) -> bool {
     value.as_f64().is_some_and(|v| v > 0.0)
@@ -17,11 +17,12 @@ fn positive(value: &serde_json::Value) -> bool {
 
 async fn smoke(backend: &str) {
     let settings = Settings::smoke(env!("CARGO_BIN_EXE_herald").into());
-    let run = report::run_backend(&settings, backend)
+    let mut run = report::run_backend(&settings, backend)
         .await
         .expect("the smoke run completes");
+    run.goals = table::goals(&run);
     let dir = tempfile::tempdir().unwrap();
-    let paths = report::write(&run, dir.path()).unwrap();
+    let paths = report::write(&run, &table::markdown(&run), dir.path()).unwrap();
     let json: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&paths[0]).unwrap()).expect("the JSON report parses");
     assert_eq!(json["backend"], backend);
