@@ -124,6 +124,60 @@ pub const SINK_BINDING: Kind = Kind {
     also_served: None,
 };
 
+pub const CHANNEL: Kind = Kind {
+    kind: "Channel",
+    group: "messaging.knative.dev",
+    version: "v1",
+    plural: "channels",
+    source: false,
+    also_served: None,
+};
+
+pub const IN_MEMORY_CHANNEL: Kind = Kind {
+    kind: "InMemoryChannel",
+    group: "messaging.knative.dev",
+    version: "v1",
+    plural: "inmemorychannels",
+    source: false,
+    also_served: None,
+};
+
+pub const KAFKA_CHANNEL: Kind = Kind {
+    kind: "KafkaChannel",
+    group: "messaging.knative.dev",
+    version: "v1beta1",
+    plural: "kafkachannels",
+    source: false,
+    also_served: None,
+};
+
+pub const SUBSCRIPTION: Kind = Kind {
+    kind: "Subscription",
+    group: "messaging.knative.dev",
+    version: "v1",
+    plural: "subscriptions",
+    source: false,
+    also_served: None,
+};
+
+pub const SEQUENCE: Kind = Kind {
+    kind: "Sequence",
+    group: "flows.knative.dev",
+    version: "v1",
+    plural: "sequences",
+    source: false,
+    also_served: None,
+};
+
+pub const PARALLEL: Kind = Kind {
+    kind: "Parallel",
+    group: "flows.knative.dev",
+    version: "v1",
+    plural: "parallels",
+    source: false,
+    also_served: None,
+};
+
 /// Identifies an object: its kind, namespace and name.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ObjectKey {
@@ -148,10 +202,17 @@ impl std::fmt::Display for ObjectKey {
     }
 }
 
-/// Every kind, in the order brokers → triggers → sources (the order `apply` creates them).
-pub const KINDS: [&Kind; 9] = [
+/// Every kind, in the order brokers → channels → flows → triggers and subscriptions →
+/// sources (the order `apply` creates them: each after what it may refer to).
+pub const KINDS: [&Kind; 15] = [
     &BROKER,
+    &CHANNEL,
+    &IN_MEMORY_CHANNEL,
+    &KAFKA_CHANNEL,
+    &SEQUENCE,
+    &PARALLEL,
     &TRIGGER,
+    &SUBSCRIPTION,
     &PING_SOURCE,
     &CONTAINER_SOURCE,
     &WEBHOOK_SOURCE,
@@ -173,6 +234,17 @@ pub fn by_path(group: &str, version: &str, plural: &str) -> Option<&'static Kind
 /// A kind by what people type: `broker`, `brokers`, `Broker`, `natssource`, ...
 pub fn by_name(name: &str) -> Option<&'static Kind> {
     let name = name.to_ascii_lowercase();
+    // Knative's short names.
+    let short = match name.as_str() {
+        "ch" => Some(&CHANNEL),
+        "imc" => Some(&IN_MEMORY_CHANNEL),
+        "kc" => Some(&KAFKA_CHANNEL),
+        "sub" => Some(&SUBSCRIPTION),
+        _ => None,
+    };
+    if short.is_some() {
+        return short;
+    }
     KINDS.into_iter().find(|k| {
         k.plural == name
             || k.kind.to_ascii_lowercase() == name
@@ -194,6 +266,8 @@ mod tests {
         assert_eq!(by_name("Broker"), Some(&BROKER));
         assert_eq!(by_name("natssources"), Some(&NATS_SOURCE));
         assert_eq!(by_name("pods"), None);
+        assert_eq!(by_name("imc"), Some(&IN_MEMORY_CHANNEL));
+        assert_eq!(by_name("sequences"), Some(&SEQUENCE));
         assert_eq!(
             TRIGGER.object_path("ns", "t"),
             "/apis/eventing.knative.dev/v1/namespaces/ns/triggers/t"

@@ -13,6 +13,7 @@ pub mod annotations;
 pub mod apiserver_source;
 pub mod config;
 pub mod control;
+pub mod flow_status;
 pub mod kinds;
 pub mod parked;
 pub mod runtime;

@@ -17,7 +17,7 @@ use herald_broker::{BrokerKey, EventLog, Ingress};
 use herald_triggers::process::Deps;
 use herald_triggers::router::TriggerRouter;
 use herald_triggers::Filter;
-use herald_triggers::{run_dispatcher, DispatcherHandle, TriggerPlan, TriggerStats};
+use herald_triggers::{run_dispatcher, DispatcherHandle, ReplyTarget, TriggerPlan, TriggerStats};
 
 #[cfg(test)]
 pub mod testing;
@@ -150,6 +150,10 @@ impl Runtime {
         self.ingress()
             .brokers()
             .retain(|key| desired.brokers.contains_key(key));
+        // Channels, Sequences and Parallels answer at their own paths.
+        self.ingress()
+            .brokers()
+            .set_addresses(desired.flows.addresses());
         let plans: HashMap<TriggerKey, TriggerPlan> = desired
             .triggers
             .iter()
@@ -263,6 +267,17 @@ impl Runtime {
                     return Err(format!("broker {broker} does not exist"));
                 }
             }
+            if let Target::Flow {
+                kind,
+                namespace,
+                name,
+                ..
+            } = sink
+            {
+                if !desired.flows.has(*kind, namespace, name) {
+                    return Err(format!("{kind:?} {namespace}/{name} does not exist"));
+                }
+            }
             Ok(sink.url(&base))
         };
         self.sources.reconcile(desired, resolve, self.grace).await;
@@ -281,6 +296,15 @@ impl Runtime {
             format: trigger.format,
             max_in_flight: self.max_in_flight,
             ordered: trigger.ordered,
+            // Replies to Herald's own brokers and channels are appended to their streams
+            // directly; others are posted.
+            reply: match &trigger.reply {
+                None => ReplyTarget::Drop,
+                Some(target) => match target.stream() {
+                    Some(stream) => ReplyTarget::Log(stream),
+                    None => ReplyTarget::Http(self.url(target)),
+                },
+            },
         }
     }
 

@@ -5,6 +5,8 @@ use std::sync::Arc;
 
 use crate::apiserver_source::KubeAccess;
 use anyhow::Context;
+use herald_broker::log::routed::KAFKA_BROKER_CLASS;
+use herald_crds::channel::KAFKA_CHANNEL_API_VERSION;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::{self, Readiness};
@@ -131,6 +133,18 @@ async fn reload_on_sighup(
 /// broker and the annotation.
 fn check_broker_classes(loaded: &[Loaded], choice: &BackendChoice) -> Result<(), ConfigError> {
     for Loaded { origin, resource } in loaded {
+        if let Some(field) = crate::config::flows::kafka_channel_field(resource) {
+            // A KafkaChannel's stream is on the Kafka backend.
+            if choice.backend_for_class(Some(KAFKA_BROKER_CLASS)).is_err() {
+                let (namespace, name) = resource.namespaced_name();
+                return Err(ConfigError {
+                    origin: origin.clone(),
+                    resource: Some(format!("{} {namespace}/{name}", resource.kind().kind)),
+                    field: Some(field.to_owned()),
+                    message: format!("KafkaChannel ({KAFKA_CHANNEL_API_VERSION}) needs the Kafka backend: run with --backend kafka, or give --kafka-bootstrap; InMemoryChannel runs on any backend"),
+                });
+            }
+        }
         let Resource::Broker(broker) = resource else {
             continue;
         };

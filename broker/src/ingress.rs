@@ -4,7 +4,7 @@
 //! append is durable, 400 naming the bad attribute, 404, 405 with `Allow`, the OPTIONS webhook
 //! handshake, 413 while the body is read, 503 with `Retry-After` when the log cannot take it.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::sync::broadcast;
@@ -66,6 +66,9 @@ pub enum IngressError {
     UnknownBroker(BrokerKey),
     #[error("not found: brokers are addressed as /{{namespace}}/{{broker}}")]
     NotFound,
+    /// `/channels/...`, `/sequences/...` or `/parallels/...` naming nothing that exists.
+    #[error("nothing is served at {0}: no such channel, sequence or parallel")]
+    UnknownAddress(String),
     /// Any path but `/` that is not `/{namespace}/{broker}`: 400, as Knative's ingress.
     #[error("malformed path: brokers are addressed as /{{namespace}}/{{broker}}")]
     MalformedPath,
@@ -87,7 +90,9 @@ impl IngressError {
             IngressError::InvalidEvent(_)
             | IngressError::BodyRead(_)
             | IngressError::MalformedPath => StatusCode::BAD_REQUEST,
-            IngressError::UnknownBroker(_) | IngressError::NotFound => StatusCode::NOT_FOUND,
+            IngressError::UnknownBroker(_)
+            | IngressError::NotFound
+            | IngressError::UnknownAddress(_) => StatusCode::NOT_FOUND,
             IngressError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             IngressError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             IngressError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
@@ -124,9 +129,24 @@ impl IntoResponse for IngressError {
 #[derive(Default, Debug)]
 pub struct BrokerRegistry {
     brokers: RwLock<HashSet<BrokerKey>>,
+    /// Addresses of channels, sequences and parallels (`/channels/{ns}/{name}`, ...) and the
+    /// channel stream each appends to.
+    addresses: RwLock<HashMap<String, BrokerKey>>,
 }
 
 impl BrokerRegistry {
+    /// Replaces every channel, sequence and parallel address: path → channel stream.
+    pub fn set_addresses(&self, addresses: HashMap<String, BrokerKey>) {
+        if let Ok(mut current) = self.addresses.write() {
+            *current = addresses;
+        }
+    }
+
+    /// The channel stream behind an address path (`/channels/{ns}/{name}`, ...).
+    pub fn address(&self, path: &str) -> Option<BrokerKey> {
+        self.addresses.read().ok()?.get(path).cloned()
+    }
+
     pub fn insert(&self, key: BrokerKey) {
         if let Ok(mut brokers) = self.brokers.write() {
             brokers.insert(key);
@@ -313,7 +333,15 @@ impl Ingress {
         if uri.path() == "/" {
             return Err(IngressError::NotFound);
         }
-        let broker = broker_from_path(uri.path()).ok_or(IngressError::MalformedPath)?;
+        let broker = match address_path(uri.path()) {
+            Some(path) => self
+                .brokers
+                .address(path)
+                .ok_or_else(|| IngressError::UnknownAddress(path.to_owned()))?,
+            None => broker_from_path(uri.path())
+                .filter(|key| !key.is_channel())
+                .ok_or(IngressError::MalformedPath)?,
+        };
         if !self.brokers.contains(&broker) {
             // Unknown names are not used as labels: they would be unbounded.
             metrics::counter!(EVENTS_RECEIVED, "namespace" => "", "broker" => "", "event_type" => "", "response_code" => "404")
@@ -403,6 +431,23 @@ fn broker_from_path(path: &str) -> Option<BrokerKey> {
         return None;
     }
     Some(BrokerKey::new(namespace, name))
+}
+
+/// The path segments that address channels, sequences and parallels:
+/// `/{segment}/{namespace}/{name}`, three segments where a broker's path has two.
+pub const ADDRESS_SEGMENTS: [&str; 3] = ["channels", "sequences", "parallels"];
+
+/// `/channels/{ns}/{name}` (and the sequence and parallel forms) without a trailing slash,
+/// or `None` for any other path.
+fn address_path(path: &str) -> Option<&str> {
+    let trimmed = path.strip_suffix('/').unwrap_or(path);
+    let mut parts = trimmed.strip_prefix('/')?.split('/');
+    let (segment, namespace, name) = (parts.next()?, parts.next()?, parts.next()?);
+    let valid = ADDRESS_SEGMENTS.contains(&segment)
+        && !namespace.is_empty()
+        && !name.is_empty()
+        && parts.next().is_none();
+    valid.then_some(trimmed)
 }
 
 /// Headers forwarded along with the event, as Knative's broker does.
@@ -509,5 +554,50 @@ mod tests {
         }
         // Two segments, one empty: no broker has that name (404), as in Knative.
         assert_eq!(broker_from_path("//b"), Some(BrokerKey::new("", "b")));
+    }
+
+    #[test]
+    fn address_paths_have_three_segments() {
+        assert_eq!(address_path("/channels/ns/c"), Some("/channels/ns/c"));
+        assert_eq!(address_path("/sequences/ns/s/"), Some("/sequences/ns/s"));
+        assert_eq!(address_path("/parallels/ns/p"), Some("/parallels/ns/p"));
+        for other in [
+            "/ns/b",
+            "/channels/ns",
+            "/channels//c",
+            "/channels/ns/c/d",
+            "/brokers/ns/b",
+        ] {
+            assert_eq!(address_path(other), None, "{other}");
+        }
+    }
+
+    /// A channel's stream is reachable at its address only: the broker path of its internal
+    /// name answers 400, and an address nobody registered 404.
+    #[tokio::test]
+    async fn channel_streams_are_reached_only_through_their_address() {
+        let registry = Arc::new(BrokerRegistry::default());
+        let stream = BrokerKey::channel("ns", "c");
+        registry.insert(stream.clone());
+        registry.set_addresses(HashMap::from([("/channels/ns/c".to_owned(), stream)]));
+        let log = Arc::new(RefusingLog(|| LogError::Overloaded));
+        let ingress = Arc::new(Ingress::new(log, registry, IngressConfig::default()));
+        for (path, status) in [
+            // Found: the refusing log answers 503.
+            ("/channels/ns/c", StatusCode::SERVICE_UNAVAILABLE),
+            ("/channels/ns/other", StatusCode::NOT_FOUND),
+            ("/sequences/ns/c", StatusCode::NOT_FOUND),
+            ("/ns/channel:c", StatusCode::BAD_REQUEST),
+        ] {
+            let request = axum::http::Request::post(path)
+                .header("ce-specversion", "1.0")
+                .header("ce-id", "1")
+                .header("ce-source", "/s")
+                .header("ce-type", "t")
+                .body(Body::empty())
+                .unwrap();
+            let response = ingress.clone().router().oneshot(request).await.unwrap();
+            assert_eq!(response.status(), status, "{path}");
+        }
     }
 }

@@ -29,3 +29,43 @@ pub struct KReference {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
 }
+
+/// The kinds of object Herald itself serves an address for, so that a `ref` to one needs no
+/// `--resolve` mapping.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum OwnAddressable {
+    /// `eventing.knative.dev` Broker: `/{namespace}/{name}`.
+    Broker,
+    /// `messaging.knative.dev` Channel, InMemoryChannel or KafkaChannel: `/channels/{namespace}/{name}`.
+    Channel,
+    /// `flows.knative.dev` Sequence: `/sequences/{namespace}/{name}`.
+    Sequence,
+    /// `flows.knative.dev` Parallel: `/parallels/{namespace}/{name}`.
+    Parallel,
+}
+
+impl OwnAddressable {
+    /// Which of Herald's addressables a reference names, by API group and kind.
+    pub fn of(reference: &KReference) -> Option<Self> {
+        let group = reference.api_version.split_once('/')?.0;
+        match (group, reference.kind.as_str()) {
+            ("eventing.knative.dev", "Broker") => Some(Self::Broker),
+            ("messaging.knative.dev", "Channel" | "InMemoryChannel" | "KafkaChannel") => {
+                Some(Self::Channel)
+            }
+            ("flows.knative.dev", "Sequence") => Some(Self::Sequence),
+            ("flows.knative.dev", "Parallel") => Some(Self::Parallel),
+            _ => None,
+        }
+    }
+
+    /// The path of the object's address on Herald's ingress listener.
+    pub fn path(self, namespace: &str, name: &str) -> String {
+        match self {
+            Self::Broker => format!("/{namespace}/{name}"),
+            Self::Channel => format!("/channels/{namespace}/{name}"),
+            Self::Sequence => format!("/sequences/{namespace}/{name}"),
+            Self::Parallel => format!("/parallels/{namespace}/{name}"),
+        }
+    }
+}

@@ -7,10 +7,13 @@
 
 pub mod api_server_source;
 pub mod broker;
+pub mod channel;
 pub mod container_source;
 pub mod delivery;
 pub mod destination;
 pub mod duration;
+pub mod flows;
+pub mod flows_validation;
 pub mod kafka_source;
 pub mod manifests;
 pub mod nats_source;
@@ -18,15 +21,21 @@ pub mod ping_source;
 pub mod sink_binding;
 pub mod source;
 pub mod status;
+pub mod subscription;
 pub mod trigger;
 pub mod validation;
 pub mod webhook_source;
 
 pub use api_server_source::{ApiServerSource, ApiServerSourceSpec, LabelSelector};
 pub use broker::{Broker, BrokerSpec, BrokerStatus};
+pub use channel::{
+    Channel, ChannelSpec, ChannelStatus, ChannelTemplateSpec, InMemoryChannel, InMemoryChannelSpec,
+    KafkaChannel, KafkaChannelSpec,
+};
 pub use container_source::{ContainerSource, ContainerSourceSpec};
 pub use delivery::{BackoffPolicy, DeliveryFormat, DeliverySpec};
-pub use destination::{Destination, KReference};
+pub use destination::{Destination, KReference, OwnAddressable};
+pub use flows::{Parallel, ParallelSpec, ParallelStatus, Sequence, SequenceSpec, SequenceStatus};
 pub use kafka_source::{
     KafkaNetSpec, KafkaSaslSpec, KafkaSource, KafkaSourceSpec, KafkaTlsSpec, SecretKeySelector,
     SecretValueFromSource,
@@ -36,6 +45,7 @@ pub use ping_source::{PingSource, PingSourceSpec};
 pub use sink_binding::{BindingSubject, SinkBinding, SinkBindingSpec};
 pub use source::{CloudEventOverrides, SourceSpec, SourceStatus};
 pub use status::Condition;
+pub use subscription::{Subscription, SubscriptionSpec, SubscriptionStatus};
 pub use trigger::{SubscriptionsApiFilter, Trigger, TriggerFilter, TriggerSpec, TriggerStatus};
 pub use validation::FieldError;
 pub use webhook_source::{

@@ -20,6 +20,12 @@ pub fn all() -> Vec<CustomResourceDefinition> {
         crate::SinkBinding::crd(),
         crate::WebhookSource::crd(),
         crate::NatsSource::crd(),
+        spec_optional(crate::Channel::crd()),
+        spec_optional(crate::InMemoryChannel::crd()),
+        spec_optional(crate::KafkaChannel::crd()),
+        crate::Subscription::crd(),
+        crate::Sequence::crd(),
+        crate::Parallel::crd(),
     ];
     crds.into_iter().map(source_labels).collect()
 }
@@ -46,7 +52,7 @@ pub fn to_yaml(crd: &CustomResourceDefinition) -> Result<String, serde_yaml_ng::
     serde_yaml_ng::to_string(crd)
 }
 
-/// Knative accepts a Broker without `spec` (everything in it has a default); the derived
+/// Knative accepts a Broker (or a channel) without `spec` (everything in it has a default); the derived
 /// schema would require it.
 fn spec_optional(mut crd: CustomResourceDefinition) -> CustomResourceDefinition {
     for version in &mut crd.spec.versions {

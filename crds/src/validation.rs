@@ -113,13 +113,11 @@ pub fn validate_destination(path: &str, dest: &Destination) -> Result<(), FieldE
     match (&dest.reference, &dest.uri) {
         (None, None) => Err(FieldError::new(path, "one of ref or uri is required")),
         (Some(reference), _) => {
-            if reference.kind != "Broker"
-                || !reference.api_version.starts_with("eventing.knative.dev/")
-            {
+            if crate::destination::OwnAddressable::of(reference).is_none() {
                 return Err(FieldError::new(
                     format!("{path}.ref"),
                     format!(
-                        "{} {} cannot be resolved outside Kubernetes: only eventing.knative.dev Broker references are supported; use uri",
+                        "{} {} cannot be resolved outside Kubernetes: only references to Herald's own Brokers, Channels, InMemoryChannels, KafkaChannels, Sequences and Parallels are supported; use uri",
                         reference.api_version, reference.kind
                     ),
                 ));

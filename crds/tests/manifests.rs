@@ -68,6 +68,12 @@ fn crds_have_knative_names_status_and_columns() {
             "sinkbindings.sources.knative.dev",
             "webhooksources.sources.herald.dev",
             "natssources.sources.herald.dev",
+            "channels.messaging.knative.dev",
+            "inmemorychannels.messaging.knative.dev",
+            "kafkachannels.messaging.knative.dev",
+            "subscriptions.messaging.knative.dev",
+            "sequences.flows.knative.dev",
+            "parallels.flows.knative.dev",
         ]
     );
     for crd in &crds {

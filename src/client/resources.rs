@@ -161,8 +161,19 @@ fn print_table(kind: &Kind, items: &[Value], with_namespace: bool) {
         headers.push("NAMESPACE");
     }
     let specific: &[&str] = match kind.kind {
-        "Broker" => &["NAME", "URL", "READY", "AGE"],
+        "Broker" | "Channel" | "InMemoryChannel" | "KafkaChannel" | "Sequence" | "Parallel" => {
+            &["NAME", "URL", "READY", "AGE"]
+        }
         "Trigger" => &["NAME", "BROKER", "SUBSCRIBER_URI", "READY", "PARKED", "AGE"],
+        "Subscription" => &[
+            "NAME",
+            "CHANNEL",
+            "SUBSCRIBER_URI",
+            "REPLY_URI",
+            "READY",
+            "PARKED",
+            "AGE",
+        ],
         _ => &["KIND", "NAME", "SINK", "READY", "AGE"],
     };
     headers.extend_from_slice(specific);
@@ -176,7 +187,8 @@ fn print_table(kind: &Kind, items: &[Value], with_namespace: bool) {
             let name = text(item, "/metadata/name").to_owned();
             let age = table::age(text(item, "/metadata/creationTimestamp"));
             match kind.kind {
-                "Broker" => row.extend([
+                "Broker" | "Channel" | "InMemoryChannel" | "KafkaChannel" | "Sequence"
+                | "Parallel" => row.extend([
                     name,
                     text(item, "/status/address/url").into(),
                     ready(item),
@@ -186,6 +198,18 @@ fn print_table(kind: &Kind, items: &[Value], with_namespace: bool) {
                     name,
                     text(item, "/spec/broker").into(),
                     text(item, "/status/subscriberUri").into(),
+                    ready(item),
+                    item.pointer("/status/parkedEvents")
+                        .and_then(Value::as_u64)
+                        .map(|n| n.to_string())
+                        .unwrap_or_default(),
+                    age,
+                ]),
+                "Subscription" => row.extend([
+                    name,
+                    text(item, "/spec/channel/name").into(),
+                    text(item, "/status/physicalSubscription/subscriberUri").into(),
+                    text(item, "/status/physicalSubscription/replyUri").into(),
                     ready(item),
                     item.pointer("/status/parkedEvents")
                         .and_then(Value::as_u64)

@@ -166,9 +166,14 @@ pub fn parse_json_document(origin: &str, text: &str) -> Result<Loaded, ConfigErr
 }
 
 fn parse_resource(origin: &str, mut value: Value) -> Result<Resource, ConfigError> {
-    // A Broker may omit `spec` entirely (Knative defaults it).
+    // A Broker or a channel may omit `spec` entirely (Knative defaults it).
     if let Value::Mapping(map) = &mut value {
-        if map.get("kind").and_then(Value::as_str) == Some("Broker") && !map.contains_key("spec") {
+        let kind = map.get("kind").and_then(Value::as_str);
+        let spec_optional = matches!(
+            kind,
+            Some("Broker" | "Channel" | "InMemoryChannel" | "KafkaChannel")
+        );
+        if spec_optional && !map.contains_key("spec") {
             map.insert(Value::from("spec"), Value::Mapping(Default::default()));
         }
     }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use herald_broker::log::BrokerSettings;
 use herald_broker::{BrokerKey, StartFrom};
-use herald_crds::{DeliveryFormat, Destination};
+use herald_crds::{DeliveryFormat, Destination, OwnAddressable};
 use herald_triggers::{Filter, RetryPolicy};
 
 use crate::kinds::{Kind, ObjectKey};
@@ -27,6 +27,9 @@ pub struct Desired {
     /// Triggers whose broker does not exist yet, with that broker: accepted (as Knative
     /// does, `Ready=False BrokerDoesNotExist`) and started once the broker appears.
     pub waiting_triggers: BTreeMap<TriggerKey, BrokerKey>,
+    /// Channels, Subscriptions, Sequences and Parallels; their channels and Subscriptions
+    /// also run as `brokers` and `triggers`, under internal names ([`crate::config::flows`]).
+    pub flows: crate::config::flows::Flows,
 }
 
 impl Desired {
@@ -42,14 +45,22 @@ impl Desired {
     }
 }
 
-/// Where events go: one of Herald's brokers (by its key, wherever Herald listens) or a URL.
-/// A `ref` to anything but a Broker is a URL by now (`--resolve`, or the controller's
-/// resolver).
+/// Where events go: one of Herald's brokers (by its key, wherever Herald listens), one of
+/// its channels, Sequences or Parallels, or a URL. A `ref` to anything else is a URL by now
+/// (`--resolve`, or the controller's resolver).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Target {
     /// A Broker `ref`, with the destination's `uri` as a path under the broker's address.
     Broker {
         broker: BrokerKey,
+        path: String,
+    },
+    /// A `ref` to a channel (Channel, InMemoryChannel, KafkaChannel), Sequence or Parallel,
+    /// with the destination's `uri` as a path under its address.
+    Flow {
+        kind: OwnAddressable,
+        namespace: String,
+        name: String,
         path: String,
     },
     Url(String),
@@ -60,13 +71,22 @@ impl Target {
     /// is in the object's).
     pub fn of(destination: &Destination, namespace: &str) -> Self {
         match &destination.reference {
-            Some(reference) => Target::Broker {
-                broker: BrokerKey::new(
-                    reference.namespace.as_deref().unwrap_or(namespace),
-                    reference.name.clone(),
-                ),
-                path: destination.uri.clone().unwrap_or_default(),
-            },
+            Some(reference) => {
+                let namespace = reference.namespace.as_deref().unwrap_or(namespace);
+                let path = destination.uri.clone().unwrap_or_default();
+                match OwnAddressable::of(reference) {
+                    Some(kind) if kind != OwnAddressable::Broker => Target::Flow {
+                        kind,
+                        namespace: namespace.to_owned(),
+                        name: reference.name.clone(),
+                        path,
+                    },
+                    _ => Target::Broker {
+                        broker: BrokerKey::new(namespace, reference.name.clone()),
+                        path,
+                    },
+                }
+            }
             None => Target::Url(destination.uri.clone().unwrap_or_default()),
         }
     }
@@ -75,16 +95,38 @@ impl Target {
     pub fn broker(&self) -> Option<&BrokerKey> {
         match self {
             Target::Broker { broker, .. } => Some(broker),
-            Target::Url(_) => None,
+            Target::Flow { .. } | Target::Url(_) => None,
         }
     }
 
-    /// Its URL; brokers are addressed under `base_url` (`http://host:port` of an ingress).
+    /// The log stream a reply to it is appended to directly: a broker's, or the channel
+    /// behind a channel, Sequence or Parallel (none with a path or a URL: those are posted).
+    pub fn stream(&self) -> Option<BrokerKey> {
+        match self {
+            Target::Broker { broker, path } if path.is_empty() => Some(broker.clone()),
+            Target::Flow {
+                kind,
+                namespace,
+                name,
+                path,
+            } if path.is_empty() => Some(crate::config::flows::stream_of(*kind, namespace, name)),
+            _ => None,
+        }
+    }
+
+    /// Its URL; Herald's own addressables are under `base_url` (`http://host:port` of an
+    /// ingress).
     pub fn url(&self, base_url: &str) -> String {
         match self {
             Target::Broker { broker, path } => {
                 format!("{base_url}/{}/{}{path}", broker.namespace, broker.name)
             }
+            Target::Flow {
+                kind,
+                namespace,
+                name,
+                path,
+            } => format!("{base_url}{}{path}", kind.path(namespace, name)),
             Target::Url(url) => url.clone(),
         }
     }
@@ -144,6 +186,9 @@ pub struct TriggerSpecPlan {
     pub ordered: bool,
     /// `herald.dev/start-from`: where a new consumer starts.
     pub start: StartFrom,
+    /// Where the subscriber's replies go: a trigger's broker; a Subscription's
+    /// `spec.reply`, or nowhere (`None`).
+    pub reply: Option<Target>,
 }
 
 /// A source as it runs.

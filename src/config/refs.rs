@@ -1,6 +1,7 @@
 //! `ref`s off the cluster: `herald serve --resolve` maps a Kubernetes object (a Service, a
 //! Knative Service, any addressable) to the URL it answers at, so Knative's YAML runs
-//! unchanged on a laptop. Broker refs need no mapping: they are Herald's own.
+//! unchanged on a laptop. Refs to Brokers, channels, Sequences and Parallels need no
+//! mapping: they are Herald's own.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -89,7 +90,7 @@ impl RefMap {
             let Some(reference) = destination.reference.as_ref() else {
                 continue;
             };
-            if is_broker(reference) {
+            if is_herald_own(reference) {
                 continue;
             }
             let object = ObjectRef::of(reference, &namespace);
@@ -179,9 +180,9 @@ fn parse_one(spec: &str) -> Result<(ObjectRef, String), String> {
     ))
 }
 
-/// Whether a ref names a Knative Broker (served by Herald itself).
-pub fn is_broker(reference: &KReference) -> bool {
-    reference.kind == "Broker" && reference.api_version.starts_with("eventing.knative.dev/")
+/// Whether a ref names a Broker, channel, Sequence or Parallel (served by Herald itself).
+pub fn is_herald_own(reference: &KReference) -> bool {
+    herald_crds::OwnAddressable::of(reference).is_some()
 }
 
 /// A `uri` beside a `ref`, resolved against the ref's URL as Knative does (RFC 3986

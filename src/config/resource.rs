@@ -70,9 +70,9 @@ macro_rules! resources {
             /// and dead-letter sink, a broker's dead-letter sink, a source's sink.
             pub fn destinations_mut(
                 &mut self,
-            ) -> Vec<(&'static str, &mut herald_crds::Destination)> {
+            ) -> Vec<(String, &mut herald_crds::Destination)> {
                 match self {
-                    $( Resource::$svariant(r) => vec![("spec.sink", &mut r.spec.sink)], )*
+                    $( Resource::$svariant(r) => vec![("spec.sink".to_owned(), &mut r.spec.sink)], )*
                     other => other.plain_destinations_mut(),
                 }
             }
@@ -110,6 +110,12 @@ resources! {
     plain {
         Broker(herald_crds::Broker) = kinds::BROKER,
         Trigger(herald_crds::Trigger) = kinds::TRIGGER,
+        Channel(herald_crds::Channel) = kinds::CHANNEL,
+        InMemoryChannel(herald_crds::InMemoryChannel) = kinds::IN_MEMORY_CHANNEL,
+        KafkaChannel(herald_crds::KafkaChannel) = kinds::KAFKA_CHANNEL,
+        Subscription(herald_crds::Subscription) = kinds::SUBSCRIPTION,
+        Sequence(herald_crds::Sequence) = kinds::SEQUENCE,
+        Parallel(herald_crds::Parallel) = kinds::PARALLEL,
     }
     sources {
         NatsSource(herald_crds::NatsSource) = kinds::NATS_SOURCE,
@@ -135,26 +141,82 @@ impl<'de> serde::Deserialize<'de> for Unregistered {
 }
 
 impl Resource {
-    /// The destinations of the kinds that are not sources.
-    fn plain_destinations_mut(&mut self) -> Vec<(&'static str, &mut herald_crds::Destination)> {
-        const DEAD_LETTER_SINK: &str = "spec.delivery.deadLetterSink";
-        fn dead_letter(
-            delivery: Option<&mut herald_crds::DeliverySpec>,
-        ) -> Option<(&'static str, &mut herald_crds::Destination)> {
+    /// The destinations of the kinds that are not sources: a trigger's subscriber and
+    /// dead-letter sink, a broker's or channel's dead-letter sink, a Subscription's
+    /// subscriber and reply, every step, filter, subscriber and reply of a Sequence or
+    /// Parallel.
+    fn plain_destinations_mut(&mut self) -> Vec<(String, &mut herald_crds::Destination)> {
+        fn dead_letter<'a>(
+            path: &str,
+            delivery: Option<&'a mut herald_crds::DeliverySpec>,
+        ) -> Option<(String, &'a mut herald_crds::Destination)> {
             delivery
                 .and_then(|d| d.dead_letter_sink.as_mut())
-                .map(|d| (DEAD_LETTER_SINK, d))
+                .map(|d| (format!("{path}.deadLetterSink"), d))
         }
+        let mut all = Vec::new();
         match self {
-            Resource::Broker(b) => dead_letter(b.spec.delivery.as_mut()).into_iter().collect(),
+            Resource::Broker(b) => {
+                all.extend(dead_letter("spec.delivery", b.spec.delivery.as_mut()))
+            }
             Resource::Trigger(t) => {
                 let spec = &mut t.spec;
-                let mut all = vec![("spec.subscriber", &mut spec.subscriber)];
-                all.extend(dead_letter(spec.delivery.as_mut()));
-                all
+                all.push(("spec.subscriber".to_owned(), &mut spec.subscriber));
+                all.extend(dead_letter("spec.delivery", spec.delivery.as_mut()));
             }
-            _ => Vec::new(),
+            Resource::Channel(r) => {
+                all.extend(dead_letter("spec.delivery", r.spec.delivery.as_mut()))
+            }
+            Resource::InMemoryChannel(r) => {
+                all.extend(dead_letter("spec.delivery", r.spec.delivery.as_mut()))
+            }
+            Resource::KafkaChannel(r) => {
+                all.extend(dead_letter("spec.delivery", r.spec.delivery.as_mut()))
+            }
+            Resource::Subscription(r) => {
+                let spec = &mut r.spec;
+                all.extend(
+                    spec.subscriber
+                        .as_mut()
+                        .map(|d| ("spec.subscriber".into(), d)),
+                );
+                all.extend(spec.reply.as_mut().map(|d| ("spec.reply".into(), d)));
+                all.extend(dead_letter("spec.delivery", spec.delivery.as_mut()));
+            }
+            Resource::Sequence(r) => {
+                let spec = &mut r.spec;
+                for (i, step) in spec.steps.iter_mut().enumerate() {
+                    let path = format!("spec.steps[{i}]");
+                    all.extend(dead_letter(
+                        &format!("{path}.delivery"),
+                        step.delivery.as_mut(),
+                    ));
+                    all.push((path, &mut step.destination));
+                }
+                all.extend(spec.reply.as_mut().map(|d| ("spec.reply".into(), d)));
+            }
+            Resource::Parallel(r) => {
+                let spec = &mut r.spec;
+                for (i, branch) in spec.branches.iter_mut().enumerate() {
+                    let path = format!("spec.branches[{i}]");
+                    all.extend(
+                        branch
+                            .filter
+                            .as_mut()
+                            .map(|d| (format!("{path}.filter"), d)),
+                    );
+                    all.push((format!("{path}.subscriber"), &mut branch.subscriber));
+                    all.extend(branch.reply.as_mut().map(|d| (format!("{path}.reply"), d)));
+                    all.extend(dead_letter(
+                        &format!("{path}.delivery"),
+                        branch.delivery.as_mut(),
+                    ));
+                }
+                all.extend(spec.reply.as_mut().map(|d| ("spec.reply".into(), d)));
+            }
+            _ => {}
         }
+        all
     }
 
     /// The shared source fields (`sink`, `ceOverrides`), for source kinds.

@@ -4,6 +4,10 @@
 use std::collections::BTreeMap;
 
 use herald_broker::BrokerKey;
+use herald_crds::flows_validation::{
+    validate_channel_spec, validate_channelable, validate_kafka_channel_spec,
+    validate_parallel_spec, validate_sequence_spec, validate_subscription_spec,
+};
 use herald_crds::validation::validate_destination;
 use herald_crds::validation::{
     validate_delivery, validate_name, validate_namespace, validate_trigger_spec,
@@ -57,7 +61,7 @@ pub fn build_desired_lenient(loaded: Vec<Loaded>, refs: &RefMap) -> (Desired, Ve
     let mut rejected = Vec::new();
     let mut desired = Desired::default();
     let mut origins: BTreeMap<String, String> = BTreeMap::new();
-    let mut triggers = Vec::new();
+    let mut pending = Pending::default();
     for Loaded {
         origin,
         mut resource,
@@ -65,7 +69,7 @@ pub fn build_desired_lenient(loaded: Vec<Loaded>, refs: &RefMap) -> (Desired, Ve
     {
         let key = ObjectKey::of(&resource);
         let checked = match refs.resolve(&mut resource) {
-            Ok(()) => check_one(&origin, resource, &mut desired, &mut origins),
+            Ok(()) => check_one(&origin, resource, &mut desired, &mut origins, &mut pending),
             Err(error) => {
                 let (namespace, name) = resource.namespaced_name();
                 Err(ConfigError {
@@ -77,8 +81,7 @@ pub fn build_desired_lenient(loaded: Vec<Loaded>, refs: &RefMap) -> (Desired, Ve
             }
         };
         match checked {
-            Ok(Some(trigger)) => triggers.push(trigger),
-            Ok(None) => {}
+            Ok(()) => {}
             Err(error) => rejected.push(Rejected {
                 key,
                 error,
@@ -86,7 +89,7 @@ pub fn build_desired_lenient(loaded: Vec<Loaded>, refs: &RefMap) -> (Desired, Ve
             }),
         }
     }
-    for trigger in triggers {
+    for trigger in pending.triggers {
         let (namespace, name) = (trigger.namespace.clone(), trigger.name.clone());
         let key = ObjectKey::new(&crate::kinds::TRIGGER, &namespace, &name);
         let fail = |path: &str, message: String| ConfigError {
@@ -111,29 +114,17 @@ pub fn build_desired_lenient(loaded: Vec<Loaded>, refs: &RefMap) -> (Desired, Ve
             .as_ref()
             .and_then(|d| d.dead_letter_sink.as_ref())
             .map(|d| Target::of(d, &namespace));
-        let mut problem = None;
-        for (path, target) in [
+        let targets = [
             ("spec.subscriber", Some(&subscriber)),
             (
                 "spec.delivery.deadLetterSink",
                 own_dead_letter_sink.as_ref(),
             ),
-        ] {
-            if let Some(target) = target.and_then(Target::broker) {
-                if !desired.brokers.contains_key(target) {
-                    problem.get_or_insert_with(|| {
-                        fail(
-                            &format!("{path}.ref"),
-                            format!("broker {target} does not exist"),
-                        )
-                    });
-                }
-            }
-        }
-        if let Some(error) = problem {
+        ];
+        if let Some((path, message)) = missing_target(&desired, targets) {
             rejected.push(Rejected {
                 key,
-                error,
+                error: fail(&path, message),
                 missing_broker: None,
             });
             continue;
@@ -145,6 +136,7 @@ pub fn build_desired_lenient(loaded: Vec<Loaded>, refs: &RefMap) -> (Desired, Ve
             .clone()
             .or_else(|| broker_plan.delivery.clone())
             .unwrap_or_else(DeliverySpec::broker_default);
+        let plan_broker = broker.clone();
         let plan = TriggerSpecPlan {
             generation: trigger.generation,
             broker,
@@ -158,10 +150,136 @@ pub fn build_desired_lenient(loaded: Vec<Loaded>, refs: &RefMap) -> (Desired, Ve
             format: delivery.format.unwrap_or(DeliveryFormat::Binary),
             ordered: trigger.ordered,
             start: trigger.start,
+            reply: Some(Target::Broker {
+                broker: plan_broker,
+                path: String::new(),
+            }),
         };
         desired.triggers.insert((namespace, name), plan);
     }
+    for subscription in pending.subscriptions {
+        if let Err(error) = plan_subscription(&mut desired, &subscription) {
+            rejected.push(Rejected {
+                key: ObjectKey::new(
+                    &crate::kinds::SUBSCRIPTION,
+                    &subscription.namespace,
+                    &subscription.name,
+                ),
+                error,
+                missing_broker: None,
+            });
+        }
+    }
+    let lowered = desired.flows.lower();
+    desired.brokers.extend(lowered.brokers);
+    desired.triggers.extend(lowered.triggers);
     (desired, rejected)
+}
+
+/// Checks a Subscription against the channels and the targets it names, then adds it to
+/// the flows of `desired`.
+fn plan_subscription(
+    desired: &mut Desired,
+    pending: &PendingSubscription,
+) -> Result<(), ConfigError> {
+    let (namespace, spec) = (&pending.namespace, &pending.spec);
+    let fail = |path: &str, message: String| ConfigError {
+        origin: pending.origin.clone(),
+        resource: Some(pending.ident.clone()),
+        field: Some(path.to_owned()),
+        message,
+    };
+    let channel = desired
+        .flows
+        .channels
+        .get(&(namespace.clone(), spec.channel.name.clone()))
+        .filter(|c| c.kind == spec.channel.kind || c.backing_kind == spec.channel.kind)
+        .ok_or_else(|| {
+            fail(
+                "spec.channel",
+                format!(
+                    "{} {namespace}/{} does not exist",
+                    spec.channel.kind, spec.channel.name
+                ),
+            )
+        })?;
+    let delivery = crate::config::flows::subscription_delivery(
+        spec.delivery.as_ref(),
+        channel.delivery.as_ref(),
+    );
+    let subscriber = Target::of(&spec.subscriber.clone().unwrap_or_default(), namespace);
+    let reply = spec.reply.as_ref().map(|d| Target::of(d, namespace));
+    let dead_letter_sink = delivery
+        .dead_letter_sink
+        .as_ref()
+        .map(|d| Target::of(d, namespace));
+    let targets = [
+        ("spec.subscriber", Some(&subscriber)),
+        ("spec.reply", reply.as_ref()),
+        ("spec.delivery.deadLetterSink", dead_letter_sink.as_ref()),
+    ];
+    if let Some((path, message)) = missing_target(desired, targets) {
+        return Err(fail(&path, message));
+    }
+    let run = crate::config::flows::SubscriptionRun {
+        generation: pending.generation,
+        channel: spec.channel.name.clone(),
+        subscriber,
+        reply,
+        delivery,
+        owned: pending.owned,
+    };
+    desired
+        .flows
+        .subscriptions
+        .insert((namespace.clone(), pending.name.clone()), run);
+    Ok(())
+}
+
+/// The first target that names a Broker, channel, Sequence or Parallel that does not
+/// exist: its field path and what is missing.
+fn missing_target<'a>(
+    desired: &Desired,
+    targets: impl IntoIterator<Item = (&'a str, Option<&'a Target>)>,
+) -> Option<(String, String)> {
+    for (path, target) in targets {
+        let missing = match target {
+            Some(Target::Broker { broker, .. }) if !desired.brokers.contains_key(broker) => {
+                format!("broker {broker} does not exist")
+            }
+            Some(Target::Flow {
+                kind,
+                namespace,
+                name,
+                ..
+            }) if !desired.flows.has(*kind, namespace, name) => {
+                format!("{kind:?} {namespace}/{name} does not exist")
+            }
+            _ => continue,
+        };
+        return Some((format!("{path}.ref"), missing));
+    }
+    None
+}
+
+/// Triggers and Subscriptions that passed their own checks, waiting for the check of their
+/// references once every broker and channel is known.
+#[derive(Default)]
+struct Pending {
+    triggers: Vec<PendingTrigger>,
+    subscriptions: Vec<PendingSubscription>,
+}
+
+/// A Subscription that passed its own checks.
+struct PendingSubscription {
+    origin: String,
+    ident: String,
+    namespace: String,
+    name: String,
+    generation: Option<i64>,
+    spec: herald_crds::SubscriptionSpec,
+    /// Made by a Sequence or Parallel.
+    owned: bool,
 }
 
 /// A trigger that passed its own checks, waiting for the check of its references.
@@ -177,14 +295,17 @@ struct PendingTrigger {
     start: herald_broker::StartFrom,
 }
 
-/// Checks one resource on its own and adds its plan to `desired`; a trigger is returned
-/// instead, to be checked against the brokers once all are known.
+/// Checks one resource on its own and adds its plan to `desired`; a trigger or
+/// Subscription goes to `pending` instead, to be checked against the brokers and channels
+/// once all are known. A Sequence or Parallel is checked with the channels and
+/// Subscriptions it is made of.
 fn check_one(
     origin: &str,
     resource: Resource,
     desired: &mut Desired,
     origins: &mut BTreeMap<String, String>,
-) -> Result<Option<PendingTrigger>, ConfigError> {
+    pending: &mut Pending,
+) -> Result<(), ConfigError> {
     let (meta, kind) = (resource.meta(), resource.kind().kind);
     let namespace = namespace_of(meta);
     let name = meta.name.clone().unwrap_or_default();
@@ -230,7 +351,7 @@ fn check_one(
             let filter = herald_triggers::filter::compile(&trigger.spec).map_err(fail)?;
             let ordered = annotations::ordered(&trigger.metadata).map_err(fail)?;
             let start = annotations::start_from(&trigger.metadata).map_err(fail)?;
-            return Ok(Some(PendingTrigger {
+            pending.triggers.push(PendingTrigger {
                 origin: origin.to_owned(),
                 ident,
                 namespace,
@@ -240,14 +361,73 @@ fn check_one(
                 filter,
                 ordered,
                 start,
-            }));
+            });
+        }
+        Resource::Channel(_) | Resource::InMemoryChannel(_) | Resource::KafkaChannel(_) => {
+            validate_channel(&resource).map_err(fail)?;
+            // Every channel kind shares one set of names per namespace: a Channel's backing
+            // channel has its name, as in Knative.
+            let key = (namespace.clone(), name.clone());
+            if desired.flows.channels.contains_key(&key) {
+                return Err(fail(FieldError::new(
+                    "metadata.name",
+                    format!("another channel in namespace {namespace} is called {name:?}"),
+                )));
+            }
+            if let Some(run) = crate::config::flows::ChannelRun::of(&resource) {
+                desired.flows.channels.insert(key, run);
+            }
+        }
+        Resource::Subscription(subscription) => {
+            validate_subscription_spec(&subscription.spec).map_err(fail)?;
+            pending.subscriptions.push(PendingSubscription {
+                origin: origin.to_owned(),
+                ident,
+                namespace,
+                name,
+                generation: subscription.metadata.generation,
+                owned: subscription.metadata.owner_references.is_some(),
+                spec: subscription.spec,
+            });
+        }
+        Resource::Sequence(sequence) => {
+            validate_sequence_spec(&sequence.spec).map_err(fail)?;
+            let children = crate::config::flows::expand_sequence(&sequence)
+                .map_err(|e| fail(FieldError::new("spec.channelTemplate.spec", e)))?;
+            let run = crate::config::flows::FlowRun::of_sequence(&sequence);
+            desired.flows.sequences.insert((namespace, name), run);
+            for child in children {
+                check_one(origin, child, desired, origins, pending)?;
+            }
+        }
+        Resource::Parallel(parallel) => {
+            validate_parallel_spec(&parallel.spec).map_err(fail)?;
+            let children = crate::config::flows::expand_parallel(&parallel)
+                .map_err(|e| fail(FieldError::new("spec.channelTemplate.spec", e)))?;
+            let run = crate::config::flows::FlowRun::of_parallel(&parallel);
+            desired.flows.parallels.insert((namespace, name), run);
+            for child in children {
+                check_one(origin, child, desired, origins, pending)?;
+            }
         }
         source => {
             let plan = plan_source(&source, &namespace, &name).map_err(fail)?;
             desired.sources.insert(ObjectKey::of(&source), plan);
         }
     }
-    Ok(None)
+    Ok(())
+}
+
+/// A channel's own fields.
+fn validate_channel(resource: &Resource) -> Result<(), FieldError> {
+    match resource {
+        Resource::Channel(c) => validate_channel_spec(&c.spec),
+        Resource::InMemoryChannel(c) => {
+            validate_channelable("spec", &c.spec.subscribers, &c.spec.delivery)
+        }
+        Resource::KafkaChannel(c) => validate_kafka_channel_spec("spec", &c.spec),
+        _ => Ok(()),
+    }
 }
 
 /// Checks a source, its kind's own rules first, then the fields every source shares.

@@ -352,12 +352,66 @@ impl ControlPlane {
                     status
                 })
             }
+            Resource::Channel(_)
+            | Resource::InMemoryChannel(_)
+            | Resource::KafkaChannel(_)
+            | Resource::Subscription(_)
+            | Resource::Sequence(_)
+            | Resource::Parallel(_) => Ok(self.flow_status(resource, &namespace, &name).await),
             _ => serde_json::to_value(crate::status::source(runtime, &resource.key(), generation)),
         };
         if let (Some(object), Ok(status)) = (value.as_object_mut(), status) {
             object.insert("status".into(), status);
         }
         value
+    }
+
+    /// A channel's, Subscription's, Sequence's or Parallel's status; a Subscription's with
+    /// the events it parked.
+    async fn flow_status(
+        &self,
+        resource: &Resource,
+        namespace: &str,
+        name: &str,
+    ) -> serde_json::Value {
+        let runtime = &self.runtime;
+        let generation = resource.meta().generation;
+        let Some(mut status) = crate::flow_status::status(
+            runtime,
+            runtime.ingress_base_url(),
+            &self.desired,
+            resource.kind().kind,
+            namespace,
+            name,
+            generation,
+        ) else {
+            return crate::status::not_running(
+                generation,
+                vec![crate::status::failed(
+                    "Ready",
+                    "NotRunning",
+                    "Herald does not run it",
+                )],
+            );
+        };
+        if let Resource::Subscription(_) = resource {
+            let key = (
+                namespace.to_owned(),
+                crate::config::flows::subscription_trigger(name),
+            );
+            if let Some((plan, _)) = runtime.trigger(&key) {
+                let parked = runtime
+                    .deps()
+                    .log
+                    .parked(&plan.broker, &plan.consumer_name())
+                    .await
+                    .map(|p| p.len() as u64);
+                if let Ok(parked) = parked {
+                    status["parkedEvents"] = serde_json::json!(parked);
+                }
+            }
+        }
+        status
     }
 
     /// The running trigger's plan and statistics, or why there is none.

@@ -493,6 +493,16 @@ impl Reconciler {
                 &key.name,
                 generation,
             ))
+        } else if let Some(status) = crate::flow_status::status(
+            &self.runtime,
+            &self.external_url,
+            desired,
+            key.kind,
+            &key.namespace,
+            &key.name,
+            None,
+        ) {
+            Ok(status)
         } else {
             let generation = desired.sources.get(key)?.generation;
             serde_json::to_value(status::source(&self.runtime, key, generation))
@@ -573,7 +583,7 @@ fn problem_status(kind: &Kind, problem: &Problem, generation: Option<i64>) -> Va
             )]
         }
         Problem::Unresolved(Unresolved { field, message }) => {
-            let type_ = match *field {
+            let type_ = match field.as_str() {
                 "spec.subscriber" => "SubscriberResolved",
                 "spec.sink" => "SinkProvided",
                 _ => "DeadLetterSinkResolved",

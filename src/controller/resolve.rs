@@ -1,6 +1,7 @@
 //! Destinations on a cluster: a `ref` to a Service becomes
 //! `http://{name}.{namespace}.svc.{cluster domain}`, a `ref` to any other addressable its
-//! `status.address.url`. Broker refs stay: the runtime sends those to Herald's own ingress.
+//! `status.address.url`. Refs to Brokers, channels, Sequences and Parallels stay: the
+//! runtime sends those to Herald's own ingress.
 
 use crate::apiserver_source::{discover, DiscoverError};
 use herald_crds::{Destination, KReference};
@@ -21,7 +22,7 @@ pub struct Resolver {
 /// A destination that could not be resolved: its field path and why.
 #[derive(Debug, Clone)]
 pub struct Unresolved {
-    pub field: &'static str,
+    pub field: String,
     pub message: String,
 }
 
@@ -41,7 +42,7 @@ impl Resolver {
             let Some(reference) = destination.reference.clone() else {
                 continue;
             };
-            if is_broker(&reference) {
+            if is_herald_own(&reference) {
                 continue;
             }
             let namespace = reference.namespace.as_deref().unwrap_or(&namespace);
@@ -49,11 +50,15 @@ impl Resolver {
                 .url_of(&reference, namespace)
                 .await
                 .map_err(|error| Unresolved {
-                    field,
+                    field: field.clone(),
                     message: error.to_string(),
                 })?;
-            let uri = crate::config::join_ref_uri(&base, destination.uri.as_deref())
-                .map_err(|message| Unresolved { field, message })?;
+            let uri = crate::config::join_ref_uri(&base, destination.uri.as_deref()).map_err(
+                |message| Unresolved {
+                    field: field.clone(),
+                    message,
+                },
+            )?;
             *destination = Destination {
                 reference: None,
                 uri: Some(uri),
@@ -117,8 +122,9 @@ enum ResolveError {
     NotAddressable(String),
 }
 
-fn is_broker(reference: &KReference) -> bool {
-    reference.kind == "Broker" && reference.api_version.starts_with("eventing.knative.dev/")
+/// Brokers, channels, Sequences and Parallels are Herald's own: the runtime sends to them.
+fn is_herald_own(reference: &KReference) -> bool {
+    herald_crds::OwnAddressable::of(reference).is_some()
 }
 
 #[cfg(test)]
@@ -133,8 +139,14 @@ mod tests {
             name: "x".into(),
             namespace: None,
         };
-        assert!(is_broker(&reference("eventing.knative.dev/v1", "Broker")));
-        assert!(!is_broker(&reference("v1", "Service")));
-        assert!(!is_broker(&reference("serving.knative.dev/v1", "Service")));
+        assert!(is_herald_own(&reference(
+            "eventing.knative.dev/v1",
+            "Broker"
+        )));
+        assert!(!is_herald_own(&reference("v1", "Service")));
+        assert!(!is_herald_own(&reference(
+            "serving.knative.dev/v1",
+            "Service"
+        )));
     }
 }

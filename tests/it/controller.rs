@@ -1358,3 +1358,93 @@ async fn a_kafka_source_reads_its_secret_from_the_cluster() {
     wait_ready(&server, &herald, &path).await;
     assert!(!herald.logs().contains(KAFKA_SASL_PASSWORD));
 }
+
+/// A Sequence and a Subscription applied to the API server run under the controller: the
+/// Sequence's status has Knative's conditions, its own address under `--external-url` and
+/// its children, and an event sent to it runs through the step to the reply.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sequences_and_subscriptions_run_from_crds() {
+    let server = KubeApiServer::start().await;
+    server.install_crds().await;
+    let sink = Subscriber::start().await;
+    let step = Subscriber::start().await;
+    // The step answers with an event of its own, which the Sequence sends to its reply.
+    step.set_default(
+        common::Reply::status(200)
+            .header("ce-specversion", "1.0")
+            .header("ce-id", "from-step")
+            .header("ce-source", "/step")
+            .header("ce-type", "stepped"),
+    );
+    let data = tempfile::tempdir().unwrap();
+    let herald = start_controller(&server, &data, "only").await;
+    let flows = "/apis/flows.knative.dev/v1/namespaces/default";
+    let sequence = json!({
+        "apiVersion": "flows.knative.dev/v1", "kind": "Sequence", "metadata": {"name": "seq"},
+        "spec": {"steps": [{"uri": step.url()}], "reply": {"uri": sink.url()}}
+    });
+    create(&server, &format!("{flows}/sequences"), &sequence).await;
+    let ready = wait_ready(&server, &herald, &format!("{flows}/sequences/seq")).await;
+    assert_eq!(
+        ready["status"]["address"]["url"],
+        format!("{EXTERNAL_URL}/sequences/default/seq"),
+        "{ready}"
+    );
+    for type_ in ["ChannelsReady", "SubscriptionsReady", "Addressable"] {
+        assert_eq!(
+            condition(&ready, type_).unwrap()["status"],
+            "True",
+            "{ready}"
+        );
+    }
+    assert_eq!(
+        ready["status"]["subscriptionStatuses"][0]["subscription"]["name"], "seq-kn-sequence-0",
+        "{ready}"
+    );
+
+    let messaging = "/apis/messaging.knative.dev/v1/namespaces/default";
+    create(
+        &server,
+        &format!("{messaging}/inmemorychannels"),
+        &json!({"apiVersion": "messaging.knative.dev/v1", "kind": "InMemoryChannel", "metadata": {"name": "c"}}),
+    )
+    .await;
+    let subscription = json!({
+        "apiVersion": "messaging.knative.dev/v1", "kind": "Subscription", "metadata": {"name": "s"},
+        "spec": {
+            "channel": {"apiVersion": "messaging.knative.dev/v1", "kind": "InMemoryChannel", "name": "c"},
+            "subscriber": {"ref": {"apiVersion": "flows.knative.dev/v1", "kind": "Sequence", "name": "seq"}}
+        }
+    });
+    create(
+        &server,
+        &format!("{messaging}/subscriptions"),
+        &subscription,
+    )
+    .await;
+    let s = wait_ready(&server, &herald, &format!("{messaging}/subscriptions/s")).await;
+    assert_eq!(
+        s["status"]["physicalSubscription"]["subscriberUri"]
+            .as_str()
+            .map(|u| u.ends_with("/sequences/default/seq")),
+        Some(true),
+        "{s}"
+    );
+    wait_ready(&server, &herald, &format!("{messaging}/inmemorychannels/c")).await;
+
+    // Into the channel, through the Subscription into the Sequence, its step, its reply.
+    let status = reqwest::Client::new()
+        .post(format!("{}/channels/default/c", herald.ingress))
+        .header("ce-specversion", "1.0")
+        .header("ce-id", "in")
+        .header("ce-type", "t")
+        .header("ce-source", "/tests")
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 202);
+    let got = sink.wait_for(1).await;
+    assert_eq!(got[0].ce("id"), Some("from-step"));
+    assert_eq!(step.ids(), ["in"]);
+}

@@ -22,6 +22,7 @@ mod e2e_kafka;
 mod e2e_nats;
 mod e2e_sled;
 mod filter_cli;
+mod flows;
 mod interop;
 mod knative_yaml;
 mod kubernetes;

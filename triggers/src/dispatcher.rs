@@ -282,6 +282,7 @@ mod tests {
             format: herald_crds::DeliveryFormat::Binary,
             max_in_flight: 10,
             ordered: false,
+            reply: crate::ReplyTarget::Log(BrokerKey::new("ns", "b")),
         }
     }
 

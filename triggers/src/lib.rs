@@ -16,6 +16,6 @@ pub mod stats;
 
 pub use dispatcher::{run_dispatcher, DispatcherHandle};
 pub use filter::{AttributesFilter, Filter};
-pub use plan::TriggerPlan;
+pub use plan::{ReplyTarget, TriggerPlan};
 pub use retry::RetryPolicy;
 pub use stats::TriggerStats;

@@ -28,6 +28,22 @@ pub struct TriggerPlan {
     pub max_in_flight: usize,
     /// Deliver in order per `partitionkey` (Knative's `delivery.order: ordered`).
     pub ordered: bool,
+    /// Where the subscriber's reply events go.
+    pub reply: ReplyTarget,
+}
+
+/// Where a subscriber's reply events go: a trigger's go back to its broker; a
+/// Subscription's to its `spec.reply`, or nowhere without one (Knative drops them).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReplyTarget {
+    /// Appended to this stream of Herald's log (a broker, or a channel's stream), through
+    /// the ingress's checks (TTL, arrival time).
+    Log(BrokerKey),
+    /// POSTed to this URL; an answer other than 2xx fails the delivery (retried, then
+    /// dead-lettered with `knativeerrordest` set to this URL).
+    Http(String),
+    /// Dropped.
+    Drop,
 }
 
 impl TriggerPlan {

@@ -17,7 +17,7 @@ use tracing::Instrument;
 use crate::attempt::{Answer, Sender, Target};
 use crate::retry::{classify, parse_retry_after, StatusClass};
 use crate::stats::{RecentError, TriggerStats};
-use crate::TriggerPlan;
+use crate::{ReplyTarget, TriggerPlan};
 
 /// Knative's limit on `knativeerrordata`: the base64 text of the response, cut to 1024
 /// characters (the MT broker encodes, then cuts).
@@ -54,6 +54,9 @@ struct AttemptFailure {
     body: Bytes,
     retry_after: Option<Duration>,
     retryable: bool,
+    /// The URL that failed when it was not the subscriber's (a reply target's), for
+    /// `knativeerrordest`.
+    dest: Option<String>,
 }
 
 impl AttemptFailure {
@@ -63,6 +66,7 @@ impl AttemptFailure {
             body: Bytes::from(format!("dispatch error: {message}")),
             retry_after: None,
             retryable: true,
+            dest: None,
         }
     }
 
@@ -86,6 +90,7 @@ impl AttemptFailure {
             body,
             retry_after,
             retryable,
+            dest: None,
         }
     }
 
@@ -331,15 +336,22 @@ async fn judge_subscriber_answer(
             body: message,
             retry_after: None,
             retryable: false,
+            dest: None,
         });
     }
+    let reply_target = match &plan.reply {
+        // Knative drops the replies of a Subscription without `spec.reply` unread.
+        ReplyTarget::Drop => return Ok(()),
+        target => target,
+    };
     let replies = decode_request(&headers, body).map_err(|e| AttemptFailure {
         status: Some(status),
         body: Bytes::from(format!("invalid reply event: {e}")),
         retry_after: None,
         retryable: true,
+        dest: None,
     })?;
-    let replies = replies
+    let replies: Vec<CloudEvent> = replies
         .into_iter()
         .map(|mut reply: CloudEvent| {
             match &ttl {
@@ -352,15 +364,66 @@ async fn judge_subscriber_answer(
         })
         .collect();
     let forwarded = herald_broker::ingress::pass_through_headers(&headers);
-    deps.ingress
-        .publish(&plan.broker, replies, forwarded)
-        .await
-        .map_err(|e| AttemptFailure {
-            status: Some(status),
-            body: Bytes::from(format!("storing the reply failed: {e}")),
-            retry_after: None,
-            retryable: !matches!(e, IngressError::InvalidEvent(_)),
-        })
+    match reply_target {
+        ReplyTarget::Log(stream) => deps
+            .ingress
+            .publish(stream, replies, forwarded)
+            .await
+            .map_err(|e| AttemptFailure {
+                status: Some(status),
+                body: Bytes::from(format!("storing the reply failed: {e}")),
+                retry_after: None,
+                retryable: !matches!(e, IngressError::InvalidEvent(_)),
+                dest: None,
+            }),
+        ReplyTarget::Http(url) => {
+            for reply in &replies {
+                send_reply(plan, deps, url, &forwarded, reply).await?;
+            }
+            Ok(())
+        }
+        ReplyTarget::Drop => Ok(()),
+    }
+}
+
+/// POSTs one reply event to a Subscription's `spec.reply` URL; a failure fails the whole
+/// delivery, which is retried (Knative's spec: "a failed reply retries the whole delivery").
+async fn send_reply(
+    plan: &TriggerPlan,
+    deps: &Deps,
+    url: &str,
+    headers: &[(String, String)],
+    reply: &CloudEvent,
+) -> Result<(), AttemptFailure> {
+    let target = Target {
+        url,
+        format: plan.format,
+        prefer_reply: false,
+        namespace: &plan.namespace,
+        headers,
+        timeout: plan.policy.timeout,
+    };
+    let failed = |mut failure: AttemptFailure| {
+        failure.dest = Some(url.to_owned());
+        failure
+    };
+    match deps.sender.send(&target, reply).await {
+        Answer::Transport(message) => Err(failed(AttemptFailure::transport(message))),
+        Answer::Http {
+            status,
+            headers,
+            body,
+            ..
+        } => match classify(status) {
+            StatusClass::Success => Ok(()),
+            class => Err(failed(AttemptFailure::http(
+                status,
+                &headers,
+                body,
+                class == StatusClass::Retryable,
+            ))),
+        },
+    }
 }
 
 /// `knativeerrordata`: the base64 of the response body cut to 1024 characters, empty
@@ -382,7 +445,8 @@ async fn dead_letter(
 ) -> RetryResult {
     let plan = scope.plan;
     let mut event = event.clone();
-    event.set("knativeerrordest", plan.subscriber.as_str());
+    let dest = failure.dest.as_deref().unwrap_or(&plan.subscriber);
+    event.set("knativeerrordest", dest);
     event.set(
         "knativeerrorcode",
         failure.status.unwrap_or(500).to_string(),

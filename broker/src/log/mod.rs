@@ -66,7 +66,23 @@ impl BrokerKey {
             name: name.into(),
         }
     }
+
+    /// The log stream of a channel (a Channel, InMemoryChannel or KafkaChannel, or one a
+    /// Sequence or Parallel made). Its name starts with [`CHANNEL_STREAM_PREFIX`], which no
+    /// Kubernetes name can (`:` is not allowed in one), so a channel's stream never meets a
+    /// broker's, and every backend names it with a hash ([`names`]).
+    pub fn channel(namespace: impl Into<String>, channel: &str) -> Self {
+        Self::new(namespace, format!("{CHANNEL_STREAM_PREFIX}{channel}"))
+    }
+
+    /// Whether this is a channel's stream rather than a broker's.
+    pub fn is_channel(&self) -> bool {
+        self.name.starts_with(CHANNEL_STREAM_PREFIX)
+    }
 }
+
+/// The start of the name of every channel's stream (see [`BrokerKey::channel`]).
+pub const CHANNEL_STREAM_PREFIX: &str = "channel:";
 
 impl fmt::Display for BrokerKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

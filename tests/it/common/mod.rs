@@ -37,6 +37,11 @@ macro_rules! every_scenario {
             admin::start_from_replays_exactly,
             admin::dead_letters_are_listed_redriven_and_purged,
             names::look_alike_names_keep_their_own_events,
+            flows::sequence_of_three_steps,
+            flows::parallel_with_filters_and_a_catch_all,
+            flows::trigger_into_a_sequence,
+            flows::subscription_dead_letters,
+            flows::sequence_survives_sigkill,
         );
     };
 }

@@ -7,6 +7,7 @@ pub mod delivery;
 pub mod disk;
 pub mod durability;
 pub mod filters;
+pub mod flows;
 pub mod ingress;
 pub mod names;
 pub mod observability;

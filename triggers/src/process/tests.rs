@@ -191,6 +191,7 @@ fn plan(policy: RetryPolicy, dead_letter_sink: Option<&str>) -> TriggerPlan {
         format: herald_crds::DeliveryFormat::Binary,
         max_in_flight: 10,
         ordered: false,
+        reply: crate::ReplyTarget::Log(BrokerKey::new("ns", "b")),
     }
 }
 
@@ -458,4 +459,63 @@ async fn an_abort_during_a_backoff_ends_the_work() {
     assert_eq!(started.elapsed(), Duration::from_secs(3));
     assert_eq!(targets.times(SUBSCRIBER), [0]);
     assert!(run.log.parked.lock().unwrap().is_empty());
+}
+
+/// The subscriber's answer carrying an event, for the reply tests.
+fn replying() -> Scripted {
+    Scripted::Status(
+        200,
+        vec![
+            ("ce-specversion", "1.0"),
+            ("ce-id", "r1"),
+            ("ce-source", "/replier"),
+            ("ce-type", "reply.type"),
+        ],
+        "",
+    )
+}
+
+/// A Subscription without `spec.reply` drops its subscriber's reply (Knative's rule): the
+/// delivery succeeds and nothing is stored.
+#[tokio::test(start_paused = true)]
+async fn a_reply_without_a_reply_target_is_dropped() {
+    let targets = Targets::new(vec![replying()], vec![]);
+    let plan = TriggerPlan {
+        reply: crate::ReplyTarget::Drop,
+        ..plan(policy(0, None, 0), None)
+    };
+    let run = deliver(&plan, &targets, sample("e1")).await;
+    assert_eq!(run.outcome, Outcome::Delivered);
+    assert!(run.log.appended.lock().unwrap().is_empty());
+    assert_eq!(targets.seen_by(SUBSCRIBER).len(), 1);
+}
+
+/// A Subscription's reply goes to its reply URL; when that fails, the whole delivery is
+/// retried, then the original event goes to the dead-letter sink with `knativeerrordest`
+/// naming the reply URL.
+#[tokio::test(start_paused = true)]
+async fn a_failing_reply_url_fails_the_delivery_and_names_itself() {
+    const REPLY: &str = "http://reply.test/";
+    // The reply URL and the sink share the non-subscriber script: two failed replies, then
+    // the sink takes the event.
+    let targets = Targets::new(
+        vec![replying()],
+        vec![status(500), status(500), status(200)],
+    );
+    let plan = TriggerPlan {
+        reply: crate::ReplyTarget::Http(REPLY.to_owned()),
+        ..plan(policy(1, None, 0), Some(SINK))
+    };
+    let run = deliver(&plan, &targets, sample("e1")).await;
+    assert_eq!(run.outcome, Outcome::DeadLettered);
+    assert_eq!(targets.seen_by(SUBSCRIBER).len(), 2, "retried as a whole");
+    let replies = targets.seen_by(REPLY);
+    assert_eq!(replies.len(), 2);
+    assert_eq!(replies[0].event.id(), "r1");
+    assert!(!replies[0].prefer_reply);
+    let dead = &targets.seen_by(SINK)[0].event;
+    assert_eq!(dead.id(), "e1", "the original event, not the reply");
+    assert_eq!(dead.text("knativeerrordest").as_deref(), Some(REPLY));
+    assert_eq!(dead.text("knativeerrorcode").as_deref(), Some("500"));
+    assert!(run.log.appended.lock().unwrap().is_empty());
 }
