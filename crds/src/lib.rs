@@ -11,6 +11,7 @@ pub mod container_source;
 pub mod delivery;
 pub mod destination;
 pub mod duration;
+pub mod event_type;
 pub mod kafka_source;
 pub mod manifests;
 pub mod nats_source;
@@ -27,6 +28,10 @@ pub use broker::{Broker, BrokerSpec, BrokerStatus};
 pub use container_source::{ContainerSource, ContainerSourceSpec};
 pub use delivery::{BackoffPolicy, DeliveryFormat, DeliverySpec};
 pub use destination::{Destination, KReference};
+pub use event_type::{
+    EventAttributeDefinition, EventType, EventTypeSeen, EventTypeSpec, EventTypeStatus,
+    EventTypeV1beta2,
+};
 pub use kafka_source::{
     KafkaNetSpec, KafkaSaslSpec, KafkaSource, KafkaSourceSpec, KafkaTlsSpec, SecretKeySelector,
     SecretValueFromSource,
