@@ -284,6 +284,12 @@ impl ControlPlane {
         for entry in self.store.list(kind, namespace) {
             out.push(self.with_status(&entry.resource).await);
         }
+        if *kind == crate::kinds::EVENT_TYPE {
+            out.extend(crate::catalog::auto_created(
+                self.runtime.deps().ingress.brokers(),
+                namespace,
+            ));
+        }
         out
     }
 
@@ -347,6 +353,9 @@ impl ControlPlane {
                     status
                 })
             }
+            Resource::EventType(event_type) => serde_json::to_value(
+                crate::catalog::event_type_status(&self.desired, event_type),
+            ),
             _ => serde_json::to_value(crate::status::source(runtime, resource)),
         };
         if let (Some(object), Ok(status)) = (value.as_object_mut(), status) {

@@ -60,6 +60,16 @@ pub const TRIGGER: Kind = Kind {
     also_served: None,
 };
 
+/// Stored as v1beta3; v1beta2 objects are read and converted (see `herald_crds::event_type`).
+pub const EVENT_TYPE: Kind = Kind {
+    kind: "EventType",
+    group: "eventing.knative.dev",
+    version: "v1beta3",
+    plural: "eventtypes",
+    source: false,
+    also_served: Some("v1beta2"),
+};
+
 pub const NATS_SOURCE: Kind = Kind {
     kind: "NatsSource",
     group: "sources.herald.dev",
@@ -123,10 +133,12 @@ pub const SINK_BINDING: Kind = Kind {
     also_served: None,
 };
 
-/// Every kind, in the order brokers → triggers → sources (the order `apply` creates them).
-pub const KINDS: [&Kind; 9] = [
+/// Every kind, in the order brokers → triggers → event types → sources (the order `apply`
+/// creates them).
+pub const KINDS: [&Kind; 10] = [
     &BROKER,
     &TRIGGER,
+    &EVENT_TYPE,
     &PING_SOURCE,
     &CONTAINER_SOURCE,
     &WEBHOOK_SOURCE,

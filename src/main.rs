@@ -4,6 +4,7 @@
 mod admin;
 mod api;
 mod apiserver_source;
+mod catalog;
 mod cli;
 mod client;
 mod config;

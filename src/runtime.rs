@@ -97,6 +97,9 @@ pub struct Runtime {
     /// or may only be waiting (the controller: its broker or subscriber may come back, and
     /// a finalizer says when it is really deleted).
     removal_is_deletion: bool,
+    /// `--eventtype-auto-create*`, and schemas read once.
+    catalog: crate::catalog::CatalogOptions,
+    schemas: crate::catalog::SchemaCache,
 }
 
 impl Runtime {
@@ -117,7 +120,14 @@ impl Runtime {
             dispatchers: HashMap::new(),
             sources: SourceSet::new(sources),
             removal_is_deletion: true,
+            catalog: crate::catalog::CatalogOptions::default(),
+            schemas: crate::catalog::SchemaCache::default(),
         }
+    }
+
+    /// The serve flags of the event catalog.
+    pub fn set_catalog_options(&mut self, options: crate::catalog::CatalogOptions) {
+        self.catalog = options;
     }
 
     /// Triggers that leave the desired state keep their position and parked events until
@@ -145,16 +155,45 @@ impl Runtime {
             self.routes
                 .assign(key, crate::serve::broker_class(broker))
                 .map_err(log_error)?;
-            let settings =
-                crate::config::broker_settings(broker).map_err(|error| RuntimeError::Broker {
-                    broker: key.clone(),
-                    error,
-                })?;
+            let invalid = |error| RuntimeError::Broker {
+                broker: key.clone(),
+                error,
+            };
+            let mut settings = crate::config::broker_settings(broker).map_err(invalid)?;
+            let catalog = crate::catalog::BrokerCatalogSettings::of(broker).map_err(invalid)?;
+            // JetStream keeps the duplicate window itself; ingress keeps it for the others.
+            let drops_duplicates = self.log().drops_duplicates(key);
+            if drops_duplicates {
+                settings.duplicate_window = catalog.duplicates.map(|bounds| bounds.window);
+            }
             self.log()
                 .ensure_broker(key, &settings)
                 .await
                 .map_err(log_error)?;
-            self.ingress().brokers().insert(key.clone());
+            let log = self.deps.log.clone();
+            let previous = self.ingress().brokers().policy(key);
+            let policy = self
+                .schemas
+                .policy(
+                    key,
+                    &catalog,
+                    self.catalog,
+                    desired,
+                    previous,
+                    &log,
+                    drops_duplicates,
+                )
+                .await
+                .map_err(|error| match error {
+                    crate::catalog::PolicyError::Log(error) => log_error(error),
+                    schema => invalid(herald_crds::FieldError::new(
+                        "EventType",
+                        schema.to_string(),
+                    )),
+                })?;
+            self.ingress()
+                .brokers()
+                .insert_with(key.clone(), Arc::new(policy));
         }
         // A removed broker stops accepting at once; its log stays in the data dir.
         self.ingress()

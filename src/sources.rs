@@ -79,7 +79,10 @@ fn build(resource: &Resource, ctx: &SourceContext) -> Option<Arc<dyn Source>> {
             spec: s.spec.clone(),
             kube: ctx.kube.clone(),
         }),
-        Resource::Broker(_) | Resource::Trigger(_) | Resource::SinkBinding(_) => return None,
+        Resource::Broker(_)
+        | Resource::Trigger(_)
+        | Resource::EventType(_)
+        | Resource::SinkBinding(_) => return None,
     };
     Some(source)
 }

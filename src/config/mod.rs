@@ -28,6 +28,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 pub enum Resource {
     Broker(herald_crds::Broker),
     Trigger(herald_crds::Trigger),
+    EventType(herald_crds::EventType),
     NatsSource(herald_crds::NatsSource),
     PingSource(herald_crds::PingSource),
     /// Boxed: a pod template is far larger than the other kinds.
@@ -45,6 +46,7 @@ macro_rules! on_resource {
         match $value {
             Resource::Broker($r) => $body,
             Resource::Trigger($r) => $body,
+            Resource::EventType($r) => $body,
             Resource::NatsSource($r) => $body,
             Resource::PingSource($r) => $body,
             Resource::ContainerSource($r) => $body,
@@ -62,6 +64,7 @@ impl Resource {
         match self {
             Resource::Broker(_) => &kinds::BROKER,
             Resource::Trigger(_) => &kinds::TRIGGER,
+            Resource::EventType(_) => &kinds::EVENT_TYPE,
             Resource::NatsSource(_) => &kinds::NATS_SOURCE,
             Resource::PingSource(_) => &kinds::PING_SOURCE,
             Resource::ContainerSource(_) => &kinds::CONTAINER_SOURCE,
@@ -81,6 +84,7 @@ impl Resource {
         match kind.kind {
             "Broker" => deserialize(value).map(Resource::Broker),
             "Trigger" => deserialize(value).map(Resource::Trigger),
+            "EventType" => crate::catalog::parse_event_type(value).map(Resource::EventType),
             "NatsSource" => deserialize(value).map(Resource::NatsSource),
             "PingSource" => deserialize(value).map(Resource::PingSource),
             "ContainerSource" => {
@@ -104,7 +108,7 @@ impl Resource {
     /// The shared source fields (`sink`, `ceOverrides`), for source kinds.
     pub fn source_spec(&self) -> Option<&dyn herald_crds::SourceSpec> {
         match self {
-            Resource::Broker(_) | Resource::Trigger(_) => None,
+            Resource::Broker(_) | Resource::Trigger(_) | Resource::EventType(_) => None,
             Resource::NatsSource(r) => Some(&r.spec),
             Resource::PingSource(r) => Some(&r.spec),
             Resource::ContainerSource(r) => Some(&r.spec),
@@ -128,6 +132,7 @@ impl Resource {
         }
         match self {
             Resource::Broker(b) => dead_letter(b.spec.delivery.as_mut()).into_iter().collect(),
+            Resource::EventType(_) => Vec::new(),
             Resource::Trigger(t) => {
                 let spec = &mut t.spec;
                 let mut all = vec![("spec.subscriber", &mut spec.subscriber)];

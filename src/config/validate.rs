@@ -26,6 +26,9 @@ pub struct Desired {
     /// Triggers whose broker does not exist yet, with that broker: accepted (as Knative
     /// does, `Ready=False BrokerDoesNotExist`) and started once the broker appears.
     pub waiting_triggers: BTreeMap<TriggerKey, BrokerKey>,
+    /// Declared EventTypes (v1beta3); a referenced broker need not exist
+    /// (`ReferenceExists=False`).
+    pub event_types: BTreeMap<ObjectKey, herald_crds::EventType>,
 }
 
 impl Desired {
@@ -198,12 +201,18 @@ fn check_one(
     match resource {
         Resource::Broker(broker) => {
             broker_settings(&broker).map_err(fail)?;
+            crate::catalog::BrokerCatalogSettings::of(&broker).map_err(fail)?;
             if let Some(delivery) = &broker.spec.delivery {
                 validate_delivery("spec.delivery", delivery).map_err(fail)?;
             }
             desired
                 .brokers
                 .insert(BrokerKey::new(namespace, name), broker);
+        }
+        Resource::EventType(event_type) => {
+            herald_crds::event_type::validate_event_type_spec(&event_type.spec).map_err(fail)?;
+            let key = ObjectKey::new(&crate::kinds::EVENT_TYPE, &namespace, &name);
+            desired.event_types.insert(key, event_type);
         }
         Resource::NatsSource(_)
         | Resource::PingSource(_)
@@ -361,7 +370,7 @@ fn validate_source(resource: &Resource) -> Result<(), FieldError> {
                 "a SinkBinding binds Kubernetes workloads: it runs under `herald controller`; for a local program use `herald run --sink broker:NAME -- PROGRAM`",
             ))
         }
-        Resource::Broker(_) | Resource::Trigger(_) => return Ok(()),
+        Resource::Broker(_) | Resource::Trigger(_) | Resource::EventType(_) => return Ok(()),
     }
     validate_source_common(resource)
 }

@@ -435,6 +435,11 @@ impl Reconciler {
                 &key.name,
                 generation,
             ))
+        } else if key.kind == kinds::EVENT_TYPE.kind {
+            serde_json::to_value(crate::catalog::event_type_status(
+                desired,
+                desired.event_types.get(key)?,
+            ))
         } else {
             serde_json::to_value(status::source(&self.runtime, desired.sources.get(key)?))
         };

@@ -1,0 +1,529 @@
+//! The event catalog in the control plane: a Broker's catalog annotations, EventTypes (their
+//! status, their schemas read once), and the ingress policy each broker runs with
+//! (`herald_broker::catalog`).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use herald_broker::catalog::discovered::DEFAULT_MAX_DISCOVERED;
+use herald_broker::catalog::duplicates::{DEFAULT_MAX_IDS, MAX_IDS_LIMIT};
+use herald_broker::catalog::{
+    BrokerPolicy, DataSchema, DeclaredType, DiscoveredTypes, DuplicateWindow, ValidationMode,
+    WindowBounds,
+};
+use herald_broker::{BrokerKey, BrokerRegistry, EventLog};
+use herald_crds::event_type::{EventTypeV1beta2, MAX_SCHEMA_BYTES, SCHEMA_ATTRIBUTE};
+use herald_crds::{Broker, Condition, EventType, EventTypeSeen, EventTypeStatus, FieldError};
+use serde_json::{json, Value};
+
+use crate::config::Desired;
+
+/// `enabled` | `disabled`: record the types this broker accepts (Knative's
+/// `eventtype-auto-create`, per broker); unset follows `--eventtype-auto-create`.
+pub const AUTO_CREATE_ANNOTATION: &str = "herald.dev/eventtype-auto-create";
+/// `off` (default) | `warn` | `enforce`: check event data against the schemas of the
+/// broker's EventTypes.
+pub const SCHEMA_VALIDATION_ANNOTATION: &str = "herald.dev/schema-validation";
+/// `accept` (default) | `refuse`: with `enforce`, refuse events of types no EventType of the
+/// broker declares.
+pub const UNKNOWN_TYPES_ANNOTATION: &str = "herald.dev/unknown-event-types";
+/// ISO-8601 duration: drop a second (`source`, `id`) within this time (off when unset).
+pub const DUPLICATE_WINDOW_ANNOTATION: &str = "herald.dev/duplicate-window";
+/// Ids the duplicate window holds at most (default 100000).
+pub const DUPLICATE_IDS_ANNOTATION: &str = "herald.dev/duplicate-window-ids";
+/// Longest duplicate window.
+pub const MAX_DUPLICATE_WINDOW: Duration = Duration::from_secs(24 * 3600);
+/// How long reading a schema URL may take.
+const SCHEMA_FETCH_TIMEOUT: Duration = Duration::from_secs(10);
+/// Knative's description of an auto-created EventType.
+const AUTO_CREATED_DESCRIPTION: &str = "Event Type auto-created by controller";
+
+/// The serve flags of the catalog.
+#[derive(Clone, Copy, Debug)]
+pub struct CatalogOptions {
+    /// `--eventtype-auto-create`: the default of brokers without the annotation.
+    pub auto_create: bool,
+    /// `--eventtype-auto-create-max`: types recorded per broker.
+    pub auto_create_max: usize,
+}
+
+impl Default for CatalogOptions {
+    fn default() -> Self {
+        Self {
+            auto_create: false,
+            auto_create_max: DEFAULT_MAX_DISCOVERED,
+        }
+    }
+}
+
+/// A Broker's catalog annotations, checked.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct BrokerCatalogSettings {
+    pub auto_create: Option<bool>,
+    pub validation: ValidationMode,
+    pub refuse_unknown_types: bool,
+    pub duplicates: Option<WindowBounds>,
+}
+
+fn annotation_field(name: &str) -> String {
+    format!("metadata.annotations[{name}]")
+}
+
+impl BrokerCatalogSettings {
+    /// Reads the annotations; errors name the annotation.
+    pub fn of(broker: &Broker) -> Result<Self, FieldError> {
+        let mut settings = Self::default();
+        let Some(annotations) = &broker.metadata.annotations else {
+            return Ok(settings);
+        };
+        let bad = |name: &str, message: String| FieldError::new(annotation_field(name), message);
+        if let Some(text) = annotations.get(AUTO_CREATE_ANNOTATION) {
+            settings.auto_create = Some(match text.as_str() {
+                "enabled" => true,
+                "disabled" => false,
+                other => {
+                    return Err(bad(
+                        AUTO_CREATE_ANNOTATION,
+                        format!("{other:?} is not enabled or disabled"),
+                    ))
+                }
+            });
+        }
+        if let Some(text) = annotations.get(SCHEMA_VALIDATION_ANNOTATION) {
+            settings.validation = text
+                .parse()
+                .map_err(|e| bad(SCHEMA_VALIDATION_ANNOTATION, e))?;
+        }
+        if let Some(text) = annotations.get(UNKNOWN_TYPES_ANNOTATION) {
+            settings.refuse_unknown_types = match text.as_str() {
+                "accept" => false,
+                "refuse" if settings.validation == ValidationMode::Enforce => true,
+                "refuse" => {
+                    return Err(bad(
+                        UNKNOWN_TYPES_ANNOTATION,
+                        format!("refuse needs {SCHEMA_VALIDATION_ANNOTATION}: enforce"),
+                    ))
+                }
+                other => {
+                    return Err(bad(
+                        UNKNOWN_TYPES_ANNOTATION,
+                        format!("{other:?} is not accept or refuse"),
+                    ))
+                }
+            };
+        }
+        let ids = match annotations.get(DUPLICATE_IDS_ANNOTATION) {
+            None => DEFAULT_MAX_IDS,
+            Some(text) => text
+                .parse::<usize>()
+                .ok()
+                .filter(|n| (1..=MAX_IDS_LIMIT).contains(n))
+                .ok_or_else(|| {
+                    bad(
+                        DUPLICATE_IDS_ANNOTATION,
+                        format!("{text:?} is not a count of ids from 1 to {MAX_IDS_LIMIT}"),
+                    )
+                })?,
+        };
+        if let Some(text) = annotations.get(DUPLICATE_WINDOW_ANNOTATION) {
+            let window = herald_crds::duration::parse_iso8601(text)
+                .map_err(|e| bad(DUPLICATE_WINDOW_ANNOTATION, e))?;
+            if window.is_zero() || window > MAX_DUPLICATE_WINDOW {
+                return Err(bad(
+                    DUPLICATE_WINDOW_ANNOTATION,
+                    format!("{text:?} is not a duration above zero and at most P1D"),
+                ));
+            }
+            settings.duplicates = Some(WindowBounds {
+                window,
+                max_ids: ids,
+            });
+        } else if annotations.contains_key(DUPLICATE_IDS_ANNOTATION) {
+            return Err(bad(
+                DUPLICATE_IDS_ANNOTATION,
+                format!("it needs {DUPLICATE_WINDOW_ANNOTATION}"),
+            ));
+        }
+        Ok(settings)
+    }
+}
+
+/// Parses an EventType of either version: v1beta2 is converted to v1beta3 (see
+/// `herald_crds::event_type`).
+pub fn parse_event_type(
+    value: serde_yaml_ng::Value,
+) -> Result<EventType, serde_path_to_error::Error<serde_yaml_ng::Error>> {
+    let is_v1beta2 = value
+        .get("apiVersion")
+        .and_then(serde_yaml_ng::Value::as_str)
+        .is_some_and(|v| v.ends_with("/v1beta2"));
+    if !is_v1beta2 {
+        return serde_path_to_error::deserialize(value);
+    }
+    serde_path_to_error::deserialize::<_, FromV1beta2>(value).map(|converted| converted.0)
+}
+
+/// A v1beta2 EventType read and converted in one step, so a conversion error is a parse
+/// error like the others.
+#[derive(serde::Deserialize)]
+#[serde(try_from = "EventTypeV1beta2")]
+struct FromV1beta2(EventType);
+
+impl TryFrom<EventTypeV1beta2> for FromV1beta2 {
+    type Error = String;
+    fn try_from(old: EventTypeV1beta2) -> Result<Self, String> {
+        old.into_v1beta3().map(Self).map_err(|e| e.to_string())
+    }
+}
+
+/// The Broker an EventType refers to, when it refers to one.
+pub fn referenced_broker(event_type: &EventType) -> Option<BrokerKey> {
+    let reference = event_type.spec.reference.as_ref()?;
+    if reference.kind != "Broker" || !reference.api_version.starts_with("eventing.knative.dev/") {
+        return None;
+    }
+    let namespace = reference
+        .namespace
+        .clone()
+        .or_else(|| event_type.metadata.namespace.clone())
+        .unwrap_or_else(|| herald_crds::DEFAULT_NAMESPACE.to_owned());
+    Some(BrokerKey::new(namespace, reference.name.clone()))
+}
+
+/// Knative's EventType status: `ReferenceExists` (True with reason `ReferenceNotSet` without
+/// a reference, False `ResourceDoesNotExist` when the broker is not there) and `Ready`.
+pub fn event_type_status(desired: &Desired, event_type: &EventType) -> EventTypeStatus {
+    let reference = match &event_type.spec.reference {
+        None => Condition::new("ReferenceExists", true, Some("ReferenceNotSet"), None),
+        Some(reference) => {
+            let exists = referenced_broker(event_type)
+                .is_some_and(|broker| desired.brokers.contains_key(&broker));
+            if exists {
+                Condition::new("ReferenceExists", true, None, None)
+            } else {
+                Condition::new(
+                    "ReferenceExists",
+                    false,
+                    Some("ResourceDoesNotExist"),
+                    Some(format!(
+                        "{} {} does not exist",
+                        reference.kind, reference.name
+                    )),
+                )
+            }
+        }
+    };
+    let mut ready = reference.clone();
+    ready.type_ = "Ready".into();
+    EventTypeStatus {
+        observed_generation: event_type.metadata.generation,
+        conditions: vec![reference, ready],
+        seen: None,
+    }
+}
+
+/// Auto-created EventTypes of every broker (or one namespace's), as v1beta3 objects with
+/// what ingress saw of them in `status.seen`.
+pub fn auto_created(registry: &BrokerRegistry, namespace: Option<&str>) -> Vec<Value> {
+    let mut out = Vec::new();
+    for (broker, policy) in registry.policies() {
+        if namespace.is_some_and(|ns| ns != broker.namespace) {
+            continue;
+        }
+        let Some(discovered) = &policy.discovered else {
+            continue;
+        };
+        for seen in discovered.list() {
+            let time = |t: SystemTime| {
+                chrono::DateTime::<chrono::Utc>::from(t)
+                    .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+            };
+            let attribute = |name: &str, value: Option<&str>| match value {
+                Some(value) => json!({"name": name, "required": true, "value": value}),
+                None => json!({"name": name, "required": true}),
+            };
+            let status = EventTypeStatus {
+                observed_generation: None,
+                conditions: vec![
+                    Condition::new("ReferenceExists", true, None, None),
+                    Condition::new("Ready", true, None, None),
+                ],
+                seen: Some(EventTypeSeen {
+                    first: time(seen.first_seen),
+                    last: time(seen.last_seen),
+                    count: seen.count,
+                }),
+            };
+            out.push(json!({
+                "apiVersion": crate::kinds::EVENT_TYPE.api_version(),
+                "kind": "EventType",
+                "metadata": {
+                    "name": seen.name,
+                    "namespace": broker.namespace,
+                    "creationTimestamp": time(seen.first_seen),
+                    "labels": {"herald.dev/auto-created": "true"},
+                },
+                "spec": {
+                    "reference": {
+                        "apiVersion": "eventing.knative.dev/v1",
+                        "kind": "Broker",
+                        "name": broker.name,
+                        "namespace": broker.namespace,
+                    },
+                    "description": AUTO_CREATED_DESCRIPTION,
+                    "attributes": [
+                        attribute("type", Some(&seen.event_type)),
+                        attribute("source", Some(&seen.source)),
+                        attribute(SCHEMA_ATTRIBUTE, Some(&seen.schema)),
+                        attribute("specversion", Some("1.0")),
+                        attribute("id", None),
+                    ],
+                },
+                "status": status,
+            }));
+        }
+    }
+    out
+}
+
+/// Compiled schemas by their text or URL, kept across reconciles so that a URL is read once.
+#[derive(Default)]
+pub struct SchemaCache {
+    compiled: HashMap<String, Arc<DataSchema>>,
+}
+
+/// Why a broker's policy could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    #[error("EventType {event_type}: {error}")]
+    Schema {
+        event_type: String,
+        error: FieldError,
+    },
+    #[error("rebuilding the duplicate window from the log: {0}")]
+    Log(#[from] herald_broker::LogError),
+}
+
+impl SchemaCache {
+    async fn schema(&mut self, event_type: &EventType) -> Result<Option<Arc<DataSchema>>, FieldError> {
+        let (key, field) = match (&event_type.spec.schema_data, event_type.spec.attribute(SCHEMA_ATTRIBUTE)) {
+            (Some(inline), _) => (inline.clone(), "spec.schemaData".to_owned()),
+            (None, Some(url)) => (
+                url.to_owned(),
+                format!("spec.attributes[{SCHEMA_ATTRIBUTE}].value"),
+            ),
+            (None, None) => return Ok(None),
+        };
+        if let Some(schema) = self.compiled.get(&key) {
+            return Ok(Some(schema.clone()));
+        }
+        let text = if event_type.spec.schema_data.is_some() {
+            key.clone()
+        } else {
+            read_schema_url(&key)
+                .await
+                .map_err(|e| FieldError::new(field.clone(), e))?
+        };
+        let schema = Arc::new(
+            DataSchema::compile(&text).map_err(|e| FieldError::new(field, e.to_string()))?,
+        );
+        self.compiled.insert(key, schema.clone());
+        Ok(Some(schema))
+    }
+
+    /// The policy of one broker. `previous` (the running policy) keeps its recorded types and
+    /// its duplicate window when their bounds are unchanged.
+    #[allow(clippy::too_many_arguments, reason = "one call site, each argument distinct")]
+    pub async fn policy(
+        &mut self,
+        key: &BrokerKey,
+        settings: &BrokerCatalogSettings,
+        options: CatalogOptions,
+        desired: &Desired,
+        previous: Option<Arc<BrokerPolicy>>,
+        log: &Arc<dyn EventLog>,
+        backend_drops_duplicates: bool,
+    ) -> Result<BrokerPolicy, PolicyError> {
+        let mut types: HashMap<String, Vec<DeclaredType>> = HashMap::new();
+        for (object, event_type) in &desired.event_types {
+            if referenced_broker(event_type).as_ref() != Some(key) {
+                continue;
+            }
+            let Some(name) = event_type.spec.event_type() else {
+                continue;
+            };
+            let schema = if settings.validation == ValidationMode::Off {
+                None
+            } else {
+                self.schema(event_type)
+                    .await
+                    .map_err(|error| PolicyError::Schema {
+                        event_type: format!("{}/{}", object.namespace, object.name),
+                        error,
+                    })?
+            };
+            types.entry(name.to_owned()).or_default().push(DeclaredType {
+                name: format!("{}/{}", object.namespace, object.name),
+                source: event_type.spec.attribute("source").map(str::to_owned),
+                schema,
+            });
+        }
+        let auto_create = settings.auto_create.unwrap_or(options.auto_create);
+        let discovered = auto_create.then(|| {
+            previous
+                .as_ref()
+                .and_then(|p| p.discovered.clone())
+                .filter(|d| d.max() == options.auto_create_max)
+                .unwrap_or_else(|| {
+                    Arc::new(DiscoveredTypes::new(key.clone(), options.auto_create_max))
+                })
+        });
+        let duplicates = match settings.duplicates {
+            Some(bounds) if !backend_drops_duplicates => {
+                let running = previous
+                    .as_ref()
+                    .and_then(|p| p.duplicates.clone())
+                    .filter(|w| w.bounds() == bounds);
+                Some(match running {
+                    Some(window) => window,
+                    None => rebuilt_window(key, bounds, log).await?,
+                })
+            }
+            _ => None,
+        };
+        Ok(BrokerPolicy {
+            validation: settings.validation,
+            refuse_unknown_types: settings.refuse_unknown_types,
+            types,
+            discovered,
+            duplicates,
+        })
+    }
+}
+
+/// A new window holding what the log received within it: a restart forgets nothing.
+async fn rebuilt_window(
+    key: &BrokerKey,
+    bounds: WindowBounds,
+    log: &Arc<dyn EventLog>,
+) -> Result<Arc<DuplicateWindow>, PolicyError> {
+    let window = DuplicateWindow::new(key.clone(), bounds);
+    let since = SystemTime::now()
+        .checked_sub(bounds.window)
+        .unwrap_or(SystemTime::UNIX_EPOCH);
+    let recent = log.recent_ids(key, since, bounds.max_ids).await?;
+    let count = recent.len();
+    for (id, arrived) in recent {
+        window.remember(id, arrived);
+    }
+    tracing::info!(broker = %key, ids = count, "duplicate window rebuilt from the log");
+    Ok(Arc::new(window))
+}
+
+/// Reads a schema document from an `http(s)://` or `file://` URL, at most
+/// [`MAX_SCHEMA_BYTES`].
+async fn read_schema_url(url: &str) -> Result<String, String> {
+    if let Some(path) = url.strip_prefix("file://") {
+        let bytes = tokio::fs::read(path)
+            .await
+            .map_err(|e| format!("cannot read {path}: {e}"))?;
+        if bytes.len() > MAX_SCHEMA_BYTES {
+            return Err(format!(
+                "{url} has more than {MAX_SCHEMA_BYTES} bytes"
+            ));
+        }
+        return String::from_utf8(bytes).map_err(|_| format!("{url} is not UTF-8"));
+    }
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        return Err(format!(
+            "{url:?} is not an http(s):// or file:// URL of a JSON Schema (set spec.schemaData for an inline one)"
+        ));
+    }
+    let client = reqwest::Client::builder()
+        .timeout(SCHEMA_FETCH_TIMEOUT)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let mut response = client
+        .get(url)
+        .send()
+        .await
+        .and_then(reqwest::Response::error_for_status)
+        .map_err(|e| format!("cannot read {url}: {e}"))?;
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| format!("cannot read {url}: {e}"))?
+    {
+        body.extend_from_slice(&chunk);
+        if body.len() > MAX_SCHEMA_BYTES {
+            return Err(format!("{url} has more than {MAX_SCHEMA_BYTES} bytes"));
+        }
+    }
+    String::from_utf8(body).map_err(|_| format!("{url} is not UTF-8"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn broker(annotations: &str) -> Broker {
+        serde_yaml_ng::from_str(&format!(
+            "apiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadata: {{name: b, annotations: {{{annotations}}}}}\nspec: {{}}"
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn annotations_are_read_and_bad_values_name_the_annotation() {
+        let ok = BrokerCatalogSettings::of(&broker(
+            "herald.dev/schema-validation: enforce, herald.dev/unknown-event-types: refuse, herald.dev/duplicate-window: PT5M, herald.dev/eventtype-auto-create: enabled",
+        ))
+        .unwrap();
+        assert_eq!(ok.validation, ValidationMode::Enforce);
+        assert!(ok.refuse_unknown_types);
+        assert_eq!(ok.auto_create, Some(true));
+        assert_eq!(
+            ok.duplicates,
+            Some(WindowBounds {
+                window: Duration::from_secs(300),
+                max_ids: DEFAULT_MAX_IDS
+            })
+        );
+        for (annotations, field) in [
+            ("herald.dev/schema-validation: strict", SCHEMA_VALIDATION_ANNOTATION),
+            ("herald.dev/unknown-event-types: refuse", UNKNOWN_TYPES_ANNOTATION),
+            ("herald.dev/duplicate-window: 5m", DUPLICATE_WINDOW_ANNOTATION),
+            ("herald.dev/duplicate-window: P2D", DUPLICATE_WINDOW_ANNOTATION),
+            ("herald.dev/duplicate-window-ids: '10'", DUPLICATE_IDS_ANNOTATION),
+            ("herald.dev/duplicate-window: PT1M, herald.dev/duplicate-window-ids: '0'", DUPLICATE_IDS_ANNOTATION),
+            ("herald.dev/eventtype-auto-create: yes", AUTO_CREATE_ANNOTATION),
+        ] {
+            let error = BrokerCatalogSettings::of(&broker(annotations)).unwrap_err();
+            assert_eq!(error.path, annotation_field(field), "{annotations}");
+        }
+    }
+
+    #[test]
+    fn v1beta2_objects_are_stored_as_v1beta3() {
+        let value: serde_yaml_ng::Value = serde_yaml_ng::from_str(
+            "apiVersion: eventing.knative.dev/v1beta2\nkind: EventType\nmetadata: {name: e}\nspec: {type: t, source: /s, broker: b}",
+        )
+        .unwrap();
+        let event_type = parse_event_type(value).unwrap();
+        assert_eq!(event_type.spec.event_type(), Some("t"));
+        assert_eq!(
+            referenced_broker(&event_type),
+            Some(BrokerKey::new("default", "b"))
+        );
+        let value: serde_yaml_ng::Value = serde_yaml_ng::from_str(
+            "apiVersion: eventing.knative.dev/v1beta2\nkind: EventType\nmetadata: {name: e}\nspec: {source: /s}",
+        )
+        .unwrap();
+        assert!(parse_event_type(value)
+            .unwrap_err()
+            .to_string()
+            .contains("spec.type"));
+    }
+}
