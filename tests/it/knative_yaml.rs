@@ -8,7 +8,7 @@
     reason = "test code"
 )]
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -10,7 +10,7 @@
 )]
 #![allow(unused_imports)]
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -6,8 +6,8 @@
     reason = "test code"
 )]
 
-mod common;
-mod scenarios;
+use crate::common;
+use crate::scenarios;
 
 use common::herald::Nats;
 

@@ -8,8 +8,8 @@
     reason = "test code"
 )]
 
-mod common;
-mod scenarios;
+use crate::common;
+use crate::scenarios;
 
 use std::time::{Duration, Instant};
 

@@ -8,7 +8,7 @@
 )]
 #![allow(unused_imports)]
 
-mod common;
+use crate::common;
 
 use common::kube::KubeApiServer;
 use serde_json::{json, Value};
