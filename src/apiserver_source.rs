@@ -119,9 +119,10 @@ pub struct ApiServerSource {
 }
 
 /// Checks what the API server's schema cannot: selector operators with their values, and
-/// `spec.filters` as a Trigger's (same dialects, nesting limit and errors).
-pub fn validate(spec: &ApiServerSourceSpec) -> Result<(), FieldError> {
-    herald_triggers::filter::compile_filters(&spec.filters)?;
+/// `spec.filters` as a Trigger's (same dialects, nesting limit and errors); returns the
+/// compiled filters.
+pub fn validate(spec: &ApiServerSourceSpec) -> Result<herald_triggers::Filter, FieldError> {
+    let filter = herald_triggers::filter::compile_filters(&spec.filters)?;
     if spec.resources.is_empty() {
         return Err(FieldError::new(
             "spec.resources",
@@ -180,7 +181,7 @@ pub fn validate(spec: &ApiServerSourceSpec) -> Result<(), FieldError> {
             }
         }
     }
-    Ok(())
+    Ok(filter)
 }
 
 /// One watched kind in one namespace.

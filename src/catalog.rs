@@ -7,33 +7,19 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use herald_broker::catalog::discovered::DEFAULT_MAX_DISCOVERED;
-use herald_broker::catalog::duplicates::{DEFAULT_MAX_IDS, MAX_IDS_LIMIT};
 use herald_broker::catalog::{
     BrokerPolicy, DataSchema, DeclaredType, DiscoveredTypes, DuplicateWindow, ValidationMode,
     WindowBounds,
 };
 use herald_broker::{BrokerKey, BrokerRegistry, EventLog};
 use herald_crds::event_type::{EventTypeV1beta2, MAX_SCHEMA_BYTES, SCHEMA_ATTRIBUTE};
-use herald_crds::{Broker, Condition, EventType, EventTypeSeen, EventTypeStatus, FieldError};
+use herald_crds::{Condition, EventType, EventTypeSeen, EventTypeStatus, FieldError};
 use serde_json::{json, Value};
 
+use crate::annotations::BrokerCatalogSettings;
+use crate::config::{EventTypePlan, SchemaSource};
 use crate::config::Desired;
 
-/// `enabled` | `disabled`: record the types this broker accepts (Knative's
-/// `eventtype-auto-create`, per broker); unset follows `--eventtype-auto-create`.
-pub const AUTO_CREATE_ANNOTATION: &str = "herald.dev/eventtype-auto-create";
-/// `off` (default) | `warn` | `enforce`: check event data against the schemas of the
-/// broker's EventTypes.
-pub const SCHEMA_VALIDATION_ANNOTATION: &str = "herald.dev/schema-validation";
-/// `accept` (default) | `refuse`: with `enforce`, refuse events of types no EventType of the
-/// broker declares.
-pub const UNKNOWN_TYPES_ANNOTATION: &str = "herald.dev/unknown-event-types";
-/// ISO-8601 duration: drop a second (`source`, `id`) within this time (off when unset).
-pub const DUPLICATE_WINDOW_ANNOTATION: &str = "herald.dev/duplicate-window";
-/// Ids the duplicate window holds at most (default 100000).
-pub const DUPLICATE_IDS_ANNOTATION: &str = "herald.dev/duplicate-window-ids";
-/// Longest duplicate window.
-pub const MAX_DUPLICATE_WINDOW: Duration = Duration::from_secs(24 * 3600);
 /// How long reading a schema URL may take.
 const SCHEMA_FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 /// Knative's description of an auto-created EventType.
@@ -54,98 +40,6 @@ impl Default for CatalogOptions {
             auto_create: false,
             auto_create_max: DEFAULT_MAX_DISCOVERED,
         }
-    }
-}
-
-/// A Broker's catalog annotations, checked.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct BrokerCatalogSettings {
-    pub auto_create: Option<bool>,
-    pub validation: ValidationMode,
-    pub refuse_unknown_types: bool,
-    pub duplicates: Option<WindowBounds>,
-}
-
-fn annotation_field(name: &str) -> String {
-    format!("metadata.annotations[{name}]")
-}
-
-impl BrokerCatalogSettings {
-    /// Reads the annotations; errors name the annotation.
-    pub fn of(broker: &Broker) -> Result<Self, FieldError> {
-        let mut settings = Self::default();
-        let Some(annotations) = &broker.metadata.annotations else {
-            return Ok(settings);
-        };
-        let bad = |name: &str, message: String| FieldError::new(annotation_field(name), message);
-        if let Some(text) = annotations.get(AUTO_CREATE_ANNOTATION) {
-            settings.auto_create = Some(match text.as_str() {
-                "enabled" => true,
-                "disabled" => false,
-                other => {
-                    return Err(bad(
-                        AUTO_CREATE_ANNOTATION,
-                        format!("{other:?} is not enabled or disabled"),
-                    ))
-                }
-            });
-        }
-        if let Some(text) = annotations.get(SCHEMA_VALIDATION_ANNOTATION) {
-            settings.validation = text
-                .parse()
-                .map_err(|e| bad(SCHEMA_VALIDATION_ANNOTATION, e))?;
-        }
-        if let Some(text) = annotations.get(UNKNOWN_TYPES_ANNOTATION) {
-            settings.refuse_unknown_types = match text.as_str() {
-                "accept" => false,
-                "refuse" if settings.validation == ValidationMode::Enforce => true,
-                "refuse" => {
-                    return Err(bad(
-                        UNKNOWN_TYPES_ANNOTATION,
-                        format!("refuse needs {SCHEMA_VALIDATION_ANNOTATION}: enforce"),
-                    ))
-                }
-                other => {
-                    return Err(bad(
-                        UNKNOWN_TYPES_ANNOTATION,
-                        format!("{other:?} is not accept or refuse"),
-                    ))
-                }
-            };
-        }
-        let ids = match annotations.get(DUPLICATE_IDS_ANNOTATION) {
-            None => DEFAULT_MAX_IDS,
-            Some(text) => text
-                .parse::<usize>()
-                .ok()
-                .filter(|n| (1..=MAX_IDS_LIMIT).contains(n))
-                .ok_or_else(|| {
-                    bad(
-                        DUPLICATE_IDS_ANNOTATION,
-                        format!("{text:?} is not a count of ids from 1 to {MAX_IDS_LIMIT}"),
-                    )
-                })?,
-        };
-        if let Some(text) = annotations.get(DUPLICATE_WINDOW_ANNOTATION) {
-            let window = herald_crds::duration::parse_iso8601(text)
-                .map_err(|e| bad(DUPLICATE_WINDOW_ANNOTATION, e))?;
-            if window.is_zero() || window > MAX_DUPLICATE_WINDOW {
-                return Err(bad(
-                    DUPLICATE_WINDOW_ANNOTATION,
-                    format!("{text:?} is not a duration above zero and at most P1D"),
-                ));
-            }
-            settings.duplicates = Some(WindowBounds {
-                window,
-                max_ids: ids,
-            });
-        } else if annotations.contains_key(DUPLICATE_IDS_ANNOTATION) {
-            return Err(bad(
-                DUPLICATE_IDS_ANNOTATION,
-                format!("it needs {DUPLICATE_WINDOW_ANNOTATION}"),
-            ));
-        }
-        Ok(settings)
     }
 }
 
@@ -177,28 +71,47 @@ impl TryFrom<EventTypeV1beta2> for FromV1beta2 {
     }
 }
 
-/// The Broker an EventType refers to, when it refers to one.
-pub fn referenced_broker(event_type: &EventType) -> Option<BrokerKey> {
-    let reference = event_type.spec.reference.as_ref()?;
-    if reference.kind != "Broker" || !reference.api_version.starts_with("eventing.knative.dev/") {
-        return None;
-    }
-    let namespace = reference
-        .namespace
-        .clone()
-        .or_else(|| event_type.metadata.namespace.clone())
-        .unwrap_or_else(|| herald_crds::DEFAULT_NAMESPACE.to_owned());
-    Some(BrokerKey::new(namespace, reference.name.clone()))
+/// Checks an EventType and makes its plan.
+pub fn plan(event_type: &EventType, namespace: &str) -> Result<EventTypePlan, FieldError> {
+    let spec = &event_type.spec;
+    herald_crds::event_type::validate_event_type_spec(spec)?;
+    let broker = spec.reference.as_ref().and_then(|reference| {
+        (reference.kind == "Broker" && reference.api_version.starts_with("eventing.knative.dev/"))
+            .then(|| {
+                BrokerKey::new(
+                    reference.namespace.as_deref().unwrap_or(namespace),
+                    reference.name.clone(),
+                )
+            })
+    });
+    let schema = match (&spec.schema_data, spec.attribute(SCHEMA_ATTRIBUTE)) {
+        (Some(inline), _) => Some(SchemaSource::Inline(inline.clone())),
+        (None, Some(url)) => Some(SchemaSource::Url(url.to_owned())),
+        (None, None) => None,
+    };
+    Ok(EventTypePlan {
+        generation: event_type.metadata.generation,
+        reference: spec
+            .reference
+            .as_ref()
+            .map(|r| format!("{} {}", r.kind, r.name)),
+        broker,
+        event_type: spec.event_type().unwrap_or_default().to_owned(),
+        source: spec.attribute("source").map(str::to_owned),
+        schema,
+    })
 }
 
 /// Knative's EventType status: `ReferenceExists` (True with reason `ReferenceNotSet` without
 /// a reference, False `ResourceDoesNotExist` when the broker is not there) and `Ready`.
-pub fn event_type_status(desired: &Desired, event_type: &EventType) -> EventTypeStatus {
-    let reference = match &event_type.spec.reference {
+pub fn event_type_status(desired: &Desired, plan: &EventTypePlan) -> EventTypeStatus {
+    let reference = match &plan.reference {
         None => Condition::new("ReferenceExists", true, Some("ReferenceNotSet"), None),
         Some(reference) => {
-            let exists = referenced_broker(event_type)
-                .is_some_and(|broker| desired.brokers.contains_key(&broker));
+            let exists = plan
+                .broker
+                .as_ref()
+                .is_some_and(|broker| desired.brokers.contains_key(broker));
             if exists {
                 Condition::new("ReferenceExists", true, None, None)
             } else {
@@ -206,10 +119,7 @@ pub fn event_type_status(desired: &Desired, event_type: &EventType) -> EventType
                     "ReferenceExists",
                     false,
                     Some("ResourceDoesNotExist"),
-                    Some(format!(
-                        "{} {} does not exist",
-                        reference.kind, reference.name
-                    )),
+                    Some(format!("{reference} does not exist")),
                 )
             }
         }
@@ -217,7 +127,7 @@ pub fn event_type_status(desired: &Desired, event_type: &EventType) -> EventType
     let mut ready = reference.clone();
     ready.type_ = "Ready".into();
     EventTypeStatus {
-        observed_generation: event_type.metadata.generation,
+        observed_generation: plan.generation,
         conditions: vec![reference, ready],
         seen: None,
     }
@@ -290,7 +200,7 @@ pub fn auto_created(registry: &BrokerRegistry, namespace: Option<&str>) -> Vec<V
 /// Compiled schemas by their text or URL, kept across reconciles so that a URL is read once.
 #[derive(Default)]
 pub struct SchemaCache {
-    compiled: HashMap<String, Arc<DataSchema>>,
+    compiled: HashMap<SchemaSource, Arc<DataSchema>>,
 }
 
 /// Why a broker's policy could not be built.
@@ -306,30 +216,25 @@ pub enum PolicyError {
 }
 
 impl SchemaCache {
-    async fn schema(&mut self, event_type: &EventType) -> Result<Option<Arc<DataSchema>>, FieldError> {
-        let (key, field) = match (&event_type.spec.schema_data, event_type.spec.attribute(SCHEMA_ATTRIBUTE)) {
-            (Some(inline), _) => (inline.clone(), "spec.schemaData".to_owned()),
-            (None, Some(url)) => (
-                url.to_owned(),
-                format!("spec.attributes[{SCHEMA_ATTRIBUTE}].value"),
-            ),
-            (None, None) => return Ok(None),
-        };
-        if let Some(schema) = self.compiled.get(&key) {
-            return Ok(Some(schema.clone()));
+    async fn schema(&mut self, source: &SchemaSource) -> Result<Arc<DataSchema>, FieldError> {
+        if let Some(schema) = self.compiled.get(source) {
+            return Ok(schema.clone());
         }
-        let text = if event_type.spec.schema_data.is_some() {
-            key.clone()
-        } else {
-            read_schema_url(&key)
-                .await
-                .map_err(|e| FieldError::new(field.clone(), e))?
+        let (text, field) = match source {
+            SchemaSource::Inline(text) => (text.clone(), "spec.schemaData".to_owned()),
+            SchemaSource::Url(url) => {
+                let field = format!("spec.attributes[{SCHEMA_ATTRIBUTE}].value");
+                let text = read_schema_url(url)
+                    .await
+                    .map_err(|e| FieldError::new(field.clone(), e))?;
+                (text, field)
+            }
         };
         let schema = Arc::new(
             DataSchema::compile(&text).map_err(|e| FieldError::new(field, e.to_string()))?,
         );
-        self.compiled.insert(key, schema.clone());
-        Ok(Some(schema))
+        self.compiled.insert(source.clone(), schema.clone());
+        Ok(schema)
     }
 
     /// The policy of one broker. `previous` (the running policy) keeps its recorded types and
@@ -346,28 +251,30 @@ impl SchemaCache {
         backend_drops_duplicates: bool,
     ) -> Result<BrokerPolicy, PolicyError> {
         let mut types: HashMap<String, Vec<DeclaredType>> = HashMap::new();
-        for (object, event_type) in &desired.event_types {
-            if referenced_broker(event_type).as_ref() != Some(key) {
+        for (object, plan) in &desired.event_types {
+            if plan.broker.as_ref() != Some(key) {
                 continue;
             }
-            let Some(name) = event_type.spec.event_type() else {
-                continue;
+            let name = format!("{}/{}", object.namespace, object.name);
+            let schema = match (&plan.schema, settings.validation) {
+                (Some(source), ValidationMode::Warn | ValidationMode::Enforce) => Some(
+                    self.schema(source)
+                        .await
+                        .map_err(|error| PolicyError::Schema {
+                            event_type: name.clone(),
+                            error,
+                        })?,
+                ),
+                _ => None,
             };
-            let schema = if settings.validation == ValidationMode::Off {
-                None
-            } else {
-                self.schema(event_type)
-                    .await
-                    .map_err(|error| PolicyError::Schema {
-                        event_type: format!("{}/{}", object.namespace, object.name),
-                        error,
-                    })?
-            };
-            types.entry(name.to_owned()).or_default().push(DeclaredType {
-                name: format!("{}/{}", object.namespace, object.name),
-                source: event_type.spec.attribute("source").map(str::to_owned),
-                schema,
-            });
+            types
+                .entry(plan.event_type.clone())
+                .or_default()
+                .push(DeclaredType {
+                    name,
+                    source: plan.source.clone(),
+                    schema,
+                });
         }
         let auto_create = settings.auto_create.unwrap_or(options.auto_create);
         let discovered = auto_create.then(|| {
@@ -468,43 +375,6 @@ async fn read_schema_url(url: &str) -> Result<String, String> {
 mod tests {
     use super::*;
 
-    fn broker(annotations: &str) -> Broker {
-        serde_yaml_ng::from_str(&format!(
-            "apiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadata: {{name: b, annotations: {{{annotations}}}}}\nspec: {{}}"
-        ))
-        .unwrap()
-    }
-
-    #[test]
-    fn annotations_are_read_and_bad_values_name_the_annotation() {
-        let ok = BrokerCatalogSettings::of(&broker(
-            "herald.dev/schema-validation: enforce, herald.dev/unknown-event-types: refuse, herald.dev/duplicate-window: PT5M, herald.dev/eventtype-auto-create: enabled",
-        ))
-        .unwrap();
-        assert_eq!(ok.validation, ValidationMode::Enforce);
-        assert!(ok.refuse_unknown_types);
-        assert_eq!(ok.auto_create, Some(true));
-        assert_eq!(
-            ok.duplicates,
-            Some(WindowBounds {
-                window: Duration::from_secs(300),
-                max_ids: DEFAULT_MAX_IDS
-            })
-        );
-        for (annotations, field) in [
-            ("herald.dev/schema-validation: strict", SCHEMA_VALIDATION_ANNOTATION),
-            ("herald.dev/unknown-event-types: refuse", UNKNOWN_TYPES_ANNOTATION),
-            ("herald.dev/duplicate-window: 5m", DUPLICATE_WINDOW_ANNOTATION),
-            ("herald.dev/duplicate-window: P2D", DUPLICATE_WINDOW_ANNOTATION),
-            ("herald.dev/duplicate-window-ids: '10'", DUPLICATE_IDS_ANNOTATION),
-            ("herald.dev/duplicate-window: PT1M, herald.dev/duplicate-window-ids: '0'", DUPLICATE_IDS_ANNOTATION),
-            ("herald.dev/eventtype-auto-create: yes", AUTO_CREATE_ANNOTATION),
-        ] {
-            let error = BrokerCatalogSettings::of(&broker(annotations)).unwrap_err();
-            assert_eq!(error.path, annotation_field(field), "{annotations}");
-        }
-    }
-
     #[test]
     fn v1beta2_objects_are_stored_as_v1beta3() {
         let value: serde_yaml_ng::Value = serde_yaml_ng::from_str(
@@ -512,11 +382,9 @@ mod tests {
         )
         .unwrap();
         let event_type = parse_event_type(value).unwrap();
-        assert_eq!(event_type.spec.event_type(), Some("t"));
-        assert_eq!(
-            referenced_broker(&event_type),
-            Some(BrokerKey::new("default", "b"))
-        );
+        let plan = plan(&event_type, "default").unwrap();
+        assert_eq!(plan.event_type, "t");
+        assert_eq!(plan.broker, Some(BrokerKey::new("default", "b")));
         let value: serde_yaml_ng::Value = serde_yaml_ng::from_str(
             "apiVersion: eventing.knative.dev/v1beta2\nkind: EventType\nmetadata: {name: e}\nspec: {source: /s}",
         )

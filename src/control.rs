@@ -11,11 +11,13 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{
-    build_desired, check_secrets, ConfigError, Desired, Loaded, RefMap, Resource, TriggerKey,
+    build_desired, check_secrets, BrokerPlan, ConfigError, Desired, Loaded, RefMap, Resource,
+    TriggerKey,
 };
 use crate::kinds::Kind;
+use crate::kinds::ObjectKey;
 use crate::runtime::Runtime;
-use crate::store::{FileChanges, ObjectKey, Owner, ResourceStore, StoreError};
+use crate::store::{FileChanges, Owner, ResourceStore, StoreError};
 use herald_sources::secrets::SecretReader;
 
 /// Why a request to the control plane failed; each maps to one HTTP status.
@@ -319,17 +321,24 @@ impl ControlPlane {
         let runtime = &self.runtime;
         let status = match resource {
             // The running broker: its dead-letter sink's ref resolved.
-            Resource::Broker(broker) => serde_json::to_value(crate::status::broker(
-                runtime,
-                runtime.ingress_base_url(),
-                self.desired
-                    .brokers
-                    .get(&herald_broker::BrokerKey::new(
-                        namespace.clone(),
-                        name.clone(),
-                    ))
-                    .unwrap_or(broker),
-            )),
+            Resource::Broker(broker) => {
+                let key = herald_broker::BrokerKey::new(namespace.clone(), name.clone());
+                // Every stored broker is in the desired state; the object itself otherwise.
+                let unchecked;
+                let plan = match self.desired.brokers.get(&key) {
+                    Some(plan) => plan,
+                    None => {
+                        unchecked = BrokerPlan::unchecked(broker);
+                        &unchecked
+                    }
+                };
+                serde_json::to_value(crate::status::broker(
+                    runtime,
+                    runtime.ingress_base_url(),
+                    &key,
+                    plan,
+                ))
+            }
             Resource::Trigger(_) => {
                 let mut status = crate::status::trigger(runtime, &namespace, &name, generation);
                 let running = runtime.trigger(&(namespace.clone(), name.clone()));
@@ -353,10 +362,23 @@ impl ControlPlane {
                     status
                 })
             }
-            Resource::EventType(event_type) => serde_json::to_value(
-                crate::catalog::event_type_status(&self.desired, event_type),
-            ),
-            _ => serde_json::to_value(crate::status::source(runtime, resource)),
+            Resource::EventType(event_type) => {
+                let plan = match self.desired.event_types.get(&resource.key()) {
+                    Some(plan) => Ok(plan.clone()),
+                    None => crate::catalog::plan(event_type, &namespace),
+                };
+                match plan {
+                    Ok(plan) => serde_json::to_value(crate::catalog::event_type_status(
+                        &self.desired,
+                        &plan,
+                    )),
+                    Err(error) => Ok(crate::status::not_running(
+                        generation,
+                        vec![crate::status::failed("Ready", "InvalidSpec", error.to_string())],
+                    )),
+                }
+            }
+            _ => serde_json::to_value(crate::status::source(runtime, &resource.key(), generation)),
         };
         if let (Some(object), Ok(status)) = (value.as_object_mut(), status) {
             object.insert("status".into(), status);

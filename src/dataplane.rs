@@ -21,7 +21,7 @@ use crate::admin::Readiness;
 use crate::cli::{Backend, DataPlaneArgs};
 use crate::runtime::Runtime;
 use crate::server;
-use crate::sources::SourceContext;
+use crate::source_kinds::SourceContext;
 
 /// An opened data plane: backends connected, listeners bound, nothing running yet.
 pub struct DataPlane {

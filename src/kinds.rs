@@ -1,5 +1,6 @@
 //! The resource kinds Herald serves, with their API group, version and plural: one table for
-//! the admin API's paths, the store's folders and the CLI's names.
+//! the admin API's paths, the store's folders and the CLI's names; and [`ObjectKey`], how
+//! every module names one object. A leaf: it depends on no other module of the crate.
 
 /// One kind of resource.
 #[derive(Debug, PartialEq, Eq)]
@@ -133,8 +134,31 @@ pub const SINK_BINDING: Kind = Kind {
     also_served: None,
 };
 
-/// Every kind, in the order brokers → triggers → event types → sources (the order `apply`
-/// creates them).
+/// Identifies an object: its kind, namespace and name.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ObjectKey {
+    pub kind: &'static str,
+    pub namespace: String,
+    pub name: String,
+}
+
+impl ObjectKey {
+    pub fn new(kind: &Kind, namespace: &str, name: &str) -> Self {
+        Self {
+            kind: kind.kind,
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+        }
+    }
+}
+
+impl std::fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}/{}", self.kind, self.namespace, self.name)
+    }
+}
+
+/// Every kind, in the order brokers → triggers → sources (the order `apply` creates them).
 pub const KINDS: [&Kind; 10] = [
     &BROKER,
     &TRIGGER,

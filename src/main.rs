@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 mod admin;
+mod annotations;
 mod api;
 mod apiserver_source;
 mod catalog;
@@ -16,6 +17,7 @@ mod kinds;
 mod runtime;
 mod serve;
 mod server;
+mod source_kinds;
 mod sources;
 mod status;
 mod store;

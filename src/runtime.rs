@@ -7,16 +7,16 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 
-use crate::config::{referenced_broker, Desired, Resource, TriggerKey};
-use crate::sources::{SourceContext, SourceSet, SourceState};
-use crate::store::ObjectKey;
+use crate::config::{Desired, Target, TriggerKey, TriggerSpecPlan};
+use crate::kinds::ObjectKey;
+use crate::source_kinds::SourceContext;
+use crate::sources::{SourceSet, SourceState};
 use herald_broker::log::routed::RoutedLog;
 use herald_broker::{BrokerKey, EventLog, Ingress};
-use herald_crds::{Broker, DeliveryFormat, DeliverySpec, Destination, Trigger};
 use herald_triggers::process::Deps;
 use herald_triggers::router::TriggerRouter;
 use herald_triggers::Filter;
-use herald_triggers::{run_dispatcher, DispatcherHandle, RetryPolicy, TriggerPlan, TriggerStats};
+use herald_triggers::{run_dispatcher, DispatcherHandle, TriggerPlan, TriggerStats};
 
 /// Trigger consumers opened concurrently during a reconcile.
 const CONSUMERS_OPENED_AT_ONCE: usize = 32;
@@ -35,21 +35,17 @@ pub enum RuntimeError {
         broker: BrokerKey,
         error: herald_broker::LogError,
     },
+    /// An EventType of the broker has a schema that cannot be read or compiled.
+    #[error("broker {broker}: {error}")]
+    Catalog {
+        broker: BrokerKey,
+        error: crate::catalog::PolicyError,
+    },
     /// The trigger's consumer cannot be opened.
     #[error("trigger {}/{}: {error}", trigger.0, trigger.1)]
     TriggerLog {
         trigger: TriggerKey,
         error: herald_broker::LogError,
-    },
-    #[error("broker {broker}: {error}")]
-    Broker {
-        broker: BrokerKey,
-        error: herald_crds::FieldError,
-    },
-    #[error("trigger {}/{}: {error}", trigger.0, trigger.1)]
-    Filter {
-        trigger: TriggerKey,
-        error: herald_crds::FieldError,
     },
 }
 
@@ -64,10 +60,10 @@ impl RuntimeError {
     pub fn failed_object(&self) -> Option<FailedObject> {
         match self {
             RuntimeError::Log(_) => None,
-            RuntimeError::BrokerLog { broker, .. } | RuntimeError::Broker { broker, .. } => {
+            RuntimeError::BrokerLog { broker, .. } | RuntimeError::Catalog { broker, .. } => {
                 Some(FailedObject::Broker(broker.clone()))
             }
-            RuntimeError::TriggerLog { trigger, .. } | RuntimeError::Filter { trigger, .. } => {
+            RuntimeError::TriggerLog { trigger, .. } => {
                 Some(FailedObject::Trigger(trigger.clone()))
             }
         }
@@ -76,10 +72,8 @@ impl RuntimeError {
     /// The condition reason for the object it is about.
     pub fn reason(&self) -> &'static str {
         match self {
-            RuntimeError::Log(_)
-            | RuntimeError::BrokerLog { .. }
-            | RuntimeError::TriggerLog { .. } => "LogUnavailable",
-            RuntimeError::Broker { .. } | RuntimeError::Filter { .. } => "InvalidSpec",
+            RuntimeError::Catalog { .. } => "InvalidEventType",
+            _ => "LogUnavailable",
         }
     }
 }
@@ -153,18 +147,13 @@ impl Runtime {
                 error,
             };
             self.routes
-                .assign(key, crate::serve::broker_class(broker))
+                .assign(key, broker.class.as_deref())
                 .map_err(log_error)?;
-            let invalid = |error| RuntimeError::Broker {
-                broker: key.clone(),
-                error,
-            };
-            let mut settings = crate::config::broker_settings(broker).map_err(invalid)?;
-            let catalog = crate::catalog::BrokerCatalogSettings::of(broker).map_err(invalid)?;
             // JetStream keeps the duplicate window itself; ingress keeps it for the others.
             let drops_duplicates = self.log().drops_duplicates(key);
+            let mut settings = broker.settings.clone();
             if drops_duplicates {
-                settings.duplicate_window = catalog.duplicates.map(|bounds| bounds.window);
+                settings.duplicate_window = broker.catalog.duplicates.map(|b| b.window);
             }
             self.log()
                 .ensure_broker(key, &settings)
@@ -176,7 +165,7 @@ impl Runtime {
                 .schemas
                 .policy(
                     key,
-                    &catalog,
+                    &broker.catalog,
                     self.catalog,
                     desired,
                     previous,
@@ -186,10 +175,10 @@ impl Runtime {
                 .await
                 .map_err(|error| match error {
                     crate::catalog::PolicyError::Log(error) => log_error(error),
-                    schema => invalid(herald_crds::FieldError::new(
-                        "EventType",
-                        schema.to_string(),
-                    )),
+                    error => RuntimeError::Catalog {
+                        broker: key.clone(),
+                        error,
+                    },
                 })?;
             self.ingress()
                 .brokers()
@@ -199,10 +188,11 @@ impl Runtime {
         self.ingress()
             .brokers()
             .retain(|key| desired.brokers.contains_key(key));
-        let mut plans = HashMap::new();
-        for (key, trigger) in &desired.triggers {
-            plans.insert(key.clone(), self.plan(key, trigger, desired)?);
-        }
+        let plans: HashMap<TriggerKey, TriggerPlan> = desired
+            .triggers
+            .iter()
+            .map(|(key, trigger)| (key.clone(), self.plan(key, trigger)))
+            .collect();
         let stale: Vec<TriggerKey> = self
             .dispatchers
             .iter()
@@ -259,7 +249,7 @@ impl Runtime {
             let start = desired
                 .triggers
                 .get(&key)
-                .and_then(|trigger| crate::config::start_from(trigger).ok())
+                .map(|trigger| trigger.start)
                 .unwrap_or_default();
             to_start.push((key, Arc::new(plan), router, start));
         }
@@ -305,70 +295,40 @@ impl Runtime {
     /// that does not exist waits until it does.
     async fn reconcile_sources(&mut self, desired: &Desired) {
         let base = self.ingress_base_url.clone();
-        let resolve = |resource: &Resource| {
-            let spec = resource
-                .source_spec()
-                .ok_or_else(|| "not a source".to_owned())?;
-            let (namespace, _) = resource.namespaced_name();
-            if let Some(broker) = referenced_broker(spec.sink(), &namespace) {
-                if !desired.brokers.contains_key(&broker) {
+        let resolve = |sink: &Target| {
+            if let Some(broker) = sink.broker() {
+                if !desired.brokers.contains_key(broker) {
                     return Err(format!("broker {broker} does not exist"));
                 }
             }
-            Ok(destination_url(&base, spec.sink(), &namespace))
+            Ok(sink.url(&base))
         };
         self.sources.reconcile(desired, resolve, self.grace).await;
     }
 
-    fn plan(
-        &self,
-        (namespace, name): &TriggerKey,
-        trigger: &Trigger,
-        desired: &Desired,
-    ) -> Result<TriggerPlan, RuntimeError> {
-        let broker_key = BrokerKey::new(namespace.clone(), trigger.spec.broker.clone());
-        let broker: Option<&Broker> = desired.brokers.get(&broker_key);
-        let delivery = trigger
-            .spec
-            .delivery
-            .clone()
-            .or_else(|| broker.and_then(|b| b.spec.delivery.clone()))
-            .unwrap_or_else(DeliverySpec::broker_default);
-        let filter = herald_triggers::filter::compile(&trigger.spec).map_err(|error| {
-            RuntimeError::Filter {
-                trigger: (namespace.clone(), name.clone()),
-                error,
-            }
-        })?;
-        Ok(TriggerPlan {
+    /// The data plane's plan of a trigger: its targets' URLs and the in-flight bound.
+    fn plan(&self, (namespace, name): &TriggerKey, trigger: &TriggerSpecPlan) -> TriggerPlan {
+        TriggerPlan {
             namespace: namespace.clone(),
             name: name.clone(),
-            broker: broker_key,
-            filter,
-            subscriber: self.resolve(&trigger.spec.subscriber, namespace),
-            dead_letter_sink: delivery
-                .dead_letter_sink
-                .as_ref()
-                .map(|d| self.resolve(d, namespace)),
-            policy: RetryPolicy::from_spec(&delivery),
-            format: delivery.format.unwrap_or(DeliveryFormat::Binary),
+            broker: trigger.broker.clone(),
+            filter: trigger.filter.clone(),
+            subscriber: self.url(&trigger.subscriber),
+            dead_letter_sink: trigger.dead_letter_sink.as_ref().map(|d| self.url(d)),
+            policy: trigger.policy.clone(),
+            format: trigger.format,
             max_in_flight: self.max_in_flight,
-            ordered: delivery_order(trigger) == Some("ordered"),
-        })
-    }
-
-    fn resolve(&self, destination: &Destination, namespace: &str) -> String {
-        destination_url(&self.ingress_base_url, destination, namespace)
+            ordered: trigger.ordered,
+        }
     }
 
     /// Deletes a deleted broker's log, in the backend its class names.
     pub async fn delete_broker_log(
         &self,
         key: &BrokerKey,
-        broker: &Broker,
+        class: Option<&str>,
     ) -> Result<(), RuntimeError> {
-        self.routes
-            .assign(key, crate::serve::broker_class(broker))?;
+        self.routes.assign(key, class)?;
         Ok(self.log().delete_broker(key).await?)
     }
 
@@ -376,19 +336,18 @@ impl Runtime {
     /// ran in this process (a controller finalizing a trigger deleted while it was down).
     pub async fn forget_trigger(
         &self,
-        namespace: &str,
-        trigger: &Trigger,
+        (namespace, name): &TriggerKey,
+        broker: &str,
     ) -> Result<(), herald_broker::LogError> {
-        let name = trigger.metadata.name.clone().unwrap_or_default();
         if self
             .dispatchers
-            .contains_key(&(namespace.to_owned(), name.clone()))
+            .contains_key(&(namespace.clone(), name.clone()))
         {
             return Ok(());
         }
-        let broker = BrokerKey::new(namespace, trigger.spec.broker.clone());
+        let broker = BrokerKey::new(namespace.clone(), broker.to_owned());
         self.log()
-            .delete_consumer(&broker, &herald_triggers::plan::consumer_name(&name))
+            .delete_consumer(&broker, &herald_triggers::plan::consumer_name(name))
             .await
     }
 
@@ -413,9 +372,9 @@ impl Runtime {
         &self.ingress_base_url
     }
 
-    /// A destination's URL, as deliveries use it.
-    pub fn destination_url(&self, destination: &Destination, namespace: &str) -> String {
-        self.resolve(destination, namespace)
+    /// A target's URL, as deliveries use it.
+    pub fn url(&self, target: &Target) -> String {
+        target.url(&self.ingress_base_url)
     }
 
     /// Stops every dispatcher (in-flight deliveries get `grace`), then closes the log.
@@ -433,27 +392,5 @@ impl Runtime {
         if let Err(error) = self.deps.log.close().await {
             tracing::error!(%error, "closing the log failed");
         }
-    }
-}
-
-/// The trigger's `kafka.eventing.knative.dev/delivery.order` annotation, if set.
-pub fn delivery_order(trigger: &Trigger) -> Option<&str> {
-    trigger
-        .metadata
-        .annotations
-        .as_ref()?
-        .get(herald_triggers::plan::DELIVERY_ORDER_ANNOTATION)
-        .map(String::as_str)
-}
-
-/// A destination's URL: a Broker reference becomes Herald's own ingress address.
-fn destination_url(ingress_base_url: &str, destination: &Destination, namespace: &str) -> String {
-    match &destination.reference {
-        Some(reference) => {
-            let ns = reference.namespace.as_deref().unwrap_or(namespace);
-            let path = destination.uri.as_deref().unwrap_or_default();
-            format!("{ingress_base_url}/{ns}/{}{path}", reference.name)
-        }
-        None => destination.uri.clone().unwrap_or_default(),
     }
 }

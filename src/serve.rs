@@ -5,10 +5,10 @@ use std::sync::Arc;
 
 use crate::apiserver_source::KubeAccess;
 use anyhow::Context;
-use herald_crds::BROKER_CLASS_ANNOTATION;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::{self, Readiness};
+use crate::annotations;
 use crate::api::ApiState;
 use crate::cli::ServeArgs;
 use crate::config::{
@@ -135,26 +135,16 @@ fn check_broker_classes(loaded: &[Loaded], choice: &BackendChoice) -> Result<(),
             continue;
         };
         choice
-            .backend_for_class(broker_class(broker))
+            .backend_for_class(annotations::broker_class(&broker.metadata))
             .map_err(|message| {
                 let (namespace, name) = resource.namespaced_name();
                 ConfigError {
                     origin: origin.clone(),
                     resource: Some(format!("Broker {namespace}/{name}")),
-                    field: Some(format!("metadata.annotations[{BROKER_CLASS_ANNOTATION}]")),
+                    field: Some(annotations::field(annotations::BROKER_CLASS_ANNOTATION)),
                     message,
                 }
             })?;
     }
     Ok(())
-}
-
-/// A broker's `eventing.knative.dev/broker.class` annotation, if set.
-pub fn broker_class(broker: &herald_crds::Broker) -> Option<&str> {
-    broker
-        .metadata
-        .annotations
-        .as_ref()?
-        .get(BROKER_CLASS_ANNOTATION)
-        .map(String::as_str)
 }

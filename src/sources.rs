@@ -1,91 +1,21 @@
 //! The sources that run: one task per source resource whose sink is resolvable, restarted
 //! with backoff when it fails, replaced when its spec or sink changes, stopped when it goes.
-//! The only place that knows which `Source` each kind is.
+//! Which `Source` each kind runs is its plan's (`crate::source_kinds`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::apiserver_source::{ApiServerSource, KubeAccess};
 use backon::{BackoffBuilder, ExponentialBuilder};
-use herald_sources::container::ContainerSource;
-use herald_sources::ping::PingSource;
-use herald_sources::webhook::{WebhookRegistry, WebhookSource};
 use herald_sources::{SinkClient, Source};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Desired, Resource};
-use crate::store::ObjectKey;
+use crate::config::{Desired, SourcePlan, Target};
+use crate::kinds::ObjectKey;
+use crate::source_kinds::SourceContext;
 
 /// A run that lasts this long counts as started: its last error is cleared.
 const HEALTHY_AFTER: Duration = Duration::from_secs(2);
-
-/// What sources need from the rest of Herald.
-#[derive(Clone)]
-pub struct SourceContext {
-    /// Webhook sources register here; the ingress listener serves them.
-    pub webhooks: Arc<WebhookRegistry>,
-    /// Knative's source delivery policy: retries after the first attempt...
-    pub retries: u32,
-    /// ...waiting `backoff·2^(k-1)` before retry k.
-    pub backoff: Duration,
-    /// The Kubernetes API, for ApiServerSources.
-    pub kube: Arc<KubeAccess>,
-    /// Where KafkaSources' Secrets are read: files and environment (serve), the API server
-    /// (controller).
-    #[cfg_attr(
-        not(feature = "kafka"),
-        allow(dead_code, reason = "only KafkaSource reads Secrets")
-    )]
-    pub secrets: Arc<dyn herald_sources::secrets::SecretReader>,
-}
-
-/// The `Source` for a source resource.
-fn build(resource: &Resource, ctx: &SourceContext) -> Option<Arc<dyn Source>> {
-    let (namespace, name) = resource.namespaced_name();
-    let source: Arc<dyn Source> = match resource {
-        #[cfg(feature = "nats")]
-        Resource::NatsSource(s) => Arc::new(herald_sources::nats::NatsSource {
-            namespace,
-            name,
-            spec: s.spec.clone(),
-        }),
-        Resource::PingSource(s) => Arc::new(PingSource::new(&namespace, &name, &s.spec).ok()?),
-        Resource::ContainerSource(s) => {
-            Arc::new(ContainerSource::new(&namespace, &name, &s.spec).ok()?)
-        }
-        Resource::WebhookSource(s) => Arc::new(WebhookSource {
-            namespace,
-            name,
-            spec: s.spec.clone(),
-            registry: ctx.webhooks.clone(),
-        }),
-        #[cfg(feature = "kafka")]
-        Resource::KafkaSource(s) => Arc::new(herald_sources::kafka::KafkaSource {
-            namespace,
-            name,
-            spec: s.spec.clone(),
-            secrets: ctx.secrets.clone(),
-        }),
-        // Refused by validation in a build without them.
-        #[cfg(not(feature = "nats"))]
-        Resource::NatsSource(_) => return None,
-        #[cfg(not(feature = "kafka"))]
-        Resource::KafkaSource(_) => return None,
-        Resource::ApiServerSource(s) => Arc::new(ApiServerSource {
-            namespace,
-            name,
-            filter: herald_triggers::filter::compile_filters(&s.spec.filters).ok()?,
-            spec: s.spec.clone(),
-            kube: ctx.kube.clone(),
-        }),
-        Resource::Broker(_)
-        | Resource::Trigger(_)
-        | Resource::EventType(_)
-        | Resource::SinkBinding(_) => return None,
-    };
-    Some(source)
-}
 
 /// How a source is doing, for its status.
 pub struct SourceState {
@@ -140,19 +70,19 @@ impl SourceSet {
     pub async fn reconcile(
         &mut self,
         desired: &Desired,
-        resolve: impl Fn(&Resource) -> Result<String, String>,
+        resolve: impl Fn(&Target) -> Result<String, String>,
         grace: Duration,
     ) {
         self.sinks = desired
             .sources
             .iter()
-            .map(|(key, resource)| (key.clone(), resolve(resource)))
+            .map(|(key, plan)| (key.clone(), resolve(&plan.sink)))
             .collect();
-        let wanted: HashMap<&ObjectKey, (&Resource, &String)> = desired
+        let wanted: HashMap<&ObjectKey, (&SourcePlan, &String)> = desired
             .sources
             .iter()
-            .filter_map(|(key, resource)| match self.sinks.get(key) {
-                Some(Ok(url)) => Some((key, (resource, url))),
+            .filter_map(|(key, plan)| match self.sinks.get(key) {
+                Some(Ok(url)) => Some((key, (plan, url))),
                 _ => None,
             })
             .collect();
@@ -160,9 +90,9 @@ impl SourceSet {
             .running
             .iter()
             .filter(|(key, running)| {
-                wanted.get(key).is_none_or(|(resource, url)| {
-                    resource.spec_json() != running.spec || **url != running.sink
-                })
+                wanted
+                    .get(key)
+                    .is_none_or(|(plan, url)| plan.spec != running.spec || **url != running.sink)
             })
             .map(|(key, _)| key.clone())
             .collect();
@@ -172,19 +102,13 @@ impl SourceSet {
                 tracing::info!(source = %format!("{} {}/{}", key.kind, key.namespace, key.name), "source stopped");
             }
         }
-        for (key, (resource, url)) in wanted {
+        for (key, (plan, url)) in wanted {
             if self.running.contains_key(key) {
                 continue;
             }
-            let Some(source) = build(resource, &self.ctx) else {
-                continue;
-            };
-            let overrides = resource
-                .source_spec()
-                .map(|spec| spec.extensions())
-                .unwrap_or_default();
+            let source = plan.runner.start(&self.ctx);
             tracing::info!(source = %source.describe(), sink = %url, "source started");
-            let sink = SinkClient::new(url.clone(), overrides)
+            let sink = SinkClient::new(url.clone(), plan.overrides.clone())
                 .with_retries(self.ctx.retries, self.ctx.backoff);
             let shutdown = CancellationToken::new();
             let last_error = Arc::new(Mutex::new(None));
@@ -197,7 +121,7 @@ impl SourceSet {
             self.running.insert(
                 key.clone(),
                 RunningSource {
-                    spec: resource.spec_json(),
+                    spec: plan.spec.clone(),
                     sink: url.clone(),
                     shutdown,
                     task,

@@ -3,25 +3,24 @@
 
 use herald_broker::BrokerKey;
 use herald_crds::status::Addressable;
-use herald_crds::{Broker, BrokerStatus, Condition, SourceStatus, TriggerStatus};
+use herald_crds::{BrokerStatus, Condition, SourceStatus, TriggerStatus};
 
-use crate::config::{Rejected, Resource};
+use crate::config::{BrokerPlan, Rejected};
+use crate::kinds::{self, ObjectKey};
 use crate::runtime::Runtime;
-use crate::store::ObjectKey;
 
 /// A Broker's status: `Ready` while its log is open, and its address under `base_url`
 /// (Herald's own listener, or the controller's `--external-url`).
-pub fn broker(runtime: &Runtime, base_url: &str, broker: &Broker) -> BrokerStatus {
-    let namespace = broker
-        .metadata
-        .namespace
-        .clone()
-        .unwrap_or_else(|| herald_crds::DEFAULT_NAMESPACE.to_owned());
-    let name = broker.metadata.name.clone().unwrap_or_default();
-    let key = BrokerKey::new(namespace.clone(), name.clone());
-    let running = runtime.deps().ingress.brokers().contains(&key);
+pub fn broker(
+    runtime: &Runtime,
+    base_url: &str,
+    key: &BrokerKey,
+    broker: &BrokerPlan,
+) -> BrokerStatus {
+    let running = runtime.deps().ingress.brokers().contains(key);
+    let BrokerKey { namespace, name } = key;
     BrokerStatus {
-        observed_generation: broker.metadata.generation,
+        observed_generation: broker.generation,
         conditions: vec![ready(
             running,
             "BrokerNotRunning",
@@ -31,12 +30,7 @@ pub fn broker(runtime: &Runtime, base_url: &str, broker: &Broker) -> BrokerStatu
             name: Some("http".into()),
             url: Some(format!("{base_url}/{namespace}/{name}")),
         }),
-        dead_letter_sink_uri: broker
-            .spec
-            .delivery
-            .as_ref()
-            .and_then(|d| d.dead_letter_sink.as_ref())
-            .map(|d| runtime.destination_url(d, &namespace)),
+        dead_letter_sink_uri: broker.dead_letter_sink.as_ref().map(|d| runtime.url(d)),
     }
 }
 
@@ -80,8 +74,8 @@ pub fn trigger(
 
 /// `SinkProvided` (its broker exists), `Ready` (it runs, and its last run did not fail)
 /// and `sinkUri`.
-pub fn source(runtime: &Runtime, resource: &Resource) -> SourceStatus {
-    let state = runtime.source_state(&ObjectKey::of(resource));
+pub fn source(runtime: &Runtime, key: &ObjectKey, generation: Option<i64>) -> SourceStatus {
+    let state = runtime.source_state(key);
     let (sink, running, last_error) = match state {
         Some(state) => (state.sink, state.running, state.last_error),
         None => (Err("not reconciled yet".to_owned()), false, None),
@@ -112,7 +106,7 @@ pub fn source(runtime: &Runtime, resource: &Resource) -> SourceStatus {
         (Ok(_), true, None) => Condition::new("Ready", true, None, None),
     };
     let mut conditions = vec![sink_provided, ready];
-    if matches!(resource, Resource::ApiServerSource(_)) {
+    if key.kind == kinds::API_SERVER_SOURCE.kind {
         // Knative's ApiServerSource says whether its ServiceAccount may read what it watches.
         conditions.push(match &last_error {
             Some(failure) if failure.reason == herald_sources::INSUFFICIENT_PERMISSION => {
@@ -127,7 +121,7 @@ pub fn source(runtime: &Runtime, resource: &Resource) -> SourceStatus {
         });
     }
     SourceStatus {
-        observed_generation: resource.meta().generation,
+        observed_generation: generation,
         conditions,
         sink_uri: sink.ok(),
     }

@@ -11,37 +11,8 @@ use std::path::{Path, PathBuf};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use crate::config::{parse_json_document, ConfigError, Loaded, Resource};
-use crate::kinds::Kind;
-
-/// Identifies an object: its kind, namespace and name.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct ObjectKey {
-    pub kind: &'static str,
-    pub namespace: String,
-    pub name: String,
-}
-
-impl ObjectKey {
-    pub fn new(kind: &Kind, namespace: &str, name: &str) -> Self {
-        Self {
-            kind: kind.kind,
-            namespace: namespace.to_owned(),
-            name: name.to_owned(),
-        }
-    }
-
-    pub fn of(resource: &Resource) -> Self {
-        let (namespace, name) = resource.namespaced_name();
-        Self::new(resource.kind(), &namespace, &name)
-    }
-}
-
-impl std::fmt::Display for ObjectKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}/{}", self.kind, self.namespace, self.name)
-    }
-}
+use crate::config::{json_document, parse_json_document, ConfigError, Loaded, Resource};
+use crate::kinds::{Kind, ObjectKey};
 
 /// Who may change an object.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -275,7 +246,7 @@ impl ResourceStore {
         let path = self.path_of(&key);
         let folder = path.parent().unwrap_or(&self.dir).to_owned();
         std::fs::create_dir_all(&folder).map_err(io(&folder))?;
-        let text = stored_text(&resource);
+        let text = json_document(&resource);
         let temporary = path.with_extension("json.tmp");
         let written = std::fs::File::create(&temporary)
             .and_then(|mut file| {
@@ -377,11 +348,6 @@ fn sync_dir(dir: &Path) -> Result<(), StoreError> {
     std::fs::File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(io(dir))
-}
-
-/// An object as the store writes it: pretty JSON, read back by [`parse_json_document`].
-pub fn stored_text(resource: &Resource) -> String {
-    serde_json::to_string_pretty(&resource.to_json()).unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -11,8 +11,8 @@ use serde_json::json;
 use super::ApiState;
 use crate::config::{parse_documents, Resource};
 use crate::control::ControlError;
+use crate::kinds::ObjectKey;
 use crate::kinds::{self, Kind};
-use crate::store::ObjectKey;
 
 /// Path parameters of a collection.
 #[derive(serde::Deserialize)]

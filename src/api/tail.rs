@@ -15,8 +15,8 @@ use tokio::sync::broadcast::error::RecvError;
 
 use super::ApiState;
 use crate::control::ControlError;
+use crate::kinds::ObjectKey;
 use crate::kinds::BROKER;
-use crate::store::ObjectKey;
 
 #[derive(Deserialize)]
 pub struct BrokerPath {

@@ -60,7 +60,7 @@ fn fuzz_config_yaml() {
         let _ = build_desired(loaded.clone(), &crate::config::RefMap::default());
         for resource in loaded.iter().map(|l| &l.resource) {
             let json = resource.to_json();
-            let again = parse_json_document("again.json", &crate::store::stored_text(resource))
+            let again = parse_json_document("again.json", &super::json_document(resource))
                 .map_err(|e| format!("{json} does not load again: {e}"))?;
             let again = Some(again.resource.to_json());
             if again.as_ref() != Some(&json) {

@@ -143,6 +143,11 @@ fn unserved_kind(value: &Value) -> Option<String> {
     })
 }
 
+/// An object as the store writes it: pretty JSON, read back by [`parse_json_document`].
+pub fn json_document(resource: &Resource) -> String {
+    serde_json::to_string_pretty(&resource.to_json()).unwrap_or_default()
+}
+
 /// Parses one JSON object (what the resource store writes) with JSON's own parser, so that
 /// anything serde_json wrote reads back exactly: the YAML parser refuses some of it, such as
 /// mapping keys over 1,024 characters or C1 control characters (found by fuzzing). The checks

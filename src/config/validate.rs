@@ -1,4 +1,5 @@
-//! Cross-resource validation: the desired state Herald will run.
+//! Cross-resource validation: the desired state Herald will run, as typed plans
+//! (`super::plan`). Each field is parsed here once; the runtime takes the plans as they are.
 
 use std::collections::BTreeMap;
 
@@ -7,42 +8,13 @@ use herald_crds::validation::validate_destination;
 use herald_crds::validation::{
     validate_delivery, validate_name, validate_namespace, validate_trigger_spec,
 };
-use herald_crds::{Broker, Destination, FieldError, NatsSourceSpec, Trigger, DEFAULT_NAMESPACE};
+use herald_crds::{DeliveryFormat, DeliverySpec, FieldError, DEFAULT_NAMESPACE};
+use herald_triggers::RetryPolicy;
 
+use super::plan::{BrokerPlan, Desired, SourcePlan, Target, TriggerSpecPlan};
 use super::{ConfigError, Loaded, RefMap, Resource};
-use crate::store::ObjectKey;
-
-/// Namespaced name of a trigger.
-pub type TriggerKey = (String, String);
-
-/// The validated desired state: every broker and trigger to run.
-#[derive(Clone, Debug, Default)]
-pub struct Desired {
-    pub brokers: BTreeMap<BrokerKey, Broker>,
-    pub triggers: BTreeMap<TriggerKey, Trigger>,
-    /// Every source, of every kind. A source's sink broker need not exist yet: the source
-    /// waits (status `SinkProvided=False`) until it does.
-    pub sources: BTreeMap<ObjectKey, Resource>,
-    /// Triggers whose broker does not exist yet, with that broker: accepted (as Knative
-    /// does, `Ready=False BrokerDoesNotExist`) and started once the broker appears.
-    pub waiting_triggers: BTreeMap<TriggerKey, BrokerKey>,
-    /// Declared EventTypes (v1beta3); a referenced broker need not exist
-    /// (`ReferenceExists=False`).
-    pub event_types: BTreeMap<ObjectKey, herald_crds::EventType>,
-}
-
-impl Desired {
-    /// One log line per trigger that waits for its broker.
-    pub fn log_waiting_triggers(&self) {
-        for ((namespace, name), broker) in &self.waiting_triggers {
-            tracing::warn!(
-                trigger = %format!("{namespace}/{name}"),
-                %broker,
-                "the trigger's broker does not exist: the trigger waits for it (Ready=False BrokerDoesNotExist)"
-            );
-        }
-    }
-}
+use crate::annotations;
+use crate::kinds::ObjectKey;
 
 fn namespace_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> String {
     meta.namespace
@@ -114,38 +86,41 @@ pub fn build_desired_lenient(loaded: Vec<Loaded>, refs: &RefMap) -> (Desired, Ve
             }),
         }
     }
-    for (origin, ident, namespace, name, trigger) in triggers {
+    for trigger in triggers {
+        let (namespace, name) = (trigger.namespace.clone(), trigger.name.clone());
         let key = ObjectKey::new(&crate::kinds::TRIGGER, &namespace, &name);
         let fail = |path: &str, message: String| ConfigError {
-            origin: origin.clone(),
-            resource: Some(ident.clone()),
+            origin: trigger.origin.clone(),
+            resource: Some(trigger.ident.clone()),
             field: Some(path.to_owned()),
             message,
         };
         let broker = BrokerKey::new(namespace.clone(), trigger.spec.broker.clone());
-        if !desired.brokers.contains_key(&broker) {
+        let Some(broker_plan) = desired.brokers.get(&broker) else {
             rejected.push(Rejected {
                 key,
                 error: fail("spec.broker", format!("broker {broker} does not exist")),
                 missing_broker: Some(broker),
             });
             continue;
-        }
-        let destinations = [
-            ("spec.subscriber", Some(&trigger.spec.subscriber)),
+        };
+        let subscriber = Target::of(&trigger.spec.subscriber, &namespace);
+        let own_dead_letter_sink = trigger
+            .spec
+            .delivery
+            .as_ref()
+            .and_then(|d| d.dead_letter_sink.as_ref())
+            .map(|d| Target::of(d, &namespace));
+        let mut problem = None;
+        for (path, target) in [
+            ("spec.subscriber", Some(&subscriber)),
             (
                 "spec.delivery.deadLetterSink",
-                trigger
-                    .spec
-                    .delivery
-                    .as_ref()
-                    .and_then(|d| d.dead_letter_sink.as_ref()),
+                own_dead_letter_sink.as_ref(),
             ),
-        ];
-        let mut problem = None;
-        for (path, destination) in destinations {
-            if let Some(target) = destination.and_then(|d| referenced_broker(d, &namespace)) {
-                if !desired.brokers.contains_key(&target) {
+        ] {
+            if let Some(target) = target.and_then(Target::broker) {
+                if !desired.brokers.contains_key(target) {
                     problem.get_or_insert_with(|| {
                         fail(
                             &format!("{path}.ref"),
@@ -155,25 +130,55 @@ pub fn build_desired_lenient(loaded: Vec<Loaded>, refs: &RefMap) -> (Desired, Ve
                 }
             }
         }
-        match problem {
-            Some(error) => rejected.push(Rejected {
+        if let Some(error) = problem {
+            rejected.push(Rejected {
                 key,
                 error,
                 missing_broker: None,
-            }),
-            None => {
-                desired.triggers.insert((namespace, name), trigger);
-            }
+            });
+            continue;
         }
+        // Knative: a trigger without `delivery` takes its broker's, else the default.
+        let delivery = trigger
+            .spec
+            .delivery
+            .clone()
+            .or_else(|| broker_plan.delivery.clone())
+            .unwrap_or_else(DeliverySpec::broker_default);
+        let plan = TriggerSpecPlan {
+            generation: trigger.generation,
+            broker,
+            filter: trigger.filter,
+            subscriber,
+            dead_letter_sink: delivery
+                .dead_letter_sink
+                .as_ref()
+                .map(|d| Target::of(d, &namespace)),
+            policy: RetryPolicy::from_spec(&delivery),
+            format: delivery.format.unwrap_or(DeliveryFormat::Binary),
+            ordered: trigger.ordered,
+            start: trigger.start,
+        };
+        desired.triggers.insert((namespace, name), plan);
     }
     (desired, rejected)
 }
 
 /// A trigger that passed its own checks, waiting for the check of its references.
-type PendingTrigger = (String, String, String, String, Trigger);
+struct PendingTrigger {
+    origin: String,
+    ident: String,
+    namespace: String,
+    name: String,
+    generation: Option<i64>,
+    spec: herald_crds::TriggerSpec,
+    filter: herald_triggers::Filter,
+    ordered: bool,
+    start: herald_broker::StartFrom,
+}
 
-/// Checks one resource on its own and adds it to `desired`; a trigger is returned instead,
-/// to be checked against the brokers once all are known.
+/// Checks one resource on its own and adds its plan to `desired`; a trigger is returned
+/// instead, to be checked against the brokers once all are known.
 fn check_one(
     origin: &str,
     resource: Resource,
@@ -200,179 +205,75 @@ fn check_one(
     }
     match resource {
         Resource::Broker(broker) => {
-            broker_settings(&broker).map_err(fail)?;
-            crate::catalog::BrokerCatalogSettings::of(&broker).map_err(fail)?;
+            let settings = annotations::broker_settings(&broker.metadata).map_err(fail)?;
+            let catalog =
+                annotations::BrokerCatalogSettings::of(&broker.metadata).map_err(fail)?;
             if let Some(delivery) = &broker.spec.delivery {
                 validate_delivery("spec.delivery", delivery).map_err(fail)?;
             }
+            let plan = BrokerPlan {
+                generation: broker.metadata.generation,
+                class: annotations::broker_class(&broker.metadata).map(str::to_owned),
+                settings,
+                catalog,
+                dead_letter_sink: broker
+                    .spec
+                    .delivery
+                    .as_ref()
+                    .and_then(|d| d.dead_letter_sink.as_ref())
+                    .map(|d| Target::of(d, &namespace)),
+                delivery: broker.spec.delivery,
+            };
             desired
                 .brokers
-                .insert(BrokerKey::new(namespace, name), broker);
-        }
-        Resource::EventType(event_type) => {
-            herald_crds::event_type::validate_event_type_spec(&event_type.spec).map_err(fail)?;
-            let key = ObjectKey::new(&crate::kinds::EVENT_TYPE, &namespace, &name);
-            desired.event_types.insert(key, event_type);
-        }
-        Resource::NatsSource(_)
-        | Resource::PingSource(_)
-        | Resource::ContainerSource(_)
-        | Resource::WebhookSource(_)
-        | Resource::KafkaSource(_)
-        | Resource::ApiServerSource(_)
-        | Resource::SinkBinding(_) => {
-            validate_source(&resource).map_err(fail)?;
-            desired.sources.insert(ObjectKey::of(&resource), resource);
+                .insert(BrokerKey::new(namespace, name), plan);
         }
         Resource::Trigger(trigger) => {
             validate_trigger_spec(&trigger.spec).map_err(fail)?;
-            herald_triggers::filter::compile(&trigger.spec).map_err(fail)?;
-            if let Some(order) = crate::runtime::delivery_order(&trigger) {
-                if order != "ordered" && order != "unordered" {
-                    return Err(fail(FieldError::new(
-                        format!(
-                            "metadata.annotations[{}]",
-                            herald_triggers::plan::DELIVERY_ORDER_ANNOTATION
-                        ),
-                        format!("{order:?} is not a delivery order: use ordered or unordered"),
-                    )));
-                }
-            }
-            start_from(&trigger).map_err(fail)?;
-            return Ok(Some((origin.to_owned(), ident, namespace, name, trigger)));
+            let filter = herald_triggers::filter::compile(&trigger.spec).map_err(fail)?;
+            let ordered = annotations::ordered(&trigger.metadata).map_err(fail)?;
+            let start = annotations::start_from(&trigger.metadata).map_err(fail)?;
+            return Ok(Some(PendingTrigger {
+                origin: origin.to_owned(),
+                ident,
+                namespace,
+                name,
+                generation: trigger.metadata.generation,
+                spec: trigger.spec,
+                filter,
+                ordered,
+                start,
+            }));
+        }
+        Resource::EventType(event_type) => {
+            let plan = crate::catalog::plan(&event_type, &namespace).map_err(fail)?;
+            let key = ObjectKey::new(&crate::kinds::EVENT_TYPE, &namespace, &name);
+            desired.event_types.insert(key, plan);
+        }
+        source => {
+            let plan = plan_source(&source, &namespace, &name).map_err(fail)?;
+            desired.sources.insert(ObjectKey::of(&source), plan);
         }
     }
     Ok(None)
 }
 
-/// The broker a destination's `ref` names, if any.
-pub fn referenced_broker(destination: &Destination, default_namespace: &str) -> Option<BrokerKey> {
-    let reference = destination.reference.as_ref()?;
-    let namespace = reference
-        .namespace
-        .clone()
-        .unwrap_or_else(|| default_namespace.to_owned());
-    Some(BrokerKey::new(namespace, reference.name.clone()))
-}
-
-/// Where a new trigger starts reading its broker: `earliest`, `latest` (Knative's behaviour,
-/// the default) or an RFC 3339 time to replay from.
-pub const START_FROM_ANNOTATION: &str = "herald.dev/start-from";
-
-/// The trigger's starting point; errors name the annotation.
-pub fn start_from(trigger: &Trigger) -> Result<herald_broker::StartFrom, FieldError> {
-    use herald_broker::StartFrom;
-    let Some(text) = trigger
-        .metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(START_FROM_ANNOTATION))
-    else {
-        return Ok(StartFrom::Latest);
+/// Checks a source, its kind's own rules first, then the fields every source shares.
+fn plan_source(resource: &Resource, namespace: &str, name: &str) -> Result<SourcePlan, FieldError> {
+    let Some(source) = resource.as_source() else {
+        return Err(FieldError::new("kind", "not a source"));
     };
-    match text.as_str() {
-        "latest" => Ok(StartFrom::Latest),
-        "earliest" => Ok(StartFrom::Earliest),
-        other => chrono::DateTime::parse_from_rfc3339(other)
-            .map(|time| StartFrom::Time(time.into()))
-            .map_err(|e| {
-                FieldError::new(
-                    format!("metadata.annotations[{START_FROM_ANNOTATION}]"),
-                    format!(
-                        "{other:?} is not earliest, latest or an RFC 3339 time like 2026-01-02T15:04:05Z: {e}"
-                    ),
-                )
-            }),
-    }
-}
-
-/// Herald's per-broker log settings, from the Broker's annotations.
-pub const MAX_AGE_ANNOTATION: &str = "herald.dev/retention-max-age";
-pub const MAX_BYTES_ANNOTATION: &str = "herald.dev/retention-max-bytes";
-pub const REPLICAS_ANNOTATION: &str = "herald.dev/replicas";
-pub const RETENTION_ANNOTATION: &str = "herald.dev/retention";
-pub const PARTITIONS_ANNOTATION: &str = "herald.dev/partitions";
-
-/// Reads the `herald.dev/*` log settings of a broker; errors name the annotation.
-pub fn broker_settings(broker: &Broker) -> Result<herald_broker::log::BrokerSettings, FieldError> {
-    let mut settings = herald_broker::log::BrokerSettings::default();
-    let Some(annotations) = &broker.metadata.annotations else {
-        return Ok(settings);
-    };
-    let field = |name: &str| format!("metadata.annotations[{name}]");
-    if let Some(text) = annotations.get(MAX_AGE_ANNOTATION) {
-        let age = herald_crds::duration::parse_iso8601(text)
-            .map_err(|e| FieldError::new(field(MAX_AGE_ANNOTATION), e))?;
-        settings.max_age = Some(age);
-    }
-    if let Some(text) = annotations.get(MAX_BYTES_ANNOTATION) {
-        let bytes = text.parse::<i64>().ok().filter(|b| *b > 0);
-        let bytes = bytes.ok_or_else(|| {
-            FieldError::new(
-                field(MAX_BYTES_ANNOTATION),
-                format!("{text:?} is not a positive number of bytes"),
-            )
-        })?;
-        settings.max_bytes = Some(bytes);
-    }
-    if let Some(text) = annotations.get(REPLICAS_ANNOTATION) {
-        let replicas = text.parse::<usize>().ok().filter(|r| (1..=5).contains(r));
-        let replicas = replicas.ok_or_else(|| {
-            FieldError::new(
-                field(REPLICAS_ANNOTATION),
-                format!("{text:?} is not a replica count from 1 to 5"),
-            )
-        })?;
-        settings.replicas = Some(replicas);
-    }
-    if let Some(text) = annotations.get(PARTITIONS_ANNOTATION) {
-        let partitions = text.parse::<i32>().ok().filter(|p| *p >= 1);
-        settings.partitions = Some(partitions.ok_or_else(|| {
-            FieldError::new(
-                field(PARTITIONS_ANNOTATION),
-                format!("{text:?} is not a partition count of 1 or more"),
-            )
-        })?);
-    }
-    if let Some(text) = annotations.get(RETENTION_ANNOTATION) {
-        settings.interest_retention = match text.as_str() {
-            "limits" => false,
-            "interest" => true,
-            _ => {
-                return Err(FieldError::new(
-                    field(RETENTION_ANNOTATION),
-                    format!("{text:?} is not a retention: use limits or interest"),
-                ))
-            }
-        };
-    }
-    Ok(settings)
-}
-
-/// Checks a source: its kind's own rules, then the fields every source shares.
-fn validate_source(resource: &Resource) -> Result<(), FieldError> {
-    match resource {
-        Resource::NatsSource(s) => {
-            not_built_source("NatsSource", cfg!(feature = "nats"), "nats")?;
-            validate_nats_source(&s.spec)?
-        }
-        Resource::PingSource(s) => herald_sources::ping::validate(&s.spec)?,
-        Resource::ContainerSource(s) => herald_sources::container::validate(&s.spec)?,
-        Resource::WebhookSource(s) => herald_sources::webhook::validate(&s.spec)?,
-        #[cfg(feature = "kafka")]
-        Resource::KafkaSource(s) => herald_sources::kafka::validate(&s.spec)?,
-        #[cfg(not(feature = "kafka"))]
-        Resource::KafkaSource(_) => not_built_source("KafkaSource", false, "kafka")?,
-        Resource::ApiServerSource(s) => crate::apiserver_source::validate(&s.spec)?,
-        Resource::SinkBinding(_) => {
-            return Err(FieldError::new(
-                "kind",
-                "a SinkBinding binds Kubernetes workloads: it runs under `herald controller`; for a local program use `herald run --sink broker:NAME -- PROGRAM`",
-            ))
-        }
-        Resource::Broker(_) | Resource::Trigger(_) | Resource::EventType(_) => return Ok(()),
-    }
-    validate_source_common(resource)
+    let runner = source.plan(namespace, name)?;
+    validate_source_common(resource)?;
+    let spec = source.spec();
+    Ok(SourcePlan {
+        kind: resource.kind(),
+        generation: resource.meta().generation,
+        spec: resource.spec_json(),
+        sink: Target::of(spec.sink(), namespace),
+        overrides: spec.extensions(),
+        runner,
+    })
 }
 
 /// Checks what `herald controller` runs on the cluster itself (ContainerSources and
@@ -441,56 +342,12 @@ fn validate_source_common(resource: &Resource) -> Result<(), FieldError> {
     Ok(())
 }
 
-/// Refuses a source kind this build left out (`built` is false), naming the cargo feature.
-fn not_built_source(kind: &str, built: bool, feature: &str) -> Result<(), FieldError> {
-    if built {
-        return Ok(());
-    }
-    Err(FieldError::new(
-        "kind",
-        format!("this herald is built without {kind}s (cargo feature `{feature}`)"),
-    ))
-}
-
-/// Checks a NatsSource's own fields.
-fn validate_nats_source(spec: &NatsSourceSpec) -> Result<(), FieldError> {
-    if !["nats://", "tls://", "ws://", "wss://"]
-        .iter()
-        .any(|scheme| spec.url.starts_with(scheme))
-    {
-        return Err(FieldError::new(
-            "spec.url",
-            format!("{:?} is not a NATS URL (nats://host:port)", spec.url),
-        ));
-    }
-    if spec.subjects.is_empty() {
-        return Err(FieldError::new(
-            "spec.subjects",
-            "at least one subject is required",
-        ));
-    }
-    for (i, subject) in spec.subjects.iter().enumerate() {
-        if subject.is_empty() || subject.contains(char::is_whitespace) {
-            return Err(FieldError::new(
-                format!("spec.subjects[{i}]"),
-                format!("{subject:?} is not a NATS subject"),
-            ));
-        }
-    }
-    if let Some(js) = &spec.jetstream {
-        if js.stream.is_empty() {
-            return Err(FieldError::new(
-                "spec.jetstream.stream",
-                "the stream name is required",
-            ));
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::annotations::{
+        MAX_AGE_ANNOTATION, MAX_BYTES_ANNOTATION, REPLICAS_ANNOTATION, RETENTION_ANNOTATION,
+    };
     use crate::config::parse_documents;
 
     const BROKER: &str =
@@ -536,7 +393,7 @@ mod tests {
             format!("apiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadata:\n  name: b\n  annotations: {{{annotation}}}\n")
         };
         let ok = desired(&broker("herald.dev/retention-max-age: PT1H, herald.dev/replicas: '3', herald.dev/retention: interest")).unwrap();
-        let settings = broker_settings(ok.brokers.values().next().unwrap()).unwrap();
+        let settings = &ok.brokers.values().next().unwrap().settings;
         assert_eq!(settings.max_age, Some(std::time::Duration::from_secs(3600)));
         assert_eq!(
             (settings.replicas, settings.interest_retention),

@@ -11,13 +11,13 @@ use serde_json::{json, Value};
 use super::resolve::{Resolver, Unresolved};
 use super::workloads::Workloads;
 use super::writeback::{Writer, FINALIZER};
-use crate::config::{build_desired_lenient, Desired, Loaded, RefMap, Resource};
+use crate::annotations;
+use crate::config::{build_desired_lenient, Desired, Loaded, RefMap, Resource, Target};
+use crate::kinds::ObjectKey;
 use crate::kinds::{self, Kind};
 use crate::runtime::Runtime;
 use crate::runtime::{FailedObject, RuntimeError};
-use crate::serve::broker_class;
 use crate::status;
-use crate::store::ObjectKey;
 use herald_broker::BrokerKey;
 use herald_crds::Condition;
 
@@ -209,7 +209,10 @@ impl Reconciler {
                 continue;
             }
             if let Resource::Broker(broker) = &resource {
-                if let Err(message) = self.routes.backend_for_class(broker_class(broker)) {
+                if let Err(message) = self
+                    .routes
+                    .backend_for_class(annotations::broker_class(&broker.metadata))
+                {
                     sorted.problems.insert(key, Problem::Backend(message));
                     continue;
                 }
@@ -288,8 +291,20 @@ impl Reconciler {
                 }
                 continue;
             };
-            let namespace = object.metadata.namespace.as_deref().unwrap_or("default");
-            match self.runtime.forget_trigger(namespace, &trigger).await {
+            let key = (
+                object
+                    .metadata
+                    .namespace
+                    .as_deref()
+                    .unwrap_or("default")
+                    .to_owned(),
+                trigger.metadata.name.clone().unwrap_or_default(),
+            );
+            match self
+                .runtime
+                .forget_trigger(&key, &trigger.spec.broker)
+                .await
+            {
                 Ok(()) if leader => self.writer.finalizer(kind, object, false).await,
                 Ok(()) => {}
                 Err(error) => tracing::warn!(
@@ -313,7 +328,8 @@ impl Reconciler {
                     object.metadata.namespace.as_deref().unwrap_or("default"),
                     object.metadata.name.as_deref().unwrap_or_default(),
                 );
-                if let Err(error) = self.runtime.delete_broker_log(&key, &broker).await {
+                let class = annotations::broker_class(&broker.metadata);
+                if let Err(error) = self.runtime.delete_broker_log(&key, class).await {
                     tracing::warn!(broker = %key, %error, "cannot delete the broker's log; the finalizer stays");
                     return;
                 }
@@ -339,8 +355,8 @@ impl Reconciler {
             .source_spec()
             .map(|spec| spec.sink().clone())
             .unwrap_or_default();
-        match crate::config::referenced_broker(&sink, &namespace) {
-            Some(broker) if !desired.brokers.contains_key(&broker) => {
+        match Target::of(&sink, &namespace).broker() {
+            Some(broker) if !desired.brokers.contains_key(broker) => {
                 Err(format!("broker {broker} does not exist"))
             }
             Some(broker) => Ok(format!(
@@ -421,14 +437,16 @@ impl Reconciler {
     fn running_status(&self, key: &ObjectKey, desired: &Desired) -> Option<Value> {
         let (namespace, name) = (key.namespace.clone(), key.name.clone());
         let status = if key.kind == kinds::BROKER.kind {
-            let broker = desired.brokers.get(&BrokerKey::new(namespace, name))?;
-            serde_json::to_value(status::broker(&self.runtime, &self.external_url, broker))
+            let key = BrokerKey::new(namespace, name);
+            let broker = desired.brokers.get(&key)?;
+            serde_json::to_value(status::broker(
+                &self.runtime,
+                &self.external_url,
+                &key,
+                broker,
+            ))
         } else if key.kind == kinds::TRIGGER.kind {
-            let generation = desired
-                .triggers
-                .get(&(namespace, name))?
-                .metadata
-                .generation;
+            let generation = desired.triggers.get(&(namespace, name))?.generation;
             serde_json::to_value(status::trigger(
                 &self.runtime,
                 &key.namespace,
@@ -441,7 +459,8 @@ impl Reconciler {
                 desired.event_types.get(key)?,
             ))
         } else {
-            serde_json::to_value(status::source(&self.runtime, desired.sources.get(key)?))
+            let generation = desired.sources.get(key)?.generation;
+            serde_json::to_value(status::source(&self.runtime, key, generation))
         };
         let mut status = status.ok()?;
         // Herald delivers to its own brokers over its listener; the cluster knows them by
@@ -473,8 +492,7 @@ fn leave_out(
         Some(FailedObject::Broker(broker)) if desired.brokers.remove(&broker).is_some() => {
             let why = format!("Broker {:?} is not ready: {error}", broker.name);
             desired.triggers.retain(|(namespace, name), trigger| {
-                let on_broker =
-                    *namespace == broker.namespace && trigger.spec.broker == broker.name;
+                let on_broker = trigger.broker == broker;
                 if on_broker {
                     problems.insert(
                         ObjectKey::new(&kinds::TRIGGER, namespace, name),
