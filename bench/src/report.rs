@@ -137,6 +137,8 @@ pub struct Report {
     pub fanout: Vec<FanoutPoint>,
     /// Restart after SIGKILL with a filled log (embedded log only), or why it failed.
     pub recovery: Option<Result<RecoveryPoint, String>>,
+    /// Ingress without and with the event catalog's checks (issue 20), in the same run.
+    pub catalog: Option<crate::catalog::CatalogPoint>,
     /// Every goal of issue 16 this report measures, and whether it is met.
     pub goals: Vec<Goal>,
 }
@@ -279,6 +281,15 @@ pub async fn run_backend(settings: &Settings, backend: &str) -> anyhow::Result<R
     }
     drop(herald);
 
+    // The event catalog's checks against none, on the first connection count.
+    let catalog = crate::catalog::measure(
+        settings,
+        &args_for_run(),
+        first_pool,
+        settings.connections.first().copied().unwrap_or_default(),
+    )
+    .await?;
+
     // One trigger: idle first, then full load, then fixed rates and overload.
     let subscriber = FastSubscriber::start().await?;
     let herald = Herald::start(
@@ -385,6 +396,7 @@ pub async fn run_backend(settings: &Settings, backend: &str) -> anyhow::Result<R
         memory,
         fanout,
         recovery,
+        catalog: Some(catalog),
         goals: Vec::new(),
     };
     report.goals = crate::table::goals(&report);
@@ -393,7 +405,7 @@ pub async fn run_backend(settings: &Settings, backend: &str) -> anyhow::Result<R
 
 /// Closed-loop ingress of `herald` (median of the repetitions) and its CPU per event; with a
 /// `subscriber`, the CPU count runs until every accepted event was delivered.
-async fn throughput(
+pub(crate) async fn throughput(
     herald: &Herald,
     url: &str,
     pool: &[reqwest::Client],
