@@ -56,7 +56,7 @@ impl KubeAccess {
     }
 
     /// The client and the API server's URL.
-    pub async fn client(&self) -> Result<(Client, String), String> {
+    pub async fn client(&self) -> Result<(Client, String), KubeConfigError> {
         self.client
             .get_or_try_init(|| async {
                 let config = load_config(self.kubeconfig.as_deref()).await?;
@@ -65,7 +65,7 @@ impl KubeAccess {
                     .to_string()
                     .trim_end_matches('/')
                     .to_owned();
-                let client = Client::try_from(config).map_err(|e| e.to_string())?;
+                let client = Client::try_from(config).map_err(KubeConfigError::Client)?;
                 Ok((client, url))
             })
             .await
@@ -75,20 +75,58 @@ impl KubeAccess {
 
 /// A kubeconfig file's current context, or the inferred configuration without one
 /// (`KUBECONFIG`, `~/.kube/config`, then the in-cluster service account).
-pub async fn load_config(kubeconfig: Option<&std::path::Path>) -> Result<kube::Config, String> {
+pub async fn load_config(
+    kubeconfig: Option<&std::path::Path>,
+) -> Result<kube::Config, KubeConfigError> {
     use kube::config::{KubeConfigOptions, Kubeconfig};
     match kubeconfig {
         Some(path) => {
-            let file = Kubeconfig::read_from(path)
-                .map_err(|e| format!("cannot read the kubeconfig {}: {e}", path.display()))?;
+            let file = Kubeconfig::read_from(path).map_err(|source| KubeConfigError::Read {
+                path: path.to_owned(),
+                source,
+            })?;
             kube::Config::from_custom_kubeconfig(file, &KubeConfigOptions::default())
                 .await
-                .map_err(|e| format!("kubeconfig {}: {e}", path.display()))
+                .map_err(|source| KubeConfigError::Invalid {
+                    path: path.to_owned(),
+                    source,
+                })
         }
         None => kube::Config::infer()
             .await
-            .map_err(|e| format!("no Kubernetes configuration found: {e}")),
+            .map_err(KubeConfigError::NotFound),
     }
+}
+
+/// Why Herald has no Kubernetes client.
+#[derive(Debug, thiserror::Error)]
+pub enum KubeConfigError {
+    #[error("cannot read the kubeconfig {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: kube::config::KubeconfigError,
+    },
+    #[error("kubeconfig {}: {source}", path.display())]
+    Invalid {
+        path: PathBuf,
+        #[source]
+        source: kube::config::KubeconfigError,
+    },
+    #[error("no Kubernetes configuration found: {0}")]
+    NotFound(#[source] kube::config::InferConfigError),
+    #[error("{0}")]
+    Client(#[source] kube::Error),
+}
+
+/// The API server does not know a kind (or cannot be asked).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot find {kind} in {api_version}: {source}")]
+pub struct DiscoverError {
+    kind: String,
+    api_version: String,
+    #[source]
+    source: kube::Error,
 }
 
 /// The API resource (plural, scope) of `kind` in `api_version` (`v1`, `apps/v1`), asked of
@@ -97,7 +135,7 @@ pub async fn discover(
     client: &Client,
     api_version: &str,
     kind: &str,
-) -> Result<ApiResource, String> {
+) -> Result<ApiResource, DiscoverError> {
     let (group, version) = match api_version.split_once('/') {
         Some((group, version)) => (group, version),
         None => ("", api_version),
@@ -106,7 +144,11 @@ pub async fn discover(
     kube::discovery::pinned_kind(client, &gvk)
         .await
         .map(|(resource, _)| resource)
-        .map_err(|e| format!("cannot find {kind} in {api_version}: {e}"))
+        .map_err(|source| DiscoverError {
+            kind: kind.to_owned(),
+            api_version: api_version.to_owned(),
+            source,
+        })
 }
 
 pub struct ApiServerSource {
@@ -254,7 +296,7 @@ impl ApiServerSource {
         for resource in &self.spec.resources {
             let found = discover(client, &resource.api_version, &resource.kind)
                 .await
-                .map_err(SourceError::Input)?;
+                .map_err(|e| SourceError::Input(e.to_string()))?;
             let selector = resource
                 .selector
                 .as_ref()

@@ -90,10 +90,29 @@ fn block_on(
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            eprintln!("error: {}", describe(&error));
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes, `: `-separated like anyhow's `{:#}`, each said once: Herald's
+/// errors (and many others) end their message with their cause's text and also keep the
+/// cause as their `source`, which `{:#}` would print a second time. Presentation only.
+fn describe(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    let mut previous = String::new();
+    for cause in error.chain() {
+        let message = cause.to_string();
+        if !previous.ends_with(&message) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(&message);
+        }
+        previous = message;
+    }
+    text
 }
 
 /// `herald crds`: every CRD as multi-document YAML, or one file each in `out`.
@@ -114,4 +133,24 @@ fn print_crds(out: Option<&std::path::Path>) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use anyhow::Context;
+
+    #[test]
+    fn a_cause_the_message_already_says_is_not_repeated() {
+        let io = std::io::Error::other("no space left");
+        let log = herald_broker::LogError::storage("/data").caused_by(io);
+        let error = Err::<(), _>(log)
+            .context("cannot open the log")
+            .unwrap_err();
+        assert_eq!(
+            super::describe(&error),
+            "cannot open the log: log storage error: /data: no space left"
+        );
+        let plain = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(super::describe(&plain), "outer: inner");
+    }
 }

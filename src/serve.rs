@@ -142,7 +142,7 @@ fn check_broker_classes(loaded: &[Loaded], choice: &BackendChoice) -> Result<(),
                     origin: origin.clone(),
                     resource: Some(format!("Broker {namespace}/{name}")),
                     field: Some(annotations::field(annotations::BROKER_CLASS_ANNOTATION)),
-                    message,
+                    message: message.to_string(),
                 }
             })?;
     }

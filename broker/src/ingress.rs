@@ -554,10 +554,8 @@ mod tests {
 
     #[tokio::test]
     async fn log_failures_answer_503_with_retry_after() {
-        let failures: [fn() -> LogError; 2] = [
-            || LogError::Overloaded,
-            || LogError::Storage("disk full".into()),
-        ];
+        let failures: [fn() -> LogError; 2] =
+            [|| LogError::Overloaded, || LogError::storage("disk full")];
         for failure in failures {
             let registry = Arc::new(BrokerRegistry::default());
             registry.insert(BrokerKey::new("ns", "b"));

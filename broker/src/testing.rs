@@ -5,6 +5,9 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod servers;
+pub use servers::{available, Server};
+
 /// A running nats-server (2.10+), found in `HERALD_NATS_SERVER` or on the `PATH`.
 pub struct NatsServer {
     child: Option<Child>,

@@ -90,6 +90,11 @@ pub struct KafkaSource {
     pub secrets: Arc<dyn SecretReader>,
 }
 
+/// A record with CloudEvents headers that do not make a valid event (it is skipped).
+#[derive(Debug, thiserror::Error)]
+#[error("an invalid CloudEvent: {0}")]
+pub struct InvalidRecord(#[source] herald_broker::InvalidEvent);
+
 impl KafkaSource {
     fn group(&self) -> String {
         self.spec.consumer_group.clone().unwrap_or_else(|| {
@@ -98,12 +103,16 @@ impl KafkaSource {
     }
 
     /// The event for one record, Knative's way.
-    pub fn event(&self, topic: &str, message: &BorrowedMessage<'_>) -> Result<CloudEvent, String> {
+    pub fn event(
+        &self,
+        topic: &str,
+        message: &BorrowedMessage<'_>,
+    ) -> Result<CloudEvent, InvalidRecord> {
         let record = kafka_record(message);
         if record.is_cloudevent() {
             return kafka_binding::decode(&record)
                 .map(|r| r.event)
-                .map_err(|e| format!("an invalid CloudEvent: {e}"));
+                .map_err(InvalidRecord);
         }
         let millis = match message.timestamp() {
             Timestamp::CreateTime(ms) | Timestamp::LogAppendTime(ms) => Some(ms),

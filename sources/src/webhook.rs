@@ -79,7 +79,7 @@ async fn receive(
     }
     let event = match endpoint.event(&headers, body) {
         Ok(event) => event,
-        Err(message) => return answer(StatusCode::BAD_REQUEST, &message),
+        Err(error) => return answer(StatusCode::BAD_REQUEST, &error.to_string()),
     };
     match endpoint.sink.send(event).await {
         Ok(()) => StatusCode::ACCEPTED.into_response(),
@@ -124,7 +124,7 @@ impl Endpoint {
         }
     }
 
-    fn event(&self, headers: &HeaderMap, body: Bytes) -> Result<CloudEvent, String> {
+    fn event(&self, headers: &HeaderMap, body: Bytes) -> Result<CloudEvent, RequestError> {
         let header = |name: &str| {
             headers
                 .get(name)
@@ -143,7 +143,7 @@ impl Endpoint {
         ) {
             (Some(event_type), _, _) => event_type,
             (None, Some(event_type), _) => event_type.clone(),
-            (None, None, Some(t)) => return Err(format!("the {} header is missing", t.header)),
+            (None, None, Some(t)) => return Err(RequestError::MissingType(t.header.clone())),
             (None, None, None) => DEFAULT_EVENT_TYPE.to_owned(),
         };
         let id = self
@@ -164,11 +164,36 @@ impl Endpoint {
             }
             event.set_data(Some(body));
         }
-        event
-            .validate()
-            .map_err(|e| format!("the request does not make a valid CloudEvent: {e}"))?;
+        event.validate().map_err(RequestError::Invalid)?;
         Ok(event)
     }
+}
+
+/// Why a verified request makes no event (answered with 400).
+#[derive(Debug, thiserror::Error)]
+enum RequestError {
+    /// `typeFromHeader` names a header the request does not have (and no `eventType`).
+    #[error("the {0} header is missing")]
+    MissingType(String),
+    #[error("the request does not make a valid CloudEvent: {0}")]
+    Invalid(#[source] herald_broker::InvalidEvent),
+}
+
+/// Why a webhook's secret cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error("environment variable {0} is not set")]
+    NoVariable(String),
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("set exactly one of secret.env and secret.file")]
+    NotOne,
+    #[error("the secret is empty")]
+    Empty,
 }
 
 fn decode_hex(text: &str) -> Option<Vec<u8>> {
@@ -182,22 +207,23 @@ fn decode_hex(text: &str) -> Option<Vec<u8>> {
 }
 
 /// Reads a secret from Herald's environment or a file (trailing newline dropped).
-pub fn read_secret(from: &SecretFrom) -> Result<Vec<u8>, String> {
+pub fn read_secret(from: &SecretFrom) -> Result<Vec<u8>, SecretError> {
     let secret = match (&from.env, &from.file) {
         (Some(name), None) => std::env::var(name)
-            .map_err(|_| format!("environment variable {name} is not set"))?
+            .map_err(|_| SecretError::NoVariable(name.clone()))?
             .into_bytes(),
-        (None, Some(path)) => {
-            std::fs::read(path).map_err(|e| format!("cannot read {path}: {e}"))?
-        }
-        _ => return Err("set exactly one of secret.env and secret.file".into()),
+        (None, Some(path)) => std::fs::read(path).map_err(|source| SecretError::Read {
+            path: path.clone(),
+            source,
+        })?,
+        _ => return Err(SecretError::NotOne),
     };
     let secret = secret
         .strip_suffix(b"\n")
         .map(<[u8]>::to_vec)
         .unwrap_or(secret);
     if secret.is_empty() {
-        return Err("the secret is empty".into());
+        return Err(SecretError::Empty);
     }
     Ok(secret)
 }

@@ -99,16 +99,25 @@ pub struct Services {
 impl Services {
     /// Whether Service `namespace/name` exists; an error when Herald does not watch its
     /// namespace.
-    pub fn exists(&self, namespace: &str, name: &str) -> Result<bool, String> {
+    pub fn exists(&self, namespace: &str, name: &str) -> Result<bool, NotWatched> {
         if !self.scope.includes(namespace) {
-            return Err(format!(
-                "namespace {namespace} is not watched (--namespace {})",
-                self.scope.namespaces.join(",")
-            ));
+            return Err(NotWatched {
+                namespace: namespace.to_owned(),
+                watched: self.scope.namespaces.join(","),
+            });
         }
         let key = ObjectRef::new(name).within(namespace);
         Ok(self.stores.iter().any(|store| store.get(&key).is_some()))
     }
+}
+
+/// A namespace outside `--namespace`: Herald has no cache of its objects.
+#[derive(Debug, thiserror::Error)]
+#[error("namespace {namespace} is not watched (--namespace {watched})")]
+pub struct NotWatched {
+    namespace: String,
+    /// The watched namespaces, comma-separated.
+    watched: String,
 }
 
 /// A typed `Api` in one namespace, or in all.

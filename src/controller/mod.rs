@@ -26,9 +26,7 @@ use crate::dataplane::DataPlane;
 const RESYNC: Duration = Duration::from_secs(10);
 
 pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
-    let config = load_config(args.data.kubeconfig.as_deref())
-        .await
-        .map_err(anyhow::Error::msg)?;
+    let config = load_config(args.data.kubeconfig.as_deref()).await?;
     let server_url = config
         .cluster_url
         .to_string()

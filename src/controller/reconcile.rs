@@ -9,7 +9,7 @@ use kube::api::DynamicObject;
 use serde_json::{json, Value};
 
 use super::resolve::{Resolver, Unresolved};
-use super::workloads::Workloads;
+use super::workloads::{WorkloadError, Workloads};
 use super::writeback::{Writer, FINALIZER};
 use crate::annotations;
 use crate::config::{build_desired_lenient, Desired, Loaded, RefMap, Resource, Target};
@@ -65,9 +65,25 @@ pub struct Reconciler {
     pub delete_broker_logs: bool,
 }
 
+/// Why an object from the API server is not a valid resource of its kind.
+#[derive(Debug, thiserror::Error)]
+enum ParseError {
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+    #[error(transparent)]
+    Yaml(#[from] serde_yaml_ng::Error),
+    /// A field at `path` does not fit Herald's type.
+    #[error("{path}: {source}")]
+    Field {
+        path: String,
+        #[source]
+        source: serde_yaml_ng::Error,
+    },
+}
+
 /// An object as Herald's typed resource (apiVersion and kind filled in, status dropped).
-fn parse(kind: &Kind, object: &DynamicObject) -> Result<Resource, String> {
-    let mut value = serde_json::to_value(object).map_err(|e| e.to_string())?;
+fn parse(kind: &Kind, object: &DynamicObject) -> Result<Resource, ParseError> {
+    let mut value = serde_json::to_value(object)?;
     if let Some(map) = value.as_object_mut() {
         map.insert("apiVersion".into(), kind.api_version().into());
         map.insert("kind".into(), kind.kind.into());
@@ -75,8 +91,23 @@ fn parse(kind: &Kind, object: &DynamicObject) -> Result<Resource, String> {
         // Knative lets a Broker leave out `spec` (all of it has defaults).
         map.entry("spec").or_insert_with(|| json!({}));
     }
-    let yaml = serde_yaml_ng::to_value(&value).map_err(|e| e.to_string())?;
-    Resource::parse(kind, yaml).map_err(|e| format!("{}: {}", e.path(), e.inner()))
+    let yaml = serde_yaml_ng::to_value(&value)?;
+    Resource::parse(kind, yaml).map_err(|e| ParseError::Field {
+        path: e.path().to_string(),
+        source: e.into_inner(),
+    })
+}
+
+/// Why a workload has no sink address.
+#[derive(Debug, thiserror::Error)]
+enum SinkError {
+    /// Its `ref` does not resolve (the resolver says why).
+    #[error("{0}")]
+    Unresolved(String),
+    #[error("broker {0} does not exist")]
+    NoBroker(BrokerKey),
+    #[error("spec.sink: set ref or uri")]
+    Unset,
 }
 
 fn key_of(kind: &Kind, object: &DynamicObject) -> ObjectKey {
@@ -186,8 +217,10 @@ impl Reconciler {
             }
             let mut resource = match parse(kind, object) {
                 Ok(resource) => resource,
-                Err(message) => {
-                    sorted.problems.insert(key, Problem::Invalid(message));
+                Err(error) => {
+                    sorted
+                        .problems
+                        .insert(key, Problem::Invalid(error.to_string()));
                     continue;
                 }
             };
@@ -213,7 +246,9 @@ impl Reconciler {
                     .routes
                     .backend_for_class(annotations::broker_class(&broker.metadata))
                 {
-                    sorted.problems.insert(key, Problem::Backend(message));
+                    sorted
+                        .problems
+                        .insert(key, Problem::Backend(message.to_string()));
                     continue;
                 }
             }
@@ -268,11 +303,14 @@ impl Reconciler {
                     Err(_) => Ok(()),
                 };
                 match undone {
-                    Err(error) if !error.contains("does not exist") => tracing::warn!(
-                        binding = object.metadata.name.as_deref().unwrap_or_default(),
-                        %error,
-                        "cannot unbind; the finalizer stays"
-                    ),
+                    // A subject that is gone has nothing to undo.
+                    Err(error) if !matches!(error, WorkloadError::SubjectMissing { .. }) => {
+                        tracing::warn!(
+                            binding = object.metadata.name.as_deref().unwrap_or_default(),
+                            %error,
+                            "cannot unbind; the finalizer stays"
+                        )
+                    }
                     _ => self.writer.finalizer(kind, object, false).await,
                 }
                 continue;
@@ -345,19 +383,19 @@ impl Reconciler {
         &self,
         desired: &crate::config::Desired,
         resource: &mut Resource,
-    ) -> Result<String, String> {
+    ) -> Result<String, SinkError> {
         let (namespace, _) = resource.namespaced_name();
         self.resolver
             .resolve(resource)
             .await
-            .map_err(|u| u.message)?;
+            .map_err(|u| SinkError::Unresolved(u.message))?;
         let sink = resource
             .source_spec()
             .map(|spec| spec.sink().clone())
             .unwrap_or_default();
         match Target::of(&sink, &namespace).broker() {
             Some(broker) if !desired.brokers.contains_key(broker) => {
-                Err(format!("broker {broker} does not exist"))
+                Err(SinkError::NoBroker(broker.clone()))
             }
             Some(broker) => Ok(format!(
                 "{}/{}/{}{}",
@@ -366,9 +404,7 @@ impl Reconciler {
                 broker.name,
                 sink.uri.as_deref().unwrap_or_default()
             )),
-            None => sink
-                .uri
-                .ok_or_else(|| "spec.sink: set ref or uri".to_owned()),
+            None => sink.uri.ok_or(SinkError::Unset),
         }
     }
 
@@ -377,14 +413,15 @@ impl Reconciler {
         let generation = resource.meta().generation;
         let sink = match self.workload_sink(desired, &mut resource).await {
             Ok(sink) => sink,
-            Err(message) => {
+            Err(error) => {
+                let message = error.to_string();
                 return status::not_running(
                     generation,
                     vec![
                         status::failed("SinkProvided", "NotFound", message.clone()),
                         status::failed("Ready", "SinkNotProvided", message),
                     ],
-                )
+                );
             }
         };
         let mut conditions = vec![Condition::new("SinkProvided", true, None, None)];
@@ -397,7 +434,10 @@ impl Reconciler {
                     .as_ref()
                     .is_some_and(|pod| !pod.containers.is_empty());
                 let state = if has_container {
-                    self.workloads.container_source(source, &sink).await
+                    self.workloads
+                        .container_source(source, &sink)
+                        .await
+                        .map_err(|error| error.to_string())
                 } else {
                     Err("spec.template.spec.containers: one container is required".to_owned())
                 };
@@ -423,7 +463,7 @@ impl Reconciler {
                 .bind(binding, Some(&sink))
                 .await
                 .map(|_| ())
-                .map_err(|message| ("Failed", message)),
+                .map_err(|error| ("Failed", error.to_string())),
             _ => Err(("Failed", "not a workload".to_owned())),
         };
         conditions.push(match running {

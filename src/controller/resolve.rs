@@ -2,12 +2,12 @@
 //! `http://{name}.{namespace}.svc.{cluster domain}`, a `ref` to any other addressable its
 //! `status.address.url`. Broker refs stay: the runtime sends those to Herald's own ingress.
 
-use crate::apiserver_source::discover;
+use crate::apiserver_source::{discover, DiscoverError};
 use herald_crds::{Destination, KReference};
 use kube::api::{Api, DynamicObject};
 use kube::Client;
 
-use super::cache::Services;
+use super::cache::{NotWatched, Services};
 
 use crate::config::Resource;
 
@@ -48,7 +48,10 @@ impl Resolver {
             let base = self
                 .url_of(&reference, namespace)
                 .await
-                .map_err(|message| Unresolved { field, message })?;
+                .map_err(|error| Unresolved {
+                    field,
+                    message: error.to_string(),
+                })?;
             let uri = crate::config::join_ref_uri(&base, destination.uri.as_deref())
                 .map_err(|message| Unresolved { field, message })?;
             *destination = Destination {
@@ -60,7 +63,11 @@ impl Resolver {
         Ok(())
     }
 
-    async fn url_of(&self, reference: &KReference, namespace: &str) -> Result<String, String> {
+    async fn url_of(
+        &self,
+        reference: &KReference,
+        namespace: &str,
+    ) -> Result<String, ResolveError> {
         let what = format!("{} {namespace}/{}", reference.kind, reference.name);
         if reference.api_version == "v1" && reference.kind == "Service" {
             return match self.services.exists(namespace, &reference.name) {
@@ -68,23 +75,46 @@ impl Resolver {
                     "http://{}.{namespace}.svc.{}",
                     reference.name, self.cluster_domain
                 )),
-                Ok(false) => Err(format!("{what} does not exist")),
-                Err(why) => Err(format!("{what} cannot be resolved: {why}")),
+                Ok(false) => Err(ResolveError::Missing(what)),
+                Err(source) => Err(ResolveError::NotWatched { what, source }),
             };
         }
         let resource = discover(&self.client, &reference.api_version, &reference.kind).await?;
         let api: Api<DynamicObject> =
             Api::namespaced_with(self.client.clone(), namespace, &resource);
-        let object = api
-            .get_opt(&reference.name)
-            .await
-            .map_err(|e| format!("cannot read {what}: {e}"))?
-            .ok_or_else(|| format!("{what} does not exist"))?;
-        object.data["status"]["address"]["url"]
-            .as_str()
-            .map(str::to_owned)
-            .ok_or_else(|| format!("{what} is not addressable yet (no status.address.url)"))
+        let object = match api.get_opt(&reference.name).await {
+            Ok(Some(object)) => object,
+            Ok(None) => return Err(ResolveError::Missing(what)),
+            Err(source) => return Err(ResolveError::Read { what, source }),
+        };
+        match object.data["status"]["address"]["url"].as_str() {
+            Some(url) => Ok(url.to_owned()),
+            None => Err(ResolveError::NotAddressable(what)),
+        }
     }
+}
+
+/// Why a destination's `ref` has no URL; each names the object (`Kind namespace/name`).
+#[derive(Debug, thiserror::Error)]
+enum ResolveError {
+    #[error("{0} does not exist")]
+    Missing(String),
+    #[error("{what} cannot be resolved: {source}")]
+    NotWatched {
+        what: String,
+        #[source]
+        source: NotWatched,
+    },
+    #[error(transparent)]
+    Discover(#[from] DiscoverError),
+    #[error("cannot read {what}: {source}")]
+    Read {
+        what: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("{0} is not addressable yet (no status.address.url)")]
+    NotAddressable(String),
 }
 
 fn is_broker(reference: &KReference) -> bool {

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::apiserver_source::discover;
+use crate::apiserver_source::{discover, DiscoverError};
 use herald_crds::{ContainerSource, SinkBinding, SourceSpec};
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
@@ -22,6 +22,39 @@ pub const CONTAINER_SOURCE_LABEL: &str = "sources.knative.dev/containerSource";
 pub struct Workloads {
     client: Client,
     params: PatchParams,
+}
+
+/// Why a workload could not be run, bound or unbound.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkloadError {
+    /// A SinkBinding's subject named by `name` is not there (nothing to bind or unbind).
+    #[error("{kind} {namespace}/{name} does not exist")]
+    SubjectMissing {
+        kind: String,
+        namespace: String,
+        name: String,
+    },
+    #[error("the subject has neither name nor selector")]
+    NoSubject,
+    #[error("{kind} {name} has no spec.template.spec (not a PodSpecable)")]
+    NotPodSpecable { kind: String, name: String },
+    /// Reading, listing, applying or updating on the API server failed.
+    #[error("{what}: {source}")]
+    Api {
+        /// What was being done, e.g. `cannot update Deployment d`.
+        what: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error(transparent)]
+    Discover(#[from] DiscoverError),
+    /// The Deployment or its pod template does not convert to and from JSON.
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+}
+
+fn api_error(what: String) -> impl FnOnce(kube::Error) -> WorkloadError {
+    move |source| WorkloadError::Api { what, source }
 }
 
 /// How a workload-backed source is doing, for its status.
@@ -90,7 +123,7 @@ impl Workloads {
         &self,
         source: &ContainerSource,
         sink: &str,
-    ) -> Result<WorkloadState, String> {
+    ) -> Result<WorkloadState, WorkloadError> {
         let namespace = source.metadata.namespace.as_deref().unwrap_or("default");
         let name = source.metadata.name.as_deref().unwrap_or_default();
         let deployment_name = format!("{name}-deployment");
@@ -98,9 +131,9 @@ impl Workloads {
         let labels = template.metadata.get_or_insert_with(Default::default);
         let labels = labels.labels.get_or_insert_with(BTreeMap::new);
         labels.insert(CONTAINER_SOURCE_LABEL.to_owned(), name.to_owned());
-        let mut template_json = serde_json::to_value(&template).map_err(|e| e.to_string())?;
+        let mut template_json = serde_json::to_value(&template)?;
         set_env(&mut template_json["spec"], &binding_env(sink, &source.spec));
-        let template = serde_json::from_value(template_json).map_err(|e| e.to_string())?;
+        let template = serde_json::from_value(template_json)?;
         let deployment = Deployment {
             metadata: ObjectMeta {
                 name: Some(deployment_name.clone()),
@@ -133,14 +166,16 @@ impl Workloads {
             }),
             status: None,
         };
-        let mut body = serde_json::to_value(&deployment).map_err(|e| e.to_string())?;
+        let mut body = serde_json::to_value(&deployment)?;
         body["apiVersion"] = json!("apps/v1");
         body["kind"] = json!("Deployment");
         let api: Api<Deployment> = Api::namespaced(self.client.clone(), namespace);
         let applied = api
             .patch(&deployment_name, &self.params, &Patch::Apply(body))
             .await
-            .map_err(|e| format!("cannot apply Deployment {namespace}/{deployment_name}: {e}"))?;
+            .map_err(api_error(format!(
+                "cannot apply Deployment {namespace}/{deployment_name}"
+            )))?;
         let available = applied
             .status
             .as_ref()
@@ -167,7 +202,7 @@ impl Workloads {
     async fn subjects(
         &self,
         binding: &SinkBinding,
-    ) -> Result<(Api<DynamicObject>, Vec<DynamicObject>), String> {
+    ) -> Result<(Api<DynamicObject>, Vec<DynamicObject>), WorkloadError> {
         let subject = &binding.spec.subject;
         // Validation refuses a subject in another namespace; the binding's own is the only
         // one ever used, whatever the spec says.
@@ -179,24 +214,25 @@ impl Workloads {
             (Some(name), _) => match api.get_opt(name).await {
                 Ok(Some(object)) => vec![object],
                 Ok(None) => {
-                    return Err(format!(
-                        "{} {namespace}/{name} does not exist",
-                        subject.kind
-                    ))
+                    return Err(WorkloadError::SubjectMissing {
+                        kind: subject.kind.clone(),
+                        namespace: namespace.to_owned(),
+                        name: name.clone(),
+                    })
                 }
                 Err(e) => {
-                    return Err(format!(
-                        "cannot read {} {namespace}/{name}: {e}",
+                    return Err(api_error(format!(
+                        "cannot read {} {namespace}/{name}",
                         subject.kind
-                    ))
+                    ))(e))
                 }
             },
-            (None, None) => return Err("the subject has neither name nor selector".into()),
+            (None, None) => return Err(WorkloadError::NoSubject),
             (None, Some(selector)) => {
                 let labels = selector.to_query();
                 api.list(&ListParams::default().labels(&labels))
                     .await
-                    .map_err(|e| format!("cannot list {}: {e}", subject.kind))?
+                    .map_err(api_error(format!("cannot list {}", subject.kind)))?
                     .items
             }
         };
@@ -205,7 +241,11 @@ impl Workloads {
 
     /// Sets the binding's variables in its subjects (`sink = None` removes them); returns
     /// how many subjects there are.
-    pub async fn bind(&self, binding: &SinkBinding, sink: Option<&str>) -> Result<usize, String> {
+    pub async fn bind(
+        &self,
+        binding: &SinkBinding,
+        sink: Option<&str>,
+    ) -> Result<usize, WorkloadError> {
         let (api, subjects) = self.subjects(binding).await?;
         let env = sink
             .map(|s| binding_env(s, &binding.spec))
@@ -214,10 +254,10 @@ impl Workloads {
             let name = subject.metadata.name.as_deref().unwrap_or_default();
             let mut pod_spec = subject.data["spec"]["template"]["spec"].clone();
             if pod_spec.is_null() {
-                return Err(format!(
-                    "{} {name} has no spec.template.spec (not a PodSpecable)",
-                    binding.spec.subject.kind
-                ));
+                return Err(WorkloadError::NotPodSpecable {
+                    kind: binding.spec.subject.kind.clone(),
+                    name: name.to_owned(),
+                });
             }
             if !set_env(&mut pod_spec, &env) {
                 continue;
@@ -230,7 +270,10 @@ impl Workloads {
             }
             api.patch(name, &PatchParams::default(), &Patch::Merge(patch))
                 .await
-                .map_err(|e| format!("cannot update {} {name}: {e}", binding.spec.subject.kind))?;
+                .map_err(api_error(format!(
+                    "cannot update {} {name}",
+                    binding.spec.subject.kind
+                )))?;
         }
         Ok(subjects.len())
     }

@@ -8,6 +8,7 @@
     reason = "test code"
 )]
 
+use crate::common::{self, Server};
 use herald_bench::{report, Settings};
 
 fn positive(value: &serde_json::Value) -> bool {
@@ -105,6 +106,9 @@ async fn smoke(backend: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bench_smoke_kafka() {
+    if common::skip_without(&[Server::Kafka]) {
+        return;
+    }
     smoke("kafka").await;
 }
 
@@ -115,5 +119,8 @@ async fn bench_smoke_sled() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bench_smoke_nats() {
+    if common::skip_without(&[Server::Nats]) {
+        return;
+    }
     smoke("nats").await;
 }

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use common::herald::Sled;
 use common::kube::KubeApiServer;
+use common::Server;
 use common::{wait_for_async, wait_until, Herald, HeraldDirs, Subscriber};
 use serde_json::{json, Value};
 
@@ -114,6 +115,9 @@ async fn post_event(herald: &Herald, broker: &str, id: &str) -> u16 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn brokers_and_triggers_run_with_knative_status_and_finalizers() {
+    if common::skip_without(&[Server::KubeApiServer]) {
+        return;
+    }
     let server = KubeApiServer::start().await;
     server.install_crds().await;
     let subscriber = Subscriber::start().await;
@@ -412,6 +416,9 @@ fn check_config_map_events(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_server_source_sends_config_map_changes_in_both_modes() {
+    if common::skip_without(&[Server::KubeApiServer]) {
+        return;
+    }
     let server = KubeApiServer::start().await;
     server.install_crds().await;
     let subscriber = Subscriber::start().await;
@@ -481,6 +488,9 @@ async fn api_server_source_sends_config_map_changes_in_both_modes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_runs_an_api_server_source_given_a_kubeconfig() {
+    if common::skip_without(&[Server::KubeApiServer]) {
+        return;
+    }
     let server = KubeApiServer::start().await;
     let subscriber = Subscriber::start().await;
     let source = serde_yaml_ng::to_string(&api_server_source("files", "Reference")).unwrap();
@@ -531,6 +541,9 @@ async fn lease_holder(server: &KubeApiServer) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_the_lease_holder_writes_status_and_another_takes_over() {
+    if common::skip_without(&[Server::KubeApiServer]) {
+        return;
+    }
     let server = KubeApiServer::start().await;
     server.install_crds().await;
     let (data_a, data_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
@@ -680,6 +693,9 @@ async fn start_as_example_service_account(
 /// example's ServiceAccount with only the example's roles, runs the example resources.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_kubernetes_example_runs_with_its_least_privilege_rbac() {
+    if common::skip_without(&[Server::KubeApiServer]) {
+        return;
+    }
     let server = install_example_deployment().await;
     let data = tempfile::tempdir().unwrap();
     let herald = start_as_example_service_account(&server, &data, &[]).await;
@@ -741,6 +757,9 @@ async fn the_kubernetes_example_runs_with_its_least_privilege_rbac() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn container_sources_and_sink_bindings_run_as_workloads() {
+    if common::skip_without(&[Server::KubeApiServer]) {
+        return;
+    }
     let server = KubeApiServer::start().await;
     server.install_crds().await;
     let data = tempfile::tempdir().unwrap();
@@ -923,6 +942,9 @@ fn serve_refuses_a_sink_binding_and_says_what_to_use() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_a_broker_deletes_its_log_when_asked() {
+    if common::skip_without(&[Server::KubeApiServer]) {
+        return;
+    }
     let server = KubeApiServer::start().await;
     server.install_crds().await;
     let subscriber = Subscriber::start().await;
@@ -977,6 +999,9 @@ async fn deleting_a_broker_deletes_its_log_when_asked() {
 /// brokers and triggers run meanwhile.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_that_cannot_run_does_not_stop_the_others() {
+    if common::skip_without(&[Server::KubeApiServer, Server::Nats]) {
+        return;
+    }
     let server = KubeApiServer::start().await;
     server.install_crds().await;
     let nats = common::herald::Nats::start();
@@ -1082,6 +1107,9 @@ async fn a_broker_that_cannot_run_does_not_stop_the_others() {
 /// durable consumer is shared, so every event is delivered whichever replica took it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_share_the_data_plane_on_nats() {
+    if common::skip_without(&[Server::KubeApiServer, Server::Nats]) {
+        return;
+    }
     let server = KubeApiServer::start().await;
     server.install_crds().await;
     let nats = common::herald::Nats::start();
@@ -1133,6 +1161,9 @@ async fn replicas_share_the_data_plane_on_nats() {
 /// waits for it instead of exiting, then runs what it finds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_controller_started_before_its_api_server_waits_for_it() {
+    if common::skip_without(&[Server::KubeApiServer]) {
+        return;
+    }
     let port = common::free_port();
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = KubeApiServer::kubeconfig_for_port(dir.path(), port);
@@ -1161,6 +1192,9 @@ async fn a_controller_started_before_its_api_server_waits_for_it() {
 /// other namespaces alone; a Service ref into an unwatched namespace says so.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_controller_scoped_to_a_namespace_needs_permissions_only_there() {
+    if common::skip_without(&[Server::KubeApiServer]) {
+        return;
+    }
     let server = install_example_deployment().await;
     for binding in ["herald-controller", "herald-addressable-resolver"] {
         let (status, answer) = server
@@ -1244,6 +1278,9 @@ async fn a_controller_scoped_to_a_namespace_needs_permissions_only_there() {
 /// records reach the sink.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kafka_source_reads_its_secret_from_the_cluster() {
+    if common::skip_without(&[Server::KubeApiServer, Server::Kafka]) {
+        return;
+    }
     use herald_broker::testing::{KafkaServer, KAFKA_SASL_PASSWORD, KAFKA_SASL_USER};
     use rdkafka::producer::{FutureProducer, FutureRecord};
 

@@ -11,6 +11,7 @@ use crate::common;
 use crate::scenarios;
 
 use common::herald::Kafka;
+use common::Server;
 
 every_scenario!(Kafka::shared());
 
@@ -76,6 +77,9 @@ fn read_topic(bootstrap: &str, topic: &str, want: usize) -> Vec<rdkafka::message
 /// `partitionkey`, that any Kafka consumer can read.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_are_cloudevents_for_any_consumer() {
+    if common::skip_without(&[Server::Kafka]) {
+        return;
+    }
     let kafka = Kafka::shared();
     let dirs = common::HeraldDirs::new(&broker_yaml("b", None));
     let herald = common::Herald::start(&kafka, &dirs, &[]).await;
@@ -125,6 +129,9 @@ async fn records_are_cloudevents_for_any_consumer() {
 /// record that is a CloudEvent passes through unchanged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_source_maps_records() {
+    if common::skip_without(&[Server::Kafka]) {
+        return;
+    }
     let kafka = Kafka::shared();
     let topic = format!("{}orders", kafka.prefix);
     herald_broker::testing::create_kafka_topic(&kafka.bootstrap, &topic, 1).await;
@@ -217,6 +224,9 @@ async fn kafka_source_maps_records() {
 /// one is SIGKILLed mid-stream, and every accepted event still reaches the subscriber.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_heralds_share_a_trigger_and_one_dies() {
+    if common::skip_without(&[Server::Kafka]) {
+        return;
+    }
     let kafka = Kafka::shared();
     let subscriber = common::Subscriber::start().await;
     let delivery = "delivery: {retry: 20, backoffPolicy: linear, backoffDelay: PT0.05S}";
@@ -254,6 +264,9 @@ async fn two_heralds_share_a_trigger_and_one_dies() {
 /// is back every event that got a 202 is delivered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_killed_during_ingest_loses_nothing_accepted() {
+    if common::skip_without(&[Server::Kafka]) {
+        return;
+    }
     scenarios::durability::log_server_killed_during_ingest(
         &mut Kafka::start(),
         |kafka| kafka.server.as_mut().unwrap().kill(),
@@ -267,6 +280,9 @@ async fn kafka_killed_during_ingest_loses_nothing_accepted() {
 /// `--kafka-bootstrap` the class is refused before binding.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_class_kafka_chooses_the_backend() {
+    if common::skip_without(&[Server::Kafka]) {
+        return;
+    }
     let kafka = Kafka::shared();
     let subscriber = common::Subscriber::start().await;
     let on_kafka = format!(
@@ -317,6 +333,9 @@ async fn broker_class_kafka_chooses_the_backend() {
 /// `examples/kafka` loads and its broker gets its topic with the annotated partitions.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_kafka_example_runs() {
+    if common::skip_without(&[Server::Kafka]) {
+        return;
+    }
     let kafka = Kafka::shared();
     // The example's source reads this topic; it starts once the topic exists.
     herald_broker::testing::create_kafka_topic(&kafka.bootstrap, "legacy-payments", 1).await;

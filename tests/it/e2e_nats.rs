@@ -10,6 +10,7 @@ use crate::common;
 use crate::scenarios;
 
 use common::herald::Nats;
+use common::Server;
 
 every_scenario!(Nats::start());
 
@@ -30,6 +31,9 @@ on_backend!(Nats::start() =>
 /// the server is back every event that got a 202 is delivered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_server_killed_during_ingest_loses_nothing_accepted() {
+    if common::skip_without(&[Server::Nats]) {
+        return;
+    }
     scenarios::durability::log_server_killed_during_ingest(
         &mut Nats::start(),
         |nats| nats.server.kill(),
@@ -43,6 +47,9 @@ async fn nats_server_killed_during_ingest_loses_nothing_accepted() {
 /// stream settings of its `herald.dev/*` annotations; a NATS class without NATS is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_class_chooses_the_backend() {
+    if common::skip_without(&[Server::Nats]) {
+        return;
+    }
     use std::time::Duration;
 
     use scenarios::{accept_on, broker_yaml, trigger_yaml, NS};
@@ -108,6 +115,9 @@ async fn broker_class_chooses_the_backend() {
 /// through, other payloads are wrapped with Herald's NATS mapping.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_source_maps_cloudevents_and_plain_messages() {
+    if common::skip_without(&[Server::Nats]) {
+        return;
+    }
     use std::time::Duration;
 
     use scenarios::{broker_yaml, trigger_yaml, NS};

@@ -15,6 +15,7 @@ use std::time::Duration;
 use common::admin::{AdminClient, BROKERS, TRIGGERS};
 use common::herald::Sled;
 use common::kube::KubeApiServer;
+use common::Server;
 use common::{wait_for_async, wait_for_value, Herald, HeraldDirs, Subscriber};
 use herald_broker::testing::{KafkaServer, KAFKA_SASL_PASSWORD, KAFKA_SASL_USER};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -344,6 +345,9 @@ fn kafka_sasl_secret(mechanism: &str) -> tempfile::TempDir {
 /// the second if it were not dropped.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_knative_docs_api_server_source_filters_what_it_sends() {
+    if common::skip_without(&[Server::KubeApiServer]) {
+        return;
+    }
     let server = KubeApiServer::start().await;
     let (status, answer) = server
         .post(
@@ -428,6 +432,9 @@ async fn the_knative_docs_api_server_source_filters_what_it_sends() {
 /// record reaches event-display as `dev.knative.kafka.event`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_knative_docs_kafka_source_reads_with_sasl() {
+    if common::skip_without(&[Server::Kafka]) {
+        return;
+    }
     let plaintext = KafkaServer::shared();
     let example = std::fs::read_to_string(format!("{EXAMPLES}/kafkasource.yaml")).unwrap();
     let yaml = example.replace(

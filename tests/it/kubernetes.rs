@@ -11,10 +11,14 @@
 use crate::common;
 
 use common::kube::KubeApiServer;
+use common::Server;
 use serde_json::{json, Value};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crds_apply_and_reject_invalid_objects() {
+    if common::skip_without(&[Server::KubeApiServer]) {
+        return;
+    }
     let server = KubeApiServer::start().await;
     server.install_crds().await;
     let eventing = "/apis/eventing.knative.dev/v1/namespaces/default";

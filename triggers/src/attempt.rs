@@ -39,13 +39,31 @@ pub enum Answer {
 /// Sends events over a shared connection pool.
 #[derive(Clone)]
 pub struct Sender {
-    client: reqwest::Client,
+    transport: Transport,
     max_body_bytes: usize,
     /// Requests in flight across all triggers: many triggers times their windows must not
     /// exhaust sockets or file descriptors.
     outbound: Arc<Semaphore>,
     urls: Arc<ParsedUrls>,
 }
+
+/// How attempts reach their targets.
+#[derive(Clone)]
+enum Transport {
+    Http(reqwest::Client),
+    /// Unit tests: answers from a script, on paused time (see `process::tests`).
+    #[cfg(test)]
+    Scripted(Arc<Script>),
+}
+
+/// An attempt's answer made by a test from the target and the event.
+#[cfg(test)]
+pub(crate) type Script = dyn Fn(
+        &Target<'_>,
+        &CloudEvent,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Answer> + Send>>
+    + Send
+    + Sync;
 
 /// Most parsed target URLs kept; when full the cache starts again (targets are few: one
 /// subscriber and one dead-letter sink per trigger).
@@ -84,17 +102,37 @@ impl Sender {
             .redirect(reqwest::redirect::Policy::none())
             .build()?;
         Ok(Self {
-            client,
+            transport: Transport::Http(client),
             max_body_bytes,
             outbound: Arc::new(Semaphore::new(max_outbound.max(1))),
             urls: Arc::default(),
         })
     }
 
+    /// A sender whose attempts are answered by `script` (each still bounded by its timeout).
+    #[cfg(test)]
+    pub(crate) fn scripted(script: Arc<Script>) -> Self {
+        Self {
+            transport: Transport::Scripted(script),
+            max_body_bytes: 1024,
+            outbound: Arc::new(Semaphore::new(16)),
+            urls: Arc::default(),
+        }
+    }
+
     pub async fn send(&self, target: &Target<'_>, event: &CloudEvent) -> Answer {
         // Waiting for a slot is not part of the attempt's timeout.
         let Ok(_slot) = self.outbound.acquire().await else {
             return Answer::Transport("the sender is closed".into());
+        };
+        // Outside tests `Transport` has one variant, so the match cannot fail there.
+        #[allow(clippy::infallible_destructuring_match)]
+        let client = match &self.transport {
+            Transport::Http(client) => client,
+            #[cfg(test)]
+            Transport::Scripted(script) => {
+                return timed(target.timeout, script(target, event)).await
+            }
         };
         let encoded = match target.format {
             DeliveryFormat::Json => encode_structured(event),
@@ -127,8 +165,8 @@ impl Sender {
             headers.insert("kn-namespace", ns);
         }
         let request = match self.urls.get(target.url) {
-            Some(url) => self.client.post(url),
-            None => self.client.post(target.url),
+            Some(url) => client.post(url),
+            None => client.post(target.url),
         };
         let request = request.headers(headers).body(encoded.body);
         let exchange = async {
@@ -153,11 +191,21 @@ impl Sender {
                 truncated,
             })
         };
-        match tokio::time::timeout(target.timeout, exchange).await {
-            Err(_) => Answer::Transport(format!("timed out after {:?}", target.timeout)),
-            Ok(Err(error)) => Answer::Transport(describe(&error)),
-            Ok(Ok(answer)) => answer,
-        }
+        let answer = async {
+            match exchange.await {
+                Err(error) => Answer::Transport(describe(&error)),
+                Ok(answer) => answer,
+            }
+        };
+        timed(target.timeout, answer).await
+    }
+}
+
+/// The answer, or a transport failure once `timeout` has passed without one.
+async fn timed(timeout: Duration, answer: impl std::future::Future<Output = Answer>) -> Answer {
+    match tokio::time::timeout(timeout, answer).await {
+        Err(_) => Answer::Transport(format!("timed out after {timeout:?}")),
+        Ok(answer) => answer,
     }
 }
 

@@ -433,3 +433,6 @@ async fn dead_letter(
     )
     .await
 }
+
+#[cfg(test)]
+mod tests;

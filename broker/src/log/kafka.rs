@@ -105,8 +105,8 @@ impl KafkaOptions {
     }
 }
 
-fn unavailable(error: impl std::fmt::Display) -> LogError {
-    LogError::Unavailable(error.to_string())
+fn unavailable(error: KafkaError) -> LogError {
+    LogError::unavailable("").caused_by(error)
 }
 
 /// How long set-up calls keep retrying while a new topic's partitions get their leaders.
@@ -146,7 +146,7 @@ async fn blocking<T: Send + 'static>(
 ) -> Result<T, LogError> {
     tokio::task::spawn_blocking(call)
         .await
-        .map_err(|e| LogError::Unavailable(format!("a Kafka call failed: {e}")))?
+        .map_err(|e| LogError::unavailable("a Kafka call failed").caused_by(e))?
 }
 
 pub struct KafkaLog {
@@ -160,7 +160,7 @@ pub struct KafkaLog {
 impl KafkaLog {
     pub fn connect(options: KafkaOptions) -> Result<Self, LogError> {
         names::validate_prefix(&options.prefix)
-            .map_err(|e| LogError::Storage(format!("the topic prefix {:?} {e}", options.prefix)))?;
+            .map_err(|e| LogError::storage(format!("the topic prefix {:?} {e}", options.prefix)))?;
         // Tunable defaults first, then `--kafka-option`, then what a 202 depends on (every
         // replica has the record, no duplicates on retry), which no option may weaken.
         let mut producer = ClientConfig::new();
@@ -200,7 +200,7 @@ impl KafkaLog {
             match result {
                 Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
                 Err((name, code)) => {
-                    return Err(LogError::Unavailable(format!(
+                    return Err(LogError::unavailable(format!(
                         "cannot create topic {name}: {code}"
                     )))
                 }
@@ -243,7 +243,7 @@ impl KafkaLog {
             Ok(delivery) => match delivery.await {
                 Ok(Ok(_)) => Ok(()),
                 Ok(Err(error)) => Err(unavailable(error)),
-                Err(_) => Err(unavailable("the producer stopped")),
+                Err(_) => Err(LogError::unavailable("the producer stopped")),
             },
             Err(error) => Err(unavailable(error)),
         }
@@ -279,9 +279,7 @@ impl KafkaLog {
                 let mut next = low;
                 while next < high {
                     if std::time::Instant::now() > deadline {
-                        return Err(LogError::Unavailable(
-                            "reading the parked topic timed out".into(),
-                        ));
+                        return Err(LogError::unavailable("reading the parked topic timed out"));
                     }
                     let Some(message) = reader.poll(Duration::from_millis(200)) else {
                         continue;
@@ -419,7 +417,7 @@ impl EventLog for KafkaLog {
             match delivery.await {
                 Ok(Ok((partition, offset))) => written.push((partition, offset + 1)),
                 Ok(Err(error)) => return Err(unavailable(error)),
-                Err(_) => return Err(unavailable("the producer stopped")),
+                Err(_) => return Err(LogError::unavailable("the producer stopped")),
             }
         }
         self.record_ends(broker, written);
@@ -546,7 +544,7 @@ impl EventLog for KafkaLog {
             match result {
                 Ok(_) | Err((_, RDKafkaErrorCode::UnknownTopicOrPartition)) => {}
                 Err((name, code)) => {
-                    return Err(LogError::Unavailable(format!(
+                    return Err(LogError::unavailable(format!(
                         "cannot delete topic {name}: {code}"
                     )))
                 }
@@ -568,7 +566,7 @@ impl EventLog for KafkaLog {
                     .iter()
                     .any(|t| t.error().is_none() && !t.partitions().is_empty());
                 if present {
-                    return Err(LogError::Unavailable(format!(
+                    return Err(LogError::unavailable(format!(
                         "topic {topic} is still being deleted"
                     )));
                 }
@@ -605,7 +603,7 @@ impl EventLog for KafkaLog {
                     tokio::time::sleep(Duration::from_millis(250)).await;
                 }
                 Some(Err((_, code))) => {
-                    return Err(LogError::Unavailable(format!(
+                    return Err(LogError::unavailable(format!(
                         "cannot delete consumer group {group}: {code}"
                     )))
                 }
@@ -635,7 +633,7 @@ fn commit_starting_offsets(
         .flat_map(|t| t.partitions().iter().map(|p| p.id()))
         .collect();
     if partitions.is_empty() {
-        return Err(LogError::Unavailable(format!(
+        return Err(LogError::unavailable(format!(
             "topic {topic} has no partitions"
         )));
     }
@@ -706,7 +704,7 @@ fn commit_starting_offsets(
                 .map_err(unavailable)?;
             for element in found.elements() {
                 let Offset::Offset(offset) = element.offset() else {
-                    return Err(LogError::Unavailable(format!(
+                    return Err(LogError::unavailable(format!(
                         "no {} offset for {topic} partition {}",
                         if wanted == Offset::Beginning {
                             "first"
@@ -949,6 +947,9 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn kafka_passes_the_conformance_suite() {
+        if !crate::testing::available(crate::testing::Server::Kafka) {
+            return;
+        }
         let bootstrap = crate::testing::KafkaServer::shared();
         let counter = std::sync::atomic::AtomicUsize::new(0);
         crate::log::testsuite::run_all(&|| {

@@ -24,6 +24,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::record::Record;
 
+pub use error::{Cause, LogError};
+
+mod error;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 pub mod names;
@@ -145,7 +148,7 @@ impl ParkedRecord {
     /// The stored form: a big-endian u32 length, a JSON header (id and failure), the record.
     pub fn encode(&self) -> Result<Vec<u8>, LogError> {
         let meta = serde_json::to_vec(&(self.id, &self.failure))
-            .map_err(|e| LogError::Storage(e.to_string()))?;
+            .map_err(|e| LogError::storage("").caused_by(e))?;
         let record = self.record.encode();
         let mut out = Vec::with_capacity(4 + meta.len() + record.len());
         out.extend_from_slice(&(meta.len() as u32).to_be_bytes());
@@ -155,7 +158,7 @@ impl ParkedRecord {
     }
 
     pub fn decode(value: &[u8]) -> Result<Self, LogError> {
-        let corrupt = || LogError::Corrupt("parked record is malformed".into());
+        let corrupt = || LogError::corrupt("parked record is malformed");
         let len_bytes: [u8; 4] = value
             .get(..4)
             .ok_or_else(corrupt)?
@@ -164,37 +167,15 @@ impl ParkedRecord {
         let len = u32::from_be_bytes(len_bytes) as usize;
         let meta = value.get(4..4 + len).ok_or_else(corrupt)?;
         let (id, failure): (RecordId, Failure) =
-            serde_json::from_slice(meta).map_err(|e| LogError::Corrupt(e.to_string()))?;
+            serde_json::from_slice(meta).map_err(|e| LogError::corrupt("").caused_by(e))?;
         let record = Record::decode(bytes::Bytes::copy_from_slice(&value[4 + len..]))
-            .map_err(|e| LogError::Corrupt(e.to_string()))?;
+            .map_err(|e| LogError::corrupt("").caused_by(e))?;
         Ok(Self {
             id,
             record,
             failure,
         })
     }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum LogError {
-    /// The write queue is full: the caller should back off and retry.
-    #[error("the log is overloaded: its write queue is full")]
-    Overloaded,
-    /// The log cannot be reached or is shutting down.
-    #[error("the log is unavailable: {0}")]
-    Unavailable(String),
-    #[error("broker {0} has no log")]
-    UnknownBroker(BrokerKey),
-    #[error("stored record is corrupt: {0}")]
-    Corrupt(String),
-    #[error("log storage error: {0}")]
-    Storage(String),
-    /// Another process (or a handle of this one that is still closing) holds the log's
-    /// storage; two Heralds must not share a data directory.
-    #[error(
-        "it is in use by another process (is another Herald running with the same --data-dir?)"
-    )]
-    InUse,
 }
 
 /// A stored event's duplicate-window key and when ingress accepted it.
@@ -279,7 +260,7 @@ pub trait EventLog: Send + Sync + 'static {
         _since: std::time::SystemTime,
         _max: usize,
     ) -> Result<Vec<RecentId>, LogError> {
-        Err(LogError::Unavailable(format!(
+        Err(LogError::unavailable(format!(
             "the log of {broker} cannot list recent events"
         )))
     }

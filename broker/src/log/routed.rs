@@ -41,16 +41,12 @@ impl BackendChoice {
     }
 
     /// The backend a broker class asks for, or why it cannot be had.
-    pub fn backend_for_class(&self, class: Option<&str>) -> Result<&str, String> {
+    pub fn backend_for_class(&self, class: Option<&str>) -> Result<&str, ClassError> {
         let wanted = match class {
             None | Some(DEFAULT_BROKER_CLASS) => return Ok(&self.default),
             Some(NATS_BROKER_CLASS) => "nats",
             Some(KAFKA_BROKER_CLASS | KAFKA_NAMESPACED_BROKER_CLASS) => "kafka",
-            Some(other) => {
-                return Err(format!(
-                    "broker class {other:?} is not served by Herald: use {DEFAULT_BROKER_CLASS} (the default backend), {KAFKA_BROKER_CLASS} ({KAFKA_NAMESPACED_BROKER_CLASS} is served as {KAFKA_BROKER_CLASS}) or {NATS_BROKER_CLASS}"
-                ))
-            }
+            Some(other) => return Err(ClassError::NotServed(other.to_owned())),
         };
         if let Some(name) = self.configured.iter().find(|name| *name == wanted) {
             Ok(name)
@@ -60,12 +56,27 @@ impl BackendChoice {
             } else {
                 "--nats-url"
             };
-            Err(format!(
-                "broker class {} needs the {wanted} backend, which is not configured ({flag})",
-                class.unwrap_or_default()
-            ))
+            Err(ClassError::NotConfigured {
+                class: class.unwrap_or_default().to_owned(),
+                backend: wanted,
+                flag,
+            })
         }
     }
+}
+
+/// Why a broker class cannot be served.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ClassError {
+    #[error("broker class {0:?} is not served by Herald: use {DEFAULT_BROKER_CLASS} (the default backend), {KAFKA_BROKER_CLASS} ({KAFKA_NAMESPACED_BROKER_CLASS} is served as {KAFKA_BROKER_CLASS}) or {NATS_BROKER_CLASS}")]
+    NotServed(String),
+    #[error("broker class {class} needs the {backend} backend, which is not configured ({flag})")]
+    NotConfigured {
+        class: String,
+        backend: &'static str,
+        /// The flag that configures the backend.
+        flag: &'static str,
+    },
 }
 
 /// Logs by backend name (`sled`, `nats`), one of them the default.
@@ -85,7 +96,7 @@ impl RoutedLog {
     }
 
     /// The backend a broker class asks for, or why it cannot be had.
-    pub fn backend_for_class(&self, class: Option<&str>) -> Result<&str, String> {
+    pub fn backend_for_class(&self, class: Option<&str>) -> Result<&str, ClassError> {
         self.choice.backend_for_class(class)
     }
 
@@ -95,12 +106,14 @@ impl RoutedLog {
         broker: &BrokerKey,
         class: Option<&str>,
     ) -> Result<Arc<dyn EventLog>, LogError> {
-        let name = self.backend_for_class(class).map_err(LogError::Storage)?;
+        let name = self
+            .backend_for_class(class)
+            .map_err(|e| LogError::storage(e.to_string()))?;
         let log = self
             .backends
             .get(name)
             .cloned()
-            .ok_or_else(|| LogError::Storage(format!("no {name} backend")))?;
+            .ok_or_else(|| LogError::storage(format!("no {name} backend")))?;
         if let Ok(mut routes) = self.routes.write() {
             routes.insert(broker.clone(), log.clone());
         }

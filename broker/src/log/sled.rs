@@ -88,15 +88,15 @@ pub struct SledLog {
 }
 
 fn lock_poisoned() -> LogError {
-    LogError::Storage("lock poisoned".into())
+    LogError::storage("lock poisoned")
 }
 
 /// An I/O error of the segment files as a log error: a record that does not match its
 /// checksum is corrupt.
 fn io_error(error: std::io::Error) -> LogError {
     match error.kind() {
-        std::io::ErrorKind::InvalidData => LogError::Corrupt(error.to_string()),
-        _ => LogError::Storage(error.to_string()),
+        std::io::ErrorKind::InvalidData => LogError::corrupt("").caused_by(error),
+        _ => LogError::storage("").caused_by(error),
     }
 }
 
@@ -137,7 +137,7 @@ impl SledLog {
         let thread = std::thread::Builder::new()
             .name("herald-sled-writer".into())
             .spawn(move || writer::run_writer(writer_database, rx))
-            .map_err(|e| LogError::Storage(format!("cannot start the writer thread: {e}")))?;
+            .map_err(|e| LogError::storage("cannot start the writer thread").caused_by(e))?;
         let log = Self {
             database: database.clone(),
             writer: tx,
@@ -150,12 +150,12 @@ impl SledLog {
         let trimmer_thread = std::thread::Builder::new()
             .name("herald-sled-retention".into())
             .spawn(move || trimmer.run())
-            .map_err(|e| LogError::Storage(format!("cannot start the retention thread: {e}")))?;
+            .map_err(|e| LogError::storage("cannot start the retention thread").caused_by(e))?;
         *log.trimmer_thread.lock().map_err(|_| lock_poisoned())? = Some(trimmer_thread);
         let flusher_thread = std::thread::Builder::new()
             .name("herald-sled-offsets".into())
             .spawn(move || flusher::run_offset_flusher(database))
-            .map_err(|e| LogError::Storage(format!("cannot start the offset flusher: {e}")))?;
+            .map_err(|e| LogError::storage("cannot start the offset flusher").caused_by(e))?;
         *log.flusher_thread.lock().map_err(|_| lock_poisoned())? = Some(flusher_thread);
         Ok(log)
     }
@@ -198,7 +198,7 @@ impl SledLog {
             false => Segments::create(&root, &dir, 0, segment_bytes).map(|s| (s, 0)),
         };
         let (segments, next) =
-            opened.map_err(|e| LogError::Storage(format!("{}: {e}", dir.display())))?;
+            opened.map_err(|e| LogError::storage(dir.display().to_string()).caused_by(e))?;
         let kept = match handles
             .starts
             .get(names::broker_prefix(key))
@@ -232,7 +232,7 @@ impl SledLog {
         let database = self.database.clone();
         tokio::task::spawn_blocking(move || db.flush().map_err(|e| database.storage(e)))
             .await
-            .map_err(|e| LogError::Storage(format!("flush task failed: {e}")))??;
+            .map_err(|e| LogError::storage("flush task failed").caused_by(e))??;
         Ok(())
     }
 }
@@ -240,7 +240,7 @@ impl SledLog {
 fn offset_from_key(key: &[u8]) -> Result<u64, LogError> {
     let bytes: [u8; 8] = key
         .try_into()
-        .map_err(|_| LogError::Corrupt("log key is not 8 bytes".into()))?;
+        .map_err(|_| LogError::corrupt("log key is not 8 bytes"))?;
     Ok(u64::from_be_bytes(bytes))
 }
 
@@ -271,7 +271,7 @@ const SCAN_BATCH: u64 = 1024;
 /// When ingress accepted a stored record (its `knativearrivaltime`), if it says.
 fn arrival_time(value: &[u8]) -> Result<Option<std::time::SystemTime>, LogError> {
     let record = Record::decode(bytes::Bytes::copy_from_slice(value))
-        .map_err(|e| LogError::Corrupt(e.to_string()))?;
+        .map_err(|e| LogError::corrupt("").caused_by(e))?;
     Ok(record
         .event
         .text(crate::ingress::ARRIVAL_TIME_EXTENSION)
@@ -307,7 +307,7 @@ impl EventLog for SledLog {
         let mut ends = Vec::with_capacity(records.len());
         for record in &records {
             segment::frame(&record.encode(), &mut frames)
-                .ok_or_else(|| LogError::Storage("a record of 4 GiB or more".into()))?;
+                .ok_or_else(|| LogError::storage("a record of 4 GiB or more"))?;
             ends.push(frames.len() as u64);
         }
         let (done, answer) = oneshot::channel();
@@ -320,13 +320,11 @@ impl EventLog for SledLog {
             }))
             .map_err(|e| match e {
                 mpsc::error::TrySendError::Full(_) => LogError::Overloaded,
-                mpsc::error::TrySendError::Closed(_) => {
-                    LogError::Unavailable("the log is closed".into())
-                }
+                mpsc::error::TrySendError::Closed(_) => LogError::unavailable("the log is closed"),
             })?;
         answer
             .await
-            .map_err(|_| LogError::Unavailable("the writer stopped".into()))?
+            .map_err(|_| LogError::unavailable("the writer stopped"))?
     }
 
     fn can_persist(&self) -> bool {
@@ -350,7 +348,7 @@ impl EventLog for SledLog {
                 .map_err(io_error)?;
             for (offset, value) in &records {
                 let record = Record::decode(value.clone())
-                    .map_err(|e| LogError::Corrupt(format!("offset {offset}: {e}")))?;
+                    .map_err(|e| LogError::corrupt(format!("offset {offset}")).caused_by(e))?;
                 ids.push(&record);
             }
             at += records.len().max(1) as u64;
@@ -521,8 +519,8 @@ impl EventLog for SledLog {
             if let Some(thread) = thread {
                 tokio::task::spawn_blocking(move || thread.join())
                     .await
-                    .map_err(|e| LogError::Storage(e.to_string()))?
-                    .map_err(|_| LogError::Storage(format!("{name} panicked")))?;
+                    .map_err(|e| LogError::storage("").caused_by(e))?
+                    .map_err(|_| LogError::storage(format!("{name} panicked")))?;
             }
         }
         // The writer finishes what it has taken, then stops; requests queued behind the
@@ -536,8 +534,8 @@ impl EventLog for SledLog {
         if let Some(thread) = thread {
             tokio::task::spawn_blocking(move || thread.join())
                 .await
-                .map_err(|e| LogError::Storage(e.to_string()))?
-                .map_err(|_| LogError::Storage("the writer thread panicked".into()))?;
+                .map_err(|e| LogError::storage("").caused_by(e))?
+                .map_err(|_| LogError::storage("the writer thread panicked"))?;
         }
         // A database that failed has nothing more it could make durable.
         if !self.database.is_failed() {
@@ -585,7 +583,7 @@ impl LogConsumer for SledConsumer {
                 let mut out = Vec::with_capacity(records.len());
                 for (offset, value) in records {
                     let record = Record::decode(value)
-                        .map_err(|e| LogError::Corrupt(format!("offset {offset}: {e}")))?;
+                        .map_err(|e| LogError::corrupt(format!("offset {offset}")).caused_by(e))?;
                     out.push(LogRecord {
                         id: RecordId {
                             partition: 0,
@@ -606,7 +604,7 @@ impl LogConsumer for SledConsumer {
             self.durable
                 .changed()
                 .await
-                .map_err(|_| LogError::Unavailable("the log is closed".into()))?;
+                .map_err(|_| LogError::unavailable("the log is closed"))?;
         }
     }
 
@@ -866,7 +864,7 @@ mod tests {
             .append(&broker, vec![testsuite::sample("refused")])
             .await;
         assert!(
-            matches!(refused, Err(LogError::Unavailable(_))),
+            matches!(refused, Err(LogError::Unavailable { .. })),
             "{refused:?}"
         );
 

@@ -106,6 +106,34 @@ impl Backend for Kafka {
     }
 }
 
+/// The server a backend runs on, if any (its scenarios skip without it).
+pub trait RunsOn {
+    const SERVER: Option<herald_broker::testing::Server>;
+}
+
+impl RunsOn for Sled {
+    const SERVER: Option<herald_broker::testing::Server> = None;
+}
+
+impl RunsOn for Kafka {
+    const SERVER: Option<herald_broker::testing::Server> =
+        Some(herald_broker::testing::Server::Kafka);
+}
+
+impl RunsOn for Nats {
+    const SERVER: Option<herald_broker::testing::Server> =
+        Some(herald_broker::testing::Server::Nats);
+}
+
+/// The backend `make` starts, or `None` (the test is skipped) when its server is missing
+/// outside `scripts/test`.
+pub fn backend_or_skip<B: RunsOn>(make: impl FnOnce() -> B) -> Option<B> {
+    match B::SERVER {
+        Some(server) if !herald_broker::testing::available(server) => None,
+        _ => Some(make()),
+    }
+}
+
 /// NATS JetStream on a nats-server of the test's own.
 pub struct Nats {
     pub server: NatsServer,

@@ -10,6 +10,7 @@ pub mod otlp;
 pub mod subscriber;
 
 pub use herald::{Backend, Herald, HeraldDirs};
+pub use herald_broker::testing::Server;
 
 /// Every backend-dependent scenario of `tests/scenarios/`: the one list each backend runs.
 #[macro_export]
@@ -53,7 +54,10 @@ macro_rules! on_backend {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $scenario() {
-                scenarios::$path::$scenario(&$backend).await;
+                let Some(backend) = $crate::common::herald::backend_or_skip(|| $backend) else {
+                    return;
+                };
+                scenarios::$path::$scenario(&backend).await;
             }
         )+
     };
@@ -61,6 +65,15 @@ macro_rules! on_backend {
 pub use subscriber::{Reply, Subscriber};
 
 use std::time::Duration;
+
+/// `true` (the test returns, passing) when a server the test needs is missing and the run
+/// is a plain `cargo test`; under `scripts/test` nothing is skipped (see
+/// `herald_broker::testing::servers`).
+pub fn skip_without(servers: &[Server]) -> bool {
+    !servers
+        .iter()
+        .all(|server| herald_broker::testing::available(*server))
+}
 
 /// How long any wait for an expected condition may take before the test fails.
 pub const DEADLINE: Duration = Duration::from_secs(30);

@@ -1,6 +1,7 @@
 //! Herald's `jsonpath` dialect: an RFC 9535 JSONPath over the event's data.
 
 use herald_broker::CloudEvent;
+use jsonpath_rust::parser::errors::JsonPathError as ParseError;
 use jsonpath_rust::parser::model::JpQuery;
 use jsonpath_rust::parser::parse_json_path;
 use jsonpath_rust::query::js_path_process;
@@ -24,23 +25,22 @@ pub struct JsonPathFilter {
 }
 
 impl JsonPathFilter {
-    /// Parses the query once; the error text says what is wrong with it.
-    pub fn parse(query: &str) -> Result<Self, String> {
+    /// Parses the query once; the error says what is wrong with it.
+    pub fn parse(query: &str) -> Result<Self, JsonPathError> {
         check_nesting(query)?;
         // A process-wide pest setting; jsonpath-rust is the only pest parser in Herald.
         pest::set_call_limit(std::num::NonZeroUsize::new(PARSE_CALL_LIMIT));
         parse_json_path(query)
             .map(|query| Self { query })
-            .map_err(|e| {
-                let message = e.to_string();
-                // pest reports its limit only in the message text.
-                if message.contains("call limit reached") {
-                    format!(
-                        "the query takes more than {PARSE_CALL_LIMIT} parser steps: simplify it"
-                    )
-                } else {
-                    message
+            .map_err(|e| match e {
+                // pest fails with its only custom error when a limit is reached, and the
+                // call limit is the only one Herald sets.
+                ParseError::PestError(pest)
+                    if matches!(pest.variant, pest::error::ErrorVariant::CustomError { .. }) =>
+                {
+                    JsonPathError::TooManySteps
                 }
+                other => JsonPathError::Invalid(other),
             })
     }
 
@@ -57,9 +57,22 @@ impl JsonPathFilter {
     }
 }
 
+/// Why a JSONPath query is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum JsonPathError {
+    /// `(` and `[` nest deeper than [`MAX_DEPTH`] (the column is 1-based).
+    #[error("the query nests deeper than {MAX_DEPTH} levels of ( and [ (at column {column})")]
+    TooDeep { column: usize },
+    #[error("the query takes more than {PARSE_CALL_LIMIT} parser steps: simplify it")]
+    TooManySteps,
+    /// Not RFC 9535 JSONPath, as jsonpath-rust says.
+    #[error("{0}")]
+    Invalid(#[source] ParseError),
+}
+
 /// Refuses a query whose `(`/`[` nest deeper than [`MAX_DEPTH`], skipping string literals
 /// (`'…'`, `"…"` with backslash escapes): a linear scan before any recursion.
-fn check_nesting(query: &str) -> Result<(), String> {
+fn check_nesting(query: &str) -> Result<(), JsonPathError> {
     let mut depth = 0usize;
     let mut quote: Option<char> = None;
     let mut escaped = false;
@@ -74,10 +87,7 @@ fn check_nesting(query: &str) -> Result<(), String> {
                 '(' | '[' => {
                     depth += 1;
                     if depth > MAX_DEPTH {
-                        return Err(format!(
-                            "the query nests deeper than {MAX_DEPTH} levels of ( and [ (at column {})",
-                            column + 1
-                        ));
+                        return Err(JsonPathError::TooDeep { column: column + 1 });
                     }
                 }
                 ')' | ']' => depth = depth.saturating_sub(1),
@@ -145,8 +155,10 @@ mod tests {
         for levels in [MAX_DEPTH + 1, 100_000] {
             for query in nested(levels) {
                 let err = JsonPathFilter::parse(&query).expect_err(&query);
+                assert!(matches!(err, JsonPathError::TooDeep { .. }), "{err}");
                 assert!(
-                    err.contains(&format!("deeper than {MAX_DEPTH} levels")),
+                    err.to_string()
+                        .contains(&format!("deeper than {MAX_DEPTH} levels")),
                     "{err}"
                 );
             }
@@ -180,7 +192,8 @@ mod tests {
         let query = format!("$.a[?(@.a >{} 1)]", "match(".repeat(26));
         let started = std::time::Instant::now();
         let err = JsonPathFilter::parse(&query).unwrap_err();
-        assert!(err.contains("parser steps"), "{err}");
+        assert!(matches!(err, JsonPathError::TooManySteps), "{err:?}");
+        assert!(err.to_string().contains("parser steps"), "{err}");
         assert!(
             started.elapsed() < std::time::Duration::from_secs(5),
             "{:?}",

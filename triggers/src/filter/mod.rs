@@ -15,7 +15,7 @@ use herald_crds::validation::is_filter_attribute_name;
 use herald_crds::{FieldError, SubscriptionsApiFilter, TriggerSpec};
 
 pub use attributes::AttributesFilter;
-pub use jsonpath::JsonPathFilter;
+pub use jsonpath::{JsonPathError, JsonPathFilter};
 
 use crate::cesql::Expression;
 

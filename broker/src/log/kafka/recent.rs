@@ -67,7 +67,7 @@ impl KafkaLog {
             let deadline = Instant::now() + READ_TIMEOUT;
             while !ends.is_empty() {
                 if Instant::now() > deadline {
-                    return Err(LogError::Unavailable(format!(
+                    return Err(LogError::unavailable(format!(
                         "reading the recent records of {topic} timed out"
                     )));
                 }

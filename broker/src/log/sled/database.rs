@@ -71,7 +71,7 @@ pub(super) struct Database {
 }
 
 fn lock_poisoned() -> LogError {
-    LogError::Storage("lock poisoned".into())
+    LogError::storage("lock poisoned")
 }
 
 impl Database {
@@ -98,7 +98,7 @@ impl Database {
         // What an interrupted migration left: it starts again from the sled tree.
         let migrating = database.segments_root().join(MIGRATING_DIR);
         segments::remove_dir(&migrating)
-            .map_err(|e| LogError::Storage(format!("{}: {e}", migrating.display())))?;
+            .map_err(|e| LogError::storage(migrating.display().to_string()).caused_by(e))?;
         Ok(database)
     }
 
@@ -110,7 +110,7 @@ impl Database {
     /// `Unavailable` while the database is failed or reopening.
     pub fn check_writable(&self) -> Result<(), LogError> {
         match self.is_failed() {
-            true => Err(LogError::Unavailable(REOPENING.into())),
+            true => Err(LogError::unavailable(REOPENING)),
             false => Ok(()),
         }
     }
@@ -122,7 +122,7 @@ impl Database {
             .read()
             .map_err(|_| lock_poisoned())?
             .clone()
-            .ok_or_else(|| LogError::Unavailable(REOPENING.into()))
+            .ok_or_else(|| LogError::unavailable(REOPENING))
     }
 
     pub fn is_failed(&self) -> bool {
@@ -135,7 +135,7 @@ impl Database {
         if matches!(error, sled::Error::Io(_)) {
             self.fail(&error.to_string());
         }
-        LogError::Storage(error.to_string())
+        LogError::storage("").caused_by(error)
     }
 
     /// Marks the database failed (once) and wakes the writer.
@@ -171,7 +171,7 @@ impl Database {
         probe(&handles.db)?;
         let root = self.segments_root();
         segments::probe(&root)
-            .map_err(|e| LogError::Storage(format!("{}: {e}", root.display())))?;
+            .map_err(|e| LogError::storage(root.display().to_string()).caused_by(e))?;
         let brokers = self.brokers.lock().map_err(|_| lock_poisoned())?;
         for broker in brokers.values() {
             // Records of appends that failed were never acknowledged nor read: numbering
@@ -180,7 +180,7 @@ impl Database {
             broker
                 .segments
                 .reset_to(durable)
-                .map_err(|e| LogError::Storage(e.to_string()))?;
+                .map_err(|e| LogError::storage("").caused_by(e))?;
             broker.next.store(durable, Ordering::SeqCst);
         }
         *self.handles.write().map_err(|_| lock_poisoned())? = Some(handles);
@@ -199,26 +199,19 @@ pub const LOG_WRITABLE: &str = "herald_log_writable";
 
 /// A sled error as a log error, without marking anything failed (for the reopen itself).
 fn plain(error: sled::Error) -> LogError {
-    LogError::Storage(error.to_string())
+    LogError::storage("").caused_by(error)
 }
 
 /// Opens sled in `dir` with the trees every broker shares.
 fn open_handles(dir: &Path, cache_bytes: u64) -> Result<Handles, LogError> {
     remove_unfinished_snapshots(dir)?;
+    refuse_if_locked(dir)?;
     let db = sled::Config::new()
         .path(dir)
         .cache_capacity(cache_bytes)
         .flush_every_ms(Some(SLED_FLUSHER_MS))
         .open()
-        .map_err(|e| match e {
-            // sled reports its failed `flock` as an `Other` I/O error with this text
-            // (sled 0.34, config.rs `try_lock`); a test of two Heralds on one directory
-            // notices if that changes.
-            sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
-                LogError::InUse
-            }
-            other => plain(other),
-        })?;
+        .map_err(plain)?;
     let offsets = db.open_tree("offsets").map_err(plain)?;
     let parked = db.open_tree("parked").map_err(plain)?;
     let starts = db.open_tree("log-starts").map_err(plain)?;
@@ -228,6 +221,29 @@ fn open_handles(dir: &Path, cache_bytes: u64) -> Result<Handles, LogError> {
         parked,
         starts,
     })
+}
+
+/// [`LogError::InUse`] when another handle holds sled's lock on `dir/db`. sled takes an
+/// exclusive `flock` there on open, but reports a failure to get it only as the text of an
+/// `Other` I/O error; this probe takes and releases the same lock first, so that the answer
+/// comes from the system call's error code (a test of two Heralds on one directory checks it).
+fn refuse_if_locked(dir: &Path) -> Result<(), LogError> {
+    use rustix::fs::{flock, FlockOperation};
+    let path = dir.join("db");
+    let file = match std::fs::File::open(&path) {
+        Ok(file) => file,
+        // No database yet: nobody can hold its lock.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(LogError::storage(path.display().to_string()).caused_by(e)),
+    };
+    match flock(&file, FlockOperation::NonBlockingLockExclusive) {
+        // Released when `file` closes, before sled takes it.
+        Ok(()) => Ok(()),
+        Err(rustix::io::Errno::WOULDBLOCK) => Err(LogError::InUse),
+        Err(e) => {
+            Err(LogError::storage(path.display().to_string()).caused_by(std::io::Error::from(e)))
+        }
+    }
 }
 
 /// Deletes sled snapshots that were never finished. sled 0.34 writes a snapshot to
@@ -240,17 +256,17 @@ fn remove_unfinished_snapshots(dir: &Path) -> Result<(), LogError> {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(LogError::Storage(format!("{}: {e}", dir.display()))),
+        Err(e) => return Err(LogError::storage(dir.display().to_string()).caused_by(e)),
     };
     for entry in entries {
         let path = entry
-            .map_err(|e| LogError::Storage(format!("{}: {e}", dir.display())))?
+            .map_err(|e| LogError::storage(dir.display().to_string()).caused_by(e))?
             .path();
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
         if name.starts_with("snap.") && name.ends_with(".generating") {
             tracing::warn!(file = %path.display(), "removing an unfinished sled snapshot");
             std::fs::remove_file(&path)
-                .map_err(|e| LogError::Storage(format!("{}: {e}", path.display())))?;
+                .map_err(|e| LogError::storage(path.display().to_string()).caused_by(e))?;
         }
     }
     Ok(())

@@ -18,11 +18,11 @@ use crate::log::{BrokerKey, LogError};
 const COPY_BATCH_BYTES: usize = 4 * 1024 * 1024;
 
 fn plain(error: sled::Error) -> LogError {
-    LogError::Storage(error.to_string())
+    LogError::storage("").caused_by(error)
 }
 
 fn io(path: &Path, error: std::io::Error) -> LogError {
-    LogError::Storage(format!("{}: {error}", path.display()))
+    LogError::storage(path.display().to_string()).caused_by(error)
 }
 
 /// The broker's tree of an earlier version, if the database has one (without creating it).
@@ -73,12 +73,12 @@ pub(super) fn copy_tree(
         let (key, value) = entry.map_err(plain)?;
         let offset = offset_from_key(&key)?;
         if offset != next {
-            return Err(LogError::Corrupt(format!(
+            return Err(LogError::corrupt(format!(
                 "the sled tree of broker {broker} has no record at offset {next}"
             )));
         }
         segment::frame(&value, &mut frames).ok_or_else(|| {
-            LogError::Corrupt(format!("record {offset} of broker {broker} is over 4 GiB"))
+            LogError::corrupt(format!("record {offset} of broker {broker} is over 4 GiB"))
         })?;
         ends.push(frames.len() as u64);
         next += 1;

@@ -125,7 +125,7 @@ impl Trimmer {
         let retention = *broker
             .retention
             .lock()
-            .map_err(|_| LogError::Storage("lock poisoned".into()))?;
+            .map_err(|_| LogError::storage("lock poisoned"))?;
         if retention.keeps_everything() {
             return Ok(None);
         }
@@ -239,7 +239,7 @@ impl Arrivals {
         self.times
             .get((offset - self.from) as usize)
             .copied()
-            .ok_or_else(|| LogError::Storage(format!("record {offset} could not be read")))
+            .ok_or_else(|| LogError::storage(format!("record {offset} could not be read")))
     }
 }
 

@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::database::{Database, REOPENING};
 use super::segments::AppendError;
 use super::BrokerTree;
-use crate::log::LogError;
+use crate::log::{Cause, LogError};
 
 /// Most requests one group commit takes.
 const MAX_BATCH_REQUESTS: usize = 1024;
@@ -86,7 +86,7 @@ fn commit(database: &Database, batch: Vec<AppendRequest>) {
         for request in batch {
             let _ = request
                 .done
-                .send(Err(LogError::Unavailable(error.to_string())));
+                .send(Err(LogError::unavailable(error.to_string())));
         }
         return;
     }
@@ -118,18 +118,18 @@ fn commit(database: &Database, batch: Vec<AppendRequest>) {
                 }
             }
             Err(AppendError::Io(error)) => {
-                failure = Some(format!("{}: {error}", broker.key));
+                failure = Some((broker.key.to_string(), Arc::new(error)));
                 written.push((broker, requests));
             }
         }
     }
-    if let Some(message) = failure {
+    if let Some((broker, error)) = failure {
         // The reopen cuts off what this batch wrote and numbers from the durable marks.
-        database.fail(&message);
+        database.fail(&format!("{broker}: {error}"));
         for request in written.into_iter().flat_map(|(_, requests)| requests) {
-            let _ = request
-                .done
-                .send(Err(LogError::Unavailable(message.clone())));
+            let _ = request.done.send(Err(
+                LogError::unavailable(broker.clone()).caused_by(Cause::Io(error.clone()))
+            ));
         }
         return;
     }
@@ -215,9 +215,7 @@ fn refuse_queued(rx: &mut mpsc::Receiver<WriterMessage>) -> bool {
     loop {
         match rx.try_recv() {
             Ok(WriterMessage::Append(request)) => {
-                let _ = request
-                    .done
-                    .send(Err(LogError::Unavailable(REOPENING.into())));
+                let _ = request.done.send(Err(LogError::unavailable(REOPENING)));
             }
             Ok(WriterMessage::Reopen) => {}
             Ok(WriterMessage::Close) | Err(mpsc::error::TryRecvError::Disconnected) => {
