@@ -7,9 +7,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use herald_broker::log::BrokerSettings;
 use herald_broker::catalog::duplicates::{DEFAULT_MAX_IDS, MAX_IDS_LIMIT};
 use herald_broker::catalog::{ValidationMode, WindowBounds};
+use herald_broker::log::BrokerSettings;
 use herald_broker::StartFrom;
 use herald_crds::FieldError;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -246,7 +246,6 @@ impl BrokerCatalogSettings {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -272,16 +271,34 @@ mod tests {
             })
         );
         for (annotations, name) in [
-            ("herald.dev/schema-validation: strict", SCHEMA_VALIDATION_ANNOTATION),
-            ("herald.dev/unknown-event-types: refuse", UNKNOWN_TYPES_ANNOTATION),
-            ("herald.dev/duplicate-window: 5m", DUPLICATE_WINDOW_ANNOTATION),
-            ("herald.dev/duplicate-window: P2D", DUPLICATE_WINDOW_ANNOTATION),
-            ("herald.dev/duplicate-window-ids: '10'", DUPLICATE_IDS_ANNOTATION),
+            (
+                "herald.dev/schema-validation: strict",
+                SCHEMA_VALIDATION_ANNOTATION,
+            ),
+            (
+                "herald.dev/unknown-event-types: refuse",
+                UNKNOWN_TYPES_ANNOTATION,
+            ),
+            (
+                "herald.dev/duplicate-window: 5m",
+                DUPLICATE_WINDOW_ANNOTATION,
+            ),
+            (
+                "herald.dev/duplicate-window: P2D",
+                DUPLICATE_WINDOW_ANNOTATION,
+            ),
+            (
+                "herald.dev/duplicate-window-ids: '10'",
+                DUPLICATE_IDS_ANNOTATION,
+            ),
             (
                 "herald.dev/duplicate-window: PT1M, herald.dev/duplicate-window-ids: '0'",
                 DUPLICATE_IDS_ANNOTATION,
             ),
-            ("herald.dev/eventtype-auto-create: yes", AUTO_CREATE_ANNOTATION),
+            (
+                "herald.dev/eventtype-auto-create: yes",
+                AUTO_CREATE_ANNOTATION,
+            ),
         ] {
             let error = BrokerCatalogSettings::of(&meta(annotations)).unwrap_err();
             assert_eq!(error.path, field(name), "{annotations}");

@@ -17,8 +17,8 @@ use herald_crds::{Condition, EventType, EventTypeSeen, EventTypeStatus, FieldErr
 use serde_json::{json, Value};
 
 use crate::annotations::BrokerCatalogSettings;
-use crate::config::{EventTypePlan, SchemaSource};
 use crate::config::Desired;
+use crate::config::{EventTypePlan, SchemaSource};
 
 /// How long reading a schema URL may take.
 const SCHEMA_FETCH_TIMEOUT: Duration = Duration::from_secs(10);
@@ -239,7 +239,10 @@ impl SchemaCache {
 
     /// The policy of one broker. `previous` (the running policy) keeps its recorded types and
     /// its duplicate window when their bounds are unchanged.
-    #[allow(clippy::too_many_arguments, reason = "one call site, each argument distinct")]
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "one call site, each argument distinct"
+    )]
     pub async fn policy(
         &mut self,
         key: &BrokerKey,
@@ -336,9 +339,7 @@ async fn read_schema_url(url: &str) -> Result<String, String> {
             .await
             .map_err(|e| format!("cannot read {path}: {e}"))?;
         if bytes.len() > MAX_SCHEMA_BYTES {
-            return Err(format!(
-                "{url} has more than {MAX_SCHEMA_BYTES} bytes"
-            ));
+            return Err(format!("{url} has more than {MAX_SCHEMA_BYTES} bytes"));
         }
         return String::from_utf8(bytes).map_err(|_| format!("{url} is not UTF-8"));
     }

@@ -374,7 +374,11 @@ impl ControlPlane {
                     )),
                     Err(error) => Ok(crate::status::not_running(
                         generation,
-                        vec![crate::status::failed("Ready", "InvalidSpec", error.to_string())],
+                        vec![crate::status::failed(
+                            "Ready",
+                            "InvalidSpec",
+                            error.to_string(),
+                        )],
                     )),
                 }
             }

@@ -303,10 +303,9 @@ fn catalog_rows(point: &crate::catalog::CatalogPoint, bytes: usize) -> Vec<Row> 
         ("duplicate window", &point.duplicate_window),
     ] {
         let extra = match (checked.cpu_seconds_per_1000, plain.cpu_seconds_per_1000) {
-            (Some(with), Some(without)) => format!(
-                ", {:+.1} µs CPU per event",
-                (with - without) * 1000.0
-            ),
+            (Some(with), Some(without)) => {
+                format!(", {:+.1} µs CPU per event", (with - without) * 1000.0)
+            }
             _ => String::new(),
         };
         rows.push(

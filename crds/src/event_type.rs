@@ -280,10 +280,21 @@ mod tests {
             new.spec.attribute(SCHEMA_ATTRIBUTE),
             Some("https://schemas.example/order.json")
         );
-        assert_eq!(new.spec.schema_data.as_deref(), Some("{\"type\": \"object\"}"));
+        assert_eq!(
+            new.spec.schema_data.as_deref(),
+            Some("{\"type\": \"object\"}")
+        );
         let reference = new.spec.reference.as_ref().unwrap();
-        assert_eq!((reference.kind.as_str(), reference.name.as_str()), ("Broker", "default"));
-        let names: Vec<_> = new.spec.attributes.iter().map(|a| a.name.as_str()).collect();
+        assert_eq!(
+            (reference.kind.as_str(), reference.name.as_str()),
+            ("Broker", "default")
+        );
+        let names: Vec<_> = new
+            .spec
+            .attributes
+            .iter()
+            .map(|a| a.name.as_str())
+            .collect();
         assert_eq!(names, ["specversion", "id", "type", "source", "schemadata"]);
         assert!(validate_event_type_spec(&new.spec).is_ok());
     }
@@ -302,10 +313,9 @@ mod tests {
             validate_event_type_spec(&spec).unwrap_err().path,
             "spec.attributes"
         );
-        let spec: EventTypeSpec = serde_yaml_ng::from_str(
-            "attributes: [{name: type, value: t}, {name: type, value: u}]",
-        )
-        .unwrap();
+        let spec: EventTypeSpec =
+            serde_yaml_ng::from_str("attributes: [{name: type, value: t}, {name: type, value: u}]")
+                .unwrap();
         assert_eq!(
             validate_event_type_spec(&spec).unwrap_err().path,
             "spec.attributes[1].name"

@@ -163,7 +163,15 @@ fn print_table(kind: &Kind, items: &[Value], with_namespace: bool) {
     let specific: &[&str] = match kind.kind {
         "Broker" => &["NAME", "URL", "READY", "AGE"],
         "Trigger" => &["NAME", "BROKER", "SUBSCRIBER_URI", "READY", "PARKED", "AGE"],
-        "EventType" => &["NAME", "TYPE", "SOURCE", "BROKER", "COUNT", "LAST_SEEN", "READY"],
+        "EventType" => &[
+            "NAME",
+            "TYPE",
+            "SOURCE",
+            "BROKER",
+            "COUNT",
+            "LAST_SEEN",
+            "READY",
+        ],
         _ => &["KIND", "NAME", "SINK", "READY", "AGE"],
     };
     headers.extend_from_slice(specific);

@@ -206,8 +206,7 @@ fn check_one(
     match resource {
         Resource::Broker(broker) => {
             let settings = annotations::broker_settings(&broker.metadata).map_err(fail)?;
-            let catalog =
-                annotations::BrokerCatalogSettings::of(&broker.metadata).map_err(fail)?;
+            let catalog = annotations::BrokerCatalogSettings::of(&broker.metadata).map_err(fail)?;
             if let Some(delivery) = &broker.spec.delivery {
                 validate_delivery("spec.delivery", delivery).map_err(fail)?;
             }

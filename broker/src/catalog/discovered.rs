@@ -50,7 +50,10 @@ impl Entry {
 #[derive(Debug)]
 pub enum Noted {
     Known(Arc<Entry>),
-    New { hash: u64, parts: [String; 3] },
+    New {
+        hash: u64,
+        parts: [String; 3],
+    },
     /// New, and the cap is reached.
     OverCap,
 }
@@ -288,6 +291,14 @@ mod tests {
         assert_eq!(types.list().len(), 100);
         // Known types still count past the cap.
         types.record(&event("t0", "/s"), now);
-        assert_eq!(types.list().iter().find(|t| t.event_type == "t0").unwrap().count, 2);
+        assert_eq!(
+            types
+                .list()
+                .iter()
+                .find(|t| t.event_type == "t0")
+                .unwrap()
+                .count,
+            2
+        );
     }
 }

@@ -251,7 +251,9 @@ mod tests {
     #[tokio::test]
     async fn a_stored_id_is_a_duplicate_and_a_failed_one_is_not() {
         let w = window(Duration::from_secs(60), 10);
-        let a = w.admit(&[event("/s", "1"), event("/s", "1"), event("/s", "2")]).await;
+        let a = w
+            .admit(&[event("/s", "1"), event("/s", "1"), event("/s", "2")])
+            .await;
         assert_eq!(a.fresh, [true, false, true]);
         a.confirm();
         let again = w.admit(&[event("/s", "1"), event("/t", "1")]).await;
@@ -286,7 +288,11 @@ mod tests {
             })
         };
         drop(failing);
-        assert_eq!(waiter.await.unwrap(), [true], "the copy is appended after a failure");
+        assert_eq!(
+            waiter.await.unwrap(),
+            [true],
+            "the copy is appended after a failure"
+        );
     }
 
     #[tokio::test]

@@ -210,12 +210,16 @@ mod tests {
     fn enforce_refuses_what_breaks_the_schema_of_its_source() {
         let broker = BrokerKey::new("ns", "b");
         let p = policy(ValidationMode::Enforce, false);
-        assert!(p.check(&broker, &event("order", "/shop", r#"{"id": 1}"#)).is_ok());
+        assert!(p
+            .check(&broker, &event("order", "/shop", r#"{"id": 1}"#))
+            .is_ok());
         assert!(matches!(
             p.check(&broker, &event("order", "/shop", r#"{"number": 1}"#)),
             Err(TypeRefusal::Schema { .. })
         ));
-        assert!(p.check(&broker, &event("order", "/legacy", r#"{"number": 1}"#)).is_ok());
+        assert!(p
+            .check(&broker, &event("order", "/legacy", r#"{"number": 1}"#))
+            .is_ok());
         assert!(p.check(&broker, &event("free", "/x", "not json")).is_ok());
         assert!(p.check(&broker, &event("other", "/x", "{}")).is_ok());
         let strict = policy(ValidationMode::Enforce, true);

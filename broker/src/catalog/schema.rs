@@ -64,9 +64,7 @@ impl DataSchema {
                         return Err(SchemaViolation {
                             pointer: String::new(),
                             rule: "datacontenttype".into(),
-                            message: format!(
-                                "the schema applies to JSON data, not {content_type}"
-                            ),
+                            message: format!("the schema applies to JSON data, not {content_type}"),
                         });
                     }
                 }
@@ -139,25 +137,37 @@ mod tests {
         assert_eq!(violation.pointer, "/items/1/qty");
         assert_eq!(violation.rule, "minimum");
         let violation = schema.check(&event(r#"{"id":"a"}"#, None)).unwrap_err();
-        assert_eq!((violation.pointer.as_str(), violation.rule.as_str()), ("", "required"));
+        assert_eq!(
+            (violation.pointer.as_str(), violation.rule.as_str()),
+            ("", "required")
+        );
     }
 
     #[test]
     fn non_json_data_is_a_violation() {
         let schema = DataSchema::compile(ORDER).unwrap();
         assert_eq!(
-            schema.check(&event("<a/>", Some("application/xml"))).unwrap_err().rule,
+            schema
+                .check(&event("<a/>", Some("application/xml")))
+                .unwrap_err()
+                .rule,
             "datacontenttype"
         );
         assert_eq!(schema.check(&event("{", None)).unwrap_err().rule, "json");
         assert!(schema
-            .check(&event(r#"{"id":"a","items":[]}"#, Some("application/vnd.x+json; charset=utf-8")))
+            .check(&event(
+                r#"{"id":"a","items":[]}"#,
+                Some("application/vnd.x+json; charset=utf-8")
+            ))
             .is_ok());
     }
 
     #[test]
     fn bad_schemas_are_refused_when_compiled() {
-        assert!(matches!(DataSchema::compile("{"), Err(SchemaError::NotJson(_))));
+        assert!(matches!(
+            DataSchema::compile("{"),
+            Err(SchemaError::NotJson(_))
+        ));
         assert!(matches!(
             DataSchema::compile(r#"{"type": 5}"#),
             Err(SchemaError::Invalid(_))
@@ -168,6 +178,9 @@ mod tests {
             Err(SchemaError::Invalid(_))
         ));
         let huge = format!("{{\"description\": \"{}\"}}", "x".repeat(MAX_SCHEMA_BYTES));
-        assert!(matches!(DataSchema::compile(&huge), Err(SchemaError::TooLarge(_))));
+        assert!(matches!(
+            DataSchema::compile(&huge),
+            Err(SchemaError::TooLarge(_))
+        ));
     }
 }

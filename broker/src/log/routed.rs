@@ -152,7 +152,8 @@ impl EventLog for RoutedLog {
     }
 
     fn drops_duplicates(&self, broker: &BrokerKey) -> bool {
-        self.log(broker).is_ok_and(|log| log.drops_duplicates(broker))
+        self.log(broker)
+            .is_ok_and(|log| log.drops_duplicates(broker))
     }
 
     async fn recent_ids(

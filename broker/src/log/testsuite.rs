@@ -545,7 +545,11 @@ async fn recent_ids_survive_a_reopen(harness: &dyn LogHarness) {
     };
     let recent = log.recent_ids(&broker, since, 100).await.unwrap();
     let got: std::collections::HashSet<_> = recent.iter().map(|(key, _)| *key).collect();
-    assert_eq!(got, keys(&fresh_ids), "the ids since the time, and no older one");
+    assert_eq!(
+        got,
+        keys(&fresh_ids),
+        "the ids since the time, and no older one"
+    );
     assert!(recent.windows(2).all(|w| w[0].1 <= w[1].1), "oldest first");
     let newest = log.recent_ids(&broker, since, 5).await.unwrap();
     assert_eq!(newest.len(), 5);

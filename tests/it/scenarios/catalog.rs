@@ -19,7 +19,13 @@ fn annotated_broker(annotations: &str) -> String {
 }
 
 /// A structured-mode event with JSON data.
-async fn send_json(url: &str, id: &str, event_type: &str, source: &str, data: Value) -> (u16, Value) {
+async fn send_json(
+    url: &str,
+    id: &str,
+    event_type: &str,
+    source: &str,
+    data: Value,
+) -> (u16, Value) {
     let response = post_body(
         url,
         "application/cloudevents+json",
@@ -98,7 +104,10 @@ pub async fn eventtypes_are_auto_created(backend: &dyn Backend) {
     let name = a["metadata"]["name"].as_str().unwrap();
     let md5 = md5_hex("com.example.a/shopdefaultb");
     assert_eq!(name, format!("et-b-{md5}"), "Knative's name");
-    assert!(a["status"]["seen"]["first"].as_str().unwrap() <= a["status"]["seen"]["last"].as_str().unwrap());
+    assert!(
+        a["status"]["seen"]["first"].as_str().unwrap()
+            <= a["status"]["seen"]["last"].as_str().unwrap()
+    );
 
     // The CLI lists the same.
     let output = std::process::Command::new(crate::common::herald::herald_binary())
@@ -107,7 +116,13 @@ pub async fn eventtypes_are_auto_created(backend: &dyn Backend) {
         .unwrap();
     let table = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{table}");
-    for wanted in ["com.example.a", "com.example.b", "com.example.c", "declared", name] {
+    for wanted in [
+        "com.example.a",
+        "com.example.b",
+        "com.example.c",
+        "declared",
+        name,
+    ] {
         assert!(table.contains(wanted), "{wanted} in\n{table}");
     }
 }
@@ -150,7 +165,10 @@ pub async fn schemas_are_enforced(backend: &dyn Backend) {
     assert_eq!(body["rule"], "minimum");
     let (status, body) = send_json(&url, "other", "com.shop.unknown", "/shop", json!({})).await;
     assert_eq!(status, 400, "{body}");
-    assert!(body["message"].as_str().unwrap_or_default().contains("com.shop.unknown"));
+    assert!(body["message"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("com.shop.unknown"));
     // Still accepting after the refusals.
     let (status, body) = send_json(&url, "good-3", "com.shop.order", "/shop", good).await;
     assert_eq!(status, 202, "{body}");
@@ -194,7 +212,11 @@ pub async fn duplicates_are_dropped_across_a_sigkill(backend: &dyn Backend) {
         202
     );
     for id in &ids[..5] {
-        assert_eq!(send_binary(&url, id, "t", &[]).await, 202, "a copy gets 202");
+        assert_eq!(
+            send_binary(&url, id, "t", &[]).await,
+            202,
+            "a copy gets 202"
+        );
     }
     let labels = [("namespace", NS), ("broker", "b")];
     wait_for_series(&herald, "herald_duplicates_dropped_total", &labels, 5.0).await;
@@ -203,7 +225,11 @@ pub async fn duplicates_are_dropped_across_a_sigkill(backend: &dyn Backend) {
     let herald = Herald::start(backend, &dirs, &[]).await;
     let url = herald.broker_url(NS, "b");
     for id in &ids[5..15] {
-        assert_eq!(send_binary(&url, id, "t", &[]).await, 202, "a copy after the restart");
+        assert_eq!(
+            send_binary(&url, id, "t", &[]).await,
+            202,
+            "a copy after the restart"
+        );
     }
     assert_eq!(send_binary(&url, "last", "t", &[]).await, 202);
     wait_for_series(&herald, "herald_duplicates_dropped_total", &labels, 10.0).await;
@@ -238,7 +264,9 @@ fn ids_of(subscriber: &Subscriber) -> Vec<String> {
 /// A producer inventing 100,000 types fills the auto-created list up to the cap and no
 /// further; the counter says how many were not recorded.
 pub async fn auto_created_types_are_bounded(backend: &dyn Backend) {
-    let dirs = HeraldDirs::new(&annotated_broker("herald.dev/eventtype-auto-create: enabled"));
+    let dirs = HeraldDirs::new(&annotated_broker(
+        "herald.dev/eventtype-auto-create: enabled",
+    ));
     let herald = Herald::start(backend, &dirs, &["--eventtype-auto-create-max", "50"]).await;
     let url = herald.broker_url(NS, "b");
     const TYPES: usize = 100_000;
