@@ -19,6 +19,10 @@ fn annotated_broker(annotations: &str) -> String {
 }
 
 /// A structured-mode event with JSON data.
+#[allow(
+    clippy::disallowed_methods,
+    reason = "a test reading its own server's answer"
+)]
 async fn send_json(
     url: &str,
     id: &str,
