@@ -1,5 +1,5 @@
 # Sourced by scripts/test: installs the CloudEvents SDK programs of the interop matrix
-# (tests/interop/, tests/interop.rs) into the cache, keyed by their pinned versions: the Go one
+# (tests/interop/, tests/it/interop.rs) into the cache, keyed by their pinned versions: the Go one
 # built with the Go module proxy (go.sum pins sdk-go), the JavaScript one with `npm ci` from
 # package-lock.json, the Python one into a venv from requirements.txt. Exports
 # HERALD_INTEROP_GO (binary), HERALD_INTEROP_NODE_PATH (node_modules) and HERALD_INTEROP_PYTHON

@@ -17,6 +17,19 @@ use scenarios::observability::wait_for_series;
 
 every_scenario!(Sled);
 
+// What does not depend on the log runs once, here: retries and their timing (also unit-tested
+// on paused time in herald-triggers), dead-letter extensions, filters, the outbound bound.
+on_backend!(Sled =>
+    delivery::linear_backoff,
+    delivery::exponential_backoff,
+    delivery::retry_after_is_honoured,
+    delivery::timeout_then_dead_letter,
+    delivery::dead_letter_extensions,
+    delivery::outbound_requests_are_bounded_across_triggers,
+    ingress::exact_filters,
+    filters::every_dialect,
+);
+
 // Configuration checks happen before any backend is touched: run them once.
 on_backend!(Sled =>
     ingress::invalid_config_is_rejected_before_binding,

@@ -125,8 +125,10 @@ impl Sender {
         let Ok(_slot) = self.outbound.acquire().await else {
             return Answer::Transport("the sender is closed".into());
         };
-        // Outside tests `Transport` has one variant, so the match cannot fail there.
-        #[allow(clippy::infallible_destructuring_match)]
+        #[allow(
+            clippy::infallible_destructuring_match,
+            reason = "the scripted transport exists in unit tests only"
+        )]
         let client = match &self.transport {
             Transport::Http(client) => client,
             #[cfg(test)]
