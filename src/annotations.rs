@@ -4,7 +4,6 @@
 //!
 //! Each error names the annotation as its field: `metadata.annotations[NAME]`.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use herald_broker::catalog::duplicates::{DEFAULT_MAX_IDS, MAX_IDS_LIMIT};
@@ -84,14 +83,6 @@ pub fn broker_settings(meta: &ObjectMeta) -> Result<BrokerSettings, FieldError> 
     let Some(annotations) = &meta.annotations else {
         return Ok(settings);
     };
-    read_broker_settings(annotations, &mut settings)?;
-    Ok(settings)
-}
-
-fn read_broker_settings(
-    annotations: &BTreeMap<String, String>,
-    settings: &mut BrokerSettings,
-) -> Result<(), FieldError> {
     if let Some(text) = annotations.get(MAX_AGE_ANNOTATION) {
         let age = herald_crds::duration::parse_iso8601(text)
             .map_err(|e| FieldError::new(field(MAX_AGE_ANNOTATION), e))?;
@@ -138,7 +129,7 @@ fn read_broker_settings(
             }
         };
     }
-    Ok(())
+    Ok(settings)
 }
 
 // The event catalog's broker settings (README "Event catalog").

@@ -2,26 +2,21 @@
 #![forbid(unsafe_code)]
 
 mod admin;
-mod annotations;
 mod api;
-mod apiserver_source;
-mod catalog;
 mod cli;
 mod client;
-mod config;
-mod control;
 mod controller;
 mod dataplane;
 mod filter_test;
-mod kinds;
-mod runtime;
 mod serve;
 mod server;
-mod source_kinds;
-mod sources;
-mod status;
-mod store;
 mod telemetry;
+
+// The control plane is the library's; its modules keep their `crate::` paths here.
+use herald::{
+    annotations, apiserver_source, catalog, config, control, kinds, runtime, source_kinds, status,
+    store,
+};
 
 use clap::Parser;
 

@@ -9,6 +9,7 @@ use futures_util::StreamExt;
 
 use crate::config::{Desired, Target, TriggerKey, TriggerSpecPlan};
 use crate::kinds::ObjectKey;
+use crate::parked::CountingLog;
 use crate::source_kinds::SourceContext;
 use crate::sources::{SourceSet, SourceState};
 use herald_broker::log::routed::RoutedLog;
@@ -17,6 +18,9 @@ use herald_triggers::process::Deps;
 use herald_triggers::router::TriggerRouter;
 use herald_triggers::Filter;
 use herald_triggers::{run_dispatcher, DispatcherHandle, TriggerPlan, TriggerStats};
+
+#[cfg(test)]
+pub mod testing;
 
 /// Trigger consumers opened concurrently during a reconcile.
 const CONSUMERS_OPENED_AT_ONCE: usize = 32;
@@ -86,6 +90,8 @@ pub struct Runtime {
     max_in_flight: usize,
     grace: Duration,
     dispatchers: HashMap<TriggerKey, (Arc<TriggerPlan>, DispatcherHandle)>,
+    /// The log of `deps`, counting each trigger's parked events.
+    parked: Arc<CountingLog>,
     sources: SourceSet,
     /// Whether a trigger missing from the desired state has been deleted (files, admin API)
     /// or may only be waiting (the controller: its broker or subscriber may come back, and
@@ -105,9 +111,15 @@ impl Runtime {
         grace: Duration,
         sources: SourceContext,
     ) -> Self {
+        let parked = Arc::new(CountingLog::new(deps.log.clone()));
+        let deps = Deps {
+            log: parked.clone(),
+            ..deps
+        };
         Self {
             routes,
             deps,
+            parked,
             ingress_base_url,
             max_in_flight,
             grace,
@@ -358,6 +370,15 @@ impl Runtime {
             .map(|(plan, handle)| (plan.clone(), handle.stats().clone()))
     }
 
+    /// How many events the running trigger has parked: read from its dead-letter store the
+    /// first time, then kept up to date (see [`crate::parked`]).
+    pub async fn parked_count(&self, plan: &TriggerPlan) -> Option<u64> {
+        self.parked
+            .parked_count(&plan.broker, &plan.consumer_name())
+            .await
+            .ok()
+    }
+
     /// How a source is doing (`None` for a key that is not a source).
     pub fn source_state(&self, key: &ObjectKey) -> Option<SourceState> {
         self.sources.state(key)
@@ -392,5 +413,171 @@ impl Runtime {
         if let Err(error) = self.deps.log.close().await {
             tracing::error!(%error, "closing the log failed");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::{desired, runtime, trigger, BROKER, INGRESS};
+    use super::*;
+    use herald_broker::log::memory::MemoryLog;
+    use herald_broker::log::{Failure, ParkedRecord};
+    use herald_broker::RecordId;
+
+    fn key(name: &str) -> TriggerKey {
+        ("default".to_owned(), name.to_owned())
+    }
+
+    /// Brokers accept events once reconciled; triggers run with their targets resolved:
+    /// a Broker ref is Herald's own ingress address, with the ref's `uri` as a path.
+    #[tokio::test]
+    async fn reconcile_runs_brokers_and_triggers_with_resolved_targets() {
+        let mut runtime = runtime(Arc::new(MemoryLog::new()));
+        let yaml = format!(
+            "{BROKER}---\napiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadata: {{name: other}}\n{}{}",
+            trigger("t", "subscriber: {uri: 'http://localhost:1/x'}"),
+            trigger(
+                "to-broker",
+                "subscriber: {ref: {apiVersion: eventing.knative.dev/v1, kind: Broker, name: other}, uri: /p}, delivery: {deadLetterSink: {uri: 'http://dls'}}"
+            ),
+        );
+        runtime.reconcile(&desired(&yaml)).await.unwrap();
+        let brokers = runtime.deps().ingress.brokers();
+        assert!(brokers.contains(&BrokerKey::new("default", "b")));
+        let (plan, _) = runtime.trigger(&key("t")).unwrap();
+        assert_eq!(plan.subscriber, "http://localhost:1/x");
+        assert_eq!(plan.dead_letter_sink, None);
+        let (plan, _) = runtime.trigger(&key("to-broker")).unwrap();
+        assert_eq!(plan.subscriber, format!("{INGRESS}/default/other/p"));
+        assert_eq!(plan.dead_letter_sink.as_deref(), Some("http://dls"));
+        runtime.shutdown().await;
+    }
+
+    /// A trigger without `delivery` takes its broker's (Knative's rule).
+    #[tokio::test]
+    async fn a_trigger_takes_its_brokers_delivery() {
+        let mut runtime = runtime(Arc::new(MemoryLog::new()));
+        let yaml = format!(
+            "apiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadata: {{name: b}}\nspec: {{delivery: {{retry: 7, deadLetterSink: {{uri: 'http://dls'}}}}}}\n{}",
+            trigger("t", "subscriber: {uri: 'http://s'}")
+        );
+        runtime.reconcile(&desired(&yaml)).await.unwrap();
+        let (plan, _) = runtime.trigger(&key("t")).unwrap();
+        assert_eq!(plan.dead_letter_sink.as_deref(), Some("http://dls"));
+        assert_eq!(plan.policy.retry, 7);
+        runtime.shutdown().await;
+    }
+
+    /// An unchanged trigger keeps its dispatcher through a reconcile; a changed one gets a
+    /// new one.
+    #[tokio::test]
+    async fn only_changed_triggers_restart() {
+        let mut runtime = runtime(Arc::new(MemoryLog::new()));
+        let before = desired(&format!(
+            "{BROKER}{}{}",
+            trigger("same", "subscriber: {uri: 'http://s'}"),
+            trigger("changed", "subscriber: {uri: 'http://s'}")
+        ));
+        let after = desired(&format!(
+            "{BROKER}{}{}",
+            trigger("same", "subscriber: {uri: 'http://s'}"),
+            trigger(
+                "changed",
+                "subscriber: {uri: 'http://s'}, filter: {attributes: {type: x}}"
+            )
+        ));
+        runtime.reconcile(&before).await.unwrap();
+        let (same, _) = runtime.trigger(&key("same")).unwrap();
+        let (changed, _) = runtime.trigger(&key("changed")).unwrap();
+        runtime.reconcile(&after).await.unwrap();
+        assert!(Arc::ptr_eq(
+            &same,
+            &runtime.trigger(&key("same")).unwrap().0
+        ));
+        assert!(!Arc::ptr_eq(
+            &changed,
+            &runtime.trigger(&key("changed")).unwrap().0
+        ));
+        runtime.shutdown().await;
+    }
+
+    fn parked(offset: u64) -> ParkedRecord {
+        ParkedRecord {
+            id: RecordId {
+                partition: 0,
+                offset,
+            },
+            record: herald_broker::log::testsuite::sample("p"),
+            failure: Failure {
+                attempts: 1,
+                last_status: None,
+                last_error: String::new(),
+                reason: "test".into(),
+                parked_at: String::new(),
+            },
+        }
+    }
+
+    /// A trigger deleted from files or the API forgets its parked events and position; one
+    /// whose broker went away keeps them and waits; under the controller (whose finalizer
+    /// forgets) a removed trigger keeps them too.
+    #[tokio::test]
+    async fn removed_triggers_forget_their_state_unless_asked_to_keep_it() {
+        for keep in [false, true] {
+            let log = Arc::new(MemoryLog::new());
+            let mut runtime = runtime(log.clone());
+            if keep {
+                runtime.keep_state_of_removed_triggers();
+            }
+            let broker = BrokerKey::new("default", "b");
+            runtime
+                .reconcile(&desired(&format!(
+                    "{BROKER}{}",
+                    trigger("t", "subscriber: {uri: 'http://s'}")
+                )))
+                .await
+                .unwrap();
+            log.park(&broker, "trigger-t", parked(1)).await.unwrap();
+            runtime.reconcile(&desired(BROKER)).await.unwrap();
+            assert!(runtime.trigger(&key("t")).is_none());
+            let left = log.parked(&broker, "trigger-t").await.unwrap().len();
+            assert_eq!(left, usize::from(keep), "keep state: {keep}");
+            runtime.shutdown().await;
+        }
+        let log = Arc::new(MemoryLog::new());
+        let mut runtime = runtime(log.clone());
+        let broker = BrokerKey::new("default", "b");
+        let with_trigger = format!("{BROKER}{}", trigger("t", "subscriber: {uri: 'http://s'}"));
+        runtime.reconcile(&desired(&with_trigger)).await.unwrap();
+        log.park(&broker, "trigger-t", parked(1)).await.unwrap();
+        // The broker goes: the trigger waits for it, with its parked events.
+        let waiting = desired(&trigger("t", "subscriber: {uri: 'http://s'}"));
+        assert_eq!(waiting.waiting_triggers.len(), 1);
+        runtime.reconcile(&waiting).await.unwrap();
+        assert_eq!(log.parked(&broker, "trigger-t").await.unwrap().len(), 1);
+        runtime.shutdown().await;
+    }
+
+    /// A source whose sink broker does not exist waits, saying why; it runs once it does.
+    #[tokio::test]
+    async fn a_source_waits_for_its_sink_broker() {
+        let mut runtime = runtime(Arc::new(MemoryLog::new()));
+        let source = "---\napiVersion: sources.knative.dev/v1\nkind: PingSource\nmetadata: {name: p}\nspec: {schedule: '0 0 1 1 *', sink: {ref: {apiVersion: eventing.knative.dev/v1, kind: Broker, name: b}}}\n";
+        let key = ObjectKey::new(&crate::kinds::PING_SOURCE, "default", "p");
+        runtime.reconcile(&desired(source)).await.unwrap();
+        let state = runtime.source_state(&key).unwrap();
+        assert_eq!(
+            state.sink,
+            Err("broker default/b does not exist".to_owned())
+        );
+        assert!(!state.running);
+        runtime
+            .reconcile(&desired(&format!("{BROKER}{source}")))
+            .await
+            .unwrap();
+        let state = runtime.source_state(&key).unwrap();
+        assert_eq!(state.sink, Ok(format!("{INGRESS}/default/b")));
+        assert!(state.running);
+        runtime.shutdown().await;
     }
 }

@@ -59,7 +59,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .reconcile(&desired)
         .await
         .context("starting brokers and triggers")?;
-    let control = Arc::new(tokio::sync::Mutex::new(ControlPlane::new(
+    let control = Arc::new(tokio::sync::RwLock::new(ControlPlane::new(
         store, runtime, desired, refs, secrets,
     )));
 
@@ -83,7 +83,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .serve_until_signal(ingress, admin_router, readiness, stop_serving)
         .await?;
     reloads.abort();
-    control.lock().await.shutdown().await;
+    control.write().await.shutdown().await;
     tracing::info!("stopped");
     Ok(())
 }
@@ -92,7 +92,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 /// change: all or nothing. A file with an error is logged and changes nothing.
 async fn reload_on_sighup(
     config: Vec<PathBuf>,
-    control: Arc<tokio::sync::Mutex<ControlPlane>>,
+    control: Arc<tokio::sync::RwLock<ControlPlane>>,
     stop: CancellationToken,
 ) {
     use tokio::signal::unix::{signal, SignalKind};
@@ -109,7 +109,7 @@ async fn reload_on_sighup(
             received = hangups.recv() => if received.is_none() { return },
         }
         let outcome = match load_paths(&config) {
-            Ok(files) => control.lock().await.reload_files(files).await,
+            Ok(files) => control.write().await.reload_files(files).await,
             Err(error) => Err(ControlError::Invalid(error)),
         };
         match outcome {

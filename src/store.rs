@@ -376,3 +376,66 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod lifecycle_tests {
+    use super::*;
+    use crate::config::parse_documents;
+
+    fn files(yaml: &str) -> Vec<Loaded> {
+        parse_documents("f.yaml", yaml).unwrap()
+    }
+
+    const BROKER: &str = "apiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadata: {name: b}\n";
+
+    /// A reload keeps an unchanged object as it was; a changed one keeps its uid, gets a new
+    /// resourceVersion, and a new generation only when its spec changed.
+    #[test]
+    fn reloads_move_versions_as_kubernetes_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = ResourceStore::open(dir.path(), files(BROKER)).unwrap();
+        let key = ObjectKey::new(&crate::kinds::BROKER, "default", "b");
+        let first = store.get(&key).unwrap().resource.meta().clone();
+        assert_eq!(first.generation, Some(1));
+        let same = store.replace_files(files(BROKER)).unwrap();
+        assert_eq!((same.added, same.changed, same.removed), (0, 0, 0));
+        assert_eq!(store.get(&key).unwrap().resource.meta(), &first);
+
+        let labelled = "apiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadata: {name: b, labels: {a: b}}\n";
+        assert_eq!(store.replace_files(files(labelled)).unwrap().changed, 1);
+        let meta = store.get(&key).unwrap().resource.meta().clone();
+        assert_eq!(
+            (meta.uid.as_ref(), meta.generation),
+            (first.uid.as_ref(), Some(1))
+        );
+        assert_ne!(meta.resource_version, first.resource_version);
+
+        let spec = "apiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadata: {name: b}\nspec: {delivery: {retry: 2}}\n";
+        store.replace_files(files(spec)).unwrap();
+        assert_eq!(store.get(&key).unwrap().resource.meta().generation, Some(2));
+        assert_eq!(store.replace_files(Vec::new()).unwrap().removed, 1);
+    }
+
+    /// API objects survive a reopen, deleted ones do not, and a file may not declare an
+    /// object the API registered.
+    #[test]
+    fn api_objects_are_kept_and_never_shadowed_by_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = ResourceStore::open(dir.path(), Vec::new()).unwrap();
+        let broker = files(BROKER).remove(0).resource;
+        store.save(broker.clone()).unwrap();
+        let reopened = ResourceStore::open(dir.path(), Vec::new()).unwrap();
+        let key = ObjectKey::of(&broker);
+        assert_eq!(
+            reopened.get(&key).map(|e| e.owner.clone()),
+            Some(Owner::Api)
+        );
+        let error = ResourceStore::open(dir.path(), files(BROKER))
+            .err()
+            .unwrap();
+        assert!(matches!(error, StoreError::Duplicate { .. }), "{error}");
+        store.delete(&key).unwrap();
+        let reopened = ResourceStore::open(dir.path(), Vec::new()).unwrap();
+        assert!(reopened.get(&key).is_none());
+    }
+}

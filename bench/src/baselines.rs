@@ -60,6 +60,78 @@ async fn forward(mut requests: mpsc::Receiver<(HeaderMap, Bytes)>, subscriber: S
     }
 }
 
+/// The `ce-` headers of a request, the CloudEvent's attributes in binary mode.
+fn event_headers(headers: &HeaderMap) -> impl Iterator<Item = (&str, &[u8])> {
+    headers
+        .iter()
+        .filter(|(name, _)| name.as_str().starts_with("ce-"))
+        .map(|(name, value)| (name.as_str(), value.as_bytes()))
+}
+
+/// axum relaying each request's body (with its `ce-` headers) to Kafka through the bench's
+/// raw producer (`acks=all`, idempotent, Herald's linger) and answering 202 once the delivery
+/// report came: HTTP plus produce with no broker logic, the ceiling of a Kafka ingress on
+/// these cores.
+pub async fn kafka_relay(bootstrap: &str, payload: &[u8]) -> anyhow::Result<String> {
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::FutureRecord;
+    const TOPIC: &str = "bench-relay";
+    let producer = crate::raw::kafka_producer(bootstrap, TOPIC, payload).await?;
+    let app = axum::Router::new().fallback(move |headers: HeaderMap, body: Bytes| {
+        let producer = producer.clone();
+        async move {
+            let mut kafka_headers = OwnedHeaders::new();
+            for (key, value) in event_headers(&headers) {
+                kafka_headers = kafka_headers.insert(Header {
+                    key,
+                    value: Some(value),
+                });
+            }
+            let record = FutureRecord::<(), [u8]>::to(TOPIC)
+                .payload(body.as_ref())
+                .headers(kafka_headers);
+            match producer
+                .send(record, std::time::Duration::from_secs(5))
+                .await
+            {
+                Ok(_) => StatusCode::ACCEPTED,
+                Err(_) => StatusCode::SERVICE_UNAVAILABLE,
+            }
+        }
+    });
+    serve(app).await
+}
+
+/// axum relaying each request's body (with its `ce-` headers) to JetStream and answering
+/// 202 once the stream's ack came: HTTP plus publish with no broker logic.
+pub async fn nats_relay(url: &str) -> anyhow::Result<String> {
+    let js = crate::raw::jetstream(url).await?;
+    let app = axum::Router::new().fallback(move |headers: HeaderMap, body: Bytes| {
+        let js = js.clone();
+        async move {
+            let mut nats_headers = async_nats::HeaderMap::new();
+            for (key, value) in event_headers(&headers) {
+                if let Ok(value) = std::str::from_utf8(value) {
+                    nats_headers.insert(key, value);
+                }
+            }
+            let published = match js
+                .publish_with_headers(crate::raw::NATS_SUBJECT, nats_headers, body)
+                .await
+            {
+                Ok(ack) => ack.await.is_ok(),
+                Err(_) => false,
+            };
+            if published {
+                StatusCode::ACCEPTED
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+        }
+    });
+    serve(app).await
+}
+
 async fn serve(app: axum::Router) -> anyhow::Result<String> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}/default/bench", listener.local_addr()?);

@@ -31,6 +31,8 @@ pub struct Settings {
     #[serde(skip)]
     pub herald: PathBuf,
     pub backends: Vec<String>,
+    /// The parts of the run to measure (see [`PHASES`]); all by default.
+    pub phases: Vec<String>,
     /// Closed-loop connection counts; each is also the concurrency of the raw client baselines.
     pub connections: Vec<usize>,
     pub event_bytes: usize,
@@ -51,6 +53,18 @@ pub struct Settings {
     pub recovery_fill_limit: Duration,
 }
 
+/// The parts of a run: closed-loop ingress with its baselines; open-loop latency (the fixed
+/// low rate, and fractions of the ingress maximum when that was measured); idle and
+/// overload memory and CPU; fan-out; recovery (embedded log only).
+pub const PHASES: [&str; 5] = ["ingress", "latency", "resources", "fanout", "recovery"];
+
+impl Settings {
+    /// Whether `phase` (one of [`PHASES`]) is measured.
+    pub fn measures(&self, phase: &str) -> bool {
+        self.phases.iter().any(|p| p == phase)
+    }
+}
+
 /// The open-loop fraction of the maximum at which the latency goals hold.
 pub const GOAL_FRACTION: f64 = 0.5;
 
@@ -59,6 +73,7 @@ impl Settings {
         Self {
             herald,
             backends: vec!["sled".into(), "nats".into(), "kafka".into()],
+            phases: PHASES.iter().map(|&p| p.to_owned()).collect(),
             connections: vec![32, 256],
             event_bytes: 1024,
             warmup: Duration::from_secs(2),

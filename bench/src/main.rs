@@ -25,6 +25,16 @@ struct Args {
     /// PATH), kafka Kafka's jars (HERALD_KAFKA_LIBS) and a JDK.
     #[arg(long, value_delimiter = ',', default_value = "sled,nats,kafka")]
     backends: Vec<String>,
+    /// Parts of the run to measure: ingress, latency, resources, fanout, recovery (default:
+    /// all). Each report shows what was measured.
+    #[arg(long, value_delimiter = ',')]
+    only: Option<Vec<String>>,
+    /// Trigger counts of the fan-out (default 1,10,100,1000).
+    #[arg(long, value_delimiter = ',')]
+    fanout_triggers: Option<Vec<usize>>,
+    /// Closed-loop connection counts (default 32,256).
+    #[arg(long, value_delimiter = ',')]
+    connections: Option<Vec<usize>>,
     /// The herald binary (default: next to this one).
     #[arg(long)]
     herald: Option<PathBuf>,
@@ -56,6 +66,24 @@ async fn main() -> anyhow::Result<()> {
         Settings::full(herald)
     };
     settings.backends = args.backends;
+    if let Some(phases) = args.only {
+        if let Some(unknown) = phases
+            .iter()
+            .find(|p| !herald_bench::PHASES.contains(&p.as_str()))
+        {
+            anyhow::bail!(
+                "--only {unknown}: the parts are {}",
+                herald_bench::PHASES.join(", ")
+            );
+        }
+        settings.phases = phases;
+    }
+    if let Some(triggers) = args.fanout_triggers {
+        settings.fanout_triggers = triggers;
+    }
+    if let Some(connections) = args.connections {
+        settings.connections = connections;
+    }
     if let Some(events) = args.recovery_events {
         settings.recovery_events = events;
     }

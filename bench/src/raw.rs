@@ -8,7 +8,7 @@ use bytes::Bytes;
 use crate::load::{measure_rate, Rate};
 use crate::processes::{cpu_per_1000, cpu_seconds};
 
-const NATS_SUBJECT: &str = "bench.baseline";
+pub const NATS_SUBJECT: &str = "bench.baseline";
 
 /// JetStream acks the pipelined publisher may have outstanding (its queue's bound).
 pub const NATS_PIPELINE_WINDOW: usize = 4096;
@@ -17,7 +17,7 @@ pub const NATS_PIPELINE_WINDOW: usize = 4096;
 /// broker/src/log/kafka.rs), so that the ratio shows what Herald adds to its client.
 pub const KAFKA_LINGER_MS: &str = "1";
 
-async fn jetstream(url: &str) -> anyhow::Result<async_nats::jetstream::Context> {
+pub async fn jetstream(url: &str) -> anyhow::Result<async_nats::jetstream::Context> {
     let client = async_nats::connect(url).await?;
     let js = async_nats::jetstream::new(client);
     js.get_or_create_stream(async_nats::jetstream::stream::Config {
@@ -86,6 +86,50 @@ pub async fn nats_pipelined_rate(
     Ok(measured as f64 / measure_from.elapsed().as_secs_f64())
 }
 
+/// The bench's topic of raw produces (`bench-baseline`) or of the HTTP relay (`bench-relay`),
+/// created if missing, and an `acks=all` idempotent producer to it with Herald's linger, past
+/// its first send (which waits for the topic's metadata and the producer id of idempotence:
+/// start-up, not throughput).
+pub async fn kafka_producer(
+    bootstrap: &str,
+    topic: &str,
+    payload: &[u8],
+) -> anyhow::Result<rdkafka::producer::FutureProducer> {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let mut config = rdkafka::ClientConfig::new();
+    config.set("bootstrap.servers", bootstrap);
+    let admin: AdminClient<DefaultClientContext> = config.create()?;
+    // An existing topic is reported per topic, not as an error: every run can ask. A Kafka
+    // started a moment ago on a busy machine may time the first request out: a few tries.
+    let mut tries = 0;
+    loop {
+        let created = admin
+            .create_topics(
+                [&NewTopic::new(topic, 10, TopicReplication::Fixed(1))],
+                &AdminOptions::new(),
+            )
+            .await;
+        match created {
+            Ok(_) => break,
+            Err(_) if tries < 5 => tries += 1,
+            Err(error) => return Err(error.into()),
+        }
+    }
+    let producer: FutureProducer = config
+        .clone()
+        .set("acks", "all")
+        .set("enable.idempotence", "true")
+        .set("linger.ms", KAFKA_LINGER_MS)
+        .create()?;
+    let record = FutureRecord::<(), [u8]>::to(topic).payload(payload);
+    if let Err((error, _)) = producer.send(record, Duration::from_secs(30)).await {
+        anyhow::bail!("the raw producer cannot send to Kafka: {error}");
+    }
+    Ok(producer)
+}
+
 /// Kafka produces per second with `acks=all` and idempotence (as Herald's producer), one
 /// producer, `in_flight` sends at a time each awaiting its delivery report; and the CPU time
 /// of this process (the producer's) per 1,000 records while it ran.
@@ -96,32 +140,9 @@ pub async fn kafka_produce_rate(
     warmup: Duration,
     duration: Duration,
 ) -> anyhow::Result<(Rate, Option<f64>)> {
-    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-    use rdkafka::client::DefaultClientContext;
-    use rdkafka::producer::{FutureProducer, FutureRecord};
-    let mut config = rdkafka::ClientConfig::new();
-    config.set("bootstrap.servers", bootstrap);
-    let admin: AdminClient<DefaultClientContext> = config.create()?;
+    use rdkafka::producer::FutureRecord;
     let topic = "bench-baseline";
-    // An existing topic is reported per topic, not as an error: every run can ask.
-    admin
-        .create_topics(
-            [&NewTopic::new(topic, 10, TopicReplication::Fixed(1))],
-            &AdminOptions::new(),
-        )
-        .await?;
-    let producer: FutureProducer = config
-        .clone()
-        .set("acks", "all")
-        .set("enable.idempotence", "true")
-        .set("linger.ms", KAFKA_LINGER_MS)
-        .create()?;
-    // The first send waits for the topic's metadata and the producer id of idempotence:
-    // start-up, not throughput.
-    let record = FutureRecord::<(), [u8]>::to(topic).payload(payload.as_ref());
-    if let Err((error, _)) = producer.send(record, Duration::from_secs(30)).await {
-        anyhow::bail!("the raw producer cannot send to Kafka: {error}");
-    }
+    let producer = kafka_producer(bootstrap, topic, &payload).await?;
     let workers: Vec<_> = (0..in_flight.max(1))
         .map(|_| {
             let (producer, payload) = (producer.clone(), payload.clone());

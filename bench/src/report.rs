@@ -63,6 +63,9 @@ pub struct IngressPoint {
     /// The broker's own client, this many sends at a time, each awaiting its ack (NATS:
     /// JetStream publishes; Kafka: acks=all idempotent produces).
     pub raw_awaited_rps: Option<f64>,
+    /// A bare axum server relaying each request to the broker's own client and answering 202
+    /// after its ack: HTTP plus the client, no broker logic (NATS and Kafka).
+    pub relay_to_client_rps: Option<f64>,
     /// CPU time of the raw producer's process (the bench itself) per 1,000 records (Kafka).
     pub raw_cpu_seconds_per_1000: Option<f64>,
     /// Herald with a broker and no trigger: the durable path alone.
@@ -129,11 +132,12 @@ pub struct Report {
     pub ingress: Vec<IngressPoint>,
     /// Raw JetStream publishes from one pipelining publisher (NATS only).
     pub raw_pipelined_rps: Option<f64>,
-    /// Open loop at [`Settings::low_rate`].
-    pub low_rate: RatePoint,
+    /// Open loop at [`Settings::low_rate`] (each part is absent when not measured: see
+    /// [`Settings::phases`]).
+    pub low_rate: Option<RatePoint>,
     pub open_loop: Vec<RatePoint>,
-    pub idle: IdlePoint,
-    pub memory: MemoryPoint,
+    pub idle: Option<IdlePoint>,
+    pub memory: Option<MemoryPoint>,
     pub fanout: Vec<FanoutPoint>,
     /// Restart after SIGKILL with a filled log (embedded log only), or why it failed.
     pub recovery: Option<Result<RecoveryPoint, String>>,
@@ -200,65 +204,89 @@ pub async fn run_backend(settings: &Settings, backend: &str) -> anyhow::Result<R
         }
     };
 
+    let measured = |phase: &str| settings.measures(phase);
     // Baselines first, at every connection count.
-    let bare = bare_server().await?;
-    let relay_subscriber = FastSubscriber::start().await?;
-    let relay = bare_relay(&relay_subscriber.url).await?;
     let mut ingress = Vec::new();
-    for (&connections, pool) in settings.connections.iter().zip(&pools) {
-        let bare_http_rps = median_of(settings.repetitions, || closed(bare.clone(), pool)).await?;
-        let bare_relay_rps =
-            median_of(settings.repetitions, || closed(relay.clone(), pool)).await?;
-        let (mut raw_awaited_rps, mut raw_cpu_seconds_per_1000) = (None, None);
-        if let Some(url) = nats.as_ref().map(|server| server.url()) {
-            let rate = median_of(settings.repetitions, || async {
-                let rate = raw::nats_awaited_rate(
-                    &url,
-                    connections,
-                    payload.clone(),
-                    settings.warmup,
-                    settings.duration,
-                );
-                Ok(rate.await?.per_second)
-            });
-            raw_awaited_rps = Some(rate.await?);
-        }
-        if let Some(bootstrap) = kafka.as_ref().map(|server| server.bootstrap()) {
-            let (mut rates, mut cpus) = (Vec::new(), Vec::new());
-            for _ in 0..settings.repetitions {
-                let (rate, cpu) = raw::kafka_produce_rate(
-                    &bootstrap,
-                    connections,
-                    payload.clone(),
-                    settings.warmup,
-                    settings.duration,
-                )
-                .await?;
-                rates.push(rate.per_second);
-                cpus.extend(cpu);
+    let mut raw_pipelined_rps = None;
+    if measured("ingress") {
+        let bare = bare_server().await?;
+        let relay_subscriber = FastSubscriber::start().await?;
+        let relay = bare_relay(&relay_subscriber.url).await?;
+        let client_relay = match (&nats, &kafka) {
+            (Some(server), _) => Some(crate::baselines::nats_relay(&server.url()).await?),
+            (None, Some(server)) => {
+                Some(crate::baselines::kafka_relay(&server.bootstrap(), &payload).await?)
             }
-            raw_awaited_rps = Some(median(rates));
-            raw_cpu_seconds_per_1000 = (!cpus.is_empty()).then(|| median(cpus));
+            (None, None) => None,
+        };
+        for (&connections, pool) in settings.connections.iter().zip(&pools) {
+            let bare_http_rps =
+                median_of(settings.repetitions, || closed(bare.clone(), pool)).await?;
+            let bare_relay_rps =
+                median_of(settings.repetitions, || closed(relay.clone(), pool)).await?;
+            let relay_to_client_rps = match &client_relay {
+                Some(url) => {
+                    Some(median_of(settings.repetitions, || closed(url.clone(), pool)).await?)
+                }
+                None => None,
+            };
+            let (mut raw_awaited_rps, mut raw_cpu_seconds_per_1000) = (None, None);
+            if let Some(url) = nats.as_ref().map(|server| server.url()) {
+                let rate = median_of(settings.repetitions, || async {
+                    let rate = raw::nats_awaited_rate(
+                        &url,
+                        connections,
+                        payload.clone(),
+                        settings.warmup,
+                        settings.duration,
+                    );
+                    Ok(rate.await?.per_second)
+                });
+                raw_awaited_rps = Some(rate.await?);
+            }
+            if let Some(bootstrap) = kafka.as_ref().map(|server| server.bootstrap()) {
+                let (mut rates, mut cpus) = (Vec::new(), Vec::new());
+                for _ in 0..settings.repetitions {
+                    let (rate, cpu) = raw::kafka_produce_rate(
+                        &bootstrap,
+                        connections,
+                        payload.clone(),
+                        settings.warmup,
+                        settings.duration,
+                    )
+                    .await?;
+                    rates.push(rate.per_second);
+                    cpus.extend(cpu);
+                }
+                raw_awaited_rps = Some(median(rates));
+                raw_cpu_seconds_per_1000 = (!cpus.is_empty()).then(|| median(cpus));
+            }
+            ingress.push(IngressPoint {
+                connections,
+                bare_http_rps,
+                bare_relay_rps,
+                raw_awaited_rps,
+                relay_to_client_rps,
+                raw_cpu_seconds_per_1000,
+                no_trigger: Throughput::default(),
+                one_trigger: Throughput::default(),
+            });
         }
-        ingress.push(IngressPoint {
-            connections,
-            bare_http_rps,
-            bare_relay_rps,
-            raw_awaited_rps,
-            raw_cpu_seconds_per_1000,
-            no_trigger: Throughput::default(),
-            one_trigger: Throughput::default(),
-        });
+        raw_pipelined_rps = match nats.as_ref().map(|server| server.url()) {
+            Some(url) => Some(
+                median_of(settings.repetitions, || {
+                    raw::nats_pipelined_rate(
+                        &url,
+                        payload.clone(),
+                        settings.warmup,
+                        settings.duration,
+                    )
+                })
+                .await?,
+            ),
+            None => None,
+        };
     }
-    let raw_pipelined_rps = match nats.as_ref().map(|server| server.url()) {
-        Some(url) => Some(
-            median_of(settings.repetitions, || {
-                raw::nats_pipelined_rate(&url, payload.clone(), settings.warmup, settings.duration)
-            })
-            .await?,
-        ),
-        None => None,
-    };
 
     // Each Herald of a run gets topics and consumer groups of its own on Kafka: a killed
     // predecessor's group members would otherwise hold up the next one's start by a session
@@ -274,12 +302,13 @@ pub async fn run_backend(settings: &Settings, backend: &str) -> anyhow::Result<R
     };
 
     // The durable path alone: a broker with no trigger.
-    let herald = Herald::start(&settings.herald, &config(0, ""), &args_for_run())?;
-    let url = format!("{}/default/bench", herald.ingress);
-    for (point, pool) in ingress.iter_mut().zip(&pools) {
-        point.no_trigger = throughput(&herald, &url, pool, &payload, settings, None).await;
+    if measured("ingress") {
+        let herald = Herald::start(&settings.herald, &config(0, ""), &args_for_run())?;
+        let url = format!("{}/default/bench", herald.ingress);
+        for (point, pool) in ingress.iter_mut().zip(&pools) {
+            point.no_trigger = throughput(&herald, &url, pool, &payload, settings, None).await;
+        }
     }
-    drop(herald);
 
     // The event catalog's checks against none, on the first connection count.
     let catalog = crate::catalog::measure(
@@ -291,62 +320,77 @@ pub async fn run_backend(settings: &Settings, backend: &str) -> anyhow::Result<R
     .await?;
 
     // One trigger: idle first, then full load, then fixed rates and overload.
-    let subscriber = FastSubscriber::start().await?;
-    let herald = Herald::start(
-        &settings.herald,
-        &config(1, &subscriber.url),
-        &args_for_run(),
-    )?;
-    let url = format!("{}/default/bench", herald.ingress);
-    let idle = idle(&herald, settings).await;
-    for (point, pool) in ingress.iter_mut().zip(&pools) {
-        point.one_trigger =
-            throughput(&herald, &url, pool, &payload, settings, Some(&subscriber)).await;
+    let (mut idle_point, mut low_rate, mut open, mut memory) = (None, None, Vec::new(), None);
+    if measured("ingress") || measured("latency") || measured("resources") {
+        let subscriber = FastSubscriber::start().await?;
+        let herald = Herald::start(
+            &settings.herald,
+            &config(1, &subscriber.url),
+            &args_for_run(),
+        )?;
+        let url = format!("{}/default/bench", herald.ingress);
+        if measured("resources") {
+            idle_point = Some(idle(&herald, settings).await);
+        }
+        for (point, pool) in ingress.iter_mut().zip(&pools) {
+            point.one_trigger =
+                throughput(&herald, &url, pool, &payload, settings, Some(&subscriber)).await;
+        }
+        // Open-loop rates are fractions of the maximum at the first connection count (32,
+        // as the measurements of issue 16 were made).
+        let max_rate = ingress
+            .first()
+            .map_or(0.0, |p| p.one_trigger.events_per_second);
+        if measured("latency") {
+            low_rate = Some(
+                rate_point(
+                    &url,
+                    largest_pool,
+                    &payload,
+                    settings.low_rate,
+                    None,
+                    &subscriber,
+                    settings,
+                )
+                .await,
+            );
+            // Without the ingress maximum there is nothing to take fractions of.
+            for &fraction in settings.rate_fractions.iter().filter(|_| max_rate > 0.0) {
+                open.push(
+                    rate_point(
+                        &url,
+                        largest_pool,
+                        &payload,
+                        max_rate * fraction,
+                        Some(fraction),
+                        &subscriber,
+                        settings,
+                    )
+                    .await,
+                );
+            }
+        }
+        if measured("resources") && max_rate > 0.0 {
+            memory = Some(
+                overload(
+                    &herald,
+                    &url,
+                    largest_pool,
+                    payload.clone(),
+                    max_rate,
+                    settings,
+                )
+                .await,
+            );
+        }
     }
-    // Open-loop rates are fractions of the maximum at the first connection count (32, as
-    // the measurements of issue 16 were made).
-    let max_rate = ingress
-        .first()
-        .map_or(0.0, |p| p.one_trigger.events_per_second);
-    let low_rate = rate_point(
-        &url,
-        largest_pool,
-        &payload,
-        settings.low_rate,
-        None,
-        &subscriber,
-        settings,
-    )
-    .await;
-    let mut open = Vec::new();
-    for &fraction in &settings.rate_fractions {
-        let rate = (max_rate * fraction).max(1.0);
-        open.push(
-            rate_point(
-                &url,
-                largest_pool,
-                &payload,
-                rate,
-                Some(fraction),
-                &subscriber,
-                settings,
-            )
-            .await,
-        );
-    }
-    let memory = overload(
-        &herald,
-        &url,
-        largest_pool,
-        payload.clone(),
-        max_rate,
-        settings,
-    )
-    .await;
-    drop(herald);
 
     let mut fanout = Vec::new();
-    for &triggers in &settings.fanout_triggers {
+    for &triggers in settings
+        .fanout_triggers
+        .iter()
+        .filter(|_| measured("fanout"))
+    {
         let subscriber = FastSubscriber::start().await?;
         let herald = Herald::start(
             &settings.herald,
@@ -367,7 +411,7 @@ pub async fn run_backend(settings: &Settings, backend: &str) -> anyhow::Result<R
     }
 
     let recovery = match backend {
-        "sled" => Some(
+        "sled" if measured("recovery") => Some(
             crate::recovery::measure(
                 &settings.herald,
                 &config(0, ""),
@@ -392,7 +436,7 @@ pub async fn run_backend(settings: &Settings, backend: &str) -> anyhow::Result<R
         raw_pipelined_rps,
         low_rate,
         open_loop: open,
-        idle,
+        idle: idle_point,
         memory,
         fanout,
         recovery,

@@ -1,6 +1,6 @@
 //! Broker ingress: `POST /{namespace}/{broker}` turns requests into durable log records.
 //!
-//! The answers follow Herald's contract (knative-contract.md section 0): 202 only after the
+//! The answers follow Herald's contract (README "Ingress"): 202 only after the
 //! append is durable, 400 naming the bad attribute, 404, 405 with `Allow`, the OPTIONS webhook
 //! handshake, 413 while the body is read, 503 with `Retry-After` when the log cannot take it.
 
@@ -34,7 +34,7 @@ pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
 pub const TTL_EXTENSION: &str = "knativebrokerttl";
 /// Counter of events received at ingress, by namespace, broker, event type and response code.
 pub const EVENTS_RECEIVED: &str = "herald_events_received_total";
-pub const ARRIVAL_TIME_EXTENSION: &str = "knativearrivaltime";
+pub use crate::record::ARRIVAL_TIME_EXTENSION;
 const ALLOW: &str = "POST, OPTIONS";
 
 /// Ingress settings.

@@ -13,6 +13,10 @@ use crate::event::{AttrValue, CloudEvent};
 
 const FORMAT_VERSION: u8 = 1;
 
+/// The extension ingress stamps on every record with the time it accepted it (Knative's);
+/// logs read it to start a consumer from a time.
+pub const ARRIVAL_TIME_EXTENSION: &str = "knativearrivaltime";
+
 /// An event as stored in a broker's log.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Record {

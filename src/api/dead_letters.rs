@@ -72,7 +72,7 @@ async fn context(
 ) -> Result<RedriveContext, ControlError> {
     state
         .control
-        .lock()
+        .read()
         .await
         .redrive_context(&(namespace.to_owned(), name.to_owned()))
 }

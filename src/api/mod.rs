@@ -3,7 +3,6 @@
 
 mod auth;
 mod dead_letters;
-mod errors;
 #[cfg(test)]
 mod fuzz;
 mod resources;
@@ -21,7 +20,9 @@ use crate::control::ControlPlane;
 
 #[derive(Clone)]
 pub struct ApiState {
-    pub control: Arc<tokio::sync::Mutex<ControlPlane>>,
+    /// Changes take it for writing; reads (objects with their status, dead-letter
+    /// contexts) share it.
+    pub control: Arc<tokio::sync::RwLock<ControlPlane>>,
     pub ingress: Arc<Ingress>,
     /// Ends live tails when Herald shuts down, so they do not hold the listener open.
     pub shutdown: tokio_util::sync::CancellationToken,

@@ -73,7 +73,7 @@ pub async fn list(
     let kind = kind_of(&path.group, &path.version, &path.plural)?;
     let items = state
         .control
-        .lock()
+        .read()
         .await
         .list(kind, Some(&path.namespace))
         .await;
@@ -85,7 +85,7 @@ pub async fn list_all_namespaces(
     Path(path): Path<AllNamespacesPath>,
 ) -> Result<Response, ControlError> {
     let kind = kind_of(&path.group, &path.version, &path.plural)?;
-    let items = state.control.lock().await.list(kind, None).await;
+    let items = state.control.read().await.list(kind, None).await;
     Ok(list_response(kind, items))
 }
 
@@ -94,7 +94,7 @@ pub async fn get(
     Path(path): Path<ObjectPath>,
 ) -> Result<Response, ControlError> {
     let (_, key) = path.key()?;
-    let object = state.control.lock().await.get(&key).await?;
+    let object = state.control.read().await.get(&key).await?;
     Ok(Json(object).into_response())
 }
 
@@ -106,7 +106,7 @@ pub async fn create(
 ) -> Result<Response, ControlError> {
     let kind = kind_of(&path.group, &path.version, &path.plural)?;
     let resource = parse_body(kind, &path.namespace, None, &headers, &body)?;
-    let mut control = state.control.lock().await;
+    let mut control = state.control.write().await;
     let created = control.create(resource).await?;
     let object = control.get(&ObjectKey::of(&created)).await?;
     Ok((StatusCode::CREATED, Json(object)).into_response())
@@ -120,7 +120,7 @@ pub async fn replace(
 ) -> Result<Response, ControlError> {
     let (kind, _) = path.key()?;
     let resource = parse_body(kind, &path.namespace, Some(&path.name), &headers, &body)?;
-    let mut control = state.control.lock().await;
+    let mut control = state.control.write().await;
     let replaced = control.replace(resource).await?;
     let object = control.get(&ObjectKey::of(&replaced)).await?;
     Ok(Json(object).into_response())
@@ -131,7 +131,7 @@ pub async fn delete(
     Path(path): Path<ObjectPath>,
 ) -> Result<Response, ControlError> {
     let (_, key) = path.key()?;
-    let deleted = state.control.lock().await.delete(&key).await?;
+    let deleted = state.control.write().await.delete(&key).await?;
     Ok(Json(deleted.to_json()).into_response())
 }
 

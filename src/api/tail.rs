@@ -50,7 +50,7 @@ pub async fn events(
     };
     state
         .control
-        .lock()
+        .read()
         .await
         .get(&ObjectKey::new(&BROKER, &path.namespace, &path.name))
         .await?;

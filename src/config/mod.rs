@@ -3,6 +3,7 @@
 //! Every error names the file, the resource (`Kind namespace/name`) and the field path, so a
 //! user can go straight to the line at fault.
 
+pub mod event_type;
 #[cfg(test)]
 mod fuzz;
 mod load;

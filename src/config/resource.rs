@@ -37,7 +37,7 @@ macro_rules! resources {
                 use serde_path_to_error::deserialize;
                 // Two versions, one stored (v1beta2 is converted).
                 if *kind == kinds::EVENT_TYPE {
-                    return crate::catalog::parse_event_type(value).map(Resource::EventType);
+                    return crate::config::event_type::parse_event_type(value).map(Resource::EventType);
                 }
                 $( if *kind == $pkind {
                     return deserialize(value).map(Resource::$pvariant);

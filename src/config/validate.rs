@@ -245,7 +245,7 @@ fn check_one(
             }));
         }
         Resource::EventType(event_type) => {
-            let plan = crate::catalog::plan(&event_type, &namespace).map_err(fail)?;
+            let plan = crate::config::event_type::plan(&event_type, &namespace).map_err(fail)?;
             let key = ObjectKey::new(&crate::kinds::EVENT_TYPE, &namespace, &name);
             desired.event_types.insert(key, plan);
         }

@@ -65,3 +65,36 @@ fn bucket<'m, K>(
         .map(Vec::as_slice)
         .unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::TriggerIndex;
+    use crate::filter::tests::{any_event, spec, tree};
+    use crate::filter::{compile, Filter};
+    use herald_crds::SubscriptionsApiFilter;
+    use herald_crds::TriggerSpec;
+
+    proptest! {
+    #[test]
+    fn index_decides_like_evaluating_every_trigger(
+        trees in prop::collection::vec(
+            (tree(), prop::option::of(prop::sample::select(vec!["a", "b", "ab"]))), 1..20),
+        e in any_event(),
+    ) {
+        let filters: Vec<Filter> = trees.into_iter().map(|(f, pinned)| {
+            let mut elements = vec![f];
+            if let Some(t) = pinned {
+                elements.push(SubscriptionsApiFilter { exact: Some([("type".to_owned(), t.to_owned())].into()), ..Default::default() });
+            }
+            compile(&TriggerSpec { filters: elements, ..spec("[]") }).unwrap()
+        }).collect();
+        let index = TriggerIndex::new(filters.iter().enumerate().map(|(i, f)| (i, f.clone())));
+        let mut indexed = index.matching(&e);
+        indexed.sort_unstable();
+        let every: Vec<usize> = filters.iter().enumerate().filter(|(_, f)| f.matches(&e)).map(|(i, _)| i).collect();
+        prop_assert_eq!(indexed, every);
+    }
+    }
+}

@@ -299,7 +299,8 @@ pub async fn redrive(
     Ok(outcome)
 }
 
-/// Success, reply handling and classification of a subscriber's answer (section 0).
+/// Success, reply handling and classification of a subscriber's answer (README "Delivery
+/// semantics").
 async fn judge_subscriber_answer(
     plan: &TriggerPlan,
     deps: &Deps,

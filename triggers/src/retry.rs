@@ -5,10 +5,10 @@ use std::time::{Duration, SystemTime};
 use herald_crds::duration::parse_iso8601;
 use herald_crds::{BackoffPolicy, DeliverySpec};
 
-/// Knative's per-attempt timeout default in Herald (section 0): 60 s.
+/// Knative's per-attempt timeout default in Herald (README "Delivery semantics"): 60 s.
 pub const DEFAULT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// How many retries and how far apart (knative-contract.md section 0).
+/// How many retries and how far apart (README "Delivery semantics").
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RetryPolicy {
     /// Retries after the first attempt.

@@ -11,7 +11,7 @@
 //! so events accepted after the trigger was created are never skipped.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
@@ -152,7 +152,8 @@ async fn blocking<T: Send + 'static>(
 pub struct KafkaLog {
     options: KafkaOptions,
     producer: ReportingProducer,
-    admin: AdminClient<DefaultClientContext>,
+    /// The admin client while a call uses it (see [`Admin`]).
+    admin: Mutex<Weak<AdminClient<DefaultClientContext>>>,
     /// The end offset of each partition each broker was written to, for the log-size gauge.
     ends: Mutex<HashMap<BrokerKey, HashMap<i32, i64>>>,
 }
@@ -176,12 +177,10 @@ impl KafkaLog {
                 DELIVERY_TIMEOUT.as_millis().to_string(),
             );
         let producer = ReportingProducer::create(&producer).map_err(unavailable)?;
-        let admin: AdminClient<DefaultClientContext> =
-            options.config().create().map_err(unavailable)?;
         Ok(Self {
             options,
             producer,
-            admin,
+            admin: Mutex::new(Weak::new()),
             ends: Mutex::new(HashMap::new()),
         })
     }
@@ -190,9 +189,27 @@ impl KafkaLog {
         &self.options
     }
 
+    /// The admin client, shared by the calls that run at the same time and made anew after
+    /// none used it: rdkafka's admin client polls every 100 ms for as long as it lives, and
+    /// admin calls are rare (creating and deleting brokers and triggers).
+    fn admin(&self) -> Result<Admin, LogError> {
+        let mut slot = self
+            .admin
+            .lock()
+            .map_err(|_| LogError::unavailable("the admin client's lock is poisoned"))?;
+        if let Some(client) = slot.upgrade() {
+            return Ok(Admin(client));
+        }
+        let client: Arc<AdminClient<DefaultClientContext>> =
+            Arc::new(self.options.config().create().map_err(unavailable)?);
+        *slot = Arc::downgrade(&client);
+        Ok(Admin(client))
+    }
+
     async fn create_topic(&self, topic: NewTopic<'_>) -> Result<(), LogError> {
         let results = self
-            .admin
+            .admin()?
+            .client()
             .create_topics([&topic], &AdminOptions::new())
             .await
             .map_err(unavailable)?;
@@ -239,7 +256,8 @@ impl KafkaLog {
         if let Some(value) = value {
             record = record.payload(value);
         }
-        match self.producer.send(record) {
+        let sent = self.producer.sender(1).send(record);
+        match sent {
             Ok(delivery) => match delivery.await {
                 Ok(Ok(_)) => Ok(()),
                 Ok(Err(error)) => Err(unavailable(error)),
@@ -304,6 +322,33 @@ impl KafkaLog {
                 .collect())
         })
         .await
+    }
+}
+
+/// A use of the shared admin client. Dropping the last one stops the client, which waits
+/// for its polling thread (up to 100 ms): that happens on a blocking thread, not on the
+/// async worker that dropped it.
+struct Admin(Arc<AdminClient<DefaultClientContext>>);
+
+impl Admin {
+    fn client(&self) -> &AdminClient<DefaultClientContext> {
+        &self.0
+    }
+}
+
+impl Drop for Admin {
+    fn drop(&mut self) {
+        if Arc::strong_count(&self.0) > 1 {
+            return;
+        }
+        // This clone is the last reference once `self.0` is dropped right after.
+        let last = self.0.clone();
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn_blocking(move || drop(last));
+            }
+            Err(_) => drop(last),
+        }
     }
 }
 
@@ -396,6 +441,7 @@ impl EventLog for KafkaLog {
         let topic = self.options.topic(broker);
         let encoded: Vec<KafkaRecord> = records.iter().map(kafka_binding::encode).collect();
         let mut deliveries = Vec::with_capacity(encoded.len());
+        let mut sender = self.producer.sender(encoded.len());
         for record in &encoded {
             let mut message = BaseRecord::<[u8], [u8]>::to(&topic).headers(kafka_headers(record));
             if let Some(key) = &record.key {
@@ -404,7 +450,7 @@ impl EventLog for KafkaLog {
             if let Some(value) = &record.value {
                 message = message.payload(value.as_ref());
             }
-            match self.producer.send(message) {
+            match sender.send(message) {
                 Ok(delivery) => deliveries.push(delivery),
                 Err(KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull)) => {
                     return Err(LogError::Overloaded)
@@ -412,6 +458,7 @@ impl EventLog for KafkaLog {
                 Err(error) => return Err(unavailable(error)),
             }
         }
+        drop(sender);
         let mut written = Vec::with_capacity(deliveries.len());
         for delivery in deliveries {
             match delivery.await {
@@ -536,7 +583,8 @@ impl EventLog for KafkaLog {
         ];
         let names: Vec<&str> = topics.iter().map(String::as_str).collect();
         let results = self
-            .admin
+            .admin()?
+            .client()
             .delete_topics(&names, &AdminOptions::new())
             .await
             .map_err(unavailable)?;
@@ -589,9 +637,10 @@ impl EventLog for KafkaLog {
         }
         let group = self.options.group(broker, consumer);
         // The group may still have a member for a moment after its consumer was dropped.
+        let admin = self.admin()?;
         for attempt in 0..20 {
-            let results = self
-                .admin
+            let results = admin
+                .client()
                 .delete_groups(&[&group], &AdminOptions::new())
                 .await
                 .map_err(unavailable)?;

@@ -15,7 +15,8 @@
 //!
 //! The trait is shaped so that Kafka (topic per broker, consumer group per trigger, offsets per
 //! partition) and JetStream (stream per broker, durable consumer per trigger, per-message acks)
-//! fit it as naturally as the embedded sled log.
+//! fit it as naturally as the embedded sled log. [`memory::MemoryLog`] is the reference: the
+//! contract and nothing else, for tests.
 
 use std::fmt;
 
@@ -29,6 +30,7 @@ pub use error::{Cause, LogError};
 mod error;
 #[cfg(feature = "kafka")]
 pub mod kafka;
+pub mod memory;
 pub mod names;
 #[cfg(feature = "nats")]
 pub mod nats;

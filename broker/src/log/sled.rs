@@ -274,7 +274,7 @@ fn arrival_time(value: &[u8]) -> Result<Option<std::time::SystemTime>, LogError>
         .map_err(|e| LogError::corrupt("").caused_by(e))?;
     Ok(record
         .event
-        .text(crate::ingress::ARRIVAL_TIME_EXTENSION)
+        .text(crate::record::ARRIVAL_TIME_EXTENSION)
         .and_then(|t| chrono::DateTime::parse_from_rfc3339(&t).ok())
         .map(std::time::SystemTime::from))
 }

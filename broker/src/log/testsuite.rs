@@ -478,7 +478,7 @@ async fn deleting_a_broker_forgets_everything(harness: &dyn LogHarness) {
 fn arrived_now(id: &str) -> Record {
     let mut record = sample(id);
     record.event.set(
-        crate::ingress::ARRIVAL_TIME_EXTENSION,
+        crate::record::ARRIVAL_TIME_EXTENSION,
         chrono::Utc::now()
             .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
             .as_str(),

@@ -415,4 +415,4 @@ fn attribute_pairs(
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -3,7 +3,7 @@ use proptest::prelude::*;
 use super::*;
 use herald_broker::AttrValue;
 
-fn spec(filters_yaml: &str) -> TriggerSpec {
+pub(crate) fn spec(filters_yaml: &str) -> TriggerSpec {
     let yaml = format!("broker: b\nsubscriber: {{uri: 'http://x/'}}\nfilters: {filters_yaml}\n");
     serde_yaml_ng::from_str(&yaml).unwrap()
 }
@@ -206,7 +206,7 @@ fn leaf() -> impl Strategy<Value = SubscriptionsApiFilter> {
     })
 }
 
-fn tree() -> impl Strategy<Value = SubscriptionsApiFilter> {
+pub(crate) fn tree() -> impl Strategy<Value = SubscriptionsApiFilter> {
     leaf().prop_recursive(3, 16, 3, |inner| {
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..3).prop_map(|v| SubscriptionsApiFilter {
@@ -225,7 +225,7 @@ fn tree() -> impl Strategy<Value = SubscriptionsApiFilter> {
     })
 }
 
-fn any_event() -> impl Strategy<Value = CloudEvent> {
+pub(crate) fn any_event() -> impl Strategy<Value = CloudEvent> {
     let value = prop::option::of(prop::sample::select(vec!["a", "b", "ab", "ba"]));
     (value.clone(), value.clone(), value).prop_map(|(t, s, r)| {
         let mut e = event(&[]);
@@ -264,25 +264,6 @@ proptest! {
         prop_assert_eq!(any, plain);
     }
 
-    #[test]
-    fn index_decides_like_evaluating_every_trigger(
-        trees in prop::collection::vec(
-            (tree(), prop::option::of(prop::sample::select(vec!["a", "b", "ab"]))), 1..20),
-        e in any_event(),
-    ) {
-        let filters: Vec<Filter> = trees.into_iter().map(|(f, pinned)| {
-            let mut elements = vec![f];
-            if let Some(t) = pinned {
-                elements.push(SubscriptionsApiFilter { exact: Some([("type".to_owned(), t.to_owned())].into()), ..Default::default() });
-            }
-            compile(&TriggerSpec { filters: elements, ..spec("[]") }).unwrap()
-        }).collect();
-        let index = crate::index::TriggerIndex::new(filters.iter().enumerate().map(|(i, f)| (i, f.clone())));
-        let mut indexed = index.matching(&e);
-        indexed.sort_unstable();
-        let every: Vec<usize> = filters.iter().enumerate().filter(|(_, f)| f.matches(&e)).map(|(i, _)| i).collect();
-        prop_assert_eq!(indexed, every);
-    }
 }
 
 /// `levels` elements of `dialect` inside one another around an exact match.

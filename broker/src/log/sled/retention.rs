@@ -265,7 +265,7 @@ mod tests {
         let mut record = sample(id);
         let at = chrono::DateTime::<chrono::Utc>::from(at);
         record.event.set(
-            crate::ingress::ARRIVAL_TIME_EXTENSION,
+            crate::record::ARRIVAL_TIME_EXTENSION,
             at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
                 .as_str(),
         );

@@ -1,6 +1,8 @@
 //! The control plane: changes to resources are validated against everything else Herald runs,
 //! applied to the runtime, then stored. One change at a time; reads see a consistent state.
 
+mod http;
+
 use std::sync::Arc;
 
 use herald_broker::log::ParkedRecord;
@@ -344,13 +346,7 @@ impl ControlPlane {
                 let running = runtime.trigger(&(namespace.clone(), name.clone()));
                 let mut recent_errors = Vec::new();
                 if let Some((plan, stats)) = running {
-                    status.parked_events = runtime
-                        .deps()
-                        .log
-                        .parked(&plan.broker, &plan.consumer_name())
-                        .await
-                        .map(|p| p.len() as u64)
-                        .ok();
+                    status.parked_events = runtime.parked_count(&plan).await;
                     status.lag_events = stats.lag_events();
                     status.lag_seconds = Some(stats.lag().as_secs_f64());
                     recent_errors = stats.recent_errors();
@@ -365,7 +361,7 @@ impl ControlPlane {
             Resource::EventType(event_type) => {
                 let plan = match self.desired.event_types.get(&resource.key()) {
                     Some(plan) => Ok(plan.clone()),
-                    None => crate::catalog::plan(event_type, &namespace),
+                    None => crate::config::event_type::plan(event_type, &namespace),
                 };
                 match plan {
                     Ok(plan) => serde_json::to_value(crate::catalog::event_type_status(
@@ -529,5 +525,146 @@ fn not_found(key: &ObjectKey) -> ControlError {
 impl From<StoreError> for ControlError {
     fn from(error: StoreError) -> Self {
         ControlError::Internal(error.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse_documents;
+    use crate::runtime::testing::{runtime, trigger, BROKER};
+    use herald_broker::log::memory::MemoryLog;
+
+    /// A control plane over a store in `dir` holding `files` (a config file's text), on the
+    /// in-memory log.
+    async fn control(dir: &std::path::Path, files: &str) -> (ControlPlane, Arc<MemoryLog>) {
+        let log = Arc::new(MemoryLog::new());
+        let mut runtime = runtime(log.clone());
+        let files = parse_documents("f.yaml", files).unwrap();
+        let store = ResourceStore::open(dir, files).unwrap();
+        let desired = build_desired(store.loaded(), &RefMap::default()).unwrap();
+        runtime.reconcile(&desired).await.unwrap();
+        let secrets = Arc::new(herald_sources::secrets::LocalSecrets::new(None));
+        let control = ControlPlane::new(store, runtime, desired, RefMap::default(), secrets);
+        (control, log)
+    }
+
+    fn resource(yaml: &str) -> Resource {
+        parse_documents("body", yaml).unwrap().remove(0).resource
+    }
+
+    fn trigger_key(name: &str) -> ObjectKey {
+        ObjectKey::new(&crate::kinds::TRIGGER, "default", name)
+    }
+
+    /// Create, replace (with and without a stale resourceVersion) and delete through the
+    /// control plane; each change runs before it answers.
+    #[tokio::test]
+    async fn changes_run_before_they_answer() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut control, _) = control(dir.path(), BROKER).await;
+        let created = control
+            .create(resource(&trigger("t", "subscriber: {uri: 'http://s'}")))
+            .await
+            .unwrap();
+        assert_eq!(created.meta().generation, Some(1));
+        let object = control.get(&trigger_key("t")).await.unwrap();
+        assert_eq!(object["status"]["subscriberUri"], "http://s");
+        let conditions = object["status"]["conditions"].as_array().unwrap();
+        let ready = conditions.iter().find(|c| c["type"] == "Ready").unwrap();
+        assert_eq!(ready["status"], "True", "{ready}");
+
+        let mut stale = resource(&trigger("t", "subscriber: {uri: 'http://new'}"));
+        stale.meta_mut().resource_version = Some("0".into());
+        let error = control.replace(stale).await.unwrap_err();
+        assert!(matches!(error, ControlError::Conflict(_)), "{error}");
+        let replaced = control
+            .replace(resource(&trigger("t", "subscriber: {uri: 'http://new'}")))
+            .await
+            .unwrap();
+        assert_eq!(replaced.meta().generation, Some(2));
+        let object = control.get(&trigger_key("t")).await.unwrap();
+        assert_eq!(object["status"]["subscriberUri"], "http://new");
+
+        control.delete(&trigger_key("t")).await.unwrap();
+        assert!(matches!(
+            control.get(&trigger_key("t")).await,
+            Err(ControlError::NotFound { .. })
+        ));
+        control.shutdown().await;
+    }
+
+    /// An invalid object changes nothing and says which field is wrong; objects from files
+    /// cannot be changed through the API.
+    #[tokio::test]
+    async fn invalid_and_file_owned_changes_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut control, _) = control(dir.path(), BROKER).await;
+        let error = control
+            .create(resource(&trigger(
+                "t",
+                "subscriber: {uri: 'http://s'}, filters: [{cesql: 'type = '}]",
+            )))
+            .await
+            .unwrap_err();
+        match error {
+            ControlError::Invalid(error) => {
+                assert_eq!(error.field.as_deref(), Some("spec.filters[0].cesql"))
+            }
+            other => panic!("{other}"),
+        }
+        assert!(control.list(&crate::kinds::TRIGGER, None).await.is_empty());
+        let broker = ObjectKey::new(&crate::kinds::BROKER, "default", "b");
+        let error = control.delete(&broker).await.unwrap_err();
+        assert!(error.to_string().contains("declared in f.yaml"), "{error}");
+        control.shutdown().await;
+    }
+
+    async fn parked(control: &ControlPlane) -> serde_json::Value {
+        let object = control.get(&trigger_key("t")).await.unwrap();
+        object["status"]["parkedEvents"].clone()
+    }
+
+    /// A trigger's status counts its parked events, including those parked after the first
+    /// read, and stops counting those redriven or purged.
+    #[tokio::test]
+    async fn status_counts_parked_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = format!("{BROKER}{}", trigger("t", "subscriber: {uri: 'http://s'}"));
+        let (mut control, _) = control(dir.path(), &files).await;
+        assert_eq!(parked(&control).await, 0);
+        let context = control
+            .redrive_context(&("default".to_owned(), "t".to_owned()))
+            .unwrap();
+        for offset in [1, 2] {
+            let record = ParkedRecord {
+                id: RecordId {
+                    partition: 0,
+                    offset,
+                },
+                record: herald_broker::log::testsuite::sample("p"),
+                failure: herald_broker::log::Failure {
+                    attempts: 1,
+                    last_status: None,
+                    last_error: String::new(),
+                    reason: "test".into(),
+                    parked_at: String::new(),
+                },
+            };
+            context
+                .deps
+                .log
+                .park(&context.plan.broker, &context.plan.consumer_name(), record)
+                .await
+                .unwrap();
+        }
+        assert_eq!(parked(&control).await, 2);
+        let selection = Selection::Ids(vec![RecordId {
+            partition: 0,
+            offset: 1,
+        }]);
+        context.purge(&selection).await.unwrap();
+        assert_eq!(parked(&control).await, 1);
+        control.shutdown().await;
     }
 }

@@ -1,11 +1,12 @@
-//! Errors as Kubernetes `Status` objects, so kubectl-minded clients read them as usual.
+//! The admin API's errors as Kubernetes `Status` objects, so kubectl-minded clients read
+//! them as usual.
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
-use crate::control::ControlError;
+use super::ControlError;
 
 impl ControlError {
     fn code_and_reason(&self) -> (StatusCode, &'static str) {
