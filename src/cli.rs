@@ -435,6 +435,16 @@ pub struct DataPlaneArgs {
     #[arg(long, env = "HERALD_METRICS_MAX_EVENT_TYPES", default_value_t = herald_broker::type_labels::DEFAULT_MAX_EVENT_TYPES)]
     pub metrics_max_event_types: usize,
 
+    /// Record the types every broker accepts as EventTypes (Knative's `eventtype-auto-create`);
+    /// a Broker's `herald.dev/eventtype-auto-create: enabled|disabled` overrides it.
+    #[arg(long, env = "HERALD_EVENTTYPE_AUTO_CREATE")]
+    pub eventtype_auto_create: bool,
+
+    /// Auto-created EventTypes kept per broker; later new types are not recorded and
+    /// `herald_eventtypes_not_recorded_total` counts them.
+    #[arg(long, env = "HERALD_EVENTTYPE_AUTO_CREATE_MAX", default_value_t = herald_broker::catalog::discovered::DEFAULT_MAX_DISCOVERED, value_parser = parse_auto_create_max)]
+    pub eventtype_auto_create_max: usize,
+
     /// Open connections per listener (ingress, admin). At the limit the listener stops
     /// accepting until one closes; the admin listener keeps 16 more connections for /healthz
     /// and /readyz. Default: a quarter of the open-file limit, at most 10000.
@@ -472,6 +482,14 @@ pub struct DataPlaneArgs {
 /// Secret file) dropped, and a blank one counting as none.
 pub fn token(given: Option<&str>) -> Option<&str> {
     given.map(str::trim).filter(|token| !token.is_empty())
+}
+
+/// `--eventtype-auto-create-max`: 1 to 1000000.
+fn parse_auto_create_max(text: &str) -> Result<usize, String> {
+    text.parse::<usize>()
+        .ok()
+        .filter(|n| (1..=1_000_000).contains(n))
+        .ok_or_else(|| format!("{text:?} is not a number from 1 to 1000000"))
 }
 
 /// A duration above zero, e.g. `10s`, `500ms`.

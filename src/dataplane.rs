@@ -75,7 +75,7 @@ impl DataPlane {
             ingress: ingress.clone(),
         };
         let webhooks = Arc::new(WebhookRegistry::default());
-        let runtime = Runtime::new(
+        let mut runtime = Runtime::new(
             routes.clone(),
             deps,
             format!("http://{ingress_addr}"),
@@ -89,6 +89,10 @@ impl DataPlane {
                 secrets,
             },
         );
+        runtime.set_catalog_options(crate::catalog::CatalogOptions {
+            auto_create: args.eventtype_auto_create,
+            auto_create_max: args.eventtype_auto_create_max,
+        });
         Ok(Self {
             routes,
             runtime,

@@ -61,6 +61,16 @@ pub const TRIGGER: Kind = Kind {
     also_served: None,
 };
 
+/// Stored as v1beta3; v1beta2 objects are read and converted (see `herald_crds::event_type`).
+pub const EVENT_TYPE: Kind = Kind {
+    kind: "EventType",
+    group: "eventing.knative.dev",
+    version: "v1beta3",
+    plural: "eventtypes",
+    source: false,
+    also_served: Some("v1beta2"),
+};
+
 pub const NATS_SOURCE: Kind = Kind {
     kind: "NatsSource",
     group: "sources.herald.dev",
@@ -202,9 +212,9 @@ impl std::fmt::Display for ObjectKey {
     }
 }
 
-/// Every kind, in the order brokers → channels → flows → triggers and subscriptions →
-/// sources (the order `apply` creates them: each after what it may refer to).
-pub const KINDS: [&Kind; 15] = [
+/// Every kind, in the order brokers → channels → flows → triggers, subscriptions and event
+/// types → sources (the order `apply` creates them: each after what it may refer to).
+pub const KINDS: [&Kind; 16] = [
     &BROKER,
     &CHANNEL,
     &IN_MEMORY_CHANNEL,
@@ -213,6 +223,7 @@ pub const KINDS: [&Kind; 15] = [
     &PARALLEL,
     &TRIGGER,
     &SUBSCRIPTION,
+    &EVENT_TYPE,
     &PING_SOURCE,
     &CONTAINER_SOURCE,
     &WEBHOOK_SOURCE,

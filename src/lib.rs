@@ -6,11 +6,12 @@
 //!
 //! Modules depend on each other one way (see ARCHITECTURE.md):
 //! `kinds`, `annotations`, `apiserver_source` ← `source_kinds` ← `config` ← `store`,
-//! `sources` ← `runtime` ← `status` ← `control`.
+//! `sources` ← `catalog` ← `runtime` ← `status` ← `control`.
 #![forbid(unsafe_code)]
 
 pub mod annotations;
 pub mod apiserver_source;
+pub mod catalog;
 pub mod config;
 pub mod control;
 pub mod flow_status;

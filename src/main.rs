@@ -14,8 +14,8 @@ mod telemetry;
 
 // The control plane is the library's; its modules keep their `crate::` paths here.
 use herald::{
-    annotations, apiserver_source, config, control, flow_status, kinds, runtime, source_kinds,
-    status, store,
+    annotations, apiserver_source, catalog, config, control, flow_status, kinds, runtime,
+    source_kinds, status, store,
 };
 
 use clap::Parser;

@@ -134,6 +134,19 @@ impl EventLog for CountingLog {
         self.inner.can_persist()
     }
 
+    fn drops_duplicates(&self, broker: &BrokerKey) -> bool {
+        self.inner.drops_duplicates(broker)
+    }
+
+    async fn recent_ids(
+        &self,
+        broker: &BrokerKey,
+        since: std::time::SystemTime,
+        max: usize,
+    ) -> Result<Vec<herald_broker::log::RecentId>, LogError> {
+        self.inner.recent_ids(broker, since, max).await
+    }
+
     async fn consumer(
         &self,
         broker: &BrokerKey,

@@ -39,6 +39,12 @@ pub enum RuntimeError {
         broker: BrokerKey,
         error: herald_broker::LogError,
     },
+    /// An EventType of the broker has a schema that cannot be read or compiled.
+    #[error("broker {broker}: {error}")]
+    Catalog {
+        broker: BrokerKey,
+        error: crate::catalog::PolicyError,
+    },
     /// The trigger's consumer cannot be opened.
     #[error("trigger {}/{}: {error}", trigger.0, trigger.1)]
     TriggerLog {
@@ -58,7 +64,9 @@ impl RuntimeError {
     pub fn failed_object(&self) -> Option<FailedObject> {
         match self {
             RuntimeError::Log(_) => None,
-            RuntimeError::BrokerLog { broker, .. } => Some(FailedObject::Broker(broker.clone())),
+            RuntimeError::BrokerLog { broker, .. } | RuntimeError::Catalog { broker, .. } => {
+                Some(FailedObject::Broker(broker.clone()))
+            }
             RuntimeError::TriggerLog { trigger, .. } => {
                 Some(FailedObject::Trigger(trigger.clone()))
             }
@@ -67,7 +75,10 @@ impl RuntimeError {
 
     /// The condition reason for the object it is about.
     pub fn reason(&self) -> &'static str {
-        "LogUnavailable"
+        match self {
+            RuntimeError::Catalog { .. } => "InvalidEventType",
+            _ => "LogUnavailable",
+        }
     }
 }
 
@@ -86,6 +97,9 @@ pub struct Runtime {
     /// or may only be waiting (the controller: its broker or subscriber may come back, and
     /// a finalizer says when it is really deleted).
     removal_is_deletion: bool,
+    /// `--eventtype-auto-create*`, and schemas read once.
+    catalog: crate::catalog::CatalogOptions,
+    schemas: crate::catalog::SchemaCache,
 }
 
 impl Runtime {
@@ -112,7 +126,14 @@ impl Runtime {
             dispatchers: HashMap::new(),
             sources: SourceSet::new(sources),
             removal_is_deletion: true,
+            catalog: crate::catalog::CatalogOptions::default(),
+            schemas: crate::catalog::SchemaCache::default(),
         }
+    }
+
+    /// The serve flags of the event catalog.
+    pub fn set_catalog_options(&mut self, options: crate::catalog::CatalogOptions) {
+        self.catalog = options;
     }
 
     /// Triggers that leave the desired state keep their position and parked events until
@@ -140,11 +161,40 @@ impl Runtime {
             self.routes
                 .assign(key, broker.class.as_deref())
                 .map_err(log_error)?;
+            // JetStream keeps the duplicate window itself; ingress keeps it for the others.
+            let drops_duplicates = self.log().drops_duplicates(key);
+            let mut settings = broker.settings.clone();
+            if drops_duplicates {
+                settings.duplicate_window = broker.catalog.duplicates.map(|b| b.window);
+            }
             self.log()
-                .ensure_broker(key, &broker.settings)
+                .ensure_broker(key, &settings)
                 .await
                 .map_err(log_error)?;
-            self.ingress().brokers().insert(key.clone());
+            let log = self.deps.log.clone();
+            let previous = self.ingress().brokers().policy(key);
+            let policy = self
+                .schemas
+                .policy(
+                    key,
+                    &broker.catalog,
+                    self.catalog,
+                    desired,
+                    previous,
+                    &log,
+                    drops_duplicates,
+                )
+                .await
+                .map_err(|error| match error {
+                    crate::catalog::PolicyError::Log(error) => log_error(error),
+                    error => RuntimeError::Catalog {
+                        broker: key.clone(),
+                        error,
+                    },
+                })?;
+            self.ingress()
+                .brokers()
+                .insert_with(key.clone(), Arc::new(policy));
         }
         // A removed broker stops accepting at once; its log stays in the data dir.
         self.ingress()

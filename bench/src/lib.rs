@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 
 pub mod baselines;
+pub mod catalog;
 pub mod load;
 pub mod processes;
 pub mod raw;

@@ -35,7 +35,15 @@ pub async fn send(client: &reqwest::Client, url: &str, payload: &Bytes) -> Resul
         .header("ce-source", "/bench")
         .header("ce-type", "dev.herald.bench")
         .header("ce-benchsent", now_nanos().to_string())
-        .header("content-type", "application/octet-stream")
+        // JSON payloads (the catalog's measurement) are sent as JSON.
+        .header(
+            "content-type",
+            if payload.first() == Some(&b'{') {
+                "application/json"
+            } else {
+                "application/octet-stream"
+            },
+        )
         .body(payload.clone())
         .send()
         .await

@@ -149,6 +149,8 @@ pub struct Report {
     pub fanout: Vec<FanoutPoint>,
     /// Restart after SIGKILL with a filled log (embedded log only), or why it failed.
     pub recovery: Option<Result<RecoveryPoint, String>>,
+    /// Ingress without and with the event catalog's checks (issue 20), in the same run.
+    pub catalog: Option<crate::catalog::CatalogPoint>,
     /// Every goal of issue 16 this report measures, and whether it is met.
     pub goals: Vec<Goal>,
 }
@@ -316,6 +318,15 @@ pub async fn run_backend(settings: &Settings, backend: &str) -> anyhow::Result<R
         }
     }
 
+    // The event catalog's checks against none, on the first connection count.
+    let catalog = crate::catalog::measure(
+        settings,
+        &args_for_run(),
+        first_pool,
+        settings.connections.first().copied().unwrap_or_default(),
+    )
+    .await?;
+
     // One trigger: idle first, then full load, then fixed rates and overload.
     let (mut idle_point, mut low_rate, mut open, mut memory) = (None, None, Vec::new(), None);
     if measured("ingress") || measured("latency") || measured("resources") {
@@ -437,6 +448,7 @@ pub async fn run_backend(settings: &Settings, backend: &str) -> anyhow::Result<R
         memory,
         fanout,
         recovery,
+        catalog: Some(catalog),
         // Filled by the caller from the measures (`table::goals`).
         goals: Vec::new(),
     };
@@ -445,7 +457,7 @@ pub async fn run_backend(settings: &Settings, backend: &str) -> anyhow::Result<R
 
 /// Closed-loop ingress of `herald` (median of the repetitions) and its CPU per event; with a
 /// `subscriber`, the CPU count runs until every accepted event was delivered.
-async fn throughput(
+pub(crate) async fn throughput(
     herald: &Herald,
     url: &str,
     pool: &[reqwest::Client],

@@ -329,6 +329,40 @@ fn rows(report: &Report) -> Vec<Row> {
             format!("{:.3} s", recovery.first_accept_seconds),
         ));
     }
+    if let Some(catalog) = &report.catalog {
+        rows.extend(catalog_rows(catalog, bytes));
+    }
+    rows
+}
+
+/// The event catalog's checks against the same run's plain broker (issue 20): throughput and
+/// the extra CPU per event.
+fn catalog_rows(point: &crate::catalog::CatalogPoint, bytes: usize) -> Vec<Row> {
+    let c = point.connections;
+    let plain = &point.plain;
+    let baseline = format!(
+        "no checks, same run: {:.0} events/s",
+        plain.events_per_second
+    );
+    let mut rows = Vec::new();
+    for (label, checked) in [
+        ("schema validation (enforce)", &point.schema_enforced),
+        ("duplicate window", &point.duplicate_window),
+    ] {
+        let extra = match (checked.cpu_seconds_per_1000, plain.cpu_seconds_per_1000) {
+            (Some(with), Some(without)) => {
+                format!(", {:+.1} µs CPU per event", (with - without) * 1000.0)
+            }
+            _ => String::new(),
+        };
+        rows.push(
+            Row::new(
+                format!("closed-loop ingress, {bytes} B JSON events, no trigger, {c} connections, {label}"),
+                format!("{:.0} events/s{extra}", checked.events_per_second),
+            )
+            .against(&baseline, checked.events_per_second, plain.events_per_second),
+        );
+    }
     rows
 }
 

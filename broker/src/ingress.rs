@@ -4,7 +4,7 @@
 //! append is durable, 400 naming the bad attribute, 404, 405 with `Allow`, the OPTIONS webhook
 //! handshake, 413 while the body is read, 503 with `Retry-After` when the log cannot take it.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::sync::broadcast;
@@ -19,6 +19,7 @@ use serde_json::json;
 use tracing::Instrument;
 
 use crate::binding::{decode_request, DecodeError};
+use crate::catalog::{BrokerPolicy, TypeRefusal};
 use crate::event::{AttrValue, CloudEvent, InvalidEvent};
 use crate::log::{BrokerKey, EventLog, LogError};
 use crate::record::Record;
@@ -82,12 +83,19 @@ pub enum IngressError {
     BodyRead(String),
     #[error("the broker cannot accept events right now; retry later")]
     Unavailable(#[source] LogError),
+    /// The broker's EventTypes refuse the event (`herald.dev/schema-validation: enforce`).
+    #[error("{}{refusal}", index.map(|i| format!("event {i}: ")).unwrap_or_default())]
+    Refused {
+        index: Option<usize>,
+        refusal: TypeRefusal,
+    },
 }
 
 impl IngressError {
     pub fn status(&self) -> StatusCode {
         match self {
             IngressError::InvalidEvent(_)
+            | IngressError::Refused { .. }
             | IngressError::BodyRead(_)
             | IngressError::MalformedPath => StatusCode::BAD_REQUEST,
             IngressError::UnknownBroker(_)
@@ -112,6 +120,22 @@ impl IntoResponse for IngressError {
                 body["index"] = json!(index);
             }
         }
+        if let IngressError::Refused { index, refusal } = &self {
+            if let Some(index) = index {
+                body["index"] = json!(index);
+            }
+            match refusal {
+                TypeRefusal::Unknown { event_type } => {
+                    body["attribute"] = json!("type");
+                    body["reason"] = json!(format!("event type {event_type:?} is not declared"));
+                }
+                TypeRefusal::Schema { violation, .. } => {
+                    body["attribute"] = json!("data");
+                    body["pointer"] = json!(violation.pointer);
+                    body["rule"] = json!(violation.rule);
+                }
+            }
+        }
         if let IngressError::Unavailable(error) = &self {
             tracing::warn!(%error, "ingress answered 503");
         }
@@ -125,10 +149,11 @@ impl IntoResponse for IngressError {
     }
 }
 
-/// The brokers that exist; shared with the runtime that creates and removes them.
+/// The brokers that exist, each with its ingress policy; shared with the runtime that
+/// creates and removes them.
 #[derive(Default, Debug)]
 pub struct BrokerRegistry {
-    brokers: RwLock<HashSet<BrokerKey>>,
+    brokers: RwLock<HashMap<BrokerKey, Arc<BrokerPolicy>>>,
     /// Addresses of channels, sequences and parallels (`/channels/{ns}/{name}`, ...) and the
     /// channel stream each appends to.
     addresses: RwLock<HashMap<String, BrokerKey>>,
@@ -147,9 +172,17 @@ impl BrokerRegistry {
         self.addresses.read().ok()?.get(path).cloned()
     }
 
+    /// Adds a broker with the default policy (nothing checked); one already there keeps its own.
     pub fn insert(&self, key: BrokerKey) {
         if let Ok(mut brokers) = self.brokers.write() {
-            brokers.insert(key);
+            brokers.entry(key).or_default();
+        }
+    }
+
+    /// Adds a broker, or replaces its policy.
+    pub fn insert_with(&self, key: BrokerKey, policy: Arc<BrokerPolicy>) {
+        if let Ok(mut brokers) = self.brokers.write() {
+            brokers.insert(key, policy);
         }
     }
 
@@ -162,15 +195,28 @@ impl BrokerRegistry {
     /// Keeps only the brokers for which `keep` holds.
     pub fn retain(&self, keep: impl Fn(&BrokerKey) -> bool) {
         if let Ok(mut brokers) = self.brokers.write() {
-            brokers.retain(|key| keep(key));
+            brokers.retain(|key, _| keep(key));
         }
     }
 
     pub fn contains(&self, key: &BrokerKey) -> bool {
         self.brokers
             .read()
-            .map(|b| b.contains(key))
+            .map(|b| b.contains_key(key))
             .unwrap_or(false)
+    }
+
+    /// The broker's policy, or `None` when there is no such broker.
+    pub fn policy(&self, key: &BrokerKey) -> Option<Arc<BrokerPolicy>> {
+        self.brokers.read().ok()?.get(key).cloned()
+    }
+
+    /// Every broker with its policy.
+    pub fn policies(&self) -> Vec<(BrokerKey, Arc<BrokerPolicy>)> {
+        self.brokers
+            .read()
+            .map(|b| b.iter().map(|(k, p)| (k.clone(), p.clone())).collect())
+            .unwrap_or_default()
     }
 }
 
@@ -227,9 +273,9 @@ impl Ingress {
         events: Vec<CloudEvent>,
         mut headers: Vec<(String, String)>,
     ) -> Result<(), IngressError> {
-        if !self.brokers.contains(broker) {
+        let Some(policy) = self.brokers.policy(broker) else {
             return Err(IngressError::UnknownBroker(broker.clone()));
-        }
+        };
         // When spans are exported, deliveries become children of this (ingress or reply) span.
         if let Some(own) = crate::trace::current() {
             headers.retain(|(name, _)| name != "traceparent");
@@ -237,17 +283,39 @@ impl Ingress {
         }
         let arrival = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
         let batch = events.len() > 1;
-        let mut records = Vec::with_capacity(events.len());
-        for (index, mut event) in events.into_iter().enumerate() {
-            self.apply_ttl(&mut event).map_err(|source| DecodeError {
+        let mut events = events;
+        for (index, event) in events.iter_mut().enumerate() {
+            self.apply_ttl(event).map_err(|source| DecodeError {
                 index: batch.then_some(index),
                 source,
             })?;
+            if policy.checks_events() {
+                policy
+                    .check(broker, event)
+                    .map_err(|refusal| IngressError::Refused {
+                        index: batch.then_some(index),
+                        refusal,
+                    })?;
+            }
             event.set(ARRIVAL_TIME_EXTENSION, arrival.as_str());
+        }
+        // Copies of what the window already holds are answered 202 and not appended.
+        let admission = match &policy.duplicates {
+            Some(window) => Some(window.admit(&events).await),
+            None => None,
+        };
+        let mut records = Vec::with_capacity(events.len());
+        for (index, event) in events.into_iter().enumerate() {
+            if admission.as_ref().is_some_and(|a| !a.fresh[index]) {
+                continue;
+            }
             records.push(Record {
                 event,
                 headers: headers.clone(),
             });
+        }
+        if records.is_empty() {
+            return Ok(());
         }
         let span = match crate::trace::spans_wanted() {
             true => tracing::info_span!("append", %broker, events = records.len()),
@@ -255,6 +323,10 @@ impl Ingress {
         };
         let tapped = (self.tap.receiver_count() > 0)
             .then(|| records.iter().map(|r| r.event.clone()).collect::<Vec<_>>());
+        let noted: Vec<_> = match &policy.discovered {
+            Some(discovered) => records.iter().map(|r| discovered.note(&r.event)).collect(),
+            None => Vec::new(),
+        };
         self.log
             .append(broker, records)
             .instrument(span)
@@ -263,6 +335,15 @@ impl Ingress {
                 LogError::UnknownBroker(key) => IngressError::UnknownBroker(key),
                 other => IngressError::Unavailable(other),
             })?;
+        if let Some(admission) = admission {
+            admission.confirm();
+        }
+        if let Some(discovered) = &policy.discovered {
+            let now = std::time::SystemTime::now();
+            for noted in noted {
+                discovered.confirm(noted, now);
+            }
+        }
         for event in tapped.into_iter().flatten() {
             let _ = self.tap.send(Arc::new(TappedEvent {
                 broker: broker.clone(),

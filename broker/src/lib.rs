@@ -1,6 +1,7 @@
 //! Herald's data plane entry: CloudEvents over HTTP in, a durable log per broker.
 
 pub mod binding;
+pub mod catalog;
 pub mod event;
 #[cfg(feature = "testing")]
 pub mod fuzz;

@@ -12,6 +12,7 @@ pub mod container_source;
 pub mod delivery;
 pub mod destination;
 pub mod duration;
+pub mod event_type;
 pub mod flows;
 pub mod flows_validation;
 pub mod kafka_source;
@@ -35,6 +36,10 @@ pub use channel::{
 pub use container_source::{ContainerSource, ContainerSourceSpec};
 pub use delivery::{BackoffPolicy, DeliveryFormat, DeliverySpec};
 pub use destination::{Destination, KReference, OwnAddressable};
+pub use event_type::{
+    EventAttributeDefinition, EventType, EventTypeSeen, EventTypeSpec, EventTypeStatus,
+    EventTypeV1beta2,
+};
 pub use flows::{Parallel, ParallelSpec, ParallelStatus, Sequence, SequenceSpec, SequenceStatus};
 pub use kafka_source::{
     KafkaNetSpec, KafkaSaslSpec, KafkaSource, KafkaSourceSpec, KafkaTlsSpec, SecretKeySelector,

@@ -10,6 +10,7 @@ pub fn all() -> Vec<CustomResourceDefinition> {
     let crds = vec![
         spec_optional(crate::Broker::crd()),
         crate::Trigger::crd(),
+        crate::EventType::crd(),
         crate::PingSource::crd(),
         crate::ContainerSource::crd(),
         also_served(

@@ -61,6 +61,7 @@ fn crds_have_knative_names_status_and_columns() {
         [
             "brokers.eventing.knative.dev",
             "triggers.eventing.knative.dev",
+            "eventtypes.eventing.knative.dev",
             "pingsources.sources.knative.dev",
             "containersources.sources.knative.dev",
             "kafkasources.sources.knative.dev",

@@ -174,6 +174,15 @@ fn print_table(kind: &Kind, items: &[Value], with_namespace: bool) {
             "PARKED",
             "AGE",
         ],
+        "EventType" => &[
+            "NAME",
+            "TYPE",
+            "SOURCE",
+            "BROKER",
+            "COUNT",
+            "LAST_SEEN",
+            "READY",
+        ],
         _ => &["KIND", "NAME", "SINK", "READY", "AGE"],
     };
     headers.extend_from_slice(specific);
@@ -217,6 +226,27 @@ fn print_table(kind: &Kind, items: &[Value], with_namespace: bool) {
                         .unwrap_or_default(),
                     age,
                 ]),
+                "EventType" => {
+                    let attribute = |wanted: &str| {
+                        item.pointer("/spec/attributes")
+                            .and_then(Value::as_array)
+                            .and_then(|all| all.iter().find(|a| text(a, "/name") == wanted))
+                            .map(|a| text(a, "/value").to_owned())
+                            .unwrap_or_default()
+                    };
+                    row.extend([
+                        name,
+                        attribute("type"),
+                        attribute("source"),
+                        text(item, "/spec/reference/name").into(),
+                        item.pointer("/status/seen/count")
+                            .and_then(Value::as_u64)
+                            .map(|n| n.to_string())
+                            .unwrap_or_default(),
+                        text(item, "/status/seen/last").into(),
+                        ready(item),
+                    ])
+                }
                 _ => row.extend([
                     kind.kind.to_owned(),
                     name,

@@ -456,6 +456,7 @@ impl Flows {
                     settings,
                     delivery: None,
                     dead_letter_sink: None,
+                    catalog: Default::default(),
                 };
                 (BrokerKey::channel(namespace.clone(), name), plan)
             })

@@ -3,6 +3,7 @@
 //! Every error names the file, the resource (`Kind namespace/name`) and the field path, so a
 //! user can go straight to the line at fault.
 
+pub mod event_type;
 pub mod flows;
 #[cfg(test)]
 mod fuzz;
@@ -15,7 +16,10 @@ mod secrets;
 mod validate;
 
 pub use load::{json_document, load_paths, parse_documents, parse_json_document};
-pub use plan::{BrokerPlan, Desired, SourcePlan, Target, TriggerKey, TriggerSpecPlan};
+pub use plan::{
+    BrokerPlan, Desired, EventTypePlan, SchemaSource, SourcePlan, Target, TriggerKey,
+    TriggerSpecPlan,
+};
 pub use refs::{join as join_ref_uri, RefMap};
 pub use resource::Resource;
 pub use secrets::check_secrets;

@@ -30,6 +30,9 @@ pub struct Desired {
     /// Channels, Subscriptions, Sequences and Parallels; their channels and Subscriptions
     /// also run as `brokers` and `triggers`, under internal names ([`crate::config::flows`]).
     pub flows: crate::config::flows::Flows,
+    /// Declared EventTypes; the broker they refer to need not exist
+    /// (`ReferenceExists=False`).
+    pub event_types: BTreeMap<ObjectKey, EventTypePlan>,
 }
 
 impl Desired {
@@ -143,6 +146,32 @@ pub struct BrokerPlan {
     /// Its `spec.delivery`: the default of its triggers.
     pub delivery: Option<herald_crds::DeliverySpec>,
     pub dead_letter_sink: Option<Target>,
+    /// The event catalog's `herald.dev/*` settings.
+    pub catalog: crate::annotations::BrokerCatalogSettings,
+}
+
+/// An EventType as ingress checks it and its status reports it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EventTypePlan {
+    pub generation: Option<i64>,
+    /// `Kind name` of `spec.reference`, when set.
+    pub reference: Option<String>,
+    /// The broker it refers to, when the reference is a Broker.
+    pub broker: Option<BrokerKey>,
+    /// The `type` attribute's value.
+    pub event_type: String,
+    /// The `source` attribute's value, when set: only events from it match.
+    pub source: Option<String>,
+    pub schema: Option<SchemaSource>,
+}
+
+/// Where an EventType's JSON Schema comes from.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum SchemaSource {
+    /// `spec.schemaData`.
+    Inline(String),
+    /// The `schemadata` attribute: read once when loaded.
+    Url(String),
 }
 
 impl BrokerPlan {
@@ -158,6 +187,7 @@ impl BrokerPlan {
             generation: broker.metadata.generation,
             class: crate::annotations::broker_class(&broker.metadata).map(str::to_owned),
             settings: BrokerSettings::default(),
+            catalog: Default::default(),
             delivery: broker.spec.delivery.clone(),
             dead_letter_sink: broker
                 .spec

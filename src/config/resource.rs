@@ -35,6 +35,10 @@ macro_rules! resources {
                 value: serde_yaml_ng::Value,
             ) -> Result<Self, serde_path_to_error::Error<serde_yaml_ng::Error>> {
                 use serde_path_to_error::deserialize;
+                // Two versions, one stored (v1beta2 is converted).
+                if *kind == kinds::EVENT_TYPE {
+                    return crate::config::event_type::parse_event_type(value).map(Resource::EventType);
+                }
                 $( if *kind == $pkind {
                     return deserialize(value).map(Resource::$pvariant);
                 } )*
@@ -116,6 +120,7 @@ resources! {
         Subscription(herald_crds::Subscription) = kinds::SUBSCRIPTION,
         Sequence(herald_crds::Sequence) = kinds::SEQUENCE,
         Parallel(herald_crds::Parallel) = kinds::PARALLEL,
+        EventType(herald_crds::EventType) = kinds::EVENT_TYPE,
     }
     sources {
         NatsSource(herald_crds::NatsSource) = kinds::NATS_SOURCE,

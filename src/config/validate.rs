@@ -327,6 +327,7 @@ fn check_one(
     match resource {
         Resource::Broker(broker) => {
             let settings = annotations::broker_settings(&broker.metadata).map_err(fail)?;
+            let catalog = annotations::BrokerCatalogSettings::of(&broker.metadata).map_err(fail)?;
             if let Some(delivery) = &broker.spec.delivery {
                 validate_delivery("spec.delivery", delivery).map_err(fail)?;
             }
@@ -334,6 +335,7 @@ fn check_one(
                 generation: broker.metadata.generation,
                 class: annotations::broker_class(&broker.metadata).map(str::to_owned),
                 settings,
+                catalog,
                 dead_letter_sink: broker
                     .spec
                     .delivery
@@ -409,6 +411,11 @@ fn check_one(
             for child in children {
                 check_one(origin, child, desired, origins, pending)?;
             }
+        }
+        Resource::EventType(event_type) => {
+            let plan = crate::config::event_type::plan(&event_type, &namespace).map_err(fail)?;
+            let key = ObjectKey::new(&crate::kinds::EVENT_TYPE, &namespace, &name);
+            desired.event_types.insert(key, plan);
         }
         source => {
             let plan = plan_source(&source, &namespace, &name).map_err(fail)?;

@@ -288,6 +288,12 @@ impl ControlPlane {
         for entry in self.store.list(kind, namespace) {
             out.push(self.with_status(&entry.resource).await);
         }
+        if *kind == crate::kinds::EVENT_TYPE {
+            out.extend(crate::catalog::auto_created(
+                self.runtime.deps().ingress.brokers(),
+                namespace,
+            ));
+        }
         out
     }
 
@@ -358,6 +364,26 @@ impl ControlPlane {
             | Resource::Subscription(_)
             | Resource::Sequence(_)
             | Resource::Parallel(_) => Ok(self.flow_status(resource, &namespace, &name).await),
+            Resource::EventType(event_type) => {
+                let plan = match self.desired.event_types.get(&resource.key()) {
+                    Some(plan) => Ok(plan.clone()),
+                    None => crate::config::event_type::plan(event_type, &namespace),
+                };
+                match plan {
+                    Ok(plan) => serde_json::to_value(crate::catalog::event_type_status(
+                        &self.desired,
+                        &plan,
+                    )),
+                    Err(error) => Ok(crate::status::not_running(
+                        generation,
+                        vec![crate::status::failed(
+                            "Ready",
+                            "InvalidSpec",
+                            error.to_string(),
+                        )],
+                    )),
+                }
+            }
             _ => serde_json::to_value(crate::status::source(runtime, &resource.key(), generation)),
         };
         if let (Some(object), Ok(status)) = (value.as_object_mut(), status) {

@@ -503,6 +503,11 @@ impl Reconciler {
             None,
         ) {
             Ok(status)
+        } else if key.kind == kinds::EVENT_TYPE.kind {
+            serde_json::to_value(crate::catalog::event_type_status(
+                desired,
+                desired.event_types.get(key)?,
+            ))
         } else {
             let generation = desired.sources.get(key)?.generation;
             serde_json::to_value(status::source(&self.runtime, key, generation))

@@ -18,6 +18,13 @@ every_scenario!(Kafka::shared());
 // Herald's own data dir full while the log is on Kafka.
 on_backend!(Kafka::shared() => disk::full_data_dir_refuses_changes_then_recovers);
 
+// The event catalog (issue 20).
+on_backend!(Kafka::shared() =>
+    catalog::eventtypes_are_auto_created,
+    catalog::schemas_are_enforced,
+    catalog::duplicates_are_dropped_across_a_sigkill,
+);
+
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 

@@ -20,6 +20,13 @@ on_backend!(Nats::start() =>
     durability::accepted_events_survive_repeated_sigkill_under_load,
 );
 
+// The event catalog (issue 20).
+on_backend!(Nats::start() =>
+    catalog::eventtypes_are_auto_created,
+    catalog::schemas_are_enforced,
+    catalog::duplicates_are_dropped_across_a_sigkill,
+);
+
 /// nats-server dies while producers send: ingress answers 503 within a bounded time, and after
 /// the server is back every event that got a 202 is delivered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

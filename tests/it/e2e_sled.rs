@@ -37,6 +37,15 @@ on_backend!(Sled =>
     observability::event_type_labels_are_bounded,
 );
 
+// The event catalog (issue 20); the 100,000-type bound once.
+on_backend!(Sled =>
+    catalog::eventtypes_are_auto_created,
+    catalog::schemas_are_enforced,
+    catalog::schema_violations_are_counted_in_warn_mode,
+    catalog::duplicates_are_dropped_across_a_sigkill,
+    catalog::auto_created_types_are_bounded,
+);
+
 // The embedded log's own disk: full, then freed; and crashes under load.
 on_backend!(Sled =>
     disk::full_disk_refuses_then_recovers,

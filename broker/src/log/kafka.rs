@@ -38,6 +38,7 @@ use crate::kafka_binding::{self, KafkaRecord};
 use crate::record::Record;
 
 mod producer;
+mod recent;
 use producer::ReportingProducer;
 
 /// Knative's default partition count for broker topics.
@@ -468,6 +469,15 @@ impl EventLog for KafkaLog {
         }
         self.record_ends(broker, written);
         Ok(())
+    }
+
+    async fn recent_ids(
+        &self,
+        broker: &BrokerKey,
+        since: SystemTime,
+        max: usize,
+    ) -> Result<Vec<super::RecentId>, LogError> {
+        self.read_recent_ids(broker, since, max).await
     }
 
     async fn consumer(

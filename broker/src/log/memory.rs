@@ -119,6 +119,23 @@ impl EventLog for MemoryLog {
         })
     }
 
+    async fn recent_ids(
+        &self,
+        broker: &BrokerKey,
+        since: SystemTime,
+        max: usize,
+    ) -> Result<Vec<super::RecentId>, LogError> {
+        self.check_open()?;
+        self.store.with_broker(broker, |log| {
+            let first = log.records.partition_point(|(time, _)| *time < since);
+            let mut ids = super::RecentIds::new(max);
+            for (_, record) in &log.records[first..] {
+                ids.push(record);
+            }
+            ids.finish()
+        })
+    }
+
     async fn consumer(
         &self,
         broker: &BrokerKey,

@@ -120,6 +120,9 @@ pub struct BrokerSettings {
     /// Keep records only while a consumer still needs them (JetStream interest retention)
     /// instead of until the limits drop them.
     pub interest_retention: bool,
+    /// The duplicate window of a backend that has its own (JetStream `duplicate_window`);
+    /// the others leave it to ingress (see [`EventLog::drops_duplicates`]).
+    pub duplicate_window: Option<std::time::Duration>,
 }
 
 /// Where a consumer without a committed position starts.
@@ -193,6 +196,51 @@ impl ParkedRecord {
     }
 }
 
+/// A stored event's duplicate-window key and when ingress accepted it.
+pub type RecentId = (crate::catalog::duplicates::IdKey, std::time::SystemTime);
+
+/// Collects [`RecentId`]s while a backend scans its records, keeping the newest `max` by
+/// arrival time (partitions are read one after another, so read order is not time order).
+pub(crate) struct RecentIds {
+    max: usize,
+    newest: std::collections::BinaryHeap<std::cmp::Reverse<(std::time::SystemTime, [u8; 16])>>,
+}
+
+impl RecentIds {
+    pub(crate) fn new(max: usize) -> Self {
+        Self {
+            max,
+            newest: std::collections::BinaryHeap::new(),
+        }
+    }
+
+    /// Adds a record read from the log (records without an arrival time count as now).
+    pub(crate) fn push(&mut self, record: &Record) {
+        let arrived = record
+            .event
+            .text(crate::ingress::ARRIVAL_TIME_EXTENSION)
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(&t).ok())
+            .map(std::time::SystemTime::from)
+            .unwrap_or_else(std::time::SystemTime::now);
+        let key = crate::catalog::duplicates::event_key(&record.event);
+        self.newest.push(std::cmp::Reverse((arrived, key)));
+        if self.newest.len() > self.max {
+            self.newest.pop();
+        }
+    }
+
+    /// Oldest first.
+    pub(crate) fn finish(self) -> Vec<RecentId> {
+        let mut ids: Vec<RecentId> = self
+            .newest
+            .into_iter()
+            .map(|std::cmp::Reverse((arrived, key))| (key, arrived))
+            .collect();
+        ids.sort_by_key(|(_, arrived)| *arrived);
+        ids
+    }
+}
+
 /// A broker's durable log.
 #[async_trait]
 pub trait EventLog: Send + Sync + 'static {
@@ -212,6 +260,27 @@ pub trait EventLog: Send + Sync + 'static {
     /// server owns the storage finds out per append and keeps the default.
     fn can_persist(&self) -> bool {
         true
+    }
+
+    /// Whether the backend itself drops a record whose (`source`, `id`) it stored within the
+    /// broker's [`BrokerSettings::duplicate_window`] (JetStream's `Nats-Msg-Id`). Ingress keeps
+    /// its own window for the others.
+    fn drops_duplicates(&self, _broker: &BrokerKey) -> bool {
+        false
+    }
+
+    /// The (`source`, `id`) keys and arrival times of the records that arrived at or after
+    /// `since`, up to the log's end when called, oldest first, at most the newest `max`: what
+    /// ingress rebuilds its duplicate window from after a restart.
+    async fn recent_ids(
+        &self,
+        broker: &BrokerKey,
+        _since: std::time::SystemTime,
+        _max: usize,
+    ) -> Result<Vec<RecentId>, LogError> {
+        Err(LogError::unavailable(format!(
+            "the log of {broker} cannot list recent events"
+        )))
     }
 
     /// Opens the named durable consumer of a broker's log.

@@ -109,6 +109,9 @@ impl NatsLog {
         if settings.interest_retention {
             config.retention = stream::RetentionPolicy::Interest;
         }
+        if let Some(window) = settings.duplicate_window {
+            config.duplicate_window = window;
+        }
         self.jetstream
             .create_or_update_stream(config)
             .await
@@ -160,6 +163,12 @@ impl EventLog for NatsLog {
         Ok(())
     }
 
+    /// `Nats-Msg-Id` and the stream's `duplicate_window` (JetStream's default of two minutes
+    /// unless the broker sets one).
+    fn drops_duplicates(&self, _broker: &BrokerKey) -> bool {
+        true
+    }
+
     async fn append(&self, broker: &BrokerKey, records: Vec<Record>) -> Result<(), LogError> {
         let subject = names::subject(broker);
         let mut acks = Vec::with_capacity(records.len());
@@ -179,6 +188,7 @@ impl EventLog for NatsLog {
             acks.push(ack);
         }
         let mut last_sequence = 0;
+        let mut duplicates = 0;
         for ack in acks {
             let ack = ack.await.map_err(|e| match e.kind() {
                 jetstream::context::PublishErrorKind::StreamNotFound => {
@@ -187,7 +197,9 @@ impl EventLog for NatsLog {
                 _ => unavailable(e),
             })?;
             last_sequence = last_sequence.max(ack.sequence);
+            duplicates += u64::from(ack.duplicate);
         }
+        crate::catalog::duplicates::count_dropped(broker, duplicates);
         super::record_log_size(broker, last_sequence);
         Ok(())
     }

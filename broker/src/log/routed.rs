@@ -151,6 +151,20 @@ impl EventLog for RoutedLog {
         self.log(broker)?.append(broker, records).await
     }
 
+    fn drops_duplicates(&self, broker: &BrokerKey) -> bool {
+        self.log(broker)
+            .is_ok_and(|log| log.drops_duplicates(broker))
+    }
+
+    async fn recent_ids(
+        &self,
+        broker: &BrokerKey,
+        since: std::time::SystemTime,
+        max: usize,
+    ) -> Result<Vec<super::RecentId>, LogError> {
+        self.log(broker)?.recent_ids(broker, since, max).await
+    }
+
     /// Every backend can: one that cannot takes the whole process out of traffic.
     fn can_persist(&self) -> bool {
         self.backends.values().all(|log| log.can_persist())

@@ -331,6 +331,31 @@ impl EventLog for SledLog {
         !self.database.is_failed()
     }
 
+    async fn recent_ids(
+        &self,
+        broker: &BrokerKey,
+        since: std::time::SystemTime,
+        max: usize,
+    ) -> Result<Vec<super::RecentId>, LogError> {
+        let tree = self.open_broker(broker)?;
+        let end = *tree.durable.borrow();
+        let mut at = first_arrived_since(&tree, since)?;
+        let mut ids = super::RecentIds::new(max);
+        while at < end {
+            let records = tree
+                .segments
+                .read(at, end.min(at + SCAN_BATCH))
+                .map_err(io_error)?;
+            for (offset, value) in &records {
+                let record = Record::decode(value.clone())
+                    .map_err(|e| LogError::corrupt(format!("offset {offset}")).caused_by(e))?;
+                ids.push(&record);
+            }
+            at += records.len().max(1) as u64;
+        }
+        Ok(ids.finish())
+    }
+
     async fn consumer(
         &self,
         broker: &BrokerKey,

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod admin;
+pub mod catalog;
 pub mod delivery;
 pub mod disk;
 pub mod durability;
