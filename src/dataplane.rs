@@ -88,6 +88,7 @@ impl DataPlane {
                 kube,
                 secrets,
             },
+            args.max_event_bytes,
         );
         Ok(Self {
             routes,
@@ -113,6 +114,7 @@ impl Listeners {
     pub async fn serve_until_signal(
         self,
         ingress: Arc<Ingress>,
+        in_process: axum::Router,
         admin: axum::Router,
         readiness: Readiness,
         stop: CancellationToken,
@@ -126,6 +128,7 @@ impl Listeners {
                 router: self
                     .webhooks
                     .router(self.max_event_bytes)
+                    .merge(in_process)
                     .merge(ingress.router()),
                 reserve: None,
             },

@@ -15,6 +15,7 @@ mod filter_test;
 mod flow_status;
 mod flows;
 mod kinds;
+mod request_reply;
 mod runtime;
 mod serve;
 mod server;
@@ -23,6 +24,7 @@ mod sources;
 mod status;
 mod store;
 mod telemetry;
+mod transform;
 
 use clap::Parser;
 

@@ -80,6 +80,10 @@ pub struct Runtime {
     /// or may only be waiting (the controller: its broker or subscriber may come back, and
     /// a finalizer says when it is really deleted).
     removal_is_deletion: bool,
+    /// EventTransforms and RequestReplies, served in process on the ingress listener.
+    pub transforms: Arc<crate::transform::Transforms>,
+    pub request_replies: Arc<crate::request_reply::RequestReplies>,
+    max_event_bytes: usize,
 }
 
 impl Runtime {
@@ -90,8 +94,16 @@ impl Runtime {
         max_in_flight: usize,
         grace: Duration,
         sources: SourceContext,
+        max_event_bytes: usize,
     ) -> Self {
+        let request_replies = Arc::new(crate::request_reply::RequestReplies::new(
+            deps.ingress.clone(),
+            max_event_bytes,
+        ));
         Self {
+            transforms: Arc::default(),
+            request_replies,
+            max_event_bytes,
             routes,
             deps,
             ingress_base_url,
@@ -101,6 +113,12 @@ impl Runtime {
             sources: SourceSet::new(sources),
             removal_is_deletion: true,
         }
+    }
+
+    /// The routes of EventTransforms and RequestReplies, for the ingress listener.
+    pub fn in_process_router(&self) -> axum::Router {
+        crate::transform::router(self.transforms.clone(), self.max_event_bytes)
+            .merge(crate::request_reply::router(self.request_replies.clone()))
     }
 
     /// Triggers that leave the desired state keep their position and parked events until
@@ -142,6 +160,21 @@ impl Runtime {
         self.ingress()
             .brokers()
             .set_addresses(desired.flows.addresses());
+        // EventTransforms and RequestReplies answer at theirs.
+        let transforms = desired
+            .flows
+            .transforms
+            .iter()
+            .map(|(key, plan)| {
+                let running = crate::transform::RunningTransform {
+                    plan: plan.clone(),
+                    sink_url: plan.sink.as_ref().map(|sink| self.url(sink)),
+                };
+                (key.clone(), Arc::new(running))
+            })
+            .collect();
+        self.transforms.set(transforms);
+        self.request_replies.set(&desired.flows.request_replies);
         let plans: HashMap<TriggerKey, TriggerPlan> = desired
             .triggers
             .iter()

@@ -109,7 +109,9 @@ impl Target {
                 namespace,
                 name,
                 path,
-            } if path.is_empty() => Some(crate::flows::stream_of(*kind, namespace, name)),
+            } if path.is_empty() && crate::flows::channel_behind(*kind, name).is_some() => {
+                Some(crate::flows::stream_of(*kind, namespace, name))
+            }
             _ => None,
         }
     }
