@@ -361,7 +361,9 @@ impl ControlPlane {
             | Resource::KafkaChannel(_)
             | Resource::Subscription(_)
             | Resource::Sequence(_)
-            | Resource::Parallel(_) => Ok(self.flow_status(resource, &namespace, &name).await),
+            | Resource::Parallel(_)
+            | Resource::EventTransform(_)
+            | Resource::RequestReply(_) => Ok(self.flow_status(resource, &namespace, &name).await),
             _ => serde_json::to_value(crate::status::source(runtime, &resource.key(), generation)),
         };
         if let (Some(object), Ok(status)) = (value.as_object_mut(), status) {
