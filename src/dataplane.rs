@@ -88,6 +88,7 @@ impl DataPlane {
                 kube,
                 secrets,
             },
+            args.max_event_bytes,
         );
         runtime.set_catalog_options(crate::catalog::CatalogOptions {
             auto_create: args.eventtype_auto_create,
@@ -117,6 +118,7 @@ impl Listeners {
     pub async fn serve_until_signal(
         self,
         ingress: Arc<Ingress>,
+        in_process: axum::Router,
         admin: axum::Router,
         readiness: Readiness,
         stop: CancellationToken,
@@ -130,6 +132,7 @@ impl Listeners {
                 router: self
                     .webhooks
                     .router(self.max_event_bytes)
+                    .merge(in_process)
                     .merge(ingress.router()),
                 reserve: None,
             },

@@ -60,6 +60,18 @@ pub fn status(
         serde_json::to_value(channel_status(
             runtime, base_url, desired, namespace, name, channel, generation,
         ))
+    } else if kind == kinds::EVENT_TRANSFORM.kind {
+        let plan = desired.flows.transforms.get(&key)?;
+        let generation = generation.or(plan.generation);
+        serde_json::to_value(transform_status(
+            runtime, base_url, namespace, name, plan, generation,
+        ))
+    } else if kind == kinds::REQUEST_REPLY.kind {
+        let plan = desired.flows.request_replies.get(&key)?;
+        let generation = generation.or(plan.generation);
+        serde_json::to_value(request_reply_status(
+            runtime, base_url, namespace, name, plan, generation,
+        ))
     } else {
         return None;
     };
@@ -418,5 +430,103 @@ fn parallel_status(
         address: Some(address(base_url, OwnAddressable::Parallel, namespace, name)),
         ingress_channel_status: Some(ingress),
         branch_statuses,
+    }
+}
+
+/// An EventTransform runs in process: its transformation is ready once loaded (the
+/// expressions compiled), its address is Herald's ingress.
+fn transform_status(
+    runtime: &Runtime,
+    base_url: &str,
+    namespace: &str,
+    name: &str,
+    plan: &crate::transform::TransformPlan,
+    generation: Option<i64>,
+) -> herald_crds::EventTransformStatus {
+    let address = address(base_url, OwnAddressable::EventTransform, namespace, name);
+    let sink_uri = plan.sink.as_ref().map(|sink| runtime.url(sink));
+    let conditions = vec![
+        Condition::new("TransformationReady", true, None, None),
+        Condition::new("JsonataDeploymentReady", true, None, None),
+        Condition::new("JsonataSinkBindingReady", true, None, None),
+        Condition::new("Addressable", true, None, None),
+        Condition::new(
+            "EventPoliciesReady",
+            true,
+            Some("NotImplemented"),
+            Some("Herald does not implement EventPolicies".into()),
+        ),
+        Condition::new("Ready", true, None, None),
+    ];
+    herald_crds::EventTransformStatus {
+        observed_generation: generation,
+        conditions,
+        addresses: vec![address.clone()],
+        address: Some(address),
+        sink_uri,
+    }
+}
+
+/// A RequestReply is ready when its broker accepts events and its reply trigger runs.
+fn request_reply_status(
+    runtime: &Runtime,
+    base_url: &str,
+    namespace: &str,
+    name: &str,
+    plan: &crate::request_reply::RequestReplyPlan,
+    generation: Option<i64>,
+) -> herald_crds::RequestReplyStatus {
+    let broker_ready = runtime.deps().ingress.brokers().contains(&plan.broker);
+    let trigger_ready = runtime
+        .trigger(&(
+            namespace.to_owned(),
+            crate::request_reply::reply_trigger(name),
+        ))
+        .is_some();
+    let broker = match broker_ready {
+        true => Condition::new("BrokerReady", true, None, None),
+        false => unknown(Condition::new(
+            "BrokerReady",
+            false,
+            Some("NotFound"),
+            Some(format!("broker {} does not exist", plan.broker)),
+        )),
+    };
+    let triggers = match trigger_ready {
+        true => Condition::new("TriggersReady", true, None, None),
+        false => unknown(Condition::new(
+            "TriggersReady",
+            false,
+            Some("TriggersNotReady"),
+            Some("the reply trigger waits for the broker".into()),
+        )),
+    };
+    let ready = broker_ready && trigger_ready;
+    let address = address(base_url, OwnAddressable::RequestReply, namespace, name);
+    let conditions = vec![
+        broker,
+        triggers,
+        Condition::new("Addressable", true, None, None),
+        Condition::new(
+            "EventPoliciesReady",
+            true,
+            Some("NotImplemented"),
+            Some("Herald does not implement EventPolicies".into()),
+        ),
+        match ready {
+            true => Condition::new("Ready", true, None, None),
+            false => unknown(condition(
+                "Ready",
+                false,
+                "NotReady",
+                "the broker or the reply trigger is not ready",
+            )),
+        },
+    ];
+    herald_crds::RequestReplyStatus {
+        observed_generation: generation,
+        conditions,
+        addresses: vec![address.clone()],
+        address: Some(address),
     }
 }

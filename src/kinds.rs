@@ -188,6 +188,24 @@ pub const PARALLEL: Kind = Kind {
     also_served: None,
 };
 
+pub const EVENT_TRANSFORM: Kind = Kind {
+    kind: "EventTransform",
+    group: "eventing.knative.dev",
+    version: "v1alpha1",
+    plural: "eventtransforms",
+    source: false,
+    also_served: None,
+};
+
+pub const REQUEST_REPLY: Kind = Kind {
+    kind: "RequestReply",
+    group: "eventing.knative.dev",
+    version: "v1alpha1",
+    plural: "requestreplies",
+    source: false,
+    also_served: None,
+};
+
 /// Identifies an object: its kind, namespace and name.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ObjectKey {
@@ -214,13 +232,15 @@ impl std::fmt::Display for ObjectKey {
 
 /// Every kind, in the order brokers → channels → flows → triggers, subscriptions and event
 /// types → sources (the order `apply` creates them: each after what it may refer to).
-pub const KINDS: [&Kind; 16] = [
+pub const KINDS: [&Kind; 18] = [
     &BROKER,
     &CHANNEL,
     &IN_MEMORY_CHANNEL,
     &KAFKA_CHANNEL,
     &SEQUENCE,
     &PARALLEL,
+    &EVENT_TRANSFORM,
+    &REQUEST_REPLY,
     &TRIGGER,
     &SUBSCRIPTION,
     &EVENT_TYPE,
@@ -251,6 +271,7 @@ pub fn by_name(name: &str) -> Option<&'static Kind> {
         "imc" => Some(&IN_MEMORY_CHANNEL),
         "kc" => Some(&KAFKA_CHANNEL),
         "sub" => Some(&SUBSCRIPTION),
+        "rr" => Some(&REQUEST_REPLY),
         _ => None,
     };
     if short.is_some() {

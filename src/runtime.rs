@@ -100,6 +100,10 @@ pub struct Runtime {
     /// `--eventtype-auto-create*`, and schemas read once.
     catalog: crate::catalog::CatalogOptions,
     schemas: crate::catalog::SchemaCache,
+    /// EventTransforms and RequestReplies, served in process on the ingress listener.
+    pub transforms: Arc<crate::transform::Transforms>,
+    pub request_replies: Arc<crate::request_reply::RequestReplies>,
+    max_event_bytes: usize,
 }
 
 impl Runtime {
@@ -110,13 +114,21 @@ impl Runtime {
         max_in_flight: usize,
         grace: Duration,
         sources: SourceContext,
+        max_event_bytes: usize,
     ) -> Self {
         let parked = Arc::new(CountingLog::new(deps.log.clone()));
         let deps = Deps {
             log: parked.clone(),
             ..deps
         };
+        let request_replies = Arc::new(crate::request_reply::RequestReplies::new(
+            deps.ingress.clone(),
+            max_event_bytes,
+        ));
         Self {
+            transforms: Arc::default(),
+            request_replies,
+            max_event_bytes,
             routes,
             deps,
             parked,
@@ -134,6 +146,12 @@ impl Runtime {
     /// The serve flags of the event catalog.
     pub fn set_catalog_options(&mut self, options: crate::catalog::CatalogOptions) {
         self.catalog = options;
+    }
+
+    /// The routes of EventTransforms and RequestReplies, for the ingress listener.
+    pub fn in_process_router(&self) -> axum::Router {
+        crate::transform::router(self.transforms.clone(), self.max_event_bytes)
+            .merge(crate::request_reply::router(self.request_replies.clone()))
     }
 
     /// Triggers that leave the desired state keep their position and parked events until
@@ -204,6 +222,21 @@ impl Runtime {
         self.ingress()
             .brokers()
             .set_addresses(desired.flows.addresses());
+        // EventTransforms and RequestReplies answer at theirs.
+        let transforms = desired
+            .flows
+            .transforms
+            .iter()
+            .map(|(key, plan)| {
+                let running = crate::transform::RunningTransform {
+                    plan: plan.clone(),
+                    sink_url: plan.sink.as_ref().map(|sink| self.url(sink)),
+                };
+                (key.clone(), Arc::new(running))
+            })
+            .collect();
+        self.transforms.set(transforms);
+        self.request_replies.set(&desired.flows.request_replies);
         let plans: HashMap<TriggerKey, TriggerPlan> = desired
             .triggers
             .iter()

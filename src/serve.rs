@@ -61,6 +61,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .reconcile(&desired)
         .await
         .context("starting brokers and triggers")?;
+    let in_process = runtime.in_process_router();
     let control = Arc::new(tokio::sync::RwLock::new(ControlPlane::new(
         store, runtime, desired, refs, secrets,
     )));
@@ -82,7 +83,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         args.admin_token.as_deref(),
     );
     listeners
-        .serve_until_signal(ingress, admin_router, readiness, stop_serving)
+        .serve_until_signal(ingress, in_process, admin_router, readiness, stop_serving)
         .await?;
     reloads.abort();
     control.write().await.shutdown().await;

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use serde::Serialize;
 
 use crate::processes::Herald;
-use crate::report::{throughput, Throughput};
+use crate::throughput::{throughput, Throughput};
 use crate::Settings;
 
 /// Closed-loop ingress without a trigger, by what ingress checks.

@@ -19,6 +19,7 @@ pub mod raw;
 pub mod recovery;
 pub mod report;
 pub mod table;
+pub mod throughput;
 
 use std::path::PathBuf;
 use std::time::Duration;

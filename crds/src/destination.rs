@@ -42,6 +42,10 @@ pub enum OwnAddressable {
     Sequence,
     /// `flows.knative.dev` Parallel: `/parallels/{namespace}/{name}`.
     Parallel,
+    /// `eventing.knative.dev` EventTransform: `/eventtransforms/{namespace}/{name}`.
+    EventTransform,
+    /// `eventing.knative.dev` RequestReply: `/requestreplies/{namespace}/{name}`.
+    RequestReply,
 }
 
 impl OwnAddressable {
@@ -55,6 +59,8 @@ impl OwnAddressable {
             }
             ("flows.knative.dev", "Sequence") => Some(Self::Sequence),
             ("flows.knative.dev", "Parallel") => Some(Self::Parallel),
+            ("eventing.knative.dev", "EventTransform") => Some(Self::EventTransform),
+            ("eventing.knative.dev", "RequestReply") => Some(Self::RequestReply),
             _ => None,
         }
     }
@@ -66,6 +72,8 @@ impl OwnAddressable {
             Self::Channel => format!("/channels/{namespace}/{name}"),
             Self::Sequence => format!("/sequences/{namespace}/{name}"),
             Self::Parallel => format!("/parallels/{namespace}/{name}"),
+            Self::EventTransform => format!("/eventtransforms/{namespace}/{name}"),
+            Self::RequestReply => format!("/requestreplies/{namespace}/{name}"),
         }
     }
 }

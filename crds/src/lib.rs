@@ -23,6 +23,7 @@ pub mod sink_binding;
 pub mod source;
 pub mod status;
 pub mod subscription;
+pub mod transform;
 pub mod trigger;
 pub mod validation;
 pub mod webhook_source;
@@ -51,6 +52,10 @@ pub use sink_binding::{BindingSubject, SinkBinding, SinkBindingSpec};
 pub use source::{CloudEventOverrides, SourceSpec, SourceStatus};
 pub use status::Condition;
 pub use subscription::{Subscription, SubscriptionSpec, SubscriptionStatus};
+pub use transform::{
+    EventTransform, EventTransformSpec, EventTransformStatus, RequestReply, RequestReplySpec,
+    RequestReplyStatus,
+};
 pub use trigger::{SubscriptionsApiFilter, Trigger, TriggerFilter, TriggerSpec, TriggerStatus};
 pub use validation::FieldError;
 pub use webhook_source::{

@@ -27,6 +27,8 @@ pub fn all() -> Vec<CustomResourceDefinition> {
         crate::Subscription::crd(),
         crate::Sequence::crd(),
         crate::Parallel::crd(),
+        crate::EventTransform::crd(),
+        crate::RequestReply::crd(),
     ];
     crds.into_iter().map(source_labels).collect()
 }

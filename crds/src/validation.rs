@@ -117,7 +117,7 @@ pub fn validate_destination(path: &str, dest: &Destination) -> Result<(), FieldE
                 return Err(FieldError::new(
                     format!("{path}.ref"),
                     format!(
-                        "{} {} cannot be resolved outside Kubernetes: only references to Herald's own Brokers, Channels, InMemoryChannels, KafkaChannels, Sequences and Parallels are supported; use uri",
+                        "{} {} cannot be resolved outside Kubernetes: only references to Herald's own Brokers, Channels, InMemoryChannels, KafkaChannels, Sequences, Parallels, EventTransforms and RequestReplies are supported; use uri",
                         reference.api_version, reference.kind
                     ),
                 ));

@@ -161,9 +161,9 @@ fn print_table(kind: &Kind, items: &[Value], with_namespace: bool) {
         headers.push("NAMESPACE");
     }
     let specific: &[&str] = match kind.kind {
-        "Broker" | "Channel" | "InMemoryChannel" | "KafkaChannel" | "Sequence" | "Parallel" => {
-            &["NAME", "URL", "READY", "AGE"]
-        }
+        "Broker" | "Channel" | "InMemoryChannel" | "KafkaChannel" | "Sequence" | "Parallel"
+        | "RequestReply" => &["NAME", "URL", "READY", "AGE"],
+        "EventTransform" => &["NAME", "URL", "SINK", "READY", "AGE"],
         "Trigger" => &["NAME", "BROKER", "SUBSCRIBER_URI", "READY", "PARKED", "AGE"],
         "Subscription" => &[
             "NAME",
@@ -196,8 +196,15 @@ fn print_table(kind: &Kind, items: &[Value], with_namespace: bool) {
             let name = text(item, "/metadata/name").to_owned();
             let age = table::age(text(item, "/metadata/creationTimestamp"));
             match kind.kind {
+                "EventTransform" => row.extend([
+                    name,
+                    text(item, "/status/address/url").into(),
+                    text(item, "/status/sinkUri").into(),
+                    ready(item),
+                    age,
+                ]),
                 "Broker" | "Channel" | "InMemoryChannel" | "KafkaChannel" | "Sequence"
-                | "Parallel" => row.extend([
+                | "Parallel" | "RequestReply" => row.extend([
                     name,
                     text(item, "/status/address/url").into(),
                     ready(item),

@@ -58,7 +58,9 @@ pub fn parallel_filter(parallel: &str, i: usize) -> String {
 /// through channels (`None` for a Broker: its own log).
 pub fn channel_behind(kind: OwnAddressable, name: &str) -> Option<String> {
     match kind {
-        OwnAddressable::Broker => None,
+        OwnAddressable::Broker | OwnAddressable::EventTransform | OwnAddressable::RequestReply => {
+            None
+        }
         OwnAddressable::Channel => Some(name.to_owned()),
         OwnAddressable::Sequence => Some(sequence_child(name, 0)),
         OwnAddressable::Parallel => Some(parallel_ingress(name)),
@@ -399,6 +401,12 @@ pub struct Flows {
     pub subscriptions: BTreeMap<(String, String), SubscriptionRun>,
     pub sequences: BTreeMap<(String, String), FlowRun>,
     pub parallels: BTreeMap<(String, String), FlowRun>,
+    /// EventTransforms, served in process at their own address.
+    pub transforms:
+        BTreeMap<(String, String), std::sync::Arc<crate::config::transform_plan::TransformPlan>>,
+    /// RequestReplies, served in process at their own address.
+    pub request_replies:
+        BTreeMap<(String, String), crate::config::request_reply_plan::RequestReplyPlan>,
 }
 
 impl Flows {
@@ -410,6 +418,8 @@ impl Flows {
             OwnAddressable::Channel => self.channels.contains_key(&key),
             OwnAddressable::Sequence => self.sequences.contains_key(&key),
             OwnAddressable::Parallel => self.parallels.contains_key(&key),
+            OwnAddressable::EventTransform => self.transforms.contains_key(&key),
+            OwnAddressable::RequestReply => self.request_replies.contains_key(&key),
         }
     }
 

@@ -11,8 +11,10 @@ mod load;
 mod nesting;
 mod plan;
 mod refs;
+pub mod request_reply_plan;
 mod resource;
 mod secrets;
+pub mod transform_plan;
 mod validate;
 
 pub use load::{json_document, load_paths, parse_documents, parse_json_document};

@@ -112,7 +112,9 @@ impl Target {
                 namespace,
                 name,
                 path,
-            } if path.is_empty() => Some(crate::config::flows::stream_of(*kind, namespace, name)),
+            } if path.is_empty() && crate::config::flows::channel_behind(*kind, name).is_some() => {
+                Some(crate::config::flows::stream_of(*kind, namespace, name))
+            }
             _ => None,
         }
     }

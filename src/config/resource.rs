@@ -121,6 +121,8 @@ resources! {
         Sequence(herald_crds::Sequence) = kinds::SEQUENCE,
         Parallel(herald_crds::Parallel) = kinds::PARALLEL,
         EventType(herald_crds::EventType) = kinds::EVENT_TYPE,
+        EventTransform(herald_crds::EventTransform) = kinds::EVENT_TRANSFORM,
+        RequestReply(herald_crds::RequestReply) = kinds::REQUEST_REPLY,
     }
     sources {
         NatsSource(herald_crds::NatsSource) = kinds::NATS_SOURCE,
@@ -218,6 +220,9 @@ impl Resource {
                     ));
                 }
                 all.extend(spec.reply.as_mut().map(|d| ("spec.reply".into(), d)));
+            }
+            Resource::EventTransform(r) => {
+                all.extend(r.spec.sink.as_mut().map(|d| ("spec.sink".into(), d)));
             }
             _ => {}
         }

@@ -170,10 +170,58 @@ pub fn build_desired_lenient(loaded: Vec<Loaded>, refs: &RefMap) -> (Desired, Ve
             });
         }
     }
+    check_transform_sinks(&mut desired, &mut rejected);
     let lowered = desired.flows.lower();
     desired.brokers.extend(lowered.brokers);
     desired.triggers.extend(lowered.triggers);
     (desired, rejected)
+}
+
+/// Leaves out the EventTransforms whose sink names one of Herald's objects that does not
+/// exist; adds the internal reply trigger of each RequestReply whose broker exists.
+fn check_transform_sinks(desired: &mut Desired, rejected: &mut Vec<Rejected>) {
+    let missing: Vec<((String, String), (String, String))> = desired
+        .flows
+        .transforms
+        .iter()
+        .filter_map(|(key, plan)| {
+            missing_target(desired, [("spec.sink", plan.sink.as_ref())])
+                .map(|problem| (key.clone(), problem))
+        })
+        .collect();
+    for ((namespace, name), (field, message)) in missing {
+        desired
+            .flows
+            .transforms
+            .remove(&(namespace.clone(), name.clone()));
+        rejected.push(Rejected {
+            key: ObjectKey::new(&crate::kinds::EVENT_TRANSFORM, &namespace, &name),
+            error: ConfigError {
+                origin: String::new(),
+                resource: Some(format!("EventTransform {namespace}/{name}")),
+                field: Some(field),
+                message,
+            },
+            missing_broker: None,
+        });
+    }
+    let triggers: Vec<_> = desired
+        .flows
+        .request_replies
+        .iter()
+        .filter(|(_, plan)| desired.brokers.contains_key(&plan.broker))
+        .filter_map(|((namespace, name), plan)| {
+            let trigger = crate::config::request_reply_plan::trigger_plan(namespace, name, plan)?;
+            Some((
+                (
+                    namespace.clone(),
+                    crate::config::request_reply_plan::reply_trigger(name),
+                ),
+                trigger,
+            ))
+        })
+        .collect();
+    desired.triggers.extend(triggers);
 }
 
 /// Checks a Subscription against the channels and the targets it names, then adds it to
@@ -416,6 +464,32 @@ fn check_one(
             let plan = crate::config::event_type::plan(&event_type, &namespace).map_err(fail)?;
             let key = ObjectKey::new(&crate::kinds::EVENT_TYPE, &namespace, &name);
             desired.event_types.insert(key, plan);
+        }
+        Resource::EventTransform(transform) => {
+            herald_crds::transform::validate_event_transform_spec(&transform.spec).map_err(fail)?;
+            let plan = crate::config::transform_plan::TransformPlan::of(
+                &transform.spec,
+                &namespace,
+                transform.metadata.generation,
+            )
+            .map_err(|(path, message)| fail(FieldError::new(path, message)))?;
+            desired
+                .flows
+                .transforms
+                .insert((namespace, name), std::sync::Arc::new(plan));
+        }
+        Resource::RequestReply(request_reply) => {
+            herald_crds::transform::validate_request_reply_spec(&request_reply.spec)
+                .map_err(fail)?;
+            let plan = crate::config::request_reply_plan::RequestReplyPlan::of(
+                &request_reply.spec,
+                &namespace,
+                request_reply.metadata.generation,
+            );
+            desired
+                .flows
+                .request_replies
+                .insert((namespace, name), plan);
         }
         source => {
             let plan = plan_source(&source, &namespace, &name).map_err(fail)?;

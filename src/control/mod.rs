@@ -363,7 +363,9 @@ impl ControlPlane {
             | Resource::KafkaChannel(_)
             | Resource::Subscription(_)
             | Resource::Sequence(_)
-            | Resource::Parallel(_) => Ok(self.flow_status(resource, &namespace, &name).await),
+            | Resource::Parallel(_)
+            | Resource::EventTransform(_)
+            | Resource::RequestReply(_) => Ok(self.flow_status(resource, &namespace, &name).await),
             Resource::EventType(event_type) => {
                 let plan = match self.desired.event_types.get(&resource.key()) {
                     Some(plan) => Ok(plan.clone()),

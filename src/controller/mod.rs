@@ -78,6 +78,7 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
     let synced = readiness.clone();
     let scope = cache::Scope::new(&args.namespaces);
     let cache = cache::Cache::start(&client, &scope, &stop);
+    let in_process = runtime.in_process_router();
     let mut reconciler = reconcile::Reconciler {
         runtime,
         routes,
@@ -117,6 +118,7 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
     listeners
         .serve_until_signal(
             ingress,
+            in_process,
             admin::router(readiness.clone(), metrics),
             readiness,
             stop.clone(),

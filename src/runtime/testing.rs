@@ -56,6 +56,7 @@ pub fn runtime(log: Arc<MemoryLog>) -> Runtime {
             kube: Arc::new(KubeAccess::from_kubeconfig(None)),
             secrets: Arc::new(LocalSecrets::new(None)),
         },
+        1 << 20,
     )
 }
 

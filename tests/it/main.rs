@@ -27,3 +27,4 @@ mod interop;
 mod knative_yaml;
 mod kubernetes;
 mod sources;
+mod transforms;

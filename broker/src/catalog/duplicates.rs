@@ -23,37 +23,7 @@ use crate::log::BrokerKey;
 pub const DEFAULT_MAX_IDS: usize = 100_000;
 /// Largest `herald.dev/duplicate-window-ids` accepted.
 pub const MAX_IDS_LIMIT: usize = 10_000_000;
-/// Counter of events answered 202 without being appended because their (`source`, `id`) was
-/// stored within the window, by namespace and broker (NATS brokers count JetStream's drops).
-pub const DUPLICATES_DROPPED: &str = "herald_duplicates_dropped_total";
-
-/// Counts `n` dropped duplicates of a broker.
-pub fn count_dropped(broker: &BrokerKey, n: u64) {
-    if n > 0 {
-        metrics::counter!(DUPLICATES_DROPPED, "namespace" => broker.namespace.clone(), "broker" => broker.name.clone())
-            .increment(n);
-    }
-}
-
-/// The identity of an event within a broker: a digest of its `source` and `id`.
-pub type IdKey = [u8; 16];
-
-/// The key of (`source`, `id`): lengths are hashed too, so no two pairs collide by
-/// concatenation.
-pub fn id_key(source: &str, id: &str) -> IdKey {
-    let mut context = ring::digest::Context::new(&ring::digest::SHA256);
-    context.update(&(source.len() as u64).to_be_bytes());
-    context.update(source.as_bytes());
-    context.update(id.as_bytes());
-    let digest = context.finish();
-    let mut key = [0; 16];
-    key.copy_from_slice(&digest.as_ref()[..16]);
-    key
-}
-
-pub fn event_key(event: &CloudEvent) -> IdKey {
-    id_key(&event.text("source").unwrap_or_default(), &event.id())
-}
+pub use crate::log::identity::{count_dropped, event_key, id_key, IdKey, DUPLICATES_DROPPED};
 
 /// The window's bounds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

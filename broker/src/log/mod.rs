@@ -28,6 +28,7 @@ use crate::record::Record;
 pub use error::{Cause, LogError};
 
 mod error;
+pub mod identity;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 pub mod memory;
@@ -197,7 +198,7 @@ impl ParkedRecord {
 }
 
 /// A stored event's duplicate-window key and when ingress accepted it.
-pub type RecentId = (crate::catalog::duplicates::IdKey, std::time::SystemTime);
+pub type RecentId = (crate::log::identity::IdKey, std::time::SystemTime);
 
 /// Collects [`RecentId`]s while a backend scans its records, keeping the newest `max` by
 /// arrival time (partitions are read one after another, so read order is not time order).
@@ -218,11 +219,11 @@ impl RecentIds {
     pub(crate) fn push(&mut self, record: &Record) {
         let arrived = record
             .event
-            .text(crate::ingress::ARRIVAL_TIME_EXTENSION)
+            .text(crate::record::ARRIVAL_TIME_EXTENSION)
             .and_then(|t| chrono::DateTime::parse_from_rfc3339(&t).ok())
             .map(std::time::SystemTime::from)
             .unwrap_or_else(std::time::SystemTime::now);
-        let key = crate::catalog::duplicates::event_key(&record.event);
+        let key = crate::log::identity::event_key(&record.event);
         self.newest.push(std::cmp::Reverse((arrived, key)));
         if self.newest.len() > self.max {
             self.newest.pop();

@@ -199,7 +199,7 @@ impl EventLog for NatsLog {
             last_sequence = last_sequence.max(ack.sequence);
             duplicates += u64::from(ack.duplicate);
         }
-        crate::catalog::duplicates::count_dropped(broker, duplicates);
+        crate::log::identity::count_dropped(broker, duplicates);
         super::record_log_size(broker, last_sequence);
         Ok(())
     }

@@ -517,7 +517,7 @@ async fn start_from_a_time(harness: &dyn LogHarness) {
 /// every partition, read back after a reopen, the newest `max` of them. Backends with their own
 /// duplicate window (JetStream) need not list them.
 async fn recent_ids_survive_a_reopen(harness: &dyn LogHarness) {
-    use crate::catalog::duplicates::event_key;
+    use crate::log::identity::event_key;
     let (log, broker) = fresh(harness, "recent").await;
     if log.drops_duplicates(&broker) {
         log.close().await.unwrap();
