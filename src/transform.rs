@@ -356,7 +356,11 @@ mod tests {
 
     #[test]
     fn evaluation_is_bounded() {
-        let deep = "($f := function($n) { $n = 0 ? {} : $f($n - 1) }; $f(100000))";
+        // Deeper than MAX_DEPTH frames (not a tail call, so the depth bound stops it).
+        let deep = "($f := function($n) { $n = 0 ? 0 : 1 + $f($n - 1) }; {'n': $f(100000)})";
         assert!(evaluate(deep, &event()).is_err());
+        // Endless: only the time limit stops it, whatever the machine's speed.
+        let endless = "($f := function($n) { $f($n + 1) }; {'n': $f(0)})";
+        assert!(evaluate(endless, &event()).is_err());
     }
 }
