@@ -75,6 +75,8 @@ fn crds_have_knative_names_status_and_columns() {
             "subscriptions.messaging.knative.dev",
             "sequences.flows.knative.dev",
             "parallels.flows.knative.dev",
+            "eventtransforms.eventing.knative.dev",
+            "requestreplies.eventing.knative.dev",
         ]
     );
     for crd in &crds {
