@@ -288,3 +288,37 @@ spec:
     let response = request.await.unwrap();
     assert_eq!(response.status(), 504);
 }
+
+/// Through the admin API: an EventTransform created there is Ready at its address and
+/// transforms what it is sent; a bad expression is refused (422) and changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_transform_through_the_admin_api() {
+    let herald = Herald::start(&Sled, &HeraldDirs::new(""), &[]).await;
+    let admin = common::admin::AdminClient::new(&herald.admin);
+    let (status, body) = admin
+        .post_yaml(
+            TRANSFORMS,
+            "apiVersion: eventing.knative.dev/v1alpha1\nkind: EventTransform\nmetadata: {name: bad}\nspec:\n  jsonata: {expression: '{'}\n",
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    admin
+        .create(
+            TRANSFORMS,
+            "apiVersion: eventing.knative.dev/v1alpha1\nkind: EventTransform\nmetadata: {name: via-admin}\nspec:\n  jsonata:\n    expression: |\n      { \"specversion\": \"1.0\", \"id\": id, \"type\": \"order.summary\", \"source\": source, \"data\": { \"total\": data.order.total } }\n",
+        )
+        .await;
+    let ready = wait_ready(&herald, &format!("{TRANSFORMS}/via-admin")).await;
+    let url = ready["status"]["address"]["url"].as_str().unwrap();
+    assert_eq!(
+        url,
+        format!("{}/eventtransforms/default/via-admin", herald.ingress)
+    );
+    let response = post_structured(url, &order("a1")).await;
+    assert_eq!(response.status(), 200);
+    let result: serde_json::Value = serde_json::from_str(&body_text(response).await).unwrap();
+    assert_eq!(result["type"], "order.summary", "{result}");
+    assert_eq!(result["data"]["total"], 250, "{result}");
+    let (status, _) = admin.get(&format!("{TRANSFORMS}/bad")).await;
+    assert_eq!(status, 404);
+}
