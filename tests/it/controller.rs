@@ -1448,3 +1448,107 @@ async fn sequences_and_subscriptions_run_from_crds() {
     assert_eq!(got[0].ce("id"), Some("from-step"));
     assert_eq!(step.ids(), ["in"]);
 }
+
+/// EventTransform and RequestReply from CRDs: the controller runs them and writes Knative's
+/// status (Ready with the address under the external URL).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_transforms_and_request_replies_run_from_crds() {
+    let server = KubeApiServer::start().await;
+    server.install_crds().await;
+    let data = tempfile::tempdir().unwrap();
+    let herald = start_controller(&server, &data, "only").await;
+    let eventing = "/apis/eventing.knative.dev/v1alpha1/namespaces/default";
+    create(
+        &server,
+        &format!("{eventing}/eventtransforms"),
+        &json!({"apiVersion": "eventing.knative.dev/v1alpha1", "kind": "EventTransform",
+                "metadata": {"name": "et"},
+                "spec": {"jsonata": {"expression": "{\"specversion\": \"1.0\", \"id\": id, \"type\": \"t2\", \"source\": source}"}}}),
+    )
+    .await;
+    let ready = wait_ready(&server, &herald, &format!("{eventing}/eventtransforms/et")).await;
+    assert_eq!(
+        ready["status"]["address"]["url"],
+        format!("{EXTERNAL_URL}/eventtransforms/default/et"),
+        "{ready}"
+    );
+    let response = reqwest::Client::new()
+        .post(format!("{}/eventtransforms/default/et", herald.ingress))
+        .header("ce-specversion", "1.0")
+        .header("ce-id", "in")
+        .header("ce-type", "t")
+        .header("ce-source", "/tests")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let result: serde_json::Value =
+        serde_json::from_slice(&response.bytes().await.unwrap()).unwrap();
+    assert_eq!(result["type"], "t2", "{result}");
+
+    create(
+        &server,
+        "/apis/eventing.knative.dev/v1/namespaces/default/brokers",
+        &json!({"apiVersion": "eventing.knative.dev/v1", "kind": "Broker", "metadata": {"name": "default"}}),
+    )
+    .await;
+    create(
+        &server,
+        &format!("{eventing}/requestreplies"),
+        &json!({"apiVersion": "eventing.knative.dev/v1alpha1", "kind": "RequestReply",
+                "metadata": {"name": "rr"},
+                "spec": {"brokerRef": {"apiVersion": "eventing.knative.dev/v1", "kind": "Broker", "name": "default"}}}),
+    )
+    .await;
+    let ready = wait_ready(&server, &herald, &format!("{eventing}/requestreplies/rr")).await;
+    assert_eq!(
+        ready["status"]["address"]["url"],
+        format!("{EXTERNAL_URL}/requestreplies/default/rr"),
+        "{ready}"
+    );
+    for type_ in ["BrokerReady", "Addressable"] {
+        assert_eq!(
+            condition(&ready, type_).unwrap()["status"],
+            "True",
+            "{ready}"
+        );
+    }
+}
+
+/// An EventType from its CRD: the controller writes Knative's status, `ReferenceExists`
+/// and `Ready` once its Broker exists.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_types_run_from_crds() {
+    let server = KubeApiServer::start().await;
+    server.install_crds().await;
+    let data = tempfile::tempdir().unwrap();
+    let herald = start_controller(&server, &data, "only").await;
+    create(
+        &server,
+        "/apis/eventing.knative.dev/v1/namespaces/default/brokers",
+        &json!({"apiVersion": "eventing.knative.dev/v1", "kind": "Broker", "metadata": {"name": "default"}}),
+    )
+    .await;
+    create(
+        &server,
+        "/apis/eventing.knative.dev/v1beta3/namespaces/default/eventtypes",
+        &json!({"apiVersion": "eventing.knative.dev/v1beta3", "kind": "EventType",
+                "metadata": {"name": "order-created"},
+                "spec": {
+                    "reference": {"apiVersion": "eventing.knative.dev/v1", "kind": "Broker", "name": "default"},
+                    "attributes": [{"name": "type", "value": "order.created", "required": true}]
+                }}),
+    )
+    .await;
+    let ready = wait_ready(
+        &server,
+        &herald,
+        "/apis/eventing.knative.dev/v1beta3/namespaces/default/eventtypes/order-created",
+    )
+    .await;
+    assert_eq!(
+        condition(&ready, "ReferenceExists").unwrap()["status"],
+        "True",
+        "{ready}"
+    );
+}
