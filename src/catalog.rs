@@ -276,7 +276,14 @@ async fn rebuilt_window(
 /// [`MAX_SCHEMA_BYTES`].
 async fn read_schema_url(url: &str) -> Result<String, String> {
     if let Some(path) = url.strip_prefix("file://") {
-        let bytes = tokio::fs::read(path)
+        use tokio::io::AsyncReadExt;
+        let file = tokio::fs::File::open(path)
+            .await
+            .map_err(|e| format!("cannot read {path}: {e}"))?;
+        // One byte past the bound tells a file that is too large without reading all of it.
+        let mut bytes = Vec::new();
+        file.take(MAX_SCHEMA_BYTES as u64 + 1)
+            .read_to_end(&mut bytes)
             .await
             .map_err(|e| format!("cannot read {path}: {e}"))?;
         if bytes.len() > MAX_SCHEMA_BYTES {
