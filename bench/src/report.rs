@@ -398,6 +398,18 @@ pub async fn run_backend(settings: &Settings, backend: &str) -> anyhow::Result<R
     for (triggers, flags) in runs {
         let subscriber = FastSubscriber::start().await?;
         let mut args = args_for_run();
+        // The shared reader gets a nats-server of its own: on the first one, the durable
+        // consumers the earlier runs left would be taken over first (about 60 ms each).
+        let fresh_nats =
+            (!flags.is_empty() && nats.is_some()).then(herald_broker::testing::NatsServer::start);
+        if let Some(server) = &fresh_nats {
+            args = vec![
+                "--backend".into(),
+                "nats".into(),
+                "--nats-url".into(),
+                server.url(),
+            ];
+        }
         args.extend(flags.iter().cloned());
         let herald = Herald::start(&settings.herald, &config(triggers, &subscriber.url), &args)?;
         let mut point = fan_out(
