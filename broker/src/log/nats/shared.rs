@@ -300,7 +300,7 @@ impl SharedConsumer {
     }
 
     /// Takes what the window holds from `next_read` on, if `next_read` is within it.
-    fn from_window(&self, max: usize) -> Result<Step, LogError> {
+    fn take_from_window(&self, max: usize) -> Result<Step, LogError> {
         let window = self.tail.state.ring.lock().map_err(|_| lock_poisoned())?;
         if window.gone {
             return Err(LogError::UnknownBroker(self.tail.broker.clone()));
@@ -331,7 +331,7 @@ impl SharedConsumer {
     }
 
     /// Reads from the stream itself, from `next_read` on.
-    async fn from_stream(&mut self, max: usize) -> Result<Vec<LogRecord>, LogError> {
+    async fn take_from_stream(&mut self, max: usize) -> Result<Vec<LogRecord>, LogError> {
         if self.behind.is_none() {
             self.behind = Some(ordered_reader(&self.stream, self.next_read).await?);
         }
@@ -392,7 +392,7 @@ impl LogConsumer for SharedConsumer {
         let max = max.max(1);
         loop {
             self.tail_next.borrow_and_update();
-            match self.from_window(max)? {
+            match self.take_from_window(max)? {
                 Step::Records(records) => {
                     self.behind = None;
                     self.hand_out(&records);
@@ -406,7 +406,7 @@ impl LogConsumer for SharedConsumer {
                         .map_err(|_| LogError::unavailable("the broker's tail stopped"))?;
                 }
                 Step::Behind => {
-                    let records = self.from_stream(max).await?;
+                    let records = self.take_from_stream(max).await?;
                     if !records.is_empty() {
                         self.hand_out(&records);
                         return Ok(records);
