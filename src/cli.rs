@@ -409,6 +409,12 @@ pub struct DataPlaneArgs {
     #[arg(long, env = "HERALD_NATS_TLS_CA")]
     pub nats_tls_ca: Option<PathBuf>,
 
+    /// Read each NATS broker's stream once for all of its triggers, with trigger positions in
+    /// a stream of their own, instead of a durable consumer per trigger. For one Herald
+    /// process per NATS: several would each deliver every event.
+    #[arg(long, env = "HERALD_NATS_SHARED_READER")]
+    pub nats_shared_reader: bool,
+
     /// Largest accepted request body in bytes (413 above it).
     #[arg(long, env = "HERALD_MAX_EVENT_BYTES", default_value_t = herald_broker::ingress::DEFAULT_MAX_EVENT_BYTES)]
     pub max_event_bytes: usize,

@@ -286,6 +286,7 @@ async fn open_nats(args: &DataPlaneArgs) -> anyhow::Result<Arc<dyn EventLog>> {
         credentials_file: args.nats_credentials.clone(),
         token: args.nats_token.clone(),
         tls_ca_file: args.nats_tls_ca.clone(),
+        shared_reader: args.nats_shared_reader,
     };
     let nats = NatsLog::connect(&options, DEFAULT_PUBLISH_TIMEOUT)
         .await

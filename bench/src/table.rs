@@ -66,6 +66,15 @@ const FANOUT_BEFORE_DATE: &str = "2026-11-26";
 
 /// Deliveries per second to [`FANOUT_GOAL_TRIGGERS`] triggers on [`FANOUT_BEFORE_DATE`]
 /// (bench/results/2026-11-26-*.md), when issue 16 was filed.
+/// `, with --flag` for a measurement made with flags beyond the backend's own.
+fn with_flags(flags: &[String]) -> String {
+    if flags.is_empty() {
+        String::new()
+    } else {
+        format!(", with {}", flags.join(" "))
+    }
+}
+
 fn fanout_before(backend: &str) -> Option<f64> {
     match backend {
         "sled" => Some(9896.0),
@@ -256,20 +265,24 @@ fn rows(report: &Report) -> Vec<Row> {
             format!("{:.1} MiB", memory.overload_peak_rss_bytes as f64 / MIB),
         ));
     }
-    if let Some(most) = report.fanout.iter().max_by_key(|p| p.triggers) {
+    let most = report.fanout.iter().map(|p| p.triggers).max();
+    for point in report.fanout.iter().filter(|p| Some(p.triggers) == most) {
         rows.push(Row::new(
             format!(
-                "resident memory with {} triggers (after their fan-out)",
-                most.triggers
+                "resident memory with {} triggers (after their fan-out){}",
+                point.triggers,
+                with_flags(&point.flags)
             ),
-            format!("{:.1} MiB", most.rss_bytes as f64 / MIB),
+            format!("{:.1} MiB", point.rss_bytes as f64 / MIB),
         ));
     }
     for point in &report.fanout {
         let mut row = Row::new(
             format!(
-                "fan-out to {} triggers ({} events)",
-                point.triggers, point.events
+                "fan-out to {} triggers ({} events){}",
+                point.triggers,
+                point.events,
+                with_flags(&point.flags)
             ),
             format!(
                 "{:.0} deliveries/s, {:.0} µs per event{}",

@@ -64,7 +64,14 @@ async fn smoke(backend: &str) {
     assert!(json["idle"]["cpu_seconds_per_minute"].as_f64().is_some());
     assert!(json["memory"]["overload_peak_rss_bytes"].as_u64() > Some(0));
     let fanout = json["fanout"].as_array().unwrap();
-    assert_eq!(fanout.len(), 2);
+    // 1 and 10 triggers; on NATS the 10 again with the shared reader.
+    if backend == "nats" {
+        assert_eq!(fanout.len(), 3, "{fanout:?}");
+        assert_eq!(fanout[2]["triggers"], 10, "{fanout:?}");
+        assert_eq!(fanout[2]["flags"][0], "--nats-shared-reader", "{fanout:?}");
+    } else {
+        assert_eq!(fanout.len(), 2, "{fanout:?}");
+    }
     assert!(
         fanout
             .iter()

@@ -137,12 +137,23 @@ pub fn backend_or_skip<B: RunsOn>(make: impl FnOnce() -> B) -> Option<B> {
 /// NATS JetStream on a nats-server of the test's own.
 pub struct Nats {
     pub server: NatsServer,
+    /// Herald runs with `--nats-shared-reader`.
+    pub shared_reader: bool,
 }
 
 impl Nats {
     pub fn start() -> Self {
         Self {
             server: NatsServer::start(),
+            shared_reader: false,
+        }
+    }
+
+    /// Triggers read each broker's stream through one shared reader.
+    pub fn shared_reader() -> Self {
+        Self {
+            server: NatsServer::start(),
+            shared_reader: true,
         }
     }
 }
@@ -153,16 +164,21 @@ impl Backend for Nats {
         "nats"
     }
     fn args(&self) -> Vec<String> {
-        vec![
+        let mut args = vec![
             "--backend".into(),
             "nats".into(),
             "--nats-url".into(),
             self.server.url(),
-        ]
+        ];
+        if self.shared_reader {
+            args.push("--nats-shared-reader".into());
+        }
+        args
     }
     async fn open_log(&self, _dirs: &HeraldDirs) -> Arc<dyn EventLog> {
         let options = NatsOptions {
             url: self.server.url(),
+            shared_reader: self.shared_reader,
             ..Default::default()
         };
         Arc::new(
