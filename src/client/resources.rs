@@ -34,7 +34,7 @@ fn singular(kind: &Kind) -> String {
 }
 
 pub async fn apply(args: ApplyArgs) -> Result<(), ClientError> {
-    let api = Api::new(&args.server);
+    let api = Api::new(&args.server)?;
     // The same checks as `herald serve --config`, before anything is sent.
     let mut loaded =
         crate::config::load_paths(&args.files).map_err(|e| ClientError::Usage(e.to_string()))?;
@@ -81,7 +81,7 @@ pub async fn apply(args: ApplyArgs) -> Result<(), ClientError> {
 }
 
 pub async fn get(args: GetArgs) -> Result<(), ClientError> {
-    let api = Api::new(&args.server);
+    let api = Api::new(&args.server)?;
     let kinds = kinds_named(&args.kind)?;
     if let Some(name) = &args.name {
         let mut found = None;
@@ -269,7 +269,7 @@ fn print_table(kind: &Kind, items: &[Value], with_namespace: bool) {
 }
 
 pub async fn describe(args: DescribeArgs) -> Result<(), ClientError> {
-    let api = Api::new(&args.server);
+    let api = Api::new(&args.server)?;
     let kind = one_kind(&args.kind)?;
     let object = api
         .call(Method::GET, &kind.object_path(&api.namespace, &args.name))
@@ -353,7 +353,7 @@ pub async fn describe(args: DescribeArgs) -> Result<(), ClientError> {
 }
 
 pub async fn delete(args: DeleteArgs) -> Result<(), ClientError> {
-    let api = Api::new(&args.server);
+    let api = Api::new(&args.server)?;
     let kind = one_kind(&args.kind)?;
     api.call(
         Method::DELETE,
