@@ -28,6 +28,9 @@ use crate::source_kinds::SourceContext;
 /// An opened data plane: backends connected, listeners bound, nothing running yet.
 pub struct DataPlane {
     pub routes: Arc<RoutedLog>,
+    /// The schemes the ingress serves, for the addresses `serve` advertises (the controller
+    /// advertises its `--external-url`).
+    pub transport: Transport,
     pub runtime: Runtime,
     pub ingress: Arc<Ingress>,
     pub metrics: PrometheusHandle,
@@ -110,21 +113,23 @@ impl DataPlane {
             },
             args.max_event_bytes,
         );
-        if let Some(https) = &https_listener {
-            runtime.set_transport(Transport {
+        let transport = match &https_listener {
+            Some(https) => Transport {
                 https: Some(HttpsIngress {
                     base_url: format!("https://{}", https.local_addr()?),
                     ca_certs: tls.ca_certs.clone(),
                 }),
                 strict: tls.tls_only,
-            });
-        }
+            },
+            None => Transport::default(),
+        };
         runtime.set_catalog_options(crate::catalog::CatalogOptions {
             auto_create: args.eventtype_auto_create,
             auto_create_max: args.eventtype_auto_create_max,
         });
         Ok(Self {
             routes,
+            transport,
             runtime,
             ingress,
             metrics,
@@ -204,10 +209,8 @@ impl Listeners {
         let reloads = self.tls.watch(stop.clone());
         match self.tls.tls_only {
             false => tracing::info!(addr = %ingress_addr, "ingress listening"),
-            true => tracing::info!(
-                addr = %ingress_addr,
-                "internal ingress listening (loopback, for Herald's own sources: --tls-only)"
-            ),
+            // Loopback only, for Herald's own sources: plain HTTP is not served outside.
+            true => tracing::info!(addr = %ingress_addr, tls_only = true, "internal ingress listening"),
         }
         tracing::info!(addr = %admin_addr, https = self.tls.admin_tls, "admin listening");
         readiness.set(true);

@@ -13,6 +13,7 @@
 
 pub mod baselines;
 pub mod catalog;
+pub mod tls;
 pub mod load;
 pub mod processes;
 pub mod raw;

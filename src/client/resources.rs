@@ -198,7 +198,7 @@ fn print_table(kind: &Kind, items: &[Value], with_namespace: bool) {
             match kind.kind {
                 "EventTransform" => row.extend([
                     name,
-                    text(item, "/status/address/url").into(),
+                    urls(item),
                     text(item, "/status/sinkUri").into(),
                     ready(item),
                     age,
@@ -206,7 +206,7 @@ fn print_table(kind: &Kind, items: &[Value], with_namespace: bool) {
                 "Broker" | "Channel" | "InMemoryChannel" | "KafkaChannel" | "Sequence"
                 | "Parallel" | "RequestReply" => row.extend([
                     name,
-                    text(item, "/status/address/url").into(),
+                    urls(item),
                     ready(item),
                     age,
                 ]),
@@ -266,6 +266,22 @@ fn print_table(kind: &Kind, items: &[Value], with_namespace: bool) {
         })
         .collect();
     table::print(&headers, &rows);
+}
+
+/// An addressable's URLs as senders pick them: `status.addresses` (https first when TLS is
+/// on), else `status.address`.
+fn urls(item: &Value) -> String {
+    let all: Vec<&str> = item
+        .pointer("/status/addresses")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|address| address.get("url").and_then(Value::as_str))
+        .collect();
+    match all.is_empty() {
+        true => text(item, "/status/address/url").into(),
+        false => all.join(","),
+    }
 }
 
 pub async fn describe(args: DescribeArgs) -> Result<(), ClientError> {

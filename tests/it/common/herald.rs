@@ -208,8 +208,10 @@ fn grace(extra: &[&str]) -> &'static [&'static str] {
 
 pub struct Herald {
     child: Child,
-    /// `http://127.0.0.1:PORT`
+    /// `http://127.0.0.1:PORT` (under `--tls-only`, the internal loopback listener)
     pub ingress: String,
+    /// `https://127.0.0.1:PORT`, with `--tls-cert`.
+    pub https_ingress: Option<String>,
     pub admin: String,
     logs: Arc<Mutex<Vec<String>>>,
 }
@@ -285,6 +287,7 @@ impl Herald {
         let mut herald = Herald {
             child,
             ingress: String::new(),
+            https_ingress: None,
             admin: String::new(),
             logs,
         };
@@ -296,11 +299,12 @@ impl Herald {
                     Some(format!("http://{}", rest.split_whitespace().next()?))
                 })
             };
-            if let (Some(ingress), Some(admin)) = (
-                found("ingress listening addr="),
-                found("admin listening addr="),
-            ) {
+            // Under --tls-only, the internal listener's "internal ingress listening".
+            let ingress = found("ingress listening addr=");
+            if let (Some(ingress), Some(admin)) = (ingress, found("admin listening addr=")) {
                 herald.ingress = ingress;
+                herald.https_ingress = found("ingress (https) listening addr=")
+                    .map(|url| url.replacen("http://", "https://", 1));
                 herald.admin = admin;
                 return herald;
             }
