@@ -556,7 +556,12 @@ pub struct TlsArgs {
     pub admin_tls: bool,
 
     /// Lowest TLS version the listeners accept (Knative's default: 1.3).
-    #[arg(long, env = "HERALD_TLS_MIN_VERSION", value_enum, default_value = "1.3")]
+    #[arg(
+        long,
+        env = "HERALD_TLS_MIN_VERSION",
+        value_enum,
+        default_value = "1.3"
+    )]
     pub tls_min_version: TlsVersion,
 
     /// PEM CA bundle that verifies --tls-cert, advertised as `CACerts` with the https
@@ -567,7 +572,11 @@ pub struct TlsArgs {
     /// PEM CA certificates every outgoing HTTPS request trusts besides the system roots: a
     /// file, or a folder of them (repeatable; env: comma-separated); reloaded like
     /// --tls-cert.
-    #[arg(long = "tls-trust-bundle", env = "HERALD_TLS_TRUST_BUNDLES", value_delimiter = ',')]
+    #[arg(
+        long = "tls-trust-bundle",
+        env = "HERALD_TLS_TRUST_BUNDLES",
+        value_delimiter = ','
+    )]
     pub tls_trust_bundles: Vec<PathBuf>,
 
     /// How often --tls-cert, --tls-key and the trust bundles are read for changes.

@@ -21,9 +21,9 @@ use crate::admin::Readiness;
 use crate::cli::{Backend, DataPlaneArgs};
 use crate::runtime::Runtime;
 use crate::server;
+use crate::source_kinds::SourceContext;
 use crate::transport::Tls;
 use herald::addresses::{HttpsIngress, Transport};
-use crate::source_kinds::SourceContext;
 
 /// An opened data plane: backends connected, listeners bound, nothing running yet.
 pub struct DataPlane {
@@ -210,7 +210,9 @@ impl Listeners {
         match self.tls.tls_only {
             false => tracing::info!(addr = %ingress_addr, "ingress listening"),
             // Loopback only, for Herald's own sources: plain HTTP is not served outside.
-            true => tracing::info!(addr = %ingress_addr, tls_only = true, "internal ingress listening"),
+            true => {
+                tracing::info!(addr = %ingress_addr, tls_only = true, "internal ingress listening")
+            }
         }
         tracing::info!(addr = %admin_addr, https = self.tls.admin_tls, "admin listening");
         readiness.set(true);

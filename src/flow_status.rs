@@ -192,7 +192,11 @@ fn channel_status(
         observed_generation: generation,
         conditions,
         // Knative's Channel copies its backing channel's `address` but not `addresses`.
-        addresses: if is_channel { Vec::new() } else { all_addresses },
+        addresses: if is_channel {
+            Vec::new()
+        } else {
+            all_addresses
+        },
         address: Some(address),
         subscribers,
         dead_letter_sink_uri: dead_letter_sink,
@@ -514,8 +518,13 @@ fn request_reply_status(
         )),
     };
     let ready = broker_ready && trigger_ready;
-    let (address, all_addresses) =
-        addresses(runtime, base_url, OwnAddressable::RequestReply, namespace, name);
+    let (address, all_addresses) = addresses(
+        runtime,
+        base_url,
+        OwnAddressable::RequestReply,
+        namespace,
+        name,
+    );
     let conditions = vec![
         broker,
         triggers,

@@ -30,7 +30,9 @@ impl Tls {
                     TlsVersion::Tls12 => MinVersion::Tls12,
                     TlsVersion::Tls13 => MinVersion::Tls13,
                 };
-                Some(Arc::new(ServerTls::load(cert, key, min).context("--tls-cert/--tls-key")?))
+                Some(Arc::new(
+                    ServerTls::load(cert, key, min).context("--tls-cert/--tls-key")?,
+                ))
             }
             _ => None,
         };

@@ -13,7 +13,6 @@
 
 pub mod baselines;
 pub mod catalog;
-pub mod tls;
 pub mod load;
 pub mod processes;
 pub mod raw;
@@ -21,6 +20,7 @@ pub mod recovery;
 pub mod report;
 pub mod table;
 pub mod throughput;
+pub mod tls;
 
 use std::path::PathBuf;
 use std::time::Duration;

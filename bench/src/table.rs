@@ -361,7 +361,7 @@ fn tls_row(point: &crate::tls::TlsPoint, bytes: usize) -> Row {
         format!("{:.0} events/s{extra}", https.events_per_second),
     )
     .against(
-        &format!("HTTP, same run: {:.0} events/s", http.events_per_second),
+        format!("HTTP, same run: {:.0} events/s", http.events_per_second),
         https.events_per_second,
         http.events_per_second,
     )

@@ -204,12 +204,7 @@ fn print_table(kind: &Kind, items: &[Value], with_namespace: bool) {
                     age,
                 ]),
                 "Broker" | "Channel" | "InMemoryChannel" | "KafkaChannel" | "Sequence"
-                | "Parallel" | "RequestReply" => row.extend([
-                    name,
-                    urls(item),
-                    ready(item),
-                    age,
-                ]),
+                | "Parallel" | "RequestReply" => row.extend([name, urls(item), ready(item), age]),
                 "Trigger" => row.extend([
                     name,
                     text(item, "/spec/broker").into(),

@@ -104,7 +104,8 @@ pub async fn serve(listener: Listener, limits: Limits, stop: CancellationToken) 
             match tls {
                 None => connection::serve(stream, router, keep_alive, limits.timeouts, stop).await,
                 Some(tls) => {
-                    let handshake = tokio::time::timeout(limits.timeouts.header_read, tls.accept(stream));
+                    let handshake =
+                        tokio::time::timeout(limits.timeouts.header_read, tls.accept(stream));
                     let stream = tokio::select! {
                         done = handshake => match done {
                             Ok(Ok(stream)) => stream,

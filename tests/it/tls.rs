@@ -11,10 +11,11 @@ use crate::common;
 use common::admin::{AdminClient, BROKERS};
 use common::certs::{client_trusting, Ca, Leaf};
 use common::herald::{herald_binary, run_invalid, Sled};
-use common::{wait_for_async, wait_until, Herald, HeraldDirs, Subscriber, DEADLINE};
+use common::{free_port, wait_for_async, wait_until, Herald, HeraldDirs, Subscriber, DEADLINE};
 use serde_json::Value;
 
-const BROKER: &str = "apiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadata: {name: default}\n";
+const BROKER: &str =
+    "apiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadata: {name: default}\n";
 
 /// A trigger of `default` for events of `event_type`, its subscriber and delivery given as
 /// JSON (so that PEM text needs no YAML indentation).
@@ -91,18 +92,35 @@ async fn the_https_ingress_accepts_events_and_brokers_advertise_https_first() {
     let subscriber = Subscriber::start().await;
     let dirs = HeraldDirs::new(&format!(
         "{BROKER}{}",
-        trigger("t", "test.tls", serde_json::json!({"uri": subscriber.url()}), None)
+        trigger(
+            "t",
+            "test.tls",
+            serde_json::json!({"uri": subscriber.url()}),
+            None
+        )
     ));
     let flags = tls_flags(&leaf, &ca);
     let herald = Herald::start(&Sled, &dirs, &strs(&flags)).await;
     let https = herald.https_ingress.clone().expect("an https ingress");
 
     let trusting = client_trusting(&[&ca]);
-    let status = send(&trusting, &format!("{https}/default/default"), "e1", "test.tls").await;
+    let status = send(
+        &trusting,
+        &format!("{https}/default/default"),
+        "e1",
+        "test.tls",
+    )
+    .await;
     assert_eq!(status.unwrap(), 202);
     subscriber.wait_for_id("e1").await;
     let stranger = client_trusting(&[&Ca::new("another-ca")]);
-    let refused = send(&stranger, &format!("{https}/default/default"), "e2", "test.tls").await;
+    let refused = send(
+        &stranger,
+        &format!("{https}/default/default"),
+        "e2",
+        "test.tls",
+    )
+    .await;
     assert!(refused.is_err(), "a client without the CA got {refused:?}");
 
     // Permissive: https first in `addresses` with the CA bundle, `address` stays http.
@@ -111,8 +129,16 @@ async fn the_https_ingress_accepts_events_and_brokers_advertise_https_first() {
     let https_url = format!("{https}/default/default");
     assert_eq!(status["address"]["url"], http_url.as_str(), "{status}");
     assert_eq!(status["addresses"][0]["name"], "https", "{status}");
-    assert_eq!(status["addresses"][0]["url"], https_url.as_str(), "{status}");
-    assert_eq!(status["addresses"][0]["CACerts"], ca.pem().as_str(), "{status}");
+    assert_eq!(
+        status["addresses"][0]["url"],
+        https_url.as_str(),
+        "{status}"
+    );
+    assert_eq!(
+        status["addresses"][0]["CACerts"],
+        ca.pem().as_str(),
+        "{status}"
+    );
     assert_eq!(status["addresses"][1]["url"], http_url.as_str(), "{status}");
     assert_eq!(status["addresses"].as_array().unwrap().len(), 2, "{status}");
 
@@ -163,24 +189,37 @@ async fn deliveries_to_https_trust_cacerts_and_trust_bundles_and_dead_letter_the
     let broker = herald.broker_url("default", "default");
     let http = reqwest::Client::new();
 
-    assert_eq!(send(&http, &broker, "t1", "test.trusted").await.unwrap(), 202);
+    assert_eq!(
+        send(&http, &broker, "t1", "test.trusted").await.unwrap(),
+        202
+    );
     secure.wait_for_id("t1").await;
 
-    assert_eq!(send(&http, &broker, "u1", "test.untrusted").await.unwrap(), 202);
+    assert_eq!(
+        send(&http, &broker, "u1", "test.untrusted").await.unwrap(),
+        202
+    );
     let dead = dead_letters.wait_for_id("u1").await;
     let u1 = dead.iter().find(|r| r.ce("id") == Some("u1")).unwrap();
     assert_eq!(u1.ce("knativeerrordest"), Some(secure.url().as_str()));
     assert!(!secure.ids().contains(&"u1".to_owned()));
 
     // The subscriber's CA in a trust bundle: trusted once the folder is read again.
-    std::fs::write(bundles.path().join("subscriber-ca.pem"), subscriber_ca.pem()).unwrap();
+    std::fs::write(
+        bundles.path().join("subscriber-ca.pem"),
+        subscriber_ca.pem(),
+    )
+    .unwrap();
     let mut n = 0;
     let (secure, dead_letters) = (&secure, &dead_letters);
     wait_for_async("a delivery trusting the reloaded bundle", || {
         n += 1;
         let (http, broker, id) = (http.clone(), broker.clone(), format!("u-after-{n}"));
         async move {
-            assert_eq!(send(&http, &broker, &id, "test.untrusted").await.unwrap(), 202);
+            assert_eq!(
+                send(&http, &broker, &id, "test.untrusted").await.unwrap(),
+                202
+            );
             // Each event is either delivered or dead-lettered: wait for one of them.
             let deadline = tokio::time::Instant::now() + DEADLINE;
             loop {
@@ -230,18 +269,32 @@ async fn tls_only_serves_no_plain_http_and_advertises_https_only() {
     let subscriber = Subscriber::start().await;
     let dirs = HeraldDirs::new(&format!(
         "{BROKER}{}",
-        trigger("t", "test.tls", serde_json::json!({"uri": subscriber.url()}), None)
+        trigger(
+            "t",
+            "test.tls",
+            serde_json::json!({"uri": subscriber.url()}),
+            None
+        )
     ));
     let mut flags = tls_flags(&leaf, &ca);
-    flags.push("--tls-only".into());
+    let listen = format!("127.0.0.1:{}", free_port());
+    flags.extend(["--tls-only".into(), "--listen".into(), listen.clone()]);
     let herald = Herald::start(&Sled, &dirs, &strs(&flags)).await;
     let https = herald.https_ingress.clone().expect("an https ingress");
+
+    // --listen is not opened at all.
+    let connected = tokio::net::TcpStream::connect(&listen).await;
+    assert!(connected.is_err(), "something listens on --listen {listen}");
 
     let status = broker_status(&herald).await;
     let https_url = format!("{https}/default/default");
     assert_eq!(status["address"]["url"], https_url.as_str(), "{status}");
     assert_eq!(status["addresses"].as_array().unwrap().len(), 1, "{status}");
-    assert_eq!(status["addresses"][0]["url"], https_url.as_str(), "{status}");
+    assert_eq!(
+        status["addresses"][0]["url"],
+        https_url.as_str(),
+        "{status}"
+    );
 
     // Plain HTTP to the ingress port gets no HTTP answer.
     let plain = https_url.replacen("https://", "http://", 1);
@@ -254,11 +307,17 @@ async fn tls_only_serves_no_plain_http_and_advertises_https_only() {
         .filter(|line| line.contains("ingress listening addr="))
         .collect();
     assert_eq!(plain_listeners.len(), 1, "{logs}");
-    assert!(plain_listeners[0].contains("internal ingress listening"), "{logs}");
+    assert!(
+        plain_listeners[0].contains("internal ingress listening"),
+        "{logs}"
+    );
     assert!(plain_listeners[0].contains("tls_only=true"), "{logs}");
 
     let client = client_trusting(&[&ca]);
-    assert_eq!(send(&client, &https_url, "s1", "test.tls").await.unwrap(), 202);
+    assert_eq!(
+        send(&client, &https_url, "s1", "test.tls").await.unwrap(),
+        202
+    );
     subscriber.wait_for_id("s1").await;
 }
 
@@ -278,14 +337,18 @@ impl Producers {
             .pool_max_idle_per_host(0)
             .timeout(Duration::from_secs(20));
         for ca in cas {
-            builder =
-                builder.add_root_certificate(reqwest::Certificate::from_pem(ca.pem().as_bytes()).unwrap());
+            builder = builder
+                .add_root_certificate(reqwest::Certificate::from_pem(ca.pem().as_bytes()).unwrap());
         }
         let client = builder.build().unwrap();
         let tasks = (0..count)
             .map(|producer| {
-                let (stop, results, client, url) =
-                    (stop.clone(), results.clone(), client.clone(), url.to_owned());
+                let (stop, results, client, url) = (
+                    stop.clone(),
+                    results.clone(),
+                    client.clone(),
+                    url.to_owned(),
+                );
                 tokio::spawn(async move {
                     let mut n = 0;
                     while !stop.load(Ordering::SeqCst) {
@@ -315,10 +378,7 @@ impl Producers {
         for task in self.tasks {
             task.await.unwrap();
         }
-        Arc::try_unwrap(self.results)
-            .unwrap()
-            .into_inner()
-            .unwrap()
+        Arc::try_unwrap(self.results).unwrap().into_inner().unwrap()
     }
 }
 
@@ -366,11 +426,23 @@ async fn a_certificate_rotated_under_load_is_served_without_a_failed_request() {
     })
     .await;
     let rotated_at = load.sent();
-    wait_until("requests after the rotation", || load.sent() >= rotated_at + 20).await;
+    wait_until("requests after the rotation", || {
+        load.sent() >= rotated_at + 20
+    })
+    .await;
     let results = load.stop().await;
     let failed: Vec<_> = results.iter().filter(|r| **r != Ok(202)).collect();
-    assert!(failed.is_empty(), "{} of {} failed: {failed:?}", failed.len(), results.len());
-    assert!(herald.log_contains("TLS certificate reloaded"), "{}", herald.logs());
+    assert!(
+        failed.is_empty(),
+        "{} of {} failed: {failed:?}",
+        failed.len(),
+        results.len()
+    );
+    assert!(
+        herald.log_contains("TLS certificate reloaded"),
+        "{}",
+        herald.logs()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -392,7 +464,11 @@ async fn the_cli_talks_to_an_https_admin_api_trusting_its_ca_file() {
     };
     let trusted = get(&["--ca-file", ca.cert.to_str().unwrap()]);
     let stdout = String::from_utf8_lossy(&trusted.stdout);
-    assert!(trusted.status.success(), "{}", String::from_utf8_lossy(&trusted.stderr));
+    assert!(
+        trusted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&trusted.stderr)
+    );
     assert!(stdout.contains("default"), "{stdout}");
 
     let untrusted = get(&[]);

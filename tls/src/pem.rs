@@ -125,9 +125,6 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("big.pem");
         std::fs::write(&path, vec![b'a'; MAX_PEM_BYTES + 1]).unwrap();
-        assert!(matches!(
-            read_file(&path),
-            Err(TlsError::TooLarge { .. })
-        ));
+        assert!(matches!(read_file(&path), Err(TlsError::TooLarge { .. })));
     }
 }

@@ -112,11 +112,9 @@ fn certified_key(
 ) -> Result<CertifiedKey, TlsError> {
     let chain = certificates(cert_pem, &cert.display().to_string())?;
     let key_der = private_key(key_pem, &key.display().to_string())?;
-    CertifiedKey::from_der(chain, key_der, &crate::provider()).map_err(|error| {
-        TlsError::Invalid {
-            what: format!("{} with {}", cert.display(), key.display()),
-            message: error.to_string(),
-        }
+    CertifiedKey::from_der(chain, key_der, &crate::provider()).map_err(|error| TlsError::Invalid {
+        what: format!("{} with {}", cert.display(), key.display()),
+        message: error.to_string(),
     })
 }
 

@@ -198,6 +198,14 @@ impl HeraldDirs {
 /// Listeners on ports the OS picks (read back from the log).
 const ON_FREE_PORTS: [&str; 4] = ["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"];
 
+/// [`ON_FREE_PORTS`] but for a `--listen` the test gives itself.
+fn free_ports(extra: &[&str]) -> &'static [&'static str] {
+    match extra.contains(&"--listen") {
+        true => &ON_FREE_PORTS[2..],
+        false => &ON_FREE_PORTS,
+    }
+}
+
 /// A short shutdown grace, unless the test sets its own.
 fn grace(extra: &[&str]) -> &'static [&'static str] {
     match extra.contains(&"--shutdown-grace") {
@@ -240,7 +248,7 @@ impl Herald {
             .arg(dirs.config.path())
             .arg("--data-dir")
             .arg(dirs.data.path())
-            .args(ON_FREE_PORTS)
+            .args(free_ports(extra))
             .args(grace(extra))
             .args(backend.args())
             .args(extra);
