@@ -84,7 +84,10 @@ async fn smoke(backend: &str) {
         let tls = &json["tls"]["Ok"];
         for scheme in ["http", "https"] {
             assert!(positive(&tls[scheme]["events_per_second"]), "{json}");
-            assert!(tls[scheme]["cpu_seconds_per_1000"].as_f64().is_some(), "{tls}");
+            assert!(
+                tls[scheme]["cpu_seconds_per_1000"].as_f64().is_some(),
+                "{tls}"
+            );
         }
     } else {
         assert!(json["recovery"].is_null(), "{json}");

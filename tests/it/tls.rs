@@ -235,7 +235,7 @@ async fn deliveries_to_https_trust_cacerts_and_trust_bundles_and_dead_letter_the
         }
     })
     .await;
-    assert!(herald.log_contains("TLS trust bundles reloaded"));
+    herald.wait_for_log("TLS trust bundles reloaded").await;
 }
 
 #[test]
@@ -438,11 +438,7 @@ async fn a_certificate_rotated_under_load_is_served_without_a_failed_request() {
         failed.len(),
         results.len()
     );
-    assert!(
-        herald.log_contains("TLS certificate reloaded"),
-        "{}",
-        herald.logs()
-    );
+    herald.wait_for_log("TLS certificate reloaded").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
