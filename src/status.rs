@@ -2,7 +2,6 @@
 //! same conditions from the same runtime.
 
 use herald_broker::BrokerKey;
-use herald_crds::status::Addressable;
 use herald_crds::{BrokerStatus, Condition, SourceStatus, TriggerStatus};
 
 use crate::config::{BrokerPlan, Rejected};
@@ -19,6 +18,9 @@ pub fn broker(
 ) -> BrokerStatus {
     let running = runtime.deps().ingress.brokers().contains(key);
     let BrokerKey { namespace, name } = key;
+    let (address, addresses) = runtime
+        .transport()
+        .addresses(base_url, &format!("/{namespace}/{name}"));
     BrokerStatus {
         observed_generation: broker.generation,
         conditions: vec![ready(
@@ -26,10 +28,8 @@ pub fn broker(
             "BrokerNotRunning",
             "the broker's log is not open",
         )],
-        address: Some(Addressable {
-            name: Some("http".into()),
-            url: Some(format!("{base_url}/{namespace}/{name}")),
-        }),
+        address: Some(address),
+        addresses,
         dead_letter_sink_uri: broker.dead_letter_sink.as_ref().map(|d| runtime.url(d)),
     }
 }

@@ -142,6 +142,9 @@ pub struct Report {
     pub recovery: Option<Result<RecoveryPoint, String>>,
     /// Ingress without and with the event catalog's checks (issue 20), in the same run.
     pub catalog: Option<crate::catalog::CatalogPoint>,
+    /// Ingress over HTTP and HTTPS on the embedded log, in the same run (issue 21), or why
+    /// it could not be measured.
+    pub tls: Option<Result<crate::tls::TlsPoint, String>>,
     /// Every goal of issue 16 this report measures, and whether it is met.
     pub goals: Vec<Goal>,
 }
@@ -318,6 +321,22 @@ pub async fn run_backend(settings: &Settings, backend: &str) -> anyhow::Result<R
     )
     .await?;
 
+    // Transport encryption against plain HTTP, on the first connection count.
+    let tls = match backend == "sled" && measured("ingress") {
+        true => Some(
+            crate::tls::measure(
+                settings,
+                &args_for_run(),
+                &payload,
+                first_pool,
+                settings.connections.first().copied().unwrap_or_default(),
+            )
+            .await
+            .map_err(|error| format!("{error:#}")),
+        ),
+        false => None,
+    };
+
     // One trigger: idle first, then full load, then fixed rates and overload.
     let (mut idle_point, mut low_rate, mut open, mut memory) = (None, None, Vec::new(), None);
     if measured("ingress") || measured("latency") || measured("resources") {
@@ -459,6 +478,7 @@ pub async fn run_backend(settings: &Settings, backend: &str) -> anyhow::Result<R
         fanout,
         recovery,
         catalog: Some(catalog),
+        tls,
         // Filled by the caller from the measures (`table::goals`).
         goals: Vec::new(),
     };

@@ -347,7 +347,39 @@ fn rows(report: &Report) -> Vec<Row> {
     if let Some(catalog) = &report.catalog {
         rows.extend(catalog_rows(catalog, bytes));
     }
+    match &report.tls {
+        Some(Ok(point)) => rows.push(tls_row(point, bytes)),
+        Some(Err(error)) => rows.push(Row::new(
+            "closed-loop ingress over HTTPS".to_owned(),
+            format!("not measured: {error}"),
+        )),
+        None => {}
+    }
     rows
+}
+
+/// HTTPS ingress against the same run's plain HTTP on the same Herald (issue 21):
+/// throughput and the extra CPU per event.
+fn tls_row(point: &crate::tls::TlsPoint, bytes: usize) -> Row {
+    let (http, https) = (&point.http, &point.https);
+    let extra = match (https.cpu_seconds_per_1000, http.cpu_seconds_per_1000) {
+        (Some(with), Some(without)) => {
+            format!(", {:+.1} µs CPU per event", (with - without) * 1000.0)
+        }
+        _ => String::new(),
+    };
+    Row::new(
+        format!(
+            "closed-loop ingress over HTTPS (TLS 1.3, keep-alive), {bytes} B events, no trigger, {} connections",
+            point.connections
+        ),
+        format!("{:.0} events/s{extra}", https.events_per_second),
+    )
+    .against(
+        format!("HTTP, same run: {:.0} events/s", http.events_per_second),
+        https.events_per_second,
+        http.events_per_second,
+    )
 }
 
 /// The event catalog's checks against the same run's plain broker (issue 20): throughput and

@@ -41,4 +41,7 @@ pub struct Addressable {
     pub name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
+    /// The PEM CA certificates that verify an https `url` (Knative's `CACerts`).
+    #[serde(rename = "CACerts", default, skip_serializing_if = "Option::is_none")]
+    pub ca_certs: Option<String>,
 }

@@ -44,6 +44,7 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
         ingress,
         metrics,
         listeners,
+        ..
     } = DataPlane::open(&args.data, kube, secrets, |_| Ok(())).await?;
     // A trigger can leave the desired state for a while (its broker or subscriber is gone):
     // only its finalizer deletes its position and parked events.

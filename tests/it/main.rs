@@ -27,4 +27,5 @@ mod interop;
 mod knative_yaml;
 mod kubernetes;
 mod sources;
+mod tls;
 mod transforms;

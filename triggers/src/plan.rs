@@ -30,6 +30,17 @@ pub struct TriggerPlan {
     pub ordered: bool,
     /// Where the subscriber's reply events go.
     pub reply: ReplyTarget,
+    /// The `CACerts` of its destinations.
+    pub trust: TargetTrust,
+}
+
+/// The CA certificates each destination's own `CACerts` adds to the trusted roots for
+/// HTTPS (Knative's `subscriberCACerts`, `replyCACerts`, `deadLetterSinkCACerts`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TargetTrust {
+    pub subscriber: Option<herald_tls::CaCerts>,
+    pub reply: Option<herald_tls::CaCerts>,
+    pub dead_letter_sink: Option<herald_tls::CaCerts>,
 }
 
 /// Where a subscriber's reply events go: a trigger's go back to its broker; a

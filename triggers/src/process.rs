@@ -197,6 +197,7 @@ pub async fn process(
         namespace: &plan.namespace,
         headers,
         timeout: plan.policy.timeout,
+        ca_certs: plan.trust.subscriber.as_ref(),
     };
     let trace_parent = crate::attempt::producer_traceparent(headers, &event);
     let scope = Scope { plan, stats, abort };
@@ -402,6 +403,7 @@ async fn send_reply(
         namespace: &plan.namespace,
         headers,
         timeout: plan.policy.timeout,
+        ca_certs: plan.trust.reply.as_ref(),
     };
     let failed = |mut failure: AttemptFailure| {
         failure.dest = Some(url.to_owned());
@@ -459,6 +461,7 @@ async fn dead_letter(
         namespace: &plan.namespace,
         headers,
         timeout: plan.policy.timeout,
+        ca_certs: plan.trust.dead_letter_sink.as_ref(),
     };
     let event_id = event.id().into_owned();
     let trace_parent = crate::attempt::producer_traceparent(headers, &event);

@@ -214,6 +214,14 @@ impl HeraldDirs {
 /// Listeners on ports the OS picks (read back from the log).
 const ON_FREE_PORTS: [&str; 4] = ["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"];
 
+/// [`ON_FREE_PORTS`] but for a `--listen` the test gives itself.
+fn free_ports(extra: &[&str]) -> &'static [&'static str] {
+    match extra.contains(&"--listen") {
+        true => &ON_FREE_PORTS[2..],
+        false => &ON_FREE_PORTS,
+    }
+}
+
 /// A short shutdown grace, unless the test sets its own.
 fn grace(extra: &[&str]) -> &'static [&'static str] {
     match extra.contains(&"--shutdown-grace") {
@@ -224,8 +232,10 @@ fn grace(extra: &[&str]) -> &'static [&'static str] {
 
 pub struct Herald {
     child: Child,
-    /// `http://127.0.0.1:PORT`
+    /// `http://127.0.0.1:PORT` (under `--tls-only`, the internal loopback listener)
     pub ingress: String,
+    /// `https://127.0.0.1:PORT`, with `--tls-cert`.
+    pub https_ingress: Option<String>,
     pub admin: String,
     logs: Arc<Mutex<Vec<String>>>,
 }
@@ -254,7 +264,7 @@ impl Herald {
             .arg(dirs.config.path())
             .arg("--data-dir")
             .arg(dirs.data.path())
-            .args(ON_FREE_PORTS)
+            .args(free_ports(extra))
             .args(grace(extra))
             .args(backend.args())
             .args(extra);
@@ -301,6 +311,7 @@ impl Herald {
         let mut herald = Herald {
             child,
             ingress: String::new(),
+            https_ingress: None,
             admin: String::new(),
             logs,
         };
@@ -312,11 +323,12 @@ impl Herald {
                     Some(format!("http://{}", rest.split_whitespace().next()?))
                 })
             };
-            if let (Some(ingress), Some(admin)) = (
-                found("ingress listening addr="),
-                found("admin listening addr="),
-            ) {
+            // Under --tls-only, the internal listener's "internal ingress listening".
+            let ingress = found("ingress listening addr=");
+            if let (Some(ingress), Some(admin)) = (ingress, found("admin listening addr=")) {
                 herald.ingress = ingress;
+                herald.https_ingress = found("ingress (https) listening addr=")
+                    .map(|url| url.replacen("http://", "https://", 1));
                 herald.admin = admin;
                 return herald;
             }
