@@ -47,7 +47,12 @@ impl Graph {
 
     /// A destination (`{ref: {kind, name, namespace}, uri}`) as a node; `resolved` is the URI
     /// the status gives for it, used when it has no ref.
-    fn destination(&mut self, namespace: &str, dest: &Value, resolved: Option<&str>) -> Option<String> {
+    fn destination(
+        &mut self,
+        namespace: &str,
+        dest: &Value,
+        resolved: Option<&str>,
+    ) -> Option<String> {
         let reference = &dest["ref"];
         if let (Some(kind), Some(name)) = (reference["kind"].as_str(), reference["name"].as_str()) {
             let namespace = reference["namespace"].as_str().unwrap_or(namespace);
@@ -55,7 +60,10 @@ impl Graph {
         }
         let uri = dest["uri"].as_str().or(resolved)?;
         let id = format!("url/{uri}");
-        self.add(&id, json!({"id": id, "kind": "URL", "name": uri, "layer": 3}));
+        self.add(
+            &id,
+            json!({"id": id, "kind": "URL", "name": uri, "layer": 3}),
+        );
         Some(id)
     }
 
@@ -99,17 +107,26 @@ fn add_kind(graph: &mut Graph, kind: &Kind, objects: &[Value]) {
                     let broker = graph.node("Broker", namespace, broker);
                     graph.edge(broker, Some(id.clone()), "trigger");
                 }
-                let to = graph.destination(namespace, &spec["subscriber"], status["subscriberUri"].as_str());
+                let to = graph.destination(
+                    namespace,
+                    &spec["subscriber"],
+                    status["subscriberUri"].as_str(),
+                );
                 graph.edge(id, to, "subscriber");
             }
             "Subscription" => {
-                if let (Some(kind), Some(channel)) =
-                    (spec["channel"]["kind"].as_str(), spec["channel"]["name"].as_str())
-                {
+                if let (Some(kind), Some(channel)) = (
+                    spec["channel"]["kind"].as_str(),
+                    spec["channel"]["name"].as_str(),
+                ) {
                     let channel = graph.node(kind, namespace, channel);
                     graph.edge(channel, Some(id.clone()), "subscription");
                 }
-                let to = graph.destination(namespace, &spec["subscriber"], status["physicalSubscription"]["subscriberUri"].as_str());
+                let to = graph.destination(
+                    namespace,
+                    &spec["subscriber"],
+                    status["physicalSubscription"]["subscriberUri"].as_str(),
+                );
                 graph.edge(id.clone(), to, "subscriber");
                 let reply = graph.destination(namespace, &spec["reply"], None);
                 graph.edge(id, reply, "reply");

@@ -324,7 +324,9 @@ fn add(keys: &mut BTreeMap<(String, String), Key>, snapshot: &mut Snapshot, samp
         n if n == m::DISPATCH_ATTEMPTS => |c, s| {
             if s.label("destination") == Some("subscriber") {
                 c.attempts += s.value;
-                if s.label("response_code").is_some_and(|code| code.starts_with('2')) {
+                if s.label("response_code")
+                    .is_some_and(|code| code.starts_with('2'))
+                {
                     c.attempts_ok += s.value;
                 }
             }

@@ -38,9 +38,11 @@ fn ready(object: &Value) -> bool {
 pub fn filter_text(spec: &Value) -> String {
     let mut parts = Vec::new();
     if let Some(attributes) = spec["filter"]["attributes"].as_object() {
-        parts.extend(attributes.iter().map(|(name, value)| {
-            format!("{name}={}", value.as_str().unwrap_or_default())
-        }));
+        parts.extend(
+            attributes
+                .iter()
+                .map(|(name, value)| format!("{name}={}", value.as_str().unwrap_or_default())),
+        );
     }
     if let Some(filters) = spec["filters"].as_array().filter(|f| !f.is_empty()) {
         parts.extend(filters.iter().map(Value::to_string));
@@ -151,7 +153,8 @@ pub async fn history(
     Query(query): Query<HistoryQuery>,
 ) -> Result<Response, ControlError> {
     let series = state.history.series(since(query.minutes)?);
-    let named = |key: &Key, points: Value| json!({"namespace": key.0, "name": key.1, "points": points});
+    let named =
+        |key: &Key, points: Value| json!({"namespace": key.0, "name": key.1, "points": points});
     Ok(Json(json!({
         "kind": "History",
         "sampleIntervalSeconds": history::INTERVAL.as_secs(),
@@ -205,7 +208,9 @@ pub async fn watch(State(state): State<ApiState>) -> Response {
                 }
             }
             let overview = overview_value(&state).await;
-            let event = Event::default().event("overview").data(overview.to_string());
+            let event = Event::default()
+                .event("overview")
+                .data(overview.to_string());
             Some((Ok::<_, Infallible>(event), (state, samples, false)))
         },
     );

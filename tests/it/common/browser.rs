@@ -3,6 +3,7 @@
 //! reqwest (already a dev-dependency): a WebDriver crate would add its own HTTP stack to build
 //! on a machine shared by several builds.
 
+use std::os::unix::process::CommandExt as _;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -46,8 +47,10 @@ impl Browser {
     /// `width`×`height` CSS pixels.
     pub async fn start(width: u32, height: u32) -> Browser {
         let port = free_port();
+        // Its own process group, with the Chromium it starts: a failed test ends them all.
         let driver = Command::new(chromedriver())
             .arg(format!("--port={port}"))
+            .process_group(0)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -90,6 +93,7 @@ impl Browser {
                     "--no-first-run", "--disable-background-networking",
                     "--disable-component-update", "--disable-sync",
                     "--disable-dev-shm-usage", "--hide-scrollbars",
+                    "--disable-crash-reporter", "--disable-breakpad",
                     format!("--user-data-dir={profile}"),
                     format!("--window-size={width},{height}"),
                 ],
@@ -184,13 +188,15 @@ impl Browser {
 
     pub async fn click(&self, css: &str) {
         let id = self.find(css).await;
-        self.call("POST", &format!("/element/{id}/click"), None).await;
+        self.call("POST", &format!("/element/{id}/click"), None)
+            .await;
     }
 
     /// Clears the field and types `text` into it, as a user would.
     pub async fn type_into(&self, css: &str, text: &str) {
         let id = self.find(css).await;
-        self.call("POST", &format!("/element/{id}/clear"), None).await;
+        self.call("POST", &format!("/element/{id}/clear"), None)
+            .await;
         self.call(
             "POST",
             &format!("/element/{id}/value"),
@@ -250,15 +256,21 @@ impl Browser {
             self.http.delete(url).send().await
         })
         .await;
-        let _ = self.driver.kill();
+        self.end_group();
+    }
+
+    /// Kills chromedriver and every Chromium process it started.
+    fn end_group(&mut self) {
+        if let Some(group) = rustix::process::Pid::from_raw(self.driver.id() as i32) {
+            let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
+        }
         let _ = self.driver.wait();
     }
 }
 
 impl Drop for Browser {
     fn drop(&mut self) {
-        // A failed test still ends its chromedriver (Chromium ends with its session or driver).
-        let _ = self.driver.kill();
-        let _ = self.driver.wait();
+        // A failed test still ends its chromedriver and browser.
+        self.end_group();
     }
 }
