@@ -65,7 +65,10 @@ pub struct RatePoint {
     pub rate_per_second: f64,
     /// The rate as a fraction of the measured maximum (none for the fixed low rate).
     pub fraction_of_max: Option<f64>,
+    /// From each request's send (see [`crate::load::OpenLoop`]).
     pub ingress_202: Percentiles,
+    /// How late the load generator sent against its schedule.
+    pub generator_lateness: Percentiles,
     pub end_to_end: Percentiles,
     pub failures: u64,
 }
@@ -469,15 +472,15 @@ async fn rate_point(
     // A pause so that deliveries of the previous phase do not count here.
     tokio::time::sleep(settings.warmup).await;
     subscriber.take_latencies();
-    let (latencies, failures) =
-        open_loop(url, pool, payload.clone(), rate, settings.duration).await;
+    let run = open_loop(url, pool, payload.clone(), rate, settings.duration).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     RatePoint {
         rate_per_second: rate,
         fraction_of_max,
-        ingress_202: Percentiles::of(latencies),
+        ingress_202: Percentiles::of(run.latencies),
+        generator_lateness: Percentiles::of(run.lateness),
         end_to_end: Percentiles::of(subscriber.take_latencies()),
-        failures,
+        failures: run.failures,
     }
 }
 
@@ -539,9 +542,9 @@ async fn overload(
     tokio::pin!(load);
     let mut peak = 0;
     let mut sample = tokio::time::interval(Duration::from_millis(100));
-    let (_, failures) = loop {
+    let failures = loop {
         tokio::select! {
-            done = &mut load => break done,
+            done = &mut load => break done.failures,
             _ = sample.tick() => peak = peak.max(herald.rss_bytes().unwrap_or_default()),
         }
     };

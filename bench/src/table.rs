@@ -208,8 +208,10 @@ fn rows(report: &Report) -> Vec<Row> {
     if let Some(low) = &report.low_rate {
         let mut row = Row::new(
             format!(
-                "ingress 202 at a low fixed rate ({:.0}/s): p50 / p99 / p99.9",
-                low.rate_per_second
+                "ingress 202 at a low fixed rate ({:.0}/s): p50 / p99 / p99.9 (from each send; the load generator sent p50 / p99 {:.2} / {:.2} ms late)",
+                low.rate_per_second,
+                low.generator_lateness.p50_ms,
+                low.generator_lateness.p99_ms
             ),
             latencies(&low.ingress_202),
         );

@@ -335,6 +335,16 @@ impl Herald {
         self.logs.lock().unwrap().iter().any(|l| l.contains(needle))
     }
 
+    /// Waits until a log line contains `needle`: lines are read from Herald's output by another
+    /// thread, so a line written before some other sign of progress may not be read yet.
+    pub async fn wait_for_log(&self, needle: &str) {
+        super::wait_for_async(
+            &format!("a log line containing {needle:?}"),
+            || async move { self.log_contains(needle) },
+        )
+        .await;
+    }
+
     /// SIGKILL: no shutdown code runs.
     pub fn kill(mut self) {
         self.child.kill().unwrap();
