@@ -245,8 +245,10 @@ async fn screenshots() {
     browser.click("#nav [data-view=graph]").await;
     browser.wait_text("#edges", "PingSource").await;
     save("console-graph.png", browser.screenshot().await);
-    browser.click("#nav [data-view=deadletters]").await;
-    browser.click("#dl-form button[type=submit]").await;
+    browser.click("#nav [data-view=overview]").await;
+    browser
+        .click("#triggers tr[data-key='default/orders'] td:nth-child(9) button")
+        .await;
     browser.wait_text("#parked tbody", "order.created").await;
     browser.click("#parked tbody button").await;
     browser.wait_text("#dl-detail-body", "attempts").await;

@@ -35,6 +35,20 @@ pub fn available() -> bool {
     )
 }
 
+/// The largest WebDriver answer read (a 1280×800 screenshot in base64 is a few MiB).
+const MAX_ANSWER: usize = 32 * 1024 * 1024;
+
+async fn read_json(mut response: reqwest::Response) -> Result<Value, String> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| e.to_string())? {
+        body.extend_from_slice(&chunk);
+        if body.len() > MAX_ANSWER {
+            return Err(format!("a WebDriver answer over {MAX_ANSWER} bytes"));
+        }
+    }
+    serde_json::from_slice(&body).map_err(|e| e.to_string())
+}
+
 pub struct Browser {
     driver: Child,
     base: String,
@@ -68,13 +82,8 @@ impl Browser {
         wait_for_value("chromedriver to listen", || {
             let request = browser.http.get(&status).send();
             async move {
-                let bytes = request
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .bytes()
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let body: Value = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
+                let response = request.await.map_err(|e| e.to_string())?;
+                let body = read_json(response).await?;
                 match body["value"]["ready"].as_bool() {
                     Some(true) => Ok(()),
                     _ => Err(body.to_string()),
@@ -125,8 +134,7 @@ impl Browser {
             .expect("WebDriver answers")
             .expect("WebDriver reachable");
         let status = response.status();
-        let bytes = response.bytes().await.expect("WebDriver answers");
-        let body: Value = serde_json::from_slice(&bytes).expect("WebDriver answers JSON");
+        let body = read_json(response).await.expect("WebDriver answers JSON");
         assert!(status.is_success(), "WebDriver {method} {path}: {body}");
         body["value"].clone()
     }
@@ -164,7 +172,7 @@ impl Browser {
 
     /// The element `css` matches, waiting until there is one that is shown.
     pub async fn find(&self, css: &str) -> String {
-        let this = &*self;
+        let this = self;
         wait_for_value(&format!("an element shown at {css}"), || async move {
             let shown = this
                 .script(
