@@ -5,6 +5,7 @@ mod admin;
 mod api;
 mod cli;
 mod client;
+mod console;
 mod controller;
 mod dataplane;
 mod filter_test;

@@ -75,13 +75,18 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         control.clone(),
         stop_serving.clone(),
     ));
+    let history = crate::api::history::History::default();
+    history.start(metrics.clone(), stop_serving.clone());
     let api = crate::api::router(ApiState {
         control: control.clone(),
         ingress: ingress.clone(),
         shutdown: stop_serving.clone(),
+        history,
     });
     let admin_router = crate::api::protect(
-        admin::router(readiness.clone(), metrics).merge(api),
+        admin::router(readiness.clone(), metrics)
+            .merge(api)
+            .merge(crate::console::router()),
         args.admin_token.as_deref(),
     );
     listeners

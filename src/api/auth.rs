@@ -34,7 +34,7 @@ pub async fn require_token(
     let Some(token) = token else {
         return next.run(request).await;
     };
-    if OPEN_PATHS.contains(&request.uri().path()) {
+    if OPEN_PATHS.contains(&request.uri().path()) || is_console_asset(request.uri().path()) {
         return next.run(request).await;
     }
     let presented = request
@@ -58,6 +58,12 @@ pub async fn require_token(
         )
             .into_response(),
     }
+}
+
+/// The console's page, script and style hold no data: the browser loads them without a token,
+/// and the page then asks for one and sends it with every API call.
+fn is_console_asset(path: &str) -> bool {
+    path == "/ui" || path.starts_with("/ui/")
 }
 
 /// The credentials of an `Authorization: Bearer TOKEN` value; the scheme in any case.

@@ -91,19 +91,47 @@ fn describe(parked: &ParkedRecord) -> serde_json::Value {
     })
 }
 
+/// Longest `?search=` text.
+pub const MAX_SEARCH: usize = 256;
+
+/// `?search=TEXT`: only the parked events whose JSON form or failure contains it.
+#[derive(Deserialize, Default)]
+pub struct ListQuery {
+    search: Option<String>,
+}
+
 pub async fn list(
     State(state): State<ApiState>,
     Path(path): Path<TriggerPath>,
+    Query(query): Query<ListQuery>,
 ) -> Result<Response, ControlError> {
+    let search = query
+        .search
+        .map(|text| text.trim().to_lowercase())
+        .filter(|text| !text.is_empty());
+    if search.as_ref().is_some_and(|text| text.len() > MAX_SEARCH) {
+        return Err(ControlError::BadRequest(format!(
+            "search is longer than {MAX_SEARCH} bytes"
+        )));
+    }
     let parked = context(&state, &path.namespace, &path.name)
         .await?
         .parked()
         .await?;
+    let items: Vec<serde_json::Value> = parked
+        .iter()
+        .map(describe)
+        .filter(|item| {
+            search
+                .as_ref()
+                .is_none_or(|text| item.to_string().to_lowercase().contains(text))
+        })
+        .collect();
     Ok(Json(json!({
         "apiVersion": TRIGGER.api_version(),
         "kind": "DeadLetterList",
         "trigger": format!("{}/{}", path.namespace, path.name),
-        "items": parked.iter().map(describe).collect::<Vec<_>>(),
+        "items": items,
     }))
     .into_response())
 }
@@ -115,10 +143,8 @@ pub async fn show(
     let wanted = parse_record_id(&path.id).ok_or_else(|| {
         ControlError::BadRequest(format!("{:?} is not a parked event id", path.id))
     })?;
-    let parked = context(&state, &path.namespace, &path.name)
-        .await?
-        .parked()
-        .await?;
+    let context = context(&state, &path.namespace, &path.name).await?;
+    let parked = context.parked().await?;
     let found = parked
         .iter()
         .find(|p| p.id == wanted)
@@ -127,7 +153,18 @@ pub async fn show(
             namespace: path.namespace.clone(),
             name: format!("{}/{}", path.name, path.id),
         })?;
-    Ok(Json(describe(found)).into_response())
+    let mut shown = describe(found);
+    // The failed attempts this process still remembers for the event (the last few of the
+    // trigger's, `recentErrors` in its status), after the failure it was parked with.
+    let event_id = found.record.event.id().into_owned();
+    let attempts: Vec<_> = context
+        .stats
+        .recent_errors()
+        .into_iter()
+        .filter(|error| error.event_id == event_id)
+        .collect();
+    shown["recentAttempts"] = json!(attempts);
+    Ok(Json(shown).into_response())
 }
 
 pub async fn redrive(

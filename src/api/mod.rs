@@ -1,11 +1,15 @@
 //! The admin API: Herald's resources in the Kubernetes API's shape, the dead-letter store of
-//! each trigger, and live tails of brokers.
+//! each trigger, live tails of brokers, and the console's statistics (`/stats/v1/...`).
 
 mod auth;
 mod dead_letters;
 #[cfg(test)]
 mod fuzz;
+mod graph;
+pub mod history;
+mod prom_text;
 mod resources;
+mod stats;
 mod tail;
 
 use std::sync::Arc;
@@ -26,6 +30,8 @@ pub struct ApiState {
     pub ingress: Arc<Ingress>,
     /// Ends live tails when Herald shuts down, so they do not hold the listener open.
     pub shutdown: tokio_util::sync::CancellationToken,
+    /// The last hour of Herald's own metrics, for `/stats/v1/...`.
+    pub history: history::History,
 }
 
 /// The API routes; `token` (when set) guards every route but the probes and `/metrics`,
@@ -61,6 +67,11 @@ pub fn router(state: ApiState) -> Router {
             "/apis/eventing.knative.dev/v1/namespaces/{namespace}/brokers/{name}/events",
             get(tail::events),
         )
+        .route(&format!("{triggers}/stats"), get(stats::trigger))
+        .route("/stats/v1/overview", get(stats::overview))
+        .route("/stats/v1/history", get(stats::history))
+        .route("/stats/v1/watch", get(stats::watch))
+        .route("/stats/v1/graph", get(graph::graph))
         .with_state(state)
 }
 

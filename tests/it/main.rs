@@ -17,6 +17,7 @@ mod bench_smoke;
 mod cesql_tck;
 mod cli;
 mod connections;
+mod console;
 mod controller;
 mod e2e_kafka;
 mod e2e_nats;
