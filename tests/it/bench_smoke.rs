@@ -81,7 +81,15 @@ async fn smoke(backend: &str) {
     if backend == "sled" {
         // Serialized as a Result: `Ok` holds the measurement, `Err` why it failed.
         let recovery = &json["recovery"]["Ok"];
-        assert_eq!(recovery["events"], settings.recovery_events, "{recovery}");
+        // Every event asked for, unless the fill ran into its time limit on a busy machine (the
+        // report then says how many it wrote).
+        let filled_all = recovery["events"] == settings.recovery_events;
+        let ran_out_of_time =
+            recovery["fill_seconds"].as_f64() >= Some(settings.recovery_fill_limit.as_secs_f64());
+        assert!(
+            positive(&recovery["events"]) && (filled_all || ran_out_of_time),
+            "{recovery}"
+        );
         assert!(positive(&recovery["ready_seconds"]), "{recovery}");
         assert!(
             recovery["first_accept_seconds"].as_f64() >= recovery["ready_seconds"].as_f64(),
