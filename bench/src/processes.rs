@@ -66,13 +66,23 @@ impl Herald {
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 for listener in ["ingress", "admin"] {
-                    if let Some(addr) = line.split(&format!("{listener} listening addr=")).nth(1) {
-                        let _ = tx.send((listener, format!("http://{}", addr.trim())));
+                    // The address is the first field after `addr=` (others, such as `https=`,
+                    // follow it).
+                    if let Some(addr) = line
+                        .split(&format!("{listener} listening addr="))
+                        .nth(1)
+                        .and_then(|rest| rest.split_whitespace().next())
+                    {
+                        let _ = tx.send((listener, format!("http://{addr}")));
                     }
                 }
-                if let Some(addr) = line.split("ingress (https) listening addr=").nth(1) {
+                if let Some(addr) = line
+                    .split("ingress (https) listening addr=")
+                    .nth(1)
+                    .and_then(|rest| rest.split_whitespace().next())
+                {
                     if let Ok(mut https) = https_seen.lock() {
-                        *https = Some(format!("https://{}", addr.trim()));
+                        *https = Some(format!("https://{addr}"));
                     }
                 }
                 if let Ok(mut lines) = lines.lock() {

@@ -81,6 +81,11 @@ async fn smoke(backend: &str) {
     if backend == "sled" {
         // Serialized as a Result: `Ok` holds the measurement, `Err` why it failed.
         let recovery = &json["recovery"]["Ok"];
+        assert!(
+            recovery.is_object(),
+            "the recovery failed: {}",
+            json["recovery"]
+        );
         // Every event asked for, unless the fill ran into its time limit on a busy machine (the
         // report then says how many it wrote).
         let filled_all = recovery["events"] == settings.recovery_events;
