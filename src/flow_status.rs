@@ -98,6 +98,7 @@ fn address(base_url: &str, kind: OwnAddressable, namespace: &str, name: &str) ->
     Addressable {
         name: Some("http".into()),
         url: Some(format!("{base_url}{}", kind.path(namespace, name))),
+        audience: None,
     }
 }
 

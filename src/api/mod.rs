@@ -3,6 +3,7 @@
 
 mod auth;
 mod dead_letters;
+pub mod oidc;
 #[cfg(test)]
 mod fuzz;
 mod resources;

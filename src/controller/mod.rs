@@ -42,6 +42,7 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
         mut runtime,
         routes,
         ingress,
+        identity: sender_identity,
         metrics,
         listeners,
     } = DataPlane::open(&args.data, kube, secrets, |_| Ok(())).await?;
@@ -115,11 +116,15 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
         reconciler.runtime
     });
 
+    let mut admin_router = admin::router(readiness.clone(), metrics);
+    if let Some(sender_identity) = sender_identity {
+        admin_router = admin_router.merge(crate::api::oidc::public_router(sender_identity));
+    }
     listeners
         .serve_until_signal(
             ingress,
             in_process,
-            admin::router(readiness.clone(), metrics),
+            admin_router,
             readiness,
             stop.clone(),
         )

@@ -44,6 +44,8 @@ pub struct Deps {
     pub sender: Sender,
     pub log: Arc<dyn EventLog>,
     pub ingress: Arc<Ingress>,
+    /// Where senders' tokens come from; `None` while sender identity is off.
+    pub tokens: Option<Arc<dyn crate::auth::TokenSource>>,
 }
 
 /// A failed attempt, as much as is known of it.
@@ -197,6 +199,9 @@ pub async fn process(
         namespace: &plan.namespace,
         headers,
         timeout: plan.policy.timeout,
+        credentials: plan
+            .auth
+            .credentials(deps.tokens.as_deref(), &plan.auth.subscriber_audience),
     };
     let trace_parent = crate::attempt::producer_traceparent(headers, &event);
     let scope = Scope { plan, stats, abort };
@@ -402,6 +407,9 @@ async fn send_reply(
         namespace: &plan.namespace,
         headers,
         timeout: plan.policy.timeout,
+        credentials: plan
+            .auth
+            .credentials(deps.tokens.as_deref(), &plan.auth.reply_audience),
     };
     let failed = |mut failure: AttemptFailure| {
         failure.dest = Some(url.to_owned());
@@ -459,6 +467,9 @@ async fn dead_letter(
         namespace: &plan.namespace,
         headers,
         timeout: plan.policy.timeout,
+        credentials: plan
+            .auth
+            .credentials(deps.tokens.as_deref(), &plan.auth.dead_letter_audience),
     };
     let event_id = event.id().into_owned();
     let trace_parent = crate::attempt::producer_traceparent(headers, &event);
