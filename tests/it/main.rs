@@ -26,5 +26,6 @@ mod flows;
 mod interop;
 mod knative_yaml;
 mod kubernetes;
+mod oidc;
 mod sources;
 mod transforms;
