@@ -463,11 +463,6 @@ pub struct DataPlaneArgs {
     #[arg(long, env = "HERALD_OIDC_ISSUER_URL")]
     pub oidc_issuer_url: Option<String>,
 
-    /// Another issuer whose tokens the ingress accepts (repeatable; env: comma-separated): its
-    /// `/.well-known/openid-configuration` and JWKS are read at start and every 5 minutes.
-    #[arg(long = "oidc-trusted-issuer", env = "HERALD_OIDC_TRUSTED_ISSUERS", value_delimiter = ',', value_name = "URL")]
-    pub oidc_trusted_issuers: Vec<String>,
-
     /// Open connections per listener (ingress, admin). At the limit the listener stops
     /// accepting until one closes; the admin listener keeps 16 more connections for /healthz
     /// and /readyz. Default: a quarter of the open-file limit, at most 10000.

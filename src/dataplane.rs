@@ -182,8 +182,7 @@ impl Listeners {
     }
 }
 
-/// Herald's issuer and the ingress's verifier when `--authentication-oidc enabled`; trusted
-/// external issuers are read now and refreshed in the background.
+/// Herald's issuer and the ingress's verifier when `--authentication-oidc enabled`.
 fn open_identity(
     args: &DataPlaneArgs,
     admin_addr: SocketAddr,
