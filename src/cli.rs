@@ -103,6 +103,10 @@ pub struct ServerArgs {
     /// Namespace of the resources.
     #[arg(short, long, default_value = "default", global = true)]
     pub namespace: String,
+    /// PEM CA certificates to trust (besides the system roots) when --server is https, and
+    /// when `herald send` posts to an https broker address.
+    #[arg(long, env = "HERALD_CA_FILE", global = true)]
+    pub ca_file: Option<PathBuf>,
 }
 
 /// A Knative feature flag's value.
@@ -417,6 +421,12 @@ pub struct DataPlaneArgs {
     #[arg(long, env = "HERALD_NATS_TLS_CA")]
     pub nats_tls_ca: Option<PathBuf>,
 
+    /// Read each NATS broker's stream once for all of its triggers, with trigger positions in
+    /// a stream of their own, instead of a durable consumer per trigger. For one Herald
+    /// process per NATS: several would each deliver every event.
+    #[arg(long, env = "HERALD_NATS_SHARED_READER")]
+    pub nats_shared_reader: bool,
+
     /// Largest accepted request body in bytes (413 above it).
     #[arg(long, env = "HERALD_MAX_EVENT_BYTES", default_value_t = herald_broker::ingress::DEFAULT_MAX_EVENT_BYTES)]
     pub max_event_bytes: usize,
@@ -473,6 +483,9 @@ pub struct DataPlaneArgs {
     /// or the request's first byte; then the connection is closed.
     #[arg(long, env = "HERALD_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_positive_duration)]
     pub header_read_timeout: Duration,
+
+    #[command(flatten)]
+    pub tls: TlsArgs,
 
     /// How long a keep-alive connection may wait for its next request before it is closed.
     #[arg(long, env = "HERALD_IDLE_TIMEOUT", default_value = "120s", value_parser = parse_positive_duration)]
@@ -535,4 +548,71 @@ fn parse_key_value(text: &str) -> Result<(String, String), String> {
         return Err(format!("{text:?}: the key is empty"));
     }
     Ok((key.trim().to_owned(), value.to_owned()))
+}
+
+/// Transport encryption (Knative's `transport-encryption`): without `--tls-cert` it is
+/// disabled; with it the ingress serves HTTPS beside HTTP (permissive); with `--tls-only`,
+/// HTTPS only (strict).
+#[derive(clap::Args, Debug, Clone)]
+pub struct TlsArgs {
+    /// PEM certificate chain (leaf first) of the HTTPS listeners; read again every
+    /// --tls-reload-interval and served without a restart when it changed.
+    #[arg(long, env = "HERALD_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of --tls-cert.
+    #[arg(long, env = "HERALD_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// HTTPS ingress address (brokers, channels, flows, transforms, webhook sources), beside
+    /// the plain --listen; port 0 picks a free port (logged).
+    #[arg(long, env = "HERALD_TLS_LISTEN", default_value = "127.0.0.1:8443")]
+    pub tls_listen: SocketAddr,
+
+    /// Strict mode: plain HTTP is not served at ingress and only https addresses are
+    /// advertised. --listen is then not opened (Herald's own sources reach its brokers
+    /// through an internal loopback listener).
+    #[arg(long, env = "HERALD_TLS_ONLY", requires = "tls_cert")]
+    pub tls_only: bool,
+
+    /// Serve the admin API over HTTPS (with --tls-cert) instead of HTTP.
+    #[arg(long, env = "HERALD_ADMIN_TLS", requires = "tls_cert")]
+    pub admin_tls: bool,
+
+    /// Lowest TLS version the listeners accept (Knative's default: 1.3).
+    #[arg(
+        long,
+        env = "HERALD_TLS_MIN_VERSION",
+        value_enum,
+        default_value = "1.3"
+    )]
+    pub tls_min_version: TlsVersion,
+
+    /// PEM CA bundle that verifies --tls-cert, advertised as `CACerts` with the https
+    /// addresses (Knative's `ca.crt`); read at start.
+    #[arg(long, env = "HERALD_TLS_CA_CERTS", requires = "tls_cert")]
+    pub tls_ca_certs: Option<PathBuf>,
+
+    /// PEM CA certificates every outgoing HTTPS request trusts besides the system roots: a
+    /// file, or a folder of them (repeatable; env: comma-separated); reloaded like
+    /// --tls-cert.
+    #[arg(
+        long = "tls-trust-bundle",
+        env = "HERALD_TLS_TRUST_BUNDLES",
+        value_delimiter = ','
+    )]
+    pub tls_trust_bundles: Vec<PathBuf>,
+
+    /// How often --tls-cert, --tls-key and the trust bundles are read for changes.
+    #[arg(long, env = "HERALD_TLS_RELOAD_INTERVAL", default_value = "10s", value_parser = parse_positive_duration)]
+    pub tls_reload_interval: Duration,
+}
+
+/// A TLS protocol version.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TlsVersion {
+    #[value(name = "1.2")]
+    Tls12,
+    #[value(name = "1.3")]
+    Tls13,
 }

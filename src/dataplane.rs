@@ -23,10 +23,15 @@ use crate::cli::{Backend, DataPlaneArgs, FeatureFlag};
 use crate::runtime::Runtime;
 use crate::server;
 use crate::source_kinds::SourceContext;
+use crate::transport::Tls;
+use herald::addresses::{HttpsIngress, Transport};
 
 /// An opened data plane: backends connected, listeners bound, nothing running yet.
 pub struct DataPlane {
     pub routes: Arc<RoutedLog>,
+    /// The schemes the ingress serves, for the addresses `serve` advertises (the controller
+    /// advertises its `--external-url`).
+    pub transport: Transport,
     pub runtime: Runtime,
     pub ingress: Arc<Ingress>,
     /// Sender identity, when `--authentication-oidc enabled`.
@@ -38,7 +43,10 @@ pub struct DataPlane {
 /// The bound listeners, served by [`Listeners::serve_until_signal`].
 pub struct Listeners {
     ingress: TcpListener,
+    /// The HTTPS ingress, with `--tls-cert`.
+    https: Option<TcpListener>,
     admin: TcpListener,
+    tls: Tls,
     webhooks: Arc<WebhookRegistry>,
     max_event_bytes: usize,
     grace: std::time::Duration,
@@ -60,7 +68,18 @@ impl DataPlane {
         let limits = connection_limits(args);
         let routes = Arc::new(open_backends(args).await?);
         let log: Arc<dyn EventLog> = routes.clone();
-        let ingress_listener = bind(args.listen).await?;
+        let tls = Tls::open(&args.tls)?;
+        // Under --tls-only nothing plain is served outside: Herald's own sources post to an
+        // internal loopback listener.
+        let plain_addr = match tls.tls_only {
+            true => SocketAddr::from(([127, 0, 0, 1], 0)),
+            false => args.listen,
+        };
+        let ingress_listener = bind(plain_addr).await?;
+        let https_listener = match &tls.server {
+            Some(_) => Some(bind(args.tls.tls_listen).await?),
+            None => None,
+        };
         let admin_listener = bind(args.admin_listen).await?;
         let ingress_addr = ingress_listener.local_addr()?;
         let identity = open_identity(args, admin_listener.local_addr()?)?;
@@ -81,7 +100,7 @@ impl DataPlane {
             .with_access(access),
         );
         let deps = Deps {
-            sender: Sender::new(args.max_event_bytes, args.max_outbound)?,
+            sender: Sender::with_trust(args.max_event_bytes, args.max_outbound, tls.trust.clone()),
             log,
             ingress: ingress.clone(),
             tokens: identity.as_ref().map(|identity| identity.token_source()),
@@ -99,22 +118,39 @@ impl DataPlane {
                 backoff: args.source_backoff_delay,
                 kube,
                 secrets,
+                sink_clients: Arc::new(herald_tls::Clients::new(
+                    tls.trust.clone(),
+                    Box::new(|builder| builder),
+                )),
             },
             args.max_event_bytes,
         );
+        let transport = match &https_listener {
+            Some(https) => Transport {
+                https: Some(HttpsIngress {
+                    base_url: format!("https://{}", https.local_addr()?),
+                    ca_certs: tls.ca_certs.clone(),
+                }),
+                strict: tls.tls_only,
+            },
+            None => Transport::default(),
+        };
         runtime.set_catalog_options(crate::catalog::CatalogOptions {
             auto_create: args.eventtype_auto_create,
             auto_create_max: args.eventtype_auto_create_max,
         });
         Ok(Self {
             routes,
+            transport,
             runtime,
             ingress,
             identity,
             metrics,
             listeners: Listeners {
                 ingress: ingress_listener,
+                https: https_listener,
                 admin: admin_listener,
+                tls,
                 webhooks,
                 max_event_bytes: args.max_event_bytes,
                 grace: args.shutdown_grace,
@@ -138,16 +174,36 @@ impl Listeners {
     ) -> anyhow::Result<()> {
         let ingress_addr = self.ingress.local_addr()?;
         let admin_addr = self.admin.local_addr()?;
+        let ingress_router = self
+            .webhooks
+            .router(self.max_event_bytes)
+            .merge(in_process)
+            .merge(ingress.router());
+        let acceptor = self.tls.server.as_ref().map(|server| server.acceptor());
+        let https_server = match self.https {
+            Some(socket) => {
+                tracing::info!(addr = %socket.local_addr()?, "ingress (https) listening");
+                Some(tokio::spawn(server::serve(
+                    server::Listener {
+                        name: "ingress-https",
+                        socket,
+                        router: ingress_router.clone(),
+                        reserve: None,
+                        tls: acceptor.clone(),
+                    },
+                    self.limits,
+                    stop.clone(),
+                )))
+            }
+            None => None,
+        };
         let ingress_server = tokio::spawn(server::serve(
             server::Listener {
                 name: "ingress",
                 socket: self.ingress,
-                router: self
-                    .webhooks
-                    .router(self.max_event_bytes)
-                    .merge(in_process)
-                    .merge(ingress.router()),
+                router: ingress_router,
                 reserve: None,
+                tls: None,
             },
             self.limits,
             stop.clone(),
@@ -158,12 +214,20 @@ impl Listeners {
                 socket: self.admin,
                 router: admin,
                 reserve: Some(crate::admin::probes_only(readiness.clone())),
+                tls: acceptor.filter(|_| self.tls.admin_tls),
             },
             self.limits,
             stop.clone(),
         ));
-        tracing::info!(addr = %ingress_addr, "ingress listening");
-        tracing::info!(addr = %admin_addr, "admin listening");
+        let reloads = self.tls.watch(stop.clone());
+        match self.tls.tls_only {
+            false => tracing::info!(addr = %ingress_addr, "ingress listening"),
+            // Loopback only, for Herald's own sources: plain HTTP is not served outside.
+            true => {
+                tracing::info!(addr = %ingress_addr, tls_only = true, "internal ingress listening")
+            }
+        }
+        tracing::info!(addr = %admin_addr, https = self.tls.admin_tls, "admin listening");
         readiness.set(true);
 
         let signal = shutdown_signal().await?;
@@ -172,12 +236,16 @@ impl Listeners {
         stop.cancel();
         let drained = tokio::time::timeout(self.grace, async {
             let _ = ingress_server.await;
+            if let Some(https_server) = https_server {
+                let _ = https_server.await;
+            }
             let _ = admin_server.await;
         })
         .await;
         if drained.is_err() {
             tracing::warn!("open connections did not finish within the grace period");
         }
+        reloads.abort();
         Ok(())
     }
 }
@@ -233,12 +301,13 @@ fn connection_limits(args: &DataPlaneArgs) -> server::Limits {
             idle_timeout = ?args.idle_timeout,
             "connection limits (per listener)"
         );
-        let needed = 2 * u64::from(max_connections) + server::PROBE_RESERVE as u64;
+        let listeners = if args.tls.tls_cert.is_some() { 3 } else { 2 };
+        let needed = listeners * u64::from(max_connections) + server::PROBE_RESERVE as u64;
         if needed > open_files.soft {
             tracing::warn!(
                 open_files = open_files.soft,
                 max_connections,
-                "--max-connections on two listeners exceeds the open-file limit: accepting fails with 'too many open files' before the connection limit is reached"
+                "--max-connections on every listener exceeds the open-file limit: accepting fails with 'too many open files' before the connection limit is reached"
             );
         }
     }
@@ -317,6 +386,7 @@ async fn open_nats(args: &DataPlaneArgs) -> anyhow::Result<Arc<dyn EventLog>> {
         credentials_file: args.nats_credentials.clone(),
         token: args.nats_token.clone(),
         tls_ca_file: args.nats_tls_ca.clone(),
+        shared_reader: args.nats_shared_reader,
     };
     let nats = NatsLog::connect(&options, DEFAULT_PUBLISH_TIMEOUT)
         .await

@@ -94,12 +94,18 @@ fn unknown(mut condition: Condition) -> Condition {
     condition
 }
 
-fn address(base_url: &str, kind: OwnAddressable, namespace: &str, name: &str) -> Addressable {
-    Addressable {
-        name: Some("http".into()),
-        url: Some(format!("{base_url}{}", kind.path(namespace, name))),
-        audience: None,
-    }
+/// `status.address` and `status.addresses` of one of Herald's addressables (https first
+/// when TLS is on).
+fn addresses(
+    runtime: &Runtime,
+    base_url: &str,
+    kind: OwnAddressable,
+    namespace: &str,
+    name: &str,
+) -> (Addressable, Vec<Addressable>) {
+    runtime
+        .transport()
+        .addresses(base_url, &kind.path(namespace, name))
 }
 
 /// Whether a channel's stream is open and accepting.
@@ -179,7 +185,8 @@ fn channel_status(
             }
         })
         .collect();
-    let address = address(base_url, OwnAddressable::Channel, namespace, name);
+    let (address, all_addresses) =
+        addresses(runtime, base_url, OwnAddressable::Channel, namespace, name);
     let is_channel = channel.kind == kinds::CHANNEL.kind;
     ChannelStatus {
         observed_generation: generation,
@@ -188,7 +195,7 @@ fn channel_status(
         addresses: if is_channel {
             Vec::new()
         } else {
-            vec![address.clone()]
+            all_addresses
         },
         address: Some(address),
         subscribers,
@@ -380,7 +387,9 @@ fn sequence_status(
             .into_iter()
             .map(unknown)
             .collect(),
-        address: Some(address(base_url, OwnAddressable::Sequence, namespace, name)),
+        // Knative's Sequence copies its first channel's `address` only: http when plain
+        // HTTP is served too.
+        address: Some(addresses(runtime, base_url, OwnAddressable::Sequence, namespace, name).0),
         channel_statuses,
         subscription_statuses,
     }
@@ -428,7 +437,7 @@ fn parallel_status(
     ParallelStatus {
         observed_generation: generation,
         conditions: flow_conditions(channels_ready, subscriptions_ready),
-        address: Some(address(base_url, OwnAddressable::Parallel, namespace, name)),
+        address: Some(addresses(runtime, base_url, OwnAddressable::Parallel, namespace, name).0),
         ingress_channel_status: Some(ingress),
         branch_statuses,
     }
@@ -444,7 +453,13 @@ fn transform_status(
     plan: &crate::transform::TransformPlan,
     generation: Option<i64>,
 ) -> herald_crds::EventTransformStatus {
-    let address = address(base_url, OwnAddressable::EventTransform, namespace, name);
+    let (address, all_addresses) = addresses(
+        runtime,
+        base_url,
+        OwnAddressable::EventTransform,
+        namespace,
+        name,
+    );
     let sink_uri = plan.sink.as_ref().map(|sink| runtime.url(sink));
     let conditions = vec![
         Condition::new("TransformationReady", true, None, None),
@@ -462,7 +477,7 @@ fn transform_status(
     herald_crds::EventTransformStatus {
         observed_generation: generation,
         conditions,
-        addresses: vec![address.clone()],
+        addresses: all_addresses,
         address: Some(address),
         sink_uri,
     }
@@ -503,7 +518,13 @@ fn request_reply_status(
         )),
     };
     let ready = broker_ready && trigger_ready;
-    let address = address(base_url, OwnAddressable::RequestReply, namespace, name);
+    let (address, all_addresses) = addresses(
+        runtime,
+        base_url,
+        OwnAddressable::RequestReply,
+        namespace,
+        name,
+    );
     let conditions = vec![
         broker,
         triggers,
@@ -527,7 +548,7 @@ fn request_reply_status(
     herald_crds::RequestReplyStatus {
         observed_generation: generation,
         conditions,
-        addresses: vec![address.clone()],
+        addresses: all_addresses,
         address: Some(address),
     }
 }

@@ -9,6 +9,7 @@
 //! `sources` ← `catalog` ← `runtime` ← `status` ← `control`.
 #![forbid(unsafe_code)]
 
+pub mod addresses;
 pub mod annotations;
 pub mod apiserver_source;
 pub mod catalog;

@@ -11,6 +11,7 @@ mod filter_test;
 mod serve;
 mod server;
 mod telemetry;
+mod transport;
 
 // The control plane is the library's; its modules keep their `crate::` paths here.
 use herald::{

@@ -107,6 +107,8 @@ pub struct Runtime {
     pub transforms: Arc<crate::transform::Transforms>,
     pub request_replies: Arc<crate::request_reply::RequestReplies>,
     max_event_bytes: usize,
+    /// The schemes the ingress serves, for the addresses status advertises.
+    transport: crate::addresses::Transport,
 }
 
 impl Runtime {
@@ -143,6 +145,7 @@ impl Runtime {
             removal_is_deletion: true,
             catalog: crate::catalog::CatalogOptions::default(),
             schemas: crate::catalog::SchemaCache::default(),
+            transport: Default::default(),
         }
     }
 
@@ -382,6 +385,7 @@ impl Runtime {
             format: trigger.format,
             max_in_flight: self.max_in_flight,
             ordered: trigger.ordered,
+            trust: trigger.trust.clone(),
             // Replies to Herald's own brokers and channels are appended to their streams
             // directly; others are posted.
             reply: match &trigger.reply {
@@ -474,6 +478,15 @@ impl Runtime {
     /// Whether sender identity (`--authentication-oidc`) is on: deliveries carry tokens.
     pub fn sender_identity_enabled(&self) -> bool {
         self.deps.tokens.is_some()
+    }
+
+    /// HTTPS at ingress (`--tls-*`): status then advertises https addresses.
+    pub fn set_transport(&mut self, transport: crate::addresses::Transport) {
+        self.transport = transport;
+    }
+
+    pub fn transport(&self) -> &crate::addresses::Transport {
+        &self.transport
     }
 
     /// `http://host:port` of the ingress listener.

@@ -52,11 +52,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         identity,
         metrics,
         listeners,
+        transport,
         ..
     } = DataPlane::open(&args.data, kube, secrets.clone(), |choice| {
         Ok(check_broker_classes(&store.loaded(), choice)?)
     })
     .await?;
+    runtime.set_transport(transport);
     // Consumers exist before the first event can be accepted, so no trigger misses one.
     runtime
         .reconcile(&desired)

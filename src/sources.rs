@@ -108,8 +108,14 @@ impl SourceSet {
             }
             let source = plan.runner.start(&self.ctx);
             tracing::info!(source = %source.describe(), sink = %url, "source started");
-            let sink = SinkClient::new(url.clone(), plan.overrides.clone())
+            let mut sink = SinkClient::new(url.clone(), plan.overrides.clone())
                 .with_retries(self.ctx.retries, self.ctx.backoff);
+            match self.ctx.sink_clients.get(plan.sink_ca_certs.as_ref()) {
+                Ok(client) => sink = sink.with_client(client),
+                Err(error) => {
+                    tracing::error!(%error, sink = %url, "no HTTPS client for the sink's CACerts: the system roots only are trusted")
+                }
+            }
             let shutdown = CancellationToken::new();
             let last_error = Arc::new(Mutex::new(None));
             let task = tokio::spawn(supervise(

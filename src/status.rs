@@ -2,7 +2,7 @@
 //! same conditions from the same runtime.
 
 use herald_broker::BrokerKey;
-use herald_crds::status::{Addressable, AuthStatus};
+use herald_crds::status::AuthStatus;
 use herald_crds::{BrokerStatus, Condition, SourceStatus, TriggerStatus};
 
 use crate::config::{BrokerPlan, Rejected};
@@ -19,6 +19,16 @@ pub fn broker(
 ) -> BrokerStatus {
     let running = runtime.deps().ingress.brokers().contains(key);
     let BrokerKey { namespace, name } = key;
+    let (mut address, mut addresses) = runtime
+        .transport()
+        .addresses(base_url, &format!("/{namespace}/{name}"));
+    // Knative writes the audience into `address` and every `addresses` entry.
+    if runtime.sender_identity_enabled() {
+        let audience = crate::identity::naming::stream_audience(key);
+        for each in std::iter::once(&mut address).chain(addresses.iter_mut()) {
+            each.audience = Some(audience.clone());
+        }
+    }
     BrokerStatus {
         observed_generation: broker.generation,
         conditions: vec![ready(
@@ -26,13 +36,8 @@ pub fn broker(
             "BrokerNotRunning",
             "the broker's log is not open",
         )],
-        address: Some(Addressable {
-            name: Some("http".into()),
-            url: Some(format!("{base_url}/{namespace}/{name}")),
-            audience: runtime
-                .sender_identity_enabled()
-                .then(|| crate::identity::naming::stream_audience(key)),
-        }),
+        address: Some(address),
+        addresses,
         dead_letter_sink_uri: broker.dead_letter_sink.as_ref().map(|d| runtime.url(d)),
     }
 }

@@ -20,6 +20,7 @@ pub mod recovery;
 pub mod report;
 pub mod table;
 pub mod throughput;
+pub mod tls;
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -180,14 +180,27 @@ impl Percentiles {
     }
 }
 
-/// Sends at `rate` per second for `duration`; returns the 202 latencies and the failures.
+/// What an open-loop run measured.
+#[derive(Debug, Default)]
+pub struct OpenLoop {
+    /// From the moment each request was handed to its client to its 202, in nanoseconds.
+    pub latencies: Vec<u64>,
+    /// How late each request left against its schedule, in nanoseconds: tokio's timer wakes
+    /// at whole milliseconds, so without this split up to 1 ms of the generator's own timing
+    /// would count as Herald's. Requests are never held back by earlier answers (each is its
+    /// own task), so measuring from the send hides no queueing in the system under test.
+    pub lateness: Vec<u64>,
+    pub failures: u64,
+}
+
+/// Sends at `rate` per second for `duration`, each request as its own task.
 pub async fn open_loop(
     url: &str,
     clients: &[reqwest::Client],
     payload: Bytes,
     rate: f64,
     duration: Duration,
-) -> (Vec<u64>, u64) {
+) -> OpenLoop {
     let total = (rate * duration.as_secs_f64()).max(1.0) as u64;
     let interval = Duration::from_secs_f64(1.0 / rate.max(1.0));
     let start = tokio::time::Instant::now();
@@ -199,20 +212,26 @@ pub async fn open_loop(
         let client = clients[i as usize % clients.len()].clone();
         let (url, payload, failures) = (url.to_owned(), payload.clone(), failures.clone());
         tasks.push(tokio::spawn(async move {
+            let sent = tokio::time::Instant::now();
             let result = send(&client, &url, &payload).await;
             if result.is_err() {
                 failures.fetch_add(1, Ordering::Relaxed);
             }
-            (scheduled.elapsed().as_nanos() as u64, result.is_ok())
+            let late = sent.saturating_duration_since(scheduled).as_nanos() as u64;
+            (sent.elapsed().as_nanos() as u64, late, result.is_ok())
         }));
     }
-    let mut latencies = Vec::with_capacity(tasks.len());
+    let mut run = OpenLoop::default();
     for task in tasks {
-        if let Ok((nanos, true)) = task.await {
-            latencies.push(nanos);
+        if let Ok((nanos, late, ok)) = task.await {
+            run.lateness.push(late);
+            if ok {
+                run.latencies.push(nanos);
+            }
         }
     }
-    (latencies, failures.load(Ordering::Relaxed))
+    run.failures = failures.load(Ordering::Relaxed);
+    run
 }
 
 /// The median of repeated measurements.

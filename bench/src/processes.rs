@@ -26,6 +26,8 @@ pub struct Herald {
     pub ingress: String,
     /// `http://` address of the admin listener (`/readyz`).
     pub admin: String,
+    /// `https://` address of the HTTPS ingress, with `--tls-cert`.
+    pub https_ingress: Option<String>,
     _dirs: Option<tempfile::TempDir>,
 }
 
@@ -59,11 +61,18 @@ impl Herald {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         let log = Arc::new(Mutex::new(Vec::new()));
         let lines = log.clone();
+        let https = Arc::new(Mutex::new(None));
+        let https_seen = https.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 for listener in ["ingress", "admin"] {
                     if let Some(addr) = line.split(&format!("{listener} listening addr=")).nth(1) {
                         let _ = tx.send((listener, format!("http://{}", addr.trim())));
+                    }
+                }
+                if let Some(addr) = line.split("ingress (https) listening addr=").nth(1) {
+                    if let Ok(mut https) = https_seen.lock() {
+                        *https = Some(format!("https://{}", addr.trim()));
                     }
                 }
                 if let Ok(mut lines) = lines.lock() {
@@ -91,6 +100,8 @@ impl Herald {
             child,
             ingress: ingress.unwrap_or_default(),
             admin: admin.unwrap_or_default(),
+            // Logged before the plain listeners, so known by now.
+            https_ingress: https.lock().ok().and_then(|https| https.clone()),
             _dirs: None,
         })
     }

@@ -65,7 +65,10 @@ pub struct RatePoint {
     pub rate_per_second: f64,
     /// The rate as a fraction of the measured maximum (none for the fixed low rate).
     pub fraction_of_max: Option<f64>,
+    /// From each request's send (see [`crate::load::OpenLoop`]).
     pub ingress_202: Percentiles,
+    /// How late the load generator sent against its schedule.
+    pub generator_lateness: Percentiles,
     pub end_to_end: Percentiles,
     pub failures: u64,
 }
@@ -90,6 +93,10 @@ pub struct FanoutPoint {
     pub complete: bool,
     /// Herald's resident memory once every delivery arrived.
     pub rss_bytes: u64,
+    /// Flags this fan-out ran with beyond the backend's own (on NATS, the largest trigger
+    /// count is measured again with `--nats-shared-reader`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub flags: Vec<String>,
 }
 
 /// Herald's memory under overload.
@@ -135,6 +142,9 @@ pub struct Report {
     pub recovery: Option<Result<RecoveryPoint, String>>,
     /// Ingress without and with the event catalog's checks (issue 20), in the same run.
     pub catalog: Option<crate::catalog::CatalogPoint>,
+    /// Ingress over HTTP and HTTPS on the embedded log, in the same run (issue 21), or why
+    /// it could not be measured.
+    pub tls: Option<Result<crate::tls::TlsPoint, String>>,
     /// Every goal of issue 16 this report measures, and whether it is met.
     pub goals: Vec<Goal>,
 }
@@ -311,6 +321,22 @@ pub async fn run_backend(settings: &Settings, backend: &str) -> anyhow::Result<R
     )
     .await?;
 
+    // Transport encryption against plain HTTP, on the first connection count.
+    let tls = match backend == "sled" && measured("ingress") {
+        true => Some(
+            crate::tls::measure(
+                settings,
+                &args_for_run(),
+                &payload,
+                first_pool,
+                settings.connections.first().copied().unwrap_or_default(),
+            )
+            .await
+            .map_err(|error| format!("{error:#}")),
+        ),
+        false => None,
+    };
+
     // One trigger: idle first, then full load, then fixed rates and overload.
     let (mut idle_point, mut low_rate, mut open, mut memory) = (None, None, Vec::new(), None);
     if measured("ingress") || measured("latency") || measured("resources") {
@@ -378,28 +404,47 @@ pub async fn run_backend(settings: &Settings, backend: &str) -> anyhow::Result<R
     }
 
     let mut fanout = Vec::new();
-    for &triggers in settings
+    // On NATS the largest count runs again with the shared reader (one reader per broker
+    // instead of a durable consumer per trigger).
+    let shared_reader = nats
+        .as_ref()
+        .and(settings.fanout_triggers.iter().max())
+        .map(|&most| (most, vec!["--nats-shared-reader".to_owned()]));
+    let runs: Vec<(usize, Vec<String>)> = settings
         .fanout_triggers
         .iter()
+        .map(|&triggers| (triggers, Vec::new()))
+        .chain(shared_reader)
         .filter(|_| measured("fanout"))
-    {
+        .collect();
+    for (triggers, flags) in runs {
         let subscriber = FastSubscriber::start().await?;
-        let herald = Herald::start(
-            &settings.herald,
-            &config(triggers, &subscriber.url),
-            &args_for_run(),
-        )?;
-        fanout.push(
-            fan_out(
-                &herald,
-                &subscriber,
-                triggers,
-                first_pool,
-                &payload,
-                settings,
-            )
-            .await,
-        );
+        let mut args = args_for_run();
+        // The shared reader gets a nats-server of its own: on the first one, the durable
+        // consumers the earlier runs left would be taken over first (about 60 ms each).
+        let fresh_nats =
+            (!flags.is_empty() && nats.is_some()).then(herald_broker::testing::NatsServer::start);
+        if let Some(server) = &fresh_nats {
+            args = vec![
+                "--backend".into(),
+                "nats".into(),
+                "--nats-url".into(),
+                server.url(),
+            ];
+        }
+        args.extend(flags.iter().cloned());
+        let herald = Herald::start(&settings.herald, &config(triggers, &subscriber.url), &args)?;
+        let mut point = fan_out(
+            &herald,
+            &subscriber,
+            triggers,
+            first_pool,
+            &payload,
+            settings,
+        )
+        .await;
+        point.flags = flags;
+        fanout.push(point);
     }
 
     let recovery = match backend {
@@ -433,6 +478,7 @@ pub async fn run_backend(settings: &Settings, backend: &str) -> anyhow::Result<R
         fanout,
         recovery,
         catalog: Some(catalog),
+        tls,
         // Filled by the caller from the measures (`table::goals`).
         goals: Vec::new(),
     };
@@ -469,15 +515,15 @@ async fn rate_point(
     // A pause so that deliveries of the previous phase do not count here.
     tokio::time::sleep(settings.warmup).await;
     subscriber.take_latencies();
-    let (latencies, failures) =
-        open_loop(url, pool, payload.clone(), rate, settings.duration).await;
+    let run = open_loop(url, pool, payload.clone(), rate, settings.duration).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     RatePoint {
         rate_per_second: rate,
         fraction_of_max,
-        ingress_202: Percentiles::of(latencies),
+        ingress_202: Percentiles::of(run.latencies),
+        generator_lateness: Percentiles::of(run.lateness),
         end_to_end: Percentiles::of(subscriber.take_latencies()),
-        failures,
+        failures: run.failures,
     }
 }
 
@@ -521,6 +567,7 @@ async fn fan_out(
         dispatch_cost_us_per_event: elapsed * 1e6 / events as f64,
         complete,
         rss_bytes: herald.rss_bytes().unwrap_or_default(),
+        flags: Vec::new(),
     }
 }
 
@@ -539,9 +586,9 @@ async fn overload(
     tokio::pin!(load);
     let mut peak = 0;
     let mut sample = tokio::time::interval(Duration::from_millis(100));
-    let (_, failures) = loop {
+    let failures = loop {
         tokio::select! {
-            done = &mut load => break done,
+            done = &mut load => break done.failures,
             _ = sample.tick() => peak = peak.max(herald.rss_bytes().unwrap_or_default()),
         }
     };

@@ -66,6 +66,15 @@ const FANOUT_BEFORE_DATE: &str = "2026-11-26";
 
 /// Deliveries per second to [`FANOUT_GOAL_TRIGGERS`] triggers on [`FANOUT_BEFORE_DATE`]
 /// (bench/results/2026-11-26-*.md), when issue 16 was filed.
+/// `, with --flag` for a measurement made with flags beyond the backend's own.
+fn with_flags(flags: &[String]) -> String {
+    if flags.is_empty() {
+        String::new()
+    } else {
+        format!(", with {}", flags.join(" "))
+    }
+}
+
 fn fanout_before(backend: &str) -> Option<f64> {
     match backend {
         "sled" => Some(9896.0),
@@ -208,8 +217,10 @@ fn rows(report: &Report) -> Vec<Row> {
     if let Some(low) = &report.low_rate {
         let mut row = Row::new(
             format!(
-                "ingress 202 at a low fixed rate ({:.0}/s): p50 / p99 / p99.9",
-                low.rate_per_second
+                "ingress 202 at a low fixed rate ({:.0}/s): p50 / p99 / p99.9 (from each send; the load generator sent p50 / p99 {:.2} / {:.2} ms late)",
+                low.rate_per_second,
+                low.generator_lateness.p50_ms,
+                low.generator_lateness.p99_ms
             ),
             latencies(&low.ingress_202),
         );
@@ -254,20 +265,24 @@ fn rows(report: &Report) -> Vec<Row> {
             format!("{:.1} MiB", memory.overload_peak_rss_bytes as f64 / MIB),
         ));
     }
-    if let Some(most) = report.fanout.iter().max_by_key(|p| p.triggers) {
+    let most = report.fanout.iter().map(|p| p.triggers).max();
+    for point in report.fanout.iter().filter(|p| Some(p.triggers) == most) {
         rows.push(Row::new(
             format!(
-                "resident memory with {} triggers (after their fan-out)",
-                most.triggers
+                "resident memory with {} triggers (after their fan-out){}",
+                point.triggers,
+                with_flags(&point.flags)
             ),
-            format!("{:.1} MiB", most.rss_bytes as f64 / MIB),
+            format!("{:.1} MiB", point.rss_bytes as f64 / MIB),
         ));
     }
     for point in &report.fanout {
         let mut row = Row::new(
             format!(
-                "fan-out to {} triggers ({} events)",
-                point.triggers, point.events
+                "fan-out to {} triggers ({} events){}",
+                point.triggers,
+                point.events,
+                with_flags(&point.flags)
             ),
             format!(
                 "{:.0} deliveries/s, {:.0} µs per event{}",
@@ -332,7 +347,39 @@ fn rows(report: &Report) -> Vec<Row> {
     if let Some(catalog) = &report.catalog {
         rows.extend(catalog_rows(catalog, bytes));
     }
+    match &report.tls {
+        Some(Ok(point)) => rows.push(tls_row(point, bytes)),
+        Some(Err(error)) => rows.push(Row::new(
+            "closed-loop ingress over HTTPS".to_owned(),
+            format!("not measured: {error}"),
+        )),
+        None => {}
+    }
     rows
+}
+
+/// HTTPS ingress against the same run's plain HTTP on the same Herald (issue 21):
+/// throughput and the extra CPU per event.
+fn tls_row(point: &crate::tls::TlsPoint, bytes: usize) -> Row {
+    let (http, https) = (&point.http, &point.https);
+    let extra = match (https.cpu_seconds_per_1000, http.cpu_seconds_per_1000) {
+        (Some(with), Some(without)) => {
+            format!(", {:+.1} µs CPU per event", (with - without) * 1000.0)
+        }
+        _ => String::new(),
+    };
+    Row::new(
+        format!(
+            "closed-loop ingress over HTTPS (TLS 1.3, keep-alive), {bytes} B events, no trigger, {} connections",
+            point.connections
+        ),
+        format!("{:.0} events/s{extra}", https.events_per_second),
+    )
+    .against(
+        format!("HTTP, same run: {:.0} events/s", http.events_per_second),
+        https.events_per_second,
+        http.events_per_second,
+    )
 }
 
 /// The event catalog's checks against the same run's plain broker (issue 20): throughput and

@@ -43,6 +43,9 @@ pub struct BrokerStatus {
     pub conditions: Vec<Condition>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address: Option<Addressable>,
+    /// Every address, https first when TLS is on (Knative's `status.addresses`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addresses: Vec<Addressable>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dead_letter_sink_uri: Option<String>,
 }

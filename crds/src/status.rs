@@ -41,6 +41,9 @@ pub struct Addressable {
     pub name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
+    /// The PEM CA certificates that verify an https `url` (Knative's `CACerts`).
+    #[serde(rename = "CACerts", default, skip_serializing_if = "Option::is_none")]
+    pub ca_certs: Option<String>,
     /// The `aud` a sender's token must carry (with `authentication-oidc` on).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub audience: Option<String>,

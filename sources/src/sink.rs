@@ -50,6 +50,12 @@ impl SinkClient {
         self
     }
 
+    /// Sends with `client` (one that trusts the sink's CA, for an HTTPS sink).
+    pub fn with_client(mut self, client: reqwest::Client) -> Self {
+        self.client = client;
+        self
+    }
+
     pub fn url(&self) -> &str {
         &self.url
     }

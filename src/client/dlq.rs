@@ -15,7 +15,7 @@ fn base(api: &Api, trigger: &str) -> String {
 }
 
 pub async fn list(args: DlqListArgs) -> Result<(), ClientError> {
-    let api = Api::new(&args.server);
+    let api = Api::new(&args.server)?;
     let list = api.call(Method::GET, &base(&api, &args.trigger)).await?;
     if args.output != Output::Table {
         return print_structured(args.output, &list);
@@ -77,7 +77,7 @@ fn ids_or_all(args: &DlqIdsArgs) -> Result<Value, ClientError> {
 }
 
 pub async fn show(args: DlqIdsArgs) -> Result<(), ClientError> {
-    let api = Api::new(&args.server);
+    let api = Api::new(&args.server)?;
     if args.ids.is_empty() {
         return Err(ClientError::Usage(
             "name the parked event ids to show".into(),
@@ -97,7 +97,7 @@ pub async fn show(args: DlqIdsArgs) -> Result<(), ClientError> {
 }
 
 pub async fn redrive(args: DlqIdsArgs) -> Result<(), ClientError> {
-    let api = Api::new(&args.server);
+    let api = Api::new(&args.server)?;
     let body = ids_or_all(&args)?;
     let report = api
         .call_json(
@@ -126,7 +126,7 @@ pub async fn redrive(args: DlqIdsArgs) -> Result<(), ClientError> {
 }
 
 pub async fn purge(args: DlqIdsArgs) -> Result<(), ClientError> {
-    let api = Api::new(&args.server);
+    let api = Api::new(&args.server)?;
     let query = if ids_or_all(&args)?["all"] == true {
         "all=true".to_owned()
     } else {

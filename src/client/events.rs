@@ -11,7 +11,7 @@ use crate::cli::{Output, SendArgs, TailArgs};
 use crate::kinds::BROKER;
 
 pub async fn send(args: SendArgs) -> Result<(), ClientError> {
-    let api = Api::new(&args.server);
+    let api = Api::new(&args.server)?;
     let data = match (&args.data, &args.data_file) {
         (Some(data), _) => Some(data.clone().into_bytes()),
         (None, Some(path)) if path.as_os_str() == "-" => {
@@ -74,7 +74,7 @@ pub async fn send(args: SendArgs) -> Result<(), ClientError> {
             api.namespace, args.broker
         )));
     }
-    let mut request = reqwest::Client::new().post(url);
+    let mut request = api.http().post(url);
     for (name, value) in request_headers {
         let attribute = name.strip_prefix("ce-").unwrap_or(&name);
         let encoded = header_text::encode(attribute, &value).map_err(|e| {
@@ -120,7 +120,7 @@ pub async fn send(args: SendArgs) -> Result<(), ClientError> {
 const MAX_TAIL_LINE_BYTES: usize = 64 << 20;
 
 pub async fn tail(args: TailArgs) -> Result<(), ClientError> {
-    let api = Api::new(&args.server);
+    let api = Api::new(&args.server)?;
     let mut path = format!(
         "{}/events?follow=true",
         BROKER.object_path(&api.namespace, &args.broker)

@@ -99,13 +99,18 @@ pub struct Api {
 }
 
 impl Api {
-    pub fn new(args: &ServerArgs) -> Self {
-        Self {
-            http: reqwest::Client::new(),
+    pub fn new(args: &ServerArgs) -> Result<Self, ClientError> {
+        Ok(Self {
+            http: http_client(args.ca_file.as_deref())?,
             server: args.server.trim_end_matches('/').to_owned(),
             token: crate::cli::token(args.token.as_deref()).map(str::to_owned),
             namespace: args.namespace.clone(),
-        }
+        })
+    }
+
+    /// The HTTP client, for requests beside the admin API's (`herald send`).
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
     }
 
     pub fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
@@ -232,4 +237,14 @@ pub fn ready(object: &Value) -> String {
             }
         })
         .unwrap_or_else(|| "Unknown".into())
+}
+
+/// The CLI's HTTP client: it trusts the system roots, and `--ca-file` for an https server.
+fn http_client(ca_file: Option<&std::path::Path>) -> Result<reqwest::Client, ClientError> {
+    let usage = |error: herald_tls::TlsError| ClientError::Usage(format!("--ca-file: {error}"));
+    let trust = herald_tls::TrustBundles::load(ca_file.into_iter().map(Into::into).collect())
+        .map_err(usage)?;
+    herald_tls::Clients::new(std::sync::Arc::new(trust), Box::new(|builder| builder))
+        .get(None)
+        .map_err(usage)
 }

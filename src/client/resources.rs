@@ -34,7 +34,7 @@ fn singular(kind: &Kind) -> String {
 }
 
 pub async fn apply(args: ApplyArgs) -> Result<(), ClientError> {
-    let api = Api::new(&args.server);
+    let api = Api::new(&args.server)?;
     // The same checks as `herald serve --config`, before anything is sent.
     let mut loaded =
         crate::config::load_paths(&args.files).map_err(|e| ClientError::Usage(e.to_string()))?;
@@ -81,7 +81,7 @@ pub async fn apply(args: ApplyArgs) -> Result<(), ClientError> {
 }
 
 pub async fn get(args: GetArgs) -> Result<(), ClientError> {
-    let api = Api::new(&args.server);
+    let api = Api::new(&args.server)?;
     let kinds = kinds_named(&args.kind)?;
     if let Some(name) = &args.name {
         let mut found = None;
@@ -198,18 +198,13 @@ fn print_table(kind: &Kind, items: &[Value], with_namespace: bool) {
             match kind.kind {
                 "EventTransform" => row.extend([
                     name,
-                    text(item, "/status/address/url").into(),
+                    urls(item),
                     text(item, "/status/sinkUri").into(),
                     ready(item),
                     age,
                 ]),
                 "Broker" | "Channel" | "InMemoryChannel" | "KafkaChannel" | "Sequence"
-                | "Parallel" | "RequestReply" => row.extend([
-                    name,
-                    text(item, "/status/address/url").into(),
-                    ready(item),
-                    age,
-                ]),
+                | "Parallel" | "RequestReply" => row.extend([name, urls(item), ready(item), age]),
                 "Trigger" => row.extend([
                     name,
                     text(item, "/spec/broker").into(),
@@ -268,8 +263,24 @@ fn print_table(kind: &Kind, items: &[Value], with_namespace: bool) {
     table::print(&headers, &rows);
 }
 
+/// An addressable's URLs as senders pick them: `status.addresses` (https first when TLS is
+/// on), else `status.address`.
+fn urls(item: &Value) -> String {
+    let all: Vec<&str> = item
+        .pointer("/status/addresses")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|address| address.get("url").and_then(Value::as_str))
+        .collect();
+    match all.is_empty() {
+        true => text(item, "/status/address/url").into(),
+        false => all.join(","),
+    }
+}
+
 pub async fn describe(args: DescribeArgs) -> Result<(), ClientError> {
-    let api = Api::new(&args.server);
+    let api = Api::new(&args.server)?;
     let kind = one_kind(&args.kind)?;
     let object = api
         .call(Method::GET, &kind.object_path(&api.namespace, &args.name))
@@ -353,7 +364,7 @@ pub async fn describe(args: DescribeArgs) -> Result<(), ClientError> {
 }
 
 pub async fn delete(args: DeleteArgs) -> Result<(), ClientError> {
-    let api = Api::new(&args.server);
+    let api = Api::new(&args.server)?;
     let kind = one_kind(&args.kind)?;
     api.call(
         Method::DELETE,

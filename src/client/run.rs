@@ -63,7 +63,7 @@ async fn resolve_sink(args: &RunArgs) -> Result<String, ClientError> {
             args.sink
         )));
     };
-    let api = Api::new(&args.server);
+    let api = Api::new(&args.server)?;
     let (namespace, name) = reference
         .split_once('/')
         .unwrap_or((api.namespace.as_str(), reference));

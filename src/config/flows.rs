@@ -337,6 +337,8 @@ pub struct SubscriptionRun {
     pub subscriber: Target,
     /// Where replies go; `None` drops them.
     pub reply: Option<Target>,
+    /// Its destinations' `CACerts`.
+    pub trust: herald_triggers::plan::TargetTrust,
     /// The delivery in effect (Knative's `deliverySpec()`).
     pub delivery: DeliverySpec,
     /// Made by a Sequence or Parallel (with its channel): it reads its channel from the
@@ -496,6 +498,7 @@ impl Flows {
                         false => StartFrom::Latest,
                     },
                     reply: subscription.reply.clone(),
+                    trust: subscription.trust.clone(),
                 };
                 ((namespace.clone(), subscription_trigger(name)), plan)
             })

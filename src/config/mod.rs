@@ -15,6 +15,7 @@ pub mod request_reply_plan;
 mod resource;
 mod secrets;
 pub mod transform_plan;
+mod trust;
 mod validate;
 
 pub use load::{json_document, load_paths, parse_documents, parse_json_document};

@@ -249,6 +249,8 @@ pub struct TriggerSpecPlan {
     /// Where the subscriber's replies go: a trigger's broker; a Subscription's
     /// `spec.reply`, or nowhere (`None`).
     pub reply: Option<Target>,
+    /// Its destinations' `CACerts`.
+    pub trust: herald_triggers::plan::TargetTrust,
 }
 
 /// A source as it runs.
@@ -259,6 +261,8 @@ pub struct SourcePlan {
     /// The spec, to tell a changed source from an unchanged one.
     pub spec: serde_json::Value,
     pub sink: Target,
+    /// The sink's `CACerts`.
+    pub sink_ca_certs: Option<herald_tls::CaCerts>,
     /// `ceOverrides.extensions`.
     pub overrides: BTreeMap<String, String>,
     /// Makes the running source; its kind's fields are parsed already.

@@ -67,6 +67,7 @@ pub fn trigger_plan(
             path: "/reply".to_owned(),
         },
         dead_letter_sink: None,
+        trust: Default::default(),
         policy: herald_triggers::RetryPolicy::from_spec(&delivery),
         format: herald_crds::DeliveryFormat::Binary,
         ordered: false,

@@ -13,6 +13,7 @@ use herald_crds::validation::{
     validate_delivery, validate_name, validate_namespace, validate_trigger_spec,
 };
 use herald_crds::{DeliveryFormat, DeliverySpec, FieldError, DEFAULT_NAMESPACE};
+use herald_triggers::plan::TargetTrust;
 use herald_triggers::RetryPolicy;
 
 use super::plan::{BrokerPlan, Desired, SourcePlan, Target, TriggerSpecPlan};
@@ -68,7 +69,10 @@ pub fn build_desired_lenient(loaded: Vec<Loaded>, refs: &RefMap) -> (Desired, Ve
     } in loaded
     {
         let key = ObjectKey::of(&resource);
-        let checked = match refs.resolve(&mut resource) {
+        let checked = match refs
+            .resolve(&mut resource)
+            .and_then(|()| super::trust::check(&mut resource))
+        {
             Ok(()) => check_one(&origin, resource, &mut desired, &mut origins, &mut pending),
             Err(error) => {
                 let (namespace, name) = resource.namespaced_name();
@@ -154,6 +158,14 @@ pub fn build_desired_lenient(loaded: Vec<Loaded>, refs: &RefMap) -> (Desired, Ve
                 broker: plan_broker,
                 path: String::new(),
             }),
+            trust: TargetTrust {
+                subscriber: super::trust::of(&trigger.spec.subscriber),
+                dead_letter_sink: delivery
+                    .dead_letter_sink
+                    .as_ref()
+                    .and_then(super::trust::of),
+                reply: None,
+            },
         };
         desired.triggers.insert((namespace, name), plan);
     }
@@ -274,6 +286,14 @@ fn plan_subscription(
         channel: spec.channel.name.clone(),
         subscriber,
         reply,
+        trust: TargetTrust {
+            subscriber: spec.subscriber.as_ref().and_then(super::trust::of),
+            reply: spec.reply.as_ref().and_then(super::trust::of),
+            dead_letter_sink: delivery
+                .dead_letter_sink
+                .as_ref()
+                .and_then(super::trust::of),
+        },
         delivery,
         owned: pending.owned,
     };
@@ -524,6 +544,7 @@ fn plan_source(resource: &Resource, namespace: &str, name: &str) -> Result<Sourc
         generation: resource.meta().generation,
         spec: resource.spec_json(),
         sink: Target::of(spec.sink(), namespace),
+        sink_ca_certs: super::trust::of(spec.sink()),
         overrides: spec.extensions(),
         runner,
     })

@@ -45,6 +45,7 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
         identity: sender_identity,
         metrics,
         listeners,
+        ..
     } = DataPlane::open(&args.data, kube, secrets, |_| Ok(())).await?;
     // A trigger can leave the desired state for a while (its broker or subscriber is gone):
     // only its finalizer deletes its position and parked events.

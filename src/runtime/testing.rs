@@ -56,6 +56,10 @@ pub fn runtime(log: Arc<MemoryLog>) -> Runtime {
             backoff: Duration::from_millis(1),
             kube: Arc::new(KubeAccess::from_kubeconfig(None)),
             secrets: Arc::new(LocalSecrets::new(None)),
+            sink_clients: Arc::new(herald_tls::Clients::new(
+                Arc::new(herald_tls::TrustBundles::load(Vec::new()).unwrap()),
+                Box::new(|builder| builder),
+            )),
         },
         1 << 20,
     )

@@ -21,7 +21,6 @@ use bytes::Bytes;
 use hyper::body::{Frame, Incoming, SizeHint};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -34,13 +33,15 @@ pub struct Timeouts {
 
 /// Serves `router` on `stream` until the client leaves, a timeout closes it, or `stop` (then
 /// an in-flight request still finishes and gets its answer).
-pub async fn serve(
-    stream: TcpStream,
+pub async fn serve<S>(
+    stream: S,
     router: axum::Router,
     keep_alive: bool,
     timeouts: Timeouts,
     stop: CancellationToken,
-) {
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let activity = Arc::new(Activity::new(timeouts));
     let io = TokioIo::new(Watched {
         inner: stream,
@@ -206,12 +207,12 @@ impl Drop for InFlight {
 }
 
 /// The socket, reporting bytes in and out to the [`Activity`].
-struct Watched {
-    inner: TcpStream,
+struct Watched<S> {
+    inner: S,
     activity: Arc<Activity>,
 }
 
-impl AsyncRead for Watched {
+impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -227,7 +228,7 @@ impl AsyncRead for Watched {
     }
 }
 
-impl AsyncWrite for Watched {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,

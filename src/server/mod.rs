@@ -46,6 +46,9 @@ pub struct Listener {
     /// What connections beyond the limit get: up to [`PROBE_RESERVE`] of them are served by
     /// this router, one request each. None: they wait until a connection closes.
     pub reserve: Option<axum::Router>,
+    /// HTTPS: each connection's TLS handshake first, within the header-read timeout and
+    /// holding its connection slot.
+    pub tls: Option<herald_tls::TlsAcceptor>,
 }
 
 /// Accepts and serves connections until `stop`; then stops accepting and returns once every
@@ -56,6 +59,7 @@ pub async fn serve(listener: Listener, limits: Limits, stop: CancellationToken) 
         socket,
         router,
         reserve,
+        tls,
     } = listener;
     let slots = Arc::new(Semaphore::new(limits.max_connections as usize));
     let reserve = reserve.map(|router| (router, Arc::new(Semaphore::new(PROBE_RESERVE))));
@@ -94,9 +98,31 @@ pub async fn serve(listener: Listener, limits: Limits, stop: CancellationToken) 
             Slot::Reserve(permit, router) => (router, false, permit),
         };
         let stop = stop.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
             let _open = Open::new(name, permit);
-            connection::serve(stream, router, keep_alive, limits.timeouts, stop).await;
+            match tls {
+                None => connection::serve(stream, router, keep_alive, limits.timeouts, stop).await,
+                Some(tls) => {
+                    let handshake =
+                        tokio::time::timeout(limits.timeouts.header_read, tls.accept(stream));
+                    let stream = tokio::select! {
+                        done = handshake => match done {
+                            Ok(Ok(stream)) => stream,
+                            Ok(Err(error)) => {
+                                tracing::debug!(listener = name, %error, "TLS handshake failed");
+                                return;
+                            }
+                            Err(_) => {
+                                tracing::debug!(listener = name, "TLS handshake timed out");
+                                return;
+                            }
+                        },
+                        () = stop.cancelled() => return,
+                    };
+                    connection::serve(stream, router, keep_alive, limits.timeouts, stop).await;
+                }
+            }
         });
     }
     drop(socket);

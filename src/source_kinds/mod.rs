@@ -66,6 +66,8 @@ pub struct SourceContext {
         allow(dead_code, reason = "only KafkaSource reads Secrets")
     )]
     pub secrets: Arc<dyn herald_sources::secrets::SecretReader>,
+    /// The clients of sinks, per sink `CACerts` (HTTPS sinks).
+    pub sink_clients: Arc<herald_tls::Clients>,
 }
 
 /// Refuses a source kind this build left out (`built` is false), naming the cargo feature.

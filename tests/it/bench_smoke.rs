@@ -64,7 +64,14 @@ async fn smoke(backend: &str) {
     assert!(json["idle"]["cpu_seconds_per_minute"].as_f64().is_some());
     assert!(json["memory"]["overload_peak_rss_bytes"].as_u64() > Some(0));
     let fanout = json["fanout"].as_array().unwrap();
-    assert_eq!(fanout.len(), 2);
+    // 1 and 10 triggers; on NATS the 10 again with the shared reader.
+    if backend == "nats" {
+        assert_eq!(fanout.len(), 3, "{fanout:?}");
+        assert_eq!(fanout[2]["triggers"], 10, "{fanout:?}");
+        assert_eq!(fanout[2]["flags"][0], "--nats-shared-reader", "{fanout:?}");
+    } else {
+        assert_eq!(fanout.len(), 2, "{fanout:?}");
+    }
     assert!(
         fanout
             .iter()
@@ -80,8 +87,18 @@ async fn smoke(backend: &str) {
             recovery["first_accept_seconds"].as_f64() >= recovery["ready_seconds"].as_f64(),
             "{recovery}"
         );
+        // HTTPS against HTTP ingress in the same run (issue 21).
+        let tls = &json["tls"]["Ok"];
+        for scheme in ["http", "https"] {
+            assert!(positive(&tls[scheme]["events_per_second"]), "{json}");
+            assert!(
+                tls[scheme]["cpu_seconds_per_1000"].as_f64().is_some(),
+                "{tls}"
+            );
+        }
     } else {
         assert!(json["recovery"].is_null(), "{json}");
+        assert!(json["tls"].is_null(), "{json}");
     }
     let goals = json["goals"].as_array().unwrap();
     assert!(goals.iter().all(|g| g["met"].is_boolean()), "{goals:?}");
@@ -89,6 +106,11 @@ async fn smoke(backend: &str) {
     assert!(markdown.contains("| closed-loop ingress"), "{markdown}");
     assert!(markdown.contains("the goal line"), "{markdown}");
     assert!(markdown.contains("vs a bare relay"), "{markdown}");
+    assert_eq!(
+        markdown.contains("| closed-loop ingress over HTTPS (TLS 1.3, keep-alive)"),
+        backend == "sled",
+        "{markdown}"
+    );
     let expected_goals = match backend {
         // 2 ratios × 2 counts, end to end at the goal line, idle RSS and CPU, recovery.
         "sled" => 8,

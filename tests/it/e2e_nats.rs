@@ -20,6 +20,18 @@ on_backend!(Nats::start() =>
     durability::accepted_events_survive_repeated_sigkill_under_load,
 );
 
+/// Every scenario again with triggers reading each broker's stream through one shared reader
+/// (`--nats-shared-reader`), crashes under load included.
+mod shared_reader {
+    use super::*;
+
+    every_scenario!(Nats::shared_reader());
+
+    on_backend!(Nats::shared_reader() =>
+        durability::accepted_events_survive_repeated_sigkill_under_load,
+    );
+}
+
 // The event catalog (issue 20).
 on_backend!(Nats::start() =>
     catalog::eventtypes_are_auto_created,

@@ -70,10 +70,10 @@ async fn a_trigger_waits_for_its_broker_everywhere() {
     let dirs = HeraldDirs::new(&trigger("from-file", "b", &subscriber.url()));
     let herald = Herald::start(&Sled, &dirs, &[]).await;
     let admin = AdminClient::new(&herald.admin);
-    assert!(
-        herald.log_contains("the trigger's broker does not exist"),
-        "one log line says the trigger waits"
-    );
+    // One log line says the trigger waits.
+    herald
+        .wait_for_log("the trigger's broker does not exist")
+        .await;
 
     // From a file: accepted, waiting.
     let (status, waiting) = admin.get(&format!("{TRIGGERS}/from-file")).await;
@@ -297,10 +297,7 @@ async fn the_knative_docs_examples_run_unchanged() {
         "rbac.authorization.k8s.io/v1 Role",
         "rbac.authorization.k8s.io/v1 RoleBinding",
     ] {
-        assert!(
-            herald.log_contains(&format!("skipping {skipped}")),
-            "{skipped}"
-        );
+        herald.wait_for_log(&format!("skipping {skipped}")).await;
     }
     // broker-trigger.yaml: a greeting reaches event-display through the Trigger.
     let status = reqwest::Client::new()

@@ -28,4 +28,5 @@ mod knative_yaml;
 mod kubernetes;
 mod oidc;
 mod sources;
+mod tls;
 mod transforms;

@@ -152,8 +152,10 @@ async fn container_source_runs_and_restarts() {
         );
         assert_eq!(event.ce("component"), Some("containersource"));
     }
-    assert!(herald.log_contains("posted 202"), "{}", herald.logs());
-    assert!(herald.log_contains("the image is ignored outside Kubernetes"));
+    herald.wait_for_log("posted 202").await;
+    herald
+        .wait_for_log("the image is ignored outside Kubernetes")
+        .await;
     let (status, logs) = herald.stop().await;
     assert!(status.success(), "{logs}");
 }

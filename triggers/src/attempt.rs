@@ -9,6 +9,7 @@ use bytes::{Bytes, BytesMut};
 use herald_broker::binding::{encode_binary, encode_structured};
 use herald_broker::CloudEvent;
 use herald_crds::DeliveryFormat;
+use herald_tls::{CaCerts, Clients, TlsError, TrustBundles};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 
 /// Where and how one attempt is sent.
@@ -23,6 +24,8 @@ pub struct Target<'a> {
     pub timeout: Duration,
     /// The sender's token for the target's audience, when both exist.
     pub credentials: Option<crate::auth::Credentials<'a>>,
+    /// The destination's `CACerts`, trusted besides the system roots and trust bundles.
+    pub ca_certs: Option<&'a CaCerts>,
 }
 
 /// What came back.
@@ -52,7 +55,8 @@ pub struct Sender {
 /// How attempts reach their targets.
 #[derive(Clone)]
 enum Transport {
-    Http(reqwest::Client),
+    /// One client per trust set (`CACerts`), cached.
+    Http(Arc<Clients>),
     /// Unit tests: answers from a script, on paused time (see `process::tests`).
     #[cfg(test)]
     Scripted(Arc<Script>),
@@ -97,18 +101,34 @@ pub const DEFAULT_MAX_OUTBOUND: usize = 1024;
 
 impl Sender {
     /// `max_body_bytes` bounds how much of any answer is read (replies beyond it are refused).
-    pub fn new(max_body_bytes: usize, max_outbound: usize) -> Result<Self, reqwest::Error> {
-        let client = reqwest::Client::builder()
-            .pool_idle_timeout(Duration::from_secs(30))
-            .pool_max_idle_per_host(256)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()?;
-        Ok(Self {
-            transport: Transport::Http(client),
+    /// HTTPS targets are verified against the system roots only.
+    pub fn new(max_body_bytes: usize, max_outbound: usize) -> Result<Self, TlsError> {
+        let trust = Arc::new(TrustBundles::load(Vec::new())?);
+        Ok(Self::with_trust(max_body_bytes, max_outbound, trust))
+    }
+
+    /// [`Sender::new`], HTTPS targets verified against the system roots, `trust`'s bundles
+    /// and each target's `CACerts`.
+    pub fn with_trust(
+        max_body_bytes: usize,
+        max_outbound: usize,
+        trust: Arc<TrustBundles>,
+    ) -> Self {
+        let clients = Clients::new(
+            trust,
+            Box::new(|builder| {
+                builder
+                    .pool_idle_timeout(Duration::from_secs(30))
+                    .pool_max_idle_per_host(256)
+                    .redirect(reqwest::redirect::Policy::none())
+            }),
+        );
+        Self {
+            transport: Transport::Http(Arc::new(clients)),
             max_body_bytes,
             outbound: Arc::new(Semaphore::new(max_outbound.max(1))),
             urls: Arc::default(),
-        })
+        }
     }
 
     /// A sender whose attempts are answered by `script` (each still bounded by its timeout).
@@ -131,12 +151,16 @@ impl Sender {
             clippy::infallible_destructuring_match,
             reason = "the scripted transport exists in unit tests only"
         )]
-        let client = match &self.transport {
-            Transport::Http(client) => client,
+        let clients = match &self.transport {
+            Transport::Http(clients) => clients,
             #[cfg(test)]
             Transport::Scripted(script) => {
                 return timed(target.timeout, script(target, event)).await
             }
+        };
+        let client = match clients.get(target.ca_certs) {
+            Ok(client) => client,
+            Err(error) => return Answer::Transport(error.to_string()),
         };
         let encoded = match target.format {
             DeliveryFormat::Json => encode_structured(event),

@@ -272,6 +272,7 @@ mod tests {
     fn plan() -> TriggerPlan {
         let spec = "broker: b\nsubscriber: {uri: 'http://127.0.0.1:9/'}\nfilters: [{exact: {type: nothing-matches}}]\n";
         TriggerPlan {
+            trust: Default::default(),
             namespace: "ns".into(),
             name: "t".into(),
             broker: BrokerKey::new("ns", "b"),

@@ -32,6 +32,8 @@ pub struct TriggerPlan {
     pub reply: ReplyTarget,
     /// Its sender identity and its targets' audiences (empty: no tokens).
     pub auth: TriggerAuth,
+    /// The `CACerts` of its destinations.
+    pub trust: TargetTrust,
 }
 
 /// A trigger's sender identity (Knative's `authentication-oidc`): with an identity, each
@@ -59,6 +61,15 @@ impl TriggerAuth {
             audience: audience.as_deref().filter(|a| !a.is_empty())?,
         })
     }
+}
+
+/// The CA certificates each destination's own `CACerts` adds to the trusted roots for
+/// HTTPS (Knative's `subscriberCACerts`, `replyCACerts`, `deadLetterSinkCACerts`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TargetTrust {
+    pub subscriber: Option<herald_tls::CaCerts>,
+    pub reply: Option<herald_tls::CaCerts>,
+    pub dead_letter_sink: Option<herald_tls::CaCerts>,
 }
 
 /// Where a subscriber's reply events go: a trigger's go back to its broker; a

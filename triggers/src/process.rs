@@ -202,6 +202,7 @@ pub async fn process(
         credentials: plan
             .auth
             .credentials(deps.tokens.as_deref(), &plan.auth.subscriber_audience),
+        ca_certs: plan.trust.subscriber.as_ref(),
     };
     let trace_parent = crate::attempt::producer_traceparent(headers, &event);
     let scope = Scope { plan, stats, abort };
@@ -410,6 +411,7 @@ async fn send_reply(
         credentials: plan
             .auth
             .credentials(deps.tokens.as_deref(), &plan.auth.reply_audience),
+        ca_certs: plan.trust.reply.as_ref(),
     };
     let failed = |mut failure: AttemptFailure| {
         failure.dest = Some(url.to_owned());
@@ -470,6 +472,7 @@ async fn dead_letter(
         credentials: plan
             .auth
             .credentials(deps.tokens.as_deref(), &plan.auth.dead_letter_audience),
+        ca_certs: plan.trust.dead_letter_sink.as_ref(),
     };
     let event_id = event.id().into_owned();
     let trace_parent = crate::attempt::producer_traceparent(headers, &event);

@@ -1,12 +1,18 @@
-//! The NATS JetStream backend: a stream per broker, a durable pull consumer per trigger.
+//! The NATS JetStream backend: a stream per broker, read once for all of its triggers.
 //!
 //! Names follow Knative's JetStream broker (stream `KN_BROKER_{NS}__{NAME}` on subject
 //! `{ns}.{name}._knative_broker`, parked records in `KN_BROKER_DLQ_{NS}__{NAME}`), made unique
 //! where Knative's are not: see [`crate::log::names::nats`]. Each message
 //! carries a stored [`Record`] and a `Nats-Msg-Id` built from the event's `source` and `id`, so
 //! JetStream's duplicate window drops retried publishes. Publishes of one append are pipelined:
-//! all are sent, then all acks are awaited. A consumer acknowledges each message when its
-//! event is finished and keeps unfinished ones from being redelivered with progress acks.
+//! all are sent, then all acks are awaited.
+//!
+//! Triggers read a broker's stream through one shared reader ([`shared`]) and keep their
+//! positions in the broker's positions stream ([`positions`]). A broker with interest
+//! retention is the exception: JetStream drops a message there once every consumer acked it,
+//! so each of its triggers keeps a durable consumer of its own (`KN_{CONSUMER}`, Knative's
+//! name), which acknowledges each message when its event is finished and keeps unfinished
+//! ones from being redelivered with progress acks.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -25,6 +31,9 @@ use super::{
 };
 use crate::record::Record;
 
+mod positions;
+mod shared;
+
 /// How long a published event may wait for JetStream's ack before ingress answers 503.
 pub const DEFAULT_PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
 /// Redelivery happens only after this long without an ack or a progress ack: also how long
@@ -41,10 +50,26 @@ pub struct NatsOptions {
     pub token: Option<String>,
     /// PEM file of CA certificates; setting it requires TLS.
     pub tls_ca_file: Option<PathBuf>,
+    /// Triggers read their broker's stream through one shared reader ([`shared`]) instead of
+    /// a durable consumer each. Only for one Herald process per NATS: every process reading
+    /// a broker this way delivers each of its events, where durable consumers share them.
+    pub shared_reader: bool,
 }
 
 pub struct NatsLog {
     jetstream: jetstream::Context,
+    /// See [`NatsOptions::shared_reader`].
+    shared_reader: bool,
+    tails: shared::Tails,
+    positions: std::sync::Arc<positions::Positions>,
+    /// The task writing positions: ends with the log.
+    positions_writer: tokio::task::AbortHandle,
+}
+
+impl Drop for NatsLog {
+    fn drop(&mut self) {
+        self.positions_writer.abort();
+    }
 }
 
 /// async-nats has an error type per operation: each is kept as the cause.
@@ -81,7 +106,130 @@ impl NatsLog {
             .map_err(unavailable)?;
         let mut jetstream = jetstream::new(client);
         jetstream.set_timeout(publish_timeout);
-        Ok(Self { jetstream })
+        let (positions, positions_writer) = positions::Positions::start(jetstream.clone());
+        Ok(Self {
+            jetstream,
+            shared_reader: options.shared_reader,
+            tails: shared::Tails::default(),
+            positions,
+            positions_writer,
+        })
+    }
+
+    /// The same log with tails that keep only `records` records, so that tests can make a
+    /// trigger fall behind with a few.
+    #[cfg(test)]
+    fn with_window(mut self, records: usize) -> Self {
+        self.tails = shared::Tails::with_window(records);
+        self
+    }
+
+    /// Where a consumer without a position starts: where its durable consumer of an earlier
+    /// version got to (the first sequence it had not acknowledged), else where asked.
+    async fn starting_point(
+        &self,
+        stream: &jetstream::stream::Stream,
+        info: &stream::Info,
+        name: &str,
+        start: StartFrom,
+    ) -> Result<u64, LogError> {
+        match stream.consumer_info(names::durable(name)).await {
+            Ok(durable) => return Ok(durable.ack_floor.stream_sequence + 1),
+            Err(error) if consumer_not_found(error.kind()) => {}
+            Err(error) => return Err(unavailable(error)),
+        }
+        let next = info.state.last_sequence + 1;
+        Ok(match start {
+            StartFrom::Latest => next,
+            StartFrom::Earliest => info.state.first_sequence.clamp(1, next),
+            StartFrom::Time(time) => {
+                // The first message stored at or after `time`: an ephemeral consumer from
+                // that time finds it. None yet: everything after `next` qualifies.
+                let finder: async_nats::jetstream::consumer::PullConsumer = stream
+                    .create_consumer(pull::Config {
+                        ack_policy: AckPolicy::None,
+                        deliver_policy: DeliverPolicy::ByStartTime {
+                            start_time: time::OffsetDateTime::from(time),
+                        },
+                        inactive_threshold: Duration::from_secs(30),
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(unavailable)?;
+                let mut first = finder
+                    .fetch()
+                    .max_messages(1)
+                    .messages()
+                    .await
+                    .map_err(unavailable)?;
+                let found = match first.next().await {
+                    Some(Ok(message)) => Some(message.info().map_err(unavailable)?.stream_sequence),
+                    Some(Err(error)) => return Err(unavailable(error)),
+                    None => None,
+                };
+                let _ = stream.delete_consumer(&finder.cached_info().name).await;
+                found.map_or(next, |sequence| sequence.min(next))
+            }
+        })
+    }
+
+    /// A trigger's durable consumer of its own (without the shared reader, or for a broker
+    /// with interest retention). One made where the shared reader kept the trigger's position
+    /// starts there, and the position is then forgotten.
+    async fn durable_consumer(
+        &self,
+        broker: &BrokerKey,
+        stream: &jetstream::stream::Stream,
+        name: &str,
+        start: StartFrom,
+    ) -> Result<Box<dyn LogConsumer>, LogError> {
+        let durable = names::durable(name);
+        let handed_over = match stream.consumer_info(&durable).await {
+            Ok(_) => None,
+            Err(error) if consumer_not_found(error.kind()) => {
+                self.positions.read(broker, name).await?
+            }
+            Err(error) => return Err(unavailable(error)),
+        };
+        let consumer: async_nats::jetstream::consumer::PullConsumer = stream
+            .get_or_create_consumer(
+                &durable,
+                pull::Config {
+                    durable_name: Some(durable.clone()),
+                    ack_policy: AckPolicy::Explicit,
+                    ack_wait: ACK_WAIT,
+                    deliver_policy: match (handed_over, start) {
+                        (Some(position), _) => DeliverPolicy::ByStartSequence {
+                            start_sequence: position.max(1),
+                        },
+                        (None, StartFrom::Latest) => DeliverPolicy::New,
+                        (None, StartFrom::Earliest) => DeliverPolicy::All,
+                        (None, StartFrom::Time(time)) => DeliverPolicy::ByStartTime {
+                            start_time: time::OffsetDateTime::from(time),
+                        },
+                    },
+                    max_ack_pending: 10_000,
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(unavailable)?;
+        if handed_over.is_some() {
+            self.positions.forget(broker, name).await?;
+        }
+        let messages = consumer
+            .stream()
+            .max_messages_per_batch(PULL_BATCH)
+            .heartbeat(Duration::from_secs(5))
+            .expires(Duration::from_secs(30))
+            .messages()
+            .await
+            .map_err(unavailable)?;
+        Ok(Box::new(NatsConsumer {
+            messages,
+            pending: HashMap::new(),
+            last_progress: Instant::now(),
+        }))
     }
 
     /// Creates the stream, or updates it to the settings asked for.
@@ -160,6 +308,11 @@ impl EventLog for NatsLog {
         };
         self.ensure_stream(names::parked_stream(broker), dlq_subjects, &parked, 1)
             .await?;
+        if self.shared_reader {
+            self.positions
+                .ensure_stream(broker, settings.replicas.unwrap_or(1))
+                .await?;
+        }
         Ok(())
     }
 
@@ -215,40 +368,35 @@ impl EventLog for NatsLog {
             .get_stream(names::stream(broker))
             .await
             .map_err(unavailable)?;
-        let durable = names::durable(name);
-        let consumer: async_nats::jetstream::consumer::PullConsumer = stream
-            .get_or_create_consumer(
-                &durable,
-                pull::Config {
-                    durable_name: Some(durable.clone()),
-                    ack_policy: AckPolicy::Explicit,
-                    ack_wait: ACK_WAIT,
-                    deliver_policy: match start {
-                        StartFrom::Latest => DeliverPolicy::New,
-                        StartFrom::Earliest => DeliverPolicy::All,
-                        StartFrom::Time(time) => DeliverPolicy::ByStartTime {
-                            start_time: time::OffsetDateTime::from(time),
-                        },
-                    },
-                    max_ack_pending: 10_000,
-                    ..Default::default()
-                },
-            )
-            .await
-            .map_err(unavailable)?;
-        let messages = consumer
-            .stream()
-            .max_messages_per_batch(PULL_BATCH)
-            .heartbeat(Duration::from_secs(5))
-            .expires(Duration::from_secs(30))
-            .messages()
-            .await
-            .map_err(unavailable)?;
-        Ok(Box::new(NatsConsumer {
-            messages,
-            pending: HashMap::new(),
-            last_progress: Instant::now(),
-        }))
+        let info = stream.cached_info().clone();
+        if !self.shared_reader || info.config.retention == stream::RetentionPolicy::Interest {
+            return self.durable_consumer(broker, &stream, name, start).await;
+        }
+        self.positions
+            .ensure_stream(broker, info.config.num_replicas)
+            .await?;
+        let position = match self.positions.read(broker, name).await? {
+            Some(position) => position,
+            None => {
+                let position = self.starting_point(&stream, &info, name, start).await?;
+                // Durable before the first read, so that a crash before the first commit
+                // cannot make the trigger skip what was accepted meanwhile.
+                self.positions.write_now(broker, name, position).await?;
+                // An earlier version's durable consumer has handed over its position.
+                delete_durable(&stream, name).await?;
+                position
+            }
+        };
+        let tail = self
+            .tails
+            .get_or_start(broker, &stream, info.state.last_sequence + 1)?;
+        Ok(Box::new(shared::SharedConsumer::new(
+            tail,
+            stream,
+            self.positions.clone(),
+            name,
+            position,
+        )))
     }
 
     async fn park(
@@ -339,6 +487,8 @@ impl EventLog for NatsLog {
     }
 
     async fn delete_broker(&self, broker: &BrokerKey) -> Result<(), LogError> {
+        self.tails.forget(broker)?;
+        self.positions.forget_broker(broker).await?;
         for stream in [names::stream(broker), names::parked_stream(broker)] {
             if let Err(error) = self.jetstream.delete_stream(&stream).await {
                 let not_found = matches!(
@@ -360,16 +510,8 @@ impl EventLog for NatsLog {
         let Some(stream) = self.existing_stream(names::stream(broker)).await? else {
             return Ok(());
         };
-        if let Err(error) = stream.delete_consumer(&names::durable(consumer)).await {
-            let not_found = matches!(
-                error.kind(),
-                jetstream::stream::ConsumerErrorKind::JetStream(ref e)
-                    if e.error_code() == jetstream::ErrorCode::CONSUMER_NOT_FOUND
-            );
-            if !not_found {
-                return Err(unavailable(error));
-            }
-        }
+        delete_durable(&stream, consumer).await?;
+        self.positions.forget(broker, consumer).await?;
         let Some(parked) = self.existing_stream(names::parked_stream(broker)).await? else {
             return Ok(());
         };
@@ -382,8 +524,36 @@ impl EventLog for NatsLog {
     }
 
     async fn close(&self) -> Result<(), LogError> {
+        self.positions.flush().await?;
         self.jetstream.client().flush().await.map_err(unavailable)
     }
+}
+
+fn consumer_not_found(kind: jetstream::context::ConsumerInfoErrorKind) -> bool {
+    use jetstream::context::ConsumerInfoErrorKind as Kind;
+    match kind {
+        Kind::NotFound => true,
+        Kind::JetStream(e) => e.error_code() == jetstream::ErrorCode::CONSUMER_NOT_FOUND,
+        _ => false,
+    }
+}
+
+/// Deletes a trigger's durable consumer, if it has one.
+async fn delete_durable(
+    stream: &jetstream::stream::Stream,
+    consumer: &str,
+) -> Result<(), LogError> {
+    if let Err(error) = stream.delete_consumer(&names::durable(consumer)).await {
+        let not_found = matches!(
+            error.kind(),
+            jetstream::stream::ConsumerErrorKind::JetStream(ref e)
+                if e.error_code() == jetstream::ErrorCode::CONSUMER_NOT_FOUND
+        );
+        if !not_found {
+            return Err(unavailable(error));
+        }
+    }
+    Ok(())
 }
 
 struct NatsConsumer {
@@ -464,6 +634,7 @@ mod tests {
 
     struct NatsHarness {
         server: NatsServer,
+        shared_reader: bool,
     }
 
     #[async_trait]
@@ -471,6 +642,7 @@ mod tests {
         async fn open(&self) -> Arc<dyn EventLog> {
             let options = NatsOptions {
                 url: self.server.url(),
+                shared_reader: self.shared_reader,
                 ..Default::default()
             };
             Arc::new(
@@ -481,6 +653,192 @@ mod tests {
         }
     }
 
+    async fn connect(server: &NatsServer) -> NatsLog {
+        let options = NatsOptions {
+            url: server.url(),
+            shared_reader: true,
+            ..Default::default()
+        };
+        NatsLog::connect(&options, DEFAULT_PUBLISH_TIMEOUT)
+            .await
+            .expect("connect to nats-server")
+    }
+
+    /// Polls until `n` records came, acknowledging each.
+    async fn read_acked(consumer: &mut dyn LogConsumer, n: usize) -> Vec<String> {
+        let mut ids = Vec::new();
+        while ids.len() < n {
+            let records =
+                tokio::time::timeout(Duration::from_secs(20), consumer.poll(n - ids.len()))
+                    .await
+                    .expect("records before the deadline")
+                    .expect("poll");
+            for record in records {
+                consumer.ack(record.id).await.expect("ack");
+                ids.push(record.record.event.id().into_owned());
+            }
+        }
+        ids
+    }
+
+    fn numbered(range: std::ops::Range<usize>) -> Vec<String> {
+        range.map(|i| i.to_string()).collect()
+    }
+
+    /// A trigger that has not read while its tail's window moved on reads what it missed from
+    /// the stream itself, in order, and the trigger that kept up was not held back by it.
+    #[tokio::test]
+    async fn a_trigger_behind_the_window_reads_from_the_stream() {
+        if !crate::testing::available(crate::testing::Server::Nats) {
+            return;
+        }
+        let server = NatsServer::start();
+        let log = connect(&server).await.with_window(4);
+        let broker = BrokerKey::new("default", "window");
+        log.ensure_broker(&broker, &BrokerSettings::default())
+            .await
+            .unwrap();
+        let mut fast = log
+            .consumer(&broker, "fast", StartFrom::Earliest)
+            .await
+            .unwrap();
+        let mut slow = log
+            .consumer(&broker, "slow", StartFrom::Earliest)
+            .await
+            .unwrap();
+        let records: Vec<Record> = (0..20).map(|i| testsuite::sample(&i.to_string())).collect();
+        log.append(&broker, records).await.unwrap();
+        // The slow one reads nothing meanwhile: the fast one still gets every record.
+        assert_eq!(read_acked(&mut *fast, 20).await, numbered(0..20));
+        assert_eq!(read_acked(&mut *slow, 20).await, numbered(0..20));
+        // Both are back within the window and read what comes next.
+        log.append(&broker, vec![testsuite::sample("20")])
+            .await
+            .unwrap();
+        assert_eq!(read_acked(&mut *fast, 1).await, ["20"]);
+        assert_eq!(read_acked(&mut *slow, 1).await, ["20"]);
+        log.close().await.unwrap();
+    }
+
+    /// A new trigger's starting point is durable before it reads: a crash before its first
+    /// commit (the log dropped without `close`, so no position is written) must not make the
+    /// trigger start after the records accepted meanwhile.
+    #[tokio::test]
+    async fn a_starting_point_survives_a_crash_before_the_first_commit() {
+        if !crate::testing::available(crate::testing::Server::Nats) {
+            return;
+        }
+        let server = NatsServer::start();
+        let broker = BrokerKey::new("default", "start");
+        {
+            let log = connect(&server).await;
+            log.ensure_broker(&broker, &BrokerSettings::default())
+                .await
+                .unwrap();
+            log.append(&broker, vec![testsuite::sample("before")])
+                .await
+                .unwrap();
+            let mut consumer = log.consumer(&broker, "t", StartFrom::Latest).await.unwrap();
+            log.append(&broker, vec![testsuite::sample("after")])
+                .await
+                .unwrap();
+            assert_eq!(read_acked(&mut *consumer, 1).await, ["after"]);
+            // Acknowledged and committed, but the crash comes before the write.
+            consumer.commit().await.unwrap();
+        }
+        let log = connect(&server).await;
+        let mut consumer = log.consumer(&broker, "t", StartFrom::Latest).await.unwrap();
+        assert_eq!(read_acked(&mut *consumer, 1).await, ["after"]);
+        log.close().await.unwrap();
+    }
+
+    /// A trigger whose broker was read by an earlier version through a durable consumer of
+    /// its own goes on from that consumer's ack floor, and the durable consumer is removed.
+    #[tokio::test]
+    async fn a_durable_consumer_of_an_earlier_version_hands_over_its_position() {
+        if !crate::testing::available(crate::testing::Server::Nats) {
+            return;
+        }
+        let server = NatsServer::start();
+        let log = connect(&server).await;
+        let broker = BrokerKey::new("default", "upgrade");
+        log.ensure_broker(&broker, &BrokerSettings::default())
+            .await
+            .unwrap();
+        let stream = log
+            .jetstream
+            .get_stream(names::stream(&broker))
+            .await
+            .unwrap();
+        let mut old = log
+            .durable_consumer(&broker, &stream, "t", StartFrom::Earliest)
+            .await
+            .unwrap();
+        let records: Vec<Record> = (0..3).map(|i| testsuite::sample(&i.to_string())).collect();
+        log.append(&broker, records).await.unwrap();
+        assert_eq!(read_acked(&mut *old, 2).await, numbered(0..2));
+        drop(old);
+        let durable = names::durable("t");
+        // Acks are not awaited by the server's answer: wait until it counted both.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let info = stream.consumer_info(&durable).await.unwrap();
+            if info.ack_floor.stream_sequence == 2 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the acks never reached the ack floor"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let mut consumer = log.consumer(&broker, "t", StartFrom::Latest).await.unwrap();
+        assert_eq!(read_acked(&mut *consumer, 1).await, ["2"]);
+        assert!(
+            stream.consumer_info(&durable).await.is_err(),
+            "the earlier version's durable consumer must be gone"
+        );
+        log.close().await.unwrap();
+    }
+
+    /// Turning the shared reader off again: the trigger's durable consumer starts where the
+    /// shared reader's position was, and the position is forgotten.
+    #[tokio::test]
+    async fn a_shared_readers_position_is_handed_to_a_durable_consumer() {
+        if !crate::testing::available(crate::testing::Server::Nats) {
+            return;
+        }
+        let server = NatsServer::start();
+        let broker = BrokerKey::new("default", "downgrade");
+        {
+            let log = connect(&server).await;
+            log.ensure_broker(&broker, &BrokerSettings::default())
+                .await
+                .unwrap();
+            let mut consumer = log
+                .consumer(&broker, "t", StartFrom::Earliest)
+                .await
+                .unwrap();
+            let records: Vec<Record> = (0..3).map(|i| testsuite::sample(&i.to_string())).collect();
+            log.append(&broker, records).await.unwrap();
+            assert_eq!(read_acked(&mut *consumer, 2).await, numbered(0..2));
+            consumer.commit().await.unwrap();
+            drop(consumer);
+            log.close().await.unwrap();
+        }
+        let options = NatsOptions {
+            url: server.url(),
+            ..Default::default()
+        };
+        let log = NatsLog::connect(&options, DEFAULT_PUBLISH_TIMEOUT)
+            .await
+            .unwrap();
+        let mut consumer = log.consumer(&broker, "t", StartFrom::Latest).await.unwrap();
+        assert_eq!(read_acked(&mut *consumer, 1).await, ["2"]);
+        assert_eq!(log.positions.read(&broker, "t").await.unwrap(), None);
+        log.close().await.unwrap();
+    }
+
     #[tokio::test]
     async fn jetstream_passes_the_conformance_suite() {
         if !crate::testing::available(crate::testing::Server::Nats) {
@@ -489,6 +847,21 @@ mod tests {
         testsuite::run_all(&|| async {
             Box::new(NatsHarness {
                 server: NatsServer::start(),
+                shared_reader: false,
+            }) as Box<dyn LogHarness>
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn the_shared_reader_passes_the_conformance_suite() {
+        if !crate::testing::available(crate::testing::Server::Nats) {
+            return;
+        }
+        testsuite::run_all(&|| async {
+            Box::new(NatsHarness {
+                server: NatsServer::start(),
+                shared_reader: true,
             }) as Box<dyn LogHarness>
         })
         .await;

@@ -137,12 +137,23 @@ pub fn backend_or_skip<B: RunsOn>(make: impl FnOnce() -> B) -> Option<B> {
 /// NATS JetStream on a nats-server of the test's own.
 pub struct Nats {
     pub server: NatsServer,
+    /// Herald runs with `--nats-shared-reader`.
+    pub shared_reader: bool,
 }
 
 impl Nats {
     pub fn start() -> Self {
         Self {
             server: NatsServer::start(),
+            shared_reader: false,
+        }
+    }
+
+    /// Triggers read each broker's stream through one shared reader.
+    pub fn shared_reader() -> Self {
+        Self {
+            server: NatsServer::start(),
+            shared_reader: true,
         }
     }
 }
@@ -153,16 +164,21 @@ impl Backend for Nats {
         "nats"
     }
     fn args(&self) -> Vec<String> {
-        vec![
+        let mut args = vec![
             "--backend".into(),
             "nats".into(),
             "--nats-url".into(),
             self.server.url(),
-        ]
+        ];
+        if self.shared_reader {
+            args.push("--nats-shared-reader".into());
+        }
+        args
     }
     async fn open_log(&self, _dirs: &HeraldDirs) -> Arc<dyn EventLog> {
         let options = NatsOptions {
             url: self.server.url(),
+            shared_reader: self.shared_reader,
             ..Default::default()
         };
         Arc::new(
@@ -198,6 +214,14 @@ impl HeraldDirs {
 /// Listeners on ports the OS picks (read back from the log).
 const ON_FREE_PORTS: [&str; 4] = ["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"];
 
+/// [`ON_FREE_PORTS`] but for a `--listen` the test gives itself.
+fn free_ports(extra: &[&str]) -> &'static [&'static str] {
+    match extra.contains(&"--listen") {
+        true => &ON_FREE_PORTS[2..],
+        false => &ON_FREE_PORTS,
+    }
+}
+
 /// A short shutdown grace, unless the test sets its own.
 fn grace(extra: &[&str]) -> &'static [&'static str] {
     match extra.contains(&"--shutdown-grace") {
@@ -208,8 +232,10 @@ fn grace(extra: &[&str]) -> &'static [&'static str] {
 
 pub struct Herald {
     child: Child,
-    /// `http://127.0.0.1:PORT`
+    /// `http://127.0.0.1:PORT` (under `--tls-only`, the internal loopback listener)
     pub ingress: String,
+    /// `https://127.0.0.1:PORT`, with `--tls-cert`.
+    pub https_ingress: Option<String>,
     pub admin: String,
     logs: Arc<Mutex<Vec<String>>>,
 }
@@ -238,7 +264,7 @@ impl Herald {
             .arg(dirs.config.path())
             .arg("--data-dir")
             .arg(dirs.data.path())
-            .args(ON_FREE_PORTS)
+            .args(free_ports(extra))
             .args(grace(extra))
             .args(backend.args())
             .args(extra);
@@ -285,6 +311,7 @@ impl Herald {
         let mut herald = Herald {
             child,
             ingress: String::new(),
+            https_ingress: None,
             admin: String::new(),
             logs,
         };
@@ -296,11 +323,12 @@ impl Herald {
                     Some(format!("http://{}", rest.split_whitespace().next()?))
                 })
             };
-            if let (Some(ingress), Some(admin)) = (
-                found("ingress listening addr="),
-                found("admin listening addr="),
-            ) {
+            // Under --tls-only, the internal listener's "internal ingress listening".
+            let ingress = found("ingress listening addr=");
+            if let (Some(ingress), Some(admin)) = (ingress, found("admin listening addr=")) {
                 herald.ingress = ingress;
+                herald.https_ingress = found("ingress (https) listening addr=")
+                    .map(|url| url.replacen("http://", "https://", 1));
                 herald.admin = admin;
                 return herald;
             }
@@ -333,6 +361,16 @@ impl Herald {
 
     pub fn log_contains(&self, needle: &str) -> bool {
         self.logs.lock().unwrap().iter().any(|l| l.contains(needle))
+    }
+
+    /// Waits until a log line contains `needle`: lines are read from Herald's output by another
+    /// thread, so a line written before some other sign of progress may not be read yet.
+    pub async fn wait_for_log(&self, needle: &str) {
+        super::wait_for_async(
+            &format!("a log line containing {needle:?}"),
+            || async move { self.log_contains(needle) },
+        )
+        .await;
     }
 
     /// SIGKILL: no shutdown code runs.

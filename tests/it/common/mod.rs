@@ -2,6 +2,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod admin;
+pub mod certs;
 pub mod disk;
 pub mod herald;
 pub mod kube;

@@ -76,6 +76,8 @@ pub struct Subscriber {
     pub port: u16,
     state: Arc<State>,
     server: tokio::task::JoinHandle<()>,
+    /// `http`, or `https` for [`Subscriber::start_tls`].
+    scheme: &'static str,
 }
 
 impl Subscriber {
@@ -104,11 +106,52 @@ impl Subscriber {
             port,
             state,
             server,
+            scheme: "http",
+        }
+    }
+
+    /// Starts on a free port, serving HTTPS with `leaf` (its own accept loop: axum::serve
+    /// has no TLS).
+    pub async fn start_tls(leaf: &super::certs::Leaf) -> Subscriber {
+        let tls = herald_tls::ServerTls::load(&leaf.cert, &leaf.key, herald_tls::MinVersion::Tls12)
+            .expect("the test's certificate");
+        let acceptor = tls.acceptor();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let state = Arc::new(State::default());
+        let handler_state = state.clone();
+        let app = axum::Router::new().fallback(move |headers: HeaderMap, body: Bytes| {
+            let state = handler_state.clone();
+            async move { answer(state, headers, body).await }
+        });
+        let server = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let (acceptor, app) = (acceptor.clone(), app.clone());
+                tokio::spawn(async move {
+                    // A client that does not trust the certificate ends here.
+                    let Ok(stream) = acceptor.accept(stream).await else {
+                        return;
+                    };
+                    let service = hyper::service::service_fn(move |request| {
+                        let mut app = app.clone();
+                        async move { tower_service::Service::call(&mut app, request).await }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Subscriber {
+            port,
+            state,
+            server,
+            scheme: "https",
         }
     }
 
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}/", self.port)
+        format!("{}://127.0.0.1:{}/", self.scheme, self.port)
     }
 
     /// Answers the next requests with these replies, in order; then the default (200).

@@ -181,6 +181,7 @@ fn policy(retry: u32, backoff: Option<BackoffPolicy>, delay_ms: u64) -> RetryPol
 fn plan(policy: RetryPolicy, dead_letter_sink: Option<&str>) -> TriggerPlan {
     let spec = "broker: b\nsubscriber: {uri: 'http://subscriber.test/'}\n";
     TriggerPlan {
+        trust: Default::default(),
         namespace: "ns".into(),
         name: "t".into(),
         broker: BrokerKey::new("ns", "b"),
@@ -483,6 +484,7 @@ fn replying() -> Scripted {
 async fn a_reply_without_a_reply_target_is_dropped() {
     let targets = Targets::new(vec![replying()], vec![]);
     let plan = TriggerPlan {
+        trust: Default::default(),
         reply: crate::ReplyTarget::Drop,
         auth: Default::default(),
         ..plan(policy(0, None, 0), None)
@@ -506,6 +508,7 @@ async fn a_failing_reply_url_fails_the_delivery_and_names_itself() {
         vec![status(500), status(500), status(200)],
     );
     let plan = TriggerPlan {
+        trust: Default::default(),
         reply: crate::ReplyTarget::Http(REPLY.to_owned()),
         auth: Default::default(),
         ..plan(policy(1, None, 0), Some(SINK))

@@ -85,6 +85,29 @@ pub fn parked_stream(broker: &BrokerKey) -> String {
     stream_name("KN_BROKER_DLQ_", broker, plain)
 }
 
+/// The stream of the broker's trigger positions (see [`crate::log::nats`]):
+/// `HERALD_POSITIONS_{NS}__{NAME}`. Its prefix is not Knative's `KN_BROKER_`, so no broker's
+/// stream or parked stream can take its name.
+pub fn positions_stream(broker: &BrokerKey) -> String {
+    let plain = plain_namespace(&broker.namespace) && plain_name(&broker.name);
+    stream_name("HERALD_POSITIONS_", broker, plain)
+}
+
+/// Every subject of the broker's positions stream.
+pub fn positions_subjects(broker: &BrokerKey) -> String {
+    format!("{}._herald_position.*", subject_base(broker))
+}
+
+/// The subject holding one consumer's position (the stream keeps the last message of each):
+/// `{ns}.{name}._herald_position.{CONSUMER}`.
+pub fn position_subject(broker: &BrokerKey, consumer: &str) -> String {
+    format!(
+        "{}._herald_position.{}",
+        subject_base(broker),
+        consumer_token(consumer, "parked", "")
+    )
+}
+
 /// `{ns}.{name}` for valid names; otherwise one token that no namespace can be (`_H` and the
 /// hash), so that every subject stays legal.
 fn subject_base(broker: &BrokerKey) -> String {
@@ -230,6 +253,15 @@ mod tests {
             "default.a-b._knative_broker_dlq.TRIGGER_T_1.0.7"
         );
         assert_eq!(source_durable("default", "orders"), "herald-default-orders");
+        assert_eq!(positions_stream(&broker), "HERALD_POSITIONS_DEFAULT__A_B");
+        assert_eq!(
+            position_subject(&broker, "trigger-t-1"),
+            "default.a-b._herald_position.TRIGGER_T_1"
+        );
+        assert_eq!(
+            positions_subjects(&broker),
+            "default.a-b._herald_position.*"
+        );
     }
 
     #[test]
@@ -259,7 +291,11 @@ mod tests {
     #[test]
     fn long_names_fit() {
         let broker = BrokerKey::new("n".repeat(63), "a".repeat(253));
-        for name in [stream(&broker), parked_stream(&broker)] {
+        for name in [
+            stream(&broker),
+            parked_stream(&broker),
+            positions_stream(&broker),
+        ] {
             assert_eq!(name.len(), MAX_NAME_LEN, "{name}");
             assert!(legal_name(&name));
         }
@@ -280,12 +316,18 @@ mod tests {
             prop_assert_ne!(stream(&a), stream(&b));
             prop_assert_ne!(parked_stream(&a), parked_stream(&b));
             prop_assert_ne!(stream(&a), parked_stream(&b));
+            prop_assert_ne!(positions_stream(&a), positions_stream(&b));
+            prop_assert_ne!(positions_subjects(&a), positions_subjects(&b));
+            prop_assert_ne!(stream(&a), positions_stream(&b));
+            prop_assert_ne!(parked_stream(&a), positions_stream(&b));
             prop_assert_ne!(subject(&a), subject(&b));
             prop_assert_ne!(parked_subjects(&a), parked_subjects(&b));
             for broker in [&a, &b] {
                 prop_assert_ne!(stream(broker), parked_stream(broker));
                 prop_assert!(legal_name(&stream(broker)), "{}", stream(broker));
                 prop_assert!(legal_name(&parked_stream(broker)));
+                prop_assert!(legal_name(&positions_stream(broker)));
+                prop_assert!(legal_subject(&position_subject(broker, "trigger-t")));
                 prop_assert!(legal_subject(&subject(broker)));
                 prop_assert!(legal_subject(parked_subjects(broker).trim_end_matches(".>")));
             }
@@ -299,6 +341,7 @@ mod tests {
             let broker = BrokerKey::new("default", "b");
             prop_assert_ne!(durable(&a), durable(&b));
             prop_assert_ne!(parked_subject(&broker, &a), parked_subject(&broker, &b));
+            prop_assert_ne!(position_subject(&broker, &a), position_subject(&broker, &b));
             prop_assert!(legal_name(&durable(&a)), "{}", durable(&a));
             prop_assert!(legal_subject(&parked_record_subject(&broker, &a, ID)));
         }
