@@ -6,11 +6,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use crate::apiserver_source::KubeAccess;
+use crate::identity::Identity;
 use anyhow::Context;
 use herald_broker::log::routed::{BackendChoice, RoutedLog};
 use herald_broker::log::sled::SledLog;
 use herald_broker::{BrokerRegistry, EventLog, Ingress, IngressAccess, IngressConfig};
-use crate::identity::Identity;
 use herald_sources::webhook::WebhookRegistry;
 use herald_triggers::attempt::Sender;
 use herald_triggers::process::Deps;
@@ -262,8 +262,8 @@ fn open_identity(
         .oidc_issuer_url
         .clone()
         .unwrap_or_else(|| format!("http://{admin_addr}"));
-    let identity = Identity::open(&args.data_dir, &issuer_url)
-        .context("opening the OIDC signing key")?;
+    let identity =
+        Identity::open(&args.data_dir, &issuer_url).context("opening the OIDC signing key")?;
     tracing::info!(issuer = %issuer_url, kid = %identity.issuer.keys().current.kid, "sender identity (OIDC) enabled");
     Ok(Some(Arc::new(identity)))
 }

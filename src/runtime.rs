@@ -15,10 +15,10 @@ use crate::source_kinds::SourceContext;
 use crate::sources::{SourceSet, SourceState};
 use herald_broker::log::routed::RoutedLog;
 use herald_broker::{BrokerKey, EventLog, Ingress};
-use herald_triggers::process::Deps;
-use herald_triggers::router::TriggerRouter;
 use herald_triggers::auth::SenderIdentity;
 use herald_triggers::plan::TriggerAuth;
+use herald_triggers::process::Deps;
+use herald_triggers::router::TriggerRouter;
 use herald_triggers::Filter;
 use herald_triggers::{run_dispatcher, DispatcherHandle, ReplyTarget, TriggerPlan, TriggerStats};
 
@@ -404,7 +404,9 @@ impl Runtime {
         if self.deps.tokens.is_none() {
             return TriggerAuth::default();
         }
-        let service_account = match name.strip_prefix(crate::config::flows::SUBSCRIPTION_TRIGGER_PREFIX) {
+        let service_account = match name
+            .strip_prefix(crate::config::flows::SUBSCRIPTION_TRIGGER_PREFIX)
+        {
             Some(subscription) => {
                 naming::service_account_name("messaging.knative.dev", "Subscription", subscription)
             }

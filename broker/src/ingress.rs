@@ -766,9 +766,8 @@ mod tests {
         let access = IngressAccess::open()
             .with_authenticator(Arc::new(TokenIsSubject))
             .with_authorizer(Arc::new(OnlyAlice));
-        let ingress = Arc::new(
-            Ingress::new(log, registry, IngressConfig::default()).with_access(access),
-        );
+        let ingress =
+            Arc::new(Ingress::new(log, registry, IngressConfig::default()).with_access(access));
         for (token, status) in [
             (None, StatusCode::UNAUTHORIZED),
             (Some("bob"), StatusCode::FORBIDDEN),

@@ -3,9 +3,9 @@
 
 mod auth;
 mod dead_letters;
-pub mod oidc;
 #[cfg(test)]
 mod fuzz;
+pub mod oidc;
 mod resources;
 mod tail;
 

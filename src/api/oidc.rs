@@ -31,9 +31,9 @@ pub fn public_router(identity: Arc<Identity>) -> Router {
         )
         .route(
             JWKS_PATH,
-            get(|State(identity): State<Arc<Identity>>| async move {
-                Json(identity.issuer.jwks())
-            }),
+            get(
+                |State(identity): State<Arc<Identity>>| async move { Json(identity.issuer.jwks()) },
+            ),
         )
         .with_state(identity)
 }
@@ -54,10 +54,7 @@ struct TokenRequest {
     expiration_seconds: Option<u64>,
 }
 
-async fn mint(
-    State(identity): State<Arc<Identity>>,
-    body: axum::body::Bytes,
-) -> Response {
+async fn mint(State(identity): State<Arc<Identity>>, body: axum::body::Bytes) -> Response {
     let request: TokenRequest = match serde_json::from_slice(&body) {
         Ok(request) => request,
         Err(error) => return invalid(format!("invalid token request: {error}")),
@@ -92,8 +89,7 @@ async fn mint(
                 .duration_since(UNIX_EPOCH)
                 .unwrap_or_default()
                 .as_secs();
-            Json(json!({ "token": &*minted.token, "expirationTimestamp": expires }))
-                .into_response()
+            Json(json!({ "token": &*minted.token, "expirationTimestamp": expires })).into_response()
         }
         Err(error) => invalid(error.to_string()),
     }

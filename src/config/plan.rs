@@ -54,10 +54,7 @@ impl Desired {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Target {
     /// A Broker `ref`, with the destination's `uri` as a path under the broker's address.
-    Broker {
-        broker: BrokerKey,
-        path: String,
-    },
+    Broker { broker: BrokerKey, path: String },
     /// A `ref` to a channel (Channel, InMemoryChannel, KafkaChannel), Sequence or Parallel,
     /// with the destination's `uri` as a path under its address.
     Flow {

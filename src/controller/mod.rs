@@ -122,13 +122,7 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
         admin_router = admin_router.merge(crate::api::oidc::public_router(sender_identity));
     }
     listeners
-        .serve_until_signal(
-            ingress,
-            in_process,
-            admin_router,
-            readiness,
-            stop.clone(),
-        )
+        .serve_until_signal(ingress, in_process, admin_router, readiness, stop.clone())
         .await?;
     let mut runtime = control.await.context("the controller loop failed")?;
     runtime.shutdown().await;

@@ -134,12 +134,15 @@ impl KeyRing {
 }
 
 fn pair(path: &Path, pkcs8: &[u8]) -> Result<EcdsaKeyPair, KeyError> {
-    EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8, &SystemRandom::new()).map_err(
-        |e| KeyError::Invalid {
-            path: path.to_owned(),
-            reason: e.to_string(),
-        },
+    EcdsaKeyPair::from_pkcs8(
+        &ECDSA_P256_SHA256_FIXED_SIGNING,
+        pkcs8,
+        &SystemRandom::new(),
     )
+    .map_err(|e| KeyError::Invalid {
+        path: path.to_owned(),
+        reason: e.to_string(),
+    })
 }
 
 /// The key file's bytes, or `None` when there is none; refuses a file others can read.

@@ -50,8 +50,18 @@ pub fn stream_audience(stream: &herald_broker::BrokerKey) -> String {
         .name
         .strip_prefix(herald_broker::log::CHANNEL_STREAM_PREFIX)
     {
-        Some(channel) => audience("messaging.knative.dev", "Channel", &stream.namespace, channel),
-        None => audience("eventing.knative.dev", "Broker", &stream.namespace, &stream.name),
+        Some(channel) => audience(
+            "messaging.knative.dev",
+            "Channel",
+            &stream.namespace,
+            channel,
+        ),
+        None => audience(
+            "eventing.knative.dev",
+            "Broker",
+            &stream.namespace,
+            &stream.name,
+        ),
     }
 }
 

@@ -102,7 +102,10 @@ mod tests {
     #[tokio::test]
     async fn tokens_are_reused_per_sender_and_audience() {
         let dir = tempfile::tempdir().unwrap();
-        let issuer = Issuer::new("http://issuer", KeyRing::load_or_create(dir.path()).unwrap());
+        let issuer = Issuer::new(
+            "http://issuer",
+            KeyRing::load_or_create(dir.path()).unwrap(),
+        );
         let cache = TokenCache::new(Arc::new(issuer));
         let sender = SenderIdentity {
             namespace: "ns".into(),

@@ -84,11 +84,7 @@ impl KeySet {
 
     /// The keys that may have signed a token with this `kid` (all, without one).
     fn candidates(&self, kid: Option<&str>) -> Vec<TrustedKey> {
-        let external = self
-            .external
-            .read()
-            .map(|e| e.clone())
-            .unwrap_or_default();
+        let external = self.external.read().map(|e| e.clone()).unwrap_or_default();
         self.own
             .iter()
             .chain(external.iter())
@@ -218,7 +214,9 @@ pub fn bearer(headers: &HeaderMap) -> Result<&str, AccessDenied> {
         .to_str()
         .map_err(|_| AccessDenied::invalid_token("the Authorization header is not text"))?;
     match value.split_once(' ') {
-        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() => {
+        Some((scheme, token))
+            if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
+        {
             Ok(token.trim())
         }
         _ => Err(AccessDenied::Unauthenticated {
@@ -263,19 +261,32 @@ mod tests {
         let issuer = open_issuer(dir.path());
         let verifier = Verifier::new(Arc::new(KeySet::of_issuer(&issuer)));
         let aud = "eventing.knative.dev/broker/ns/b";
-        let token = issuer.mint("system:serviceaccount:ns:sa", aud, Duration::from_secs(60)).unwrap();
+        let token = issuer
+            .mint("system:serviceaccount:ns:sa", aud, Duration::from_secs(60))
+            .unwrap();
         let caller = verifier.verify(&token.token, aud).unwrap();
         assert_eq!(caller.subject, "system:serviceaccount:ns:sa");
         assert_eq!(caller.issuer, "http://herald");
         // Remembered, and still for that audience only.
         assert!(verifier.verify(&token.token, aud).is_ok());
         let wrong = verifier.verify(&token.token, "eventing.knative.dev/broker/ns/other");
-        assert!(matches!(wrong, Err(AccessDenied::Unauthenticated { error: "invalid_token", .. })), "{wrong:?}");
+        assert!(
+            matches!(
+                wrong,
+                Err(AccessDenied::Unauthenticated {
+                    error: "invalid_token",
+                    ..
+                })
+            ),
+            "{wrong:?}"
+        );
 
         // Another issuer's key: refused.
         let other_dir = tempfile::tempdir().unwrap();
         let other = open_issuer(other_dir.path());
-        let forged = other.mint("system:serviceaccount:ns:sa", aud, Duration::from_secs(60)).unwrap();
+        let forged = other
+            .mint("system:serviceaccount:ns:sa", aud, Duration::from_secs(60))
+            .unwrap();
         assert!(verifier.verify(&forged.token, aud).is_err());
         assert!(verifier.verify("not-a-jwt", aud).is_err());
     }

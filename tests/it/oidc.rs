@@ -69,7 +69,9 @@ struct Claims {
 fn verify(token: &str, issuer: &str, jwks: &JwkSet, audience: &str) -> Claims {
     let header = jsonwebtoken::decode_header(token).unwrap();
     assert_eq!(header.alg, Algorithm::ES256);
-    let jwk = jwks.find(header.kid.as_deref().unwrap()).expect("the token's kid is in the JWKS");
+    let jwk = jwks
+        .find(header.kid.as_deref().unwrap())
+        .expect("the token's kid is in the JWKS");
     let mut validation = Validation::new(Algorithm::ES256);
     validation.set_audience(&[audience]);
     validation.set_issuer(&[issuer]);
@@ -79,9 +81,11 @@ fn verify(token: &str, issuer: &str, jwks: &JwkSet, audience: &str) -> Claims {
 }
 
 fn bearer(received: &common::subscriber::Received) -> Option<String> {
-    received
-        .header("authorization")
-        .map(|v| v.strip_prefix("Bearer ").expect("a Bearer token").to_owned())
+    received.header("authorization").map(|v| {
+        v.strip_prefix("Bearer ")
+            .expect("a Bearer token")
+            .to_owned()
+    })
 }
 
 /// Each delivery to a subscriber with an audience carries the trigger's token for that
@@ -100,19 +104,39 @@ async fn deliveries_carry_tokens_that_verify_against_the_jwks() {
     );
     let dirs = HeraldDirs::new(&config);
     let herald = Herald::start(&Sled, &dirs, &OIDC).await;
-    let producer = producer_token(&herald, "system:serviceaccount:default:producer", &broker_audience("b")).await;
+    let producer = producer_token(
+        &herald,
+        "system:serviceaccount:default:producer",
+        &broker_audience("b"),
+    )
+    .await;
     let authorization = format!("Bearer {producer}");
     for id in ["e1", "e2", "e3"] {
-        let status = send_binary(&herald.broker_url(NS, "b"), id, "t", &[("authorization", &authorization)]).await;
+        let status = send_binary(
+            &herald.broker_url(NS, "b"),
+            id,
+            "t",
+            &[("authorization", &authorization)],
+        )
+        .await;
         assert_eq!(status, 202, "{}", herald.logs());
     }
 
     let (issuer, jwks) = discover(&herald).await;
-    assert_eq!(issuer, herald.admin, "the default issuer is the admin listener's URL");
+    assert_eq!(
+        issuer, herald.admin,
+        "the default issuer is the admin listener's URL"
+    );
     let received = with_audience.wait_for(3).await;
-    let tokens: Vec<String> = received.iter().map(|r| bearer(r).expect("a token")).collect();
+    let tokens: Vec<String> = received
+        .iter()
+        .map(|r| bearer(r).expect("a token"))
+        .collect();
     for token in &tokens {
-        assert_ne!(token, &producer, "the producer's token must not be forwarded");
+        assert_ne!(
+            token, &producer,
+            "the producer's token must not be forwarded"
+        );
         let claims = verify(token, &issuer, &jwks, SUBSCRIBER_AUDIENCE);
         assert_eq!(
             claims.sub,
@@ -122,7 +146,10 @@ async fn deliveries_carry_tokens_that_verify_against_the_jwks() {
         assert_eq!(claims.exp - claims.iat, 3600, "tokens live one hour");
     }
     // ES256 signatures are randomized: equal tokens are one cached token.
-    assert!(tokens.iter().all(|t| t == &tokens[0]), "the token is reused");
+    assert!(
+        tokens.iter().all(|t| t == &tokens[0]),
+        "the token is reused"
+    );
 
     for r in without.wait_for(3).await {
         assert_eq!(r.header("authorization"), None, "no audience, no token");
@@ -130,7 +157,10 @@ async fn deliveries_carry_tokens_that_verify_against_the_jwks() {
 
     let admin = AdminClient::new(&herald.admin);
     let (_, broker) = admin.get(&format!("{BROKERS}/b")).await;
-    assert_eq!(broker["status"]["address"]["audience"], json!(broker_audience("b")));
+    assert_eq!(
+        broker["status"]["address"]["audience"],
+        json!(broker_audience("b"))
+    );
     let (_, trigger) = admin.get(&format!("{TRIGGERS}/t1")).await;
     assert_eq!(
         trigger["status"]["auth"]["serviceAccountName"],
@@ -146,7 +176,10 @@ async fn deliveries_carry_tokens_that_verify_against_the_jwks() {
 }
 
 fn seconds_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 /// A token signed with Herald's own key (read from its data directory) but with the claims
@@ -162,7 +195,11 @@ fn signed_with_herald_key(dirs: &HeraldDirs, kid: &str, claims: Value) -> String
 /// signed by a trusted key and unexpired; every refusal is a 401 with RFC 6750's challenge.
 #[tokio::test]
 async fn the_ingress_requires_a_valid_token_for_the_broker() {
-    let dirs = HeraldDirs::new(&format!("{}{}", broker_yaml("b", None), broker_yaml("other", None)));
+    let dirs = HeraldDirs::new(&format!(
+        "{}{}",
+        broker_yaml("b", None),
+        broker_yaml("other", None)
+    ));
     let herald = Herald::start(&Sled, &dirs, &OIDC).await;
     let url = herald.broker_url(NS, "b");
     let subject = "system:serviceaccount:default:producer";
@@ -193,12 +230,18 @@ async fn the_ingress_requires_a_valid_token_for_the_broker() {
 
     let (status, challenge) = send(None).await;
     assert_eq!(status, 401);
-    assert!(challenge.starts_with("Bearer error=\"invalid_request\""), "{challenge}");
+    assert!(
+        challenge.starts_with("Bearer error=\"invalid_request\""),
+        "{challenge}"
+    );
 
     let wrong_audience = producer_token(&herald, subject, &broker_audience("other")).await;
     let (status, challenge) = send(Some(format!("Bearer {wrong_audience}"))).await;
     assert_eq!(status, 401);
-    assert!(challenge.contains("invalid_token") && challenge.contains("audience"), "{challenge}");
+    assert!(
+        challenge.contains("invalid_token") && challenge.contains("audience"),
+        "{challenge}"
+    );
 
     let now = seconds_now();
     let expired = signed_with_herald_key(
@@ -234,6 +277,12 @@ async fn the_ingress_requires_a_valid_token_for_the_broker() {
     assert_eq!(status, 202, "{}", herald.logs());
     // Remembered tokens are still checked against the broker's audience.
     let other = herald.broker_url(NS, "other");
-    let status = send_binary(&other, "2", "t", &[("authorization", &format!("Bearer {valid}"))]).await;
+    let status = send_binary(
+        &other,
+        "2",
+        "t",
+        &[("authorization", &format!("Bearer {valid}"))],
+    )
+    .await;
     assert_eq!(status, 401);
 }

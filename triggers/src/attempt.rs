@@ -204,7 +204,9 @@ impl Sender {
                     value.set_sensitive(true);
                     headers.insert(reqwest::header::AUTHORIZATION, value);
                 }
-                Ok(Err(_)) => return Answer::Transport("the sender's token is no header value".into()),
+                Ok(Err(_)) => {
+                    return Answer::Transport("the sender's token is no header value".into())
+                }
                 Err(error) => return Answer::Transport(error.to_string()),
             }
         }

@@ -23,11 +23,7 @@ pub struct TokenError {
 /// Gives a sender's token for an audience; implementations cache.
 #[async_trait::async_trait]
 pub trait TokenSource: Send + Sync + 'static {
-    async fn token(
-        &self,
-        sender: &SenderIdentity,
-        audience: &str,
-    ) -> Result<Arc<str>, TokenError>;
+    async fn token(&self, sender: &SenderIdentity, audience: &str) -> Result<Arc<str>, TokenError>;
 }
 
 /// What one request needs to carry a token.
