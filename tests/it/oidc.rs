@@ -31,8 +31,18 @@ async fn producer_token(herald: &Herald, subject: &str, audience: &str) -> Strin
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
-    let body: Value = serde_json::from_slice(&response.bytes().await.unwrap()).unwrap();
+    let body: Value = serde_json::from_slice(&bounded_body(response).await).unwrap();
     body["token"].as_str().unwrap().to_owned()
+}
+
+/// An answer's body, at most 64 KiB (discovery, JWKS and tokens are far smaller).
+async fn bounded_body(mut response: reqwest::Response) -> Vec<u8> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.unwrap() {
+        body.extend_from_slice(&chunk);
+        assert!(body.len() <= 64 * 1024, "answer too large");
+    }
+    body
 }
 
 /// The issuer and its keys, found the way any OIDC client finds them: discovery, then JWKS.
@@ -43,7 +53,7 @@ async fn discover(herald: &Herald) -> (String, JwkSet) {
         async move {
             let response = client.get(url).send().await.unwrap();
             assert_eq!(response.status(), 200);
-            response.bytes().await.unwrap()
+            bounded_body(response).await
         }
     };
     let discovery: Value = serde_json::from_slice(
