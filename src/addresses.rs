@@ -31,6 +31,7 @@ impl Transport {
             name: Some("http".into()),
             url: Some(format!("{http_base}{path}")),
             ca_certs: None,
+            audience: None,
         };
         let Some(https) = &self.https else {
             return (http.clone(), vec![http]);
@@ -39,6 +40,7 @@ impl Transport {
             name: Some("https".into()),
             url: Some(format!("{}{path}", https.base_url)),
             ca_certs: https.ca_certs.clone(),
+            audience: None,
         };
         match self.strict {
             true => (secure.clone(), vec![secure]),

@@ -109,6 +109,14 @@ pub struct ServerArgs {
     pub ca_file: Option<PathBuf>,
 }
 
+/// A Knative feature flag's value.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum FeatureFlag {
+    #[default]
+    Disabled,
+    Enabled,
+}
+
 /// How results are printed.
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Output {
@@ -454,6 +462,16 @@ pub struct DataPlaneArgs {
     /// `herald_eventtypes_not_recorded_total` counts them.
     #[arg(long, env = "HERALD_EVENTTYPE_AUTO_CREATE_MAX", default_value_t = herald_broker::catalog::discovered::DEFAULT_MAX_DISCOVERED, value_parser = parse_auto_create_max)]
     pub eventtype_auto_create_max: usize,
+
+    /// Knative's `authentication-oidc`: deliveries carry the sender's token for the target's
+    /// audience, brokers and channels advertise an audience and require a valid token (401).
+    #[arg(long, env = "HERALD_AUTHENTICATION_OIDC", value_enum, default_value_t = FeatureFlag::Disabled)]
+    pub authentication_oidc: FeatureFlag,
+
+    /// The `iss` of Herald's own tokens and the base of its discovery document; default: the
+    /// admin listener's `http://host:port`.
+    #[arg(long, env = "HERALD_OIDC_ISSUER_URL")]
+    pub oidc_issuer_url: Option<String>,
 
     /// Open connections per listener (ingress, admin). At the limit the listener stops
     /// accepting until one closes; the admin listener keeps 16 more connections for /healthz

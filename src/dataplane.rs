@@ -6,10 +6,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use crate::apiserver_source::KubeAccess;
+use crate::identity::Identity;
 use anyhow::Context;
 use herald_broker::log::routed::{BackendChoice, RoutedLog};
 use herald_broker::log::sled::SledLog;
-use herald_broker::{BrokerRegistry, EventLog, Ingress, IngressConfig};
+use herald_broker::{BrokerRegistry, EventLog, Ingress, IngressAccess, IngressConfig};
 use herald_sources::webhook::WebhookRegistry;
 use herald_triggers::attempt::Sender;
 use herald_triggers::process::Deps;
@@ -18,7 +19,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::Readiness;
-use crate::cli::{Backend, DataPlaneArgs};
+use crate::cli::{Backend, DataPlaneArgs, FeatureFlag};
 use crate::runtime::Runtime;
 use crate::server;
 use crate::source_kinds::SourceContext;
@@ -33,6 +34,8 @@ pub struct DataPlane {
     pub transport: Transport,
     pub runtime: Runtime,
     pub ingress: Arc<Ingress>,
+    /// Sender identity, when `--authentication-oidc enabled`.
+    pub identity: Option<Arc<Identity>>,
     pub metrics: PrometheusHandle,
     pub listeners: Listeners,
 }
@@ -79,19 +82,28 @@ impl DataPlane {
         };
         let admin_listener = bind(args.admin_listen).await?;
         let ingress_addr = ingress_listener.local_addr()?;
-        let ingress = Arc::new(Ingress::new(
-            log.clone(),
-            Arc::new(BrokerRegistry::default()),
-            IngressConfig {
-                max_event_bytes: args.max_event_bytes,
-                max_event_types: args.metrics_max_event_types,
-                ..IngressConfig::default()
-            },
-        ));
+        let identity = open_identity(args, admin_listener.local_addr()?)?;
+        let mut access = IngressAccess::open();
+        if let Some(identity) = &identity {
+            access = access.with_authenticator(identity.authenticator());
+        }
+        let ingress = Arc::new(
+            Ingress::new(
+                log.clone(),
+                Arc::new(BrokerRegistry::default()),
+                IngressConfig {
+                    max_event_bytes: args.max_event_bytes,
+                    max_event_types: args.metrics_max_event_types,
+                    ..IngressConfig::default()
+                },
+            )
+            .with_access(access),
+        );
         let deps = Deps {
             sender: Sender::with_trust(args.max_event_bytes, args.max_outbound, tls.trust.clone()),
             log,
             ingress: ingress.clone(),
+            tokens: identity.as_ref().map(|identity| identity.token_source()),
         };
         let webhooks = Arc::new(WebhookRegistry::default());
         let mut runtime = Runtime::new(
@@ -132,6 +144,7 @@ impl DataPlane {
             transport,
             runtime,
             ingress,
+            identity,
             metrics,
             listeners: Listeners {
                 ingress: ingress_listener,
@@ -235,6 +248,24 @@ impl Listeners {
         reloads.abort();
         Ok(())
     }
+}
+
+/// Herald's issuer and the ingress's verifier when `--authentication-oidc enabled`.
+fn open_identity(
+    args: &DataPlaneArgs,
+    admin_addr: SocketAddr,
+) -> anyhow::Result<Option<Arc<Identity>>> {
+    if args.authentication_oidc != FeatureFlag::Enabled {
+        return Ok(None);
+    }
+    let issuer_url = args
+        .oidc_issuer_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{admin_addr}"));
+    let identity =
+        Identity::open(&args.data_dir, &issuer_url).context("opening the OIDC signing key")?;
+    tracing::info!(issuer = %issuer_url, kid = %identity.issuer.keys().current.kid, "sender identity (OIDC) enabled");
+    Ok(Some(Arc::new(identity)))
 }
 
 async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {

@@ -8,12 +8,15 @@ use std::time::Duration;
 use futures_util::StreamExt;
 
 use crate::config::{Desired, Target, TriggerKey, TriggerSpecPlan};
-use crate::kinds::ObjectKey;
+use crate::identity::naming;
+use crate::kinds::{ObjectKey, TRIGGER};
 use crate::parked::CountingLog;
 use crate::source_kinds::SourceContext;
 use crate::sources::{SourceSet, SourceState};
 use herald_broker::log::routed::RoutedLog;
 use herald_broker::{BrokerKey, EventLog, Ingress};
+use herald_triggers::auth::SenderIdentity;
+use herald_triggers::plan::TriggerAuth;
 use herald_triggers::process::Deps;
 use herald_triggers::router::TriggerRouter;
 use herald_triggers::Filter;
@@ -392,6 +395,31 @@ impl Runtime {
                     None => ReplyTarget::Http(self.url(target)),
                 },
             },
+            auth: self.trigger_auth(namespace, name, trigger),
+        }
+    }
+
+    /// A trigger's identity and its targets' audiences, when senders' tokens are on.
+    fn trigger_auth(&self, namespace: &str, name: &str, trigger: &TriggerSpecPlan) -> TriggerAuth {
+        if self.deps.tokens.is_none() {
+            return TriggerAuth::default();
+        }
+        let service_account = match name
+            .strip_prefix(crate::config::flows::SUBSCRIPTION_TRIGGER_PREFIX)
+        {
+            Some(subscription) => {
+                naming::service_account_name("messaging.knative.dev", "Subscription", subscription)
+            }
+            None => naming::service_account_name(TRIGGER.group, TRIGGER.kind, name),
+        };
+        TriggerAuth {
+            identity: Some(SenderIdentity {
+                namespace: namespace.to_owned(),
+                service_account,
+            }),
+            subscriber_audience: trigger.subscriber.audience(),
+            reply_audience: trigger.reply.as_ref().and_then(Target::audience),
+            dead_letter_audience: trigger.dead_letter_sink.as_ref().and_then(Target::audience),
         }
     }
 
@@ -447,6 +475,11 @@ impl Runtime {
 
     pub fn deps(&self) -> &Deps {
         &self.deps
+    }
+
+    /// Whether sender identity (`--authentication-oidc`) is on: deliveries carry tokens.
+    pub fn sender_identity_enabled(&self) -> bool {
+        self.deps.tokens.is_some()
     }
 
     /// HTTPS at ingress (`--tls-*`): status then advertises https addresses.

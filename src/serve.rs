@@ -49,6 +49,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         routes,
         mut runtime,
         ingress,
+        identity,
         metrics,
         listeners,
         transport,
@@ -83,12 +84,16 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         shutdown: stop_serving.clone(),
         history,
     });
-    let admin_router = crate::api::protect(
-        admin::router(readiness.clone(), metrics)
-            .merge(api)
-            .merge(crate::console::router()),
-        args.admin_token.as_deref(),
-    );
+    let mut api = admin::router(readiness.clone(), metrics)
+        .merge(api)
+        .merge(crate::console::router());
+    if let Some(identity) = &identity {
+        api = api.merge(crate::api::oidc::token_router(identity.clone()));
+    }
+    let mut admin_router = crate::api::protect(api, args.admin_token.as_deref());
+    if let Some(identity) = identity {
+        admin_router = admin_router.merge(crate::api::oidc::public_router(identity));
+    }
     listeners
         .serve_until_signal(ingress, in_process, admin_router, readiness, stop_serving)
         .await?;

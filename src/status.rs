@@ -2,6 +2,7 @@
 //! same conditions from the same runtime.
 
 use herald_broker::BrokerKey;
+use herald_crds::status::AuthStatus;
 use herald_crds::{BrokerStatus, Condition, SourceStatus, TriggerStatus};
 
 use crate::config::{BrokerPlan, Rejected};
@@ -18,9 +19,16 @@ pub fn broker(
 ) -> BrokerStatus {
     let running = runtime.deps().ingress.brokers().contains(key);
     let BrokerKey { namespace, name } = key;
-    let (address, addresses) = runtime
+    let (mut address, mut addresses) = runtime
         .transport()
         .addresses(base_url, &format!("/{namespace}/{name}"));
+    // Knative writes the audience into `address` and every `addresses` entry.
+    if runtime.sender_identity_enabled() {
+        let audience = crate::identity::naming::stream_audience(key);
+        for each in std::iter::once(&mut address).chain(addresses.iter_mut()) {
+            each.audience = Some(audience.clone());
+        }
+    }
     BrokerStatus {
         observed_generation: broker.generation,
         conditions: vec![ready(
@@ -51,12 +59,20 @@ pub fn trigger(
             if plan.dead_letter_sink.is_some() {
                 conditions.push(Condition::new("DeadLetterSinkResolved", true, None, None));
             }
+            let (identity, auth) = oidc_identity(
+                plan.auth
+                    .identity
+                    .as_ref()
+                    .map(|identity| identity.service_account.clone()),
+            );
+            conditions.push(identity);
             conditions.push(Condition::new("Ready", true, None, None));
             TriggerStatus {
                 observed_generation: generation,
                 conditions,
                 subscriber_uri: Some(plan.subscriber.clone()),
                 dead_letter_sink_uri: plan.dead_letter_sink.clone(),
+                auth,
                 ..TriggerStatus::default()
             }
         }
@@ -69,6 +85,29 @@ pub fn trigger(
             )],
             ..TriggerStatus::default()
         },
+    }
+}
+
+/// Knative's `OIDCIdentityCreated` and `status.auth` of a sender: its ServiceAccount when
+/// sender identity is on; True with the reason Knative gives while it is off.
+pub fn oidc_identity(service_account: Option<String>) -> (Condition, Option<AuthStatus>) {
+    match service_account {
+        Some(name) => (
+            Condition::new("OIDCIdentityCreated", true, None, None),
+            Some(AuthStatus {
+                service_account_name: Some(name),
+                service_account_names: Vec::new(),
+            }),
+        ),
+        None => (
+            Condition::new(
+                "OIDCIdentityCreated",
+                true,
+                Some("authentication-oidc feature disabled"),
+                None,
+            ),
+            None,
+        ),
     }
 }
 
@@ -120,11 +159,24 @@ pub fn source(runtime: &Runtime, key: &ObjectKey, generation: Option<i64>) -> So
             _ => Condition::new("SufficientPermissions", true, None, None),
         });
     }
+    let (identity, auth) = oidc_identity(
+        runtime
+            .sender_identity_enabled()
+            .then(|| source_service_account(key)),
+    );
+    conditions.push(identity);
     SourceStatus {
         observed_generation: generation,
         conditions,
         sink_uri: sink.ok(),
+        auth,
     }
+}
+
+/// The ServiceAccount a source's tokens name (`{name}-oidc-{group}-{kind}`).
+pub fn source_service_account(key: &ObjectKey) -> String {
+    let group = kinds::by_name(key.kind).map_or("", |kind| kind.group);
+    crate::identity::naming::service_account_name(group, key.kind, &key.name)
 }
 
 /// The status of an object left out of the desired state: `Ready=False` saying why; a

@@ -27,6 +27,9 @@ pub struct SourceStatus {
     pub conditions: Vec<Condition>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sink_uri: Option<String>,
+    /// Its sender identity, with `authentication-oidc` on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<crate::status::AuthStatus>,
 }
 
 /// The parts of a source's spec that Herald handles the same way for every source.

@@ -44,4 +44,17 @@ pub struct Addressable {
     /// The PEM CA certificates that verify an https `url` (Knative's `CACerts`).
     #[serde(rename = "CACerts", default, skip_serializing_if = "Option::is_none")]
     pub ca_certs: Option<String>,
+    /// The `aud` a sender's token must carry (with `authentication-oidc` on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audience: Option<String>,
+}
+
+/// The identity a sending resource's tokens carry (Knative's `AuthStatus`).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub service_account_names: Vec<String>,
 }

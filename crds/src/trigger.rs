@@ -113,4 +113,7 @@ pub struct TriggerStatus {
     /// Herald: age in seconds of the oldest event the trigger has not finished.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lag_seconds: Option<f64>,
+    /// Its sender identity, with `authentication-oidc` on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<crate::status::AuthStatus>,
 }

@@ -7,6 +7,7 @@ mod dead_letters;
 mod fuzz;
 mod graph;
 pub mod history;
+pub mod oidc;
 mod prom_text;
 mod resources;
 mod stats;

@@ -54,10 +54,7 @@ impl Desired {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Target {
     /// A Broker `ref`, with the destination's `uri` as a path under the broker's address.
-    Broker {
-        broker: BrokerKey,
-        path: String,
-    },
+    Broker { broker: BrokerKey, path: String },
     /// A `ref` to a channel (Channel, InMemoryChannel, KafkaChannel), Sequence or Parallel,
     /// with the destination's `uri` as a path under its address.
     Flow {
@@ -66,7 +63,11 @@ pub enum Target {
         name: String,
         path: String,
     },
-    Url(String),
+    /// A URL, with the destination's `audience` (its tokens' `aud`), if any.
+    Url {
+        url: String,
+        audience: Option<String>,
+    },
 }
 
 impl Target {
@@ -90,7 +91,10 @@ impl Target {
                     },
                 }
             }
-            None => Target::Url(destination.uri.clone().unwrap_or_default()),
+            None => Target::Url {
+                url: destination.uri.clone().unwrap_or_default(),
+                audience: destination.audience.clone().filter(|a| !a.is_empty()),
+            },
         }
     }
 
@@ -98,7 +102,7 @@ impl Target {
     pub fn broker(&self) -> Option<&BrokerKey> {
         match self {
             Target::Broker { broker, .. } => Some(broker),
-            Target::Flow { .. } | Target::Url(_) => None,
+            Target::Flow { .. } | Target::Url { .. } => None,
         }
     }
 
@@ -132,7 +136,28 @@ impl Target {
                 name,
                 path,
             } => format!("{base_url}{}{path}", kind.path(namespace, name)),
-            Target::Url(url) => url.clone(),
+            Target::Url { url, .. } => url.clone(),
+        }
+    }
+
+    /// The audience of its tokens: a URL's own, or that of Herald's broker or channel
+    /// (a Sequence's or Parallel's is its first channel's). EventTransforms and RequestReplies
+    /// have none.
+    pub fn audience(&self) -> Option<String> {
+        match self {
+            Target::Url { audience, .. } => audience.clone(),
+            Target::Broker { broker, .. } => Some(crate::identity::naming::stream_audience(broker)),
+            Target::Flow {
+                kind,
+                namespace,
+                name,
+                ..
+            } => crate::config::flows::channel_behind(*kind, name).map(|channel| {
+                crate::identity::naming::stream_audience(&BrokerKey::channel(
+                    namespace.clone(),
+                    &channel,
+                ))
+            }),
         }
     }
 }

@@ -42,6 +42,7 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
         mut runtime,
         routes,
         ingress,
+        identity: sender_identity,
         metrics,
         listeners,
         ..
@@ -116,14 +117,12 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
         reconciler.runtime
     });
 
+    let mut admin_router = admin::router(readiness.clone(), metrics);
+    if let Some(sender_identity) = sender_identity {
+        admin_router = admin_router.merge(crate::api::oidc::public_router(sender_identity));
+    }
     listeners
-        .serve_until_signal(
-            ingress,
-            in_process,
-            admin::router(readiness.clone(), metrics),
-            readiness,
-            stop.clone(),
-        )
+        .serve_until_signal(ingress, in_process, admin_router, readiness, stop.clone())
         .await?;
     let mut runtime = control.await.context("the controller loop failed")?;
     runtime.shutdown().await;

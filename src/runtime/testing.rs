@@ -42,6 +42,7 @@ pub fn runtime(log: Arc<MemoryLog>) -> Runtime {
         sender: Sender::new(1 << 20, 16).unwrap(),
         log,
         ingress,
+        tokens: None,
     };
     Runtime::new(
         routes,

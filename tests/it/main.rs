@@ -27,6 +27,7 @@ mod flows;
 mod interop;
 mod knative_yaml;
 mod kubernetes;
+mod oidc;
 mod sources;
 mod tls;
 mod transforms;

@@ -22,6 +22,8 @@ pub struct Target<'a> {
     /// Pass-through headers stored with the event.
     pub headers: &'a [(String, String)],
     pub timeout: Duration,
+    /// The sender's token for the target's audience, when both exist.
+    pub credentials: Option<crate::auth::Credentials<'a>>,
     /// The destination's `CACerts`, trusted besides the system roots and trust bundles.
     pub ca_certs: Option<&'a CaCerts>,
 }
@@ -189,6 +191,24 @@ impl Sender {
         }
         if let Ok(ns) = HeaderValue::from_str(target.namespace) {
             headers.insert("kn-namespace", ns);
+        }
+        // A stored `Authorization` is never forwarded: only the sender's own token goes out.
+        headers.remove(reqwest::header::AUTHORIZATION);
+        if let Some(credentials) = &target.credentials {
+            let token = credentials
+                .tokens
+                .token(credentials.sender, credentials.audience)
+                .await;
+            match token.map(|t| HeaderValue::from_str(&format!("Bearer {t}"))) {
+                Ok(Ok(mut value)) => {
+                    value.set_sensitive(true);
+                    headers.insert(reqwest::header::AUTHORIZATION, value);
+                }
+                Ok(Err(_)) => {
+                    return Answer::Transport("the sender's token is no header value".into())
+                }
+                Err(error) => return Answer::Transport(error.to_string()),
+            }
         }
         let request = match self.urls.get(target.url) {
             Some(url) => client.post(url),

@@ -284,6 +284,7 @@ mod tests {
             max_in_flight: 10,
             ordered: false,
             reply: crate::ReplyTarget::Log(BrokerKey::new("ns", "b")),
+            auth: Default::default(),
         }
     }
 
@@ -305,6 +306,7 @@ mod tests {
             sender: Sender::new(1024, 16).unwrap(),
             log,
             ingress,
+            tokens: None,
         };
         let (feed, receiver) = mpsc::channel(4);
         let acked = Arc::new(Mutex::new(Vec::new()));

@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod attempt;
+pub mod auth;
 pub mod cesql;
 pub mod dispatcher;
 pub mod filter;

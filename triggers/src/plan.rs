@@ -30,8 +30,37 @@ pub struct TriggerPlan {
     pub ordered: bool,
     /// Where the subscriber's reply events go.
     pub reply: ReplyTarget,
+    /// Its sender identity and its targets' audiences (empty: no tokens).
+    pub auth: TriggerAuth,
     /// The `CACerts` of its destinations.
     pub trust: TargetTrust,
+}
+
+/// A trigger's sender identity (Knative's `authentication-oidc`): with an identity, each
+/// request to a target with an audience carries a token for that audience.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TriggerAuth {
+    /// `None` while the feature is off.
+    pub identity: Option<crate::auth::SenderIdentity>,
+    pub subscriber_audience: Option<String>,
+    /// Of an HTTP reply target.
+    pub reply_audience: Option<String>,
+    pub dead_letter_audience: Option<String>,
+}
+
+impl TriggerAuth {
+    /// What a request to a target with `audience` carries, given where tokens come from.
+    pub fn credentials<'a>(
+        &'a self,
+        tokens: Option<&'a dyn crate::auth::TokenSource>,
+        audience: &'a Option<String>,
+    ) -> Option<crate::auth::Credentials<'a>> {
+        Some(crate::auth::Credentials {
+            tokens: tokens?,
+            sender: self.identity.as_ref()?,
+            audience: audience.as_deref().filter(|a| !a.is_empty())?,
+        })
+    }
 }
 
 /// The CA certificates each destination's own `CACerts` adds to the trusted roots for

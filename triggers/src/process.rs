@@ -44,6 +44,8 @@ pub struct Deps {
     pub sender: Sender,
     pub log: Arc<dyn EventLog>,
     pub ingress: Arc<Ingress>,
+    /// Where senders' tokens come from; `None` while sender identity is off.
+    pub tokens: Option<Arc<dyn crate::auth::TokenSource>>,
 }
 
 /// A failed attempt, as much as is known of it.
@@ -197,6 +199,9 @@ pub async fn process(
         namespace: &plan.namespace,
         headers,
         timeout: plan.policy.timeout,
+        credentials: plan
+            .auth
+            .credentials(deps.tokens.as_deref(), &plan.auth.subscriber_audience),
         ca_certs: plan.trust.subscriber.as_ref(),
     };
     let trace_parent = crate::attempt::producer_traceparent(headers, &event);
@@ -403,6 +408,9 @@ async fn send_reply(
         namespace: &plan.namespace,
         headers,
         timeout: plan.policy.timeout,
+        credentials: plan
+            .auth
+            .credentials(deps.tokens.as_deref(), &plan.auth.reply_audience),
         ca_certs: plan.trust.reply.as_ref(),
     };
     let failed = |mut failure: AttemptFailure| {
@@ -461,6 +469,9 @@ async fn dead_letter(
         namespace: &plan.namespace,
         headers,
         timeout: plan.policy.timeout,
+        credentials: plan
+            .auth
+            .credentials(deps.tokens.as_deref(), &plan.auth.dead_letter_audience),
         ca_certs: plan.trust.dead_letter_sink.as_ref(),
     };
     let event_id = event.id().into_owned();

@@ -193,6 +193,7 @@ fn plan(policy: RetryPolicy, dead_letter_sink: Option<&str>) -> TriggerPlan {
         max_in_flight: 10,
         ordered: false,
         reply: crate::ReplyTarget::Log(BrokerKey::new("ns", "b")),
+        auth: Default::default(),
     }
 }
 
@@ -224,6 +225,7 @@ async fn deliver_until(
         sender: sender(targets.clone()),
         log: log.clone(),
         ingress,
+        tokens: None,
     };
     let record = LogRecord {
         id: RecordId {
@@ -484,6 +486,7 @@ async fn a_reply_without_a_reply_target_is_dropped() {
     let plan = TriggerPlan {
         trust: Default::default(),
         reply: crate::ReplyTarget::Drop,
+        auth: Default::default(),
         ..plan(policy(0, None, 0), None)
     };
     let run = deliver(&plan, &targets, sample("e1")).await;
@@ -507,6 +510,7 @@ async fn a_failing_reply_url_fails_the_delivery_and_names_itself() {
     let plan = TriggerPlan {
         trust: Default::default(),
         reply: crate::ReplyTarget::Http(REPLY.to_owned()),
+        auth: Default::default(),
         ..plan(policy(1, None, 0), Some(SINK))
     };
     let run = deliver(&plan, &targets, sample("e1")).await;

@@ -1,0 +1,50 @@
+//! Sender identity (Knative's `authentication-oidc`): who a sender is ([`naming`]), Herald as
+//! its own issuer ([`keys`], [`issuer`]), senders' tokens on deliveries ([`tokens`]), and
+//! authentication at ingress ([`verify`], with external issuers from [`trusted`]).
+
+pub mod issuer;
+pub mod keys;
+pub mod naming;
+pub mod tokens;
+pub mod verify;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use herald_broker::access::Authenticator;
+use herald_triggers::auth::TokenSource;
+
+/// Sender identity as one running Herald has it: its issuer, the keys the ingress trusts,
+/// and the cache of senders' tokens.
+pub struct Identity {
+    pub issuer: Arc<issuer::Issuer>,
+    pub keys: Arc<verify::KeySet>,
+    pub tokens: Arc<tokens::TokenCache<Arc<issuer::Issuer>>>,
+    pub verifier: Arc<verify::Verifier>,
+}
+
+impl Identity {
+    /// Reads (or makes) the signing key under `data_dir` and sets up the issuer at
+    /// `issuer_url`.
+    pub fn open(data_dir: &Path, issuer_url: &str) -> Result<Self, keys::KeyError> {
+        let keys = keys::KeyRing::load_or_create(data_dir)?;
+        let issuer = Arc::new(issuer::Issuer::new(issuer_url, keys));
+        let key_set = Arc::new(verify::KeySet::of_issuer(&issuer));
+        Ok(Self {
+            tokens: Arc::new(tokens::TokenCache::new(issuer.clone())),
+            verifier: Arc::new(verify::Verifier::new(key_set.clone())),
+            keys: key_set,
+            issuer,
+        })
+    }
+
+    /// The ingress's authentication step.
+    pub fn authenticator(&self) -> Arc<dyn Authenticator> {
+        self.verifier.clone()
+    }
+
+    /// Where deliveries get their tokens.
+    pub fn token_source(&self) -> Arc<dyn TokenSource> {
+        self.tokens.clone()
+    }
+}

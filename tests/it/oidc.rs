@@ -1,0 +1,298 @@
+//! Sender identity (`--authentication-oidc enabled`), through the real binary: subscribers
+//! verify Herald's tokens with a standard JWT library against the JWKS served on the admin
+//! port, and the ingress refuses requests without a valid token for the broker (401).
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde_json::{json, Value};
+
+use crate::common;
+use crate::scenarios::{self, broker_yaml, send_binary, NS};
+use common::admin::{AdminClient, BROKERS, TRIGGERS};
+use common::herald::{Herald, HeraldDirs, Sled};
+use common::Subscriber;
+
+const OIDC: [&str; 2] = ["--authentication-oidc", "enabled"];
+const SUBSCRIBER_AUDIENCE: &str = "https://subscriber.example/events";
+
+fn broker_audience(broker: &str) -> String {
+    format!("eventing.knative.dev/broker/{NS}/{broker}")
+}
+
+/// A token from Herald's admin API, as an external producer gets one.
+async fn producer_token(herald: &Herald, subject: &str, audience: &str) -> String {
+    let response = scenarios::client()
+        .post(format!("{}/apis/herald.dev/v1/oidc/token", herald.admin))
+        .header("content-type", "application/json")
+        .body(json!({ "subject": subject, "audience": audience }).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let body: Value = serde_json::from_slice(&bounded_body(response).await).unwrap();
+    body["token"].as_str().unwrap().to_owned()
+}
+
+/// An answer's body, at most 64 KiB (discovery, JWKS and tokens are far smaller).
+async fn bounded_body(mut response: reqwest::Response) -> Vec<u8> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.unwrap() {
+        body.extend_from_slice(&chunk);
+        assert!(body.len() <= 64 * 1024, "answer too large");
+    }
+    body
+}
+
+/// The issuer and its keys, found the way any OIDC client finds them: discovery, then JWKS.
+async fn discover(herald: &Herald) -> (String, JwkSet) {
+    let client = scenarios::client();
+    let get = |url: String| {
+        let client = client.clone();
+        async move {
+            let response = client.get(url).send().await.unwrap();
+            assert_eq!(response.status(), 200);
+            bounded_body(response).await
+        }
+    };
+    let discovery: Value = serde_json::from_slice(
+        &get(format!("{}/.well-known/openid-configuration", herald.admin)).await,
+    )
+    .unwrap();
+    let jwks: JwkSet =
+        serde_json::from_slice(&get(discovery["jwks_uri"].as_str().unwrap().to_owned()).await)
+            .unwrap();
+    (discovery["issuer"].as_str().unwrap().to_owned(), jwks)
+}
+
+#[derive(serde::Deserialize, Debug)]
+struct Claims {
+    sub: String,
+    iss: String,
+    exp: u64,
+    iat: u64,
+}
+
+/// Verifies `token` as a subscriber would: signature by the JWKS key its `kid` names, issuer,
+/// audience, expiry.
+fn verify(token: &str, issuer: &str, jwks: &JwkSet, audience: &str) -> Claims {
+    let header = jsonwebtoken::decode_header(token).unwrap();
+    assert_eq!(header.alg, Algorithm::ES256);
+    let jwk = jwks
+        .find(header.kid.as_deref().unwrap())
+        .expect("the token's kid is in the JWKS");
+    let mut validation = Validation::new(Algorithm::ES256);
+    validation.set_audience(&[audience]);
+    validation.set_issuer(&[issuer]);
+    jsonwebtoken::decode::<Claims>(token, &DecodingKey::from_jwk(jwk).unwrap(), &validation)
+        .unwrap_or_else(|e| panic!("the token does not verify: {e}"))
+        .claims
+}
+
+fn bearer(received: &common::subscriber::Received) -> Option<String> {
+    received.header("authorization").map(|v| {
+        v.strip_prefix("Bearer ")
+            .expect("a Bearer token")
+            .to_owned()
+    })
+}
+
+/// Each delivery to a subscriber with an audience carries the trigger's token for that
+/// audience, signed with a key of the JWKS the admin port serves; the token is reused (one
+/// mint per sender and audience); a subscriber without an audience gets none, and the
+/// producer's own token is never forwarded. Status shows the audience and the identity.
+#[tokio::test]
+async fn deliveries_carry_tokens_that_verify_against_the_jwks() {
+    let with_audience = Subscriber::start().await;
+    let without = Subscriber::start().await;
+    let config = format!(
+        "{}apiVersion: eventing.knative.dev/v1\nkind: Trigger\nmetadata:\n  name: t1\n  namespace: {NS}\nspec: {{broker: b, subscriber: {{uri: '{}', audience: '{SUBSCRIBER_AUDIENCE}'}}}}\n---\n{}",
+        broker_yaml("b", None),
+        with_audience.url(),
+        scenarios::trigger_yaml("t2", "b", &without.url(), ""),
+    );
+    let dirs = HeraldDirs::new(&config);
+    let herald = Herald::start(&Sled, &dirs, &OIDC).await;
+    let producer = producer_token(
+        &herald,
+        "system:serviceaccount:default:producer",
+        &broker_audience("b"),
+    )
+    .await;
+    let authorization = format!("Bearer {producer}");
+    for id in ["e1", "e2", "e3"] {
+        let status = send_binary(
+            &herald.broker_url(NS, "b"),
+            id,
+            "t",
+            &[("authorization", &authorization)],
+        )
+        .await;
+        assert_eq!(status, 202, "{}", herald.logs());
+    }
+
+    let (issuer, jwks) = discover(&herald).await;
+    assert_eq!(
+        issuer, herald.admin,
+        "the default issuer is the admin listener's URL"
+    );
+    let received = with_audience.wait_for(3).await;
+    let tokens: Vec<String> = received
+        .iter()
+        .map(|r| bearer(r).expect("a token"))
+        .collect();
+    for token in &tokens {
+        assert_ne!(
+            token, &producer,
+            "the producer's token must not be forwarded"
+        );
+        let claims = verify(token, &issuer, &jwks, SUBSCRIBER_AUDIENCE);
+        assert_eq!(
+            claims.sub,
+            "system:serviceaccount:default:t1-oidc-eventing.knative.dev-trigger"
+        );
+        assert_eq!(claims.iss, issuer);
+        assert_eq!(claims.exp - claims.iat, 3600, "tokens live one hour");
+    }
+    // ES256 signatures are randomized: equal tokens are one cached token.
+    assert!(
+        tokens.iter().all(|t| t == &tokens[0]),
+        "the token is reused"
+    );
+
+    for r in without.wait_for(3).await {
+        assert_eq!(r.header("authorization"), None, "no audience, no token");
+    }
+
+    let admin = AdminClient::new(&herald.admin);
+    let (_, broker) = admin.get(&format!("{BROKERS}/b")).await;
+    assert_eq!(
+        broker["status"]["address"]["audience"],
+        json!(broker_audience("b"))
+    );
+    let (_, trigger) = admin.get(&format!("{TRIGGERS}/t1")).await;
+    assert_eq!(
+        trigger["status"]["auth"]["serviceAccountName"],
+        json!("t1-oidc-eventing.knative.dev-trigger")
+    );
+    let identity = trigger["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "OIDCIdentityCreated")
+        .expect("OIDCIdentityCreated");
+    assert_eq!(identity["status"], "True");
+}
+
+fn seconds_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// A token signed with Herald's own key (read from its data directory) but with the claims
+/// the test chooses: how an expired token is made.
+fn signed_with_herald_key(dirs: &HeraldDirs, kid: &str, claims: Value) -> String {
+    let pkcs8 = std::fs::read(dirs.data.path().join("oidc/signing-key.p8")).unwrap();
+    let mut header = Header::new(Algorithm::ES256);
+    header.kid = Some(kid.to_owned());
+    jsonwebtoken::encode(&header, &claims, &EncodingKey::from_ec_der(&pkcs8)).unwrap()
+}
+
+/// With sender identity on, a broker's ingress takes only a token for its own audience,
+/// signed by a trusted key and unexpired; every refusal is a 401 with RFC 6750's challenge.
+#[tokio::test]
+async fn the_ingress_requires_a_valid_token_for_the_broker() {
+    let dirs = HeraldDirs::new(&format!(
+        "{}{}",
+        broker_yaml("b", None),
+        broker_yaml("other", None)
+    ));
+    let herald = Herald::start(&Sled, &dirs, &OIDC).await;
+    let url = herald.broker_url(NS, "b");
+    let subject = "system:serviceaccount:default:producer";
+    let (issuer, jwks) = discover(&herald).await;
+    let kid = jwks.keys[0].common.key_id.clone().unwrap();
+
+    let send = |authorization: Option<String>| {
+        let url = url.clone();
+        async move {
+            let mut request = scenarios::client()
+                .post(&url)
+                .header("ce-specversion", "1.0")
+                .header("ce-id", "1")
+                .header("ce-source", "/e2e")
+                .header("ce-type", "t");
+            if let Some(authorization) = authorization {
+                request = request.header("authorization", authorization);
+            }
+            let response = request.send().await.unwrap();
+            let challenge = response
+                .headers()
+                .get("www-authenticate")
+                .map(|v| v.to_str().unwrap().to_owned())
+                .unwrap_or_default();
+            (response.status().as_u16(), challenge)
+        }
+    };
+
+    let (status, challenge) = send(None).await;
+    assert_eq!(status, 401);
+    assert!(
+        challenge.starts_with("Bearer error=\"invalid_request\""),
+        "{challenge}"
+    );
+
+    let wrong_audience = producer_token(&herald, subject, &broker_audience("other")).await;
+    let (status, challenge) = send(Some(format!("Bearer {wrong_audience}"))).await;
+    assert_eq!(status, 401);
+    assert!(
+        challenge.contains("invalid_token") && challenge.contains("audience"),
+        "{challenge}"
+    );
+
+    let now = seconds_now();
+    let expired = signed_with_herald_key(
+        &dirs,
+        &kid,
+        json!({"iss": issuer, "sub": subject, "aud": [broker_audience("b")], "iat": now - 7200, "exp": now - 3600}),
+    );
+    let (status, challenge) = send(Some(format!("Bearer {expired}"))).await;
+    assert_eq!(status, 401);
+    assert!(challenge.contains("expired"), "{challenge}");
+
+    // The right claims under a key Herald does not know.
+    let rng = ring::rand::SystemRandom::new();
+    let foreign = ring::signature::EcdsaKeyPair::generate_pkcs8(
+        &ring::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+        &rng,
+    )
+    .unwrap();
+    let mut header = Header::new(Algorithm::ES256);
+    header.kid = Some(kid.clone());
+    let forged = jsonwebtoken::encode(
+        &header,
+        &json!({"iss": issuer, "sub": subject, "aud": [broker_audience("b")], "iat": now, "exp": now + 600}),
+        &EncodingKey::from_ec_der(foreign.as_ref()),
+    )
+    .unwrap();
+    let (status, challenge) = send(Some(format!("Bearer {forged}"))).await;
+    assert_eq!(status, 401);
+    assert!(challenge.contains("signature"), "{challenge}");
+
+    let valid = producer_token(&herald, subject, &broker_audience("b")).await;
+    let (status, _) = send(Some(format!("Bearer {valid}"))).await;
+    assert_eq!(status, 202, "{}", herald.logs());
+    // Remembered tokens are still checked against the broker's audience.
+    let other = herald.broker_url(NS, "other");
+    let status = send_binary(
+        &other,
+        "2",
+        "t",
+        &[("authorization", &format!("Bearer {valid}"))],
+    )
+    .await;
+    assert_eq!(status, 401);
+}
