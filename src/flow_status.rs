@@ -190,6 +190,8 @@ fn channel_status(
             vec![address.clone()]
         },
         address: Some(address),
+        // Filled in by `policy::status::decorate`.
+        policies: Vec::new(),
         subscribers,
         dead_letter_sink_uri: dead_letter_sink,
         channel: is_channel.then(|| KReference {
@@ -382,6 +384,8 @@ fn sequence_status(
         address: Some(address(base_url, OwnAddressable::Sequence, namespace, name)),
         channel_statuses,
         subscription_statuses,
+        // Filled in by `policy::status::decorate`.
+        policies: Vec::new(),
     }
 }
 
@@ -430,6 +434,8 @@ fn parallel_status(
         address: Some(address(base_url, OwnAddressable::Parallel, namespace, name)),
         ingress_channel_status: Some(ingress),
         branch_statuses,
+        // Filled in by `policy::status::decorate`.
+        policies: Vec::new(),
     }
 }
 
@@ -464,6 +470,8 @@ fn transform_status(
         addresses: vec![address.clone()],
         address: Some(address),
         sink_uri,
+        // Filled in by `policy::status::decorate`.
+        policies: Vec::new(),
     }
 }
 

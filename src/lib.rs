@@ -17,6 +17,7 @@ pub mod control;
 pub mod flow_status;
 pub mod kinds;
 pub mod parked;
+pub mod policy;
 pub mod request_reply;
 pub mod runtime;
 pub mod source_kinds;

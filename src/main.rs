@@ -14,7 +14,7 @@ mod telemetry;
 
 // The control plane is the library's; its modules keep their `crate::` paths here.
 use herald::{
-    annotations, apiserver_source, catalog, config, control, flow_status, kinds, runtime,
+    annotations, apiserver_source, catalog, config, control, flow_status, kinds, policy, runtime,
     source_kinds, status, store,
 };
 

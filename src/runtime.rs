@@ -104,6 +104,9 @@ pub struct Runtime {
     pub transforms: Arc<crate::transform::Transforms>,
     pub request_replies: Arc<crate::request_reply::RequestReplies>,
     max_event_bytes: usize,
+    /// The EventPolicies ingress enforces, compiled on each reconcile.
+    pub authorizer: Arc<crate::policy::Authorizer>,
+    policy_settings: crate::policy::PolicySettings,
 }
 
 impl Runtime {
@@ -140,7 +143,18 @@ impl Runtime {
             removal_is_deletion: true,
             catalog: crate::catalog::CatalogOptions::default(),
             schemas: crate::catalog::SchemaCache::default(),
+            authorizer: Arc::default(),
+            policy_settings: crate::policy::PolicySettings::default(),
         }
+    }
+
+    /// OIDC authentication and the default authorization mode (flags).
+    pub fn set_policy_settings(&mut self, settings: crate::policy::PolicySettings) {
+        self.policy_settings = settings;
+    }
+
+    pub fn policy_settings(&self) -> crate::policy::PolicySettings {
+        self.policy_settings
     }
 
     /// The serve flags of the event catalog.
@@ -237,6 +251,7 @@ impl Runtime {
             .collect();
         self.transforms.set(transforms);
         self.request_replies.set(&desired.flows.request_replies);
+        self.authorizer.set(desired, self.policy_settings);
         let plans: HashMap<TriggerKey, TriggerPlan> = desired
             .triggers
             .iter()

@@ -31,6 +31,8 @@ pub fn broker(
             url: Some(format!("{base_url}/{namespace}/{name}")),
         }),
         dead_letter_sink_uri: broker.dead_letter_sink.as_ref().map(|d| runtime.url(d)),
+        // Filled in by `policy::status::decorate`.
+        policies: Vec::new(),
     }
 }
 
