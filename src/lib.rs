@@ -15,6 +15,7 @@ pub mod catalog;
 pub mod config;
 pub mod control;
 pub mod flow_status;
+pub mod identity;
 pub mod kinds;
 pub mod parked;
 pub mod policy;

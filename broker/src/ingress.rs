@@ -18,6 +18,7 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde_json::json;
 use tracing::Instrument;
 
+use crate::access::{AccessDenied, AccessRequest, IngressAccess};
 use crate::binding::{decode_request, DecodeError};
 use crate::catalog::{BrokerPolicy, TypeRefusal};
 use crate::event::{AttrValue, CloudEvent, InvalidEvent};
@@ -83,6 +84,9 @@ pub enum IngressError {
     BodyRead(String),
     #[error("the broker cannot accept events right now; retry later")]
     Unavailable(#[source] LogError),
+    /// The access check refused the request: 401, 403 or 500 (see [`AccessDenied`]).
+    #[error("{0}")]
+    Denied(#[from] AccessDenied),
     /// The broker's EventTypes refuse the event (`herald.dev/schema-validation: enforce`).
     #[error("{}{refusal}", index.map(|i| format!("event {i}: ")).unwrap_or_default())]
     Refused {
@@ -105,6 +109,7 @@ impl IngressError {
             IngressError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             IngressError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             IngressError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            IngressError::Denied(denied) => denied.status(),
         }
     }
 }
@@ -144,6 +149,9 @@ impl IntoResponse for IngressError {
         headers.insert("allow", HeaderValue::from_static(ALLOW));
         if status == StatusCode::SERVICE_UNAVAILABLE {
             headers.insert("retry-after", HeaderValue::from_static("1"));
+        }
+        if let IngressError::Denied(AccessDenied::Unauthenticated { error, description }) = &self {
+            headers.insert("www-authenticate", bearer_challenge(error, description));
         }
         response
     }
@@ -228,6 +236,8 @@ pub struct Ingress {
     /// Accepted events for live tails; costs nothing while nobody listens.
     tap: broadcast::Sender<Arc<TappedEvent>>,
     type_labels: EventTypeLabels,
+    /// Who may send (authentication, then authorization); open by default.
+    access: IngressAccess,
 }
 
 /// An event this process accepted (after its append was durable), as live tails see it.
@@ -252,7 +262,14 @@ impl Ingress {
             type_labels: EventTypeLabels::new(config.max_event_types),
             config,
             tap: broadcast::channel(TAP_CAPACITY).0,
+            access: IngressAccess::default(),
         }
+    }
+
+    /// The access check every HTTP request passes before its events are appended.
+    pub fn with_access(mut self, access: IngressAccess) -> Self {
+        self.access = access;
+        self
     }
 
     pub fn brokers(&self) -> &Arc<BrokerRegistry> {
@@ -477,8 +494,18 @@ impl Ingress {
         headers: &HeaderMap,
         body: Body,
     ) -> Result<Vec<String>, IngressError> {
+        // Authentication first: an unknown sender's body is not read.
+        let caller = self.access.authenticate(broker, headers).await?;
         let body = self.read_body(headers, body).await?;
         let events = decode_request(headers, body)?;
+        self.access
+            .authorize(&AccessRequest {
+                broker,
+                headers,
+                caller: caller.as_ref(),
+                events: &events,
+            })
+            .await?;
         let types = events.iter().map(|e| e.event_type().into_owned()).collect();
         self.publish(broker, events, pass_through_headers(headers))
             .await?;
@@ -500,6 +527,19 @@ impl Ingress {
             },
         )
     }
+}
+
+/// RFC 6750's challenge. The description is Herald's own text; quotes and backslashes are
+/// dropped rather than escaped, and a value that still is no header falls back to the code.
+fn bearer_challenge(error: &str, description: &str) -> HeaderValue {
+    let description: String = description
+        .chars()
+        .filter(|c| *c != '"' && *c != '\\' && (' '..='~').contains(c))
+        .collect();
+    HeaderValue::from_str(&format!(
+        "Bearer error=\"{error}\", error_description=\"{description}\""
+    ))
+    .unwrap_or_else(|_| HeaderValue::from_static("Bearer"))
 }
 
 /// `/{ns}/{name}` with an optional trailing slash: exactly two segments, as Knative's
@@ -679,6 +719,84 @@ mod tests {
                 .unwrap();
             let response = ingress.clone().router().oneshot(request).await.unwrap();
             assert_eq!(response.status(), status, "{path}");
+        }
+    }
+
+    /// The access hook: the authenticator's 401 carries RFC 6750's challenge and the body is
+    /// not read; the authorizer sees the caller and the decoded events and may answer 403.
+    #[tokio::test]
+    async fn access_hook_answers_401_and_403() {
+        use crate::access::{AccessRequest, Authenticator, Authorizer, Caller};
+
+        struct TokenIsSubject;
+        #[async_trait::async_trait]
+        impl Authenticator for TokenIsSubject {
+            async fn authenticate(
+                &self,
+                _: &BrokerKey,
+                headers: &HeaderMap,
+            ) -> Result<Option<Caller>, AccessDenied> {
+                let token = headers
+                    .get("authorization")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.strip_prefix("Bearer "))
+                    .ok_or_else(AccessDenied::missing_token)?;
+                Ok(Some(Caller {
+                    subject: token.to_owned(),
+                    issuer: "test".into(),
+                }))
+            }
+        }
+        struct OnlyAlice;
+        #[async_trait::async_trait]
+        impl Authorizer for OnlyAlice {
+            async fn authorize(&self, request: &AccessRequest<'_>) -> Result<(), AccessDenied> {
+                assert_eq!(request.events.len(), 1);
+                match request.caller.map(|c| c.subject.as_str()) {
+                    Some("alice") => Ok(()),
+                    _ => Err(AccessDenied::Forbidden {
+                        reason: "not alice".into(),
+                    }),
+                }
+            }
+        }
+        let registry = Arc::new(BrokerRegistry::default());
+        registry.insert(BrokerKey::new("ns", "b"));
+        let log = Arc::new(RefusingLog(|| LogError::Overloaded));
+        let access = IngressAccess::open()
+            .with_authenticator(Arc::new(TokenIsSubject))
+            .with_authorizer(Arc::new(OnlyAlice));
+        let ingress = Arc::new(
+            Ingress::new(log, registry, IngressConfig::default()).with_access(access),
+        );
+        for (token, status) in [
+            (None, StatusCode::UNAUTHORIZED),
+            (Some("bob"), StatusCode::FORBIDDEN),
+            // Let in: the refusing log answers 503.
+            (Some("alice"), StatusCode::SERVICE_UNAVAILABLE),
+        ] {
+            let mut request = axum::http::Request::post("/ns/b")
+                .header("ce-specversion", "1.0")
+                .header("ce-id", "1")
+                .header("ce-source", "/s")
+                .header("ce-type", "t");
+            if let Some(token) = token {
+                request = request.header("authorization", format!("Bearer {token}"));
+            }
+            let response = ingress
+                .clone()
+                .router()
+                .oneshot(request.body(Body::empty()).unwrap())
+                .await
+                .unwrap();
+            assert_eq!(response.status(), status, "{token:?}");
+            if status == StatusCode::UNAUTHORIZED {
+                let challenge = response.headers()["www-authenticate"].to_str().unwrap();
+                assert!(
+                    challenge.starts_with("Bearer error=\"invalid_request\", error_description="),
+                    "{challenge}"
+                );
+            }
         }
     }
 }

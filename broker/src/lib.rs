@@ -1,5 +1,6 @@
 //! Herald's data plane entry: CloudEvents over HTTP in, a durable log per broker.
 
+pub mod access;
 pub mod binding;
 pub mod catalog;
 pub mod event;
@@ -17,6 +18,7 @@ pub mod testing;
 pub mod trace;
 pub mod type_labels;
 
+pub use access::{AccessDenied, AccessRequest, Authenticator, Authorizer, Caller, IngressAccess};
 pub use event::{AttrValue, CloudEvent, InvalidEvent};
 pub use ingress::{BrokerRegistry, Ingress, IngressConfig, IngressError};
 pub use log::{BrokerKey, EventLog, LogConsumer, LogError, LogRecord, RecordId, StartFrom};
