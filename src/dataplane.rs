@@ -60,15 +60,21 @@ impl DataPlane {
         let ingress_listener = bind(args.listen).await?;
         let admin_listener = bind(args.admin_listen).await?;
         let ingress_addr = ingress_listener.local_addr()?;
-        let ingress = Arc::new(Ingress::new(
-            log.clone(),
-            Arc::new(BrokerRegistry::default()),
-            IngressConfig {
-                max_event_bytes: args.max_event_bytes,
-                max_event_types: args.metrics_max_event_types,
-                ..IngressConfig::default()
-            },
-        ));
+        // EventPolicies: compiled by the runtime on each change, asked by the ingress.
+        let authorizer = Arc::new(crate::policy::Authorizer::default());
+        let access = herald_broker::IngressAccess::open().with_authorizer(authorizer.clone());
+        let ingress = Arc::new(
+            Ingress::new(
+                log.clone(),
+                Arc::new(BrokerRegistry::default()),
+                IngressConfig {
+                    max_event_bytes: args.max_event_bytes,
+                    max_event_types: args.metrics_max_event_types,
+                    ..IngressConfig::default()
+                },
+            )
+            .with_access(access),
+        );
         let deps = Deps {
             sender: Sender::new(args.max_event_bytes, args.max_outbound)?,
             log,
@@ -90,6 +96,11 @@ impl DataPlane {
             },
             args.max_event_bytes,
         );
+        runtime.authorizer = authorizer;
+        runtime.set_policy_settings(crate::policy::PolicySettings {
+            authentication: false,
+            default_mode: args.default_authorization_mode,
+        });
         runtime.set_catalog_options(crate::catalog::CatalogOptions {
             auto_create: args.eventtype_auto_create,
             auto_create_max: args.eventtype_auto_create_max,

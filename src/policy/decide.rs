@@ -1,6 +1,6 @@
 //! The ingress decision: compiled from the desired state once per control-plane change
 //! (subjects resolved, filters compiled, policies grouped per addressable), read per request
-//! without allocation beyond the lookup key.
+//! per request through the ingress's access hook.
 //!
 //! Rule (README "EventPolicy"): with at least one Ready policy applying to the addressable,
 //! an event is allowed when **any** of them names the caller's subject in its `from` and the
@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
-use herald_broker::CloudEvent;
+use herald_broker::{AccessDenied, AccessRequest, BrokerKey, CloudEvent};
 use herald_crds::OwnAddressable;
 use herald_triggers::Filter;
 
@@ -21,8 +21,6 @@ use crate::config::Desired;
 /// Why ingress refuses an event (answered 403).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Denied {
-    #[error("no authenticated subject: {target} requires a token (OIDC authentication)")]
-    NoSubject { target: String },
     #[error("no EventPolicy applying to {target} admits subject {subject:?} (policies: {policies})")]
     NotInFrom {
         target: String,
@@ -56,16 +54,27 @@ struct Rule {
     filter: Filter,
 }
 
+/// What applies to one log stream (a broker's, or a channel's: a Sequence or Parallel
+/// takes events through its first channel, so that channel's stream has their policies too).
+#[derive(Debug, Default)]
+struct StreamRules {
+    /// How errors name it: `Broker ns/b`, `Sequence ns/s`, ...
+    name: String,
+    namespace: String,
+    /// The Ready policies applying, in name order, each once.
+    rules: Vec<Arc<Rule>>,
+}
+
 /// What the authorizer knows between two control-plane changes.
 #[derive(Debug, Default)]
 struct Compiled {
     settings: PolicySettings,
-    /// The Ready policies applying to each addressable, in name order.
-    rules: HashMap<PolicyTarget, Vec<Arc<Rule>>>,
+    streams: HashMap<BrokerKey, StreamRules>,
 }
 
 /// The compiled policies of the running desired state, shared by the runtime (which sets
-/// them on each change) and the ingress (which reads them per request).
+/// them on each change) and the ingress (which asks per request, through
+/// [`herald_broker::Authorizer`]).
 #[derive(Debug, Default)]
 pub struct Authorizer {
     compiled: RwLock<Arc<Compiled>>,
@@ -76,9 +85,20 @@ impl Authorizer {
     /// shared by every addressable it applies to.
     pub fn set(&self, desired: &Desired, settings: PolicySettings) {
         let policies = &desired.policies;
-        let mut rules: HashMap<PolicyTarget, Vec<Arc<Rule>>> = HashMap::new();
+        let mut streams: HashMap<BrokerKey, StreamRules> = HashMap::new();
         let mut built: HashMap<(String, String), Arc<Rule>> = HashMap::new();
         for target in policies.targets.keys() {
+            // EventTransforms are served in process, not through the ingress's streams.
+            if target.address == OwnAddressable::EventTransform {
+                continue;
+            }
+            let stream = crate::config::flows::stream_of(target.address, &target.namespace, &target.name);
+            let entry = streams.entry(stream).or_default();
+            // A Sequence's or Parallel's name wins over its channel's.
+            if entry.name.is_empty() || target.address != OwnAddressable::Channel {
+                entry.name = describe(target);
+                entry.namespace = target.namespace.clone();
+            }
             for plan in super::apply::policies_for(policies, target) {
                 if !super::status::is_ready(plan, policies, settings) {
                     continue;
@@ -92,66 +112,58 @@ impl Authorizer {
                             filter: plan.filter.clone(),
                         })
                     });
-                rules.entry(target.clone()).or_default().push(rule.clone());
+                if !entry.rules.iter().any(|r| Arc::ptr_eq(r, rule)) {
+                    entry.rules.push(rule.clone());
+                }
             }
         }
-        let compiled = Arc::new(Compiled { settings, rules });
+        for entry in streams.values_mut() {
+            entry.rules.sort_by(|a, b| a.policy.cmp(&b.policy));
+        }
+        let compiled = Arc::new(Compiled { settings, streams });
         if let Ok(mut current) = self.compiled.write() {
             *current = compiled;
         }
     }
 
-    /// Whether ingress checks anything at all (OIDC authentication on).
-    pub fn enforcing(&self) -> bool {
-        self.compiled
-            .read()
-            .map(|c| c.settings.authentication)
-            .unwrap_or(false)
-    }
-
-    /// Decides for `events` sent to the addressable at the ingress `path` by `subject` (the
-    /// token's verified subject; `None` when the request carried none).
-    pub fn check_path(
-        &self,
-        path: &str,
-        subject: Option<&str>,
-        events: &[CloudEvent],
-    ) -> Result<(), Denied> {
-        match target_of_path(path) {
-            Some(target) => self.check(&target, subject, events),
-            // Not an addressable's path: ingress answers 404/400 on its own.
-            None => Ok(()),
-        }
-    }
-
-    /// Decides for `events` sent to `target` by `subject`.
+    /// Decides for `events` sent to the log stream `stream` by `subject` (the token's
+    /// verified subject). `None`: the request was not authenticated (OIDC off, or not asked
+    /// for this broker), and policies do not apply, as without OIDC in Knative.
     pub fn check(
         &self,
-        target: &PolicyTarget,
+        stream: &BrokerKey,
         subject: Option<&str>,
         events: &[CloudEvent],
     ) -> Result<(), Denied> {
+        let Some(subject) = subject else {
+            return Ok(());
+        };
         let compiled = match self.compiled.read() {
             Ok(compiled) => compiled.clone(),
             // A poisoned lock: refuse rather than let everything in.
             Err(_) => {
                 return Err(Denied::DenyAll {
-                    target: describe(target),
+                    target: stream.to_string(),
                 })
             }
         };
-        if !compiled.settings.authentication {
-            return Ok(());
+        let fallback;
+        let entry = match compiled.streams.get(stream) {
+            Some(entry) => entry,
+            None => {
+                fallback = StreamRules {
+                    name: stream.to_string(),
+                    namespace: stream.namespace.clone(),
+                    rules: Vec::new(),
+                };
+                &fallback
+            }
+        };
+        if entry.rules.is_empty() {
+            return default_mode(compiled.settings.default_mode, entry, subject);
         }
-        let Some(subject) = subject else {
-            return Err(Denied::NoSubject {
-                target: describe(target),
-            });
-        };
-        let Some(rules) = compiled.rules.get(target).filter(|r| !r.is_empty()) else {
-            return default_mode(compiled.settings.default_mode, target, subject);
-        };
-        let admitting: Vec<&Rule> = rules
+        let admitting: Vec<&Rule> = entry
+            .rules
             .iter()
             .filter(|rule| super::subject::contained(subject, &rule.subjects))
             .map(Arc::as_ref)
@@ -159,16 +171,16 @@ impl Authorizer {
         let names = |rules: &mut dyn Iterator<Item = &str>| rules.collect::<Vec<_>>().join(", ");
         if admitting.is_empty() {
             return Err(Denied::NotInFrom {
-                target: describe(target),
+                target: entry.name.clone(),
                 subject: subject.to_owned(),
-                policies: names(&mut rules.iter().map(|r| r.policy.as_str())),
+                policies: names(&mut entry.rules.iter().map(|r| r.policy.as_str())),
             });
         }
         let batch = events.len() > 1;
         for (index, event) in events.iter().enumerate() {
             if !admitting.iter().any(|rule| rule.filter.matches(event)) {
                 return Err(Denied::Filtered {
-                    target: describe(target),
+                    target: entry.name.clone(),
                     subject: subject.to_owned(),
                     policies: names(&mut admitting.iter().map(|r| r.policy.as_str())),
                     event: if batch {
@@ -184,20 +196,36 @@ impl Authorizer {
     }
 }
 
-fn default_mode(mode: DefaultMode, target: &PolicyTarget, subject: &str) -> Result<(), Denied> {
+/// The ingress's authorization step: a refusal is a 403 with the reason.
+#[async_trait::async_trait]
+impl herald_broker::Authorizer for Authorizer {
+    async fn authorize(&self, request: &AccessRequest<'_>) -> Result<(), AccessDenied> {
+        self.check(
+            request.broker,
+            request.caller.map(|caller| caller.subject.as_str()),
+            request.events,
+        )
+        .map_err(|denied| AccessDenied::Forbidden {
+            reason: denied.to_string(),
+        })
+    }
+}
+
+fn default_mode(mode: DefaultMode, entry: &StreamRules, subject: &str) -> Result<(), Denied> {
     match mode {
         DefaultMode::AllowAll => Ok(()),
         DefaultMode::DenyAll => Err(Denied::DenyAll {
-            target: describe(target),
+            target: entry.name.clone(),
         }),
         DefaultMode::AllowSameNamespace => {
-            let prefix = format!("system:serviceaccount:{}:", target.namespace);
-            if subject.starts_with(&prefix) {
+            let same = crate::identity::naming::parse_subject(subject)
+                .is_some_and(|(namespace, _)| namespace == entry.namespace);
+            if same {
                 Ok(())
             } else {
                 Err(Denied::OtherNamespace {
-                    target: describe(target),
-                    namespace: target.namespace.clone(),
+                    target: entry.name.clone(),
+                    namespace: entry.namespace.clone(),
                     subject: subject.to_owned(),
                 })
             }
@@ -210,25 +238,4 @@ fn describe(target: &PolicyTarget) -> String {
         "{:?} {}/{}",
         target.address, target.namespace, target.name
     )
-}
-
-/// The addressable served at an ingress path: `/{ns}/{broker}`, `/channels/{ns}/{name}`,
-/// `/sequences/...`, `/parallels/...`, `/eventtransforms/...`.
-pub fn target_of_path(path: &str) -> Option<PolicyTarget> {
-    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
-    let (address, namespace, name) = match parts.as_slice() {
-        [namespace, name] => (OwnAddressable::Broker, *namespace, *name),
-        ["channels", namespace, name] => (OwnAddressable::Channel, *namespace, *name),
-        ["sequences", namespace, name] => (OwnAddressable::Sequence, *namespace, *name),
-        ["parallels", namespace, name] => (OwnAddressable::Parallel, *namespace, *name),
-        ["eventtransforms", namespace, name] => {
-            (OwnAddressable::EventTransform, *namespace, *name)
-        }
-        _ => return None,
-    };
-    Some(PolicyTarget {
-        address,
-        namespace: namespace.to_owned(),
-        name: name.to_owned(),
-    })
 }

@@ -3,11 +3,6 @@
 use crate::config::policy_plan::{group_of, FromPlan, Policies};
 use crate::kinds::{self, ObjectKey};
 
-/// The subject of a ServiceAccount, as Kubernetes writes it in tokens.
-pub fn service_account_subject(namespace: &str, account: &str) -> String {
-    format!("system:serviceaccount:{namespace}:{account}")
-}
-
 /// Whether `subject` is one of `allowed`: equal ignoring case, or starting with the part of
 /// a pattern before its trailing `*` (Knative's `SubjectContained`).
 pub fn contained(subject: &str, allowed: &[String]) -> bool {
@@ -41,9 +36,11 @@ pub fn resolve(from: &[FromPlan], policies: &Policies) -> (Vec<String>, Vec<Stri
                         .senders
                         .contains(&ObjectKey::new(known, namespace, name)) =>
                 {
-                    subjects.push(service_account_subject(
+                    subjects.push(crate::identity::naming::sender_subject(
+                        known.group,
+                        known.kind,
                         namespace,
-                        &crate::policy::subject::sender_account(known, name),
+                        name,
                     ))
                 }
                 _ => unresolved.push(format!("{kind} {namespace}/{name}")),
@@ -61,12 +58,6 @@ fn sender_kind(api_version: &str, kind: &str) -> Option<&'static kinds::Kind> {
             && k.kind.eq_ignore_ascii_case(kind)
             && (k.source || **k == kinds::TRIGGER || **k == kinds::SUBSCRIPTION)
     })
-}
-
-/// The ServiceAccount name Knative gives a sending resource: `{name}-oidc-{group}-{kind}`,
-/// lowercase.
-pub fn sender_account(kind: &kinds::Kind, name: &str) -> String {
-    format!("{name}-oidc-{}-{}", kind.group, kind.kind).to_ascii_lowercase()
 }
 
 #[cfg(test)]
