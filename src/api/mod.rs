@@ -1,6 +1,7 @@
 //! The admin API: Herald's resources in the Kubernetes API's shape, the dead-letter store of
 //! each trigger, and live tails of brokers.
 
+mod audit;
 mod auth;
 mod dead_letters;
 #[cfg(test)]
