@@ -58,3 +58,6 @@ pub struct PolicySettings {
     pub authentication: bool,
     pub default_mode: DefaultMode,
 }
+
+#[cfg(test)]
+mod tests;
