@@ -239,3 +239,19 @@ fn status_conditions() {
         assert_eq!(status["conditions"][0]["status"], "True");
     }
 }
+
+/// The README's example loads, and its policies decide as its comments say.
+#[test]
+fn the_example_decides_as_documented() {
+    let text = include_str!("../../examples/security/event-policy.yaml");
+    let desired = desired(text);
+    let authorizer = Authorizer::default();
+    authorizer.set(&desired, ON);
+    let orders = BrokerKey::new("shop", "orders");
+    let billing = "system:serviceaccount:billing:invoicer";
+    let heartbeat = "system:serviceaccount:shop:heartbeat-oidc-sources.knative.dev-pingsource";
+    assert_eq!(authorizer.check(&orders, Some(billing), &[event("com.example.order.paid")]), Ok(()));
+    assert!(authorizer.check(&orders, Some(billing), &[event("com.example.refund")]).is_err());
+    assert_eq!(authorizer.check(&orders, Some(heartbeat), &[event("dev.knative.sources.ping")]), Ok(()));
+    assert!(authorizer.check(&orders, Some("system:serviceaccount:other:x"), &[event("com.example.order.paid")]).is_err());
+}
