@@ -152,10 +152,15 @@ pub fn validate_event_policy_spec(spec: &EventPolicySpec) -> Result<(), FieldErr
                     "expected exactly one, got neither: ref, selector",
                 ))
             }
-            (Some(r), None) => {
-                required(&format!("{path}.ref"), &r.api_version, &r.kind, Some(&r.name))?
+            (Some(r), None) => required(
+                &format!("{path}.ref"),
+                &r.api_version,
+                &r.kind,
+                Some(&r.name),
+            )?,
+            (None, Some(s)) => {
+                required(&format!("{path}.selector"), &s.api_version, &s.kind, None)?
             }
-            (None, Some(s)) => required(&format!("{path}.selector"), &s.api_version, &s.kind, None)?,
         }
     }
     for (i, from) in spec.from.iter().enumerate() {
@@ -173,9 +178,12 @@ pub fn validate_event_policy_spec(spec: &EventPolicySpec) -> Result<(), FieldErr
                     "expected exactly one, got neither: ref, sub",
                 ))
             }
-            (Some(r), None) => {
-                required(&format!("{path}.ref"), &r.api_version, &r.kind, Some(&r.name))?
-            }
+            (Some(r), None) => required(
+                &format!("{path}.ref"),
+                &r.api_version,
+                &r.kind,
+                Some(&r.name),
+            )?,
             (None, Some(sub)) => validate_subject_pattern(&format!("{path}.sub"), sub)?,
         }
     }

@@ -120,8 +120,9 @@ mod tests {
 
     #[test]
     fn paths() {
-        let o = object("/apis/eventing.knative.dev/v1/namespaces/ns/triggers/t/deadletters/redrive")
-            .unwrap();
+        let o =
+            object("/apis/eventing.knative.dev/v1/namespaces/ns/triggers/t/deadletters/redrive")
+                .unwrap();
         assert_eq!((o.resource, o.namespace, o.name), ("triggers", "ns", "t"));
         assert_eq!(o.subresource, "deadletters/redrive");
         let o = object("/apis/eventing.knative.dev/v1/namespaces/ns/brokers").unwrap();

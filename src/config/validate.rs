@@ -511,7 +511,13 @@ fn check_one(
             desired.sources.insert(ObjectKey::of(&source), plan);
         }
     }
-    note_for_policies(desired, kind_of_resource, &noted.0, &noted.1, labels.as_ref());
+    note_for_policies(
+        desired,
+        kind_of_resource,
+        &noted.0,
+        &noted.1,
+        labels.as_ref(),
+    );
     Ok(())
 }
 
@@ -560,10 +566,7 @@ fn note_for_policies(
         desired
             .policies
             .add_target(address, namespace, name, &kinds, labels);
-    } else if kind.source
-        || *kind == crate::kinds::TRIGGER
-        || *kind == crate::kinds::SUBSCRIPTION
-    {
+    } else if kind.source || *kind == crate::kinds::TRIGGER || *kind == crate::kinds::SUBSCRIPTION {
         desired
             .policies
             .senders

@@ -413,9 +413,20 @@ impl ControlPlane {
                 }
             }
             Resource::EventPolicy(policy) => {
-                let plan = match self.desired.policies.policies.get(&(namespace.clone(), name.clone())) {
+                let plan = match self
+                    .desired
+                    .policies
+                    .policies
+                    .get(&(namespace.clone(), name.clone()))
+                {
                     Some(plan) => Ok(plan.clone()),
-                    None => crate::config::policy_plan::PolicyPlan::of(&policy.spec, &namespace, &name, generation).map(Arc::new),
+                    None => crate::config::policy_plan::PolicyPlan::of(
+                        &policy.spec,
+                        &namespace,
+                        &name,
+                        generation,
+                    )
+                    .map(Arc::new),
                 };
                 match plan {
                     Ok(plan) => serde_json::to_value(crate::policy::status::policy_status(
@@ -425,7 +436,11 @@ impl ControlPlane {
                     )),
                     Err(error) => Ok(crate::status::not_running(
                         generation,
-                        vec![crate::status::failed("Ready", "InvalidSpec", error.to_string())],
+                        vec![crate::status::failed(
+                            "Ready",
+                            "InvalidSpec",
+                            error.to_string(),
+                        )],
                     )),
                 }
             }

@@ -88,10 +88,26 @@ mod tests {
             values: values.iter().map(|v| v.to_string()).collect(),
         };
         assert!(labels_match(&labels, &BTreeMap::new(), &[]));
-        assert!(labels_match(&labels, &labels, &[expr("team", "In", &["a", "b"])]));
-        assert!(!labels_match(&labels, &BTreeMap::new(), &[expr("team", "NotIn", &["a"])]));
-        assert!(labels_match(&labels, &BTreeMap::new(), &[expr("x", "DoesNotExist", &[])]));
-        assert!(!labels_match(&labels, &BTreeMap::new(), &[expr("x", "Exists", &[])]));
+        assert!(labels_match(
+            &labels,
+            &labels,
+            &[expr("team", "In", &["a", "b"])]
+        ));
+        assert!(!labels_match(
+            &labels,
+            &BTreeMap::new(),
+            &[expr("team", "NotIn", &["a"])]
+        ));
+        assert!(labels_match(
+            &labels,
+            &BTreeMap::new(),
+            &[expr("x", "DoesNotExist", &[])]
+        ));
+        assert!(!labels_match(
+            &labels,
+            &BTreeMap::new(),
+            &[expr("x", "Exists", &[])]
+        ));
         let other: BTreeMap<String, String> =
             [("team".to_owned(), "b".to_owned())].into_iter().collect();
         assert!(!labels_match(&labels, &other, &[]));

@@ -21,7 +21,9 @@ use crate::config::Desired;
 /// Why ingress refuses an event (answered 403).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Denied {
-    #[error("no EventPolicy applying to {target} admits subject {subject:?} (policies: {policies})")]
+    #[error(
+        "no EventPolicy applying to {target} admits subject {subject:?} (policies: {policies})"
+    )]
     NotInFrom {
         target: String,
         subject: String,
@@ -92,7 +94,8 @@ impl Authorizer {
             if target.address == OwnAddressable::EventTransform {
                 continue;
             }
-            let stream = crate::config::flows::stream_of(target.address, &target.namespace, &target.name);
+            let stream =
+                crate::config::flows::stream_of(target.address, &target.namespace, &target.name);
             let entry = streams.entry(stream).or_default();
             // A Sequence's or Parallel's name wins over its channel's.
             if entry.name.is_empty() || target.address != OwnAddressable::Channel {
@@ -234,8 +237,5 @@ fn default_mode(mode: DefaultMode, entry: &StreamRules, subject: &str) -> Result
 }
 
 fn describe(target: &PolicyTarget) -> String {
-    format!(
-        "{:?} {}/{}",
-        target.address, target.namespace, target.name
-    )
+    format!("{:?} {}/{}", target.address, target.namespace, target.name)
 }

@@ -130,13 +130,19 @@ pub fn decorate(
                 "EventPoliciesReady",
                 true,
                 Some("OIDCDisabled"),
-                Some("Feature \"authentication-oidc\" must be enabled to support Authorization".into()),
+                Some(
+                    "Feature \"authentication-oidc\" must be enabled to support Authorization"
+                        .into(),
+                ),
             )
         }
     } else if not_ready.is_empty() {
         Condition::new("EventPoliciesReady", true, None, None)
     } else {
-        let names: Vec<&str> = not_ready.iter().map(|p: &&&std::sync::Arc<PolicyPlan>| p.name.as_str()).collect();
+        let names: Vec<&str> = not_ready
+            .iter()
+            .map(|p: &&&std::sync::Arc<PolicyPlan>| p.name.as_str())
+            .collect();
         Condition::new(
             "EventPoliciesReady",
             false,

@@ -66,9 +66,18 @@ mod tests {
 
     #[test]
     fn patterns() {
-        assert!(matches("system:serviceaccount:ns:a", "system:serviceaccount:ns:*"));
-        assert!(matches("system:serviceaccount:ns:a", "SYSTEM:serviceaccount:ns:A"));
-        assert!(!matches("system:serviceaccount:ns2:a", "system:serviceaccount:ns:*"));
+        assert!(matches(
+            "system:serviceaccount:ns:a",
+            "system:serviceaccount:ns:*"
+        ));
+        assert!(matches(
+            "system:serviceaccount:ns:a",
+            "SYSTEM:serviceaccount:ns:A"
+        ));
+        assert!(!matches(
+            "system:serviceaccount:ns2:a",
+            "system:serviceaccount:ns:*"
+        ));
         assert!(matches("anything", "*"));
         assert!(!matches("a", "ab"));
     }

@@ -51,7 +51,10 @@ fn from_and_filters_decide() {
         )
     );
     let authorizer = authorizer(&yaml, ON);
-    assert_eq!(authorizer.check(&broker(), Some(ALICE), &[event("ok.1")]), Ok(()));
+    assert_eq!(
+        authorizer.check(&broker(), Some(ALICE), &[event("ok.1")]),
+        Ok(())
+    );
     let denied = authorizer
         .check(&broker(), Some(BOB), &[event("ok.1")])
         .unwrap_err();
@@ -61,7 +64,10 @@ fn from_and_filters_decide() {
         .check(&broker(), Some(ALICE), &[event("ok.1"), event("bad")])
         .unwrap_err();
     assert!(matches!(denied, Denied::Filtered { .. }), "{denied}");
-    assert!(denied.to_string().contains("event 1 of type \"bad\""), "{denied}");
+    assert!(
+        denied.to_string().contains("event 1 of type \"bad\""),
+        "{denied}"
+    );
     assert_eq!(authorizer.check(&broker(), None, &[event("bad")]), Ok(()));
     // OIDC off: policies are not enforced, whoever sends.
     let off = PolicySettings {
@@ -84,13 +90,27 @@ fn from_and_filters_decide() {
 fn any_admitting_policy_allows() {
     let yaml = format!(
         "{BROKER}{}{}",
-        policy("a-only", &format!("{{from: [{{sub: '{ALICE}'}}], filters: [{{exact: {{type: a}}}}]}}")),
-        policy("b-only", &format!("{{from: [{{sub: '{ALICE}'}}], filters: [{{exact: {{type: b}}}}]}}")),
+        policy(
+            "a-only",
+            &format!("{{from: [{{sub: '{ALICE}'}}], filters: [{{exact: {{type: a}}}}]}}")
+        ),
+        policy(
+            "b-only",
+            &format!("{{from: [{{sub: '{ALICE}'}}], filters: [{{exact: {{type: b}}}}]}}")
+        ),
     );
     let authorizer = authorizer(&yaml, ON);
-    assert_eq!(authorizer.check(&broker(), Some(ALICE), &[event("a")]), Ok(()));
-    assert_eq!(authorizer.check(&broker(), Some(ALICE), &[event("b")]), Ok(()));
-    assert!(authorizer.check(&broker(), Some(ALICE), &[event("c")]).is_err());
+    assert_eq!(
+        authorizer.check(&broker(), Some(ALICE), &[event("a")]),
+        Ok(())
+    );
+    assert_eq!(
+        authorizer.check(&broker(), Some(ALICE), &[event("b")]),
+        Ok(())
+    );
+    assert!(authorizer
+        .check(&broker(), Some(ALICE), &[event("c")])
+        .is_err());
 }
 
 /// `from.ref` resolves to the sender's identity (Knative's ServiceAccount naming); a ref to
@@ -100,26 +120,50 @@ fn refs_resolve_to_sender_subjects() {
     let yaml = format!(
         "{BROKER}{}{}",
         trigger("t", "subscriber: {uri: 'http://s'}"),
-        policy("p", "{from: [{ref: {apiVersion: eventing.knative.dev/v1, kind: Trigger, name: t}}]}"),
+        policy(
+            "p",
+            "{from: [{ref: {apiVersion: eventing.knative.dev/v1, kind: Trigger, name: t}}]}"
+        ),
     );
     let subject = "system:serviceaccount:default:t-oidc-eventing.knative.dev-trigger";
     let authorizer = authorizer(&yaml, ON);
-    assert_eq!(authorizer.check(&broker(), Some(subject), &[event("x")]), Ok(()));
-    assert!(authorizer.check(&broker(), Some(ALICE), &[event("x")]).is_err());
+    assert_eq!(
+        authorizer.check(&broker(), Some(subject), &[event("x")]),
+        Ok(())
+    );
+    assert!(authorizer
+        .check(&broker(), Some(ALICE), &[event("x")])
+        .is_err());
 
     let unresolved = format!(
         "{BROKER}{}",
-        policy("p", "{from: [{ref: {apiVersion: eventing.knative.dev/v1, kind: Trigger, name: gone}}]}"),
+        policy(
+            "p",
+            "{from: [{ref: {apiVersion: eventing.knative.dev/v1, kind: Trigger, name: gone}}]}"
+        ),
     );
     let desired = desired(&unresolved);
     let plan = desired.policies.policies.values().next().unwrap();
     let status = super::status::policy_status(plan, &desired.policies, ON);
-    let condition = |t: &str| status.conditions.iter().find(|c| c.type_ == t).unwrap().clone();
-    assert_eq!(condition("SubjectsResolved").reason.as_deref(), Some("SubjectsNotResolved"));
+    let condition = |t: &str| {
+        status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == t)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(
+        condition("SubjectsResolved").reason.as_deref(),
+        Some("SubjectsNotResolved")
+    );
     assert_eq!(condition("Ready").status, "False");
     // Not Ready: ignored, so the default mode decides (same namespace: allowed).
     let authorizer = self::authorizer(&unresolved, ON);
-    assert_eq!(authorizer.check(&broker(), Some(ALICE), &[event("x")]), Ok(()));
+    assert_eq!(
+        authorizer.check(&broker(), Some(ALICE), &[event("x")]),
+        Ok(())
+    );
 }
 
 /// With no policy applying, `--default-authorization-mode` decides.
@@ -144,7 +188,10 @@ fn default_modes() {
                 default_mode: mode,
             },
         );
-        for (subject, allowed) in [ALICE, other, "alice@example.com"].into_iter().zip(expected) {
+        for (subject, allowed) in [ALICE, other, "alice@example.com"]
+            .into_iter()
+            .zip(expected)
+        {
             let result = authorizer.check(&broker(), Some(subject), &[event("x")]);
             assert_eq!(result.is_ok(), allowed, "{mode:?} {subject}: {result:?}");
         }
@@ -162,7 +209,9 @@ fn selectors_pick_targets_by_label() {
         policy("p", "{to: [{selector: {apiVersion: eventing.knative.dev/v1, kind: broker, matchLabels: {team: a}}}], from: [{sub: nobody}]}")
     );
     let authorizer = authorizer(&yaml, ON);
-    assert!(authorizer.check(&broker(), Some(ALICE), &[event("x")]).is_err());
+    assert!(authorizer
+        .check(&broker(), Some(ALICE), &[event("x")])
+        .is_err());
     let c = BrokerKey::new("default", "c");
     assert_eq!(authorizer.check(&c, Some(ALICE), &[event("x")]), Ok(()));
 }
@@ -171,11 +220,31 @@ fn selectors_pick_targets_by_label() {
 #[test]
 fn validation_names_the_field() {
     let cases = [
-        ("{from: [{}]}", "spec.from[0]", "expected exactly one, got neither"),
-        ("{from: [{sub: 'a*b'}]}", "spec.from[0].sub", "only allowed as the last"),
-        ("{to: [{ref: {kind: Broker, name: b}}]}", "spec.to[0].ref.apiVersion", "missing field(s)"),
-        ("{filters: [{cesql: \"type = \"}]}", "spec.filters[0].cesql", "invalid CESQL"),
-        ("{filters: [{exact: {type: a}, prefix: {type: b}}]}", "spec.filters[0]", "multiple dialects"),
+        (
+            "{from: [{}]}",
+            "spec.from[0]",
+            "expected exactly one, got neither",
+        ),
+        (
+            "{from: [{sub: 'a*b'}]}",
+            "spec.from[0].sub",
+            "only allowed as the last",
+        ),
+        (
+            "{to: [{ref: {kind: Broker, name: b}}]}",
+            "spec.to[0].ref.apiVersion",
+            "missing field(s)",
+        ),
+        (
+            "{filters: [{cesql: \"type = \"}]}",
+            "spec.filters[0].cesql",
+            "invalid CESQL",
+        ),
+        (
+            "{filters: [{exact: {type: a}, prefix: {type: b}}]}",
+            "spec.filters[0]",
+            "multiple dialects",
+        ),
     ];
     for (spec, field, message) in cases {
         let error = build_desired(
@@ -183,7 +252,11 @@ fn validation_names_the_field() {
             &RefMap::default(),
         )
         .unwrap_err();
-        assert_eq!(error.resource.as_deref(), Some("EventPolicy default/p"), "{error}");
+        assert_eq!(
+            error.resource.as_deref(),
+            Some("EventPolicy default/p"),
+            "{error}"
+        );
         assert_eq!(error.field.as_deref(), Some(field), "{error}");
         assert!(error.message.contains(message), "{error}");
     }
@@ -208,7 +281,11 @@ fn status_conditions() {
     assert_eq!(
         types,
         [
-            ("AuthenticationEnabled", "False", Some("OIDCAuthenticationDisabled")),
+            (
+                "AuthenticationEnabled",
+                "False",
+                Some("OIDCAuthenticationDisabled")
+            ),
             ("SubjectsResolved", "True", None),
             ("Ready", "False", Some("OIDCAuthenticationDisabled")),
         ]
@@ -222,11 +299,21 @@ fn status_conditions() {
     let broker_status = || serde_json::json!({"conditions": [{"type": "Ready", "status": "True"}]});
     let mut status = broker_status();
     super::status::decorate(&desired.policies, ON, "Broker", "default", "b", &mut status);
-    assert_eq!(status["policies"], serde_json::json!([{"apiVersion": "eventing.knative.dev/v1alpha1", "name": "p"}]));
+    assert_eq!(
+        status["policies"],
+        serde_json::json!([{"apiVersion": "eventing.knative.dev/v1alpha1", "name": "p"}])
+    );
     assert_eq!(status["conditions"][0]["type"], "EventPoliciesReady");
     assert_eq!(status["conditions"][0]["status"], "True");
     let mut status = broker_status();
-    super::status::decorate(&desired.policies, off, "Broker", "default", "b", &mut status);
+    super::status::decorate(
+        &desired.policies,
+        off,
+        "Broker",
+        "default",
+        "b",
+        &mut status,
+    );
     assert!(status.get("policies").is_none());
     assert_eq!(status["conditions"][0]["reason"], "EventPoliciesNotReady");
     assert_eq!(status["conditions"][1]["status"], "False");
@@ -250,8 +337,26 @@ fn the_example_decides_as_documented() {
     let orders = BrokerKey::new("shop", "orders");
     let billing = "system:serviceaccount:billing:invoicer";
     let heartbeat = "system:serviceaccount:shop:heartbeat-oidc-sources.knative.dev-pingsource";
-    assert_eq!(authorizer.check(&orders, Some(billing), &[event("com.example.order.paid")]), Ok(()));
-    assert!(authorizer.check(&orders, Some(billing), &[event("com.example.refund")]).is_err());
-    assert_eq!(authorizer.check(&orders, Some(heartbeat), &[event("dev.knative.sources.ping")]), Ok(()));
-    assert!(authorizer.check(&orders, Some("system:serviceaccount:other:x"), &[event("com.example.order.paid")]).is_err());
+    assert_eq!(
+        authorizer.check(&orders, Some(billing), &[event("com.example.order.paid")]),
+        Ok(())
+    );
+    assert!(authorizer
+        .check(&orders, Some(billing), &[event("com.example.refund")])
+        .is_err());
+    assert_eq!(
+        authorizer.check(
+            &orders,
+            Some(heartbeat),
+            &[event("dev.knative.sources.ping")]
+        ),
+        Ok(())
+    );
+    assert!(authorizer
+        .check(
+            &orders,
+            Some("system:serviceaccount:other:x"),
+            &[event("com.example.order.paid")]
+        )
+        .is_err());
 }
