@@ -473,6 +473,12 @@ pub struct DataPlaneArgs {
     #[arg(long, env = "HERALD_OIDC_ISSUER_URL")]
     pub oidc_issuer_url: Option<String>,
 
+    /// Knative's `default-authorization-mode`: who may send to a broker or channel that no
+    /// EventPolicy applies to, when OIDC authentication is on: allow-all, deny-all, or
+    /// allow-same-namespace (subjects `system:serviceaccount:{its namespace}:...`).
+    #[arg(long, env = "HERALD_DEFAULT_AUTHORIZATION_MODE", default_value = "allow-same-namespace", value_parser = parse_default_mode)]
+    pub default_authorization_mode: crate::policy::DefaultMode,
+
     /// Open connections per listener (ingress, admin). At the limit the listener stops
     /// accepting until one closes; the admin listener keeps 16 more connections for /healthz
     /// and /readyz. Default: a quarter of the open-file limit, at most 10000.
@@ -513,6 +519,11 @@ pub struct DataPlaneArgs {
 /// Secret file) dropped, and a blank one counting as none.
 pub fn token(given: Option<&str>) -> Option<&str> {
     given.map(str::trim).filter(|token| !token.is_empty())
+}
+
+/// `--default-authorization-mode`, in any case (as Knative's config-features values).
+fn parse_default_mode(text: &str) -> Result<crate::policy::DefaultMode, String> {
+    text.parse()
 }
 
 /// `--eventtype-auto-create-max`: 1 to 1000000.

@@ -83,7 +83,10 @@ impl DataPlane {
         let admin_listener = bind(args.admin_listen).await?;
         let ingress_addr = ingress_listener.local_addr()?;
         let identity = open_identity(args, admin_listener.local_addr()?)?;
-        let mut access = IngressAccess::open();
+        // EventPolicies: compiled by the runtime on each change, asked by the ingress about
+        // the subject the authenticator verified.
+        let authorizer = Arc::new(crate::policy::Authorizer::default());
+        let mut access = IngressAccess::open().with_authorizer(authorizer.clone());
         if let Some(identity) = &identity {
             access = access.with_authenticator(identity.authenticator());
         }
@@ -135,6 +138,11 @@ impl DataPlane {
             },
             None => Transport::default(),
         };
+        runtime.authorizer = authorizer;
+        runtime.set_policy_settings(crate::policy::PolicySettings {
+            authentication: identity.is_some(),
+            default_mode: args.default_authorization_mode,
+        });
         runtime.set_catalog_options(crate::catalog::CatalogOptions {
             auto_create: args.eventtype_auto_create,
             auto_create_max: args.eventtype_auto_create_max,

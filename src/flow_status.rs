@@ -198,6 +198,8 @@ fn channel_status(
             all_addresses
         },
         address: Some(address),
+        // Filled in by `policy::status::decorate`.
+        policies: Vec::new(),
         subscribers,
         dead_letter_sink_uri: dead_letter_sink,
         channel: is_channel.then(|| KReference {
@@ -392,6 +394,8 @@ fn sequence_status(
         address: Some(addresses(runtime, base_url, OwnAddressable::Sequence, namespace, name).0),
         channel_statuses,
         subscription_statuses,
+        // Filled in by `policy::status::decorate`.
+        policies: Vec::new(),
     }
 }
 
@@ -440,6 +444,8 @@ fn parallel_status(
         address: Some(addresses(runtime, base_url, OwnAddressable::Parallel, namespace, name).0),
         ingress_channel_status: Some(ingress),
         branch_statuses,
+        // Filled in by `policy::status::decorate`.
+        policies: Vec::new(),
     }
 }
 
@@ -480,6 +486,8 @@ fn transform_status(
         addresses: all_addresses,
         address: Some(address),
         sink_uri,
+        // Filled in by `policy::status::decorate`.
+        policies: Vec::new(),
     }
 }
 

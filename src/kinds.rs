@@ -206,6 +206,15 @@ pub const REQUEST_REPLY: Kind = Kind {
     also_served: None,
 };
 
+pub const EVENT_POLICY: Kind = Kind {
+    kind: "EventPolicy",
+    group: "eventing.knative.dev",
+    version: "v1alpha1",
+    plural: "eventpolicies",
+    source: false,
+    also_served: None,
+};
+
 /// Identifies an object: its kind, namespace and name.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ObjectKey {
@@ -230,9 +239,9 @@ impl std::fmt::Display for ObjectKey {
     }
 }
 
-/// Every kind, in the order brokers → channels → flows → triggers, subscriptions and event
-/// types → sources (the order `apply` creates them: each after what it may refer to).
-pub const KINDS: [&Kind; 18] = [
+/// Every kind, in the order brokers → channels → flows → triggers, subscriptions, event
+/// types and policies → sources (the order `apply` creates them: each after what it may refer to).
+pub const KINDS: [&Kind; 19] = [
     &BROKER,
     &CHANNEL,
     &IN_MEMORY_CHANNEL,
@@ -244,6 +253,7 @@ pub const KINDS: [&Kind; 18] = [
     &TRIGGER,
     &SUBSCRIPTION,
     &EVENT_TYPE,
+    &EVENT_POLICY,
     &PING_SOURCE,
     &CONTAINER_SOURCE,
     &WEBHOOK_SOURCE,

@@ -19,6 +19,7 @@ pub mod flow_status;
 pub mod identity;
 pub mod kinds;
 pub mod parked;
+pub mod policy;
 pub mod request_reply;
 pub mod runtime;
 pub mod source_kinds;

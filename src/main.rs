@@ -16,7 +16,8 @@ mod transport;
 
 // The control plane is the library's; its modules keep their `crate::` paths here.
 use herald::{
-    annotations, apiserver_source, catalog, config, control, flow_status, identity, kinds, runtime,
+    annotations, apiserver_source, catalog, config, control, flow_status, identity, kinds, policy,
+    runtime,
     source_kinds, status, store,
 };
 

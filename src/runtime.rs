@@ -109,6 +109,9 @@ pub struct Runtime {
     max_event_bytes: usize,
     /// The schemes the ingress serves, for the addresses status advertises.
     transport: crate::addresses::Transport,
+    /// The EventPolicies ingress enforces, compiled on each reconcile.
+    pub authorizer: Arc<crate::policy::Authorizer>,
+    policy_settings: crate::policy::PolicySettings,
 }
 
 impl Runtime {
@@ -146,7 +149,18 @@ impl Runtime {
             catalog: crate::catalog::CatalogOptions::default(),
             schemas: crate::catalog::SchemaCache::default(),
             transport: Default::default(),
+            authorizer: Arc::default(),
+            policy_settings: crate::policy::PolicySettings::default(),
         }
+    }
+
+    /// OIDC authentication and the default authorization mode (flags).
+    pub fn set_policy_settings(&mut self, settings: crate::policy::PolicySettings) {
+        self.policy_settings = settings;
+    }
+
+    pub fn policy_settings(&self) -> crate::policy::PolicySettings {
+        self.policy_settings
     }
 
     /// The serve flags of the event catalog.
@@ -243,6 +257,7 @@ impl Runtime {
             .collect();
         self.transforms.set(transforms);
         self.request_replies.set(&desired.flows.request_replies);
+        self.authorizer.set(desired, self.policy_settings);
         let plans: HashMap<TriggerKey, TriggerPlan> = desired
             .triggers
             .iter()

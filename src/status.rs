@@ -39,6 +39,8 @@ pub fn broker(
         address: Some(address),
         addresses,
         dead_letter_sink_uri: broker.dead_letter_sink.as_ref().map(|d| runtime.url(d)),
+        // Filled in by `policy::status::decorate`.
+        policies: Vec::new(),
     }
 }
 

@@ -41,6 +41,10 @@ pub struct BrokerStatus {
     pub observed_generation: Option<i64>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+    /// The Ready EventPolicies that apply to it (filled in with the `EventPoliciesReady`
+    /// condition from the policies of its namespace).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub policies: Vec<crate::AppliedEventPolicy>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address: Option<Addressable>,
     /// Every address, https first when TLS is on (Knative's `status.addresses`).

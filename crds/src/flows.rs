@@ -135,6 +135,10 @@ pub struct SequenceStatus {
     pub observed_generation: Option<i64>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+    /// The Ready EventPolicies that apply to it (filled in with the `EventPoliciesReady`
+    /// condition from the policies of its namespace).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub policies: Vec<crate::AppliedEventPolicy>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address: Option<Addressable>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -203,6 +207,10 @@ pub struct ParallelStatus {
     pub observed_generation: Option<i64>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+    /// The Ready EventPolicies that apply to it (filled in with the `EventPoliciesReady`
+    /// condition from the policies of its namespace).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub policies: Vec<crate::AppliedEventPolicy>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address: Option<Addressable>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

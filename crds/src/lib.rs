@@ -12,6 +12,7 @@ pub mod container_source;
 pub mod delivery;
 pub mod destination;
 pub mod duration;
+pub mod event_policy;
 pub mod event_type;
 pub mod flows;
 pub mod flows_validation;
@@ -37,6 +38,7 @@ pub use channel::{
 pub use container_source::{ContainerSource, ContainerSourceSpec};
 pub use delivery::{BackoffPolicy, DeliveryFormat, DeliverySpec};
 pub use destination::{Destination, KReference, OwnAddressable};
+pub use event_policy::{AppliedEventPolicy, EventPolicy, EventPolicySpec, EventPolicyStatus};
 pub use event_type::{
     EventAttributeDefinition, EventType, EventTypeSeen, EventTypeSpec, EventTypeStatus,
     EventTypeV1beta2,

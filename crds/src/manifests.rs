@@ -29,6 +29,7 @@ pub fn all() -> Vec<CustomResourceDefinition> {
         crate::Parallel::crd(),
         crate::EventTransform::crd(),
         crate::RequestReply::crd(),
+        crate::EventPolicy::crd(),
     ];
     crds.into_iter().map(source_labels).collect()
 }

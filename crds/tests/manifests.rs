@@ -77,6 +77,7 @@ fn crds_have_knative_names_status_and_columns() {
             "parallels.flows.knative.dev",
             "eventtransforms.eventing.knative.dev",
             "requestreplies.eventing.knative.dev",
+            "eventpolicies.eventing.knative.dev",
         ]
     );
     for crd in &crds {

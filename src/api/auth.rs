@@ -26,13 +26,19 @@ pub fn check_exposure(addr: std::net::SocketAddr, token: Option<&str>) -> Result
     ))
 }
 
+/// Authenticates every request but the open paths (when a token is set), then records each
+/// change in the audit log (`super::audit`), refused ones included.
 pub async fn require_token(
     State(token): State<Option<std::sync::Arc<str>>>,
     request: Request,
     next: Next,
 ) -> Response {
+    let change = super::audit::is_change(request.method());
     let Some(token) = token else {
-        return next.run(request).await;
+        return match change {
+            true => super::audit::record(super::audit::Principal::anonymous(), request, next).await,
+            false => next.run(request).await,
+        };
     };
     if OPEN_PATHS.contains(&request.uri().path()) || is_console_asset(request.uri().path()) {
         return next.run(request).await;
@@ -43,20 +49,23 @@ pub async fn require_token(
         .and_then(|v| v.to_str().ok())
         .and_then(bearer);
     match presented {
-        Some(presented) if same(presented.as_bytes(), token.as_bytes()) => next.run(request).await,
-        _ => (
-            StatusCode::UNAUTHORIZED,
-            [("www-authenticate", "Bearer")],
-            Json(json!({
-                "apiVersion": "v1",
-                "kind": "Status",
-                "status": "Failure",
-                "message": "a valid Authorization: Bearer token is required (see --admin-token)",
-                "reason": "Unauthorized",
-                "code": 401,
-            })),
-        )
-            .into_response(),
+        Some(presented) if same(presented.as_bytes(), token.as_bytes()) => match change {
+            true => {
+                super::audit::record(super::audit::Principal::admin_token(), request, next).await
+            }
+            false => next.run(request).await,
+        },
+        _ => {
+            if change {
+                super::audit::log(
+                    &super::audit::Principal::unauthenticated(),
+                    request.method(),
+                    request.uri().path(),
+                    StatusCode::UNAUTHORIZED.as_u16(),
+                );
+            }
+            unauthorized()
+        }
     }
 }
 
@@ -64,6 +73,23 @@ pub async fn require_token(
 /// and the page then asks for one and sends it with every API call.
 fn is_console_asset(path: &str) -> bool {
     path == "/ui" || path.starts_with("/ui/")
+}
+
+/// 401 in the Kubernetes API's `Status` shape.
+fn unauthorized() -> Response {
+    (
+        StatusCode::UNAUTHORIZED,
+        [("www-authenticate", "Bearer")],
+        Json(json!({
+            "apiVersion": "v1",
+            "kind": "Status",
+            "status": "Failure",
+            "message": "a valid Authorization: Bearer token is required (see --admin-token)",
+            "reason": "Unauthorized",
+            "code": 401,
+        })),
+    )
+        .into_response()
 }
 
 /// The credentials of an `Authorization: Bearer TOKEN` value; the scheme in any case.
@@ -74,9 +100,11 @@ fn bearer(value: &str) -> Option<&str> {
         .then(|| credentials.trim_start())
 }
 
-/// Compares without stopping at the first difference.
+/// Compares in constant time for inputs of equal length (`subtle`: the compiler cannot turn
+/// it into an early exit); only the length may show.
 fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    use subtle::ConstantTimeEq;
+    a.ct_eq(b).into()
 }
 
 #[cfg(test)]

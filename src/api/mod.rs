@@ -1,6 +1,7 @@
 //! The admin API: Herald's resources in the Kubernetes API's shape, the dead-letter store of
 //! each trigger, live tails of brokers, and the console's statistics (`/stats/v1/...`).
 
+mod audit;
 mod auth;
 mod dead_letters;
 #[cfg(test)]

@@ -164,6 +164,7 @@ fn print_table(kind: &Kind, items: &[Value], with_namespace: bool) {
         "Broker" | "Channel" | "InMemoryChannel" | "KafkaChannel" | "Sequence" | "Parallel"
         | "RequestReply" => &["NAME", "URL", "READY", "AGE"],
         "EventTransform" => &["NAME", "URL", "SINK", "READY", "AGE"],
+        "EventPolicy" => &["NAME", "FROM", "READY", "REASON", "AGE"],
         "Trigger" => &["NAME", "BROKER", "SUBSCRIBER_URI", "READY", "PARKED", "AGE"],
         "Subscription" => &[
             "NAME",
@@ -196,6 +197,26 @@ fn print_table(kind: &Kind, items: &[Value], with_namespace: bool) {
             let name = text(item, "/metadata/name").to_owned();
             let age = table::age(text(item, "/metadata/creationTimestamp"));
             match kind.kind {
+                "EventPolicy" => row.extend([
+                    name,
+                    item.pointer("/status/from")
+                        .and_then(Value::as_array)
+                        .map(|subjects| {
+                            subjects
+                                .iter()
+                                .filter_map(Value::as_str)
+                                .collect::<Vec<_>>()
+                                .join(",")
+                        })
+                        .unwrap_or_default(),
+                    ready(item),
+                    item.pointer("/status/conditions")
+                        .and_then(Value::as_array)
+                        .and_then(|all| all.iter().find(|c| text(c, "/type") == "Ready"))
+                        .map(|c| text(c, "/reason").to_owned())
+                        .unwrap_or_default(),
+                    age,
+                ]),
                 "EventTransform" => row.extend([
                     name,
                     urls(item),

@@ -10,6 +10,7 @@ mod fuzz;
 mod load;
 mod nesting;
 mod plan;
+pub mod policy_plan;
 mod refs;
 pub mod request_reply_plan;
 mod resource;

@@ -33,6 +33,8 @@ pub struct Desired {
     /// Declared EventTypes; the broker they refer to need not exist
     /// (`ReferenceExists=False`).
     pub event_types: BTreeMap<ObjectKey, EventTypePlan>,
+    /// EventPolicies, the addressables they may apply to and the senders they may name.
+    pub policies: crate::config::policy_plan::Policies,
 }
 
 impl Desired {

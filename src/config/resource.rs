@@ -123,6 +123,7 @@ resources! {
         EventType(herald_crds::EventType) = kinds::EVENT_TYPE,
         EventTransform(herald_crds::EventTransform) = kinds::EVENT_TRANSFORM,
         RequestReply(herald_crds::RequestReply) = kinds::REQUEST_REPLY,
+        EventPolicy(herald_crds::EventPolicy) = kinds::EVENT_POLICY,
     }
     sources {
         NatsSource(herald_crds::NatsSource) = kinds::NATS_SOURCE,

@@ -392,6 +392,8 @@ fn check_one(
             format!("{ident} is defined twice (first in {first})"),
         )));
     }
+    let (kind_of_resource, labels) = (resource.kind(), meta.labels.clone());
+    let noted = (namespace.clone(), name.clone());
     match resource {
         Resource::Broker(broker) => {
             let settings = annotations::broker_settings(&broker.metadata).map_err(fail)?;
@@ -511,12 +513,85 @@ fn check_one(
                 .request_replies
                 .insert((namespace, name), plan);
         }
+        Resource::EventPolicy(policy) => {
+            let plan = crate::config::policy_plan::PolicyPlan::of(
+                &policy.spec,
+                &namespace,
+                &name,
+                policy.metadata.generation,
+            )
+            .map_err(fail)?;
+            desired
+                .policies
+                .policies
+                .insert((namespace.clone(), name.clone()), std::sync::Arc::new(plan));
+        }
         source => {
             let plan = plan_source(&source, &namespace, &name).map_err(fail)?;
             desired.sources.insert(ObjectKey::of(&source), plan);
         }
     }
+    note_for_policies(
+        desired,
+        kind_of_resource,
+        &noted.0,
+        &noted.1,
+        labels.as_ref(),
+    );
     Ok(())
+}
+
+/// Records what EventPolicies may name: an addressable they can apply to (with its labels),
+/// or a sender with an identity.
+fn note_for_policies(
+    desired: &mut Desired,
+    kind: &'static crate::kinds::Kind,
+    namespace: &str,
+    name: &str,
+    labels: Option<&BTreeMap<String, String>>,
+) {
+    use herald_crds::OwnAddressable;
+    let address = if *kind == crate::kinds::BROKER {
+        Some(OwnAddressable::Broker)
+    } else if *kind == crate::kinds::SEQUENCE {
+        Some(OwnAddressable::Sequence)
+    } else if *kind == crate::kinds::PARALLEL {
+        Some(OwnAddressable::Parallel)
+    } else if *kind == crate::kinds::EVENT_TRANSFORM {
+        Some(OwnAddressable::EventTransform)
+    } else if [
+        &crate::kinds::CHANNEL,
+        &crate::kinds::IN_MEMORY_CHANNEL,
+        &crate::kinds::KAFKA_CHANNEL,
+    ]
+    .contains(&kind)
+    {
+        Some(OwnAddressable::Channel)
+    } else {
+        None
+    };
+    if let Some(address) = address {
+        // A Channel answers also to its backing channel's kind, as Knative derives its
+        // policies for the backing channel.
+        let backing = desired
+            .flows
+            .channels
+            .get(&(namespace.to_owned(), name.to_owned()))
+            .filter(|_| address == OwnAddressable::Channel)
+            .map(|run| run.backing_kind.clone());
+        let mut kinds = vec![(kind.group, kind.kind)];
+        if let Some(backing) = backing.as_deref() {
+            kinds.push(("messaging.knative.dev", backing));
+        }
+        desired
+            .policies
+            .add_target(address, namespace, name, &kinds, labels);
+    } else if kind.source || *kind == crate::kinds::TRIGGER || *kind == crate::kinds::SUBSCRIPTION {
+        desired
+            .policies
+            .senders
+            .insert(ObjectKey::new(kind, namespace, name));
+    }
 }
 
 /// A channel's own fields.

@@ -206,6 +206,30 @@ impl ControlPlane {
         Ok(())
     }
 
+    /// Knative refuses creating an EventPolicy, or changing its spec, while OIDC
+    /// authentication is off: such a policy would protect nothing.
+    fn check_policy_allowed(
+        &self,
+        resource: &Resource,
+        current: Option<&Resource>,
+    ) -> Result<(), ControlError> {
+        let Resource::EventPolicy(_) = resource else {
+            return Ok(());
+        };
+        if self.runtime.policy_settings().authentication
+            || current.is_some_and(|c| c.spec_json() == resource.spec_json())
+        {
+            return Ok(());
+        }
+        let (namespace, name) = resource.namespaced_name();
+        Err(ControlError::Invalid(ConfigError {
+            origin: "request body".into(),
+            resource: Some(format!("EventPolicy {namespace}/{name}")),
+            field: Some("spec".into()),
+            message: "OIDC authentication is not enabled: an EventPolicy takes effect only when ingress authenticates senders (start Herald with OIDC authentication on)".into(),
+        }))
+    }
+
     /// POST: a new object.
     pub async fn create(&mut self, mut resource: Resource) -> Result<Resource, ControlError> {
         let key = ObjectKey::of(&resource);
@@ -218,6 +242,7 @@ impl ControlPlane {
             });
         }
         resource.clear_status();
+        self.check_policy_allowed(&resource, None)?;
         let version = self.store.next_version();
         let meta = resource.meta_mut();
         meta.namespace = Some(key.namespace.clone());
@@ -249,6 +274,7 @@ impl ControlPlane {
             }
         }
         resource.clear_status();
+        self.check_policy_allowed(&resource, Some(&current))?;
         let generation = current_meta.generation.unwrap_or(1)
             + i64::from(resource.spec_json() != current.spec_json());
         let (uid, created) = (
@@ -386,9 +412,49 @@ impl ControlPlane {
                     )),
                 }
             }
+            Resource::EventPolicy(policy) => {
+                let plan = match self
+                    .desired
+                    .policies
+                    .policies
+                    .get(&(namespace.clone(), name.clone()))
+                {
+                    Some(plan) => Ok(plan.clone()),
+                    None => crate::config::policy_plan::PolicyPlan::of(
+                        &policy.spec,
+                        &namespace,
+                        &name,
+                        generation,
+                    )
+                    .map(Arc::new),
+                };
+                match plan {
+                    Ok(plan) => serde_json::to_value(crate::policy::status::policy_status(
+                        &plan,
+                        &self.desired.policies,
+                        runtime.policy_settings(),
+                    )),
+                    Err(error) => Ok(crate::status::not_running(
+                        generation,
+                        vec![crate::status::failed(
+                            "Ready",
+                            "InvalidSpec",
+                            error.to_string(),
+                        )],
+                    )),
+                }
+            }
             _ => serde_json::to_value(crate::status::source(runtime, &resource.key(), generation)),
         };
-        if let (Some(object), Ok(status)) = (value.as_object_mut(), status) {
+        if let (Some(object), Ok(mut status)) = (value.as_object_mut(), status) {
+            crate::policy::status::decorate(
+                &self.desired.policies,
+                runtime.policy_settings(),
+                resource.kind().kind,
+                &namespace,
+                &name,
+                &mut status,
+            );
             object.insert("status".into(), status);
         }
         value

@@ -508,11 +508,26 @@ impl Reconciler {
                 desired,
                 desired.event_types.get(key)?,
             ))
+        } else if key.kind == kinds::EVENT_POLICY.kind {
+            let plan = desired.policies.policies.get(&(namespace, name))?;
+            serde_json::to_value(crate::policy::status::policy_status(
+                plan,
+                &desired.policies,
+                self.runtime.policy_settings(),
+            ))
         } else {
             let generation = desired.sources.get(key)?.generation;
             serde_json::to_value(status::source(&self.runtime, key, generation))
         };
         let mut status = status.ok()?;
+        crate::policy::status::decorate(
+            &desired.policies,
+            self.runtime.policy_settings(),
+            key.kind,
+            &key.namespace,
+            &key.name,
+            &mut status,
+        );
         // Herald delivers to its own brokers over its listener; the cluster knows them by
         // the external URL.
         let internal = self.runtime.ingress_base_url();

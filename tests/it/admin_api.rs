@@ -554,3 +554,51 @@ async fn deeply_nested_filters_are_refused_and_herald_stays_up() {
         "refused triggers change nothing"
     );
 }
+
+/// Every change through the admin API leaves an audit line (target `herald::audit`): who,
+/// verb, resource, namespace, name and outcome; a refused one (wrong token) too, and reads
+/// none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_are_audited() {
+    let (herald, _dirs) = empty_herald(&["--admin-token", "s3cret"]).await;
+    let admin = AdminClient::new(&herald.admin).with_token("s3cret");
+    let wrong = AdminClient::new(&herald.admin).with_token("wrong");
+    assert_eq!(wrong.post_yaml(BROKERS, BROKER_B).await.0, 401);
+    assert_eq!(admin.post_yaml(BROKERS, BROKER_B).await.0, 201);
+    assert_eq!(admin.get(&format!("{BROKERS}/b")).await.0, 200);
+    assert_eq!(admin.delete(&format!("{BROKERS}/b")).await.0, 200);
+    let audited = |who: &str, verb: &str, name: &str, status: u16, outcome: &str| {
+        let logs = herald.logs();
+        logs.lines().any(|line| {
+            line.contains("herald::audit")
+                && line.contains(&format!("who={who}"))
+                && line.contains(&format!("verb={verb}"))
+                && line.contains("resource=\"brokers\"")
+                && line.contains("namespace=\"default\"")
+                && line.contains(&format!("name=\"{name}\""))
+                && line.contains(&format!("status={status}"))
+                && line.contains(&format!("outcome=\"{outcome}\""))
+        })
+    };
+    common::wait_until("the audit of the delete", || {
+        audited("admin-token", "DELETE", "b", 200, "allowed")
+    })
+    .await;
+    assert!(
+        audited("unauthenticated", "POST", "", 401, "refused"),
+        "{}",
+        herald.logs()
+    );
+    assert!(
+        audited("admin-token", "POST", "", 201, "allowed"),
+        "{}",
+        herald.logs()
+    );
+    assert!(
+        !herald
+            .logs()
+            .lines()
+            .any(|l| l.contains("herald::audit") && l.contains("verb=GET")),
+        "reads are not audited"
+    );
+}
