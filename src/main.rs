@@ -17,8 +17,7 @@ mod transport;
 // The control plane is the library's; its modules keep their `crate::` paths here.
 use herald::{
     annotations, apiserver_source, catalog, config, control, flow_status, identity, kinds, policy,
-    runtime,
-    source_kinds, status, store,
+    runtime, source_kinds, status, store,
 };
 
 use clap::Parser;

@@ -296,3 +296,77 @@ async fn the_ingress_requires_a_valid_token_for_the_broker() {
     .await;
     assert_eq!(status, 401);
 }
+
+/// EventPolicy through the binary, with tokens from Herald's issuer (issue 21): on a broker a
+/// policy applies to, a sender its `from` names gets in with events its filters pass and is
+/// refused the others (403), a sender it does not name is refused; on a broker with no policy
+/// the default mode (allow-same-namespace) lets the namespace's own accounts in and keeps
+/// other namespaces' out.
+#[tokio::test]
+async fn an_event_policy_lets_one_sender_in_and_keeps_another_out() {
+    let policy = format!(
+        "apiVersion: eventing.knative.dev/v1alpha1
+kind: EventPolicy
+metadata: {{name: orders-only, namespace: {NS}}}
+spec:
+  to: [{{ref: {{apiVersion: eventing.knative.dev/v1, kind: Broker, name: b}}}}]
+  from: [{{sub: \"system:serviceaccount:{NS}:orders-*\"}}]
+  filters: [{{prefix: {{type: order.}}}}]
+---
+"
+    );
+    let dirs = HeraldDirs::new(&format!(
+        "{}{}{policy}",
+        broker_yaml("b", None),
+        broker_yaml("open", None)
+    ));
+    let herald = Herald::start(&Sled, &dirs, &OIDC).await;
+
+    let send = |broker: &'static str, token: String, event_type: &'static str| {
+        let url = herald.broker_url(NS, broker);
+        async move {
+            let response = scenarios::client()
+                .post(&url)
+                .header("ce-specversion", "1.0")
+                .header("ce-id", "1")
+                .header("ce-source", "/e2e")
+                .header("ce-type", event_type)
+                .header("authorization", format!("Bearer {token}"))
+                .send()
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            (
+                status,
+                String::from_utf8_lossy(&bounded_body(response).await).into_owned(),
+            )
+        }
+    };
+    let orders = format!("system:serviceaccount:{NS}:orders-api");
+    let intruder = format!("system:serviceaccount:{NS}:intruder");
+    let elsewhere = "system:serviceaccount:elsewhere:orders-api";
+
+    let token = producer_token(&herald, &orders, &broker_audience("b")).await;
+    assert_eq!(send("b", token.clone(), "order.created").await.0, 202);
+    let (status, body) = send("b", token, "user.created").await;
+    assert_eq!(status, 403, "the policy's filter refuses it: {body}");
+    let token = producer_token(&herald, &intruder, &broker_audience("b")).await;
+    let (status, body) = send("b", token, "order.created").await;
+    assert_eq!(status, 403, "no policy names this sender: {body}");
+
+    // No policy applies to `open`: allow-same-namespace decides.
+    let token = producer_token(&herald, &intruder, &broker_audience("open")).await;
+    assert_eq!(send("open", token, "user.created").await.0, 202);
+    let token = producer_token(&herald, elsewhere, &broker_audience("open")).await;
+    let (status, body) = send("open", token, "user.created").await;
+    assert_eq!(status, 403, "another namespace's account: {body}");
+
+    // The broker lists the policy that applies to it, and says the policies are ready.
+    let admin = AdminClient::new(&herald.admin);
+    let (_, broker) = admin.get(&format!("{BROKERS}/b")).await;
+    assert_eq!(
+        broker["status"]["policies"],
+        json!([{"apiVersion": "eventing.knative.dev/v1alpha1", "name": "orders-only"}]),
+        "{broker}"
+    );
+}
