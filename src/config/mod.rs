@@ -15,6 +15,7 @@ mod refs;
 pub mod request_reply_plan;
 mod resource;
 mod secrets;
+pub mod testing;
 pub mod transform_plan;
 mod trust;
 mod validate;

@@ -5,8 +5,8 @@
 use herald_broker::{BrokerKey, CloudEvent};
 
 use super::{Authorizer, DefaultMode, Denied, PolicySettings};
+use crate::config::testing::{desired, trigger, BROKER};
 use crate::config::{build_desired, parse_documents, RefMap};
-use crate::runtime::testing::{desired, trigger, BROKER};
 
 const ON: PolicySettings = PolicySettings {
     authentication: true,

@@ -19,7 +19,7 @@ use herald_triggers::process::Deps;
 
 use super::Runtime;
 use crate::apiserver_source::KubeAccess;
-use crate::config::{build_desired, parse_documents, Desired, RefMap};
+pub use crate::config::testing::{desired, trigger, BROKER};
 use crate::source_kinds::SourceContext;
 
 /// Where the test runtime says its ingress listens (nothing does: no test sends to it).
@@ -63,20 +63,4 @@ pub fn runtime(log: Arc<MemoryLog>) -> Runtime {
         },
         1 << 20,
     )
-}
-
-/// The desired state of a YAML text (which must be valid).
-pub fn desired(yaml: &str) -> Desired {
-    build_desired(
-        parse_documents("test.yaml", yaml).unwrap(),
-        &RefMap::default(),
-    )
-    .unwrap()
-}
-
-pub const BROKER: &str = "apiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadata: {name: b}\n";
-
-/// A trigger `name` of broker `b` with the given `spec` fields after `broker: b`.
-pub fn trigger(name: &str, spec: &str) -> String {
-    format!("---\napiVersion: eventing.knative.dev/v1\nkind: Trigger\nmetadata: {{name: {name}}}\nspec: {{broker: b, {spec}}}\n")
 }
