@@ -84,11 +84,14 @@ impl DataPlane {
         let ingress_addr = ingress_listener.local_addr()?;
         let identity = open_identity(args, admin_listener.local_addr()?)?;
         // EventPolicies: compiled by the runtime on each change, asked by the ingress about
-        // the subject the authenticator verified.
+        // the subject the authenticator verified. Without authentication there is no subject
+        // and policies decide nothing, so the ingress is left without the check.
         let authorizer = Arc::new(crate::policy::Authorizer::default());
-        let mut access = IngressAccess::open().with_authorizer(authorizer.clone());
+        let mut access = IngressAccess::open();
         if let Some(identity) = &identity {
-            access = access.with_authenticator(identity.authenticator());
+            access = access
+                .with_authenticator(identity.authenticator())
+                .with_authorizer(authorizer.clone());
         }
         let ingress = Arc::new(
             Ingress::new(

@@ -139,55 +139,60 @@ pub fn validate_event_policy_spec(spec: &EventPolicySpec) -> Result<(), FieldErr
     }
     for (i, to) in spec.to.iter().enumerate() {
         let path = format!("spec.to[{i}]");
-        match (&to.reference, &to.selector) {
-            (Some(_), Some(_)) => {
-                return Err(FieldError::new(
-                    path,
-                    "expected exactly one, got both: ref, selector",
-                ))
-            }
-            (None, None) => {
-                return Err(FieldError::new(
-                    path,
-                    "expected exactly one, got neither: ref, selector",
-                ))
-            }
-            (Some(r), None) => required(
+        exactly_one(
+            &path,
+            to.reference.is_some(),
+            to.selector.is_some(),
+            "ref, selector",
+        )?;
+        if let Some(r) = &to.reference {
+            required(
                 &format!("{path}.ref"),
                 &r.api_version,
                 &r.kind,
                 Some(&r.name),
-            )?,
-            (None, Some(s)) => {
-                required(&format!("{path}.selector"), &s.api_version, &s.kind, None)?
-            }
+            )?;
+        }
+        if let Some(s) = &to.selector {
+            required(&format!("{path}.selector"), &s.api_version, &s.kind, None)?;
         }
     }
     for (i, from) in spec.from.iter().enumerate() {
         let path = format!("spec.from[{i}]");
-        match (&from.reference, &from.sub) {
-            (Some(_), Some(_)) => {
-                return Err(FieldError::new(
-                    path,
-                    "expected exactly one, got both: ref, sub",
-                ))
-            }
-            (None, None) => {
-                return Err(FieldError::new(
-                    path,
-                    "expected exactly one, got neither: ref, sub",
-                ))
-            }
-            (Some(r), None) => required(
+        exactly_one(
+            &path,
+            from.reference.is_some(),
+            from.sub.is_some(),
+            "ref, sub",
+        )?;
+        if let Some(r) = &from.reference {
+            required(
                 &format!("{path}.ref"),
                 &r.api_version,
                 &r.kind,
                 Some(&r.name),
-            )?,
-            (None, Some(sub)) => validate_subject_pattern(&format!("{path}.sub"), sub)?,
+            )?;
+        }
+        if let Some(sub) = &from.sub {
+            validate_subject_pattern(&format!("{path}.sub"), sub)?;
         }
     }
     Ok(())
+}
+
+/// Knative's "exactly one of" check on an entry with two alternative forms.
+fn exactly_one(path: &str, first: bool, second: bool, forms: &str) -> Result<(), FieldError> {
+    match (first, second) {
+        (true, true) => Err(FieldError::new(
+            path.to_owned(),
+            format!("expected exactly one, got both: {forms}"),
+        )),
+        (false, false) => Err(FieldError::new(
+            path.to_owned(),
+            format!("expected exactly one, got neither: {forms}"),
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// `apiVersion`, `kind` (and `name`, for a ref) must be set: Knative's "missing field(s)".
