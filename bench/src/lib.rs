@@ -11,6 +11,7 @@
 //! publishes, raw Kafka produces). Reports are JSON plus a markdown table.
 #![forbid(unsafe_code)]
 
+pub mod access;
 pub mod baselines;
 pub mod catalog;
 pub mod load;

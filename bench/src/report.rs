@@ -145,6 +145,9 @@ pub struct Report {
     /// Ingress over HTTP and HTTPS on the embedded log, in the same run (issue 21), or why
     /// it could not be measured.
     pub tls: Option<Result<crate::tls::TlsPoint, String>>,
+    /// Ingress without authentication, with an OIDC token, and with a token and an
+    /// EventPolicy, on the embedded log in the same run (issue 21), or why not measured.
+    pub access: Option<Result<crate::access::AccessPoint, String>>,
     /// Every goal of issue 16 this report measures, and whether it is met.
     pub goals: Vec<Goal>,
 }
@@ -337,6 +340,22 @@ pub async fn run_backend(settings: &Settings, backend: &str) -> anyhow::Result<R
         false => None,
     };
 
+    // Sender identity and EventPolicy against no authentication, on the first count.
+    let access = match backend == "sled" && measured("ingress") {
+        true => Some(
+            crate::access::measure(
+                settings,
+                &args_for_run(),
+                &payload,
+                first_pool,
+                settings.connections.first().copied().unwrap_or_default(),
+            )
+            .await
+            .map_err(|error| format!("{error:#}")),
+        ),
+        false => None,
+    };
+
     // One trigger: idle first, then full load, then fixed rates and overload.
     let (mut idle_point, mut low_rate, mut open, mut memory) = (None, None, Vec::new(), None);
     if measured("ingress") || measured("latency") || measured("resources") {
@@ -479,6 +498,7 @@ pub async fn run_backend(settings: &Settings, backend: &str) -> anyhow::Result<R
         recovery,
         catalog: Some(catalog),
         tls,
+        access,
         // Filled by the caller from the measures (`table::goals`).
         goals: Vec::new(),
     };

@@ -355,19 +355,71 @@ fn rows(report: &Report) -> Vec<Row> {
         )),
         None => {}
     }
+    match &report.access {
+        Some(Ok(point)) => rows.extend(access_rows(point, bytes)),
+        Some(Err(error)) => rows.push(Row::new(
+            "closed-loop ingress with an OIDC token".to_owned(),
+            format!("not measured: {error}"),
+        )),
+        None => {}
+    }
     rows
+}
+
+/// Token verification and the EventPolicy check against the same run's Herald without
+/// authentication (issue 21): throughput and the extra CPU per event.
+fn access_rows(point: &crate::access::AccessPoint, bytes: usize) -> Vec<Row> {
+    let plain = &point.plain;
+    [
+        ("an OIDC token checked (no EventPolicy)", &point.token),
+        (
+            "an OIDC token and an EventPolicy (from.sub, filters) checked",
+            &point.policy,
+        ),
+    ]
+    .into_iter()
+    .map(|(label, checked)| {
+        Row::new(
+            format!(
+                "closed-loop ingress with {label}, {bytes} B events, no trigger, {} connections",
+                point.connections
+            ),
+            format!(
+                "{:.0} events/s{}",
+                checked.events_per_second,
+                extra_cpu(checked, plain)
+            ),
+        )
+        .against(
+            format!(
+                "no authentication, same run: {:.0} events/s",
+                plain.events_per_second
+            ),
+            checked.events_per_second,
+            plain.events_per_second,
+        )
+    })
+    .collect()
+}
+
+/// `, +x µs CPU per event` of `with` over `without`, when both were measured.
+fn extra_cpu(
+    with: &crate::throughput::Throughput,
+    without: &crate::throughput::Throughput,
+) -> String {
+    match (with.cpu_seconds_per_1000, without.cpu_seconds_per_1000) {
+        (Some(with), Some(without)) => {
+            format!(", {:+.1} µs CPU per event", (with - without) * 1000.0)
+        }
+        _ => String::new(),
+    }
 }
 
 /// HTTPS ingress against the same run's plain HTTP on the same Herald (issue 21):
 /// throughput and the extra CPU per event.
 fn tls_row(point: &crate::tls::TlsPoint, bytes: usize) -> Row {
     let (http, https) = (&point.http, &point.https);
-    let extra = match (https.cpu_seconds_per_1000, http.cpu_seconds_per_1000) {
-        (Some(with), Some(without)) => {
-            format!(", {:+.1} µs CPU per event", (with - without) * 1000.0)
-        }
-        _ => String::new(),
-    };
+    let extra = extra_cpu(https, http);
     Row::new(
         format!(
             "closed-loop ingress over HTTPS (TLS 1.3, keep-alive), {bytes} B events, no trigger, {} connections",
@@ -396,12 +448,7 @@ fn catalog_rows(point: &crate::catalog::CatalogPoint, bytes: usize) -> Vec<Row> 
         ("schema validation (enforce)", &point.schema_enforced),
         ("duplicate window", &point.duplicate_window),
     ] {
-        let extra = match (checked.cpu_seconds_per_1000, plain.cpu_seconds_per_1000) {
-            (Some(with), Some(without)) => {
-                format!(", {:+.1} µs CPU per event", (with - without) * 1000.0)
-            }
-            _ => String::new(),
-        };
+        let extra = extra_cpu(checked, plain);
         rows.push(
             Row::new(
                 format!("closed-loop ingress, {bytes} B JSON events, no trigger, {c} connections, {label}"),

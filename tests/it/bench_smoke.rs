@@ -109,9 +109,20 @@ async fn smoke(backend: &str) {
                 "{tls}"
             );
         }
+        // Token and EventPolicy checks against no authentication in the same run (issue 21).
+        let access = &json["access"]["Ok"];
+        for case in ["plain", "token", "policy"] {
+            assert!(positive(&access[case]["events_per_second"]), "{json}");
+        }
+        let markdown = std::fs::read_to_string(&paths[1]).unwrap();
+        assert!(
+            markdown.contains("EventPolicy (from.sub, filters)"),
+            "{markdown}"
+        );
     } else {
         assert!(json["recovery"].is_null(), "{json}");
         assert!(json["tls"].is_null(), "{json}");
+        assert!(json["access"].is_null(), "{json}");
     }
     let goals = json["goals"].as_array().unwrap();
     assert!(goals.iter().all(|g| g["met"].is_boolean()), "{goals:?}");
