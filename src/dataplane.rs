@@ -398,11 +398,26 @@ async fn open_nats(args: &DataPlaneArgs) -> anyhow::Result<Arc<dyn EventLog>> {
         token: args.nats_token.clone(),
         tls_ca_file: args.nats_tls_ca.clone(),
         shared_reader: args.nats_shared_reader,
+        instance: Some(nats_instance(&args.data_dir)),
     };
     let nats = NatsLog::connect(&options, DEFAULT_PUBLISH_TIMEOUT)
         .await
         .with_context(|| format!("cannot connect to NATS at {url}"))?;
     Ok(Arc::new(nats))
+}
+
+/// This process's name in the NATS shared reader's leases: the host and the data directory,
+/// unique among live processes (two cannot share a data directory on one host) and the same
+/// after a restart, which then takes its leases back at once.
+#[cfg(feature = "nats")]
+fn nats_instance(data_dir: &std::path::Path) -> String {
+    let host = rustix::system::uname();
+    let data_dir = std::path::absolute(data_dir).unwrap_or_else(|_| data_dir.to_owned());
+    format!(
+        "{}:{}",
+        host.nodename().to_string_lossy(),
+        data_dir.display()
+    )
 }
 
 #[cfg(not(feature = "nats"))]

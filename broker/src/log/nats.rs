@@ -8,7 +8,8 @@
 //! all are sent, then all acks are awaited.
 //!
 //! Triggers read a broker's stream through one shared reader ([`shared`]) and keep their
-//! positions in the broker's positions stream ([`positions`]). A broker with interest
+//! positions in the broker's positions stream ([`positions`]); of several Herald processes on
+//! one NATS, the holder of the broker's lease ([`lease`]) is its reader. A broker with interest
 //! retention is the exception: JetStream drops a message there once every consumer acked it,
 //! so each of its triggers keeps a durable consumer of its own (`KN_{CONSUMER}`, Knative's
 //! name), which acknowledges each message when its event is finished and keeps unfinished
@@ -31,6 +32,7 @@ use super::{
 };
 use crate::record::Record;
 
+mod lease;
 mod positions;
 mod shared;
 
@@ -51,9 +53,14 @@ pub struct NatsOptions {
     /// PEM file of CA certificates; setting it requires TLS.
     pub tls_ca_file: Option<PathBuf>,
     /// Triggers read their broker's stream through one shared reader ([`shared`]) instead of
-    /// a durable consumer each. Only for one Herald process per NATS: every process reading
-    /// a broker this way delivers each of its events, where durable consumers share them.
+    /// a durable consumer each. Of several Herald processes on one NATS, one at a time reads
+    /// a broker this way (the holder of its [`lease`]); the others stand by.
     pub shared_reader: bool,
+    /// This process's name in the shared reader's leases: unique among the live Herald
+    /// processes on one NATS, and the same after a restart, so that a restarted process takes
+    /// its leases back at once (`herald serve` uses the host name and the data directory).
+    /// `None`: a random name, and a restart waits for the old leases to expire.
+    pub instance: Option<String>,
 }
 
 pub struct NatsLog {
@@ -107,10 +114,15 @@ impl NatsLog {
         let mut jetstream = jetstream::new(client);
         jetstream.set_timeout(publish_timeout);
         let (positions, positions_writer) = positions::Positions::start(jetstream.clone());
+        let leases = lease::Leases::new(
+            jetstream.clone(),
+            lease::LEASE_TTL,
+            options.instance.as_deref(),
+        );
         Ok(Self {
             jetstream,
             shared_reader: options.shared_reader,
-            tails: shared::Tails::default(),
+            tails: shared::Tails::new(std::sync::Arc::new(leases), shared::WINDOW_RECORDS),
             positions,
             positions_writer,
         })
@@ -120,57 +132,17 @@ impl NatsLog {
     /// trigger fall behind with a few.
     #[cfg(test)]
     fn with_window(mut self, records: usize) -> Self {
-        self.tails = shared::Tails::with_window(records);
+        self.tails = shared::Tails::new(self.tails.leases(), records);
         self
     }
 
-    /// Where a consumer without a position starts: where its durable consumer of an earlier
-    /// version got to (the first sequence it had not acknowledged), else where asked.
-    async fn starting_point(
-        &self,
-        stream: &jetstream::stream::Stream,
-        info: &stream::Info,
-        name: &str,
-        start: StartFrom,
-    ) -> Result<u64, LogError> {
-        match stream.consumer_info(names::durable(name)).await {
-            Ok(durable) => return Ok(durable.ack_floor.stream_sequence + 1),
-            Err(error) if consumer_not_found(error.kind()) => {}
-            Err(error) => return Err(unavailable(error)),
-        }
-        let next = info.state.last_sequence + 1;
-        Ok(match start {
-            StartFrom::Latest => next,
-            StartFrom::Earliest => info.state.first_sequence.clamp(1, next),
-            StartFrom::Time(time) => {
-                // The first message stored at or after `time`: an ephemeral consumer from
-                // that time finds it. None yet: everything after `next` qualifies.
-                let finder: async_nats::jetstream::consumer::PullConsumer = stream
-                    .create_consumer(pull::Config {
-                        ack_policy: AckPolicy::None,
-                        deliver_policy: DeliverPolicy::ByStartTime {
-                            start_time: time::OffsetDateTime::from(time),
-                        },
-                        inactive_threshold: Duration::from_secs(30),
-                        ..Default::default()
-                    })
-                    .await
-                    .map_err(unavailable)?;
-                let mut first = finder
-                    .fetch()
-                    .max_messages(1)
-                    .messages()
-                    .await
-                    .map_err(unavailable)?;
-                let found = match first.next().await {
-                    Some(Ok(message)) => Some(message.info().map_err(unavailable)?.stream_sequence),
-                    Some(Err(error)) => return Err(unavailable(error)),
-                    None => None,
-                };
-                let _ = stream.delete_consumer(&finder.cached_info().name).await;
-                found.map_or(next, |sequence| sequence.min(next))
-            }
-        })
+    /// The same log with tails that keep `records` records and leases that live `ttl`, so
+    /// that tests can see a lease pass to another process in seconds.
+    #[cfg(test)]
+    fn with_tails(mut self, records: usize, ttl: Duration, instance: Option<&str>) -> Self {
+        let leases = lease::Leases::new(self.jetstream.clone(), ttl, instance);
+        self.tails = shared::Tails::new(std::sync::Arc::new(leases), records);
+        self
     }
 
     /// A trigger's durable consumer of its own (without the shared reader, or for a broker
@@ -378,7 +350,7 @@ impl EventLog for NatsLog {
         let position = match self.positions.read(broker, name).await? {
             Some(position) => position,
             None => {
-                let position = self.starting_point(&stream, &info, name, start).await?;
+                let position = starting_point(&stream, &info, name, start).await?;
                 // Durable before the first read, so that a crash before the first commit
                 // cannot make the trigger skip what was accepted meanwhile.
                 self.positions.write_now(broker, name, position).await?;
@@ -386,6 +358,18 @@ impl EventLog for NatsLog {
                 delete_durable(&stream, name).await?;
                 position
             }
+        };
+        // Read again whenever this process takes the broker's lease: another holder may have
+        // moved the position meanwhile.
+        let load_position: shared::LoadPosition = {
+            let (positions, broker, name) =
+                (self.positions.clone(), broker.clone(), name.to_owned());
+            Box::new(move || {
+                let (positions, broker, name) = (positions.clone(), broker.clone(), name.clone());
+                Box::pin(
+                    async move { Ok(positions.read(&broker, &name).await?.unwrap_or(position)) },
+                )
+            })
         };
         let tail = self
             .tails
@@ -395,7 +379,7 @@ impl EventLog for NatsLog {
             stream,
             self.positions.clone(),
             name,
-            position,
+            load_position,
         )))
     }
 
@@ -538,6 +522,54 @@ fn consumer_not_found(kind: jetstream::context::ConsumerInfoErrorKind) -> bool {
     }
 }
 
+/// Where a consumer without a position starts: where its durable consumer of an earlier
+/// version got to (the first sequence it had not acknowledged), else where asked.
+async fn starting_point(
+    stream: &jetstream::stream::Stream,
+    info: &stream::Info,
+    name: &str,
+    start: StartFrom,
+) -> Result<u64, LogError> {
+    match stream.consumer_info(names::durable(name)).await {
+        Ok(durable) => return Ok(durable.ack_floor.stream_sequence + 1),
+        Err(error) if consumer_not_found(error.kind()) => {}
+        Err(error) => return Err(unavailable(error)),
+    }
+    let next = info.state.last_sequence + 1;
+    Ok(match start {
+        StartFrom::Latest => next,
+        StartFrom::Earliest => info.state.first_sequence.clamp(1, next),
+        StartFrom::Time(time) => {
+            // The first message stored at or after `time`: an ephemeral consumer from
+            // that time finds it. None yet: everything after `next` qualifies.
+            let finder: async_nats::jetstream::consumer::PullConsumer = stream
+                .create_consumer(pull::Config {
+                    ack_policy: AckPolicy::None,
+                    deliver_policy: DeliverPolicy::ByStartTime {
+                        start_time: time::OffsetDateTime::from(time),
+                    },
+                    inactive_threshold: Duration::from_secs(30),
+                    ..Default::default()
+                })
+                .await
+                .map_err(unavailable)?;
+            let mut first = finder
+                .fetch()
+                .max_messages(1)
+                .messages()
+                .await
+                .map_err(unavailable)?;
+            let found = match first.next().await {
+                Some(Ok(message)) => Some(message.info().map_err(unavailable)?.stream_sequence),
+                Some(Err(error)) => return Err(unavailable(error)),
+                None => None,
+            };
+            let _ = stream.delete_consumer(&finder.cached_info().name).await;
+            found.map_or(next, |sequence| sequence.min(next))
+        }
+    })
+}
+
 /// Deletes a trigger's durable consumer, if it has one.
 async fn delete_durable(
     stream: &jetstream::stream::Stream,
@@ -643,6 +675,8 @@ mod tests {
             let options = NatsOptions {
                 url: self.server.url(),
                 shared_reader: self.shared_reader,
+                // One instance, reopened: as a restarted Herald, it takes its leases back.
+                instance: Some("conformance".into()),
                 ..Default::default()
             };
             Arc::new(
@@ -654,9 +688,15 @@ mod tests {
     }
 
     async fn connect(server: &NatsServer) -> NatsLog {
+        connect_as(server, "test").await
+    }
+
+    /// A log as the Herald instance `instance` (see [`NatsOptions::instance`]).
+    async fn connect_as(server: &NatsServer, instance: &str) -> NatsLog {
         let options = NatsOptions {
             url: server.url(),
             shared_reader: true,
+            instance: Some(instance.to_owned()),
             ..Default::default()
         };
         NatsLog::connect(&options, DEFAULT_PUBLISH_TIMEOUT)
@@ -837,6 +877,82 @@ mod tests {
         assert_eq!(read_acked(&mut *consumer, 1).await, ["2"]);
         assert_eq!(log.positions.read(&broker, "t").await.unwrap(), None);
         log.close().await.unwrap();
+    }
+
+    /// Two Herald processes on one NATS (two instances with short leases): one reads the
+    /// broker for the trigger and the other stands by, so each record is handed out once;
+    /// when the reader dies without letting go, the other takes the lease once it expires and
+    /// goes on from the dead one's stored position, not from its own.
+    #[tokio::test]
+    async fn one_process_at_a_time_reads_a_broker_and_another_takes_over() {
+        if !crate::testing::available(crate::testing::Server::Nats) {
+            return;
+        }
+        let server = NatsServer::start();
+        let ttl = Duration::from_secs(2);
+        let a = connect_as(&server, "a")
+            .await
+            .with_tails(shared::WINDOW_RECORDS, ttl, Some("a"));
+        let b = connect_as(&server, "b")
+            .await
+            .with_tails(shared::WINDOW_RECORDS, ttl, Some("b"));
+        let broker = BrokerKey::new("default", "leased");
+        a.ensure_broker(&broker, &BrokerSettings::default())
+            .await
+            .unwrap();
+        let mut on_a = a.consumer(&broker, "t", StartFrom::Earliest).await.unwrap();
+        let mut on_b = b.consumer(&broker, "t", StartFrom::Earliest).await.unwrap();
+        let records: Vec<Record> = (0..10).map(|i| testsuite::sample(&i.to_string())).collect();
+        a.append(&broker, records).await.unwrap();
+
+        // Both poll at once until every record came: all from one of them, each once.
+        let (mut from_a, mut from_b) = (Vec::new(), Vec::new());
+        while from_a.len() + from_b.len() < 10 {
+            let polled = tokio::time::timeout(Duration::from_secs(20), async {
+                tokio::select! {
+                    records = on_a.poll(10) => (true, records.expect("poll on a")),
+                    records = on_b.poll(10) => (false, records.expect("poll on b")),
+                }
+            })
+            .await
+            .expect("records before the deadline");
+            let (consumer, ids) = match polled.0 {
+                true => (&mut on_a, &mut from_a),
+                false => (&mut on_b, &mut from_b),
+            };
+            for record in polled.1 {
+                consumer.ack(record.id).await.unwrap();
+                ids.push(record.record.event.id().into_owned());
+            }
+        }
+        assert!(
+            from_a.is_empty() != from_b.is_empty(),
+            "one reader at a time: a read {from_a:?}, b read {from_b:?}"
+        );
+        let (reader, reader_log, mut standby, standby_log) = match from_a.is_empty() {
+            false => (on_a, a, on_b, b),
+            true => (on_b, b, on_a, a),
+        };
+        assert_eq!([from_a, from_b].concat(), numbered(0..10));
+
+        // The reader stores its position and dies without giving the lease back.
+        let mut reader = reader;
+        reader.commit().await.unwrap();
+        reader_log.close().await.unwrap();
+        drop(reader);
+        drop(reader_log);
+
+        standby_log
+            .append(
+                &broker,
+                (10..13)
+                    .map(|i| testsuite::sample(&i.to_string()))
+                    .collect(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(read_acked(&mut *standby, 3).await, numbered(10..13));
+        standby_log.close().await.unwrap();
     }
 
     #[tokio::test]

@@ -93,6 +93,10 @@ pub fn positions_stream(broker: &BrokerKey) -> String {
     stream_name("HERALD_POSITIONS_", broker, plain)
 }
 
+/// The key-value bucket of shared-reader leases (see [`crate::log::nats`]): one key per
+/// broker, its stream's name (letters, digits and `_`, which keys allow).
+pub const LEASES_BUCKET: &str = "HERALD_READER_LEASES";
+
 /// Every subject of the broker's positions stream.
 pub fn positions_subjects(broker: &BrokerKey) -> String {
     format!("{}._herald_position.*", subject_base(broker))

@@ -10,6 +10,10 @@
 //! own until it is back within the window. Each trigger's position (the next sequence it has
 //! to finish, a contiguous low-water mark) is kept durably in the broker's positions stream
 //! ([`super::positions`]).
+//!
+//! One Herald process at a time reads a broker this way: the holder of the broker's lease
+//! ([`super::lease`]). The triggers of the others wait, and load their positions again when
+//! their process takes the lease.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, Weak};
@@ -21,6 +25,7 @@ use async_trait::async_trait;
 use futures_util::{FutureExt, StreamExt};
 use tokio::sync::watch;
 
+use super::lease::{Held, Leases};
 use super::positions::Positions;
 use super::{unavailable, BrokerKey, LogConsumer, LogError, LogRecord, RecordId};
 use crate::log::names::nats as names;
@@ -38,12 +43,7 @@ pub(super) struct Tails {
     live: Mutex<HashMap<String, Weak<Tail>>>,
     /// Records each tail keeps (tests make it small).
     window_records: usize,
-}
-
-impl Default for Tails {
-    fn default() -> Self {
-        Self::with_window(WINDOW_RECORDS)
-    }
+    leases: Arc<Leases>,
 }
 
 fn lock_poisoned() -> LogError {
@@ -51,11 +51,17 @@ fn lock_poisoned() -> LogError {
 }
 
 impl Tails {
-    pub(super) fn with_window(window_records: usize) -> Self {
+    pub(super) fn new(leases: Arc<Leases>, window_records: usize) -> Self {
         Self {
             live: Mutex::new(HashMap::new()),
             window_records: window_records.max(1),
+            leases,
         }
+    }
+
+    #[cfg(test)]
+    pub(super) fn leases(&self) -> Arc<Leases> {
+        self.leases.clone()
     }
 
     /// The broker's tail, started at `next` (the sequence after the stream's last) if none
@@ -72,7 +78,13 @@ impl Tails {
             return Ok(tail);
         }
         live.retain(|_, tail| tail.strong_count() > 0);
-        let tail = Tail::start(broker.clone(), stream.clone(), next, self.window_records);
+        let tail = Tail::start(
+            broker.clone(),
+            stream.clone(),
+            next,
+            self.window_records,
+            &self.leases,
+        );
         live.insert(name, Arc::downgrade(&tail));
         Ok(tail)
     }
@@ -89,6 +101,7 @@ impl Tails {
         if let Some(tail) = tail {
             tail.state.ring.lock().map_err(|_| lock_poisoned())?.gone = true;
             tail.state.next.send_modify(|_| {});
+            tail.lease_keeper.abort();
         }
         Ok(())
     }
@@ -99,11 +112,15 @@ pub(super) struct Tail {
     broker: BrokerKey,
     state: Arc<TailState>,
     reader: tokio::task::AbortHandle,
+    /// Whether this process holds the broker's lease, and since when (its epoch).
+    lease: watch::Receiver<Held>,
+    lease_keeper: tokio::task::AbortHandle,
 }
 
 impl Drop for Tail {
     fn drop(&mut self) {
         self.reader.abort();
+        self.lease_keeper.abort();
     }
 }
 
@@ -126,7 +143,13 @@ struct Window {
 }
 
 impl Tail {
-    fn start(broker: BrokerKey, stream: Stream, next: u64, window_records: usize) -> Arc<Self> {
+    fn start(
+        broker: BrokerKey,
+        stream: Stream,
+        next: u64,
+        window_records: usize,
+        leases: &Arc<Leases>,
+    ) -> Arc<Self> {
         let state = Arc::new(TailState {
             window_records,
             ring: Mutex::new(Window {
@@ -137,11 +160,19 @@ impl Tail {
             }),
             next: watch::channel(next).0,
         });
-        let reader = tokio::spawn(read_stream(broker.clone(), stream, state.clone()));
+        let (lease, lease_keeper) = leases.keep(&broker);
+        let reader = tokio::spawn(read_stream(
+            broker.clone(),
+            stream,
+            state.clone(),
+            lease.clone(),
+        ));
         Arc::new(Self {
             broker,
             state,
             reader: reader.abort_handle(),
+            lease,
+            lease_keeper,
         })
     }
 }
@@ -182,8 +213,17 @@ impl TailState {
 }
 
 /// Reads the stream from the tail's next sequence into its window, for as long as the tail
-/// lives; a failed read starts again a second later where it stopped.
-async fn read_stream(broker: BrokerKey, stream: Stream, state: Arc<TailState>) {
+/// lives, from the first time this process holds the broker's lease (a process standing by
+/// reads nothing); a failed read starts again a second later where it stopped.
+async fn read_stream(
+    broker: BrokerKey,
+    stream: Stream,
+    state: Arc<TailState>,
+    mut lease: watch::Receiver<Held>,
+) {
+    if lease.wait_for(Option::is_some).await.is_err() {
+        return;
+    }
     loop {
         let start = *state.next.borrow();
         let error = match ordered_reader(&stream, start).await {
@@ -255,10 +295,19 @@ fn decode(message: &jetstream::Message) -> Result<Option<(u64, usize, Record)>, 
     }
 }
 
+/// Loads a trigger's position when its process takes the broker's lease: the stored one, or
+/// where a new trigger starts (made durable before it is returned).
+pub(super) type LoadPosition =
+    Box<dyn Fn() -> futures_util::future::BoxFuture<'static, Result<u64, LogError>> + Send + Sync>;
+
 /// A trigger's reader of its broker's tail.
 pub(super) struct SharedConsumer {
     tail: Arc<Tail>,
     tail_next: watch::Receiver<u64>,
+    lease: watch::Receiver<Held>,
+    /// The lease epoch the position below was loaded in; `None` before the first load.
+    epoch: Held,
+    load_position: LoadPosition,
     stream: Stream,
     /// While this consumer is behind the tail's window: its own reader of the stream.
     behind: Option<pull::Ordered>,
@@ -283,19 +332,60 @@ impl SharedConsumer {
         stream: Stream,
         positions: Arc<Positions>,
         consumer: &str,
-        position: u64,
+        load_position: LoadPosition,
     ) -> Self {
         let subject = names::position_subject(&tail.broker, consumer);
         Self {
             tail_next: tail.state.next.subscribe(),
+            lease: tail.lease.clone(),
+            epoch: None,
+            load_position,
             tail,
             stream,
             behind: None,
-            next_read: position,
+            next_read: 0,
             pending: BTreeSet::new(),
-            committed: position,
+            committed: 0,
             positions,
             subject,
+        }
+    }
+
+    /// Waits until this process holds the broker's lease, and loads the position again when
+    /// the lease was taken since the last load (another holder may have moved it meanwhile).
+    /// Cancel-safe: nothing changes until the load is done.
+    async fn hold_lease(&mut self) -> Result<(), LogError> {
+        loop {
+            let held = *self.lease.borrow_and_update();
+            match held {
+                Some(_) if held == self.epoch => return Ok(()),
+                Some(_) => {
+                    let position = (self.load_position)().await?;
+                    self.behind = None;
+                    self.pending.clear();
+                    self.next_read = position;
+                    self.committed = position;
+                    self.epoch = held;
+                    return Ok(());
+                }
+                None => {
+                    if self
+                        .tail
+                        .state
+                        .ring
+                        .lock()
+                        .map_err(|_| lock_poisoned())?
+                        .gone
+                    {
+                        return Err(LogError::UnknownBroker(self.tail.broker.clone()));
+                    }
+                    tokio::select! {
+                        changed = self.lease.changed() => changed
+                            .map_err(|_| LogError::unavailable("the broker's lease keeper stopped"))?,
+                        _ = self.tail_next.changed() => {}
+                    }
+                }
+            }
         }
     }
 
@@ -391,6 +481,9 @@ impl LogConsumer for SharedConsumer {
     async fn poll(&mut self, max: usize) -> Result<Vec<LogRecord>, LogError> {
         let max = max.max(1);
         loop {
+            self.hold_lease().await?;
+            // A lost lease ends any wait below: the next holder reads from here on.
+            let mut lease = self.lease.clone();
             self.tail_next.borrow_and_update();
             match self.take_from_window(max)? {
                 Step::Records(records) => {
@@ -400,13 +493,17 @@ impl LogConsumer for SharedConsumer {
                 }
                 Step::Wait => {
                     self.behind = None;
-                    self.tail_next
-                        .changed()
-                        .await
-                        .map_err(|_| LogError::unavailable("the broker's tail stopped"))?;
+                    tokio::select! {
+                        changed = self.tail_next.changed() => changed
+                            .map_err(|_| LogError::unavailable("the broker's tail stopped"))?,
+                        _ = lease.changed() => {}
+                    }
                 }
                 Step::Behind => {
-                    let records = self.take_from_stream(max).await?;
+                    let records = tokio::select! {
+                        records = self.take_from_stream(max) => records?,
+                        _ = lease.changed() => continue,
+                    };
                     if !records.is_empty() {
                         self.hand_out(&records);
                         return Ok(records);
@@ -424,6 +521,10 @@ impl LogConsumer for SharedConsumer {
     /// Hands the contiguous low-water mark to the positions writer, which stores it within
     /// [`super::positions::FLUSH_DELAY`].
     async fn commit(&mut self) -> Result<(), LogError> {
+        // Positions belong to the lease's holder: after a loss, the next holder's count.
+        if self.epoch.is_none() || *self.lease.borrow() != self.epoch {
+            return Ok(());
+        }
         let low_water = self.pending.first().copied().unwrap_or(self.next_read);
         if low_water != self.committed {
             self.positions.commit(&self.subject, low_water)?;
@@ -433,6 +534,7 @@ impl LogConsumer for SharedConsumer {
     }
 
     fn lag(&self) -> Option<u64> {
+        self.epoch?;
         let tail_next = *self.tail_next.borrow();
         Some(tail_next.saturating_sub(self.next_read) + self.pending.len() as u64)
     }
