@@ -5,6 +5,7 @@
 pub mod issuer;
 pub mod keys;
 pub mod naming;
+pub mod remote_keys;
 pub mod tokens;
 pub mod verify;
 

@@ -15,6 +15,7 @@ use serde::Deserialize;
 
 use super::issuer::Issuer;
 use super::naming;
+use super::remote_keys::RemoteIssuer;
 
 /// A longer `Authorization` value is refused unread (Kubernetes tokens are about 1 KiB).
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
@@ -82,6 +83,15 @@ impl KeySet {
         }
     }
 
+    /// Whether any key has this `kid`.
+    pub fn knows(&self, kid: &str) -> bool {
+        let external = self.external.read().map(|e| e.clone()).unwrap_or_default();
+        self.own
+            .iter()
+            .chain(external.iter())
+            .any(|k| k.kid.as_deref() == Some(kid))
+    }
+
     /// The keys that may have signed a token with this `kid` (all, without one).
     fn candidates(&self, kid: Option<&str>) -> Vec<TrustedKey> {
         let external = self.external.read().map(|e| e.clone()).unwrap_or_default();
@@ -106,6 +116,8 @@ struct Remembered {
 pub struct Verifier {
     keys: Arc<KeySet>,
     verified: Mutex<HashMap<String, Remembered>>,
+    /// Issuers whose keys are fetched again when a token names a `kid` not known yet.
+    remotes: Vec<Arc<RemoteIssuer>>,
 }
 
 impl Verifier {
@@ -113,7 +125,34 @@ impl Verifier {
         Self {
             keys,
             verified: Mutex::default(),
+            remotes: Vec::new(),
         }
+    }
+
+    /// Also fetches `remote`'s keys again (rate-limited) on a token with an unknown `kid`.
+    pub fn with_remote(mut self, remote: Arc<RemoteIssuer>) -> Self {
+        self.remotes.push(remote);
+        self
+    }
+
+    /// [`Verifier::verify`], after fetching the remote issuers' keys again when the token
+    /// names a `kid` no key has (a key rotated in, or keys not fetched yet).
+    pub async fn verify_fetching(
+        &self,
+        token: &str,
+        audience: &str,
+    ) -> Result<Caller, AccessDenied> {
+        let unknown_kid = !self.remotes.is_empty()
+            && jsonwebtoken::decode_header(token)
+                .ok()
+                .and_then(|header| header.kid)
+                .is_some_and(|kid| !self.keys.knows(&kid));
+        if unknown_kid {
+            for remote in &self.remotes {
+                remote.refresh_if_due().await;
+            }
+        }
+        self.verify(token, audience)
     }
 
     /// Checks `token` for `audience`: the caller, or why not.
@@ -195,7 +234,8 @@ impl Authenticator for Verifier {
         headers: &HeaderMap,
     ) -> Result<Option<Caller>, AccessDenied> {
         let token = bearer(headers)?;
-        self.verify(token, &naming::stream_audience(broker))
+        self.verify_fetching(token, &naming::stream_audience(broker))
+            .await
             .map(Some)
     }
 }
