@@ -59,10 +59,21 @@ pub struct HttpFetch {
 }
 
 impl HttpFetch {
-    pub fn new(ca_pem: Option<&[u8]>) -> Result<Self, RemoteKeyError> {
-        let mut builder = reqwest::Client::builder()
+    /// The client settings of every fetch: [`FETCH_TIMEOUT`], no redirects.
+    pub fn configure(builder: reqwest::ClientBuilder) -> reqwest::ClientBuilder {
+        builder
             .timeout(FETCH_TIMEOUT)
-            .redirect(reqwest::redirect::Policy::none());
+            .redirect(reqwest::redirect::Policy::none())
+    }
+
+    /// With a client built elsewhere (e.g. with Herald's trust bundles), shaped by
+    /// [`HttpFetch::configure`].
+    pub fn with_client(client: reqwest::Client) -> Self {
+        Self { client }
+    }
+
+    pub fn new(ca_pem: Option<&[u8]>) -> Result<Self, RemoteKeyError> {
+        let mut builder = Self::configure(reqwest::Client::builder());
         if let Some(pem) = ca_pem {
             let certificates = reqwest::Certificate::from_pem_bundle(pem)
                 .map_err(|e| RemoteKeyError::Ca(e.to_string()))?;
@@ -94,7 +105,7 @@ impl Fetch for HttpFetch {
             .header("accept", "application/json")
             .send()
             .await
-            .map_err(|e| failed(e.to_string()))?;
+            .map_err(|e| failed(describe(&e)))?;
         if !response.status().is_success() {
             return Err(failed(format!("answered {}", response.status())));
         }
@@ -109,6 +120,18 @@ impl Fetch for HttpFetch {
         }
         Ok(body.into())
     }
+}
+
+/// reqwest's own message hides the cause (a refused connection, an unknown CA): the chain.
+fn describe(error: &reqwest::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// What Herald reads of a discovery document.
@@ -211,6 +234,12 @@ pub struct RemoteIssuer {
     /// When the keys were last fetched; held across a fetch so that concurrent unknown
     /// `kid`s wait for one fetch instead of each starting one.
     last_refresh: tokio::sync::Mutex<Option<Instant>>,
+    /// Why the last fetch failed (`None` after a success): the reason given to callers
+    /// whose token names a key not known while the issuer cannot be reached.
+    last_error: Mutex<Option<String>>,
+    /// Whether the discovery document must name `base_url` as its issuer (OIDC Discovery
+    /// 1.0, 4.3); off for an API server, whose issuer is not the URL it is reached at.
+    require_same_issuer: bool,
 }
 
 impl RemoteIssuer {
@@ -221,6 +250,39 @@ impl RemoteIssuer {
             keys,
             issuer: Mutex::default(),
             last_refresh: tokio::sync::Mutex::default(),
+            last_error: Mutex::default(),
+            require_same_issuer: false,
+        }
+    }
+
+    /// Requires the discovery document's `issuer` to be `base_url` (a trailing `/` aside),
+    /// as OIDC Discovery does: an issuer Herald trusts cannot speak for another one.
+    pub fn requiring_same_issuer(mut self) -> Self {
+        self.require_same_issuer = true;
+        self
+    }
+
+    /// Why the last fetch failed, or `None` after a success (or before any fetch).
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.lock().ok()?.clone()
+    }
+
+    /// Whether `iss` is this issuer: its URL or the issuer its discovery named.
+    pub fn names(&self, iss: &str) -> bool {
+        let iss = iss.trim_end_matches('/');
+        self.base_url == iss
+            || self
+                .issuer()
+                .is_some_and(|i| i.trim_end_matches('/') == iss)
+    }
+
+    /// Whether a token with this `iss` may be this issuer's: the issuer its discovery named,
+    /// or, before any discovery succeeded, any.
+    pub fn may_speak_for(&self, iss: &str) -> bool {
+        let iss = iss.trim_end_matches('/');
+        match self.issuer() {
+            Some(issuer) => issuer.trim_end_matches('/') == iss,
+            None => true,
         }
     }
 
@@ -274,7 +336,24 @@ impl RemoteIssuer {
     }
 
     async fn fetch_and_replace(&self) -> Result<usize, RemoteKeyError> {
+        let outcome = self.fetch_and_replace_keys().await;
+        if let Ok(mut last_error) = self.last_error.lock() {
+            *last_error = outcome.as_ref().err().map(ToString::to_string);
+        }
+        outcome
+    }
+
+    async fn fetch_and_replace_keys(&self) -> Result<usize, RemoteKeyError> {
         let discovery = discover(self.fetch.as_ref(), &self.base_url).await?;
+        if self.require_same_issuer && discovery.issuer.trim_end_matches('/') != self.base_url {
+            return Err(RemoteKeyError::Discovery {
+                url: format!("{}{DISCOVERY_PATH}", self.base_url),
+                reason: format!(
+                    "it names the issuer {:?}, not {:?}",
+                    discovery.issuer, self.base_url
+                ),
+            });
+        }
         let keys = fetch_keys(self.fetch.as_ref(), &discovery.issuer, &discovery.jwks_uri).await?;
         let count = keys.len();
         let previous = self

@@ -142,17 +142,42 @@ impl Verifier {
         token: &str,
         audience: &str,
     ) -> Result<Caller, AccessDenied> {
-        let unknown_kid = !self.remotes.is_empty()
-            && jsonwebtoken::decode_header(token)
+        let unknown_kid = |keys: &KeySet| {
+            jsonwebtoken::decode_header(token)
                 .ok()
                 .and_then(|header| header.kid)
-                .is_some_and(|kid| !self.keys.knows(&kid));
-        if unknown_kid {
-            for remote in &self.remotes {
-                remote.refresh_if_due().await;
+                .is_some_and(|kid| !keys.knows(&kid))
+        };
+        if self.remotes.is_empty() || !unknown_kid(&self.keys) {
+            return self.verify(token, audience);
+        }
+        // Only the issuers the token may be from are asked (the `iss` is not verified yet:
+        // it picks whom to ask, nothing more).
+        let iss = unverified_issuer(token);
+        let asked: Vec<&Arc<RemoteIssuer>> = self
+            .remotes
+            .iter()
+            .filter(|remote| iss.as_deref().is_some_and(|iss| remote.may_speak_for(iss)))
+            .collect();
+        for remote in &asked {
+            remote.refresh_if_due().await;
+        }
+        let verified = self.verify(token, audience);
+        if verified.is_err() && unknown_kid(&self.keys) {
+            // Still unknown: say why when the issuer could not be reached.
+            if let (Some(iss), Some(error)) = (
+                &iss,
+                asked
+                    .iter()
+                    .filter(|remote| iss.as_deref().is_some_and(|i| remote.names(i)))
+                    .find_map(|remote| remote.last_error()),
+            ) {
+                return Err(AccessDenied::invalid_token(format!(
+                    "the keys of trusted issuer {iss} are not available: {error}"
+                )));
             }
         }
-        self.verify(token, audience)
+        verified
     }
 
     /// Checks `token` for `audience`: the caller, or why not.
@@ -264,6 +289,20 @@ pub fn bearer(headers: &HeaderMap) -> Result<&str, AccessDenied> {
             description: "the Authorization header must be 'Bearer <token>'".into(),
         }),
     }
+}
+
+/// The `iss` claim of a token not verified yet: only to pick the trusted issuer whose keys
+/// to fetch, never to trust (the token's length is bounded by [`MAX_TOKEN_BYTES`]).
+fn unverified_issuer(token: &str) -> Option<String> {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    #[derive(Deserialize)]
+    struct Issued {
+        iss: String,
+    }
+    let payload = token.split('.').nth(1)?;
+    let bytes = URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).ok()?;
+    serde_json::from_slice::<Issued>(&bytes).ok().map(|i| i.iss)
 }
 
 fn describe(kind: &ErrorKind, audience: &str) -> AccessDenied {
