@@ -189,7 +189,18 @@ pub fn needed(method: &Method, path: &str) -> Needed {
         namespace: None,
         action: format!("{verb} {what}"),
     };
-    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    // Segments as the router's path parameters see them (percent-decoded), so that an
+    // encoded `eventpolicies` or namespace is judged as what it names.
+    let decoded: Vec<String> = path
+        .trim_start_matches('/')
+        .split('/')
+        .map(|segment| {
+            percent_encoding::percent_decode_str(segment)
+                .decode_utf8_lossy()
+                .into_owned()
+        })
+        .collect();
+    let parts: Vec<&str> = decoded.iter().map(String::as_str).collect();
     match parts.as_slice() {
         ["apis", _group, _version, "namespaces", namespace, resource, rest @ ..] => {
             let subresource = rest.get(1).copied();
@@ -274,6 +285,19 @@ bindings:
             "/apis/eventing.knative.dev/v1alpha1/namespaces/team-a/eventpolicies"
         )
         .is_err());
+        // Encoded segments are judged as what they name.
+        assert!(allowed(
+            "editor",
+            Method::POST,
+            "/apis/eventing.knative.dev/v1alpha1/namespaces/team-a/eventpolic%69es"
+        )
+        .is_err());
+        assert!(allowed(
+            "editor",
+            Method::POST,
+            "/apis/eventing.knative.dev/v1/namespaces/team%2Da/triggers"
+        )
+        .is_ok());
         assert!(allowed(
             "editor",
             Method::GET,
