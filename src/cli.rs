@@ -59,9 +59,39 @@ pub enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Get a token from Herald's issuer for a sender and an audience (`POST
+    /// /apis/herald.dev/v1/oidc/token`, behind the admin token) and print it, for
+    /// `curl -H "Authorization: Bearer $(herald token ...)"`.
+    Token(TokenArgs),
     /// Run a program with the environment Knative's SinkBinding gives it (`K_SINK`,
     /// `K_CE_OVERRIDES`, `K_COMPONENT`), so existing Knative adapters run unchanged.
     Run(RunArgs),
+}
+
+#[derive(Parser, Debug, Clone)]
+pub struct TokenArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// The token's audience: a broker's (`eventing.knative.dev/broker/NAMESPACE/NAME`, or use
+    /// --broker), a subscriber's, or the admin API's (herald-admin).
+    #[arg(long, required_unless_present = "broker", conflicts_with = "broker")]
+    pub audience: Option<String>,
+    /// The audience of this broker in --namespace.
+    #[arg(long)]
+    pub broker: Option<String>,
+    /// The token's subject, as is.
+    #[arg(
+        long,
+        required_unless_present = "service_account",
+        conflicts_with = "service_account"
+    )]
+    pub subject: Option<String>,
+    /// A ServiceAccount NAMESPACE/NAME: the subject `system:serviceaccount:NAMESPACE:NAME`.
+    #[arg(long, value_name = "NAMESPACE/NAME")]
+    pub service_account: Option<String>,
+    /// How long the token lives, in seconds (1 to 3600; default 3600).
+    #[arg(long)]
+    pub expiration_seconds: Option<u64>,
 }
 
 #[derive(Parser, Debug, Clone)]
@@ -303,6 +333,13 @@ pub struct ServeArgs {
     #[arg(long, env = "HERALD_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
 
+    /// A YAML file of role bindings: the admin API then also takes OIDC tokens (Herald's or a
+    /// trusted issuer's, for the file's `audience`, default herald-admin) and allows each
+    /// subject what its role (viewer, editor, admin) allows in each namespace; read at start.
+    /// Needs --authentication-oidc enabled.
+    #[arg(long, env = "HERALD_ADMIN_ROLES")]
+    pub admin_roles: Option<PathBuf>,
+
     #[command(flatten)]
     pub data: DataPlaneArgs,
 }
@@ -472,6 +509,18 @@ pub struct DataPlaneArgs {
     /// admin listener's `http://host:port`.
     #[arg(long, env = "HERALD_OIDC_ISSUER_URL")]
     pub oidc_issuer_url: Option<String>,
+
+    /// Another OIDC issuer whose tokens the ingress (and the admin API, with --admin-roles)
+    /// accepts too: an https URL whose discovery document and JWKS are fetched over HTTPS,
+    /// trusted like every outgoing request (--tls-trust-bundle); repeatable, at most 16; env:
+    /// comma-separated. Needs --authentication-oidc enabled.
+    #[arg(
+        long = "oidc-trusted-issuer",
+        env = "HERALD_OIDC_TRUSTED_ISSUERS",
+        value_delimiter = ',',
+        value_name = "URL"
+    )]
+    pub oidc_trusted_issuers: Vec<String>,
 
     /// Knative's `default-authorization-mode`: who may send to a broker or channel that no
     /// EventPolicy applies to, when OIDC authentication is on: allow-all, deny-all, or

@@ -82,7 +82,7 @@ impl DataPlane {
         };
         let admin_listener = bind(args.admin_listen).await?;
         let ingress_addr = ingress_listener.local_addr()?;
-        let identity = open_identity(args, admin_listener.local_addr()?)?;
+        let identity = open_identity(args, admin_listener.local_addr()?, &tls)?;
         // EventPolicies: compiled by the runtime on each change, asked by the ingress about
         // the subject the authenticator verified. Without authentication there is no subject
         // and policies decide nothing, so the ingress is left without the check.
@@ -265,17 +265,27 @@ impl Listeners {
 fn open_identity(
     args: &DataPlaneArgs,
     admin_addr: SocketAddr,
+    tls: &Tls,
 ) -> anyhow::Result<Option<Arc<Identity>>> {
+    let trusted = crate::identity::trusted::parse_urls(&args.oidc_trusted_issuers)?;
     if args.authentication_oidc != FeatureFlag::Enabled {
+        if !trusted.is_empty() {
+            anyhow::bail!("--oidc-trusted-issuer needs --authentication-oidc enabled");
+        }
         return Ok(None);
     }
     let issuer_url = args
         .oidc_issuer_url
         .clone()
         .unwrap_or_else(|| format!("http://{admin_addr}"));
-    let identity =
-        Identity::open(&args.data_dir, &issuer_url).context("opening the OIDC signing key")?;
-    tracing::info!(issuer = %issuer_url, kid = %identity.issuer.keys().current.kid, "sender identity (OIDC) enabled");
+    let identity = Identity::open_trusting(
+        &args.data_dir,
+        &issuer_url,
+        Some((trusted.clone(), tls.trust.clone())),
+    )
+    .context("opening the OIDC signing key")?;
+    tracing::info!(issuer = %issuer_url, kid = %identity.issuer.keys().current.kid, trusted_issuers = ?trusted, "sender identity (OIDC) enabled");
+    identity.start();
     Ok(Some(Arc::new(identity)))
 }
 

@@ -23,8 +23,19 @@ use herald_broker::log::routed::BackendChoice;
 use herald_sources::secrets::{LocalSecrets, SecretReader};
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
-    crate::api::check_exposure(args.data.admin_listen, args.admin_token.as_deref())
-        .map_err(anyhow::Error::msg)?;
+    crate::api::check_exposure(
+        args.data.admin_listen,
+        args.admin_token.as_deref(),
+        args.admin_roles.is_some(),
+    )
+    .map_err(anyhow::Error::msg)?;
+    let admin_roles = match &args.admin_roles {
+        None => None,
+        Some(_) if args.data.authentication_oidc != crate::cli::FeatureFlag::Enabled => {
+            anyhow::bail!("--admin-roles needs --authentication-oidc enabled: its tokens are verified with Herald's issuer and the trusted ones")
+        }
+        Some(path) => Some(crate::api::roles::AdminRoles::load(path)?),
+    };
     if args.admin_token.is_some() && crate::cli::token(args.admin_token.as_deref()).is_none() {
         tracing::warn!("--admin-token is blank, which counts as none: the admin API is open to anyone on this host");
     }
@@ -90,7 +101,17 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(identity) = &identity {
         api = api.merge(crate::api::oidc::token_router(identity.clone()));
     }
-    let mut admin_router = crate::api::protect(api, args.admin_token.as_deref());
+    let admin_oidc = match (admin_roles, &identity) {
+        (Some(roles), Some(identity)) => {
+            tracing::info!(audience = %roles.audience(), "admin API: OIDC tokens with --admin-roles");
+            Some(crate::api::AdminOidc {
+                verifier: identity.verifier.clone(),
+                roles,
+            })
+        }
+        _ => None,
+    };
+    let mut admin_router = crate::api::protect(api, args.admin_token.as_deref(), admin_oidc);
     if let Some(identity) = identity {
         admin_router = admin_router.merge(crate::api::oidc::public_router(identity));
     }

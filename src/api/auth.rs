@@ -1,5 +1,9 @@
-//! `--admin-token`: every admin call but the probes and `/metrics` needs `Authorization: Bearer`
-//! (the scheme in any case, as kube-apiserver takes it).
+//! `--admin-token` and `--admin-roles`: every admin call but the probes and `/metrics` needs
+//! `Authorization: Bearer` (the scheme in any case, as kube-apiserver takes it) with the admin
+//! token (everything allowed) or, with `--admin-roles`, an OIDC token for the roles' audience
+//! whose subject has the role the call needs ([`super::roles`]).
+
+use std::sync::Arc;
 
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
@@ -11,10 +15,27 @@ use serde_json::json;
 /// Paths open without a token: what orchestrators and Prometheus call.
 const OPEN_PATHS: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
 
+/// How the admin API authenticates callers.
+pub struct AdminAuth {
+    /// `--admin-token` (blank ones already dropped).
+    pub token: Option<Arc<str>>,
+    /// `--admin-roles`, with the verifier of Herald's and the trusted issuers' tokens.
+    pub oidc: Option<AdminOidc>,
+}
+
+pub struct AdminOidc {
+    pub verifier: Arc<crate::identity::verify::Verifier>,
+    pub roles: super::roles::AdminRoles,
+}
+
 /// Whether `token` (as given, before [`crate::cli::token`]) may be omitted for an admin
-/// listener on `addr`.
-pub fn check_exposure(addr: std::net::SocketAddr, token: Option<&str>) -> Result<(), String> {
-    if addr.ip().is_loopback() || crate::cli::token(token).is_some() {
+/// listener on `addr` (with `--admin-roles`, callers need a token anyway).
+pub fn check_exposure(
+    addr: std::net::SocketAddr,
+    token: Option<&str>,
+    roles: bool,
+) -> Result<(), String> {
+    if addr.ip().is_loopback() || crate::cli::token(token).is_some() || roles {
         return Ok(());
     }
     let missing = match token {
@@ -22,24 +43,26 @@ pub fn check_exposure(addr: std::net::SocketAddr, token: Option<&str>) -> Result
         None => "without --admin-token (HERALD_ADMIN_TOKEN)",
     };
     Err(format!(
-        "refusing to serve the admin API on {addr} {missing}: anyone who can reach it could change Herald; bind it to 127.0.0.1 or set a token"
+        "refusing to serve the admin API on {addr} {missing}: anyone who can reach it could change Herald; bind it to 127.0.0.1, set a token or --admin-roles"
     ))
 }
 
-/// Authenticates every request but the open paths (when a token is set), then records each
-/// change in the audit log (`super::audit`), refused ones included.
+/// Authenticates every request but the open paths (when a token or roles are set), checks
+/// an OIDC caller's role, then records each change in the audit log (`super::audit`), and
+/// every refusal (401, 403).
 pub async fn require_token(
-    State(token): State<Option<std::sync::Arc<str>>>,
+    State(auth): State<Arc<AdminAuth>>,
     request: Request,
     next: Next,
 ) -> Response {
-    let change = super::audit::is_change(request.method());
-    let Some(token) = token else {
+    use super::audit::{self, Principal};
+    let change = audit::is_change(request.method());
+    if auth.token.is_none() && auth.oidc.is_none() {
         return match change {
-            true => super::audit::record(super::audit::Principal::anonymous(), request, next).await,
+            true => audit::record(Principal::anonymous(), request, next).await,
             false => next.run(request).await,
         };
-    };
+    }
     if OPEN_PATHS.contains(&request.uri().path()) || is_console_asset(request.uri().path()) {
         return next.run(request).await;
     }
@@ -47,24 +70,66 @@ pub async fn require_token(
         .headers()
         .get("authorization")
         .and_then(|v| v.to_str().ok())
-        .and_then(bearer);
-    match presented {
-        Some(presented) if same(presented.as_bytes(), token.as_bytes()) => match change {
-            true => {
-                super::audit::record(super::audit::Principal::admin_token(), request, next).await
-            }
+        .and_then(bearer)
+        .map(str::to_owned);
+    let refuse_unauthenticated = |request: &Request, description: Option<String>| {
+        audit::log(
+            &Principal::unauthenticated(),
+            request.method(),
+            request.uri().path(),
+            StatusCode::UNAUTHORIZED.as_u16(),
+        );
+        unauthorized(description)
+    };
+    let Some(presented) = presented else {
+        return refuse_unauthenticated(&request, None);
+    };
+    if let Some(token) = &auth.token {
+        if same(presented.as_bytes(), token.as_bytes()) {
+            return match change {
+                true => audit::record(Principal::admin_token(), request, next).await,
+                false => next.run(request).await,
+            };
+        }
+    }
+    let Some(oidc) = &auth.oidc else {
+        return refuse_unauthenticated(&request, None);
+    };
+    let caller = match oidc
+        .verifier
+        .verify_fetching(&presented, oidc.roles.audience())
+        .await
+    {
+        Ok(caller) => caller,
+        Err(denied) => {
+            let description = match denied {
+                herald_broker::access::AccessDenied::Unauthenticated { description, .. } => {
+                    description
+                }
+                other => other.to_string(),
+            };
+            return refuse_unauthenticated(&request, Some(description));
+        }
+    };
+    let principal = Principal(caller.subject.clone());
+    match oidc.roles.authorize(
+        &caller.subject,
+        &caller.issuer,
+        request.method(),
+        request.uri().path(),
+    ) {
+        Ok(()) => match change {
+            true => audit::record(principal, request, next).await,
             false => next.run(request).await,
         },
-        _ => {
-            if change {
-                super::audit::log(
-                    &super::audit::Principal::unauthenticated(),
-                    request.method(),
-                    request.uri().path(),
-                    StatusCode::UNAUTHORIZED.as_u16(),
-                );
-            }
-            unauthorized()
+        Err(reason) => {
+            audit::log(
+                &principal,
+                request.method(),
+                request.uri().path(),
+                StatusCode::FORBIDDEN.as_u16(),
+            );
+            forbidden(reason)
         }
     }
 }
@@ -75,8 +140,12 @@ fn is_console_asset(path: &str) -> bool {
     path == "/ui" || path.starts_with("/ui/")
 }
 
-/// 401 in the Kubernetes API's `Status` shape.
-fn unauthorized() -> Response {
+/// 401 in the Kubernetes API's `Status` shape; `why` an OIDC token was not accepted.
+fn unauthorized(why: Option<String>) -> Response {
+    let message = match why {
+        None => "a valid Authorization: Bearer token is required (see --admin-token)".to_owned(),
+        Some(why) => format!("the bearer token is not accepted: {why}"),
+    };
     (
         StatusCode::UNAUTHORIZED,
         [("www-authenticate", "Bearer")],
@@ -84,9 +153,25 @@ fn unauthorized() -> Response {
             "apiVersion": "v1",
             "kind": "Status",
             "status": "Failure",
-            "message": "a valid Authorization: Bearer token is required (see --admin-token)",
+            "message": message,
             "reason": "Unauthorized",
             "code": 401,
+        })),
+    )
+        .into_response()
+}
+
+/// 403 in the Kubernetes API's `Status` shape, saying which role is missing where.
+fn forbidden(message: String) -> Response {
+    (
+        StatusCode::FORBIDDEN,
+        Json(json!({
+            "apiVersion": "v1",
+            "kind": "Status",
+            "status": "Failure",
+            "message": message,
+            "reason": "Forbidden",
+            "code": 403,
         })),
     )
         .into_response()
@@ -115,16 +200,17 @@ mod tests {
     fn exposure_rule() {
         let public: std::net::SocketAddr = "0.0.0.0:8081".parse().unwrap();
         let local: std::net::SocketAddr = "127.0.0.1:8081".parse().unwrap();
-        assert!(check_exposure(local, None).is_ok());
-        assert!(check_exposure(public, Some("t")).is_ok());
-        assert!(check_exposure(public, None)
+        assert!(check_exposure(local, None, false).is_ok());
+        assert!(check_exposure(public, Some("t"), false).is_ok());
+        assert!(check_exposure(public, None, true).is_ok());
+        assert!(check_exposure(public, None, false)
             .unwrap_err()
             .contains("--admin-token"));
         for blank in ["", "  ", "\n"] {
-            let error = check_exposure(public, Some(blank)).unwrap_err();
+            let error = check_exposure(public, Some(blank), false).unwrap_err();
             assert!(error.contains("blank --admin-token"), "{error}");
         }
-        assert!(check_exposure(local, Some("")).is_ok());
+        assert!(check_exposure(local, Some(""), false).is_ok());
         assert!(same(b"abc", b"abc"));
         assert!(!same(b"abc", b"abd"));
         assert!(!same(b"abc", b"ab"));

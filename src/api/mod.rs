@@ -11,6 +11,7 @@ pub mod history;
 pub mod oidc;
 mod prom_text;
 mod resources;
+pub mod roles;
 mod stats;
 mod tail;
 
@@ -20,7 +21,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use herald_broker::Ingress;
 
-pub use auth::check_exposure;
+pub use auth::{check_exposure, AdminOidc};
 
 use crate::control::ControlPlane;
 
@@ -77,11 +78,12 @@ pub fn router(state: ApiState) -> Router {
         .with_state(state)
 }
 
-/// Guards `router` with the bearer token, when one is set (a blank one counts as none).
-pub fn protect(router: Router, token: Option<&str>) -> Router {
+/// Guards `router` with the bearer token, when one is set (a blank one counts as none), and
+/// with OIDC tokens and roles, when `oidc` is set.
+pub fn protect(router: Router, token: Option<&str>, oidc: Option<AdminOidc>) -> Router {
     let token: Option<Arc<str>> = crate::cli::token(token).map(Arc::from);
     router.layer(axum::middleware::from_fn_with_state(
-        token,
+        Arc::new(auth::AdminAuth { token, oidc }),
         auth::require_token,
     ))
 }

@@ -93,11 +93,10 @@ pub async fn send(args: SendArgs) -> Result<(), ClientError> {
         error: e.to_string(),
     })?;
     let status = response.status();
-    #[allow(
-        clippy::disallowed_methods,
-        reason = "the CLI reads the whole answer of the Herald it was pointed at"
-    )]
-    let body = response.text().await.unwrap_or_default();
+    let body = super::read_bounded(response, super::MAX_ERROR_BYTES)
+        .await
+        .map(|(body, _)| String::from_utf8_lossy(&body).into_owned())
+        .unwrap_or_default();
     if !status.is_success() {
         return Err(ClientError::Refused {
             code: status.as_u16(),
@@ -139,11 +138,10 @@ pub async fn tail(args: TailArgs) -> Result<(), ClientError> {
             })?;
     if !response.status().is_success() {
         let status = response.status();
-        #[allow(
-            clippy::disallowed_methods,
-            reason = "the CLI reads the whole answer of the Herald it was pointed at"
-        )]
-        let body = response.bytes().await.unwrap_or_default();
+        let body = super::read_bounded(response, super::MAX_ERROR_BYTES)
+            .await
+            .map(|(body, _)| body)
+            .unwrap_or_default();
         let value: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
         return Err(super::refused(status, &value, &body));
     }

@@ -11,6 +11,7 @@ mod events;
 mod resources;
 mod run;
 mod table;
+mod token;
 
 use std::process::ExitCode;
 
@@ -64,6 +65,7 @@ pub fn run(command: Command) -> ExitCode {
             Command::Send(args) => events::send(args).await,
             Command::Tail(args) => events::tail(args).await,
             Command::Run(args) => return run::run(args).await,
+            Command::Token(args) => token::token(args).await,
             Command::Apply(args) => resources::apply(args).await,
             Command::Get(args) => resources::get(args).await,
             Command::Describe(args) => resources::describe(args).await,
@@ -128,17 +130,18 @@ impl Api {
             error: describe(&e),
         })?;
         let status = response.status();
-        #[allow(
-            clippy::disallowed_methods,
-            reason = "the CLI reads the whole answer of the Herald it was pointed at"
-        )]
-        let body = response
-            .bytes()
+        let (body, complete) = read_bounded(response, MAX_ANSWER_BYTES)
             .await
             .map_err(|e| ClientError::Unreachable {
                 server: self.server.clone(),
                 error: describe(&e),
             })?;
+        if !complete {
+            return Err(ClientError::Other(format!(
+                "the answer of {} is larger than {MAX_ANSWER_BYTES} bytes",
+                self.server
+            )));
+        }
         let value: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
         if status.is_success() {
             return Ok(value);
@@ -164,6 +167,28 @@ impl Api {
         )
         .await
     }
+}
+
+/// The largest admin API answer the CLI reads (a long dead-letter list is a few MiB).
+pub const MAX_ANSWER_BYTES: usize = 64 * 1024 * 1024;
+/// Error answers (a broker's refusal) are read up to this and cut there.
+pub const MAX_ERROR_BYTES: usize = 64 * 1024;
+
+/// The body of `response`, at most `limit` bytes, and whether that was all of it.
+pub async fn read_bounded(
+    mut response: reqwest::Response,
+    limit: usize,
+) -> Result<(Vec<u8>, bool), reqwest::Error> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        let room = limit - body.len();
+        if chunk.len() > room {
+            body.extend_from_slice(&chunk[..room]);
+            return Ok((body, false));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok((body, true))
 }
 
 fn refused(status: StatusCode, value: &Value, body: &[u8]) -> ClientError {

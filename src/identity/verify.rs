@@ -15,6 +15,7 @@ use serde::Deserialize;
 
 use super::issuer::Issuer;
 use super::naming;
+use super::remote_keys::RemoteIssuer;
 
 /// A longer `Authorization` value is refused unread (Kubernetes tokens are about 1 KiB).
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
@@ -82,6 +83,15 @@ impl KeySet {
         }
     }
 
+    /// Whether any key has this `kid`.
+    pub fn knows(&self, kid: &str) -> bool {
+        let external = self.external.read().map(|e| e.clone()).unwrap_or_default();
+        self.own
+            .iter()
+            .chain(external.iter())
+            .any(|k| k.kid.as_deref() == Some(kid))
+    }
+
     /// The keys that may have signed a token with this `kid` (all, without one).
     fn candidates(&self, kid: Option<&str>) -> Vec<TrustedKey> {
         let external = self.external.read().map(|e| e.clone()).unwrap_or_default();
@@ -106,6 +116,8 @@ struct Remembered {
 pub struct Verifier {
     keys: Arc<KeySet>,
     verified: Mutex<HashMap<String, Remembered>>,
+    /// Issuers whose keys are fetched again when a token names a `kid` not known yet.
+    remotes: Vec<Arc<RemoteIssuer>>,
 }
 
 impl Verifier {
@@ -113,7 +125,59 @@ impl Verifier {
         Self {
             keys,
             verified: Mutex::default(),
+            remotes: Vec::new(),
         }
+    }
+
+    /// Also fetches `remote`'s keys again (rate-limited) on a token with an unknown `kid`.
+    pub fn with_remote(mut self, remote: Arc<RemoteIssuer>) -> Self {
+        self.remotes.push(remote);
+        self
+    }
+
+    /// [`Verifier::verify`], after fetching the remote issuers' keys again when the token
+    /// names a `kid` no key has (a key rotated in, or keys not fetched yet).
+    pub async fn verify_fetching(
+        &self,
+        token: &str,
+        audience: &str,
+    ) -> Result<Caller, AccessDenied> {
+        let unknown_kid = |keys: &KeySet| {
+            jsonwebtoken::decode_header(token)
+                .ok()
+                .and_then(|header| header.kid)
+                .is_some_and(|kid| !keys.knows(&kid))
+        };
+        if self.remotes.is_empty() || !unknown_kid(&self.keys) {
+            return self.verify(token, audience);
+        }
+        // Only the issuers the token may be from are asked (the `iss` is not verified yet:
+        // it picks whom to ask, nothing more).
+        let iss = unverified_issuer(token);
+        let asked: Vec<&Arc<RemoteIssuer>> = self
+            .remotes
+            .iter()
+            .filter(|remote| iss.as_deref().is_some_and(|iss| remote.may_speak_for(iss)))
+            .collect();
+        for remote in &asked {
+            remote.refresh_if_due().await;
+        }
+        let verified = self.verify(token, audience);
+        if verified.is_err() && unknown_kid(&self.keys) {
+            // Still unknown: say why when the issuer could not be reached.
+            if let (Some(iss), Some(error)) = (
+                &iss,
+                asked
+                    .iter()
+                    .filter(|remote| iss.as_deref().is_some_and(|i| remote.names(i)))
+                    .find_map(|remote| remote.last_error()),
+            ) {
+                return Err(AccessDenied::invalid_token(format!(
+                    "the keys of trusted issuer {iss} are not available: {error}"
+                )));
+            }
+        }
+        verified
     }
 
     /// Checks `token` for `audience`: the caller, or why not.
@@ -195,7 +259,8 @@ impl Authenticator for Verifier {
         headers: &HeaderMap,
     ) -> Result<Option<Caller>, AccessDenied> {
         let token = bearer(headers)?;
-        self.verify(token, &naming::stream_audience(broker))
+        self.verify_fetching(token, &naming::stream_audience(broker))
+            .await
             .map(Some)
     }
 }
@@ -224,6 +289,20 @@ pub fn bearer(headers: &HeaderMap) -> Result<&str, AccessDenied> {
             description: "the Authorization header must be 'Bearer <token>'".into(),
         }),
     }
+}
+
+/// The `iss` claim of a token not verified yet: only to pick the trusted issuer whose keys
+/// to fetch, never to trust (the token's length is bounded by [`MAX_TOKEN_BYTES`]).
+fn unverified_issuer(token: &str) -> Option<String> {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    #[derive(Deserialize)]
+    struct Issued {
+        iss: String,
+    }
+    let payload = token.split('.').nth(1)?;
+    let bytes = URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).ok()?;
+    serde_json::from_slice::<Issued>(&bytes).ok().map(|i| i.iss)
 }
 
 fn describe(kind: &ErrorKind, audience: &str) -> AccessDenied {

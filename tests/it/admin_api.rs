@@ -602,3 +602,141 @@ async fn changes_are_audited() {
         "reads are not audited"
     );
 }
+
+/// `--admin-roles` (issue 21): besides the admin token, OIDC tokens for the admin audience
+/// (here from Herald's own issuer) get what their subject's role allows per namespace: a
+/// viewer lists but may not create (403 saying which role is missing), an editor creates in
+/// its namespace and not in another, a token for another audience is refused (401 saying
+/// why); every refusal and change is audited with the subject as `who`, and the admin token
+/// (the console's) still does everything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oidc_tokens_get_the_roles_of_their_subject_per_namespace() {
+    let viewer = "system:serviceaccount:ops:viewer";
+    let deployer = "system:serviceaccount:team-a:deployer";
+    let dirs = HeraldDirs::new("");
+    // Not in the config folder, which holds resources.
+    let roles_dir = tempfile::tempdir().unwrap();
+    let roles_path = roles_dir.path().join("roles.yaml");
+    std::fs::write(
+        &roles_path,
+        format!(
+            "bindings:\n- {{subject: '{viewer}', role: viewer, namespaces: [default]}}\n- {{subject: '{deployer}', role: editor, namespaces: [team-a]}}\n"
+        ),
+    )
+    .unwrap();
+    let herald = Herald::start(
+        &Sled,
+        &dirs,
+        &[
+            "--authentication-oidc",
+            "enabled",
+            "--admin-token",
+            "s3cret",
+            "--admin-roles",
+            roles_path.to_str().unwrap(),
+        ],
+    )
+    .await;
+    let admin = AdminClient::new(&herald.admin).with_token("s3cret");
+    let mint = |subject: &'static str, audience: &'static str| {
+        let admin = &admin;
+        async move {
+            let (status, answer) = admin
+                .call(
+                    Method::POST,
+                    "/apis/herald.dev/v1/oidc/token",
+                    Some((
+                        "application/json",
+                        &json!({"subject": subject, "audience": audience}).to_string(),
+                    )),
+                )
+                .await;
+            assert_eq!(status, 200, "{answer}");
+            answer["token"].as_str().unwrap().to_owned()
+        }
+    };
+    let as_viewer = AdminClient::new(&herald.admin).with_token(&mint(viewer, "herald-admin").await);
+    let as_deployer =
+        AdminClient::new(&herald.admin).with_token(&mint(deployer, "herald-admin").await);
+    let broker = |name: &str| {
+        format!("apiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadata: {{name: {name}}}\n")
+    };
+    let brokers_in =
+        |namespace: &str| format!("/apis/eventing.knative.dev/v1/namespaces/{namespace}/brokers");
+
+    assert_eq!(admin.post_yaml(BROKERS, &broker("b")).await.0, 201);
+    let (status, list) = as_viewer.get(BROKERS).await;
+    assert_eq!(status, 200, "{list}");
+    assert_eq!(list["items"].as_array().unwrap().len(), 1);
+    let (status, refused) = as_viewer.post_yaml(BROKERS, &broker("c")).await;
+    assert_eq!(status, 403, "{refused}");
+    assert_eq!(refused["reason"], "Forbidden");
+    assert!(
+        message(&refused).contains("may not create brokers in namespace \"default\"")
+            && message(&refused).contains("needs editor"),
+        "{refused}"
+    );
+
+    let (status, created) = as_deployer
+        .post_yaml(&brokers_in("team-a"), &broker("shop"))
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let (status, refused) = as_deployer
+        .post_yaml(&brokers_in("team-b"), &broker("shop"))
+        .await;
+    assert_eq!(status, 403, "{refused}");
+    assert!(message(&refused).contains("has no role there"), "{refused}");
+    assert_eq!(as_deployer.get(BROKERS).await.0, 403, "no role in default");
+
+    // A token for another audience (a broker's) is not an admin token.
+    let wrong = AdminClient::new(&herald.admin)
+        .with_token(&mint(viewer, "eventing.knative.dev/broker/default/b").await);
+    let (status, refused) = wrong.get(BROKERS).await;
+    assert_eq!(status, 401, "{refused}");
+    assert!(message(&refused).contains("audience"), "{refused}");
+
+    let audited = |who: &str, namespace: &str, status: u16, outcome: &str| {
+        herald.logs().lines().any(|line| {
+            line.contains("herald::audit")
+                && line.contains(&format!("who={who} "))
+                && line.contains("verb=POST")
+                && line.contains(&format!("namespace=\"{namespace}\""))
+                && line.contains(&format!("status={status}"))
+                && line.contains(&format!("outcome=\"{outcome}\""))
+        })
+    };
+    // The refused read came last: once its line is read, all are.
+    common::wait_until("the audit of the refused read", || {
+        herald.logs().lines().any(|line| {
+            line.contains("herald::audit")
+                && line.contains("who=unauthenticated")
+                && line.contains("verb=GET")
+                && line.contains("status=401")
+        })
+    })
+    .await;
+    assert!(
+        audited(deployer, "team-b", 403, "refused"),
+        "{}",
+        herald.logs()
+    );
+    assert!(
+        audited(viewer, "default", 403, "refused"),
+        "{}",
+        herald.logs()
+    );
+    assert!(
+        audited(deployer, "team-a", 201, "allowed"),
+        "{}",
+        herald.logs()
+    );
+    // The admin token (the console's) still does everything.
+    assert_eq!(admin.get(&brokers_in("team-a")).await.0, 200);
+    assert_eq!(
+        admin
+            .delete(&format!("{}/shop", brokers_in("team-a")))
+            .await
+            .0,
+        200
+    );
+}

@@ -450,3 +450,110 @@ async fn config_files_nested_100000_levels_deep_are_refused() {
         );
     }
 }
+
+/// `herald token` (issue 21) prints a token from Herald's issuer (through `--token`'s admin
+/// API) that the broker's ingress accepts, by `--service-account` and `--broker` or by
+/// `--subject` and `--audience`; without the admin token it is refused (exit 1).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn herald_token_prints_a_token_the_ingress_accepts() {
+    let dirs =
+        HeraldDirs::new("apiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadata: {name: b}\n");
+    let herald = Herald::start(
+        &Sled,
+        &dirs,
+        &[
+            "--authentication-oidc",
+            "enabled",
+            "--admin-token",
+            "s3cret",
+        ],
+    )
+    .await;
+    let admin = herald.admin.as_str();
+    let url = herald.broker_url("default", "b");
+    let send = |token: String| {
+        let url = url.clone();
+        async move {
+            scenarios::client()
+                .post(&url)
+                .header("ce-specversion", "1.0")
+                .header("ce-id", "1")
+                .header("ce-source", "/cli")
+                .header("ce-type", "t")
+                .header("authorization", format!("Bearer {token}"))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+
+    let by_account = cli(
+        admin,
+        &[
+            "token",
+            "--service-account",
+            "default/producer",
+            "--broker",
+            "b",
+        ],
+        Some("s3cret"),
+    )
+    .await;
+    let token = ok(&by_account);
+    assert_eq!(token.lines().count(), 1, "the token alone: {token}");
+    assert_eq!(send(token.trim().to_owned()).await, 202);
+
+    let by_subject = cli(
+        admin,
+        &[
+            "token",
+            "--subject",
+            "system:serviceaccount:default:other",
+            "--audience",
+            "eventing.knative.dev/broker/default/b",
+            "--expiration-seconds",
+            "60",
+        ],
+        Some("s3cret"),
+    )
+    .await;
+    assert_eq!(send(ok(&by_subject).trim().to_owned()).await, 202);
+    // The same subject for another audience is not let in.
+    let elsewhere = cli(
+        admin,
+        &[
+            "token",
+            "--subject",
+            "system:serviceaccount:default:other",
+            "--audience",
+            "eventing.knative.dev/broker/default/elsewhere",
+        ],
+        Some("s3cret"),
+    )
+    .await;
+    assert_eq!(send(ok(&elsewhere).trim().to_owned()).await, 401);
+
+    let refused = cli(
+        admin,
+        &[
+            "token",
+            "--service-account",
+            "default/producer",
+            "--broker",
+            "b",
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(refused.code, 1, "{}", refused.stderr);
+    assert!(refused.stderr.contains("401"), "{}", refused.stderr);
+    let usage = cli(
+        admin,
+        &["token", "--service-account", "producer", "--broker", "b"],
+        None,
+    )
+    .await;
+    assert_eq!(usage.code, 2, "{}", usage.stderr);
+}

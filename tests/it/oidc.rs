@@ -370,3 +370,237 @@ spec:
         "{broker}"
     );
 }
+
+/// An OIDC issuer served by the test over HTTPS (a certificate of the test's own CA): its
+/// discovery document and a JWKS the test can change, as an external identity provider.
+struct ExternalIssuer {
+    url: String,
+    jwks: std::sync::Arc<std::sync::Mutex<Value>>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+/// An ES256 key of the external issuer, with its `kid`.
+struct ExternalKey {
+    kid: String,
+    pkcs8: Vec<u8>,
+    jwk: Value,
+}
+
+impl ExternalKey {
+    fn new(kid: &str) -> Self {
+        use base64::Engine;
+        use ring::signature::KeyPair;
+        let rng = ring::rand::SystemRandom::new();
+        let pkcs8 = ring::signature::EcdsaKeyPair::generate_pkcs8(
+            &ring::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+            &rng,
+        )
+        .unwrap();
+        let pair = ring::signature::EcdsaKeyPair::from_pkcs8(
+            &ring::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+            pkcs8.as_ref(),
+            &rng,
+        )
+        .unwrap();
+        let point = pair.public_key().as_ref();
+        let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+        Self {
+            kid: kid.to_owned(),
+            jwk: json!({"kty": "EC", "crv": "P-256", "x": b64(&point[1..33]), "y": b64(&point[33..65]), "kid": kid, "use": "sig", "alg": "ES256"}),
+            pkcs8: pkcs8.as_ref().to_vec(),
+        }
+    }
+
+    /// A token for `subject` and `audience` from `issuer`, valid ten minutes.
+    fn token(&self, issuer: &str, subject: &str, audience: &str) -> String {
+        let now = seconds_now();
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some(self.kid.clone());
+        jsonwebtoken::encode(
+            &header,
+            &json!({"iss": issuer, "sub": subject, "aud": [audience], "iat": now, "exp": now + 600}),
+            &EncodingKey::from_ec_der(&self.pkcs8),
+        )
+        .unwrap()
+    }
+}
+
+impl ExternalIssuer {
+    async fn start(leaf: &common::certs::Leaf, key: &ExternalKey) -> Self {
+        let tls = herald_tls::ServerTls::load(&leaf.cert, &leaf.key, herald_tls::MinVersion::Tls12)
+            .unwrap();
+        let acceptor = tls.acceptor();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!(
+            "https://127.0.0.1:{}",
+            listener.local_addr().unwrap().port()
+        );
+        let jwks = std::sync::Arc::new(std::sync::Mutex::new(json!({ "keys": [key.jwk] })));
+        let discovery = json!({"issuer": url, "jwks_uri": format!("{url}/keys")});
+        let served = jwks.clone();
+        let app = axum::Router::new()
+            .route(
+                "/.well-known/openid-configuration",
+                axum::routing::get(move || {
+                    let discovery = discovery.clone();
+                    async move { axum::Json(discovery) }
+                }),
+            )
+            .route(
+                "/keys",
+                axum::routing::get(move || {
+                    let jwks = served.lock().unwrap().clone();
+                    async move { axum::Json(jwks) }
+                }),
+            );
+        let server = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let (acceptor, app) = (acceptor.clone(), app.clone());
+                tokio::spawn(async move {
+                    let Ok(stream) = acceptor.accept(stream).await else {
+                        return;
+                    };
+                    let service = hyper::service::service_fn(move |request| {
+                        let mut app = app.clone();
+                        async move { tower_service::Service::call(&mut app, request).await }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Self { url, jwks, server }
+    }
+
+    /// Publishes only `key` from now on (a rotation).
+    fn rotate_to(&self, key: &ExternalKey) {
+        *self.jwks.lock().unwrap() = json!({ "keys": [key.jwk] });
+    }
+}
+
+impl Drop for ExternalIssuer {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+/// Sends one event with `token`: the status and the `WWW-Authenticate` challenge.
+async fn send_with_token(url: &str, token: &str) -> (u16, String) {
+    let response = scenarios::client()
+        .post(url)
+        .header("ce-specversion", "1.0")
+        .header("ce-id", "1")
+        .header("ce-source", "/e2e")
+        .header("ce-type", "t")
+        .header("authorization", format!("Bearer {token}"))
+        .send()
+        .await
+        .unwrap();
+    let challenge = response
+        .headers()
+        .get("www-authenticate")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    (response.status().as_u16(), challenge)
+}
+
+/// `--oidc-trusted-issuer` (issue 21): tokens of an external issuer, whose discovery document
+/// and JWKS Herald fetches over HTTPS trusting `--tls-trust-bundle`, are accepted at ingress
+/// for the broker's audience only; after the issuer rotates its key, a token with the new
+/// `kid` is accepted once Herald has fetched the keys again (on the unknown `kid`, not the
+/// ten-minute refresh).
+#[tokio::test]
+async fn a_trusted_issuers_tokens_are_accepted_and_its_new_key_picked_up() {
+    let ca = common::certs::Ca::new("issuer-ca");
+    let first = ExternalKey::new("first");
+    let issuer = ExternalIssuer::start(&ca.issue("issuer"), &first).await;
+    let dirs = HeraldDirs::new(&broker_yaml("b", None));
+    let ca_path = ca.cert.to_str().unwrap().to_owned();
+    let herald = Herald::start(
+        &Sled,
+        &dirs,
+        &[
+            OIDC[0],
+            OIDC[1],
+            "--oidc-trusted-issuer",
+            &issuer.url,
+            "--tls-trust-bundle",
+            &ca_path,
+        ],
+    )
+    .await;
+    herald
+        .wait_for_log("fetched the keys of a trusted OIDC issuer")
+        .await;
+    let url = herald.broker_url(NS, "b");
+    let subject = "system:serviceaccount:default:external-producer";
+
+    let token = first.token(&issuer.url, subject, &broker_audience("b"));
+    let (status, challenge) = send_with_token(&url, &token).await;
+    assert_eq!(status, 202, "{challenge}\n{}", herald.logs());
+    let other_audience = first.token(&issuer.url, subject, &broker_audience("other"));
+    let (status, challenge) = send_with_token(&url, &other_audience).await;
+    assert_eq!(status, 401);
+    assert!(challenge.contains("audience"), "{challenge}");
+
+    // Rotation: only the new key is published. Herald refetches on the unknown kid, at most
+    // every 10 s per issuer, so the first tries may still be refused.
+    let second = ExternalKey::new("second");
+    issuer.rotate_to(&second);
+    let rotated = second.token(&issuer.url, subject, &broker_audience("b"));
+    let deadline = std::time::Instant::now() + common::DEADLINE;
+    loop {
+        let (status, challenge) = send_with_token(&url, &rotated).await;
+        if status == 202 {
+            break;
+        }
+        assert_eq!(status, 401, "{challenge}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the rotated key was never accepted: {challenge}\n{}",
+            herald.logs()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+/// A trusted issuer that cannot be reached does not stop Herald: the start logs why, its
+/// tokens are refused with a 401 saying the issuer's keys are not available and why, and
+/// Herald's own tokens still work.
+#[tokio::test]
+async fn an_unreachable_trusted_issuer_is_logged_and_its_tokens_refused_with_the_reason() {
+    let unreachable = format!("https://127.0.0.1:{}", common::free_port());
+    let dirs = HeraldDirs::new(&broker_yaml("b", None));
+    let herald = Herald::start(
+        &Sled,
+        &dirs,
+        &[OIDC[0], OIDC[1], "--oidc-trusted-issuer", &unreachable],
+    )
+    .await;
+    herald
+        .wait_for_log("cannot fetch the keys of a trusted OIDC issuer")
+        .await;
+    let url = herald.broker_url(NS, "b");
+    let key = ExternalKey::new("k1");
+    let token = key.token(
+        &unreachable,
+        "system:serviceaccount:default:external-producer",
+        &broker_audience("b"),
+    );
+    let (status, challenge) = send_with_token(&url, &token).await;
+    assert_eq!(status, 401);
+    assert!(
+        challenge.contains(&format!(
+            "the keys of trusted issuer {unreachable} are not available"
+        )) && challenge.contains("Connection refused"),
+        "{challenge}"
+    );
+    let own = producer_token(
+        &herald,
+        "system:serviceaccount:default:producer",
+        &broker_audience("b"),
+    )
+    .await;
+    assert_eq!(send_with_token(&url, &own).await.0, 202);
+}
