@@ -61,6 +61,7 @@ impl DataPlane {
         args: &DataPlaneArgs,
         kube: Arc<KubeAccess>,
         secrets: Arc<dyn herald_sources::secrets::SecretReader>,
+        cluster: Option<ClusterIdentity>,
         check: impl FnOnce(&BackendChoice) -> anyhow::Result<()>,
     ) -> anyhow::Result<Self> {
         check(&backend_choice(args))?;
@@ -82,7 +83,7 @@ impl DataPlane {
         };
         let admin_listener = bind(args.admin_listen).await?;
         let ingress_addr = ingress_listener.local_addr()?;
-        let identity = open_identity(args, admin_listener.local_addr()?)?;
+        let identity = open_identity(args, admin_listener.local_addr()?, cluster)?;
         // EventPolicies: compiled by the runtime on each change, asked by the ingress about
         // the subject the authenticator verified. Without authentication there is no subject
         // and policies decide nothing, so the ingress is left without the check.
@@ -261,10 +262,20 @@ impl Listeners {
     }
 }
 
-/// Herald's issuer and the ingress's verifier when `--authentication-oidc enabled`.
+/// The API server whose TokenRequest and service-account issuer sender identity uses
+/// (`herald controller`).
+pub struct ClusterIdentity {
+    pub client: kube::Client,
+    /// The API server's URL, the base of its discovery document.
+    pub api_server_url: String,
+}
+
+/// Herald's issuer and the ingress's verifier when `--authentication-oidc enabled`; on a
+/// cluster, tokens from TokenRequest and the API server's issuer trusted too.
 fn open_identity(
     args: &DataPlaneArgs,
     admin_addr: SocketAddr,
+    cluster: Option<ClusterIdentity>,
 ) -> anyhow::Result<Option<Arc<Identity>>> {
     if args.authentication_oidc != FeatureFlag::Enabled {
         return Ok(None);
@@ -273,8 +284,24 @@ fn open_identity(
         .oidc_issuer_url
         .clone()
         .unwrap_or_else(|| format!("http://{admin_addr}"));
-    let identity =
-        Identity::open(&args.data_dir, &issuer_url).context("opening the OIDC signing key")?;
+    let identity = match cluster {
+        None => Identity::open(&args.data_dir, &issuer_url),
+        Some(cluster) => Identity::open_on_cluster(
+            &args.data_dir,
+            &issuer_url,
+            cluster.client,
+            &cluster.api_server_url,
+        ),
+    }
+    .context("opening the OIDC signing key")?;
+    if let Some(remote) = &identity.cluster_issuer {
+        tracing::info!(api_server = %remote.base_url(), "sender identity (OIDC) on the cluster: tokens by TokenRequest; the API server's service-account issuer is trusted at ingress");
+        tokio::spawn(
+            remote
+                .clone()
+                .keep_fresh(crate::identity::remote_keys::REFRESH_EVERY),
+        );
+    }
     tracing::info!(issuer = %issuer_url, kid = %identity.issuer.keys().current.kid, "sender identity (OIDC) enabled");
     Ok(Some(Arc::new(identity)))
 }

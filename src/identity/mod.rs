@@ -2,6 +2,7 @@
 //! its own issuer ([`keys`], [`issuer`]), senders' tokens on deliveries ([`tokens`]), and
 //! authentication at ingress ([`verify`], with external issuers from [`trusted`]).
 
+pub mod cluster;
 pub mod issuer;
 pub mod keys;
 pub mod naming;
@@ -20,8 +21,10 @@ use herald_triggers::auth::TokenSource;
 pub struct Identity {
     pub issuer: Arc<issuer::Issuer>,
     pub keys: Arc<verify::KeySet>,
-    pub tokens: Arc<tokens::TokenCache<Arc<issuer::Issuer>>>,
+    pub tokens: Arc<dyn TokenSource>,
     pub verifier: Arc<verify::Verifier>,
+    /// On a cluster: the API server's service-account issuer, trusted at ingress.
+    pub cluster_issuer: Option<Arc<remote_keys::RemoteIssuer>>,
 }
 
 impl Identity {
@@ -36,7 +39,34 @@ impl Identity {
             verifier: Arc::new(verify::Verifier::new(key_set.clone())),
             keys: key_set,
             issuer,
+            cluster_issuer: None,
         })
+    }
+
+    /// As [`Identity::open`], on a cluster (`herald controller`): senders' tokens come from
+    /// TokenRequest, and the ingress also trusts the API server's service-account issuer
+    /// (its keys fetched through `client`; the caller starts [`remote_keys::RemoteIssuer::keep_fresh`]).
+    /// Herald's own tokens still verify.
+    pub fn open_on_cluster(
+        data_dir: &Path,
+        issuer_url: &str,
+        client: kube::Client,
+        api_server_url: &str,
+    ) -> Result<Self, keys::KeyError> {
+        let mut identity = Self::open(data_dir, issuer_url)?;
+        let fetch: Arc<dyn remote_keys::Fetch> = Arc::new(cluster::KubeFetch::new(client.clone()));
+        let remote = Arc::new(remote_keys::RemoteIssuer::new(
+            api_server_url,
+            fetch,
+            identity.keys.clone(),
+        ));
+        identity.verifier =
+            Arc::new(verify::Verifier::new(identity.keys.clone()).with_remote(remote.clone()));
+        identity.tokens = Arc::new(tokens::TokenCache::new(cluster::TokenRequester::new(
+            client,
+        )));
+        identity.cluster_issuer = Some(remote);
+        Ok(identity)
     }
 
     /// The ingress's authentication step.
