@@ -14,7 +14,7 @@ use kube::Client;
 
 use super::issuer::{Minted, TOKEN_LIFETIME};
 use super::naming;
-use super::remote_keys::{Fetch, RemoteKeyError, FETCH_TIMEOUT};
+use super::remote_keys::{Fetch, RemoteKeyError, ACCEPT, FETCH_TIMEOUT};
 use super::tokens::Mint;
 
 /// Tokens by TokenRequest (`POST .../serviceaccounts/{name}/token`), for one hour, with the
@@ -99,7 +99,7 @@ impl Fetch for KubeFetch {
             reason,
         };
         let request = axum::http::Request::get(path_of(url))
-            .header("accept", "application/json")
+            .header("accept", ACCEPT)
             .body(kube::client::Body::empty())
             .map_err(|e| failed(e.to_string()))?;
         let response = tokio::time::timeout(FETCH_TIMEOUT, self.client.send(request))

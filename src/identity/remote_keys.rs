@@ -28,6 +28,9 @@ pub const MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(10);
 /// The keys are fetched again this often even without an unknown `kid` (a removed key stops
 /// verifying within this time).
 pub const REFRESH_EVERY: Duration = Duration::from_secs(600);
+/// What a fetch accepts: a kube-apiserver answers its JWKS only to a client that accepts
+/// `application/jwk-set+json` (406 otherwise).
+pub const ACCEPT: &str = "application/json, application/jwk-set+json";
 /// One fetch gives up after this long.
 pub const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -91,7 +94,7 @@ impl Fetch for HttpFetch {
         let mut response = self
             .client
             .get(url)
-            .header("accept", "application/json")
+            .header("accept", ACCEPT)
             .send()
             .await
             .map_err(|e| failed(e.to_string()))?;
