@@ -1,6 +1,8 @@
 //! Sender identity (Knative's `authentication-oidc`): who a sender is ([`naming`]), Herald as
 //! its own issuer ([`keys`], [`issuer`]), senders' tokens on deliveries ([`tokens`]), and
-//! authentication at ingress ([`verify`], with external issuers from [`trusted`]).
+//! authentication at ingress ([`verify`], with external issuers from [`trusted`]); other
+//! issuers' keys by discovery and JWKS ([`remote_keys`]); on a cluster, TokenRequest and the
+//! API server's issuer ([`cluster`]).
 
 pub mod cluster;
 pub mod issuer;
