@@ -61,6 +61,7 @@ impl DataPlane {
         args: &DataPlaneArgs,
         kube: Arc<KubeAccess>,
         secrets: Arc<dyn herald_sources::secrets::SecretReader>,
+        cluster: Option<ClusterIdentity>,
         check: impl FnOnce(&BackendChoice) -> anyhow::Result<()>,
     ) -> anyhow::Result<Self> {
         check(&backend_choice(args))?;
@@ -82,7 +83,7 @@ impl DataPlane {
         };
         let admin_listener = bind(args.admin_listen).await?;
         let ingress_addr = ingress_listener.local_addr()?;
-        let identity = open_identity(args, admin_listener.local_addr()?, &tls)?;
+        let identity = open_identity(args, admin_listener.local_addr()?, &tls, cluster)?;
         // EventPolicies: compiled by the runtime on each change, asked by the ingress about
         // the subject the authenticator verified. Without authentication there is no subject
         // and policies decide nothing, so the ingress is left without the check.
@@ -261,11 +262,21 @@ impl Listeners {
     }
 }
 
-/// Herald's issuer and the ingress's verifier when `--authentication-oidc enabled`.
+/// The API server whose TokenRequest and service-account issuer sender identity uses
+/// (`herald controller`).
+pub struct ClusterIdentity {
+    pub client: kube::Client,
+    /// The API server's URL, the base of its discovery document.
+    pub api_server_url: String,
+}
+
+/// Herald's issuer and the ingress's verifier when `--authentication-oidc enabled`; on a
+/// cluster, tokens from TokenRequest and the API server's issuer trusted too.
 fn open_identity(
     args: &DataPlaneArgs,
     admin_addr: SocketAddr,
     tls: &Tls,
+    cluster: Option<ClusterIdentity>,
 ) -> anyhow::Result<Option<Arc<Identity>>> {
     let trusted = crate::identity::trusted::parse_urls(&args.oidc_trusted_issuers)?;
     if args.authentication_oidc != FeatureFlag::Enabled {
@@ -278,13 +289,27 @@ fn open_identity(
         .oidc_issuer_url
         .clone()
         .unwrap_or_else(|| format!("http://{admin_addr}"));
-    let identity = Identity::open_trusting(
-        &args.data_dir,
-        &issuer_url,
-        Some((trusted.clone(), tls.trust.clone())),
-    )
+    let trusted = Some((trusted, tls.trust.clone()));
+    let identity = match cluster {
+        None => Identity::open_trusting(&args.data_dir, &issuer_url, trusted),
+        Some(cluster) => Identity::open_on_cluster(
+            &args.data_dir,
+            &issuer_url,
+            trusted,
+            cluster.client,
+            &cluster.api_server_url,
+        ),
+    }
     .context("opening the OIDC signing key")?;
-    tracing::info!(issuer = %issuer_url, kid = %identity.issuer.keys().current.kid, trusted_issuers = ?trusted, "sender identity (OIDC) enabled");
+    if let Some(remote) = &identity.cluster_issuer {
+        tracing::info!(api_server = %remote.base_url(), "sender identity (OIDC) on the cluster: tokens by TokenRequest; the API server's service-account issuer is trusted at ingress");
+        tokio::spawn(
+            remote
+                .clone()
+                .keep_fresh(crate::identity::remote_keys::REFRESH_EVERY),
+        );
+    }
+    tracing::info!(issuer = %issuer_url, kid = %identity.issuer.keys().current.kid, trusted_issuers = ?args.oidc_trusted_issuers, "sender identity (OIDC) enabled");
     identity.start();
     Ok(Some(Arc::new(identity)))
 }

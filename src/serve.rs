@@ -65,7 +65,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         listeners,
         transport,
         ..
-    } = DataPlane::open(&args.data, kube, secrets.clone(), |choice| {
+    } = DataPlane::open(&args.data, kube, secrets.clone(), None, |choice| {
         Ok(check_broker_classes(&store.loaded(), choice)?)
     })
     .await?;

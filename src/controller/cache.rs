@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Service, ServiceAccount};
 use kube::api::{Api, DynamicObject};
 use kube::discovery::ApiResource;
 use kube::runtime::reflector::{self, ObjectRef, Store};
@@ -26,6 +26,9 @@ pub struct Cache {
     stores: Vec<(&'static Kind, Store<DynamicObject>)>,
     /// Every Service Herald watches, for resolving `ref`s to them.
     pub services: Services,
+    /// With sender identity on: the senders' ServiceAccounts (labelled
+    /// `eventing.knative.dev/oidc=enabled`) of the watched namespaces.
+    pub service_accounts: Vec<Store<ServiceAccount>>,
     /// Notified on every change of any watched object.
     pub changed: Arc<Notify>,
 }
@@ -146,7 +149,12 @@ pub fn api_resource(kind: &Kind) -> ApiResource {
 impl Cache {
     /// Starts one watch per kind and watched namespace (or per kind, in every namespace),
     /// until `stop`.
-    pub fn start(client: &Client, scope: &Scope, stop: &CancellationToken) -> Self {
+    pub fn start(
+        client: &Client,
+        scope: &Scope,
+        sender_identity: bool,
+        stop: &CancellationToken,
+    ) -> Self {
         let changed = Arc::new(Notify::new());
         let mut stores = Vec::new();
         for kind in KINDS {
@@ -189,9 +197,22 @@ impl Cache {
                 stop,
             );
         }
+        // Senders' ServiceAccounts: one that appears (or goes) changes OIDCIdentityCreated.
+        let mut service_accounts = Vec::new();
+        if sender_identity {
+            let (label, value) = crate::identity::naming::OIDC_LABEL;
+            for api in scope.apis(|namespace| typed_api::<ServiceAccount>(client, namespace)) {
+                let (store, writer) = reflector::store::<ServiceAccount>();
+                service_accounts.push(store);
+                let config = watcher::Config::default().labels(&format!("{label}={value}"));
+                let stream = watcher(api, config).default_backoff().reflect(writer);
+                follow(stream, "ServiceAccount", &changed, stop);
+            }
+        }
         Self {
             stores,
             services,
+            service_accounts,
             changed,
         }
     }
@@ -204,6 +225,14 @@ impl Cache {
                 .is_err()
             {
                 tracing::warn!("Services not listed yet; going on without them");
+            }
+        }
+        for store in &self.service_accounts {
+            if tokio::time::timeout(FIRST_LIST_WAIT, store.wait_until_ready())
+                .await
+                .is_err()
+            {
+                tracing::warn!("ServiceAccounts not listed yet; going on without them");
             }
         }
         for (kind, store) in &self.stores {

@@ -2,6 +2,7 @@
 //! as `herald serve`; the Lease holder writes their status and finalizers.
 
 mod cache;
+mod identities;
 mod leader;
 mod reconcile;
 mod resolve;
@@ -19,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admin::{self, Readiness};
 use crate::cli::ControllerArgs;
-use crate::dataplane::DataPlane;
+use crate::dataplane::{ClusterIdentity, DataPlane};
 
 /// Reconcile this often even without changes: source health and backend recoveries show
 /// up in status without an API event.
@@ -46,7 +47,17 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
         metrics,
         listeners,
         ..
-    } = DataPlane::open(&args.data, kube, secrets, |_| Ok(())).await?;
+    } = DataPlane::open(
+        &args.data,
+        kube,
+        secrets,
+        Some(ClusterIdentity {
+            client: client.clone(),
+            api_server_url: server_url.clone(),
+        }),
+        |_| Ok(()),
+    )
+    .await?;
     // A trigger can leave the desired state for a while (its broker or subscriber is gone):
     // only its finalizer deletes its position and parked events.
     runtime.keep_state_of_removed_triggers();
@@ -79,7 +90,7 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
     let readiness = Readiness::until_synced().with_log(routes.clone());
     let synced = readiness.clone();
     let scope = cache::Scope::new(&args.namespaces);
-    let cache = cache::Cache::start(&client, &scope, &stop);
+    let cache = cache::Cache::start(&client, &scope, sender_identity.is_some(), &stop);
     let in_process = runtime.in_process_router();
     let mut reconciler = reconcile::Reconciler {
         runtime,
@@ -91,6 +102,9 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
         ),
         writer: writeback::Writer::new(client.clone(), &identity),
         workloads: workloads::Workloads::new(client.clone(), &identity),
+        identities: sender_identity
+            .is_some()
+            .then(|| identities::Identities::new(client.clone(), cache.service_accounts.clone())),
         external_url: args.external_url.trim_end_matches('/').to_owned(),
         delete_broker_logs: args.delete_broker_logs,
     };

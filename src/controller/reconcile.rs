@@ -8,6 +8,7 @@ use herald_broker::log::routed::RoutedLog;
 use kube::api::DynamicObject;
 use serde_json::{json, Value};
 
+use super::identities::{self, Identities};
 use super::resolve::{Resolver, Unresolved};
 use super::workloads::{WorkloadError, Workloads};
 use super::writeback::{Writer, FINALIZER};
@@ -59,6 +60,8 @@ pub struct Reconciler {
     pub resolver: Resolver,
     pub writer: Writer,
     pub workloads: Workloads,
+    /// With sender identity on: the senders' ServiceAccounts.
+    pub identities: Option<Identities>,
     /// Brokers are addressed at `{external_url}/{namespace}/{name}`.
     pub external_url: String,
     /// Brokers get a finalizer that deletes their log (`--delete-broker-logs`).
@@ -193,13 +196,21 @@ impl Reconciler {
                 self.writer.finalizer(kind, object, true).await;
             }
             let key = key_of(kind, object);
-            let status = match (statuses.remove(&key), problems.get(&key)) {
+            let mut status = match (statuses.remove(&key), problems.get(&key)) {
                 (Some(status), _) => Some(status),
                 (None, Some(problem)) => {
                     Some(problem_status(kind, problem, object.metadata.generation))
                 }
                 (None, None) => self.running_status(&key, &desired),
             };
+            if let Some(identities) = &self.identities {
+                if let Some(account) = identities::sender_account(kind, &key.name) {
+                    let created = identities.ensure(kind, object, &account).await;
+                    if let Some(status) = &mut status {
+                        identities::decorate(status, &account, &created);
+                    }
+                }
+            }
             if let Some(status) = status {
                 self.writer.status(kind, object, status).await;
             }

@@ -1,7 +1,10 @@
 //! Sender identity (Knative's `authentication-oidc`): who a sender is ([`naming`]), Herald as
 //! its own issuer ([`keys`], [`issuer`]), senders' tokens on deliveries ([`tokens`]), and
-//! authentication at ingress ([`verify`], with external issuers from [`trusted`]).
+//! authentication at ingress ([`verify`], with external issuers from [`trusted`]); other
+//! issuers' keys by discovery and JWKS ([`remote_keys`]); on a cluster, TokenRequest and the
+//! API server's issuer ([`cluster`]).
 
+pub mod cluster;
 pub mod issuer;
 pub mod keys;
 pub mod naming;
@@ -21,10 +24,12 @@ use herald_triggers::auth::TokenSource;
 pub struct Identity {
     pub issuer: Arc<issuer::Issuer>,
     pub keys: Arc<verify::KeySet>,
-    pub tokens: Arc<tokens::TokenCache<Arc<issuer::Issuer>>>,
+    pub tokens: Arc<dyn TokenSource>,
     pub verifier: Arc<verify::Verifier>,
     /// The trusted external issuers (`--oidc-trusted-issuer`), when any.
     pub trusted: Option<Arc<trusted::TrustedIssuers>>,
+    /// On a cluster: the API server's service-account issuer, trusted at ingress.
+    pub cluster_issuer: Option<Arc<remote_keys::RemoteIssuer>>,
 }
 
 impl Identity {
@@ -60,6 +65,7 @@ impl Identity {
             keys: key_set,
             issuer,
             trusted,
+            cluster_issuer: None,
         })
     }
 
@@ -68,6 +74,36 @@ impl Identity {
         if let Some(trusted) = &self.trusted {
             trusted.start();
         }
+    }
+
+    /// As [`Identity::open`], on a cluster (`herald controller`): senders' tokens come from
+    /// TokenRequest, and the ingress also trusts the API server's service-account issuer
+    /// (its keys fetched through `client`; the caller starts [`remote_keys::RemoteIssuer::keep_fresh`]).
+    /// Herald's own tokens still verify.
+    pub fn open_on_cluster(
+        data_dir: &Path,
+        issuer_url: &str,
+        trusted: Option<(Vec<String>, Arc<herald_tls::TrustBundles>)>,
+        client: kube::Client,
+        api_server_url: &str,
+    ) -> Result<Self, keys::KeyError> {
+        let mut identity = Self::open_trusting(data_dir, issuer_url, trusted)?;
+        let fetch: Arc<dyn remote_keys::Fetch> = Arc::new(cluster::KubeFetch::new(client.clone()));
+        let remote = Arc::new(remote_keys::RemoteIssuer::new(
+            api_server_url,
+            fetch,
+            identity.keys.clone(),
+        ));
+        let mut verifier = verify::Verifier::new(identity.keys.clone()).with_remote(remote.clone());
+        for trusted in identity.trusted.iter().flat_map(|t| t.issuers()) {
+            verifier = verifier.with_remote(trusted.clone());
+        }
+        identity.verifier = Arc::new(verifier);
+        identity.tokens = Arc::new(tokens::TokenCache::new(cluster::TokenRequester::new(
+            client,
+        )));
+        identity.cluster_issuer = Some(remote);
+        Ok(identity)
     }
 
     /// The ingress's authentication step.

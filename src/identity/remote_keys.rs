@@ -457,6 +457,42 @@ mod tests {
         assert!(Verifier::new(keys).verify(&new_token.token, aud).is_ok());
     }
 
+    #[tokio::test]
+    async fn an_unknown_kid_fetches_the_keys_at_most_once_per_interval() {
+        let dir = tempfile::tempdir().unwrap();
+        let remote = Issuer::new(
+            "http://remote",
+            KeyRing::load_or_create(dir.path()).unwrap(),
+        );
+        let documents = Arc::new(Documents::default());
+        publish(&documents, &remote);
+        let keys = Arc::new(KeySet::default());
+        let issuer = Arc::new(RemoteIssuer::new(
+            "http://remote",
+            documents.clone(),
+            keys.clone(),
+        ));
+        let verifier = Verifier::new(keys).with_remote(issuer);
+        let aud = "eventing.knative.dev/broker/ns/b";
+        let token = remote
+            .mint("system:serviceaccount:ns:sa", aud, Duration::from_secs(60))
+            .unwrap();
+        // Not fetched before: the unknown kid fetches discovery and JWKS, then it verifies.
+        assert!(verifier.verify_fetching(&token.token, aud).await.is_ok());
+        assert_eq!(documents.fetches.load(Ordering::Relaxed), 2);
+        // Another unknown kid right after: no new fetch, refused.
+        let stranger_dir = tempfile::tempdir().unwrap();
+        let stranger = Issuer::new(
+            "http://remote",
+            KeyRing::load_or_create(stranger_dir.path()).unwrap(),
+        );
+        let forged = stranger
+            .mint("system:serviceaccount:ns:sa", aud, Duration::from_secs(60))
+            .unwrap();
+        assert!(verifier.verify_fetching(&forged.token, aud).await.is_err());
+        assert_eq!(documents.fetches.load(Ordering::Relaxed), 2);
+    }
+
     #[test]
     fn bad_documents_are_refused() {
         assert!(matches!(

@@ -20,24 +20,24 @@ use common::Server;
 use common::{wait_for_async, wait_until, Herald, HeraldDirs, Subscriber};
 use serde_json::{json, Value};
 
-const EVENTING: &str = "/apis/eventing.knative.dev/v1/namespaces/default";
-const SOURCES: &str = "/apis/sources.knative.dev/v1/namespaces/default";
-const CORE: &str = "/api/v1/namespaces/default";
+pub(crate) const EVENTING: &str = "/apis/eventing.knative.dev/v1/namespaces/default";
+pub(crate) const SOURCES: &str = "/apis/sources.knative.dev/v1/namespaces/default";
+pub(crate) const CORE: &str = "/api/v1/namespaces/default";
 /// The `--external-url` the tests give the controller, as the example deployment does.
-const EXTERNAL_URL: &str = "http://herald-ingress.herald.svc.cluster.local";
+pub(crate) const EXTERNAL_URL: &str = "http://herald-ingress.herald.svc.cluster.local";
 
-fn broker(name: &str) -> Value {
+pub(crate) fn broker(name: &str) -> Value {
     json!({"apiVersion": "eventing.knative.dev/v1", "kind": "Broker", "metadata": {"name": name}})
 }
 
-fn trigger(name: &str, broker: &str, subscriber: Value) -> Value {
+pub(crate) fn trigger(name: &str, broker: &str, subscriber: Value) -> Value {
     json!({
         "apiVersion": "eventing.knative.dev/v1", "kind": "Trigger", "metadata": {"name": name},
         "spec": {"broker": broker, "subscriber": subscriber}
     })
 }
 
-fn condition<'a>(object: &'a Value, type_: &str) -> Option<&'a Value> {
+pub(crate) fn condition<'a>(object: &'a Value, type_: &str) -> Option<&'a Value> {
     object["status"]["conditions"]
         .as_array()?
         .iter()
@@ -45,7 +45,7 @@ fn condition<'a>(object: &'a Value, type_: &str) -> Option<&'a Value> {
 }
 
 /// Waits until the object's condition has `status` (and `reason`, when given); returns it.
-async fn wait_condition(
+pub(crate) async fn wait_condition(
     server: &KubeApiServer,
     herald: &Herald,
     path: &str,
@@ -68,11 +68,11 @@ async fn wait_condition(
 }
 
 /// Waits until the object is `Ready=True`; returns it.
-async fn wait_ready(server: &KubeApiServer, herald: &Herald, path: &str) -> Value {
+pub(crate) async fn wait_ready(server: &KubeApiServer, herald: &Herald, path: &str) -> Value {
     wait_condition(server, herald, path, "Ready", "True", None).await
 }
 
-async fn create(server: &KubeApiServer, collection: &str, object: &Value) {
+pub(crate) async fn create(server: &KubeApiServer, collection: &str, object: &Value) {
     let (status, answer) = server.post(collection, object).await;
     assert_eq!(status, 201, "{answer}");
 }
@@ -628,7 +628,7 @@ async fn only_the_lease_holder_writes_status_and_another_takes_over() {
 }
 
 /// Every object of the multi-document YAML file, created through the API as the admin.
-async fn apply_file(server: &KubeApiServer, file: &str) {
+pub(crate) async fn apply_file(server: &KubeApiServer, file: &str) {
     let path = format!("{}/examples/kubernetes/{file}", env!("CARGO_MANIFEST_DIR"));
     let text = std::fs::read_to_string(&path).unwrap();
     for document in serde_yaml_ng::Deserializer::from_str(&text) {
@@ -657,7 +657,7 @@ async fn apply_file(server: &KubeApiServer, file: &str) {
 
 /// An API server that enforces RBAC, with the CRDs and the example deployment's namespace,
 /// RBAC, Deployment and Services applied.
-async fn install_example_deployment() -> KubeApiServer {
+pub(crate) async fn install_example_deployment() -> KubeApiServer {
     let server = KubeApiServer::start_with_rbac().await;
     server.install_crds().await;
     for file in [
@@ -673,7 +673,7 @@ async fn install_example_deployment() -> KubeApiServer {
 
 /// `herald controller` authenticated as the example's ServiceAccount, as the example's
 /// Deployment runs it.
-async fn start_as_example_service_account(
+pub(crate) async fn start_as_example_service_account(
     server: &KubeApiServer,
     data: &tempfile::TempDir,
     extra: &[&str],

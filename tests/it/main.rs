@@ -19,6 +19,7 @@ mod cli;
 mod connections;
 mod console;
 mod controller;
+mod controller_oidc;
 mod e2e_kafka;
 mod e2e_nats;
 mod e2e_sled;
