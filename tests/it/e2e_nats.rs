@@ -226,3 +226,60 @@ async fn nats_source_maps_cloudevents_and_plain_messages() {
     );
     assert_eq!(early.body.as_ref(), b"kept while Herald was down");
 }
+
+/// Two Herald processes with `--nats-shared-reader` on one NATS (issue 16): the holder of the
+/// broker's lease reads it and the other stands by, so each event reaches the subscriber once
+/// whichever process accepted it; after a SIGKILL of the reader the other takes the lease over
+/// and delivers what comes next.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_heralds_with_the_shared_reader_deliver_each_event_once_and_take_over() {
+    if common::skip_without(&[Server::Nats]) {
+        return;
+    }
+    use scenarios::{accept_on, broker_yaml, trigger_yaml};
+
+    const READS: &str = "this Herald reads the broker's stream for its triggers";
+    let nats = Nats::shared_reader();
+    let sub = common::Subscriber::start().await;
+    let config = broker_yaml("b", None) + &trigger_yaml("t", "b", &sub.url(), "");
+    let (dirs_a, dirs_b) = (
+        common::HeraldDirs::new(&config),
+        common::HeraldDirs::new(&config),
+    );
+    let a = common::Herald::start(&nats, &dirs_a, &[]).await;
+    let b = common::Herald::start(&nats, &dirs_b, &[]).await;
+    common::wait_until("one Herald takes the broker's lease", || {
+        a.log_contains(READS) || b.log_contains(READS)
+    })
+    .await;
+
+    for i in 0..20 {
+        let accepting = if i % 2 == 0 { &a } else { &b };
+        accept_on(accepting, "b", &format!("e{i}")).await;
+    }
+    let got = sub.wait_for(20).await;
+    let distinct: std::collections::HashSet<_> = got.iter().filter_map(|r| r.ce("id")).collect();
+    assert_eq!(
+        distinct.len(),
+        20,
+        "every event, each once: {:?}",
+        sub.ids()
+    );
+    assert!(
+        !(a.log_contains(READS) && b.log_contains(READS)),
+        "one reader at a time"
+    );
+
+    let (reader, standby) = match a.log_contains(READS) {
+        true => (a, b),
+        false => (b, a),
+    };
+    reader.kill();
+    for i in 20..25 {
+        accept_on(&standby, "b", &format!("e{i}")).await;
+    }
+    for i in 20..25 {
+        sub.wait_for_id(&format!("e{i}")).await;
+    }
+    assert!(standby.log_contains(READS), "the other Herald took over");
+}
