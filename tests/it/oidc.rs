@@ -593,3 +593,44 @@ spec:
     let token = producer_token(&herald, &allowed, &request_reply_audience).await;
     assert_eq!(post_event(&request_reply, Some(&token)).await.0, 504);
 }
+
+/// A Destination's `audience` is bounded (issue 21): through the admin API, a trigger whose
+/// subscriber audience is longer than 512 characters, or holds a control character, is
+/// refused with 422 naming the field, and nothing is created or changed.
+#[tokio::test]
+async fn a_bad_destination_audience_is_refused_and_changes_nothing() {
+    let dirs = HeraldDirs::new(&broker_yaml("b", None));
+    let herald = Herald::start(&Sled, &dirs, &OIDC).await;
+    let admin = AdminClient::new(&herald.admin);
+    let trigger = |name: &str, audience: &str| {
+        json!({
+            "apiVersion": "eventing.knative.dev/v1",
+            "kind": "Trigger",
+            "metadata": {"name": name, "namespace": NS},
+            "spec": {"broker": "b", "subscriber": {"uri": "http://127.0.0.1:9/", "audience": audience}},
+        })
+        .to_string()
+    };
+    admin.create(TRIGGERS, &trigger("kept", "fine")).await;
+    for (audience, why) in [
+        ("a".repeat(513), "at most 512"),
+        ("line\nbreak".to_owned(), "control characters"),
+    ] {
+        let (status, body) = admin.post_yaml(TRIGGERS, &trigger("bad", &audience)).await;
+        assert_eq!(status, 422, "{body}");
+        let message = body.to_string();
+        assert!(message.contains("spec.subscriber.audience"), "{message}");
+        assert!(message.contains(why), "{message}");
+        assert_eq!(admin.get(&format!("{TRIGGERS}/bad")).await.0, 404);
+        // A change to an existing trigger is refused the same way, and leaves it as it was.
+        let (status, body) = admin
+            .put_json(
+                &format!("{TRIGGERS}/kept"),
+                &serde_json::from_str(&trigger("kept", &audience)).unwrap(),
+            )
+            .await;
+        assert_eq!(status, 422, "{body}");
+        let (_, kept) = admin.get(&format!("{TRIGGERS}/kept")).await;
+        assert_eq!(kept["spec"]["subscriber"]["audience"], "fine", "{kept}");
+    }
+}
