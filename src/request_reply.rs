@@ -207,11 +207,13 @@ async fn request(
         );
     };
     // Authentication first: an unknown sender's body is not read.
-    let caller =
-        match access.authenticate(OwnAddressable::RequestReply, &namespace, &name, &headers) {
-            Ok(caller) => caller,
-            Err(denied) => return refusal(denied),
-        };
+    let caller = match access
+        .authenticate(OwnAddressable::RequestReply, &namespace, &name, &headers)
+        .await
+    {
+        Ok(caller) => caller,
+        Err(denied) => return refusal(denied),
+    };
     let mut event = match read_event(&replies, &headers, body).await {
         Ok(event) => event,
         Err(response) => return response,

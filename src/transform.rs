@@ -149,12 +149,11 @@ async fn handle(
         );
     };
     // Authentication first: an unknown sender's body is not read.
-    let caller = match served.access.authenticate(
-        OwnAddressable::EventTransform,
-        &namespace,
-        &name,
-        &headers,
-    ) {
+    let caller = match served
+        .access
+        .authenticate(OwnAddressable::EventTransform, &namespace, &name, &headers)
+        .await
+    {
         Ok(caller) => caller,
         Err(denied) => return refusal(denied),
     };

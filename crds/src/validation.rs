@@ -121,7 +121,9 @@ pub fn validate_audience(path: &str, audience: &str) -> Result<(), FieldError> {
     if chars > MAX_AUDIENCE_CHARS {
         return Err(FieldError::new(
             path,
-            format!("the audience is {chars} characters long; at most {MAX_AUDIENCE_CHARS} are allowed"),
+            format!(
+                "the audience is {chars} characters long; at most {MAX_AUDIENCE_CHARS} are allowed"
+            ),
         ));
     }
     if let Some(c) = audience.chars().find(|c| c.is_control()) {
@@ -326,10 +328,15 @@ mod tests {
             audience: Some(audience),
             ..Default::default()
         };
-        for ok in [String::new(), "a".repeat(MAX_AUDIENCE_CHARS), "é".repeat(MAX_AUDIENCE_CHARS)] {
+        for ok in [
+            String::new(),
+            "a".repeat(MAX_AUDIENCE_CHARS),
+            "é".repeat(MAX_AUDIENCE_CHARS),
+        ] {
             assert!(validate_destination("d", &with(ok)).is_ok());
         }
-        let long = validate_destination("d", &with("a".repeat(MAX_AUDIENCE_CHARS + 1))).unwrap_err();
+        let long =
+            validate_destination("d", &with("a".repeat(MAX_AUDIENCE_CHARS + 1))).unwrap_err();
         assert_eq!(long.path, "d.audience");
         assert!(long.message.contains("at most 512"), "{}", long.message);
         let control = validate_destination("d", &with("aud\nience".into())).unwrap_err();

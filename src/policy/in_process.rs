@@ -32,7 +32,7 @@ impl InProcessAccess {
 
     /// Step one, before the body is read: a bearer token for the addressable's audience
     /// (401 otherwise); `None` while sender identity is off.
-    pub fn authenticate(
+    pub async fn authenticate(
         &self,
         kind: OwnAddressable,
         namespace: &str,
@@ -72,11 +72,7 @@ impl InProcessAccess {
         events: &[CloudEvent],
     ) -> Result<(), AccessDenied> {
         self.authorizer
-            .check(
-                broker,
-                caller.map(|caller| caller.subject.as_str()),
-                events,
-            )
+            .check(broker, caller.map(|caller| caller.subject.as_str()), events)
             .map_err(forbidden)
     }
 }

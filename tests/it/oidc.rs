@@ -378,9 +378,10 @@ async fn ready_status(herald: &Herald, path: &str) -> Value {
     loop {
         let (code, object) = admin.get(path).await;
         let ready = code == 200
-            && object["status"]["conditions"]
-                .as_array()
-                .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"));
+            && object["status"]["conditions"].as_array().is_some_and(|c| {
+                c.iter()
+                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
+            });
         if ready {
             return object["status"].clone();
         }
@@ -541,18 +542,20 @@ spec:
             channel_audience("p-kn-parallel"),
         ),
         (
-            "/apis/eventing.knative.dev/v1alpha1/namespaces/default/eventtransforms/et"
-                .to_owned(),
+            "/apis/eventing.knative.dev/v1alpha1/namespaces/default/eventtransforms/et".to_owned(),
             transform_audience.clone(),
         ),
         (
-            "/apis/eventing.knative.dev/v1alpha1/namespaces/default/requestreplies/rr"
-                .to_owned(),
+            "/apis/eventing.knative.dev/v1alpha1/namespaces/default/requestreplies/rr".to_owned(),
             request_reply_audience.clone(),
         ),
     ] {
         let status = ready_status(&herald, &path).await;
-        assert_eq!(status["address"]["audience"], json!(audience), "{path}: {status}");
+        assert_eq!(
+            status["address"]["audience"],
+            json!(audience),
+            "{path}: {status}"
+        );
         for entry in status["addresses"].as_array().into_iter().flatten() {
             assert_eq!(entry["audience"], json!(audience), "{path}: {status}");
         }
@@ -588,7 +591,10 @@ spec:
     assert_eq!(post_event(&request_reply, None).await.0, 401);
     let token = producer_token(&herald, &producer, &request_reply_audience).await;
     let (status, body) = post_event(&request_reply, Some(&token)).await;
-    assert_eq!(status, 403, "the broker's policy does not admit {producer}: {body}");
+    assert_eq!(
+        status, 403,
+        "the broker's policy does not admit {producer}: {body}"
+    );
     // Admitted, it waits for a reply nobody sends: 504 after `spec.timeout`.
     let token = producer_token(&herald, &allowed, &request_reply_audience).await;
     assert_eq!(post_event(&request_reply, Some(&token)).await.0, 504);

@@ -544,9 +544,7 @@ async fn a_stalled_tls_handshake_is_dropped_at_the_header_timeout_and_blocks_nob
     let ca = Ca::new("herald-test-ca");
     let leaf = ca.issue("herald");
     let mut flags = tls_flags(&leaf, &ca);
-    flags.extend(
-        ["--header-read-timeout", "4s", "--max-connections", "2"].map(str::to_owned),
-    );
+    flags.extend(["--header-read-timeout", "4s", "--max-connections", "2"].map(str::to_owned));
     let herald = Herald::start(&Sled, &HeraldDirs::new(BROKER), &strs(&flags)).await;
     let https = herald.https_ingress.clone().expect("an https ingress");
     let address = https.strip_prefix("https://").unwrap().to_owned();
@@ -574,9 +572,11 @@ async fn a_stalled_tls_handshake_is_dropped_at_the_header_timeout_and_blocks_nob
     // Half a ClientHello: a TLS handshake record header announcing 512 bytes, and 6 of them.
     let mut half = tokio::net::TcpStream::connect(&address).await.unwrap();
     let half_opened = tokio::time::Instant::now();
-    half.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03])
-        .await
-        .unwrap();
+    half.write_all(&[
+        0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03,
+    ])
+    .await
+    .unwrap();
 
     // Both slots are held by stalled handshakes: this client waits for one to be dropped.
     let waiting = {
