@@ -262,9 +262,24 @@ impl Runtime {
             .transforms
             .iter()
             .map(|(key, plan)| {
+                let sink_auth = match (
+                    &self.deps.tokens,
+                    plan.sink.as_ref().and_then(Target::audience),
+                ) {
+                    (Some(tokens), Some(audience)) => Some(crate::transform::SinkAuth {
+                        tokens: tokens.clone(),
+                        sender: SenderIdentity {
+                            namespace: key.0.clone(),
+                            service_account: crate::transform::sink_service_account(&key.1),
+                        },
+                        audience,
+                    }),
+                    _ => None,
+                };
                 let running = crate::transform::RunningTransform {
                     plan: plan.clone(),
                     sink_url: plan.sink.as_ref().map(|sink| self.url(sink)),
+                    sink_auth,
                 };
                 (key.clone(), Arc::new(running))
             })

@@ -76,6 +76,26 @@ pub struct Transforms {
 pub struct RunningTransform {
     pub plan: Arc<TransformPlan>,
     pub sink_url: Option<String>,
+    /// With sender identity on and a sink with an audience: the token its requests carry.
+    pub sink_auth: Option<SinkAuth>,
+}
+
+/// Who an EventTransform's requests to its sink come from, and for which audience.
+pub struct SinkAuth {
+    pub tokens: Arc<dyn herald_triggers::auth::TokenSource>,
+    pub sender: herald_triggers::auth::SenderIdentity,
+    pub audience: String,
+}
+
+/// The identity an EventTransform sends to its sink as: Knative binds its sink through a
+/// SinkBinding `{name}-jsonata`, whose ServiceAccount is
+/// `{name}-jsonata-oidc-sources.knative.dev-sinkbinding`.
+pub fn sink_service_account(name: &str) -> String {
+    crate::identity::naming::service_account_name(
+        "sources.knative.dev",
+        "SinkBinding",
+        &format!("{name}-jsonata"),
+    )
 }
 
 impl Transforms {
@@ -190,9 +210,14 @@ async fn handle(
     let Some(sink) = &transform.sink_url else {
         return answer(StatusCode::OK, &result);
     };
-    let sent = served
-        .client
-        .post(sink)
+    let mut request = served.client.post(sink);
+    if let Some(auth) = &transform.sink_auth {
+        match auth.tokens.token(&auth.sender, &auth.audience).await {
+            Ok(token) => request = request.bearer_auth(token),
+            Err(error) => return failure(StatusCode::INTERNAL_SERVER_ERROR, error.to_string()),
+        }
+    }
+    let sent = request
         .header(reqwest::header::CONTENT_TYPE, content_type(&result))
         .body(result.to_string())
         .send()

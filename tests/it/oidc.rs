@@ -640,3 +640,67 @@ async fn a_bad_destination_audience_is_refused_and_changes_nothing() {
         assert_eq!(kept["spec"]["subscriber"]["audience"], "fine", "{kept}");
     }
 }
+
+/// An EventTransform's requests to its sink carry a token for the sink's audience, as the
+/// ServiceAccount of the SinkBinding Knative binds its sink with
+/// (`{name}-jsonata-oidc-sources.knative.dev-sinkbinding`): a sink URL with `audience` can
+/// verify it, and a Herald broker as the sink takes the transformed event (it answered 401
+/// before).
+#[tokio::test]
+async fn an_event_transform_sends_its_token_to_its_sink() {
+    let direct = Subscriber::start().await;
+    let after_broker = Subscriber::start().await;
+    let transform = |name: &str, sink: &str| {
+        format!("apiVersion: eventing.knative.dev/v1alpha1\nkind: EventTransform\nmetadata: {{name: {name}, namespace: {NS}}}\nspec: {{sink: {sink}, jsonata: {{expression: '{{\"specversion\": \"1.0\", \"id\": id, \"type\": \"order.seen\", \"source\": source}}'}}}}\n---\n")
+    };
+    let config = format!(
+        "{}{}{}{}",
+        broker_yaml("b", None),
+        scenarios::trigger_yaml("t", "b", &after_broker.url(), ""),
+        transform(
+            "to-url",
+            &format!(
+                "{{uri: '{}', audience: '{SUBSCRIBER_AUDIENCE}'}}",
+                direct.url()
+            )
+        ),
+        transform(
+            "to-broker",
+            "{ref: {apiVersion: eventing.knative.dev/v1, kind: Broker, name: b}}"
+        ),
+    );
+    let dirs = HeraldDirs::new(&config);
+    let herald = Herald::start(&Sled, &dirs, &OIDC).await;
+    let producer = format!("system:serviceaccount:{NS}:producer");
+
+    let url = format!("{}/eventtransforms/{NS}/to-url", herald.ingress);
+    let token = producer_token(
+        &herald,
+        &producer,
+        &format!("eventing.knative.dev/eventtransform/{NS}/to-url"),
+    )
+    .await;
+    let (status, body) = post_event(&url, Some(&token)).await;
+    assert_eq!(status, 200, "{body}");
+    let (issuer, jwks) = discover(&herald).await;
+    let received = direct.wait_for(1).await;
+    let sent = bearer(&received[0]).expect("the transform's request carries a token");
+    assert_ne!(sent, token, "the producer's token must not be forwarded");
+    let claims = verify(&sent, &issuer, &jwks, SUBSCRIBER_AUDIENCE);
+    assert_eq!(
+        claims.sub,
+        format!("system:serviceaccount:{NS}:to-url-jsonata-oidc-sources.knative.dev-sinkbinding")
+    );
+
+    let url = format!("{}/eventtransforms/{NS}/to-broker", herald.ingress);
+    let token = producer_token(
+        &herald,
+        &producer,
+        &format!("eventing.knative.dev/eventtransform/{NS}/to-broker"),
+    )
+    .await;
+    let (status, body) = post_event(&url, Some(&token)).await;
+    assert_eq!(status, 202, "the broker's answer, passed back: {body}");
+    let got = after_broker.wait_for(1).await;
+    assert_eq!(got[0].ce("type"), Some("order.seen"));
+}
