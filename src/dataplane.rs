@@ -143,6 +143,7 @@ impl DataPlane {
             None => Transport::default(),
         };
         runtime.authorizer = authorizer;
+        runtime.verifier = identity.as_ref().map(|identity| identity.verifier.clone());
         runtime.set_policy_settings(crate::policy::PolicySettings {
             authentication: identity.is_some(),
             default_mode: args.default_authorization_mode,

@@ -95,7 +95,8 @@ fn unknown(mut condition: Condition) -> Condition {
 }
 
 /// `status.address` and `status.addresses` of one of Herald's addressables (https first
-/// when TLS is on).
+/// when TLS is on), each with its audience while sender identity is on (Knative writes it
+/// into every entry).
 fn addresses(
     runtime: &Runtime,
     base_url: &str,
@@ -103,9 +104,16 @@ fn addresses(
     namespace: &str,
     name: &str,
 ) -> (Addressable, Vec<Addressable>) {
-    runtime
+    let (mut address, mut addresses) = runtime
         .transport()
-        .addresses(base_url, &kind.path(namespace, name))
+        .addresses(base_url, &kind.path(namespace, name));
+    if runtime.sender_identity_enabled() {
+        let audience = flows::audience_of(kind, namespace, name);
+        for each in std::iter::once(&mut address).chain(addresses.iter_mut()) {
+            each.audience = Some(audience.clone());
+        }
+    }
+    (address, addresses)
 }
 
 /// Whether a channel's stream is open and accepting.

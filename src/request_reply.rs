@@ -15,9 +15,12 @@ use axum::routing::post;
 use axum::Router;
 use base64::Engine;
 use herald_broker::{CloudEvent, Ingress};
+use herald_crds::OwnAddressable;
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
 use ring::rand::{SecureRandom, SystemRandom};
 use tokio::sync::oneshot;
+
+use crate::policy::in_process::{refusal, InProcessAccess};
 
 /// Requests waiting for their reply, over every RequestReply; one more is answered 503.
 pub const MAX_PENDING: usize = 10_000;
@@ -128,10 +131,22 @@ fn verify(key: &[u8; 32], value: &str) -> Option<String> {
     (opened == id.as_bytes()).then(|| id.to_owned())
 }
 
-/// The routes of every RequestReply, to merge into the ingress router.
-pub fn router(replies: Arc<RequestReplies>) -> Router {
+/// The routes of every RequestReply, to merge into the ingress router. `access` guards
+/// requests with sender identity on; replies need no token: only a correlation value made
+/// with the RequestReply's key is taken.
+pub fn router(replies: Arc<RequestReplies>, access: InProcessAccess) -> Router {
     Router::new()
-        .route("/requestreplies/{namespace}/{name}", post(request))
+        .route(
+            "/requestreplies/{namespace}/{name}",
+            post(
+                move |state: State<Arc<RequestReplies>>,
+                      path: Path<(String, String)>,
+                      headers: HeaderMap,
+                      body: Body| {
+                    request(state, access.clone(), path, headers, body)
+                },
+            ),
+        )
         .route("/requestreplies/{namespace}/{name}/reply", post(reply))
         .with_state(replies)
 }
@@ -180,6 +195,7 @@ impl Drop for WaitingGuard<'_> {
 
 async fn request(
     State(replies): State<Arc<RequestReplies>>,
+    access: InProcessAccess,
     Path((namespace, name)): Path<(String, String)>,
     headers: HeaderMap,
     body: Body,
@@ -190,10 +206,26 @@ async fn request(
             format!("no RequestReply {namespace}/{name}"),
         );
     };
+    // Authentication first: an unknown sender's body is not read.
+    let caller = match access
+        .authenticate(OwnAddressable::RequestReply, &namespace, &name, &headers)
+        .await
+    {
+        Ok(caller) => caller,
+        Err(denied) => return refusal(denied),
+    };
     let mut event = match read_event(&replies, &headers, body).await {
         Ok(event) => event,
         Err(response) => return response,
     };
+    // The event enters the broker: that broker's EventPolicies decide.
+    if let Err(denied) = access.authorize_into(
+        &running.plan.broker,
+        caller.as_ref(),
+        std::slice::from_ref(&event),
+    ) {
+        return refusal(denied);
+    }
     let id = event.id().into_owned();
     let Some(value) = correlation_value(&running.key, &replies.random, &id) else {
         return failure(

@@ -111,6 +111,9 @@ pub struct Runtime {
     transport: crate::addresses::Transport,
     /// The EventPolicies ingress enforces, compiled on each reconcile.
     pub authorizer: Arc<crate::policy::Authorizer>,
+    /// The ingress's token check (`--authentication-oidc enabled`), for the addressables
+    /// served in process.
+    pub verifier: Option<Arc<crate::identity::verify::Verifier>>,
     policy_settings: crate::policy::PolicySettings,
 }
 
@@ -129,6 +132,7 @@ impl Runtime {
             log: parked.clone(),
             ..deps
         };
+        let sources = SourceSet::new(sources, deps.tokens.clone());
         let request_replies = Arc::new(crate::request_reply::RequestReplies::new(
             deps.ingress.clone(),
             max_event_bytes,
@@ -144,12 +148,13 @@ impl Runtime {
             max_in_flight,
             grace,
             dispatchers: HashMap::new(),
-            sources: SourceSet::new(sources),
+            sources,
             removal_is_deletion: true,
             catalog: crate::catalog::CatalogOptions::default(),
             schemas: crate::catalog::SchemaCache::default(),
             transport: Default::default(),
             authorizer: Arc::default(),
+            verifier: None,
             policy_settings: crate::policy::PolicySettings::default(),
         }
     }
@@ -170,8 +175,17 @@ impl Runtime {
 
     /// The routes of EventTransforms and RequestReplies, for the ingress listener.
     pub fn in_process_router(&self) -> axum::Router {
-        crate::transform::router(self.transforms.clone(), self.max_event_bytes)
-            .merge(crate::request_reply::router(self.request_replies.clone()))
+        let access =
+            crate::policy::InProcessAccess::new(self.verifier.clone(), self.authorizer.clone());
+        crate::transform::router(
+            self.transforms.clone(),
+            self.max_event_bytes,
+            access.clone(),
+        )
+        .merge(crate::request_reply::router(
+            self.request_replies.clone(),
+            access,
+        ))
     }
 
     /// Triggers that leave the desired state keep their position and parked events until
@@ -248,9 +262,24 @@ impl Runtime {
             .transforms
             .iter()
             .map(|(key, plan)| {
+                let sink_auth = match (
+                    &self.deps.tokens,
+                    plan.sink.as_ref().and_then(Target::audience),
+                ) {
+                    (Some(tokens), Some(audience)) => Some(crate::transform::SinkAuth {
+                        tokens: tokens.clone(),
+                        sender: SenderIdentity {
+                            namespace: key.0.clone(),
+                            service_account: crate::transform::sink_service_account(&key.1),
+                        },
+                        audience,
+                    }),
+                    _ => None,
+                };
                 let running = crate::transform::RunningTransform {
                     plan: plan.clone(),
                     sink_url: plan.sink.as_ref().map(|sink| self.url(sink)),
+                    sink_auth,
                 };
                 (key.clone(), Arc::new(running))
             })

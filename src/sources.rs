@@ -7,7 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
-use herald_sources::{SinkClient, Source};
+use herald_sources::{SinkClient, SinkToken, Source};
+use herald_triggers::auth::{SenderIdentity, TokenSource};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Desired, SourcePlan, Target};
@@ -54,15 +55,33 @@ pub struct SourceSet {
     ctx: SourceContext,
     running: HashMap<ObjectKey, RunningSource>,
     sinks: HashMap<ObjectKey, Result<String, String>>,
+    /// Sender identity (`--authentication-oidc enabled`): sources send their token.
+    tokens: Option<Arc<dyn TokenSource>>,
 }
 
 impl SourceSet {
-    pub fn new(ctx: SourceContext) -> Self {
+    pub fn new(ctx: SourceContext, tokens: Option<Arc<dyn TokenSource>>) -> Self {
         Self {
             ctx,
             running: HashMap::new(),
             sinks: HashMap::new(),
+            tokens,
         }
+    }
+
+    /// The token a source sends its sink: its identity's, for the sink's audience (a
+    /// sink without an audience, such as a URL without `audience`, gets none, as in Knative).
+    fn sink_token(&self, key: &ObjectKey, plan: &SourcePlan) -> Option<Arc<dyn SinkToken>> {
+        let tokens = self.tokens.clone()?;
+        let audience = plan.sink.audience()?;
+        Some(Arc::new(SourceToken {
+            tokens,
+            sender: SenderIdentity {
+                namespace: key.namespace.clone(),
+                service_account: service_account(key),
+            },
+            audience,
+        }))
     }
 
     /// Makes the running sources match `desired`; `resolve` gives a sink's URL, or why it has
@@ -116,6 +135,9 @@ impl SourceSet {
                     tracing::error!(%error, sink = %url, "no HTTPS client for the sink's CACerts: the system roots only are trusted")
                 }
             }
+            if let Some(token) = self.sink_token(key, plan) {
+                sink = sink.with_token(token);
+            }
             let shutdown = CancellationToken::new();
             let last_error = Arc::new(Mutex::new(None));
             let task = tokio::spawn(supervise(
@@ -151,6 +173,30 @@ impl SourceSet {
         for (_, source) in self.running.drain() {
             source.stop(grace).await;
         }
+    }
+}
+
+/// The ServiceAccount a source's tokens name, as Knative names it:
+/// `{name}-oidc-{group}-{kind}` (e.g. `p-oidc-sources.knative.dev-pingsource`).
+pub fn service_account(key: &ObjectKey) -> String {
+    let group = crate::kinds::by_name(key.kind).map_or("", |kind| kind.group);
+    crate::identity::naming::service_account_name(group, key.kind, &key.name)
+}
+
+/// A source's token for its sink's audience, from the shared cache.
+struct SourceToken {
+    tokens: Arc<dyn TokenSource>,
+    sender: SenderIdentity,
+    audience: String,
+}
+
+#[async_trait::async_trait]
+impl SinkToken for SourceToken {
+    async fn token(&self) -> Result<Arc<str>, String> {
+        self.tokens
+            .token(&self.sender, &self.audience)
+            .await
+            .map_err(|e| e.to_string())
     }
 }
 

@@ -177,8 +177,7 @@ pub fn source(runtime: &Runtime, key: &ObjectKey, generation: Option<i64>) -> So
 
 /// The ServiceAccount a source's tokens name (`{name}-oidc-{group}-{kind}`).
 pub fn source_service_account(key: &ObjectKey) -> String {
-    let group = kinds::by_name(key.kind).map_or("", |kind| kind.group);
-    crate::identity::naming::service_account_name(group, key.kind, &key.name)
+    crate::sources::service_account(key)
 }
 
 /// The status of an object left out of the desired state: `Ready=False` saying why; a

@@ -15,7 +15,10 @@ use axum::routing::post;
 use axum::Router;
 use bumpalo::Bump;
 use bytes::Bytes;
+use herald_crds::OwnAddressable;
 use jsonata_rs::JsonAta;
+
+use crate::policy::in_process::{refusal, InProcessAccess};
 
 /// Deepest evaluation (JSONata frames) an expression may reach.
 pub const MAX_DEPTH: usize = 200;
@@ -73,6 +76,26 @@ pub struct Transforms {
 pub struct RunningTransform {
     pub plan: Arc<TransformPlan>,
     pub sink_url: Option<String>,
+    /// With sender identity on and a sink with an audience: the token its requests carry.
+    pub sink_auth: Option<SinkAuth>,
+}
+
+/// Who an EventTransform's requests to its sink come from, and for which audience.
+pub struct SinkAuth {
+    pub tokens: Arc<dyn herald_triggers::auth::TokenSource>,
+    pub sender: herald_triggers::auth::SenderIdentity,
+    pub audience: String,
+}
+
+/// The identity an EventTransform sends to its sink as: Knative binds its sink through a
+/// SinkBinding `{name}-jsonata`, whose ServiceAccount is
+/// `{name}-jsonata-oidc-sources.knative.dev-sinkbinding`.
+pub fn sink_service_account(name: &str) -> String {
+    crate::identity::naming::service_account_name(
+        "sources.knative.dev",
+        "SinkBinding",
+        &format!("{name}-jsonata"),
+    )
 }
 
 impl Transforms {
@@ -97,10 +120,16 @@ struct Served {
     transforms: Arc<Transforms>,
     client: reqwest::Client,
     max_event_bytes: usize,
+    access: InProcessAccess,
 }
 
-/// The routes of every EventTransform, to merge into the ingress router.
-pub fn router(transforms: Arc<Transforms>, max_event_bytes: usize) -> Router {
+/// The routes of every EventTransform, to merge into the ingress router; `access` guards
+/// them with sender identity on.
+pub fn router(
+    transforms: Arc<Transforms>,
+    max_event_bytes: usize,
+    access: InProcessAccess,
+) -> Router {
     let client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .timeout(SINK_TIMEOUT)
@@ -112,6 +141,7 @@ pub fn router(transforms: Arc<Transforms>, max_event_bytes: usize) -> Router {
             transforms,
             client,
             max_event_bytes,
+            access,
         })
 }
 
@@ -138,6 +168,15 @@ async fn handle(
             format!("no EventTransform {namespace}/{name}"),
         );
     };
+    // Authentication first: an unknown sender's body is not read.
+    let caller = match served
+        .access
+        .authenticate(OwnAddressable::EventTransform, &namespace, &name, &headers)
+        .await
+    {
+        Ok(caller) => caller,
+        Err(denied) => return refusal(denied),
+    };
     let body = match axum::body::to_bytes(body, served.max_event_bytes).await {
         Ok(body) => body,
         Err(_) => {
@@ -147,7 +186,19 @@ async fn handle(
             )
         }
     };
-    let input = match input_document(&headers, body) {
+    let event = match decode_one(&headers, body) {
+        Ok(event) => event,
+        Err(reason) => return failure(StatusCode::BAD_REQUEST, reason),
+    };
+    if let Err(denied) = served.access.authorize_transform(
+        &namespace,
+        &name,
+        caller.as_ref(),
+        std::slice::from_ref(&event),
+    ) {
+        return refusal(denied);
+    }
+    let input = match event_document(&event) {
         Ok(input) => input,
         Err(reason) => return failure(StatusCode::BAD_REQUEST, reason),
     };
@@ -159,9 +210,14 @@ async fn handle(
     let Some(sink) = &transform.sink_url else {
         return answer(StatusCode::OK, &result);
     };
-    let sent = served
-        .client
-        .post(sink)
+    let mut request = served.client.post(sink);
+    if let Some(auth) = &transform.sink_auth {
+        match auth.tokens.token(&auth.sender, &auth.audience).await {
+            Ok(token) => request = request.bearer_auth(token),
+            Err(error) => return failure(StatusCode::INTERNAL_SERVER_ERROR, error.to_string()),
+        }
+    }
+    let sent = request
         .header(reqwest::header::CONTENT_TYPE, content_type(&result))
         .body(result.to_string())
         .send()
@@ -229,16 +285,25 @@ fn answer(status: StatusCode, result: &serde_json::Value) -> Response {
     response
 }
 
-/// The event in structured JSON form: attributes at the top level, `data` or `data_base64`.
-fn input_document(headers: &HeaderMap, body: Bytes) -> Result<serde_json::Value, String> {
+/// The request's one CloudEvent (a batch is refused, as Knative's transform does).
+fn decode_one(headers: &HeaderMap, body: Bytes) -> Result<herald_broker::CloudEvent, String> {
     let mut events = herald_broker::binding::decode_request(headers, body)
         .map_err(|e| format!("not a CloudEvent: {e}"))?;
     if events.len() != 1 {
         return Err("batches of events are not supported by EventTransform".to_owned());
     }
-    let event = events.remove(0);
-    serde_json::from_slice(&herald_broker::json::to_json(&event))
+    Ok(events.remove(0))
+}
+
+/// The event in structured JSON form: attributes at the top level, `data` or `data_base64`.
+fn event_document(event: &herald_broker::CloudEvent) -> Result<serde_json::Value, String> {
+    serde_json::from_slice(&herald_broker::json::to_json(event))
         .map_err(|e| format!("the event cannot be read as JSON: {e}"))
+}
+
+/// A request's (or a sink response's) CloudEvent in structured JSON form.
+fn input_document(headers: &HeaderMap, body: Bytes) -> Result<serde_json::Value, String> {
+    event_document(&decode_one(headers, body)?)
 }
 
 /// A sink's response as the reply expression sees it: a CloudEvent in structured form,

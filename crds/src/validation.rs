@@ -109,7 +109,36 @@ pub fn validate_namespace(path: &str, namespace: &str) -> Result<(), FieldError>
     }
 }
 
+/// The longest Destination `audience`, in characters: an audience is a token's `aud` claim,
+/// sent with every request to the destination (Knative sets no bound; Herald's token
+/// endpoint takes audiences of at most this length too).
+pub const MAX_AUDIENCE_CHARS: usize = 512;
+
+/// A Destination's `audience`: at most [`MAX_AUDIENCE_CHARS`] characters, no control
+/// characters (it travels in a JWT and in logs). Empty means none, as in Knative.
+pub fn validate_audience(path: &str, audience: &str) -> Result<(), FieldError> {
+    let chars = audience.chars().count();
+    if chars > MAX_AUDIENCE_CHARS {
+        return Err(FieldError::new(
+            path,
+            format!(
+                "the audience is {chars} characters long; at most {MAX_AUDIENCE_CHARS} are allowed"
+            ),
+        ));
+    }
+    if let Some(c) = audience.chars().find(|c| c.is_control()) {
+        return Err(FieldError::new(
+            path,
+            format!("the audience must not contain control characters (found {c:?})"),
+        ));
+    }
+    Ok(())
+}
+
 pub fn validate_destination(path: &str, dest: &Destination) -> Result<(), FieldError> {
+    if let Some(audience) = &dest.audience {
+        validate_audience(&format!("{path}.audience"), audience)?;
+    }
     match (&dest.reference, &dest.uri) {
         (None, None) => Err(FieldError::new(path, "one of ref or uri is required")),
         (Some(reference), _) => {
@@ -290,5 +319,28 @@ mod tests {
         assert!(validate_destination("d", &uri("http://localhost:8080/x")).is_ok());
         assert!(validate_destination("d", &uri("localhost:8080")).is_err());
         assert!(validate_destination("d", &Destination::default()).is_err());
+    }
+
+    #[test]
+    fn audiences_are_bounded_and_printable() {
+        let with = |audience: String| Destination {
+            uri: Some("http://localhost:8080/x".into()),
+            audience: Some(audience),
+            ..Default::default()
+        };
+        for ok in [
+            String::new(),
+            "a".repeat(MAX_AUDIENCE_CHARS),
+            "é".repeat(MAX_AUDIENCE_CHARS),
+        ] {
+            assert!(validate_destination("d", &with(ok)).is_ok());
+        }
+        let long =
+            validate_destination("d", &with("a".repeat(MAX_AUDIENCE_CHARS + 1))).unwrap_err();
+        assert_eq!(long.path, "d.audience");
+        assert!(long.message.contains("at most 512"), "{}", long.message);
+        let control = validate_destination("d", &with("aud\nience".into())).unwrap_err();
+        assert_eq!(control.path, "d.audience");
+        assert!(control.message.contains("control"), "{}", control.message);
     }
 }

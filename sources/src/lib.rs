@@ -19,7 +19,7 @@ pub mod webhook;
 use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 
-pub use sink::{SinkClient, SinkError};
+pub use sink::{SinkClient, SinkError, SinkToken};
 
 /// A running source: it sends events to `sink` until `shutdown` is cancelled.
 #[async_trait]

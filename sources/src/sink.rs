@@ -1,8 +1,10 @@
 //! Sending a source's events to its sink, the way Knative's adapters do: `ceOverrides`
 //! extensions applied, `id` and `time` added when missing, binary mode, and retries (5,
-//! exponential from 50 ms) on 404, 413, 425, 429, 502, 503, 504 and network errors.
+//! exponential from 50 ms) on 404, 413, 425, 429, 502, 503, 504 and network errors. With
+//! sender identity on, each request carries the source's token for the sink's audience.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
@@ -19,6 +21,17 @@ pub enum SinkError {
     Refused { status: u16, attempts: u32 },
     #[error("the sink could not be reached after {attempts} attempt(s): {message}")]
     Unreachable { message: String, attempts: u32 },
+    /// The source's token for the sink could not be had; nothing was sent.
+    #[error("no token for the sink: {0}")]
+    NoToken(String),
+}
+
+/// Where a source's bearer token for its sink comes from (Knative's `authentication-oidc`):
+/// the `herald` crate's token cache, for the source's identity and the sink's audience.
+#[async_trait::async_trait]
+pub trait SinkToken: Send + Sync + 'static {
+    /// A token valid for a while yet; implementations cache.
+    async fn token(&self) -> Result<Arc<str>, String>;
 }
 
 /// Where a source sends its events.
@@ -29,6 +42,8 @@ pub struct SinkClient {
     client: reqwest::Client,
     retries: u32,
     backoff: Duration,
+    /// Sender identity: `Authorization: Bearer` on every request.
+    token: Option<Arc<dyn SinkToken>>,
 }
 
 impl SinkClient {
@@ -39,7 +54,14 @@ impl SinkClient {
             client: reqwest::Client::new(),
             retries: DEFAULT_RETRIES,
             backoff: DEFAULT_BACKOFF,
+            token: None,
         }
+    }
+
+    /// Sends `Authorization: Bearer <token>` from `token` with every request.
+    pub fn with_token(mut self, token: Arc<dyn SinkToken>) -> Self {
+        self.token = Some(token);
+        self
     }
 
     /// The retry policy: `retries` after the first attempt, waits `backoff·2^(k-1)` before
@@ -85,6 +107,11 @@ impl SinkClient {
         loop {
             attempts = attempts.saturating_add(1);
             let mut request = self.client.post(&self.url).timeout(Duration::from_secs(30));
+            if let Some(token) = &self.token {
+                // Asked per attempt: a retry after a long backoff gets a fresh one.
+                let token = token.token().await.map_err(SinkError::NoToken)?;
+                request = request.bearer_auth(token);
+            }
             for (name, value) in &encoded.headers {
                 request = request.header(name, value);
             }

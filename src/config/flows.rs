@@ -75,6 +75,25 @@ pub fn stream_of(kind: OwnAddressable, namespace: &str, name: &str) -> BrokerKey
     }
 }
 
+/// The audience of one of Herald's addressables with sender identity on: what its address
+/// advertises, what senders' tokens to it carry, and what its ingress requires. A broker's
+/// or channel's is its stream's (a Sequence or Parallel is reached through its first
+/// channel, as in Knative); an EventTransform's is Knative's
+/// `eventing.knative.dev/eventtransform/{ns}/{name}`; a RequestReply (for which Knative has
+/// none) gets `eventing.knative.dev/requestreply/{ns}/{name}` in the same form.
+pub fn audience_of(kind: OwnAddressable, namespace: &str, name: &str) -> String {
+    use crate::identity::naming;
+    match kind {
+        OwnAddressable::EventTransform => {
+            naming::audience("eventing.knative.dev", "EventTransform", namespace, name)
+        }
+        OwnAddressable::RequestReply => {
+            naming::audience("eventing.knative.dev", "RequestReply", namespace, name)
+        }
+        _ => naming::stream_audience(&stream_of(kind, namespace, name)),
+    }
+}
+
 /// The template in effect: the given one, else Knative's default, InMemoryChannel.
 fn template_or_default(template: Option<&ChannelTemplateSpec>) -> Template {
     template.cloned().unwrap_or_else(Template::in_memory)

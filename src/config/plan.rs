@@ -142,9 +142,8 @@ impl Target {
         }
     }
 
-    /// The audience of its tokens: a URL's own, or that of Herald's broker or channel
-    /// (a Sequence's or Parallel's is its first channel's). EventTransforms and RequestReplies
-    /// have none.
+    /// The audience of its tokens: a URL's own, or that of Herald's addressable
+    /// ([`crate::config::flows::audience_of`]).
     pub fn audience(&self) -> Option<String> {
         match self {
             Target::Url { audience, .. } => audience.clone(),
@@ -154,12 +153,7 @@ impl Target {
                 namespace,
                 name,
                 ..
-            } => crate::config::flows::channel_behind(*kind, name).map(|channel| {
-                crate::identity::naming::stream_audience(&BrokerKey::channel(
-                    namespace.clone(),
-                    &channel,
-                ))
-            }),
+            } => Some(crate::config::flows::audience_of(*kind, namespace, name)),
         }
     }
 }

@@ -72,6 +72,8 @@ struct StreamRules {
 struct Compiled {
     settings: PolicySettings,
     streams: HashMap<BrokerKey, StreamRules>,
+    /// EventTransforms, served in process rather than through a stream, by namespace and name.
+    transforms: HashMap<(String, String), StreamRules>,
 }
 
 /// The compiled policies of the running desired state, shared by the runtime (which sets
@@ -88,15 +90,22 @@ impl Authorizer {
     pub fn set(&self, desired: &Desired, settings: PolicySettings) {
         let policies = &desired.policies;
         let mut streams: HashMap<BrokerKey, StreamRules> = HashMap::new();
+        let mut transforms: HashMap<(String, String), StreamRules> = HashMap::new();
         let mut built: HashMap<(String, String), Arc<Rule>> = HashMap::new();
         for target in policies.targets.keys() {
-            // EventTransforms are served in process, not through the ingress's streams.
-            if target.address == OwnAddressable::EventTransform {
-                continue;
-            }
-            let stream =
-                crate::config::flows::stream_of(target.address, &target.namespace, &target.name);
-            let entry = streams.entry(stream).or_default();
+            let entry = match target.address {
+                // EventTransforms are served in process, not through the ingress's streams.
+                OwnAddressable::EventTransform => transforms
+                    .entry((target.namespace.clone(), target.name.clone()))
+                    .or_default(),
+                address => streams
+                    .entry(crate::config::flows::stream_of(
+                        address,
+                        &target.namespace,
+                        &target.name,
+                    ))
+                    .or_default(),
+            };
             // A Sequence's or Parallel's name wins over its channel's.
             if entry.name.is_empty() || target.address != OwnAddressable::Channel {
                 entry.name = describe(target);
@@ -120,13 +129,55 @@ impl Authorizer {
                 }
             }
         }
-        for entry in streams.values_mut() {
+        for entry in streams.values_mut().chain(transforms.values_mut()) {
             entry.rules.sort_by(|a, b| a.policy.cmp(&b.policy));
         }
-        let compiled = Arc::new(Compiled { settings, streams });
+        let compiled = Arc::new(Compiled {
+            settings,
+            streams,
+            transforms,
+        });
         if let Ok(mut current) = self.compiled.write() {
             *current = compiled;
         }
+    }
+
+    /// Decides for `events` sent to the EventTransform `namespace/name` by `subject`, as
+    /// [`Authorizer::check`] does for a stream.
+    pub fn check_transform(
+        &self,
+        namespace: &str,
+        name: &str,
+        subject: Option<&str>,
+        events: &[CloudEvent],
+    ) -> Result<(), Denied> {
+        let Some(subject) = subject else {
+            return Ok(());
+        };
+        let Some(compiled) = self.compiled() else {
+            return Err(Denied::DenyAll {
+                target: format!("EventTransform {namespace}/{name}"),
+            });
+        };
+        let key = (namespace.to_owned(), name.to_owned());
+        let fallback;
+        let entry = match compiled.transforms.get(&key) {
+            Some(entry) => entry,
+            None => {
+                fallback = StreamRules {
+                    name: format!("EventTransform {namespace}/{name}"),
+                    namespace: namespace.to_owned(),
+                    rules: Vec::new(),
+                };
+                &fallback
+            }
+        };
+        decide(compiled.settings.default_mode, entry, subject, events)
+    }
+
+    /// The compiled policies; `None` when the lock is poisoned (callers refuse).
+    fn compiled(&self) -> Option<Arc<Compiled>> {
+        self.compiled.read().ok().map(|compiled| compiled.clone())
     }
 
     /// Decides for `events` sent to the log stream `stream` by `subject` (the token's
@@ -141,14 +192,11 @@ impl Authorizer {
         let Some(subject) = subject else {
             return Ok(());
         };
-        let compiled = match self.compiled.read() {
-            Ok(compiled) => compiled.clone(),
+        let Some(compiled) = self.compiled() else {
             // A poisoned lock: refuse rather than let everything in.
-            Err(_) => {
-                return Err(Denied::DenyAll {
-                    target: stream.to_string(),
-                })
-            }
+            return Err(Denied::DenyAll {
+                target: stream.to_string(),
+            });
         };
         let fallback;
         let entry = match compiled.streams.get(stream) {
@@ -162,41 +210,51 @@ impl Authorizer {
                 &fallback
             }
         };
-        if entry.rules.is_empty() {
-            return default_mode(compiled.settings.default_mode, entry, subject);
-        }
-        let admitting: Vec<&Rule> = entry
-            .rules
-            .iter()
-            .filter(|rule| super::subject::contained(subject, &rule.subjects))
-            .map(Arc::as_ref)
-            .collect();
-        let names = |rules: &mut dyn Iterator<Item = &str>| rules.collect::<Vec<_>>().join(", ");
-        if admitting.is_empty() {
-            return Err(Denied::NotInFrom {
+        decide(compiled.settings.default_mode, entry, subject, events)
+    }
+}
+
+/// The rule for one addressable's policies (or, without any, the default mode).
+fn decide(
+    mode: DefaultMode,
+    entry: &StreamRules,
+    subject: &str,
+    events: &[CloudEvent],
+) -> Result<(), Denied> {
+    if entry.rules.is_empty() {
+        return default_mode(mode, entry, subject);
+    }
+    let admitting: Vec<&Rule> = entry
+        .rules
+        .iter()
+        .filter(|rule| super::subject::contained(subject, &rule.subjects))
+        .map(Arc::as_ref)
+        .collect();
+    let names = |rules: &mut dyn Iterator<Item = &str>| rules.collect::<Vec<_>>().join(", ");
+    if admitting.is_empty() {
+        return Err(Denied::NotInFrom {
+            target: entry.name.clone(),
+            subject: subject.to_owned(),
+            policies: names(&mut entry.rules.iter().map(|r| r.policy.as_str())),
+        });
+    }
+    let batch = events.len() > 1;
+    for (index, event) in events.iter().enumerate() {
+        if !admitting.iter().any(|rule| rule.filter.matches(event)) {
+            return Err(Denied::Filtered {
                 target: entry.name.clone(),
                 subject: subject.to_owned(),
-                policies: names(&mut entry.rules.iter().map(|r| r.policy.as_str())),
+                policies: names(&mut admitting.iter().map(|r| r.policy.as_str())),
+                event: if batch {
+                    format!("event {index} ")
+                } else {
+                    "the event ".to_owned()
+                },
+                event_type: event.event_type().into_owned(),
             });
         }
-        let batch = events.len() > 1;
-        for (index, event) in events.iter().enumerate() {
-            if !admitting.iter().any(|rule| rule.filter.matches(event)) {
-                return Err(Denied::Filtered {
-                    target: entry.name.clone(),
-                    subject: subject.to_owned(),
-                    policies: names(&mut admitting.iter().map(|r| r.policy.as_str())),
-                    event: if batch {
-                        format!("event {index} ")
-                    } else {
-                        "the event ".to_owned()
-                    },
-                    event_type: event.event_type().into_owned(),
-                });
-            }
-        }
-        Ok(())
     }
+    Ok(())
 }
 
 /// The ingress's authorization step: a refusal is a 403 with the reason.

@@ -5,10 +5,12 @@
 
 pub mod apply;
 pub mod decide;
+pub mod in_process;
 pub mod status;
 pub mod subject;
 
 pub use decide::{Authorizer, Denied};
+pub use in_process::InProcessAccess;
 
 /// What decides for an addressable no EventPolicy applies to (Knative's
 /// `default-authorization-mode`), when OIDC authentication is on.

@@ -604,3 +604,337 @@ async fn an_unreachable_trusted_issuer_is_logged_and_its_tokens_refused_with_the
     .await;
     assert_eq!(send_with_token(&url, &own).await.0, 202);
 }
+
+/// The status of `path` on the admin API, once its `Ready` is True.
+async fn ready_status(herald: &Herald, path: &str) -> Value {
+    let admin = AdminClient::new(&herald.admin);
+    let deadline = tokio::time::Instant::now() + common::DEADLINE;
+    loop {
+        let (code, object) = admin.get(path).await;
+        let ready = code == 200
+            && object["status"]["conditions"].as_array().is_some_and(|c| {
+                c.iter()
+                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
+            });
+        if ready {
+            return object["status"].clone();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{path} is not Ready: {object}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// Sources send their identity's token for their sink's audience (issue 21): a PingSource
+/// whose sink is a broker gets past the broker's token check (without a token its events
+/// were refused with 401), and one whose sink is a URL with `audience` sends a token the
+/// sink verifies against the JWKS, naming the source's ServiceAccount as Knative names it,
+/// which its status shows.
+#[tokio::test]
+async fn sources_send_their_token_for_the_sinks_audience() {
+    let via_broker = Subscriber::start().await;
+    let direct = Subscriber::start().await;
+    let ping = |name: &str, sink: &str| {
+        format!("apiVersion: sources.knative.dev/v1\nkind: PingSource\nmetadata: {{name: {name}, namespace: {NS}}}\nspec: {{schedule: '@every 1s', data: '{{}}', sink: {sink}}}\n---\n")
+    };
+    let config = format!(
+        "{}{}{}{}",
+        broker_yaml("b", None),
+        scenarios::trigger_yaml("t", "b", &via_broker.url(), ""),
+        ping(
+            "to-broker",
+            "{ref: {apiVersion: eventing.knative.dev/v1, kind: Broker, name: b}}"
+        ),
+        ping(
+            "to-url",
+            &format!(
+                "{{uri: '{}', audience: '{SUBSCRIBER_AUDIENCE}'}}",
+                direct.url()
+            )
+        ),
+    );
+    let dirs = HeraldDirs::new(&config);
+    let herald = Herald::start(&Sled, &dirs, &OIDC).await;
+
+    let through = via_broker.wait_for(1).await;
+    assert_eq!(
+        through[0].ce("source"),
+        Some("/apis/v1/namespaces/default/pingsources/to-broker"),
+        "{}",
+        herald.logs()
+    );
+
+    let (issuer, jwks) = discover(&herald).await;
+    let received = direct.wait_for(1).await;
+    let token = bearer(&received[0]).expect("the source's request carries a token");
+    let claims = verify(&token, &issuer, &jwks, SUBSCRIBER_AUDIENCE);
+    assert_eq!(
+        claims.sub,
+        format!("system:serviceaccount:{NS}:to-url-oidc-sources.knative.dev-pingsource")
+    );
+
+    let status = ready_status(
+        &herald,
+        "/apis/sources.knative.dev/v1/namespaces/default/pingsources/to-url",
+    )
+    .await;
+    assert_eq!(
+        status["auth"]["serviceAccountName"],
+        json!("to-url-oidc-sources.knative.dev-pingsource"),
+        "{status}"
+    );
+}
+
+/// POSTs a binary-mode event to `url` with an optional bearer token: the status and body.
+async fn post_event(url: &str, token: Option<&str>) -> (u16, String) {
+    let mut request = scenarios::client()
+        .post(url)
+        .header("ce-specversion", "1.0")
+        .header("ce-id", "1")
+        .header("ce-source", "/e2e")
+        .header("ce-type", "order.created")
+        .header("content-type", "application/json")
+        .body("{}");
+    if let Some(token) = token {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (
+        status,
+        String::from_utf8_lossy(&bounded_body(response).await).into_owned(),
+    )
+}
+
+/// Channels, flows, EventTransforms and RequestReplies with sender identity on (issue 21):
+/// each advertises its audience in `status.address` and every `status.addresses` entry
+/// (Knative's names: a Sequence or Parallel its first channel's, an EventTransform
+/// `eventing.knative.dev/eventtransform/{ns}/{name}`), and its ingress takes only a token for
+/// that audience (401). The EventTransform's endpoint, served in process, applies the
+/// EventPolicies that name it (403 for a subject they do not admit), and a RequestReply
+/// those of its broker, so neither is a way around the broker's checks.
+#[tokio::test]
+async fn channels_flows_and_in_process_addressables_advertise_and_require_their_audience() {
+    let step = Subscriber::start().await;
+    let url = step.url();
+    let config = format!(
+        "apiVersion: messaging.knative.dev/v1
+kind: InMemoryChannel
+metadata: {{name: c, namespace: {NS}}}
+---
+apiVersion: flows.knative.dev/v1
+kind: Sequence
+metadata: {{name: s, namespace: {NS}}}
+spec: {{steps: [{{uri: '{url}'}}]}}
+---
+apiVersion: flows.knative.dev/v1
+kind: Parallel
+metadata: {{name: p, namespace: {NS}}}
+spec: {{branches: [{{subscriber: {{uri: '{url}'}}}}]}}
+---
+apiVersion: eventing.knative.dev/v1alpha1
+kind: EventTransform
+metadata: {{name: et, namespace: {NS}}}
+spec: {{jsonata: {{expression: '{{\"specversion\": \"1.0\", \"id\": id, \"type\": \"order.seen\", \"source\": source}}'}}}}
+---
+{}apiVersion: eventing.knative.dev/v1alpha1
+kind: RequestReply
+metadata: {{name: rr, namespace: {NS}}}
+spec: {{brokerRef: {{apiVersion: eventing.knative.dev/v1, kind: Broker, name: rrb}}, timeout: PT1S}}
+---
+apiVersion: eventing.knative.dev/v1alpha1
+kind: EventPolicy
+metadata: {{name: guard, namespace: {NS}}}
+spec:
+  to:
+    - {{ref: {{apiVersion: eventing.knative.dev/v1alpha1, kind: EventTransform, name: et}}}}
+    - {{ref: {{apiVersion: eventing.knative.dev/v1, kind: Broker, name: rrb}}}}
+  from: [{{sub: \"system:serviceaccount:{NS}:allowed\"}}]
+---
+",
+        broker_yaml("rrb", None)
+    );
+    let dirs = HeraldDirs::new(&config);
+    let herald = Herald::start(&Sled, &dirs, &OIDC).await;
+
+    let channel_audience = |name: &str| format!("messaging.knative.dev/channel/{NS}/{name}");
+    let transform_audience = format!("eventing.knative.dev/eventtransform/{NS}/et");
+    let request_reply_audience = format!("eventing.knative.dev/requestreply/{NS}/rr");
+    for (path, audience) in [
+        (
+            "/apis/messaging.knative.dev/v1/namespaces/default/inmemorychannels/c".to_owned(),
+            channel_audience("c"),
+        ),
+        (
+            "/apis/flows.knative.dev/v1/namespaces/default/sequences/s".to_owned(),
+            channel_audience("s-kn-sequence-0"),
+        ),
+        (
+            "/apis/flows.knative.dev/v1/namespaces/default/parallels/p".to_owned(),
+            channel_audience("p-kn-parallel"),
+        ),
+        (
+            "/apis/eventing.knative.dev/v1alpha1/namespaces/default/eventtransforms/et".to_owned(),
+            transform_audience.clone(),
+        ),
+        (
+            "/apis/eventing.knative.dev/v1alpha1/namespaces/default/requestreplies/rr".to_owned(),
+            request_reply_audience.clone(),
+        ),
+    ] {
+        let status = ready_status(&herald, &path).await;
+        assert_eq!(
+            status["address"]["audience"],
+            json!(audience),
+            "{path}: {status}"
+        );
+        for entry in status["addresses"].as_array().into_iter().flatten() {
+            assert_eq!(entry["audience"], json!(audience), "{path}: {status}");
+        }
+    }
+
+    // A Sequence's ingress takes a token for the audience it advertises, and only that.
+    let sequence = format!("{}/sequences/{NS}/s", herald.ingress);
+    let producer = format!("system:serviceaccount:{NS}:producer");
+    assert_eq!(post_event(&sequence, None).await.0, 401);
+    let wrong = producer_token(&herald, &producer, &channel_audience("c")).await;
+    assert_eq!(post_event(&sequence, Some(&wrong)).await.0, 401);
+    let right = producer_token(&herald, &producer, &channel_audience("s-kn-sequence-0")).await;
+    assert_eq!(post_event(&sequence, Some(&right)).await.0, 202);
+
+    // The EventTransform: a token for its audience, from a subject its policy admits.
+    let transform = format!("{}/eventtransforms/{NS}/et", herald.ingress);
+    let allowed = format!("system:serviceaccount:{NS}:allowed");
+    let (status, body) = post_event(&transform, None).await;
+    assert_eq!(status, 401, "{body}");
+    let token = producer_token(&herald, &allowed, &channel_audience("c")).await;
+    assert_eq!(post_event(&transform, Some(&token)).await.0, 401);
+    let token = producer_token(&herald, &producer, &transform_audience).await;
+    let (status, body) = post_event(&transform, Some(&token)).await;
+    assert_eq!(status, 403, "the policy does not admit {producer}: {body}");
+    assert!(body.contains("guard"), "{body}");
+    let token = producer_token(&herald, &allowed, &transform_audience).await;
+    let (status, body) = post_event(&transform, Some(&token)).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("order.seen"), "{body}");
+
+    // The RequestReply: its own audience, and its broker's policy.
+    let request_reply = format!("{}/requestreplies/{NS}/rr", herald.ingress);
+    assert_eq!(post_event(&request_reply, None).await.0, 401);
+    let token = producer_token(&herald, &producer, &request_reply_audience).await;
+    let (status, body) = post_event(&request_reply, Some(&token)).await;
+    assert_eq!(
+        status, 403,
+        "the broker's policy does not admit {producer}: {body}"
+    );
+    // Admitted, it waits for a reply nobody sends: 504 after `spec.timeout`.
+    let token = producer_token(&herald, &allowed, &request_reply_audience).await;
+    assert_eq!(post_event(&request_reply, Some(&token)).await.0, 504);
+}
+
+/// A Destination's `audience` is bounded (issue 21): through the admin API, a trigger whose
+/// subscriber audience is longer than 512 characters, or holds a control character, is
+/// refused with 422 naming the field, and nothing is created or changed.
+#[tokio::test]
+async fn a_bad_destination_audience_is_refused_and_changes_nothing() {
+    let dirs = HeraldDirs::new(&broker_yaml("b", None));
+    let herald = Herald::start(&Sled, &dirs, &OIDC).await;
+    let admin = AdminClient::new(&herald.admin);
+    let trigger = |name: &str, audience: &str| {
+        json!({
+            "apiVersion": "eventing.knative.dev/v1",
+            "kind": "Trigger",
+            "metadata": {"name": name, "namespace": NS},
+            "spec": {"broker": "b", "subscriber": {"uri": "http://127.0.0.1:9/", "audience": audience}},
+        })
+        .to_string()
+    };
+    admin.create(TRIGGERS, &trigger("kept", "fine")).await;
+    for (audience, why) in [
+        ("a".repeat(513), "at most 512"),
+        ("line\nbreak".to_owned(), "control characters"),
+    ] {
+        let (status, body) = admin.post_yaml(TRIGGERS, &trigger("bad", &audience)).await;
+        assert_eq!(status, 422, "{body}");
+        let message = body.to_string();
+        assert!(message.contains("spec.subscriber.audience"), "{message}");
+        assert!(message.contains(why), "{message}");
+        assert_eq!(admin.get(&format!("{TRIGGERS}/bad")).await.0, 404);
+        // A change to an existing trigger is refused the same way, and leaves it as it was.
+        let (status, body) = admin
+            .put_json(
+                &format!("{TRIGGERS}/kept"),
+                &serde_json::from_str(&trigger("kept", &audience)).unwrap(),
+            )
+            .await;
+        assert_eq!(status, 422, "{body}");
+        let (_, kept) = admin.get(&format!("{TRIGGERS}/kept")).await;
+        assert_eq!(kept["spec"]["subscriber"]["audience"], "fine", "{kept}");
+    }
+}
+
+/// An EventTransform's requests to its sink carry a token for the sink's audience, as the
+/// ServiceAccount of the SinkBinding Knative binds its sink with
+/// (`{name}-jsonata-oidc-sources.knative.dev-sinkbinding`): a sink URL with `audience` can
+/// verify it, and a Herald broker as the sink takes the transformed event (it answered 401
+/// before).
+#[tokio::test]
+async fn an_event_transform_sends_its_token_to_its_sink() {
+    let direct = Subscriber::start().await;
+    let after_broker = Subscriber::start().await;
+    let transform = |name: &str, sink: &str| {
+        format!("apiVersion: eventing.knative.dev/v1alpha1\nkind: EventTransform\nmetadata: {{name: {name}, namespace: {NS}}}\nspec: {{sink: {sink}, jsonata: {{expression: '{{\"specversion\": \"1.0\", \"id\": id, \"type\": \"order.seen\", \"source\": source}}'}}}}\n---\n")
+    };
+    let config = format!(
+        "{}{}{}{}",
+        broker_yaml("b", None),
+        scenarios::trigger_yaml("t", "b", &after_broker.url(), ""),
+        transform(
+            "to-url",
+            &format!(
+                "{{uri: '{}', audience: '{SUBSCRIBER_AUDIENCE}'}}",
+                direct.url()
+            )
+        ),
+        transform(
+            "to-broker",
+            "{ref: {apiVersion: eventing.knative.dev/v1, kind: Broker, name: b}}"
+        ),
+    );
+    let dirs = HeraldDirs::new(&config);
+    let herald = Herald::start(&Sled, &dirs, &OIDC).await;
+    let producer = format!("system:serviceaccount:{NS}:producer");
+
+    let url = format!("{}/eventtransforms/{NS}/to-url", herald.ingress);
+    let token = producer_token(
+        &herald,
+        &producer,
+        &format!("eventing.knative.dev/eventtransform/{NS}/to-url"),
+    )
+    .await;
+    let (status, body) = post_event(&url, Some(&token)).await;
+    assert_eq!(status, 200, "{body}");
+    let (issuer, jwks) = discover(&herald).await;
+    let received = direct.wait_for(1).await;
+    let sent = bearer(&received[0]).expect("the transform's request carries a token");
+    assert_ne!(sent, token, "the producer's token must not be forwarded");
+    let claims = verify(&sent, &issuer, &jwks, SUBSCRIBER_AUDIENCE);
+    assert_eq!(
+        claims.sub,
+        format!("system:serviceaccount:{NS}:to-url-jsonata-oidc-sources.knative.dev-sinkbinding")
+    );
+
+    let url = format!("{}/eventtransforms/{NS}/to-broker", herald.ingress);
+    let token = producer_token(
+        &herald,
+        &producer,
+        &format!("eventing.knative.dev/eventtransform/{NS}/to-broker"),
+    )
+    .await;
+    let (status, body) = post_event(&url, Some(&token)).await;
+    assert_eq!(status, 202, "the broker's answer, passed back: {body}");
+    let got = after_broker.wait_for(1).await;
+    assert_eq!(got[0].ce("type"), Some("order.seen"));
+}

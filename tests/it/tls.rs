@@ -478,3 +478,128 @@ async fn the_cli_talks_to_an_https_admin_api_trusting_its_ca_file() {
         .await;
     assert!(plain.is_err(), "{plain:?}");
 }
+
+/// Sources honour their sink's `CACerts` (issue 21): a PingSource whose HTTPS sink's CA is
+/// in its `sink.CACerts` (and nowhere else: not in the system roots, no trust bundle)
+/// delivers; one without it cannot verify the sink's certificate and delivers nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_delivers_to_an_https_sink_trusting_only_its_cacerts_and_fails_against_an_untrusted_one(
+) {
+    let sink_ca = Ca::new("sink-ca");
+    let secure = Subscriber::start_tls(&sink_ca.issue("sink")).await;
+    let ping = |name: &str, sink: Value| {
+        let object = serde_json::json!({
+            "apiVersion": "sources.knative.dev/v1",
+            "kind": "PingSource",
+            "metadata": {"name": name},
+            "spec": {"schedule": "@every 1s", "data": "{}", "sink": sink},
+        });
+        format!("---\n{}\n", serde_json::to_string(&object).unwrap())
+    };
+    let dirs = HeraldDirs::new(&format!(
+        "{}{}",
+        ping(
+            "trusting",
+            serde_json::json!({"uri": secure.url(), "CACerts": sink_ca.pem()})
+        ),
+        ping("untrusting", serde_json::json!({"uri": secure.url()})),
+    ));
+    let herald = Herald::start(&Sled, &dirs, &[]).await;
+
+    let source = |name: &str| format!("/apis/v1/namespaces/default/pingsources/{name}");
+    let trusting = source("trusting");
+    wait_until("an event of the trusting source", || {
+        secure
+            .received()
+            .iter()
+            .any(|r| r.ce("source") == Some(trusting.as_str()))
+    })
+    .await;
+    wait_until("the untrusting source's failure", || {
+        herald.logs().lines().any(|line| {
+            line.contains("ping event not delivered")
+                && line.contains("PingSource default/untrusting")
+        })
+    })
+    .await;
+    let untrusting = source("untrusting");
+    assert!(
+        !secure
+            .received()
+            .iter()
+            .any(|r| r.ce("source") == Some(untrusting.as_str())),
+        "the source without the sink's CACerts reached it"
+    );
+}
+
+/// A client that opens a TCP connection to the HTTPS ingress and sends nothing, or half a
+/// ClientHello, is dropped once `--header-read-timeout` has passed since its accept, never
+/// before; while it waits, another client is served at once; and with every connection
+/// slot (`--max-connections`) held by stalled handshakes, the next client is served as soon
+/// as one is dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_tls_handshake_is_dropped_at_the_header_timeout_and_blocks_nobody() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const TIMEOUT: Duration = Duration::from_secs(4);
+    let ca = Ca::new("herald-test-ca");
+    let leaf = ca.issue("herald");
+    let mut flags = tls_flags(&leaf, &ca);
+    flags.extend(["--header-read-timeout", "4s", "--max-connections", "2"].map(str::to_owned));
+    let herald = Herald::start(&Sled, &HeraldDirs::new(BROKER), &strs(&flags)).await;
+    let https = herald.https_ingress.clone().expect("an https ingress");
+    let address = https.strip_prefix("https://").unwrap().to_owned();
+    let broker = format!("{https}/default/default");
+    // No keep-alive: a served request gives its connection slot back.
+    let client = reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(ca.pem().as_bytes()).unwrap())
+        .pool_max_idle_per_host(0)
+        .timeout(DEADLINE)
+        .build()
+        .unwrap();
+
+    // Sends nothing at all.
+    let mut silent = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let silent_opened = tokio::time::Instant::now();
+    // One slot is left: a client is served while the silent handshake waits.
+    assert_eq!(send(&client, &broker, "e1", "test").await.unwrap(), 202);
+    let mut probe = [0u8; 1];
+    assert!(
+        matches!(silent.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "the silent connection was closed before another client was served"
+    );
+
+    // Half a ClientHello: a TLS handshake record header announcing 512 bytes, and 6 of them.
+    let mut half = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let half_opened = tokio::time::Instant::now();
+    half.write_all(&[
+        0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03,
+    ])
+    .await
+    .unwrap();
+
+    // Both slots are held by stalled handshakes: this client waits for one to be dropped.
+    let waiting = {
+        let (client, broker) = (client.clone(), broker.clone());
+        tokio::spawn(async move { send(&client, &broker, "e2", "test").await })
+    };
+
+    for (name, stream, opened) in [
+        ("silent", &mut silent, silent_opened),
+        ("half a ClientHello", &mut half, half_opened),
+    ] {
+        let mut rest = Vec::new();
+        let read = tokio::time::timeout(DEADLINE, stream.read_to_end(&mut rest)).await;
+        let closed_after = opened.elapsed();
+        assert!(
+            matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+            "{name}: not closed within {DEADLINE:?}: {read:?}, {rest:?}"
+        );
+        assert!(
+            closed_after >= TIMEOUT - Duration::from_millis(50),
+            "{name}: closed after {closed_after:?}, before the header-read timeout"
+        );
+    }
+    assert_eq!(waiting.await.unwrap().unwrap(), 202);
+    assert!(herald.log_contains("connection limit reached"));
+}
