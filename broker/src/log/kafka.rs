@@ -175,6 +175,10 @@ pub struct KafkaLog {
     positions_topics: Mutex<std::collections::HashSet<String>>,
     /// Records a shared reader keeps (tests make it small).
     window_records: usize,
+    /// The last read of each positions topic and when it began (see `stored_positions`).
+    stored: tokio::sync::Mutex<HashMap<String, (std::time::Instant, Arc<positions::Stored>)>>,
+    /// See `metadata_client`.
+    metadata: Mutex<Option<Arc<BaseConsumer>>>,
 }
 
 impl Drop for KafkaLog {
@@ -213,6 +217,8 @@ impl KafkaLog {
             positions: std::sync::OnceLock::new(),
             positions_topics: Mutex::new(std::collections::HashSet::new()),
             window_records: shared::WINDOW_RECORDS,
+            stored: tokio::sync::Mutex::new(HashMap::new()),
+            metadata: Mutex::new(None),
         })
     }
 
@@ -263,14 +269,17 @@ impl KafkaLog {
         let topic = self.options.topic(broker);
         let positions_topic = self.options.positions_topic(broker);
         let group = self.options.group(broker, name);
-        let reader = self.reader()?;
+        let stored = self
+            .stored_positions(&positions_topic, std::time::Instant::now())
+            .await?;
+        let reader = self.metadata_client()?;
         let config = self.options.config();
-        let (read_topic, read_positions, consumer) =
-            (topic.clone(), positions_topic.clone(), name.to_owned());
+        let read_topic = topic.clone();
+        let known = stored.get(name).cloned().unwrap_or_default();
         let (initial, missing, handed_over) = blocking_with_retries(move || {
-            let stored = positions::read(&reader, &read_positions)?;
-            let mut initial = stored.get(&consumer).cloned().unwrap_or_default();
-            let partitions = topic_partitions(&reader, &read_topic)?;
+            let reader = reader.as_ref();
+            let mut initial = known.clone();
+            let partitions = topic_partitions(reader, &read_topic)?;
             let mut missing: Vec<i32> = partitions
                 .iter()
                 .copied()
@@ -308,7 +317,7 @@ impl KafkaLog {
                 }
                 missing.retain(|p| !initial.contains_key(p));
             }
-            for (partition, offset) in starting_offsets(&reader, &read_topic, &missing, start)? {
+            for (partition, offset) in starting_offsets(reader, &read_topic, &missing, start)? {
                 initial.insert(partition, offset);
             }
             Ok((initial, missing, handed_over))
@@ -339,6 +348,42 @@ impl KafkaLog {
         let cursor = shared::Cursor::new(name, initial);
         let tail = self.tails.get_or_start(broker, &setup, &cursor)?;
         Ok(Box::new(shared::SharedConsumer::new(tail, cursor)))
+    }
+
+    /// The positions stored in `topic`, read at or after `since`: the triggers that open
+    /// together (a thousand at start) share one read.
+    async fn stored_positions(
+        &self,
+        topic: &str,
+        since: std::time::Instant,
+    ) -> Result<Arc<positions::Stored>, LogError> {
+        let mut cache = self.stored.lock().await;
+        if let Some((read_at, stored)) = cache.get(topic) {
+            if *read_at >= since {
+                return Ok(stored.clone());
+            }
+        }
+        let read_at = std::time::Instant::now();
+        let reader = self.reader()?;
+        let read = topic.to_owned();
+        let stored = Arc::new(blocking(move || positions::read(&reader, &read)).await?);
+        cache.insert(topic.to_owned(), (read_at, stored.clone()));
+        Ok(stored)
+    }
+
+    /// A client kept for metadata, offset and group queries of the shared readers (making
+    /// one per trigger costs its threads and connections each time).
+    fn metadata_client(&self) -> Result<Arc<BaseConsumer>, LogError> {
+        let mut slot = self
+            .metadata
+            .lock()
+            .map_err(|_| LogError::unavailable("the metadata client's lock is poisoned"))?;
+        if let Some(client) = slot.as_ref() {
+            return Ok(client.clone());
+        }
+        let client = Arc::new(self.reader()?);
+        *slot = Some(client.clone());
+        Ok(client)
     }
 
     /// Forgets a consumer's positions in the broker's positions topic.
