@@ -247,32 +247,20 @@ async fn two_heralds_with_shared_readers_share_a_trigger_and_one_dies() {
     heralds_share_a_trigger_and_one_dies(Kafka::shared_reader()).await;
 }
 
-/// Waits until the shared readers' group of broker `b` has `members` members, all assigned.
-fn wait_for_shared_group(bootstrap: &str, prefix: &str, members: usize) {
+/// Whether the shared readers' group of broker `b` has `members` members, all assigned.
+fn shared_group_is_ready(consumer: &BaseConsumer, prefix: &str, members: usize) -> bool {
     let broker = herald_broker::log::BrokerKey::new(NS, "b");
     let group = herald_broker::log::names::kafka::shared_group(prefix, &broker);
-    let consumer: BaseConsumer = client(bootstrap).create().unwrap();
-    let deadline = Instant::now() + common::DEADLINE;
-    loop {
-        let groups = consumer
-            .fetch_group_list(Some(&group), Duration::from_secs(10))
-            .unwrap();
-        let ready = groups.groups().iter().any(|g| {
-            g.state() == "Stable"
-                && g.members().len() == members
-                && g.members()
-                    .iter()
-                    .all(|m| m.assignment().is_some_and(|a| !a.is_empty()))
-        });
-        if ready {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "group {group} never had {members} members with partitions"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let Ok(groups) = consumer.fetch_group_list(Some(&group), Duration::from_secs(10)) else {
+        return false;
+    };
+    groups.groups().iter().any(|g| {
+        g.state() == "Stable"
+            && g.members().len() == members
+            && g.members()
+                .iter()
+                .all(|m| m.assignment().is_some_and(|a| !a.is_empty()))
+    })
 }
 
 /// Two Herald processes with shared readers on one Kafka and two triggers: the broker's
@@ -298,10 +286,11 @@ async fn two_heralds_with_shared_readers_deliver_each_event_once_per_trigger() {
     let (first_dirs, second_dirs) = (config(), config());
     let first = common::Herald::start(&kafka, &first_dirs, &[]).await;
     let second = common::Herald::start(&kafka, &second_dirs, &[]).await;
-    let (bootstrap, prefix) = (kafka.bootstrap.clone(), kafka.prefix.clone());
-    tokio::task::spawn_blocking(move || wait_for_shared_group(&bootstrap, &prefix, 2))
-        .await
-        .unwrap();
+    let consumer: BaseConsumer = client(&kafka.bootstrap).create().unwrap();
+    common::wait_until("both processes in the shared readers' group", || {
+        shared_group_is_ready(&consumer, &kafka.prefix, 2)
+    })
+    .await;
     let mut sent = Vec::new();
     for i in 0..60 {
         let herald = if i % 2 == 0 { &first } else { &second };
