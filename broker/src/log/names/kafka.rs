@@ -253,6 +253,19 @@ mod tests {
     }
 
     #[test]
+    fn a_broker_named_like_a_positions_topic_gets_its_own() {
+        let positions = positions_topic("", &BrokerKey::new("a", "b"));
+        assert_eq!(positions, "knative-broker-a-b-herald-positions");
+        assert_ne!(
+            topic("", &BrokerKey::new("a", "b-herald-positions")),
+            positions
+        );
+        let long = BrokerKey::new("n".repeat(63), "a".repeat(253));
+        let name = positions_topic(&"p".repeat(MAX_PREFIX_LEN), &long);
+        assert!(name.len() <= MAX_TOPIC_LEN && legal_topic(&name), "{name}");
+    }
+
+    #[test]
     fn long_names_fit() {
         let broker = BrokerKey::new("n".repeat(63), "a".repeat(253));
         let prefix = "p".repeat(MAX_PREFIX_LEN);
