@@ -441,6 +441,12 @@ pub struct DataPlaneArgs {
     #[arg(long, env = "HERALD_KAFKA_PREFIX", default_value = "", value_parser = parse_kafka_prefix)]
     pub kafka_prefix: String,
 
+    /// Read each Kafka broker's topic once for all of its triggers (one consumer group per
+    /// broker, which several Herald processes share), with trigger positions in a compacted
+    /// topic of their own, instead of a consumer group and client per trigger.
+    #[arg(long, env = "HERALD_KAFKA_SHARED_READER")]
+    pub kafka_shared_reader: bool,
+
     /// NATS server: the log of `--backend nats` (default nats://127.0.0.1:4222), or, with
     /// another default backend, of brokers of class NatsJetStreamBroker.
     #[arg(long, env = "HERALD_NATS_URL")]

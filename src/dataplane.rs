@@ -474,6 +474,7 @@ fn open_kafka(args: &DataPlaneArgs) -> anyhow::Result<Arc<dyn EventLog>> {
         prefix: args.kafka_prefix.clone(),
         partitions: args.kafka_partitions,
         replication_factor: args.kafka_replication_factor,
+        shared_reader: args.kafka_shared_reader,
     };
     let kafka = KafkaLog::connect(options)
         .with_context(|| format!("cannot set up the Kafka clients for {bootstrap}"))?;

@@ -158,6 +158,17 @@ pub fn rss_bytes(pid: u32) -> Option<u64> {
     Some(kib * 1024)
 }
 
+/// The threads of process `pid` (Linux `/proc/<pid>/status`).
+pub fn threads(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("Threads:"))?
+        .trim()
+        .parse()
+        .ok()
+}
+
 /// User plus system CPU time of process `pid` so far (Linux `/proc/<pid>/stat`, fields 14
 /// and 15, in clock ticks), in seconds. Resolution: one tick, usually 10 ms.
 pub fn cpu_seconds(pid: u32) -> Option<f64> {

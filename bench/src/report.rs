@@ -93,8 +93,10 @@ pub struct FanoutPoint {
     pub complete: bool,
     /// Herald's resident memory once every delivery arrived.
     pub rss_bytes: u64,
-    /// Flags this fan-out ran with beyond the backend's own (on NATS, the largest trigger
-    /// count is measured again with `--nats-shared-reader`).
+    /// Herald's threads once every delivery arrived (librdkafka's clients have their own).
+    pub threads: u64,
+    /// Flags this fan-out ran with beyond the backend's own (on NATS and Kafka, the largest
+    /// trigger count is measured again with the backend's shared reader).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub flags: Vec<String>,
 }
@@ -423,12 +425,16 @@ pub async fn run_backend(settings: &Settings, backend: &str) -> anyhow::Result<R
     }
 
     let mut fanout = Vec::new();
-    // On NATS the largest count runs again with the shared reader (one reader per broker
-    // instead of a durable consumer per trigger).
-    let shared_reader = nats
-        .as_ref()
-        .and(settings.fanout_triggers.iter().max())
-        .map(|&most| (most, vec!["--nats-shared-reader".to_owned()]));
+    // On NATS and Kafka the largest count runs again with the shared reader (one reader per
+    // broker instead of a durable consumer or consumer group per trigger).
+    let shared_flag = match backend {
+        "nats" => Some("--nats-shared-reader"),
+        "kafka" => Some("--kafka-shared-reader"),
+        _ => None,
+    };
+    let shared_reader = shared_flag
+        .zip(settings.fanout_triggers.iter().max())
+        .map(|(flag, &most)| (most, vec![flag.to_owned()]));
     let runs: Vec<(usize, Vec<String>)> = settings
         .fanout_triggers
         .iter()
@@ -587,6 +593,7 @@ async fn fan_out(
         dispatch_cost_us_per_event: elapsed * 1e6 / events as f64,
         complete,
         rss_bytes: herald.rss_bytes().unwrap_or_default(),
+        threads: crate::processes::threads(herald.pid()).unwrap_or_default(),
         flags: Vec::new(),
     }
 }

@@ -273,7 +273,11 @@ fn rows(report: &Report) -> Vec<Row> {
                 point.triggers,
                 with_flags(&point.flags)
             ),
-            format!("{:.1} MiB", point.rss_bytes as f64 / MIB),
+            format!(
+                "{:.1} MiB, {} threads",
+                point.rss_bytes as f64 / MIB,
+                point.threads
+            ),
         ));
     }
     for point in &report.fanout {

@@ -64,11 +64,16 @@ async fn smoke(backend: &str) {
     assert!(json["idle"]["cpu_seconds_per_minute"].as_f64().is_some());
     assert!(json["memory"]["overload_peak_rss_bytes"].as_u64() > Some(0));
     let fanout = json["fanout"].as_array().unwrap();
-    // 1 and 10 triggers; on NATS the 10 again with the shared reader.
-    if backend == "nats" {
+    // 1 and 10 triggers; on NATS and Kafka the 10 again with the shared reader.
+    let shared_flag = match backend {
+        "nats" => Some("--nats-shared-reader"),
+        "kafka" => Some("--kafka-shared-reader"),
+        _ => None,
+    };
+    if let Some(flag) = shared_flag {
         assert_eq!(fanout.len(), 3, "{fanout:?}");
         assert_eq!(fanout[2]["triggers"], 10, "{fanout:?}");
-        assert_eq!(fanout[2]["flags"][0], "--nats-shared-reader", "{fanout:?}");
+        assert_eq!(fanout[2]["flags"][0], flag, "{fanout:?}");
     } else {
         assert_eq!(fanout.len(), 2, "{fanout:?}");
     }

@@ -18,6 +18,14 @@ every_scenario!(Kafka::shared());
 // Herald's own data dir full while the log is on Kafka.
 on_backend!(Kafka::shared() => disk::full_data_dir_refuses_changes_then_recovers);
 
+/// Every scenario again with triggers reading each broker's topic through one shared reader
+/// (`--kafka-shared-reader`), crashes included.
+mod shared_reader {
+    use super::*;
+
+    every_scenario!(Kafka::shared_reader());
+}
+
 // The event catalog (issue 20).
 on_backend!(Kafka::shared() =>
     catalog::eventtypes_are_auto_created,
@@ -227,7 +235,115 @@ async fn two_heralds_share_a_trigger_and_one_dies() {
     if common::skip_without(&[Server::Kafka]) {
         return;
     }
-    let kafka = Kafka::shared();
+    heralds_share_a_trigger_and_one_dies(Kafka::shared()).await;
+}
+
+/// The same with shared readers: the broker's one group splits the partitions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_heralds_with_shared_readers_share_a_trigger_and_one_dies() {
+    if common::skip_without(&[Server::Kafka]) {
+        return;
+    }
+    heralds_share_a_trigger_and_one_dies(Kafka::shared_reader()).await;
+}
+
+/// Whether the shared readers' group of broker `b` has `members` members, all assigned.
+fn shared_group_is_ready(consumer: &BaseConsumer, prefix: &str, members: usize) -> bool {
+    let broker = herald_broker::log::BrokerKey::new(NS, "b");
+    let group = herald_broker::log::names::kafka::shared_group(prefix, &broker);
+    let Ok(groups) = consumer.fetch_group_list(Some(&group), Duration::from_secs(10)) else {
+        return false;
+    };
+    groups.groups().iter().any(|g| {
+        g.state() == "Stable"
+            && g.members().len() == members
+            && g.members()
+                .iter()
+                .all(|m| m.assignment().is_some_and(|a| !a.is_empty()))
+    })
+}
+
+/// Two Herald processes with shared readers on one Kafka and two triggers: the broker's
+/// consumer group splits the partitions between the processes, and each event reaches each
+/// trigger once (each process reading everything would deliver it twice).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_heralds_with_shared_readers_deliver_each_event_once_per_trigger() {
+    if common::skip_without(&[Server::Kafka]) {
+        return;
+    }
+    let kafka = Kafka::shared_reader();
+    let (one, two) = (
+        common::Subscriber::start().await,
+        common::Subscriber::start().await,
+    );
+    let config = || {
+        common::HeraldDirs::new(
+            &(broker_yaml("b", None)
+                + &trigger_yaml("one", "b", &one.url(), "")
+                + &trigger_yaml("two", "b", &two.url(), "")),
+        )
+    };
+    let (first_dirs, second_dirs) = (config(), config());
+    let first = common::Herald::start(&kafka, &first_dirs, &[]).await;
+    let second = common::Herald::start(&kafka, &second_dirs, &[]).await;
+    let consumer: BaseConsumer = client(&kafka.bootstrap).create().unwrap();
+    common::wait_until("both processes in the shared readers' group", || {
+        shared_group_is_ready(&consumer, &kafka.prefix, 2)
+    })
+    .await;
+    let mut sent = Vec::new();
+    for i in 0..60 {
+        let herald = if i % 2 == 0 { &first } else { &second };
+        let id = format!("once-{i}");
+        accept_on(herald, "b", &id).await;
+        sent.push(id);
+    }
+    sent.sort();
+    for subscriber in [&one, &two] {
+        let deadline = Instant::now() + common::DEADLINE;
+        loop {
+            let got: BTreeSet<String> = ids(subscriber).into_iter().collect();
+            if got.len() >= sent.len() {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "only {} of {} delivered",
+                got.len(),
+                sent.len()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    // Events sent after the first ones arrived; once these are in, a second copy of the
+    // first ones would be too.
+    for i in 60..80 {
+        let id = format!("once-{i}");
+        accept_on(&first, "b", &id).await;
+        sent.push(id);
+    }
+    sent.sort();
+    for subscriber in [&one, &two] {
+        let deadline = Instant::now() + common::DEADLINE;
+        loop {
+            let mut got = ids(subscriber);
+            if got.len() >= sent.len() {
+                got.sort();
+                assert_eq!(got, sent, "each event once per trigger");
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "only {} of {} delivered",
+                got.len(),
+                sent.len()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+async fn heralds_share_a_trigger_and_one_dies(kafka: Kafka) {
     let subscriber = common::Subscriber::start().await;
     let delivery = "delivery: {retry: 20, backoffPolicy: linear, backoffDelay: PT0.05S}";
     let first_dirs = one_trigger(&subscriber.url(), delivery);

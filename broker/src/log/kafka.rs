@@ -37,8 +37,10 @@ use super::{
 use crate::kafka_binding::{self, KafkaRecord};
 use crate::record::Record;
 
+mod positions;
 mod producer;
 mod recent;
+mod shared;
 use producer::ReportingProducer;
 
 /// Knative's default partition count for broker topics.
@@ -67,6 +69,9 @@ pub struct KafkaOptions {
     pub partitions: i32,
     /// Replication factor of new topics; -1 takes the cluster's `default.replication.factor`.
     pub replication_factor: i32,
+    /// Read each broker's topic once for all of its triggers ([`shared`]), with trigger
+    /// positions in a compacted topic, instead of a consumer group per trigger.
+    pub shared_reader: bool,
 }
 
 impl KafkaOptions {
@@ -77,6 +82,7 @@ impl KafkaOptions {
             prefix: String::new(),
             partitions: DEFAULT_PARTITIONS,
             replication_factor: -1,
+            shared_reader: false,
         }
     }
 
@@ -96,6 +102,10 @@ impl KafkaOptions {
 
     fn parked_topic(&self, broker: &BrokerKey) -> String {
         names::parked_topic(&self.prefix, broker)
+    }
+
+    fn positions_topic(&self, broker: &BrokerKey) -> String {
+        names::positions_topic(&self.prefix, broker)
     }
 
     /// A consumer's group, `{prefix}knative-trigger-{ns}-{name}` for a trigger's consumer
@@ -156,6 +166,27 @@ pub struct KafkaLog {
     admin: Mutex<Weak<AdminClient<DefaultClientContext>>>,
     /// The end offset of each partition each broker was written to, for the log-size gauge.
     ends: Mutex<HashMap<BrokerKey, HashMap<i32, i64>>>,
+    /// The brokers' shared readers (`shared_reader`).
+    tails: shared::Tails,
+    /// Trigger positions of the shared readers and their writer, made on first use (the
+    /// writer is a task: `connect` may run outside the runtime).
+    positions: std::sync::OnceLock<(Arc<positions::Positions>, tokio::task::AbortHandle)>,
+    /// Positions topics known to exist.
+    positions_topics: Mutex<std::collections::HashSet<String>>,
+    /// Records a shared reader keeps (tests make it small).
+    window_records: usize,
+    /// The last read of each positions topic and when it began (see `stored_positions`).
+    stored: tokio::sync::Mutex<HashMap<String, (std::time::Instant, Arc<positions::Stored>)>>,
+    /// See `metadata_client`.
+    metadata: Mutex<Option<Arc<BaseConsumer>>>,
+}
+
+impl Drop for KafkaLog {
+    fn drop(&mut self) {
+        if let Some((_, writer)) = self.positions.get() {
+            writer.abort();
+        }
+    }
 }
 
 impl KafkaLog {
@@ -182,11 +213,221 @@ impl KafkaLog {
             producer,
             admin: Mutex::new(Weak::new()),
             ends: Mutex::new(HashMap::new()),
+            tails: shared::Tails::default(),
+            positions: std::sync::OnceLock::new(),
+            positions_topics: Mutex::new(std::collections::HashSet::new()),
+            window_records: shared::WINDOW_RECORDS,
+            stored: tokio::sync::Mutex::new(HashMap::new()),
+            metadata: Mutex::new(None),
         })
     }
 
     pub fn options(&self) -> &KafkaOptions {
         &self.options
+    }
+
+    /// The trigger positions, their writer started on first use (inside the runtime).
+    fn positions(&self) -> Arc<positions::Positions> {
+        self.positions
+            .get_or_init(|| positions::Positions::start(self.producer.clone()))
+            .0
+            .clone()
+    }
+
+    /// Creates the broker's positions topic if it is missing (compacted, one partition).
+    async fn ensure_positions_topic(&self, broker: &BrokerKey) -> Result<(), LogError> {
+        let topic = self.options.positions_topic(broker);
+        let known = |set: &Mutex<std::collections::HashSet<String>>| {
+            set.lock().map(|s| s.contains(&topic)).unwrap_or(false)
+        };
+        if known(&self.positions_topics) {
+            return Ok(());
+        }
+        let replication = self.options.replication_factor;
+        let new = NewTopic::new(&topic, 1, TopicReplication::Fixed(replication))
+            .set("cleanup.policy", "compact");
+        self.create_topic(new).await?;
+        if let Ok(mut set) = self.positions_topics.lock() {
+            set.insert(topic.clone());
+        }
+        Ok(())
+    }
+
+    /// A trigger read through its broker's shared reader: its positions come from the
+    /// positions topic; a trigger without them takes them over from its consumer group of
+    /// the per-trigger mode (and deletes the group), or starts at `start`.
+    async fn shared_consumer(
+        &self,
+        broker: &BrokerKey,
+        name: &str,
+        start: StartFrom,
+    ) -> Result<Box<dyn LogConsumer>, LogError> {
+        let positions = self.positions();
+        // A consumer of this name that was just dropped handed its last positions over.
+        positions.flush().await?;
+        self.ensure_positions_topic(broker).await?;
+        let topic = self.options.topic(broker);
+        let positions_topic = self.options.positions_topic(broker);
+        let group = self.options.group(broker, name);
+        let stored = self
+            .stored_positions(&positions_topic, std::time::Instant::now())
+            .await?;
+        let reader = self.metadata_client()?;
+        let config = self.options.config();
+        let read_topic = topic.clone();
+        let known = stored.get(name).cloned().unwrap_or_default();
+        let (initial, missing, handed_over) = blocking_with_retries(move || {
+            let reader = reader.as_ref();
+            let mut initial = known.clone();
+            let partitions = topic_partitions(reader, &read_topic)?;
+            let mut missing: Vec<i32> = partitions
+                .iter()
+                .copied()
+                .filter(|p| !initial.contains_key(p))
+                .collect();
+            if missing.is_empty() {
+                return Ok((initial, Vec::new(), false));
+            }
+            // Taken over from the trigger's own consumer group, if it has one.
+            let mut handed_over = false;
+            let groups = reader
+                .fetch_group_list(Some(&group), REQUEST_TIMEOUT)
+                .map_err(unavailable)?;
+            if groups
+                .groups()
+                .iter()
+                .any(|g| g.name() == group && g.state() != "Dead")
+            {
+                let mut own = config.clone();
+                own.set("group.id", &group)
+                    .set("enable.auto.commit", "false");
+                let own: BaseConsumer = own.create().map_err(unavailable)?;
+                let mut list = TopicPartitionList::new();
+                for partition in &missing {
+                    list.add_partition(&read_topic, *partition);
+                }
+                let committed = own
+                    .committed_offsets(list, REQUEST_TIMEOUT)
+                    .map_err(unavailable)?;
+                for element in committed.elements() {
+                    if let Offset::Offset(offset) = element.offset() {
+                        initial.insert(element.partition(), offset);
+                        handed_over = true;
+                    }
+                }
+                missing.retain(|p| !initial.contains_key(p));
+            }
+            for (partition, offset) in starting_offsets(reader, &read_topic, &missing, start)? {
+                initial.insert(partition, offset);
+            }
+            Ok((initial, missing, handed_over))
+        })
+        .await?;
+        if handed_over || !missing.is_empty() {
+            for (partition, offset) in &initial {
+                positions.set(
+                    &positions_topic,
+                    positions::key(name, *partition),
+                    Some(*offset),
+                )?;
+            }
+            positions.flush().await?;
+        }
+        if handed_over {
+            self.delete_group(&self.options.group(broker, name)).await?;
+            tracing::info!(%broker, consumer = name, "trigger position taken over from its consumer group, which is deleted");
+        }
+        let setup = shared::TailSetup {
+            config: self.options.config(),
+            topic: topic.clone(),
+            positions_topic,
+            group: names::shared_group(&self.options.prefix, broker),
+            positions,
+            window_records: self.window_records,
+        };
+        let cursor = shared::Cursor::new(name, initial);
+        let tail = self.tails.get_or_start(broker, &setup, &cursor)?;
+        Ok(Box::new(shared::SharedConsumer::new(tail, cursor)))
+    }
+
+    /// The positions stored in `topic`, read at or after `since`: the triggers that open
+    /// together (a thousand at start) share one read.
+    async fn stored_positions(
+        &self,
+        topic: &str,
+        since: std::time::Instant,
+    ) -> Result<Arc<positions::Stored>, LogError> {
+        let mut cache = self.stored.lock().await;
+        if let Some((read_at, stored)) = cache.get(topic) {
+            if *read_at >= since {
+                return Ok(stored.clone());
+            }
+        }
+        let read_at = std::time::Instant::now();
+        let reader = self.reader()?;
+        let read = topic.to_owned();
+        let stored = Arc::new(blocking(move || positions::read(&reader, &read)).await?);
+        cache.insert(topic.to_owned(), (read_at, stored.clone()));
+        Ok(stored)
+    }
+
+    /// A client kept for metadata, offset and group queries of the shared readers (making
+    /// one per trigger costs its threads and connections each time).
+    fn metadata_client(&self) -> Result<Arc<BaseConsumer>, LogError> {
+        let mut slot = self
+            .metadata
+            .lock()
+            .map_err(|_| LogError::unavailable("the metadata client's lock is poisoned"))?;
+        if let Some(client) = slot.as_ref() {
+            return Ok(client.clone());
+        }
+        let client = Arc::new(self.reader()?);
+        *slot = Some(client.clone());
+        Ok(client)
+    }
+
+    /// Forgets a consumer's positions in the broker's positions topic.
+    async fn delete_positions(&self, broker: &BrokerKey, consumer: &str) -> Result<(), LogError> {
+        let positions = self.positions();
+        positions.flush().await?;
+        let topic = self.options.positions_topic(broker);
+        let reader = self.reader()?;
+        let read = topic.clone();
+        let stored = blocking(move || positions::read(&reader, &read)).await?;
+        let Some(mine) = stored.get(consumer) else {
+            return Ok(());
+        };
+        for partition in mine.keys() {
+            positions.set(&topic, positions::key(consumer, *partition), None)?;
+        }
+        positions.flush().await
+    }
+
+    /// Deletes a consumer group; a group with members a moment after its consumer was
+    /// dropped is tried again.
+    async fn delete_group(&self, group: &str) -> Result<(), LogError> {
+        let admin = self.admin()?;
+        for attempt in 0..20 {
+            let results = admin
+                .client()
+                .delete_groups(&[group], &AdminOptions::new())
+                .await
+                .map_err(unavailable)?;
+            match results.into_iter().next() {
+                None | Some(Ok(_)) | Some(Err((_, RDKafkaErrorCode::GroupIdNotFound))) => {
+                    return Ok(())
+                }
+                Some(Err((_, RDKafkaErrorCode::NonEmptyGroup))) if attempt < 19 => {
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                Some(Err((_, code))) => {
+                    return Err(LogError::unavailable(format!(
+                        "cannot delete consumer group {group}: {code}"
+                    )))
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The admin client, shared by the calls that run at the same time and made anew after
@@ -364,7 +605,7 @@ fn kafka_headers(record: &KafkaRecord) -> OwnedHeaders {
 }
 
 /// A consumed message in the binding's terms.
-pub fn kafka_record(message: &BorrowedMessage<'_>) -> KafkaRecord {
+pub fn kafka_record<M: Message>(message: &M) -> KafkaRecord {
     let headers = message
         .headers()
         .map(|headers| {
@@ -416,6 +657,9 @@ impl EventLog for KafkaLog {
         let parked_topic = NewTopic::new(&parked, 1, TopicReplication::Fixed(replication))
             .set("cleanup.policy", "compact");
         self.create_topic(parked_topic).await?;
+        if self.options.shared_reader {
+            self.ensure_positions_topic(broker).await?;
+        }
         // Start the log-size gauge from what the topic already holds.
         let reader = self.reader()?;
         let counted = topic.clone();
@@ -486,6 +730,9 @@ impl EventLog for KafkaLog {
         name: &str,
         start: StartFrom,
     ) -> Result<Box<dyn LogConsumer>, LogError> {
+        if self.options.shared_reader {
+            return self.shared_consumer(broker, name, start).await;
+        }
         let topic = self.options.topic(broker);
         let group = self.options.group(broker, name);
         let tracker = Arc::new(Mutex::new(Tracker::default()));
@@ -514,7 +761,28 @@ impl EventLog for KafkaLog {
             Arc::new(config.create_with_context(context).map_err(unavailable)?);
         let setup = consumer.clone();
         let setup_topic = topic.clone();
-        blocking_with_retries(move || commit_starting_offsets(&setup, &setup_topic, start)).await?;
+        let positions_topic = self.options.positions_topic(broker);
+        let reader_config = self.options.config();
+        let consumer_name = name.to_owned();
+        let handed_back = blocking_with_retries(move || {
+            let stored = || {
+                let mut config = reader_config.clone();
+                config
+                    .set("group.id", format!("{positions_topic}-reader"))
+                    .set("enable.auto.commit", "false");
+                let reader: BaseConsumer = config.create().map_err(unavailable)?;
+                let mut stored = positions::read(&reader, &positions_topic)?;
+                Ok(stored.remove(&consumer_name).unwrap_or_default())
+            };
+            commit_starting_offsets(&setup, &setup_topic, start, &stored)
+        })
+        .await?;
+        if handed_back {
+            // The group has the positions now; a later switch to the shared reader takes
+            // them from it again.
+            self.delete_positions(broker, name).await?;
+            tracing::info!(%broker, consumer = name, "trigger position taken over from the shared reader's positions");
+        }
         consumer.subscribe(&[&topic]).map_err(unavailable)?;
         Ok(Box::new(KafkaConsumer {
             consumer,
@@ -580,7 +848,15 @@ impl EventLog for KafkaLog {
         let topics = [
             self.options.topic(broker),
             self.options.parked_topic(broker),
+            self.options.positions_topic(broker),
         ];
+        self.tails.forget(&topics[0])?;
+        if let Some((positions, _)) = self.positions.get() {
+            positions.forget_topic(&topics[2]).await?;
+        }
+        if let Ok(mut known) = self.positions_topics.lock() {
+            known.remove(&topics[2]);
+        }
         let names: Vec<&str> = topics.iter().map(String::as_str).collect();
         let results = self
             .admin()?
@@ -635,44 +911,25 @@ impl EventLog for KafkaLog {
             Err(LogError::UnknownBroker(_)) => {}
             Err(error) => return Err(error),
         }
-        let group = self.options.group(broker, consumer);
-        // The group may still have a member for a moment after its consumer was dropped.
-        let admin = self.admin()?;
-        for attempt in 0..20 {
-            let results = admin
-                .client()
-                .delete_groups(&[&group], &AdminOptions::new())
-                .await
-                .map_err(unavailable)?;
-            match results.into_iter().next() {
-                None | Some(Ok(_)) | Some(Err((_, RDKafkaErrorCode::GroupIdNotFound))) => {
-                    return Ok(())
-                }
-                Some(Err((_, RDKafkaErrorCode::NonEmptyGroup))) if attempt < 19 => {
-                    tokio::time::sleep(Duration::from_millis(250)).await;
-                }
-                Some(Err((_, code))) => {
-                    return Err(LogError::unavailable(format!(
-                        "cannot delete consumer group {group}: {code}"
-                    )))
-                }
-            }
-        }
-        Ok(())
+        self.delete_positions(broker, consumer).await?;
+        self.delete_group(&self.options.group(broker, consumer))
+            .await
     }
 
     async fn close(&self) -> Result<(), LogError> {
+        if let Some((positions, _)) = self.positions.get() {
+            positions.flush().await?;
+        }
         let producer = self.producer.clone();
         blocking(move || producer.flush(REQUEST_TIMEOUT).map_err(unavailable)).await
     }
 }
 
-/// Commits where a group without committed offsets starts, before it subscribes.
-fn commit_starting_offsets(
-    consumer: &StreamConsumer<TrackingContext>,
+/// The partitions of a topic.
+fn topic_partitions<C: ConsumerContext, K: Consumer<C>>(
+    consumer: &K,
     topic: &str,
-    start: StartFrom,
-) -> Result<(), LogError> {
+) -> Result<Vec<i32>, LogError> {
     let metadata = consumer
         .fetch_metadata(Some(topic), REQUEST_TIMEOUT)
         .map_err(unavailable)?;
@@ -686,6 +943,19 @@ fn commit_starting_offsets(
             "topic {topic} has no partitions"
         )));
     }
+    Ok(partitions)
+}
+
+/// Commits where a group without committed offsets starts, before it subscribes: the
+/// positions a shared reader kept for the consumer (`stored`, asked only for such a group),
+/// else where `start` says. Returns whether stored positions were taken.
+fn commit_starting_offsets(
+    consumer: &StreamConsumer<TrackingContext>,
+    topic: &str,
+    start: StartFrom,
+    stored: &dyn Fn() -> Result<HashMap<i32, i64>, LogError>,
+) -> Result<bool, LogError> {
+    let partitions = topic_partitions(consumer, topic)?;
     let mut all = TopicPartitionList::new();
     for partition in &partitions {
         all.add_partition(topic, *partition);
@@ -693,16 +963,49 @@ fn commit_starting_offsets(
     let committed = consumer
         .committed_offsets(all, REQUEST_TIMEOUT)
         .map_err(unavailable)?;
-    let missing: Vec<i32> = committed
+    let mut missing: Vec<i32> = committed
         .elements()
         .iter()
         .filter(|e| !matches!(e.offset(), Offset::Offset(_)))
         .map(|e| e.partition())
         .collect();
     if missing.is_empty() {
-        return Ok(());
+        return Ok(false);
     }
     let mut starting = TopicPartitionList::new();
+    let stored = stored()?;
+    let handed_back = missing.iter().any(|p| stored.contains_key(p));
+    for partition in &missing {
+        if let Some(offset) = stored.get(partition) {
+            starting
+                .add_partition_offset(topic, *partition, Offset::Offset(*offset))
+                .map_err(unavailable)?;
+        }
+    }
+    missing.retain(|p| !stored.contains_key(p));
+    for (partition, offset) in starting_offsets(consumer, topic, &missing, start)? {
+        starting
+            .add_partition_offset(topic, partition, Offset::Offset(offset))
+            .map_err(unavailable)?;
+    }
+    if let Err(error) = consumer.commit(&starting, CommitMode::Sync) {
+        // Another process of the same group committed first: its offsets stand.
+        tracing::debug!(%error, topic, "starting offsets not committed");
+    }
+    Ok(handed_back)
+}
+
+/// Where a consumer without a position starts on each of `missing`, per `start`.
+fn starting_offsets<C: ConsumerContext, K: Consumer<C>>(
+    consumer: &K,
+    topic: &str,
+    missing: &[i32],
+    start: StartFrom,
+) -> Result<Vec<(i32, i64)>, LogError> {
+    let mut starting = Vec::new();
+    if missing.is_empty() {
+        return Ok(starting);
+    }
     match start {
         StartFrom::Time(time) => {
             let millis = time
@@ -710,7 +1013,7 @@ fn commit_starting_offsets(
                 .map(|d| d.as_millis() as i64)
                 .unwrap_or(0);
             let mut query = TopicPartitionList::new();
-            for partition in &missing {
+            for partition in missing {
                 query
                     .add_partition_offset(topic, *partition, Offset::Offset(millis))
                     .map_err(unavailable)?;
@@ -729,9 +1032,7 @@ fn commit_starting_offsets(
                             .1
                     }
                 };
-                starting
-                    .add_partition_offset(topic, element.partition(), Offset::Offset(offset))
-                    .map_err(unavailable)?;
+                starting.push((element.partition(), offset));
             }
         }
         StartFrom::Latest | StartFrom::Earliest => {
@@ -743,7 +1044,7 @@ fn commit_starting_offsets(
                 Offset::End
             };
             let mut query = TopicPartitionList::new();
-            for partition in &missing {
+            for partition in missing {
                 query
                     .add_partition_offset(topic, *partition, wanted)
                     .map_err(unavailable)?;
@@ -763,17 +1064,11 @@ fn commit_starting_offsets(
                         element.partition()
                     )));
                 };
-                starting
-                    .add_partition_offset(topic, element.partition(), Offset::Offset(offset))
-                    .map_err(unavailable)?;
+                starting.push((element.partition(), offset));
             }
         }
     }
-    if let Err(error) = consumer.commit(&starting, CommitMode::Sync) {
-        // Another process of the same group committed first: its offsets stand.
-        tracing::debug!(%error, topic, "starting offsets not committed");
-    }
-    Ok(())
+    Ok(starting)
 }
 
 /// Which records of each assigned partition were handed out and not finished yet.
@@ -1010,6 +1305,236 @@ mod tests {
             async move { harness }
         })
         .await;
+    }
+
+    /// The shared reader with a window of 2 records, so that the suite's consumers also read
+    /// what they are behind on with readers of their own.
+    struct SharedHarness {
+        bootstrap: String,
+        prefix: String,
+    }
+
+    fn shared_log(bootstrap: &str, prefix: &str, window_records: usize) -> KafkaLog {
+        let options = KafkaOptions {
+            prefix: prefix.to_owned(),
+            partitions: 1,
+            shared_reader: true,
+            ..KafkaOptions::new(bootstrap.to_owned())
+        };
+        let mut log = KafkaLog::connect(options).expect("a Kafka client");
+        log.window_records = window_records;
+        log
+    }
+
+    #[async_trait]
+    impl crate::log::testsuite::LogHarness for SharedHarness {
+        async fn open(&self) -> Arc<dyn EventLog> {
+            Arc::new(shared_log(&self.bootstrap, &self.prefix, 2))
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_shared_reader_passes_the_conformance_suite() {
+        if !crate::testing::available(crate::testing::Server::Kafka) {
+            return;
+        }
+        let bootstrap = crate::testing::KafkaServer::shared();
+        let counter = std::sync::atomic::AtomicUsize::new(0);
+        crate::log::testsuite::run_all(&|| {
+            let n = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let harness: Box<dyn crate::log::testsuite::LogHarness> = Box::new(SharedHarness {
+                bootstrap: bootstrap.clone(),
+                prefix: format!("shared{}-{n}.", std::process::id()),
+            });
+            async move { harness }
+        })
+        .await;
+    }
+
+    fn numbered(range: std::ops::Range<usize>) -> Vec<String> {
+        range.map(|i| i.to_string()).collect()
+    }
+
+    async fn read_acked(consumer: &mut dyn LogConsumer, n: usize) -> Vec<String> {
+        let mut out = Vec::new();
+        while out.len() < n {
+            let records =
+                tokio::time::timeout(Duration::from_secs(30), consumer.poll(n - out.len()))
+                    .await
+                    .expect("records in time")
+                    .unwrap();
+            for record in records {
+                consumer.ack(record.id).await.unwrap();
+                out.push(record.record.event.id().into_owned());
+            }
+        }
+        out
+    }
+
+    /// A trigger that does not poll falls out of the window while another reads on; it then
+    /// reads what it missed with a reader of its own, in order, and is back in the window.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_trigger_behind_the_window_reads_on_its_own() {
+        if !crate::testing::available(crate::testing::Server::Kafka) {
+            return;
+        }
+        let bootstrap = crate::testing::KafkaServer::shared();
+        let prefix = format!("behind{}.", std::process::id());
+        let log = shared_log(&bootstrap, &prefix, 4);
+        let broker = BrokerKey::new("default", "behind");
+        log.ensure_broker(&broker, &BrokerSettings::default())
+            .await
+            .unwrap();
+        let mut fast = log
+            .consumer(&broker, "fast", StartFrom::Latest)
+            .await
+            .unwrap();
+        let mut slow = log
+            .consumer(&broker, "slow", StartFrom::Latest)
+            .await
+            .unwrap();
+        for i in 0..20 {
+            log.append(&broker, vec![crate::log::testsuite::sample(&i.to_string())])
+                .await
+                .unwrap();
+        }
+        assert_eq!(read_acked(&mut *fast, 20).await, numbered(0..20));
+        assert_eq!(read_acked(&mut *slow, 20).await, numbered(0..20));
+        log.append(&broker, vec![crate::log::testsuite::sample("20")])
+            .await
+            .unwrap();
+        assert_eq!(read_acked(&mut *slow, 1).await, ["20"]);
+        assert_eq!(read_acked(&mut *fast, 1).await, ["20"]);
+        drop((fast, slow));
+        log.delete_broker(&broker).await.unwrap();
+    }
+
+    /// Positions are written within a second of a commit and read by the next log (a
+    /// restart); what was not acknowledged comes again, what was does not.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn positions_survive_a_restart() {
+        if !crate::testing::available(crate::testing::Server::Kafka) {
+            return;
+        }
+        let bootstrap = crate::testing::KafkaServer::shared();
+        let prefix = format!("restart{}.", std::process::id());
+        let broker = BrokerKey::new("default", "restart");
+        {
+            let log = shared_log(&bootstrap, &prefix, 4_096);
+            log.ensure_broker(&broker, &BrokerSettings::default())
+                .await
+                .unwrap();
+            let mut consumer = log.consumer(&broker, "t", StartFrom::Latest).await.unwrap();
+            let records: Vec<Record> = (0..4)
+                .map(|i| crate::log::testsuite::sample(&i.to_string()))
+                .collect();
+            log.append(&broker, records).await.unwrap();
+            let polled = tokio::time::timeout(Duration::from_secs(30), consumer.poll(4))
+                .await
+                .unwrap()
+                .unwrap();
+            // 0 and 1 finished, 2 not, 3 finished: the position is 2.
+            for record in &polled {
+                if record.record.event.id() != "2" {
+                    consumer.ack(record.id).await.unwrap();
+                }
+            }
+            consumer.commit().await.unwrap();
+            // The writer stores it by itself (no flush by a drop or close), then a crash.
+            let topic = log.options.positions_topic(&broker);
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            loop {
+                let stored = positions::read(&log.reader().unwrap(), &topic).unwrap();
+                if stored.get("t").and_then(|p| p.get(&0)) == Some(&2) {
+                    break;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the position was never written"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            drop(consumer);
+            drop(log);
+        }
+        let log = shared_log(&bootstrap, &prefix, 4_096);
+        let mut consumer = log.consumer(&broker, "t", StartFrom::Latest).await.unwrap();
+        assert_eq!(read_acked(&mut *consumer, 2).await, ["2", "3"]);
+        drop(consumer);
+        log.delete_broker(&broker).await.unwrap();
+    }
+
+    /// Switching the shared reader on takes a trigger's position over from its consumer
+    /// group (which is deleted); switching it off hands the position back to the group.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn positions_are_handed_over_in_both_directions() {
+        if !crate::testing::available(crate::testing::Server::Kafka) {
+            return;
+        }
+        let bootstrap = crate::testing::KafkaServer::shared();
+        let prefix = format!("handover{}.", std::process::id());
+        let broker = BrokerKey::new("default", "handover");
+        let per_trigger = || {
+            KafkaLog::connect(KafkaOptions {
+                prefix: prefix.clone(),
+                partitions: 1,
+                ..KafkaOptions::new(bootstrap.clone())
+            })
+            .unwrap()
+        };
+        let log = per_trigger();
+        log.ensure_broker(&broker, &BrokerSettings::default())
+            .await
+            .unwrap();
+        let mut consumer = log
+            .consumer(&broker, "trigger-t", StartFrom::Latest)
+            .await
+            .unwrap();
+        let records: Vec<Record> = (0..6)
+            .map(|i| crate::log::testsuite::sample(&i.to_string()))
+            .collect();
+        log.append(&broker, records).await.unwrap();
+        assert_eq!(read_acked(&mut *consumer, 2).await, numbered(0..2));
+        drop(consumer);
+        drop(log);
+
+        let shared = shared_log(&bootstrap, &prefix, 4_096);
+        let mut consumer = shared
+            .consumer(&broker, "trigger-t", StartFrom::Latest)
+            .await
+            .unwrap();
+        assert_eq!(read_acked(&mut *consumer, 2).await, numbered(2..4));
+        let group = shared.options.group(&broker, "trigger-t");
+        let reader = shared.reader().unwrap();
+        let groups = reader
+            .fetch_group_list(Some(&group), REQUEST_TIMEOUT)
+            .unwrap();
+        assert!(
+            groups.groups().iter().all(|g| g.state() == "Dead"),
+            "the trigger's consumer group must be deleted once its position is taken over"
+        );
+        consumer.commit().await.unwrap();
+        drop(consumer);
+        shared.close().await.unwrap();
+        drop(shared);
+
+        let log = per_trigger();
+        let mut consumer = log
+            .consumer(&broker, "trigger-t", StartFrom::Latest)
+            .await
+            .unwrap();
+        assert_eq!(read_acked(&mut *consumer, 2).await, numbered(4..6));
+        let stored = positions::read(
+            &log.reader().unwrap(),
+            &log.options.positions_topic(&broker),
+        )
+        .unwrap();
+        assert!(
+            !stored.contains_key("trigger-t"),
+            "the position handed back must be forgotten"
+        );
+        drop(consumer);
+        log.delete_broker(&broker).await.unwrap();
     }
 
     #[test]

@@ -46,6 +46,8 @@ pub struct Kafka {
     pub prefix: String,
     /// A broker of the test's own, when it stops or kills Kafka.
     pub server: Option<KafkaServer>,
+    /// Herald runs with `--kafka-shared-reader`.
+    pub shared_reader: bool,
 }
 
 impl Kafka {
@@ -65,6 +67,15 @@ impl Kafka {
             bootstrap: KafkaServer::shared(),
             prefix: Self::prefix(),
             server: None,
+            shared_reader: false,
+        }
+    }
+
+    /// On the shared broker, triggers reading each broker's topic through one shared reader.
+    pub fn shared_reader() -> Self {
+        Self {
+            shared_reader: true,
+            ..Self::shared()
         }
     }
 
@@ -75,12 +86,14 @@ impl Kafka {
             bootstrap: server.bootstrap(),
             prefix: Self::prefix(),
             server: Some(server),
+            shared_reader: false,
         }
     }
 
     pub fn options(&self) -> KafkaOptions {
         KafkaOptions {
             prefix: self.prefix.clone(),
+            shared_reader: self.shared_reader,
             ..KafkaOptions::new(self.bootstrap.clone())
         }
     }
@@ -92,14 +105,18 @@ impl Backend for Kafka {
         "kafka"
     }
     fn args(&self) -> Vec<String> {
-        vec![
+        let mut args = vec![
             "--backend".into(),
             "kafka".into(),
             "--kafka-bootstrap".into(),
             self.bootstrap.clone(),
             "--kafka-prefix".into(),
             self.prefix.clone(),
-        ]
+        ];
+        if self.shared_reader {
+            args.push("--kafka-shared-reader".into());
+        }
+        args
     }
     async fn open_log(&self, _dirs: &HeraldDirs) -> Arc<dyn EventLog> {
         Arc::new(KafkaLog::connect(self.options()).expect("a Kafka client"))

@@ -18,6 +18,7 @@ pub const MAX_TOPIC_LEN: usize = 249;
 /// The longest `--kafka-prefix`: what is left must hold the start of a name and its hash.
 pub const MAX_PREFIX_LEN: usize = 100;
 const PARKED_SUFFIX: &str = "-herald-parked";
+const POSITIONS_SUFFIX: &str = "-herald-positions";
 
 /// Why a topic prefix cannot be used.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -64,6 +65,10 @@ const PARKED_TOPIC: Kind = Kind {
     tag: "parked-topic",
     max_len: MAX_TOPIC_LEN,
 };
+const POSITIONS_TOPIC: Kind = Kind {
+    tag: "positions-topic",
+    max_len: MAX_TOPIC_LEN,
+};
 const TRIGGER_GROUP: Kind = Kind {
     tag: "trigger-group",
     max_len: usize::MAX,
@@ -97,7 +102,7 @@ pub fn topic(prefix: &str, broker: &BrokerKey) -> String {
     name(
         prefix,
         format!("knative-broker-{ns}-{n}"),
-        plain(ns, n) && !n.ends_with(PARKED_SUFFIX),
+        plain(ns, n) && !n.ends_with(PARKED_SUFFIX) && !n.ends_with(POSITIONS_SUFFIX),
         TOPIC,
         &[ns, n],
     )
@@ -113,6 +118,25 @@ pub fn parked_topic(prefix: &str, broker: &BrokerKey) -> String {
         PARKED_TOPIC,
         &[ns, n],
     )
+}
+
+/// The broker's compacted topic of trigger positions (`--kafka-shared-reader`):
+/// `{prefix}knative-broker-{namespace}-{name}-herald-positions`.
+pub fn positions_topic(prefix: &str, broker: &BrokerKey) -> String {
+    let (ns, n) = (&broker.namespace, &broker.name);
+    name(
+        prefix,
+        format!("knative-broker-{ns}-{n}{POSITIONS_SUFFIX}"),
+        plain(ns, n),
+        POSITIONS_TOPIC,
+        &[ns, n],
+    )
+}
+
+/// The consumer group of the broker's shared reader (`--kafka-shared-reader`), one for every
+/// Herald process: `{topic}-herald-shared` (trigger groups start `knative-trigger-`).
+pub fn shared_group(prefix: &str, broker: &BrokerKey) -> String {
+    format!("{}-herald-shared", topic(prefix, broker))
 }
 
 /// A consumer's group. A trigger's (`trigger-{name}`) is Knative's
@@ -226,6 +250,19 @@ mod tests {
     fn a_broker_named_like_a_parked_topic_gets_its_own() {
         let parked = parked_topic("", &BrokerKey::new("a", "b"));
         assert_ne!(topic("", &BrokerKey::new("a", "b-herald-parked")), parked);
+    }
+
+    #[test]
+    fn a_broker_named_like_a_positions_topic_gets_its_own() {
+        let positions = positions_topic("", &BrokerKey::new("a", "b"));
+        assert_eq!(positions, "knative-broker-a-b-herald-positions");
+        assert_ne!(
+            topic("", &BrokerKey::new("a", "b-herald-positions")),
+            positions
+        );
+        let long = BrokerKey::new("n".repeat(63), "a".repeat(253));
+        let name = positions_topic(&"p".repeat(MAX_PREFIX_LEN), &long);
+        assert!(name.len() <= MAX_TOPIC_LEN && legal_topic(&name), "{name}");
     }
 
     #[test]
