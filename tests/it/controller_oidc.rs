@@ -425,3 +425,61 @@ async fn workloads_get_their_token_at_oidc_token() {
     );
     herald.terminate().await;
 }
+
+/// A sink `ref` to an addressable Herald does not serve resolves to its `status.address.url`,
+/// and its `status.address.audience` becomes the sink's audience: a PingSource's requests
+/// carry a TokenRequest token for that audience (Knative's resolver does the same).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sink_ref_takes_the_audience_the_addressable_advertises() {
+    if common::skip_without(&[Server::KubeApiServer]) {
+        return;
+    }
+    let server = KubeApiServer::start().await;
+    server.install_crds().await;
+    let receiver = Subscriber::start().await;
+    // Some other controller's addressable: a CRD whose objects carry their own status.
+    create(
+        &server,
+        "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
+        &json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+                "metadata": {"name": "receivers.example.com"},
+                "spec": {"group": "example.com", "scope": "Namespaced",
+                         "names": {"plural": "receivers", "singular": "receiver", "kind": "Receiver"},
+                         "versions": [{"name": "v1", "served": true, "storage": true,
+                                       "schema": {"openAPIV3Schema": {"type": "object",
+                                           "x-kubernetes-preserve-unknown-fields": true}}}]}}),
+    )
+    .await;
+    let audience = "example.com/receiver/default/r";
+    let object = json!({"apiVersion": "example.com/v1", "kind": "Receiver", "metadata": {"name": "r"},
+        "status": {"address": {"url": receiver.url(), "audience": audience}}});
+    common::wait_for_async("the Receiver CRD serves", || async {
+        server
+            .post("/apis/example.com/v1/namespaces/default/receivers", &object)
+            .await
+            .0
+            == 201
+    })
+    .await;
+    let data = tempfile::tempdir().unwrap();
+    let herald = start_controller(&server, &data).await;
+    create(
+        &server,
+        &format!("{SOURCES}/pingsources"),
+        &json!({"apiVersion": "sources.knative.dev/v1", "kind": "PingSource", "metadata": {"name": "p"},
+                "spec": {"schedule": "@every 1s", "data": "{}",
+                         "sink": {"ref": {"apiVersion": "example.com/v1", "kind": "Receiver", "name": "r"}}}}),
+    )
+    .await;
+    let received = receiver.wait_for(1).await;
+    let authorization = received[0]
+        .header("authorization")
+        .unwrap_or_else(|| panic!("the request carries a token\n{}", herald.logs()));
+    let token = authorization.strip_prefix("Bearer ").unwrap();
+    let subject = verify_with_cluster_jwks(&server, token, audience).await;
+    assert_eq!(
+        subject,
+        "system:serviceaccount:default:p-oidc-sources.knative.dev-pingsource"
+    );
+    herald.terminate().await;
+}
