@@ -47,13 +47,13 @@ impl Resolver {
                 continue;
             }
             let namespace = reference.namespace.as_deref().unwrap_or(&namespace);
-            let (base, audience) = self
-                .address_of(&reference, namespace)
-                .await
-                .map_err(|error| Unresolved {
-                    field: field.clone(),
-                    message: error.to_string(),
-                })?;
+            let (base, audience) =
+                self.address_of(&reference, namespace)
+                    .await
+                    .map_err(|error| Unresolved {
+                        field: field.clone(),
+                        message: error.to_string(),
+                    })?;
             let uri = crate::config::join_ref_uri(&base, destination.uri.as_deref()).map_err(
                 |message| Unresolved {
                     field: field.clone(),

@@ -179,7 +179,9 @@ fn set_token(pod_spec: &mut Value, mount: Option<&TokenMount>) -> bool {
                 .filter(|m| m["name"] != TOKEN_VOLUME)
                 .collect();
             if mount.is_some() {
-                mounts.push(json!({"name": TOKEN_VOLUME, "mountPath": TOKEN_MOUNT_PATH, "readOnly": true}));
+                mounts.push(
+                    json!({"name": TOKEN_VOLUME, "mountPath": TOKEN_MOUNT_PATH, "readOnly": true}),
+                );
             }
             if mounts.is_empty() {
                 container.remove("volumeMounts");
@@ -192,7 +194,11 @@ fn set_token(pod_spec: &mut Value, mount: Option<&TokenMount>) -> bool {
     // `serviceAccountName` (and takes when the latter is empty): both are set and removed.
     let current = ACCOUNT_FIELDS
         .iter()
-        .find_map(|field| spec.get(*field).and_then(Value::as_str).filter(|a| !a.is_empty()))
+        .find_map(|field| {
+            spec.get(*field)
+                .and_then(Value::as_str)
+                .filter(|a| !a.is_empty())
+        })
         .unwrap_or_default()
         .to_owned();
     match mount {
@@ -452,13 +458,19 @@ mod tests {
                 &json!({"name": "oidc-token", "mountPath": "/oidc", "readOnly": true})
             );
         }
-        assert!(!set_token(&mut pod, Some(&mount)), "a second pass changes nothing");
+        assert!(
+            !set_token(&mut pod, Some(&mount)),
+            "a second pass changes nothing"
+        );
         assert!(set_token(&mut pod, None));
         assert_eq!(pod, original, "unbinding leaves the pod spec as it was");
 
         let mut own = json!({"serviceAccountName": "reader", "containers": [{"name": "a"}]});
         set_token(&mut own, Some(&mount));
-        assert_eq!(own["serviceAccountName"], "reader", "a pod's own account stays");
+        assert_eq!(
+            own["serviceAccountName"], "reader",
+            "a pod's own account stays"
+        );
         set_token(&mut own, None);
         assert_eq!(own["serviceAccountName"], "reader");
     }
