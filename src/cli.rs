@@ -106,6 +106,11 @@ pub struct RunArgs {
     /// in `K_CE_OVERRIDES`).
     #[arg(long = "ce-override", value_name = "NAME=VALUE")]
     pub ce_overrides: Vec<String>,
+    /// The program's sender identity, `NAMESPACE/NAME` (a ServiceAccount): when the sink
+    /// broker has an audience (sender identity is on), the program finds a token for it in
+    /// the file `K_OIDC_TOKEN_FILE` names, kept fresh until it exits.
+    #[arg(long = "service-account", value_name = "NAMESPACE/NAME")]
+    pub service_account: Option<String>,
     /// The program and its arguments, after `--`.
     #[arg(required = true, last = true)]
     pub command: Vec<String>,

@@ -129,6 +129,7 @@ impl DataPlane {
                     tls.trust.clone(),
                     Box::new(|builder| builder),
                 )),
+                token_dir: Some(args.data_dir.join("oidc").join("sources")),
             },
             args.max_event_bytes,
         );

@@ -1,9 +1,12 @@
 //! ContainerSource (`sources.knative.dev/v1`) outside Kubernetes: the template's first
 //! container runs as a child process with the environment Knative's SinkBinding injects
 //! (`K_SINK`, `K_CE_OVERRIDES`, `K_COMPONENT`), restarted with backoff whenever it exits.
+//! With sender identity on, `K_OIDC_TOKEN_FILE` names a file holding its token for the sink
+//! (`crate::token_file`).
 //! Its output goes to Herald's log, tagged with the source.
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -14,7 +17,7 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
 
-use crate::{SinkClient, Source, SourceError};
+use crate::{token_file, SinkClient, Source, SourceError};
 
 /// How long a stopped program gets between SIGTERM and SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(5);
@@ -49,6 +52,9 @@ pub struct ContainerSource {
     env: Vec<(String, String)>,
     /// Ignored outside Kubernetes (warned about at start).
     image: Option<String>,
+    /// Where token files go (`{data-dir}/oidc/sources`): with sender identity on, the
+    /// program finds its token for the sink at the path in `K_OIDC_TOKEN_FILE`.
+    token_dir: Option<PathBuf>,
 }
 
 pub fn validate(spec: &ContainerSourceSpec) -> Result<(), FieldError> {
@@ -100,15 +106,56 @@ impl ContainerSource {
             args,
             env,
             image: container.image.clone(),
+            token_dir: None,
         })
     }
 
-    fn spawn(&self, sink: &SinkClient) -> std::io::Result<Child> {
+    /// Gives the program a token file under `dir` when its sink takes a token.
+    pub fn with_token_dir(mut self, dir: PathBuf) -> Self {
+        self.token_dir = Some(dir);
+        self
+    }
+
+    /// Writes the token file, when the sink takes a token, and keeps it fresh until
+    /// `shutdown`; returns its path.
+    async fn token_file(
+        &self,
+        sink: &SinkClient,
+        shutdown: &CancellationToken,
+    ) -> Result<Option<PathBuf>, SourceError> {
+        let Some(dir) = &self.token_dir else {
+            return Ok(None);
+        };
+        let path = token_file::path_of(
+            &std::path::absolute(dir).unwrap_or_else(|_| dir.clone()),
+            &self.namespace,
+            &self.name,
+        );
+        let first = token_file::write_current(sink, &path)
+            .await
+            .map_err(|e| SourceError::Input(e.to_string()))?;
+        let Some(first) = first else {
+            return Ok(None);
+        };
+        tokio::spawn(token_file::keep_fresh(
+            sink.clone(),
+            path.clone(),
+            first,
+            shutdown.clone(),
+        ));
+        Ok(Some(path))
+    }
+
+    fn spawn(&self, sink: &SinkClient, token_file: Option<&Path>) -> std::io::Result<Child> {
         let mut command = Command::new(&self.program);
         command
             .args(&self.args)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .envs(binding_env(sink.url(), sink.overrides(), "containersource"))
+            .envs(binding_env(sink.url(), sink.overrides(), "containersource"));
+        if let Some(path) = token_file {
+            command.env(token_file::TOKEN_FILE_ENV, path);
+        }
+        command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -152,10 +199,14 @@ impl Source for ContainerSource {
         if let Some(image) = &self.image {
             tracing::warn!(%source, %image, "the image is ignored outside Kubernetes: the command runs as a local process");
         }
+        // The refresher stops (and removes the file) when this run ends, however it ends.
+        let run_over = shutdown.child_token();
+        let _stop_refresher = run_over.clone().drop_guard();
+        let token_file = self.token_file(&sink, &run_over).await?;
         let mut backoff = RESTART_BACKOFF.build();
         loop {
             let started = Instant::now();
-            match self.spawn(&sink) {
+            match self.spawn(&sink, token_file.as_deref()) {
                 Ok(mut child) => {
                     tracing::info!(%source, program = %self.program, pid = child.id(), "started");
                     if let Some(out) = child.stdout.take() {

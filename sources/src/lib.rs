@@ -14,6 +14,7 @@ pub mod nats;
 pub mod ping;
 pub mod secrets;
 pub mod sink;
+pub mod token_file;
 pub mod webhook;
 
 use async_trait::async_trait;

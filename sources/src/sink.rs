@@ -78,6 +78,13 @@ impl SinkClient {
         self
     }
 
+    /// The token the sink gets now (`None` without sender identity, or for a sink without
+    /// an audience): what a ContainerSource's program is given to send itself.
+    pub async fn bearer_token(&self) -> Option<Result<Arc<str>, SinkError>> {
+        let token = self.token.as_ref()?;
+        Some(token.token().await.map_err(SinkError::NoToken))
+    }
+
     pub fn url(&self) -> &str {
         &self.url
     }

@@ -1,9 +1,14 @@
 //! `herald run --sink REF -- CMD...`: Knative's SinkBinding for a local program.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
+use herald_sources::{token_file, SinkClient, SinkToken};
 use reqwest::Method;
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
 
 use super::{text, Api, ClientError};
 use crate::cli::RunArgs;
@@ -12,7 +17,8 @@ use crate::kinds::BROKER;
 /// Resolves the sink, runs the program with `K_SINK` and friends, and exits with its code.
 /// SIGTERM and SIGINT are passed on to the program.
 pub async fn run(args: RunArgs) -> Result<ExitCode, ClientError> {
-    let sink = resolve_sink(&args).await?;
+    let api = Arc::new(Api::new(&args.server)?);
+    let (sink, audience) = resolve_sink(&args, &api).await?;
     let mut overrides = BTreeMap::new();
     for pair in &args.ce_overrides {
         let (name, value) = pair.split_once('=').ok_or_else(|| {
@@ -25,9 +31,23 @@ pub async fn run(args: RunArgs) -> Result<ExitCode, ClientError> {
         .split_first()
         .ok_or_else(|| ClientError::Usage("give the program to run after --".into()))?;
     let env = herald_sources::container::binding_env(&sink, &overrides, "herald-run");
-    let mut child = tokio::process::Command::new(program)
-        .args(program_args)
-        .envs(env)
+    let token = match (&args.service_account, audience) {
+        (Some(account), Some(audience)) => {
+            let subject = super::token::service_account_subject(account)?;
+            Some(TokenFile::start(api.clone(), subject, audience, &sink).await?)
+        }
+        (Some(_), None) => {
+            eprintln!("herald run: the sink has no audience (sender identity is off, or it is a URL): the program gets no token file");
+            None
+        }
+        (None, _) => None,
+    };
+    let mut command = tokio::process::Command::new(program);
+    command.args(program_args).envs(env);
+    if let Some(token) = &token {
+        command.env(token_file::TOKEN_FILE_ENV, &token.path);
+    }
+    let mut child = command
         .spawn()
         .map_err(|e| ClientError::Usage(format!("cannot run {program}: {e}")))?;
     use rustix::process::{kill_process, Pid, Signal};
@@ -46,16 +66,105 @@ pub async fn run(args: RunArgs) -> Result<ExitCode, ClientError> {
             let _ = kill_process(pid, forward);
         }
     }
-    .map_err(|e| ClientError::Other(format!("{program}: {e}")))?;
+    .map_err(|e| ClientError::Other(format!("{program}: {e}")));
+    if let Some(token) = token {
+        token.remove();
+    }
+    let status = status?;
     Ok(match status.code() {
         Some(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
         None => ExitCode::FAILURE,
     })
 }
 
-async fn resolve_sink(args: &RunArgs) -> Result<String, ClientError> {
+/// The program's token file: in a fresh private directory under the system's temporary
+/// one, rewritten by `token_file::keep_fresh` until the program exits, then removed.
+struct TokenFile {
+    dir: PathBuf,
+    path: PathBuf,
+    stop: CancellationToken,
+}
+
+impl TokenFile {
+    async fn start(
+        api: Arc<Api>,
+        subject: String,
+        audience: String,
+        sink: &str,
+    ) -> Result<Self, ClientError> {
+        use std::os::unix::fs::DirBuilderExt;
+        // A new name, created (not reused) with mode 0700: nobody else can own or read it.
+        let dir = std::env::temp_dir().join(format!("herald-run-{}", uuid::Uuid::new_v4()));
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|e| ClientError::Other(format!("cannot create {}: {e}", dir.display())))?;
+        let path = dir.join("token");
+        let client =
+            SinkClient::new(sink.to_owned(), BTreeMap::new()).with_token(Arc::new(AdminToken {
+                api,
+                subject,
+                audience,
+            }));
+        let first = match token_file::write_current(&client, &path).await {
+            Ok(Some(first)) => first,
+            // The client has a token source: it yields a token or an error.
+            Ok(None) => {
+                let _ = std::fs::remove_dir_all(&dir);
+                return Err(ClientError::Other("no token for the program".into()));
+            }
+            Err(error) => {
+                let _ = std::fs::remove_dir_all(&dir);
+                return Err(ClientError::Other(format!("the program's token: {error}")));
+            }
+        };
+        let stop = CancellationToken::new();
+        tokio::spawn(token_file::keep_fresh(
+            client,
+            path.clone(),
+            first,
+            stop.clone(),
+        ));
+        Ok(Self { dir, path, stop })
+    }
+
+    fn remove(self) {
+        self.stop.cancel();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Tokens from the admin API's issuer (`herald token`'s endpoint), one per call.
+struct AdminToken {
+    api: Arc<Api>,
+    subject: String,
+    audience: String,
+}
+
+#[async_trait::async_trait]
+impl SinkToken for AdminToken {
+    async fn token(&self) -> Result<Arc<str>, String> {
+        let answer = self
+            .api
+            .call_json(
+                Method::POST,
+                crate::api::oidc::TOKEN_PATH,
+                &json!({ "subject": self.subject, "audience": self.audience }),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        answer
+            .get("token")
+            .and_then(Value::as_str)
+            .map(Arc::from)
+            .ok_or_else(|| "the answer holds no token".to_owned())
+    }
+}
+
+/// The sink's URL and, for a broker with sender identity on, its audience.
+async fn resolve_sink(args: &RunArgs, api: &Api) -> Result<(String, Option<String>), ClientError> {
     if args.sink.starts_with("http://") || args.sink.starts_with("https://") {
-        return Ok(args.sink.clone());
+        return Ok((args.sink.clone(), None));
     }
     let Some(reference) = args.sink.strip_prefix("broker:") else {
         return Err(ClientError::Usage(format!(
@@ -63,7 +172,6 @@ async fn resolve_sink(args: &RunArgs) -> Result<String, ClientError> {
             args.sink
         )));
     };
-    let api = Api::new(&args.server)?;
     let (namespace, name) = reference
         .split_once('/')
         .unwrap_or((api.namespace.as_str(), reference));
@@ -76,5 +184,9 @@ async fn resolve_sink(args: &RunArgs) -> Result<String, ClientError> {
             "broker {namespace}/{name} has no address yet"
         )));
     }
-    Ok(url.to_owned())
+    let audience = text(&broker, "/status/address/audience");
+    Ok((
+        url.to_owned(),
+        (!audience.is_empty()).then(|| audience.to_owned()),
+    ))
 }

@@ -10,17 +10,7 @@ pub async fn token(args: TokenArgs) -> Result<(), ClientError> {
     let api = Api::new(&args.server)?;
     let subject = match (&args.subject, &args.service_account) {
         (Some(subject), _) => subject.clone(),
-        (None, Some(account)) => {
-            let (namespace, name) = account
-                .split_once('/')
-                .filter(|(ns, name)| !ns.is_empty() && !name.is_empty() && !name.contains('/'))
-                .ok_or_else(|| {
-                    ClientError::Usage(format!(
-                        "--service-account {account:?}: expected NAMESPACE/NAME"
-                    ))
-                })?;
-            crate::identity::naming::subject(namespace, name)
-        }
+        (None, Some(account)) => service_account_subject(account)?,
         (None, None) => {
             return Err(ClientError::Usage(
                 "give --subject or --service-account".into(),
@@ -49,4 +39,17 @@ pub async fn token(args: TokenArgs) -> Result<(), ClientError> {
         .ok_or_else(|| ClientError::Other("the answer holds no token".into()))?;
     println!("{token}");
     Ok(())
+}
+
+/// The subject of `--service-account NAMESPACE/NAME`.
+pub(super) fn service_account_subject(account: &str) -> Result<String, ClientError> {
+    let (namespace, name) = account
+        .split_once('/')
+        .filter(|(ns, name)| !ns.is_empty() && !name.is_empty() && !name.contains('/'))
+        .ok_or_else(|| {
+            ClientError::Usage(format!(
+                "--service-account {account:?}: expected NAMESPACE/NAME"
+            ))
+        })?;
+    Ok(crate::identity::naming::subject(namespace, name))
 }

@@ -29,14 +29,11 @@ pub struct Identities {
 }
 
 /// The ServiceAccount a sending object's tokens name; `None` for objects that send nothing
-/// (brokers, channels, ...) and for workloads (ContainerSource and SinkBinding pods get no
-/// token from Herald).
+/// (brokers, channels, ...). ContainerSource and SinkBinding pods run as theirs
+/// (`controller::workloads`).
 pub fn sender_account(kind: &Kind, name: &str) -> Option<String> {
-    let sends = kind.kind == kinds::TRIGGER.kind
-        || kind.kind == kinds::SUBSCRIPTION.kind
-        || (kind.source
-            && kind.kind != kinds::CONTAINER_SOURCE.kind
-            && kind.kind != kinds::SINK_BINDING.kind);
+    let sends =
+        kind.kind == kinds::TRIGGER.kind || kind.kind == kinds::SUBSCRIPTION.kind || kind.source;
     sends.then(|| naming::service_account_name(kind.group, kind.kind, name))
 }
 
@@ -178,7 +175,14 @@ mod tests {
             Some("p-oidc-sources.knative.dev-pingsource")
         );
         assert_eq!(sender_account(&kinds::BROKER, "b"), None);
-        assert_eq!(sender_account(&kinds::CONTAINER_SOURCE, "c"), None);
+        assert_eq!(
+            sender_account(&kinds::CONTAINER_SOURCE, "c").as_deref(),
+            Some("c-oidc-sources.knative.dev-containersource")
+        );
+        assert_eq!(
+            sender_account(&kinds::SINK_BINDING, "b").as_deref(),
+            Some("b-oidc-sources.knative.dev-sinkbinding")
+        );
     }
 
     #[test]

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 use super::identities::{self, Identities};
 use super::resolve::{Resolver, Unresolved};
-use super::workloads::{WorkloadError, Workloads};
+use super::workloads::{TokenMount, WorkloadError, Workloads};
 use super::writeback::{Writer, FINALIZER};
 use crate::annotations;
 use crate::config::{build_desired_lenient, Desired, Loaded, RefMap, Resource, Target};
@@ -306,7 +306,7 @@ impl Reconciler {
                             resource,
                         ) {
                             (Ok(()), Resource::SinkBinding(binding)) => {
-                                self.workloads.bind(&binding, None).await.map(|_| ())
+                                self.workloads.bind(&binding, None, None).await.map(|_| ())
                             }
                             _ => Ok(()),
                         }
@@ -419,6 +419,20 @@ impl Reconciler {
         }
     }
 
+    /// With sender identity on, a workload's token at `/oidc/token`: its ServiceAccount and
+    /// its (resolved) sink's audience; none for a sink without an audience (a URL without
+    /// `audience`), as in Knative.
+    fn token_mount(&self, resource: &Resource) -> Option<TokenMount> {
+        self.identities.as_ref()?;
+        let (namespace, name) = resource.namespaced_name();
+        let kind = resource.kind();
+        let sink = resource.source_spec()?.sink().clone();
+        Some(TokenMount {
+            service_account: identities::sender_account(kind, &name)?,
+            audience: Target::of(&sink, &namespace).audience()?,
+        })
+    }
+
     /// Runs a ContainerSource's Deployment or a SinkBinding's injection; returns its status.
     async fn run_workload(&self, desired: &Desired, mut resource: Resource) -> Value {
         let generation = resource.meta().generation;
@@ -436,6 +450,7 @@ impl Reconciler {
             }
         };
         let mut conditions = vec![Condition::new("SinkProvided", true, None, None)];
+        let token = self.token_mount(&resource);
         let running = match &resource {
             Resource::ContainerSource(source) => {
                 let has_container = source
@@ -446,7 +461,7 @@ impl Reconciler {
                     .is_some_and(|pod| !pod.containers.is_empty());
                 let state = if has_container {
                     self.workloads
-                        .container_source(source, &sink)
+                        .container_source(source, &sink, token.as_ref())
                         .await
                         .map_err(|error| error.to_string())
                 } else {
@@ -471,7 +486,7 @@ impl Reconciler {
             }
             Resource::SinkBinding(binding) => self
                 .workloads
-                .bind(binding, Some(&sink))
+                .bind(binding, Some(&sink), token.as_ref())
                 .await
                 .map(|_| ())
                 .map_err(|error| ("Failed", error.to_string())),

@@ -1,6 +1,7 @@
 //! Destinations on a cluster: a `ref` to a Service becomes
 //! `http://{name}.{namespace}.svc.{cluster domain}`, a `ref` to any other addressable its
-//! `status.address.url`. Refs to Brokers, channels, Sequences and Parallels stay: the
+//! `status.address.url`, and its `status.address.audience` (if any) the destination's
+//! audience, so that senders' tokens name it (Knative's resolver does the same). Refs to Brokers, channels, Sequences and Parallels stay: the
 //! runtime sends those to Herald's own ingress.
 
 use crate::apiserver_source::{discover, DiscoverError};
@@ -46,13 +47,13 @@ impl Resolver {
                 continue;
             }
             let namespace = reference.namespace.as_deref().unwrap_or(&namespace);
-            let base = self
-                .url_of(&reference, namespace)
-                .await
-                .map_err(|error| Unresolved {
-                    field: field.clone(),
-                    message: error.to_string(),
-                })?;
+            let (base, audience) =
+                self.address_of(&reference, namespace)
+                    .await
+                    .map_err(|error| Unresolved {
+                        field: field.clone(),
+                        message: error.to_string(),
+                    })?;
             let uri = crate::config::join_ref_uri(&base, destination.uri.as_deref()).map_err(
                 |message| Unresolved {
                     field: field.clone(),
@@ -62,23 +63,28 @@ impl Resolver {
             *destination = Destination {
                 reference: None,
                 uri: Some(uri),
+                audience: audience.or_else(|| destination.audience.clone()),
                 ..destination.clone()
             };
         }
         Ok(())
     }
 
-    async fn url_of(
+    /// The URL of what `reference` names, and its audience when it advertises one.
+    async fn address_of(
         &self,
         reference: &KReference,
         namespace: &str,
-    ) -> Result<String, ResolveError> {
+    ) -> Result<(String, Option<String>), ResolveError> {
         let what = format!("{} {namespace}/{}", reference.kind, reference.name);
         if reference.api_version == "v1" && reference.kind == "Service" {
             return match self.services.exists(namespace, &reference.name) {
-                Ok(true) => Ok(format!(
-                    "http://{}.{namespace}.svc.{}",
-                    reference.name, self.cluster_domain
+                Ok(true) => Ok((
+                    format!(
+                        "http://{}.{namespace}.svc.{}",
+                        reference.name, self.cluster_domain
+                    ),
+                    None,
                 )),
                 Ok(false) => Err(ResolveError::Missing(what)),
                 Err(source) => Err(ResolveError::NotWatched { what, source }),
@@ -92,8 +98,20 @@ impl Resolver {
             Ok(None) => return Err(ResolveError::Missing(what)),
             Err(source) => return Err(ResolveError::Read { what, source }),
         };
-        match object.data["status"]["address"]["url"].as_str() {
-            Some(url) => Ok(url.to_owned()),
+        let address = &object.data["status"]["address"];
+        let audience = address["audience"]
+            .as_str()
+            .filter(|a| !a.is_empty())
+            .map(str::to_owned);
+        if let Some(audience) = &audience {
+            herald_crds::validation::validate_audience("status.address.audience", audience)
+                .map_err(|error| ResolveError::BadAudience {
+                    what: what.clone(),
+                    message: error.to_string(),
+                })?;
+        }
+        match address["url"].as_str() {
+            Some(url) => Ok((url.to_owned(), audience)),
             None => Err(ResolveError::NotAddressable(what)),
         }
     }
@@ -120,6 +138,9 @@ enum ResolveError {
     },
     #[error("{0} is not addressable yet (no status.address.url)")]
     NotAddressable(String),
+    /// Its advertised audience would not fit in a token (too long, control characters).
+    #[error("{what}: {message}")]
+    BadAudience { what: String, message: String },
 }
 
 /// Brokers, channels, Sequences and Parallels are Herald's own: the runtime sends to them.

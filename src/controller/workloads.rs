@@ -1,7 +1,9 @@
 //! Sources that run as Kubernetes workloads, not inside Herald: a ContainerSource becomes a
 //! Deployment, a SinkBinding puts `K_SINK` and `K_CE_OVERRIDES` into the containers of its
 //! subjects (Knative does the latter with a webhook; Herald patches the subject, and takes
-//! the variables out again when the binding goes).
+//! the variables out again when the binding goes). With sender identity on, both also get
+//! the source's token for the sink at `/oidc/token`, as in Knative: a projected
+//! `serviceAccountToken` volume of the source's OIDC ServiceAccount, which the pods run as.
 
 use std::collections::BTreeMap;
 
@@ -15,6 +17,24 @@ use serde_json::{json, Value};
 
 /// The variables a binding sets; removed again on unbinding.
 const BOUND_VARIABLES: [&str; 2] = ["K_SINK", "K_CE_OVERRIDES"];
+
+/// The token volume, named as Knative names it; mounted at `/oidc`, file `token`.
+const TOKEN_VOLUME: &str = "oidc-token";
+const TOKEN_MOUNT_PATH: &str = "/oidc";
+/// The kubelet renews a projected token at 80% of this lifetime.
+const TOKEN_EXPIRATION_SECONDS: i64 = 3600;
+
+/// A pod spec's ServiceAccount, and its deprecated alias.
+const ACCOUNT_FIELDS: [&str; 2] = ["serviceAccountName", "serviceAccount"];
+
+/// With sender identity on: who a workload's pods are and the audience of their token.
+#[derive(Debug, Clone)]
+pub struct TokenMount {
+    /// The source's OIDC ServiceAccount (`{name}-oidc-sources.knative.dev-{kind}`).
+    pub service_account: String,
+    /// The sink's audience.
+    pub audience: String,
+}
 
 /// The label that ties a ContainerSource's Deployment to it.
 pub const CONTAINER_SOURCE_LABEL: &str = "sources.knative.dev/containerSource";
@@ -109,6 +129,97 @@ fn set_env(pod_spec: &mut Value, env: &[(String, String)]) -> bool {
     changed
 }
 
+/// Mounts (with `Some`) or removes (with `None`) the token volume in a pod spec given as
+/// JSON, and makes the pods run as the source's ServiceAccount; `true` when anything changed.
+/// A pod spec that names a ServiceAccount of its own (other than `default`) keeps it: its
+/// token then names that account. Removing takes out only what mounting added.
+fn set_token(pod_spec: &mut Value, mount: Option<&TokenMount>) -> bool {
+    let before = pod_spec.clone();
+    let Some(spec) = pod_spec.as_object_mut() else {
+        return false;
+    };
+    let mut volumes: Vec<Value> = spec
+        .get("volumes")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|v| v["name"] != TOKEN_VOLUME)
+        .collect();
+    if let Some(mount) = mount {
+        volumes.push(json!({"name": TOKEN_VOLUME, "projected": {
+            // The API server's default, spelled out so that a second pass sees no change.
+            "defaultMode": 420,
+            "sources": [{"serviceAccountToken": {
+                "audience": mount.audience,
+                "expirationSeconds": TOKEN_EXPIRATION_SECONDS,
+                "path": "token",
+            }}],
+        }}));
+    }
+    if volumes.is_empty() {
+        spec.remove("volumes");
+    } else {
+        spec.insert("volumes".into(), Value::Array(volumes));
+    }
+    for list in ["containers", "initContainers"] {
+        let Some(containers) = spec.get_mut(list).and_then(Value::as_array_mut) else {
+            continue;
+        };
+        for container in containers {
+            let Some(container) = container.as_object_mut() else {
+                continue;
+            };
+            let mut mounts: Vec<Value> = container
+                .get("volumeMounts")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|m| m["name"] != TOKEN_VOLUME)
+                .collect();
+            if mount.is_some() {
+                mounts.push(
+                    json!({"name": TOKEN_VOLUME, "mountPath": TOKEN_MOUNT_PATH, "readOnly": true}),
+                );
+            }
+            if mounts.is_empty() {
+                container.remove("volumeMounts");
+            } else {
+                container.insert("volumeMounts".into(), Value::Array(mounts));
+            }
+        }
+    }
+    // `serviceAccount` is the deprecated alias the API server keeps equal to
+    // `serviceAccountName` (and takes when the latter is empty): both are set and removed.
+    let current = ACCOUNT_FIELDS
+        .iter()
+        .find_map(|field| {
+            spec.get(*field)
+                .and_then(Value::as_str)
+                .filter(|a| !a.is_empty())
+        })
+        .unwrap_or_default()
+        .to_owned();
+    match mount {
+        Some(mount) if current.is_empty() || current == "default" => {
+            for field in ACCOUNT_FIELDS {
+                spec.insert(field.into(), json!(mount.service_account));
+            }
+        }
+        Some(_) => {}
+        None => {
+            // Ours are named `…-oidc-sources.knative.dev-…`: nobody else's are taken out.
+            if current.contains("-oidc-sources.knative.dev-") {
+                for field in ACCOUNT_FIELDS {
+                    spec.remove(field);
+                }
+            }
+        }
+    }
+    *pod_spec != before
+}
+
 impl Workloads {
     pub fn new(client: Client, identity: &str) -> Self {
         Self {
@@ -123,6 +234,7 @@ impl Workloads {
         &self,
         source: &ContainerSource,
         sink: &str,
+        token: Option<&TokenMount>,
     ) -> Result<WorkloadState, WorkloadError> {
         let namespace = source.metadata.namespace.as_deref().unwrap_or("default");
         let name = source.metadata.name.as_deref().unwrap_or_default();
@@ -133,6 +245,7 @@ impl Workloads {
         labels.insert(CONTAINER_SOURCE_LABEL.to_owned(), name.to_owned());
         let mut template_json = serde_json::to_value(&template)?;
         set_env(&mut template_json["spec"], &binding_env(sink, &source.spec));
+        set_token(&mut template_json["spec"], token);
         let template = serde_json::from_value(template_json)?;
         let deployment = Deployment {
             metadata: ObjectMeta {
@@ -239,12 +352,13 @@ impl Workloads {
         Ok((api, objects))
     }
 
-    /// Sets the binding's variables in its subjects (`sink = None` removes them); returns
-    /// how many subjects there are.
+    /// Sets the binding's variables (and, with `token`, the token volume) in its subjects
+    /// (`sink = None` removes them all); returns how many subjects there are.
     pub async fn bind(
         &self,
         binding: &SinkBinding,
         sink: Option<&str>,
+        token: Option<&TokenMount>,
     ) -> Result<usize, WorkloadError> {
         let (api, subjects) = self.subjects(binding).await?;
         let env = sink
@@ -259,7 +373,9 @@ impl Workloads {
                     name: name.to_owned(),
                 });
             }
-            if !set_env(&mut pod_spec, &env) {
+            let env_changed = set_env(&mut pod_spec, &env);
+            let token_changed = set_token(&mut pod_spec, token.filter(|_| sink.is_some()));
+            if !env_changed && !token_changed {
                 continue;
             }
             let mut patch = json!({"metadata": {"resourceVersion": subject.metadata.resource_version}, "spec": {"template": {"spec": {}}}});
@@ -267,6 +383,11 @@ impl Workloads {
                 if let Some(containers) = pod_spec.get(list) {
                     patch["spec"]["template"]["spec"][list] = containers.clone();
                 }
+            }
+            // A merge patch removes a field given as null.
+            for field in ["volumes", "serviceAccountName", "serviceAccount"] {
+                patch["spec"]["template"]["spec"][field] =
+                    pod_spec.get(field).cloned().unwrap_or(Value::Null);
             }
             api.patch(name, &PatchParams::default(), &Patch::Merge(patch))
                 .await
@@ -309,5 +430,48 @@ mod tests {
             pod["containers"][0]["env"],
             json!([{"name": "KEEP", "value": "1"}])
         );
+    }
+
+    #[test]
+    fn the_token_volume_is_mounted_and_taken_out_again() {
+        let original = json!({
+            "volumes": [{"name": "data", "emptyDir": {}}],
+            "containers": [{"name": "a", "volumeMounts": [{"name": "data", "mountPath": "/d"}]}],
+            "initContainers": [{"name": "init"}],
+        });
+        let mount = TokenMount {
+            service_account: "b-oidc-sources.knative.dev-sinkbinding".into(),
+            audience: "eventing.knative.dev/broker/ns/b".into(),
+        };
+        let mut pod = original.clone();
+        assert!(set_token(&mut pod, Some(&mount)));
+        assert_eq!(pod["serviceAccountName"], json!(mount.service_account));
+        assert_eq!(pod["volumes"][1]["name"], "oidc-token");
+        let projected = &pod["volumes"][1]["projected"]["sources"][0]["serviceAccountToken"];
+        assert_eq!(projected["audience"], "eventing.knative.dev/broker/ns/b");
+        assert_eq!(projected["expirationSeconds"], 3600);
+        assert_eq!(projected["path"], "token");
+        for container in [&pod["containers"][0], &pod["initContainers"][0]] {
+            let mounts = container["volumeMounts"].as_array().unwrap();
+            assert_eq!(
+                mounts.last().unwrap(),
+                &json!({"name": "oidc-token", "mountPath": "/oidc", "readOnly": true})
+            );
+        }
+        assert!(
+            !set_token(&mut pod, Some(&mount)),
+            "a second pass changes nothing"
+        );
+        assert!(set_token(&mut pod, None));
+        assert_eq!(pod, original, "unbinding leaves the pod spec as it was");
+
+        let mut own = json!({"serviceAccountName": "reader", "containers": [{"name": "a"}]});
+        set_token(&mut own, Some(&mount));
+        assert_eq!(
+            own["serviceAccountName"], "reader",
+            "a pod's own account stays"
+        );
+        set_token(&mut own, None);
+        assert_eq!(own["serviceAccountName"], "reader");
     }
 }

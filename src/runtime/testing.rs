@@ -60,6 +60,7 @@ pub fn runtime(log: Arc<MemoryLog>) -> Runtime {
                 Arc::new(herald_tls::TrustBundles::load(Vec::new()).unwrap()),
                 Box::new(|builder| builder),
             )),
+            token_dir: None,
         },
         1 << 20,
     )

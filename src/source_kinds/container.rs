@@ -21,7 +21,10 @@ impl SourceKind for herald_crds::ContainerSource {
 }
 
 impl SourceRunner for ContainerSource {
-    fn start(&self, _: &SourceContext) -> Arc<dyn Source> {
-        Arc::new(self.clone())
+    fn start(&self, ctx: &SourceContext) -> Arc<dyn Source> {
+        match &ctx.token_dir {
+            Some(dir) => Arc::new(self.clone().with_token_dir(dir.clone())),
+            None => Arc::new(self.clone()),
+        }
     }
 }

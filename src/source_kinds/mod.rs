@@ -68,6 +68,9 @@ pub struct SourceContext {
     pub secrets: Arc<dyn herald_sources::secrets::SecretReader>,
     /// The clients of sinks, per sink `CACerts` (HTTPS sinks).
     pub sink_clients: Arc<herald_tls::Clients>,
+    /// Where ContainerSources' token files are written (`{data-dir}/oidc/sources`); `None`
+    /// where no ContainerSource runs as a process.
+    pub token_dir: Option<std::path::PathBuf>,
 }
 
 /// Refuses a source kind this build left out (`built` is false), naming the cargo feature.

@@ -5,13 +5,13 @@
 
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{DecodingKey, Validation};
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::common;
 use crate::controller::{
     apply_file, broker, condition, create, install_example_deployment,
     start_as_example_service_account, trigger, wait_condition, wait_ready, CORE, EVENTING,
-    EXTERNAL_URL,
+    EXTERNAL_URL, SOURCES,
 };
 use common::herald::Sled;
 use common::kube::KubeApiServer;
@@ -293,5 +293,193 @@ async fn the_example_rbac_suffices_for_sender_identity() {
     );
     let logs = herald.logs();
     assert!(!logs.contains("forbidden"), "{logs}");
+    herald.terminate().await;
+}
+
+/// The token volume a workload's pod spec should have: the sink's audience, one hour.
+fn token_volume(audience: &str) -> Value {
+    json!({"name": "oidc-token", "projected": {"defaultMode": 420, "sources": [{"serviceAccountToken": {
+        "audience": audience, "expirationSeconds": 3600, "path": "token"}}]}})
+}
+
+/// As in Knative, workloads get their token at `/oidc/token`: a ContainerSource's Deployment
+/// and a SinkBinding's subject run as the source's OIDC ServiceAccount (created and owned as
+/// for other senders) with a projected token for the sink's audience mounted read-only at
+/// `/oidc`; deleting the binding takes out the volume, the mounts and the account again and
+/// leaves the subject's own. (No kubelet runs here: the pod specs are what is checked.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workloads_get_their_token_at_oidc_token() {
+    if common::skip_without(&[Server::KubeApiServer]) {
+        return;
+    }
+    let server = KubeApiServer::start().await;
+    server.install_crds().await;
+    let data = tempfile::tempdir().unwrap();
+    let herald = start_controller(&server, &data).await;
+    create(&server, &format!("{EVENTING}/brokers"), &broker("b")).await;
+    let broker_ref =
+        json!({"ref": {"apiVersion": "eventing.knative.dev/v1", "kind": "Broker", "name": "b"}});
+    let mount = json!({"name": "oidc-token", "mountPath": "/oidc", "readOnly": true});
+    let apps = "/apis/apps/v1/namespaces/default/deployments";
+
+    create(
+        &server,
+        &format!("{SOURCES}/containersources"),
+        &json!({"apiVersion": "sources.knative.dev/v1", "kind": "ContainerSource", "metadata": {"name": "beats"},
+                "spec": {"template": {"spec": {"containers": [{"name": "adapter", "image": "example/heartbeats"}]}},
+                         "sink": broker_ref}}),
+    )
+    .await;
+    let deployment = common::wait_for_value("the ContainerSource's Deployment", || async {
+        match server.get(&format!("{apps}/beats-deployment")).await {
+            (200, deployment) => Ok(deployment),
+            (status, answer) => Err(format!("{status} {answer}")),
+        }
+    })
+    .await;
+    let pod = &deployment["spec"]["template"]["spec"];
+    let account = "beats-oidc-sources.knative.dev-containersource";
+    assert_eq!(pod["serviceAccountName"], account, "{pod}");
+    assert_eq!(pod["volumes"], json!([token_volume(&broker_audience("b"))]));
+    assert_eq!(pod["containers"][0]["volumeMounts"], json!([mount]));
+    let status = wait_condition(
+        &server,
+        &herald,
+        &format!("{SOURCES}/containersources/beats"),
+        "OIDCIdentityCreated",
+        "True",
+        None,
+    )
+    .await;
+    assert_eq!(status["status"]["auth"]["serviceAccountName"], account);
+    let (code, created) = server
+        .get(&format!("{CORE}/serviceaccounts/{account}"))
+        .await;
+    assert_eq!(code, 200, "{created}");
+    assert_eq!(
+        created["metadata"]["ownerReferences"][0]["kind"],
+        "ContainerSource"
+    );
+
+    let app_spec = json!({"volumes": [{"name": "data", "emptyDir": {}}],
+        "containers": [{"name": "main", "image": "example/app",
+                        "volumeMounts": [{"name": "data", "mountPath": "/data"}]}]});
+    create(
+        &server,
+        apps,
+        &json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "app"},
+                "spec": {"selector": {"matchLabels": {"app": "x"}},
+                         "template": {"metadata": {"labels": {"app": "x"}}, "spec": app_spec}}}),
+    )
+    .await;
+    create(
+        &server,
+        &format!("{SOURCES}/sinkbindings"),
+        &json!({"apiVersion": "sources.knative.dev/v1", "kind": "SinkBinding", "metadata": {"name": "bind"},
+                "spec": {"subject": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "app"},
+                         "sink": broker_ref}}),
+    )
+    .await;
+    let binding_path = format!("{SOURCES}/sinkbindings/bind");
+    wait_ready(&server, &herald, &binding_path).await;
+    let app = server.get(&format!("{apps}/app")).await.1;
+    let pod = &app["spec"]["template"]["spec"];
+    assert_eq!(
+        pod["serviceAccountName"], "bind-oidc-sources.knative.dev-sinkbinding",
+        "{pod}"
+    );
+    assert_eq!(
+        pod["volumes"],
+        json!([{"name": "data", "emptyDir": {}}, token_volume(&broker_audience("b"))])
+    );
+    assert_eq!(
+        pod["containers"][0]["volumeMounts"],
+        json!([{"name": "data", "mountPath": "/data"}, mount])
+    );
+    assert_eq!(
+        server
+            .get(&format!(
+                "{CORE}/serviceaccounts/bind-oidc-sources.knative.dev-sinkbinding"
+            ))
+            .await
+            .0,
+        200
+    );
+
+    let (code, answer) = server.delete(&binding_path).await;
+    assert_eq!(code, 200, "{answer}");
+    common::wait_for_async("the binding is gone", || async {
+        server.get(&binding_path).await.0 == 404
+    })
+    .await;
+    let app = server.get(&format!("{apps}/app")).await.1;
+    let pod = &app["spec"]["template"]["spec"];
+    assert_eq!(pod["volumes"], app_spec["volumes"], "{pod}");
+    assert_eq!(
+        pod["containers"][0]["volumeMounts"],
+        app_spec["containers"][0]["volumeMounts"]
+    );
+    assert!(
+        pod["serviceAccountName"].is_null() || pod["serviceAccountName"] == "default",
+        "{pod}"
+    );
+    herald.terminate().await;
+}
+
+/// A sink `ref` to an addressable Herald does not serve resolves to its `status.address.url`,
+/// and its `status.address.audience` becomes the sink's audience: a PingSource's requests
+/// carry a TokenRequest token for that audience (Knative's resolver does the same).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sink_ref_takes_the_audience_the_addressable_advertises() {
+    if common::skip_without(&[Server::KubeApiServer]) {
+        return;
+    }
+    let server = KubeApiServer::start().await;
+    server.install_crds().await;
+    let receiver = Subscriber::start().await;
+    // Some other controller's addressable: a CRD whose objects carry their own status.
+    create(
+        &server,
+        "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
+        &json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+                "metadata": {"name": "receivers.example.com"},
+                "spec": {"group": "example.com", "scope": "Namespaced",
+                         "names": {"plural": "receivers", "singular": "receiver", "kind": "Receiver"},
+                         "versions": [{"name": "v1", "served": true, "storage": true,
+                                       "schema": {"openAPIV3Schema": {"type": "object",
+                                           "x-kubernetes-preserve-unknown-fields": true}}}]}}),
+    )
+    .await;
+    let audience = "example.com/receiver/default/r";
+    let object = json!({"apiVersion": "example.com/v1", "kind": "Receiver", "metadata": {"name": "r"},
+        "status": {"address": {"url": receiver.url(), "audience": audience}}});
+    common::wait_for_async("the Receiver CRD serves", || async {
+        server
+            .post("/apis/example.com/v1/namespaces/default/receivers", &object)
+            .await
+            .0
+            == 201
+    })
+    .await;
+    let data = tempfile::tempdir().unwrap();
+    let herald = start_controller(&server, &data).await;
+    create(
+        &server,
+        &format!("{SOURCES}/pingsources"),
+        &json!({"apiVersion": "sources.knative.dev/v1", "kind": "PingSource", "metadata": {"name": "p"},
+                "spec": {"schedule": "@every 1s", "data": "{}",
+                         "sink": {"ref": {"apiVersion": "example.com/v1", "kind": "Receiver", "name": "r"}}}}),
+    )
+    .await;
+    let received = receiver.wait_for(1).await;
+    let authorization = received[0]
+        .header("authorization")
+        .unwrap_or_else(|| panic!("the request carries a token\n{}", herald.logs()));
+    let token = authorization.strip_prefix("Bearer ").unwrap();
+    let subject = verify_with_cluster_jwks(&server, token, audience).await;
+    assert_eq!(
+        subject,
+        "system:serviceaccount:default:p-oidc-sources.knative.dev-pingsource"
+    );
     herald.terminate().await;
 }

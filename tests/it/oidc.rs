@@ -687,6 +687,102 @@ async fn sources_send_their_token_for_the_sinks_audience() {
     );
 }
 
+/// A ContainerSource's program under `herald serve` finds its token for the sink in the file
+/// `K_OIDC_TOKEN_FILE` names (mode 0600, under the data directory): a broker that requires
+/// OIDC takes its event with that token (202) and refuses it without (401).
+#[tokio::test]
+async fn a_container_sources_program_posts_with_the_token_from_its_file() {
+    let subscriber = Subscriber::start().await;
+    let scripts = tempfile::tempdir().unwrap();
+    let script = scripts.path().join("adapter.sh");
+    std::fs::write(
+        &script,
+        r#"post() {
+  curl -s -o /dev/null -w "$1 %{http_code}\n" -H 'ce-specversion: 1.0' -H 'ce-id: 1' \
+    -H "ce-type: $1" -H 'ce-source: /adapter' -H 'content-type: application/json' -d '{}' "$@" "$K_SINK"
+}
+echo "token file mode $(stat -c %a "$K_OIDC_TOKEN_FILE")"
+post with-token -H "Authorization: Bearer $(cat "$K_OIDC_TOKEN_FILE")"
+post without-token
+exec sleep 3600
+"#,
+    )
+    .unwrap();
+    let config = format!(
+        "{}{}apiVersion: sources.knative.dev/v1\nkind: ContainerSource\nmetadata: {{name: c, namespace: {NS}}}\nspec:\n  template: {{spec: {{containers: [{{command: [sh, '{}']}}]}}}}\n  sink: {{ref: {{apiVersion: eventing.knative.dev/v1, kind: Broker, name: b}}}}\n",
+        broker_yaml("b", None),
+        scenarios::trigger_yaml("t", "b", &subscriber.url(), ""),
+        script.display()
+    );
+    let dirs = HeraldDirs::new(&config);
+    let herald = Herald::start(&Sled, &dirs, &OIDC).await;
+
+    let got = subscriber.wait_for(1).await;
+    assert_eq!(got[0].ce("type"), Some("with-token"), "{}", herald.logs());
+    herald.wait_for_log("with-token 202").await;
+    herald.wait_for_log("without-token 401").await;
+    herald.wait_for_log("token file mode 600").await;
+}
+
+/// `herald run --service-account NS/NAME`: the program finds a token for the sink broker's
+/// audience, as that ServiceAccount, in the file `K_OIDC_TOKEN_FILE` names (a private
+/// directory, removed when the program exits); with it the broker takes the event (202),
+/// without it refuses (401).
+#[tokio::test]
+async fn herald_run_gives_the_program_a_token_file() {
+    let subscriber = Subscriber::start().await;
+    let config = broker_yaml("b", None) + &scenarios::trigger_yaml("t", "b", &subscriber.url(), "");
+    let dirs = HeraldDirs::new(&config);
+    let herald = Herald::start(&Sled, &dirs, &OIDC).await;
+    let scripts = tempfile::tempdir().unwrap();
+    let script = scripts.path().join("adapter.sh");
+    std::fs::write(
+        &script,
+        r#"post() {
+  curl -s -o /dev/null -w "$1 %{http_code}\n" -H 'ce-specversion: 1.0' -H 'ce-id: 1' \
+    -H "ce-type: $1" -H 'ce-source: /adapter' -H 'content-type: application/json' -d '{}' "$@" "$K_SINK"
+}
+echo "file $K_OIDC_TOKEN_FILE"
+echo "modes $(stat -c %a "$(dirname "$K_OIDC_TOKEN_FILE")") $(stat -c %a "$K_OIDC_TOKEN_FILE")"
+post with-token -H "Authorization: Bearer $(cat "$K_OIDC_TOKEN_FILE")"
+post without-token
+"#,
+    )
+    .unwrap();
+    let output = tokio::process::Command::new(common::herald::herald_binary())
+        .args([
+            "run",
+            "--sink",
+            "broker:b",
+            "--service-account",
+            "default/producer",
+        ])
+        .args(["--server", &herald.admin, "--", "sh"])
+        .arg(&script)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for line in ["modes 700 600", "with-token 202", "without-token 401"] {
+        assert!(stdout.contains(line), "{line:?} in {stdout}");
+    }
+    let file = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("file "))
+        .unwrap();
+    assert!(
+        !std::path::Path::new(file).parent().unwrap().exists(),
+        "removed after the program exits"
+    );
+    let got = subscriber.wait_for(1).await;
+    assert_eq!(got[0].ce("type"), Some("with-token"));
+}
+
 /// POSTs a binary-mode event to `url` with an optional bearer token: the status and body.
 async fn post_event(url: &str, token: Option<&str>) -> (u16, String) {
     let mut request = scenarios::client()
