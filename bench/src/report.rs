@@ -326,34 +326,24 @@ pub async fn run_backend(settings: &Settings, backend: &str) -> anyhow::Result<R
     )
     .await?;
 
-    // Transport encryption against plain HTTP, on the first connection count.
-    let tls = match backend == "sled" && measured("ingress") {
+    // The embedded log's costs per event against the same run's plain ingress, on the first
+    // connection count: transport encryption, then sender identity and EventPolicy.
+    let first_count = settings.connections.first().copied().unwrap_or_default();
+    let per_event_costs = backend == "sled" && measured("ingress");
+    let reason = |error: anyhow::Error| format!("{error:#}");
+    let tls = match per_event_costs {
         true => Some(
-            crate::tls::measure(
-                settings,
-                &args_for_run(),
-                &payload,
-                first_pool,
-                settings.connections.first().copied().unwrap_or_default(),
-            )
-            .await
-            .map_err(|error| format!("{error:#}")),
+            crate::tls::measure(settings, &args_for_run(), &payload, first_pool, first_count)
+                .await
+                .map_err(reason),
         ),
         false => None,
     };
-
-    // Sender identity and EventPolicy against no authentication, on the first count.
-    let access = match backend == "sled" && measured("ingress") {
+    let access = match per_event_costs {
         true => Some(
-            crate::access::measure(
-                settings,
-                &args_for_run(),
-                &payload,
-                first_pool,
-                settings.connections.first().copied().unwrap_or_default(),
-            )
-            .await
-            .map_err(|error| format!("{error:#}")),
+            crate::access::measure(settings, &args_for_run(), &payload, first_pool, first_count)
+                .await
+                .map_err(reason),
         ),
         false => None,
     };

@@ -151,28 +151,14 @@ impl Authorizer {
         subject: Option<&str>,
         events: &[CloudEvent],
     ) -> Result<(), Denied> {
-        let Some(subject) = subject else {
-            return Ok(());
-        };
-        let Some(compiled) = self.compiled() else {
-            return Err(Denied::DenyAll {
-                target: format!("EventTransform {namespace}/{name}"),
-            });
-        };
         let key = (namespace.to_owned(), name.to_owned());
-        let fallback;
-        let entry = match compiled.transforms.get(&key) {
-            Some(entry) => entry,
-            None => {
-                fallback = StreamRules {
-                    name: format!("EventTransform {namespace}/{name}"),
-                    namespace: namespace.to_owned(),
-                    rules: Vec::new(),
-                };
-                &fallback
-            }
-        };
-        decide(compiled.settings.default_mode, entry, subject, events)
+        self.check_target(
+            subject,
+            events,
+            || format!("EventTransform {namespace}/{name}"),
+            namespace,
+            |compiled| compiled.transforms.get(&key),
+        )
     }
 
     /// The compiled policies; `None` when the lock is poisoned (callers refuse).
@@ -189,22 +175,39 @@ impl Authorizer {
         subject: Option<&str>,
         events: &[CloudEvent],
     ) -> Result<(), Denied> {
+        self.check_target(
+            subject,
+            events,
+            || stream.to_string(),
+            &stream.namespace,
+            |compiled| compiled.streams.get(stream),
+        )
+    }
+
+    /// Decides by the rules `find` picks out of the compiled policies, or by the default
+    /// mode for a target `name`d so in `namespace` that no policy names.
+    fn check_target(
+        &self,
+        subject: Option<&str>,
+        events: &[CloudEvent],
+        name: impl Fn() -> String,
+        namespace: &str,
+        find: impl for<'a> FnOnce(&'a Compiled) -> Option<&'a StreamRules>,
+    ) -> Result<(), Denied> {
         let Some(subject) = subject else {
             return Ok(());
         };
         let Some(compiled) = self.compiled() else {
             // A poisoned lock: refuse rather than let everything in.
-            return Err(Denied::DenyAll {
-                target: stream.to_string(),
-            });
+            return Err(Denied::DenyAll { target: name() });
         };
         let fallback;
-        let entry = match compiled.streams.get(stream) {
+        let entry = match find(&compiled) {
             Some(entry) => entry,
             None => {
                 fallback = StreamRules {
-                    name: stream.to_string(),
-                    namespace: stream.namespace.clone(),
+                    name: name(),
+                    namespace: namespace.to_owned(),
                     rules: Vec::new(),
                 };
                 &fallback
