@@ -127,14 +127,14 @@ impl Api {
     pub async fn send(&self, request: reqwest::RequestBuilder) -> Result<Value, ClientError> {
         let response = request.send().await.map_err(|e| ClientError::Unreachable {
             server: self.server.clone(),
-            error: describe(&e),
+            error: herald_triggers::attempt::describe(&e),
         })?;
         let status = response.status();
         let (body, complete) = read_bounded(response, MAX_ANSWER_BYTES)
             .await
             .map_err(|e| ClientError::Unreachable {
                 server: self.server.clone(),
-                error: describe(&e),
+                error: herald_triggers::attempt::describe(&e),
             })?;
         if !complete {
             return Err(ClientError::Other(format!(
@@ -205,18 +205,6 @@ fn refused(status: StatusCode, value: &Value, body: &[u8]) -> ClientError {
             message
         },
     }
-}
-
-/// reqwest's own message hides the cause; print the chain.
-fn describe(error: &reqwest::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// Prints a value as YAML or JSON; tables are each command's own.

@@ -108,7 +108,7 @@ impl Fetch for HttpFetch {
             .header("accept", ACCEPT)
             .send()
             .await
-            .map_err(|e| failed(describe(&e)))?;
+            .map_err(|e| failed(herald_triggers::attempt::describe(&e)))?;
         if !response.status().is_success() {
             return Err(failed(format!("answered {}", response.status())));
         }
@@ -123,18 +123,6 @@ impl Fetch for HttpFetch {
         }
         Ok(body.into())
     }
-}
-
-/// reqwest's own message hides the cause (a refused connection, an unknown CA): the chain.
-fn describe(error: &reqwest::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// What Herald reads of a discovery document.

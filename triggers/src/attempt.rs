@@ -255,8 +255,10 @@ async fn timed(timeout: Duration, answer: impl std::future::Future<Output = Answ
     }
 }
 
-/// reqwest's top-level message hides the cause ("error sending request"); include the chain.
-fn describe(error: &reqwest::Error) -> String {
+/// A reqwest error with its causes: the top-level message hides them ("error sending
+/// request" for a refused connection or an unknown CA). Every HTTP client of Herald reports
+/// its failures with this.
+pub fn describe(error: &reqwest::Error) -> String {
     let mut text = error.to_string();
     let mut source = std::error::Error::source(error);
     while let Some(cause) = source {
